@@ -1,0 +1,10 @@
+//! Who is calling: argon2id password hashes, signed session tokens (JWT) and
+//! the extractor that turns a bearer token into the caller's id.
+
+mod extract;
+mod password;
+mod token;
+
+pub use extract::{AuthUser, bearer_token};
+pub use password::Passwords;
+pub use token::{Claims, TokenError, Tokens, load_or_create_secret};

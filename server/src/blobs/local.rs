@@ -1,0 +1,49 @@
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use super::{Blob, BlobError, BlobStore, parse_key};
+
+/// Pictures as files in one folder. A file is written under a temporary name
+/// and renamed into place, so a reader never sees half a picture.
+pub struct LocalBlobs {
+    dir: PathBuf,
+}
+
+impl LocalBlobs {
+    pub fn open(dir: PathBuf) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(LocalBlobs { dir })
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
+        let partial = self.dir.join(format!(".{key}.partial"));
+        tokio::fs::write(&partial, bytes).await?;
+        tokio::fs::rename(&partial, self.dir.join(key)).await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError> {
+        let Some(kind) = parse_key(key) else {
+            return Ok(None);
+        };
+        match tokio::fs::read(self.dir.join(key)).await {
+            Ok(bytes) => Ok(Some(Blob { bytes, kind })),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        if parse_key(key).is_none() {
+            return Ok(());
+        }
+        match tokio::fs::remove_file(self.dir.join(key)).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
+            _ => Ok(()),
+        }
+    }
+}

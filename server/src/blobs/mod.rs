@@ -1,0 +1,69 @@
+//! Profile pictures: checked by their content (`image`), kept under a
+//! server-chosen key in a blob store. The embedded default is a local folder.
+
+mod image;
+mod local;
+
+use async_trait::async_trait;
+
+pub use image::{ImageError, ImageKind, inspect};
+pub use local::LocalBlobs;
+
+/// Where the server serves the picture stored under `key`.
+pub fn pic_url(key: &str) -> String {
+    format!("/api/pic/{key}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A stored picture and what it is.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub bytes: Vec<u8>,
+    pub kind: ImageKind,
+}
+
+/// A new, random, unguessable key for a picture of this kind.
+pub fn new_key(kind: ImageKind) -> String {
+    format!("{}.{}", uuid::Uuid::new_v4().simple(), kind.extension())
+}
+
+/// The image kind a key names, when the key is one `new_key` could have made.
+/// Anything else (path separators, dots, unknown endings) is not a key.
+pub fn parse_key(key: &str) -> Option<ImageKind> {
+    let (stem, extension) = key.split_once('.')?;
+    let stem_ok = stem.len() == 32 && stem.bytes().all(|b| b.is_ascii_hexdigit());
+    stem_ok.then_some(())?;
+    ImageKind::from_extension(extension)
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError>;
+    async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError>;
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_nothing_else_parses() {
+        let key = new_key(ImageKind::Png);
+        assert_eq!(parse_key(&key), Some(ImageKind::Png));
+        for bad in [
+            "../etc/passwd",
+            "x.png",
+            "0123456789abcdef0123456789abcdef.exe",
+            "0123456789abcdef0123456789abcdef.png.png",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(parse_key(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What users do with chats and messages, and who hears of it. The rules live
+//! here (who may rename, who may remove whom, membership on every event), so
+//! that the REST API and the socket share them; storage is `Store`'s and
+//! delivery the hub's.
+
+use chrono::Utc;
+use natter_shared::limits::GROUP_MAX_MEMBERS;
+use natter_shared::{Chat, Message, ServerFrame};
+
+use crate::domain::{ChatName, ClientId, Content};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{NewMessage, Page, StoreError, Stored};
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn member_ids(chat: &Chat) -> impl Iterator<Item = &str> {
+    chat.users.iter().map(|user| user.id.as_str())
+}
+
+/// Tells every member of `chat` (and `also`, e.g. a user just removed) that it changed.
+fn announce(state: &AppState, chat: &Chat, also: Option<&str>) {
+    let frame = ServerFrame::Chat { chat: chat.clone() };
+    state.hub.deliver(member_ids(chat).chain(also), &frame);
+}
+
+/// A chat the caller is a member of: 404 when there is no such chat, 403 when
+/// the caller is not in it.
+pub async fn chat_for_member(state: &AppState, me: &str, chat_id: &str) -> Result<Chat, ApiError> {
+    let chat = state
+        .store
+        .chat(chat_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no chat with that id"))?;
+    if !member_ids(&chat).any(|id| id == me) {
+        return Err(StoreError::NotMember.into());
+    }
+    Ok(chat)
+}
+
+/// A group chat the caller administers.
+async fn group_for_admin(state: &AppState, me: &str, chat_id: &str) -> Result<Chat, ApiError> {
+    let chat = chat_for_member(state, me, chat_id).await?;
+    if !chat.is_group_chat {
+        return Err(ApiError::bad_request("this is not a group chat"));
+    }
+    if chat.group_admin.as_ref().map(|admin| admin.id.as_str()) != Some(me) {
+        return Err(ApiError::forbidden("only the group's admin can do that"));
+    }
+    Ok(chat)
+}
+
+async fn require_user(state: &AppState, user_id: &str) -> Result<(), ApiError> {
+    match state.store.user(user_id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("no user with id '{user_id}'"))),
+    }
+}
+
+/// The one-to-one chat of `me` and `other`, created the first time.
+pub async fn open_direct(
+    state: &AppState,
+    me: &str,
+    other: &str,
+) -> Result<(Chat, bool), ApiError> {
+    if me == other {
+        return Err(ApiError::bad_request(
+            "you cannot open a chat with yourself",
+        ));
+    }
+    require_user(state, other).await?;
+    let (chat, created) = state.store.open_direct_chat(&new_id(), me, other).await?;
+    if created {
+        announce(state, &chat, None);
+    }
+    Ok((chat, created))
+}
+
+pub async fn create_group(
+    state: &AppState,
+    me: &str,
+    name: ChatName,
+    users: Vec<String>,
+) -> Result<Chat, ApiError> {
+    let mut members: Vec<String> = Vec::with_capacity(users.len());
+    for user in users {
+        if user != me && !members.contains(&user) {
+            members.push(user);
+        }
+    }
+    if members.is_empty() {
+        return Err(ApiError::bad_request(
+            "a group needs at least one other member",
+        ));
+    }
+    if members.len() + 1 > GROUP_MAX_MEMBERS {
+        return Err(ApiError::bad_request(format!(
+            "a group can have at most {GROUP_MAX_MEMBERS} members"
+        )));
+    }
+    for member in &members {
+        require_user(state, member).await?;
+    }
+    let chat = state
+        .store
+        .create_group(&new_id(), name.as_str(), me, &members)
+        .await?;
+    announce(state, &chat, None);
+    Ok(chat)
+}
+
+pub async fn rename(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+    name: ChatName,
+) -> Result<Chat, ApiError> {
+    group_for_admin(state, me, chat_id).await?;
+    let chat = state.store.rename_chat(chat_id, name.as_str()).await?;
+    announce(state, &chat, None);
+    Ok(chat)
+}
+
+pub async fn add_member(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+    user_id: &str,
+) -> Result<Chat, ApiError> {
+    let chat = group_for_admin(state, me, chat_id).await?;
+    require_user(state, user_id).await?;
+    if chat.users.len() >= GROUP_MAX_MEMBERS && !member_ids(&chat).any(|id| id == user_id) {
+        return Err(ApiError::bad_request(format!(
+            "a group can have at most {GROUP_MAX_MEMBERS} members"
+        )));
+    }
+    let chat = state.store.add_member(chat_id, user_id).await?;
+    announce(state, &chat, None);
+    Ok(chat)
+}
+
+/// Removes `user_id` from a group: the admin may remove anyone, any member
+/// may remove themself (leave).
+pub async fn remove_member(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+    user_id: &str,
+) -> Result<Chat, ApiError> {
+    if user_id == me {
+        let chat = chat_for_member(state, me, chat_id).await?;
+        if !chat.is_group_chat {
+            return Err(ApiError::bad_request("this is not a group chat"));
+        }
+    } else {
+        group_for_admin(state, me, chat_id).await?;
+    }
+    let chat = state.store.remove_member(chat_id, user_id).await?;
+    announce(state, &chat, Some(user_id));
+    Ok(chat)
+}
+
+/// Stores a message and delivers it to every member's open sockets. A retry
+/// (same sender, same `client_id`) returns the stored message and delivers
+/// nothing again.
+pub async fn send_message(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+    content: Content,
+    client_id: Option<ClientId>,
+) -> Result<Stored, ApiError> {
+    let new = NewMessage {
+        id: new_id(),
+        chat_id: chat_id.to_owned(),
+        sender_id: me.to_owned(),
+        content: content.into_inner(),
+        client_id: client_id.map(ClientId::into_inner),
+        created_at: Utc::now(),
+    };
+    let stored = match state.store.insert_message(new).await {
+        Err(StoreError::NotMember) => {
+            // Say 404 for a chat that does not exist, 403 for one the sender is not in.
+            return Err(chat_for_member(state, me, chat_id)
+                .await
+                .err()
+                .unwrap_or(StoreError::NotMember.into()));
+        }
+        other => other?,
+    };
+    if let Stored::New(message) = &stored {
+        let members = state.store.members(chat_id).await?;
+        let frame = ServerFrame::Message {
+            message: message.clone(),
+        };
+        state
+            .hub
+            .deliver(members.iter().map(String::as_str), &frame);
+    }
+    Ok(stored)
+}
+
+/// Tells the other members that `me` started or stopped typing.
+pub async fn typing(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+    is_typing: bool,
+) -> Result<(), ApiError> {
+    let members = state.store.members(chat_id).await?;
+    if !members.iter().any(|id| id == me) {
+        return Err(chat_for_member(state, me, chat_id)
+            .await
+            .err()
+            .unwrap_or(StoreError::NotMember.into()));
+    }
+    let frame = ServerFrame::Typing {
+        chat_id: chat_id.to_owned(),
+        user_id: me.to_owned(),
+        is_typing,
+    };
+    state.hub.deliver(
+        members.iter().map(String::as_str).filter(|id| *id != me),
+        &frame,
+    );
+    Ok(())
+}
+
+/// A page of a chat's history, for a member.
+pub async fn history(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+    page: Page,
+) -> Result<Vec<Message>, ApiError> {
+    chat_for_member(state, me, chat_id).await?;
+    Ok(state.store.messages(chat_id, page).await?)
+}

@@ -1,0 +1,94 @@
+//! Typed configuration. Every setting is a `--flag` and a `NATTER_*` environment
+//! variable (flags win); `natter-server --help` lists them with their defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Natter's self-hosted server: REST API and realtime WebSocket gateway.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "natter-server", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the API and the socket (what runs when no command is given).
+    Serve,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "NATTER_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Folder for the embedded database, profile pictures and the generated JWT
+    /// secret. Defaults to the platform's per-user data folder.
+    #[arg(long, env = "NATTER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Secret that signs session tokens (at least 32 characters). Every node of
+    /// one deployment needs the same one. When unset, a random secret is
+    /// generated once and kept in the data folder.
+    #[arg(long, env = "NATTER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// How long a session token stays valid, in seconds (default 7 days).
+    #[arg(long, env = "NATTER_TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub token_ttl_secs: u64,
+
+    /// How often the server pings each socket, in milliseconds.
+    #[arg(long, env = "NATTER_WS_PING_MS", default_value_t = 20_000)]
+    pub ws_ping_ms: u64,
+
+    /// A socket that has sent nothing (not even a pong) for this long, in
+    /// milliseconds, is considered dead and dropped.
+    #[arg(long, env = "NATTER_WS_TIMEOUT_MS", default_value_t = 60_000)]
+    pub ws_timeout_ms: u64,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `natter_server=debug`.
+    #[arg(long, env = "NATTER_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// The data folder: the configured one, or the platform's default.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        directories::ProjectDirs::from("org", "Natter", "natter-server")
+            .map(|dirs| dirs.data_dir().to_path_buf())
+            .ok_or_else(|| anyhow::anyhow!("no home folder found: set NATTER_DATA_DIR"))
+    }
+
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_secs)
+    }
+
+    pub fn ws_ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ws_ping_ms.max(10))
+    }
+
+    pub fn ws_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_timeout_ms.max(20))
+    }
+
+    /// A configuration with every default and the given data folder, for tests
+    /// and embedding.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        let cli = Cli::parse_from(["natter-server"]);
+        Config {
+            data_dir: Some(data_dir),
+            ..cli.config
+        }
+    }
+}

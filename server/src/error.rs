@@ -1,0 +1,126 @@
+//! The one mapping from everything that can go wrong in a request to an HTTP
+//! answer: a status and `{"error": "<readable reason>"}`.
+
+use axum::Json;
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use natter_shared::ErrorBody;
+
+use crate::blobs::BlobError;
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+/// Why a request failed. The message is shown to the user as it is, so it
+/// says what was wrong with the input and never leaks internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    /// A request the framework refused before our code saw it (bad JSON, a
+    /// body over the limit, a wrong method), with the status it chose.
+    #[error("{1}")]
+    Rejected(StatusCode, String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Rejected(status, _) => *status,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        ApiError::BadRequest(reason.into())
+    }
+
+    pub fn not_found(reason: impl Into<String>) -> Self {
+        ApiError::NotFound(reason.into())
+    }
+
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        ApiError::Forbidden(reason.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        ApiError::BadRequest(err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(what) => ApiError::Conflict(what),
+            StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::NotMember => {
+                ApiError::Forbidden("you are not a member of this chat".into())
+            }
+            StoreError::Database(cause) => ApiError::Internal(cause.into()),
+            StoreError::Migration(cause) => ApiError::Internal(cause.into()),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(err: BlobError) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+/// axum answers well-formed JSON of the wrong shape with 422; to clients all
+/// bad input is 400, whatever stage of parsing caught it.
+fn input_status(status: StatusCode) -> StatusCode {
+    if status == StatusCode::UNPROCESSABLE_ENTITY {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    }
+}
+
+/// Rejections from axum's extractors keep the status axum chose (400, 413,
+/// 415, 422...) and its explanation, but in our JSON shape.
+macro_rules! from_rejection {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(rejection: $rejection) -> Self {
+                ApiError::Rejected(input_status(rejection.status()), rejection.body_text())
+            }
+        }
+    )*};
+}
+
+from_rejection!(JsonRejection, QueryRejection, PathRejection, MultipartError);

@@ -1,0 +1,89 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use natter_shared::Chat;
+use natter_shared::api::{
+    CreateGroupRequest, GroupMemberRequest, OpenChatRequest, RenameGroupRequest,
+};
+
+use super::extract::{JsonBody, PathParam};
+use crate::auth::AuthUser;
+use crate::chats;
+use crate::domain::ChatName;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `POST /api/chat`: the one-to-one chat with `userId` (201 when just created).
+pub async fn open_direct(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    JsonBody(body): JsonBody<OpenChatRequest>,
+) -> Result<(StatusCode, Json<Chat>), ApiError> {
+    let (chat, created) = chats::open_direct(&state, &me, &body.user_id).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(chat)))
+}
+
+/// `GET /api/chat`: the caller's chats, most recent activity first.
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> Result<Json<Vec<Chat>>, ApiError> {
+    Ok(Json(state.store.chats_of(&me).await?))
+}
+
+/// `GET /api/chat/{chatId}`: one chat the caller is in.
+pub async fn get_chat(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    PathParam(chat_id): PathParam<String>,
+) -> Result<Json<Chat>, ApiError> {
+    Ok(Json(chats::chat_for_member(&state, &me, &chat_id).await?))
+}
+
+/// `POST /api/chat/group`: a new group with the caller as admin.
+pub async fn create_group(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    JsonBody(body): JsonBody<CreateGroupRequest>,
+) -> Result<(StatusCode, Json<Chat>), ApiError> {
+    let name = ChatName::parse(&body.name)?;
+    let chat = chats::create_group(&state, &me, name, body.users).await?;
+    Ok((StatusCode::CREATED, Json(chat)))
+}
+
+/// `PUT /api/chat/rename`: admin only.
+pub async fn rename(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    JsonBody(body): JsonBody<RenameGroupRequest>,
+) -> Result<Json<Chat>, ApiError> {
+    let name = ChatName::parse(&body.chat_name)?;
+    Ok(Json(chats::rename(&state, &me, &body.chat_id, name).await?))
+}
+
+/// `PUT /api/chat/groupadd`: admin only.
+pub async fn add_member(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    JsonBody(body): JsonBody<GroupMemberRequest>,
+) -> Result<Json<Chat>, ApiError> {
+    Ok(Json(
+        chats::add_member(&state, &me, &body.chat_id, &body.user_id).await?,
+    ))
+}
+
+/// `PUT /api/chat/groupremove`: admin only, or a member removing themself.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    JsonBody(body): JsonBody<GroupMemberRequest>,
+) -> Result<Json<Chat>, ApiError> {
+    Ok(Json(
+        chats::remove_member(&state, &me, &body.chat_id, &body.user_id).await?,
+    ))
+}

@@ -1,0 +1,96 @@
+//! `natter-server`: Natter's self-hosted server.
+//!
+//! - `config`: settings from flags and environment.
+//! - `domain`: input parsed once into types that are valid by construction.
+//! - `auth`: passwords, session tokens, the authenticated-caller extractor.
+//! - `store`: persistence behind the `Store` trait (SQLite by default).
+//! - `blobs`: profile pictures behind the `BlobStore` trait (a folder by default).
+//! - `chats`: the rules of chats and messages, shared by REST and the socket.
+//! - `realtime`: the WebSocket gateway and the hub that delivers events.
+//! - `http`: routes and handlers.
+
+pub mod auth;
+pub mod blobs;
+pub mod chats;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod realtime;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::auth::{Passwords, Tokens, load_or_create_secret};
+use crate::blobs::LocalBlobs;
+use crate::config::Config;
+use crate::realtime::Hub;
+use crate::state::{AppState, Settings};
+use crate::store::SqliteStore;
+
+/// A server that is bound to its address and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the storage, loads the signing secret and binds the listener.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let data_dir = config.data_dir()?;
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
+        let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
+        let store = SqliteStore::open(&data_dir)
+            .await
+            .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+        let blobs =
+            LocalBlobs::open(data_dir.join("pics")).context("opening the picture folder")?;
+        let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
+        let state = AppState {
+            store: Arc::new(store),
+            blobs: Arc::new(blobs),
+            hub: Arc::new(Hub::new()),
+            tokens: Arc::new(Tokens::new(&secret, config.token_ttl())),
+            passwords: Arc::new(passwords),
+            settings: Arc::new(Settings {
+                ws_ping_interval: config.ws_ping_interval(),
+                ws_timeout: config.ws_timeout(),
+            }),
+        };
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("listening on {}", config.addr))?;
+        tracing::info!(data_dir = %data_dir.display(), "storage: embedded SQLite and local pictures");
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then closes every socket and returns
+    /// once in-flight requests are done.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let hub = self.state.hub.clone();
+        let router = http::router(self.state);
+        tracing::info!(addr = %self.listener.local_addr()?, "natter-server listening");
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing sockets");
+                hub.close_all();
+            })
+            .await?;
+        Ok(())
+    }
+}

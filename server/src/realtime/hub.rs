@@ -1,0 +1,181 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use natter_shared::ServerFrame;
+use tokio::sync::{Notify, mpsc};
+
+/// Frames waiting for one socket. A socket whose queue is full is too slow to
+/// keep up; it is dropped (the app reconnects and catches up by seq) rather
+/// than letting its queue grow without end.
+pub const SOCKET_QUEUE: usize = 1024;
+
+/// The open sockets of this node, by user. Locks are never held across an
+/// await: delivery only pushes onto bounded queues.
+#[derive(Default)]
+pub struct Hub {
+    sockets: RwLock<HashMap<String, Vec<Socket>>>,
+    next_id: AtomicU64,
+    closing: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Socket {
+    id: u64,
+    queue: mpsc::Sender<Utf8Bytes>,
+    kick: Arc<Notify>,
+}
+
+/// One registered socket: what its connection task reads and listens to.
+pub struct Registration {
+    pub id: u64,
+    /// Frames to write to this socket, already encoded.
+    pub frames: mpsc::Receiver<Utf8Bytes>,
+    /// For answering on this socket only (acks, errors).
+    pub reply: mpsc::Sender<Utf8Bytes>,
+    /// Notified when the socket must close (too slow, or server shutting down).
+    pub kick: Arc<Notify>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&self, user_id: &str) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (queue, frames) = mpsc::channel(SOCKET_QUEUE);
+        let kick = Arc::new(Notify::new());
+        let socket = Socket {
+            id,
+            queue: queue.clone(),
+            kick: kick.clone(),
+        };
+        self.write()
+            .entry(user_id.to_owned())
+            .or_default()
+            .push(socket);
+        if self.is_closing() {
+            kick.notify_one();
+        }
+        Registration {
+            id,
+            frames,
+            reply: queue,
+            kick,
+        }
+    }
+
+    pub fn unregister(&self, user_id: &str, id: u64) {
+        let mut sockets = self.write();
+        if let Some(list) = sockets.get_mut(user_id) {
+            list.retain(|socket| socket.id != id);
+            if list.is_empty() {
+                sockets.remove(user_id);
+            }
+        }
+    }
+
+    /// Sends `frame` to every open socket of every user in `users`. The frame
+    /// is encoded once, whatever the number of recipients.
+    pub fn deliver<'a>(&self, users: impl IntoIterator<Item = &'a str>, frame: &ServerFrame) {
+        let text = encode(frame);
+        let mut too_slow = Vec::new();
+        {
+            let sockets = self.read();
+            for user in users {
+                for socket in sockets.get(user).into_iter().flatten() {
+                    if let Err(mpsc::error::TrySendError::Full(_)) =
+                        socket.queue.try_send(text.clone())
+                    {
+                        too_slow.push((user.to_owned(), socket.id));
+                        socket.kick.notify_one();
+                    }
+                }
+            }
+        }
+        for (user, id) in too_slow {
+            tracing::warn!(user = %user, socket = id, "dropping a socket that cannot keep up");
+            self.unregister(&user, id);
+        }
+    }
+
+    /// Open sockets on this node.
+    pub fn connections(&self) -> usize {
+        self.read().values().map(Vec::len).sum()
+    }
+
+    /// Asks every socket to close, for a clean shutdown.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        for socket in self.read().values().flatten() {
+            socket.kick.notify_one();
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Socket>>> {
+        self.sockets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Socket>>> {
+        self.sockets
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A frame as the text sent on the wire.
+pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    // Serializing these plain structs cannot fail: no maps with non-string keys,
+    // no custom serializers.
+    serde_json::to_string(frame)
+        .unwrap_or_else(|err| format!(r#"{{"type":"error","error":"{err}"}}"#))
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typing(user: &str) -> ServerFrame {
+        ServerFrame::Typing {
+            chat_id: "c".into(),
+            user_id: user.into(),
+            is_typing: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_to_every_socket_of_the_named_users_only() {
+        let hub = Hub::new();
+        let mut ann_laptop = hub.register("ann");
+        let mut ann_phone = hub.register("ann");
+        let mut bob = hub.register("bob");
+        hub.deliver(["ann"], &typing("bob"));
+        assert!(ann_laptop.frames.recv().await.is_some());
+        assert!(ann_phone.frames.recv().await.is_some());
+        assert!(bob.frames.try_recv().is_err());
+        assert_eq!(hub.connections(), 3);
+        hub.unregister("ann", ann_phone.id);
+        assert_eq!(hub.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_falls_behind_is_dropped() {
+        let hub = Hub::new();
+        let slow = hub.register("ann");
+        for _ in 0..=SOCKET_QUEUE {
+            hub.deliver(["ann"], &typing("bob"));
+        }
+        assert_eq!(hub.connections(), 0);
+        // The kick was stored as a permit: the connection task sees it at once.
+        slow.kick.notified().await;
+    }
+}

@@ -1,0 +1,267 @@
+//! One WebSocket connection: authenticate the upgrade, register with the hub,
+//! then run a reader (frames from the client) and a writer (frames to it, and
+//! keep-alive pings) side by side until either ends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use natter_shared::limits::FRAME_MAX_BYTES;
+use natter_shared::{ClientFrame, ServerFrame};
+use tokio::sync::mpsc;
+
+use super::Registration;
+use super::hub::encode;
+use crate::auth::bearer_token;
+use crate::chats;
+use crate::domain::{ClientId, Content};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The transport refuses messages past this size outright (closing with 1009);
+/// between `FRAME_MAX_BYTES` and this, a frame is answered with an error frame.
+const HARD_FRAME_LIMIT: usize = 4 * FRAME_MAX_BYTES;
+
+/// `GET /ws`: the token comes as `?token=` (browsers cannot set headers on a
+/// WebSocket) or as `Authorization: Bearer`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    caller: Caller,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let user_id = caller.0;
+    let ws =
+        ws.map_err(|rejection| ApiError::Rejected(rejection.status(), rejection.body_text()))?;
+    Ok(ws
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| run(state, user_id, socket)))
+}
+
+/// The user a socket upgrade is for.
+pub struct Caller(String);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(parts)
+            .map(str::to_owned)
+            .or_else(|| query_token(parts.uri.query()))
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "not logged in: pass ?token=<token> or a bearer token".into(),
+                )
+            })?;
+        state
+            .tokens
+            .verify(&token)
+            .map(Caller)
+            .map_err(|err| ApiError::Unauthorized(err.to_string()))
+    }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "token")
+        .map(|(_, value)| value.to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+async fn run(state: AppState, user_id: String, socket: WebSocket) {
+    let registration = state.hub.register(&user_id);
+    let id = registration.id;
+    tracing::debug!(user = %user_id, socket = id, "socket opened");
+    let (sink, stream) = socket.split();
+    let clock = Clock::new();
+    let Registration {
+        frames,
+        reply,
+        kick,
+        ..
+    } = registration;
+    tokio::select! {
+        () = write(&state, sink, frames, &kick, &clock) => {}
+        () = read(&state, &user_id, stream, &reply, &clock) => {}
+    }
+    state.hub.unregister(&user_id, id);
+    tracing::debug!(user = %user_id, socket = id, "socket closed");
+}
+
+/// When the client was last heard from (any frame, pongs included).
+struct Clock {
+    start: Instant,
+    last_heard_ms: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn heard(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_heard_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+async fn write(
+    state: &AppState,
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut frames: mpsc::Receiver<Utf8Bytes>,
+    kick: &tokio::sync::Notify,
+    clock: &Clock,
+) {
+    let mut ping = tokio::time::interval(state.settings.ws_ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            () = kick.notified() => {
+                let (code, reason) = if state.hub.is_closing() {
+                    (1001, "server shutting down")
+                } else {
+                    (1013, "too slow to keep up: reconnect")
+                };
+                let close = CloseFrame { code, reason: reason.into() };
+                let _ = sink.send(WsMessage::Close(Some(close))).await;
+                return;
+            }
+            frame = frames.recv() => {
+                let Some(frame) = frame else { return };
+                // Write everything already queued in one flush.
+                if sink.feed(WsMessage::Text(frame)).await.is_err() {
+                    return;
+                }
+                while let Ok(frame) = frames.try_recv() {
+                    if sink.feed(WsMessage::Text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if clock.silent_for() > state.settings.ws_timeout {
+                    tracing::debug!("dropping a socket that stopped answering pings");
+                    return;
+                }
+                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn read(
+    state: &AppState,
+    user_id: &str,
+    mut stream: SplitStream<WebSocket>,
+    reply: &mpsc::Sender<Utf8Bytes>,
+    clock: &Clock,
+) {
+    while let Some(Ok(message)) = stream.next().await {
+        clock.heard();
+        let answer = match message {
+            WsMessage::Text(text) => handle_text(state, user_id, text.as_str()).await,
+            WsMessage::Binary(_) => Some(error_frame(
+                "binary frames are not supported: send JSON text",
+                None,
+            )),
+            WsMessage::Close(_) => return,
+            WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+        };
+        if let Some(answer) = answer
+            && reply.send(encode(&answer)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn error_frame(error: impl Into<String>, client_id: Option<String>) -> ServerFrame {
+    ServerFrame::Error {
+        error: error.into(),
+        client_id,
+    }
+}
+
+/// Acts on one client frame; the answer, if any, goes back on this socket.
+async fn handle_text(state: &AppState, user_id: &str, text: &str) -> Option<ServerFrame> {
+    if text.len() > FRAME_MAX_BYTES {
+        return Some(error_frame(
+            format!("frame is larger than {FRAME_MAX_BYTES} bytes"),
+            None,
+        ));
+    }
+    let frame = match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => frame,
+        Err(err) => return Some(error_frame(format!("invalid frame: {err}"), None)),
+    };
+    match frame {
+        ClientFrame::Typing { chat_id, is_typing } => {
+            chats::typing(state, user_id, &chat_id, is_typing)
+                .await
+                .err()
+                .map(|err| error_frame(err.to_string(), None))
+        }
+        ClientFrame::Send {
+            chat_id,
+            content,
+            client_id,
+        } => Some(send(state, user_id, &chat_id, &content, client_id).await),
+    }
+}
+
+async fn send(
+    state: &AppState,
+    user_id: &str,
+    chat_id: &str,
+    content: &str,
+    client_id: String,
+) -> ServerFrame {
+    let parsed =
+        Content::parse(content).and_then(|content| Ok((content, ClientId::parse(&client_id)?)));
+    let result = match parsed {
+        Ok((content, id)) => chats::send_message(state, user_id, chat_id, content, Some(id)).await,
+        Err(err) => Err(err.into()),
+    };
+    match result {
+        Ok(stored) => ServerFrame::Ack {
+            client_id,
+            message: stored.message().clone(),
+        },
+        Err(err) => error_frame(err.to_string(), Some(client_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_token;
+
+    #[test]
+    fn finds_the_token_among_query_parameters() {
+        assert_eq!(query_token(Some("a=1&token=abc")), Some("abc".into()));
+        assert_eq!(query_token(Some("token=")), None);
+        assert_eq!(query_token(None), None);
+    }
+}

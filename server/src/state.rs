@@ -1,0 +1,26 @@
+//! What every request handler and socket shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Passwords, Tokens};
+use crate::blobs::BlobStore;
+use crate::realtime::Hub;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub hub: Arc<Hub>,
+    pub tokens: Arc<Tokens>,
+    pub passwords: Arc<Passwords>,
+    pub settings: Arc<Settings>,
+}
+
+/// Run-time settings the handlers need, taken from `Config` at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ws_ping_interval: Duration,
+    pub ws_timeout: Duration,
+}

@@ -1,0 +1,127 @@
+//! Persistent state behind one interface. Handlers and the realtime gateway
+//! talk to `dyn Store` and never know which database is underneath; the
+//! embedded default is SQLite (`sqlite`).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use natter_shared::{Chat, Message, User};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value is taken (an email, say). The text is shown to users.
+    #[error("{0}")]
+    Conflict(String),
+    /// The thing asked for does not exist. The text is shown to users.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller is not (or no longer) a member of the chat.
+    #[error("not a member of this chat")]
+    NotMember,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user as stored, with what only the server may see.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// A new account, already validated and hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub password_hash: String,
+    /// Blob key of the profile picture.
+    pub pic: Option<String>,
+}
+
+/// A new message, already validated; the store gives it its `seq`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub chat_id: String,
+    pub sender_id: String,
+    pub content: String,
+    pub client_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which page of a chat's history to read. Pages are always returned oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The newest `limit` messages.
+    Latest { limit: u32 },
+    /// Up to `limit` messages right after `seq` (catching up).
+    After { seq: i64, limit: u32 },
+    /// Up to `limit` messages right before `seq` (scrolling back).
+    Before { seq: i64, limit: u32 },
+}
+
+/// What happened to a message handed to the store.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// It is new and now stored with its seq.
+    New(Message),
+    /// The sender had already sent this `client_id`: the stored one.
+    Duplicate(Message),
+}
+
+impl Stored {
+    pub fn message(&self) -> &Message {
+        match self {
+            Stored::New(message) | Stored::Duplicate(message) => message,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; `Conflict` when the email is taken.
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// Users whose name or email contains `query`, ignoring case, except `exclude`.
+    async fn search_users(&self, query: &str, exclude: &str, limit: u32) -> StoreResult<Vec<User>>;
+
+    /// The one direct chat between `a` and `b`, created when there is none;
+    /// the flag says whether it was created by this call.
+    async fn open_direct_chat(&self, id: &str, a: &str, b: &str) -> StoreResult<(Chat, bool)>;
+    async fn create_group(
+        &self,
+        id: &str,
+        name: &str,
+        admin: &str,
+        members: &[String],
+    ) -> StoreResult<Chat>;
+    async fn chat(&self, id: &str) -> StoreResult<Option<Chat>>;
+    /// Ids of the chat's current members.
+    async fn members(&self, chat_id: &str) -> StoreResult<Vec<String>>;
+    /// The user's chats, most recent activity first.
+    async fn chats_of(&self, user_id: &str) -> StoreResult<Vec<Chat>>;
+    async fn rename_chat(&self, chat_id: &str, name: &str) -> StoreResult<Chat>;
+    async fn add_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat>;
+    /// Removes a member; when it was the admin, the longest-standing remaining
+    /// member becomes admin so a group is never left without one.
+    async fn remove_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat>;
+
+    /// Stores a message at the chat's next seq, atomically checking that the
+    /// sender is a member (`NotMember` otherwise). A `client_id` the sender
+    /// used before returns the message stored then.
+    async fn insert_message(&self, message: NewMessage) -> StoreResult<Stored>;
+    async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>>;
+
+    /// Cheap round trip for the health endpoint.
+    async fn ping(&self) -> StoreResult<()>;
+}

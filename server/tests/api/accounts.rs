@@ -1,0 +1,227 @@
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app;
+
+const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
+
+fn sign_up_form(name: &str, email: &str, pic: Option<(&'static [u8], &str)>) -> Form {
+    let form = Form::new()
+        .text("name", name.to_owned())
+        .text("email", email.to_owned())
+        .text("password", "a long enough password");
+    match pic {
+        Some((bytes, file_name)) => form.part(
+            "pic",
+            Part::bytes(bytes)
+                .file_name(file_name.to_owned())
+                .mime_str("image/png")
+                .expect("mime"),
+        ),
+        None => form,
+    }
+}
+
+#[tokio::test]
+async fn sign_up_with_a_picture_then_fetch_it_back() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(app.url("/api/user"))
+        .multipart(sign_up_form(
+            "Ann Lee",
+            "Ann@Example.org",
+            Some((AVATAR, "me.png")),
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["name"], "Ann Lee");
+    assert_eq!(
+        body["email"], "ann@example.org",
+        "emails are stored lower-cased"
+    );
+    assert!(
+        body["token"]
+            .as_str()
+            .is_some_and(|token| !token.is_empty())
+    );
+    assert!(body.get("password").is_none() && body.get("passwordHash").is_none());
+
+    let pic = body["pic"].as_str().expect("a picture URL");
+    let fetched = app.http.get(app.url(pic)).send().await.expect("request");
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.headers()["content-type"], "image/png");
+    assert_eq!(fetched.bytes().await.expect("bytes").as_ref(), AVATAR);
+}
+
+#[tokio::test]
+async fn sign_up_as_json_without_a_picture_then_log_in() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(app.url("/api/user"))
+        .json(&json!({"name": "Bob", "email": "bob@example.org", "password": "hunter2hunter2"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(created["pic"], Value::Null);
+
+    let response = app
+        .http
+        .post(app.url("/api/user/login"))
+        .json(&json!({"email": " BOB@example.org", "password": "hunter2hunter2"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let logged_in: Value = response.json().await.expect("json");
+    assert_eq!(logged_in["id"], created["id"]);
+    let token = logged_in["token"].as_str().expect("token");
+    let me = app
+        .http
+        .get(app.url(&format!(
+            "/api/user/{}",
+            created["id"].as_str().expect("id")
+        )))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(me.status(), StatusCode::OK, "the login token works");
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_get_the_same_answer() {
+    let app = spawn_app().await;
+    let user = app.sign_up("Carol").await;
+    let mut answers = Vec::new();
+    for (email, password) in [
+        (user.email.as_str(), "not her password"),
+        ("nobody@example.org", user.password.as_str()),
+        ("not an email", "whatever-password"),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/api/user/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        answers.push(response.text().await.expect("body"));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1], answers[2]);
+    assert!(answers[0].contains("\"error\""));
+}
+
+#[tokio::test]
+async fn an_email_can_only_be_taken_once() {
+    let app = spawn_app().await;
+    let user = app.sign_up("Dan").await;
+    let response = app
+        .http
+        .post(app.url("/api/user"))
+        .json(&json!({"name": "Other Dan", "email": user.email.to_uppercase(), "password": "another password"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.expect("json");
+    assert!(body["error"].as_str().expect("error").contains("email"));
+}
+
+#[tokio::test]
+async fn search_matches_name_or_email_ignoring_case_and_never_the_caller() {
+    let app = spawn_app().await;
+    let alice = app.sign_up("Alice").await;
+    let alicia = app.sign_up("Alicia").await;
+    let bob = app.sign_up("Bob").await;
+
+    let found: Vec<Value> = app
+        .get(&bob, "/api/user?search=ALI")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = found
+        .iter()
+        .filter_map(|user| user["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&alice.id.as_str()) && ids.contains(&alicia.id.as_str()));
+
+    let by_email: Vec<Value> = app
+        .get(&alice, &format!("/api/user?search={}", bob.email))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(by_email.len(), 1);
+    assert_eq!(by_email[0]["id"], bob.id.as_str());
+
+    let not_me: Vec<Value> = app
+        .get(&alice, "/api/user?search=alice")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(not_me.iter().all(|user| user["id"] != alice.id.as_str()));
+
+    let everyone: Vec<Value> = app
+        .get(&alice, "/api/user")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(everyone.len(), 2, "no query lists everyone else");
+}
+
+#[tokio::test]
+async fn search_returns_at_most_fifty_users() {
+    let app = spawn_app().await;
+    let searcher = app.sign_up("Searcher").await;
+    for i in 0..55 {
+        let response = app
+            .http
+            .post(app.url("/api/user"))
+            .json(&json!({"name": format!("Member {i}"), "email": format!("member{i}@crowd.org"), "password": "crowd password"}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let found: Vec<Value> = app
+        .get(&searcher, "/api/user?search=crowd")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(found.len(), 50);
+}
+
+#[tokio::test]
+async fn user_info_is_protected_and_unknown_ids_are_404() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let info = app.user_info(&ann, &bob.id).await;
+    assert_eq!(info.name, "Bob");
+    assert_eq!(info.email, bob.email);
+
+    let unknown = app.get(&ann, "/api/user/does-not-exist").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let anonymous = app
+        .http
+        .get(app.url(&format!("/api/user/{}", bob.id)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,261 @@
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use natter_shared::limits::PIC_MAX_BYTES;
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::helpers::{TEST_SECRET, TestApp, spawn_app};
+
+/// Asserts the answer has `status` and a readable JSON error.
+async fn assert_error(response: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("a JSON error body");
+    let error = body["error"].as_str().expect("an error field").to_owned();
+    assert!(!error.is_empty());
+    error
+}
+
+fn pics_stored(app: &TestApp) -> usize {
+    std::fs::read_dir(app.data_dir.join("pics"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+async fn sign_up_with_pic(app: &TestApp, email: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let form = Form::new()
+        .text("name", "Pic Tester")
+        .text("email", email.to_owned())
+        .text("password", "a long enough password")
+        .part("pic", Part::bytes(bytes).file_name("pic.png"));
+    app.http
+        .post(app.url("/api/user"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_picture_that_is_not_an_image_is_refused_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let response = sign_up_with_pic(
+        &app,
+        "script@example.org",
+        b"#!/bin/sh\necho pwned\n".to_vec(),
+    )
+    .await;
+    let error = assert_error(response, StatusCode::BAD_REQUEST).await;
+    assert!(error.contains("PNG"), "{error}");
+    assert_eq!(pics_stored(&app), 0);
+    let login = app
+        .http
+        .post(app.url("/api/user/login"))
+        .json(&json!({"email": "script@example.org", "password": "a long enough password"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        login.status(),
+        StatusCode::UNAUTHORIZED,
+        "no account was created"
+    );
+}
+
+#[tokio::test]
+async fn oversized_pictures_are_refused_with_413() {
+    let app = spawn_app().await;
+    // A real PNG signature and header, padded past the limit.
+    let mut big = include_bytes!("fixtures/avatar.png").to_vec();
+    big.resize(PIC_MAX_BYTES + 1, 0);
+    let response = sign_up_with_pic(&app, "big@example.org", big).await;
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    let mut huge = include_bytes!("fixtures/avatar.png").to_vec();
+    huge.resize(3 * PIC_MAX_BYTES, 0);
+    let response = sign_up_with_pic(&app, "huge@example.org", huge).await;
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(pics_stored(&app), 0);
+}
+
+#[tokio::test]
+async fn pictures_with_absurd_dimensions_are_refused() {
+    let app = spawn_app().await;
+    let mut wide = include_bytes!("fixtures/avatar.png").to_vec();
+    // IHDR width lives at bytes 16..20.
+    wide[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    let response = sign_up_with_pic(&app, "wide@example.org", wide).await;
+    assert_error(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(pics_stored(&app), 0);
+}
+
+#[tokio::test]
+async fn invalid_sign_ups_are_refused_with_reasons() {
+    let app = spawn_app().await;
+    let cases = [
+        json!({"name": "", "email": "a@example.org", "password": "long enough"}),
+        json!({"name": "x".repeat(101), "email": "a@example.org", "password": "long enough"}),
+        json!({"name": "Ann", "email": "not-an-email", "password": "long enough"}),
+        json!({"name": "Ann", "email": format!("{}@example.org", "a".repeat(260)), "password": "long enough"}),
+        json!({"name": "Ann", "email": "a@example.org", "password": "short"}),
+        json!({"name": "Ann", "email": "a@example.org", "password": "p".repeat(257)}),
+        json!({"name": "Ann", "email": "a@example.org"}),
+        json!(["not", "an", "object"]),
+    ];
+    for body in cases {
+        let response = app
+            .http
+            .post(app.url("/api/user"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_error(response, StatusCode::BAD_REQUEST).await;
+    }
+    let broken = app
+        .http
+        .post(app.url("/api/user"))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .expect("request");
+    assert_error(broken, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn message_and_search_limits_are_enforced() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let chat = app.open_direct(&ann, &bob).await;
+    for content in [String::new(), "  \n ".into(), "x".repeat(4097)] {
+        let response = app
+            .post(
+                &ann,
+                "/api/message",
+                json!({"chatId": chat.id, "content": content}),
+            )
+            .await;
+        assert_error(response, StatusCode::BAD_REQUEST).await;
+    }
+    assert_eq!(
+        app.post(
+            &ann,
+            "/api/message",
+            json!({"chatId": chat.id, "content": "é".repeat(4096)})
+        )
+        .await
+        .status(),
+        StatusCode::CREATED,
+        "the limit counts characters, not bytes"
+    );
+    let unknown_chat = app
+        .post(
+            &ann,
+            "/api/message",
+            json!({"chatId": "nope", "content": "hi"}),
+        )
+        .await;
+    assert_error(unknown_chat, StatusCode::NOT_FOUND).await;
+
+    let long_search = app
+        .get(&ann, &format!("/api/user?search={}", "q".repeat(101)))
+        .await;
+    assert_error(long_search, StatusCode::BAD_REQUEST).await;
+
+    let huge_body = app
+        .post(
+            &ann,
+            "/api/message",
+            json!({"chatId": chat.id, "content": "x".repeat(100_000)}),
+        )
+        .await;
+    assert_error(huge_body, StatusCode::PAYLOAD_TOO_LARGE).await;
+}
+
+fn forge(header: Value, claims: Value, signature: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        signature
+    )
+}
+
+#[tokio::test]
+async fn tampered_expired_and_unsigned_tokens_are_refused() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let now = chrono::Utc::now().timestamp();
+
+    // Ann's token with Bob's id swapped in, keeping Ann's signature.
+    let parts: Vec<&str> = ann.token.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(json!({"sub": bob.id, "iat": now, "exp": now + 3600}).to_string()),
+        parts[2]
+    );
+    let unsigned = forge(
+        json!({"alg": "none", "typ": "JWT"}),
+        json!({"sub": bob.id, "iat": now, "exp": now + 3600}),
+        "",
+    );
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": ann.id, "iat": now - 7200, "exp": now - 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .expect("token");
+
+    for token in [tampered, unsigned, expired.clone(), "not.a.token".into()] {
+        let response = app
+            .http
+            .get(app.url("/api/chat"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        assert_error(response, StatusCode::UNAUTHORIZED).await;
+    }
+    let response = app
+        .http
+        .get(app.url("/api/chat"))
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        assert_error(response, StatusCode::UNAUTHORIZED)
+            .await
+            .contains("expired")
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = spawn_app().await;
+    let missing = app
+        .http
+        .get(app.url("/api/nothing-here"))
+        .send()
+        .await
+        .expect("request");
+    assert_error(missing, StatusCode::NOT_FOUND).await;
+    let wrong_method = app
+        .http
+        .delete(app.url("/api/chat"))
+        .send()
+        .await
+        .expect("request");
+    assert_error(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+    let bad_pic = app
+        .http
+        .get(app.url("/api/pic/..%2F..%2Fetc%2Fpasswd"))
+        .send()
+        .await
+        .expect("request");
+    assert_error(bad_pic, StatusCode::NOT_FOUND).await;
+}

@@ -1,0 +1,256 @@
+//! One way to start the server and talk to it, shared by every test.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use natter_server::Application;
+use natter_server::config::Config;
+use natter_shared::{Chat, Message, ServerFrame, User};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any wait for a condition may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub const TEST_SECRET: &str = "integration-tests-secret-0123456789abcdef";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A signed-up user with their session token.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server on a free port with a fresh data folder; `adjust` may change
+/// the configuration first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::with_data_dir(dir.path().to_path_buf());
+    config.addr = "127.0.0.1:0".parse().expect("addr");
+    config.jwt_secret = Some(TEST_SECRET.into());
+    adjust(&mut config);
+    let app = Application::build(&config).await.expect("server starts");
+    let addr = app.local_addr().expect("bound");
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        data_dir: dir.path().to_path_buf(),
+        _dir: dir,
+    }
+}
+
+static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signs up a new user named `name` (with a unique email) over JSON.
+    pub async fn sign_up(&self, name: &str) -> TestUser {
+        let n = NEXT_USER.fetch_add(1, Ordering::Relaxed);
+        let email = format!("{}.{n}@example.org", name.to_lowercase());
+        let password = format!("password-of-{name}");
+        let response = self
+            .http
+            .post(self.url("/api/user"))
+            .json(&json!({"name": name, "email": email, "password": password}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        TestUser {
+            id: body["id"].as_str().expect("id").to_owned(),
+            token: body["token"].as_str().expect("token").to_owned(),
+            email,
+            password,
+        }
+    }
+
+    pub async fn get(&self, user: &TestUser, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(&user.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put(&self, user: &TestUser, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .put(self.url(path))
+            .bearer_auth(&user.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn open_direct(&self, user: &TestUser, other: &TestUser) -> Chat {
+        let response = self
+            .post(user, "/api/chat", json!({"userId": other.id}))
+            .await;
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.expect("chat")
+    }
+
+    pub async fn create_group(&self, admin: &TestUser, name: &str, members: &[&TestUser]) -> Chat {
+        let ids: Vec<&str> = members.iter().map(|user| user.id.as_str()).collect();
+        let response = self
+            .post(
+                admin,
+                "/api/chat/group",
+                json!({"name": name, "users": ids}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("chat")
+    }
+
+    pub async fn send(&self, user: &TestUser, chat: &Chat, content: &str) -> Message {
+        let response = self
+            .post(
+                user,
+                "/api/message",
+                json!({"chatId": chat.id, "content": content}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("message")
+    }
+
+    pub async fn history(&self, user: &TestUser, chat: &Chat, query: &str) -> Vec<Message> {
+        let response = self
+            .get(user, &format!("/api/message/{}{query}", chat.id))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("messages")
+    }
+
+    pub async fn user_info(&self, viewer: &TestUser, id: &str) -> User {
+        let response = self.get(viewer, &format!("/api/user/{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("user")
+    }
+
+    /// Opens an authenticated socket for `user`.
+    pub async fn socket(&self, user: &TestUser) -> TestSocket {
+        let url = format!("ws://{}/ws?token={}", self.addr, user.token);
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("socket opens");
+        TestSocket { ws }
+    }
+
+    /// Waits until the server reports `n` open sockets.
+    pub async fn wait_for_connections(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let health: Value = self
+                .http
+                .get(self.url("/health"))
+                .send()
+                .await
+                .expect("health")
+                .json()
+                .await
+                .expect("json");
+            if health["connections"].as_u64() == Some(n) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached {n} sockets: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub struct TestSocket {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl TestSocket {
+    pub async fn send_json(&mut self, frame: Value) {
+        self.ws
+            .send(WsMessage::Text(frame.to_string().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next text frame, as JSON; pings and pongs are skipped.
+    pub async fn next_json(&mut self) -> Value {
+        let read = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        return serde_json::from_str::<Value>(text.as_str()).expect("JSON frame");
+                    }
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    other => panic!("socket ended or sent something else: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("a frame in time")
+    }
+
+    /// The next frame, typed.
+    pub async fn next_frame(&mut self) -> ServerFrame {
+        serde_json::from_value(self.next_json().await).expect("a server frame")
+    }
+
+    /// Skips frames until one satisfies `wanted`, and returns it.
+    pub async fn next_where(&mut self, wanted: impl Fn(&ServerFrame) -> bool) -> ServerFrame {
+        loop {
+            let frame = self.next_frame().await;
+            if wanted(&frame) {
+                return frame;
+            }
+        }
+    }
+
+    /// The next new-message frame's message.
+    pub async fn next_message(&mut self) -> Message {
+        match self
+            .next_where(|frame| matches!(frame, ServerFrame::Message { .. }))
+            .await
+        {
+            ServerFrame::Message { message } => message,
+            _ => unreachable!(),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a free port, driven over HTTP and
+//! WebSocket the way several users would. One binary, one module per area.
+
+mod helpers;
+
+mod accounts;
+mod chats;
+mod errors;
+mod messages;
+mod operations;
+mod socket;

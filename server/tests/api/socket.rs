@@ -1,0 +1,139 @@
+use futures_util::StreamExt;
+use natter_shared::ServerFrame;
+use natter_shared::limits::FRAME_MAX_BYTES;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+async fn handshake_status(url: String) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Ok(_) => 101,
+        Err(other) => panic!("unexpected handshake failure: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn the_socket_needs_a_valid_token() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    assert_eq!(handshake_status(format!("ws://{}/ws", app.addr)).await, 401);
+    assert_eq!(
+        handshake_status(format!("ws://{}/ws?token=garbage", app.addr)).await,
+        401
+    );
+    assert_eq!(
+        handshake_status(format!("ws://{}/ws?token={}", app.addr, ann.token)).await,
+        101
+    );
+
+    let mut request = format!("ws://{}/ws", app.addr)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", ann.token).parse().expect("header"),
+    );
+    assert!(
+        tokio_tungstenite::connect_async(request).await.is_ok(),
+        "a bearer header works too"
+    );
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let chat = app.open_direct(&ann, &bob).await;
+    let mut socket = app.socket(&ann).await;
+
+    let bad_frames = [
+        json!("not an object"),
+        json!({"type": "dance"}),
+        json!({"type": "send", "chatId": chat.id}),
+        json!({"type": "send", "chatId": chat.id, "content": "   ", "clientId": "k1"}),
+        json!({"type": "send", "chatId": chat.id, "content": "x".repeat(4097), "clientId": "k2"}),
+        json!({"type": "send", "chatId": chat.id, "content": "hi", "clientId": "has spaces"}),
+        json!({"type": "send", "chatId": "no-such-chat", "content": "hi", "clientId": "k3"}),
+        json!({"type": "typing", "chatId": "no-such-chat", "isTyping": true}),
+    ];
+    for frame in bad_frames {
+        socket.send_json(frame.clone()).await;
+        let answer = socket.next_frame().await;
+        let ServerFrame::Error { error, .. } = answer else {
+            panic!("{frame} should be refused, got {answer:?}")
+        };
+        assert!(!error.is_empty());
+    }
+
+    use futures_util::SinkExt;
+    socket
+        .ws
+        .send(WsMessage::Text("{".repeat(FRAME_MAX_BYTES + 1).into()))
+        .await
+        .expect("sent");
+    let ServerFrame::Error { error, .. } = socket.next_frame().await else {
+        panic!("an oversized frame is refused")
+    };
+    assert!(error.contains("larger than"), "{error}");
+    socket
+        .ws
+        .send(WsMessage::Binary(vec![1, 2, 3].into()))
+        .await
+        .expect("sent");
+    assert!(matches!(
+        socket.next_frame().await,
+        ServerFrame::Error { .. }
+    ));
+
+    // Still usable afterwards.
+    socket
+        .send_json(
+            json!({"type": "send", "chatId": chat.id, "content": "still here", "clientId": "ok"}),
+        )
+        .await;
+    // The sender's own socket hears of the new message, then gets its ack.
+    let ServerFrame::Message { message } = socket.next_frame().await else {
+        panic!("expected the message")
+    };
+    let ServerFrame::Ack {
+        client_id,
+        message: acked,
+    } = socket.next_frame().await
+    else {
+        panic!("expected an ack")
+    };
+    assert_eq!((client_id.as_str(), &acked), ("ok", &message));
+}
+
+#[tokio::test]
+async fn the_server_pings_and_drops_a_socket_that_stops_answering() {
+    let app = spawn_app_with(|config| {
+        config.ws_ping_ms = 50;
+        config.ws_timeout_ms = 300;
+    })
+    .await;
+    let ann = app.sign_up("Ann").await;
+
+    // A live client answers pings (tungstenite does so while it reads).
+    let mut live = app.socket(&ann).await;
+    let ping = tokio::time::timeout(crate::helpers::PATIENCE, async {
+        loop {
+            if let Some(Ok(WsMessage::Ping(_))) = live.ws.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ping.is_ok(), "the server pings");
+
+    // A client that never reads never answers: the server drops it.
+    let _silent = app.socket(&ann).await;
+    app.wait_for_connections(2).await;
+    let keep_reading = tokio::spawn(async move { while live.ws.next().await.is_some() {} });
+    app.wait_for_connections(1).await;
+    keep_reading.abort();
+}

@@ -35,6 +35,15 @@ pub struct Config {
     #[arg(long, env = "NATTER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// PostgreSQL URL (`postgres://user:pass@host/db`) to keep data in
+    /// PostgreSQL instead of the embedded SQLite file. Needed for several nodes.
+    #[arg(long, env = "NATTER_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Most connections this node opens to PostgreSQL.
+    #[arg(long, env = "NATTER_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
     /// Secret that signs session tokens (at least 32 characters). Every node of
     /// one deployment needs the same one. When unset, a random secret is
     /// generated once and kept in the data folder.

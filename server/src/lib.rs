@@ -32,7 +32,7 @@ use crate::blobs::LocalBlobs;
 use crate::config::Config;
 use crate::realtime::Hub;
 use crate::state::{AppState, Settings};
-use crate::store::SqliteStore;
+use crate::store::{PgStore, SqliteStore, Store};
 
 /// A server that is bound to its address and ready to serve.
 pub struct Application {
@@ -47,14 +47,12 @@ impl Application {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
-        let store = SqliteStore::open(&data_dir)
-            .await
-            .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+        let store = open_store(config, &data_dir).await?;
         let blobs =
             LocalBlobs::open(data_dir.join("pics")).context("opening the picture folder")?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
         let state = AppState {
-            store: Arc::new(store),
+            store,
             blobs: Arc::new(blobs),
             hub: Arc::new(Hub::new()),
             tokens: Arc::new(Tokens::new(&secret, config.token_ttl())),
@@ -67,7 +65,7 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("listening on {}", config.addr))?;
-        tracing::info!(data_dir = %data_dir.display(), "storage: embedded SQLite and local pictures");
+        tracing::info!(data_dir = %data_dir.display(), "pictures in the data folder");
         Ok(Application { listener, state })
     }
 
@@ -92,5 +90,26 @@ impl Application {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// PostgreSQL when a database URL is configured, else SQLite in the data folder.
+async fn open_store(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    match config.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PgStore::connect(url, config.database_max_connections)
+                .await
+                .context("connecting to PostgreSQL (NATTER_DATABASE_URL)")?;
+            tracing::info!("storage: PostgreSQL");
+            Ok(Arc::new(store))
+        }
+        Some(_) => anyhow::bail!("NATTER_DATABASE_URL must be a postgres:// URL"),
+        None => {
+            let store = SqliteStore::open(data_dir)
+                .await
+                .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+            tracing::info!(data_dir = %data_dir.display(), "storage: embedded SQLite");
+            Ok(Arc::new(store))
+        }
     }
 }

@@ -1,13 +1,17 @@
 //! Persistent state behind one interface. Handlers and the realtime gateway
 //! talk to `dyn Store` and never know which database is underneath; the
-//! embedded default is SQLite (`sqlite`).
+//! embedded default is SQLite (`sqlite`); deployments use PostgreSQL
+//! (`postgres`). Both run the same SQL (`sql`).
 
+mod postgres;
+mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use natter_shared::{Chat, Message, User};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

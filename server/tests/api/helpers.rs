@@ -47,6 +47,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::with_data_dir(dir.path().to_path_buf());
     config.addr = "127.0.0.1:0".parse().expect("addr");
     config.jwt_secret = Some(TEST_SECRET.into());
+    config.database_url = fresh_postgres_database().await;
     adjust(&mut config);
     let app = Application::build(&config).await.expect("server starts");
     let addr = app.local_addr().expect("bound");
@@ -57,6 +58,25 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         data_dir: dir.path().to_path_buf(),
         _dir: dir,
     }
+}
+
+/// With `NATTER_TEST_POSTGRES` set to a server URL (`postgres://user@host:port`),
+/// every test gets a new, empty database there and the suite runs on
+/// PostgreSQL; without it, on the embedded SQLite default.
+async fn fresh_postgres_database() -> Option<String> {
+    use sqlx::{Connection, Executor};
+
+    let server = std::env::var("NATTER_TEST_POSTGRES").ok()?;
+    let server = server.trim_end_matches('/');
+    let name = format!("natter_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("the PostgreSQL server named by NATTER_TEST_POSTGRES answers");
+    admin
+        .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        .await
+        .expect("test database created");
+    Some(format!("{server}/{name}"))
 }
 
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);

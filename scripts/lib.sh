@@ -1,0 +1,68 @@
+# Helpers shared by scripts/run and scripts/test. Source it; do not run it.
+
+# Cargo builds land outside the clone, so a fresh clone (CI's) reuses them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/natter/target}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=""
+# Installs the Debian packages given that are not installed yet.
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]}"
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+require_rust() {
+  command -v cargo >/dev/null || { echo "Rust is needed: https://rustup.rs" >&2; exit 1; }
+  for component in rustfmt clippy; do
+    cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
+  done
+}
+
+# Makes a PostgreSQL server reachable for the tests and exports its URL as
+# NATTER_TEST_POSTGRES. Uses the one at $NATTER_TEST_POSTGRES (default: the
+# local server on 5432 with trust auth); when that does not answer, installs
+# PostgreSQL if needed and runs a private, throwaway cluster on port 54329.
+ensure_postgres() {
+  local url="${NATTER_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+  apt_install postgresql-client
+  if ! psql "$url/postgres" -Atqc 'select 1' >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    for version in $(ls /etc/postgresql); do
+      as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+    done
+  fi
+  if ! psql "$url/postgres" -Atqc 'select 1' >/dev/null 2>&1; then
+    apt_install postgresql
+    local bin dir port=54329
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    dir="${XDG_CACHE_HOME:-$HOME/.cache}/natter/postgres"
+    url="postgres://postgres@127.0.0.1:$port"
+    local run=()
+    if [ "$(id -u)" -eq 0 ]; then run=(runuser -u postgres --); fi
+    if [ ! -f "$dir/PG_VERSION" ]; then
+      say "creating a private PostgreSQL cluster in $dir"
+      mkdir -p "$dir"; [ ${#run[@]} -gt 0 ] && chown postgres "$dir"
+      "${run[@]}" "$bin/initdb" -D "$dir" -U postgres -A trust >/dev/null
+    fi
+    if ! psql "$url/postgres" -Atqc 'select 1' >/dev/null 2>&1; then
+      say "starting the private PostgreSQL cluster on port $port"
+      "${run[@]}" "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w \
+        -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
+    fi
+  fi
+  psql "$url/postgres" -Atqc 'select 1' >/dev/null
+  # Databases left by earlier runs (each test makes its own).
+  psql "$url/postgres" -Atqc "select datname from pg_database where datname like 'natter_test_%'" |
+    while read -r db; do psql "$url/postgres" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
+  export NATTER_TEST_POSTGRES="$url"
+}

@@ -1,0 +1,564 @@
+//! The SQL behind both databases, written once.
+//!
+//! SQLite and PostgreSQL accept the same statements here (`$n` parameters,
+//! `ON CONFLICT`, `RETURNING`, `LIKE ... ESCAPE`), so `sql_store!` expands one
+//! body of queries for each concrete sqlx database. A macro rather than
+//! generics: sqlx's generic executor bounds would hide the SQL under a page of
+//! `where` clauses, while the macro keeps it plain. What really differs (pools,
+//! schema, connection settings) lives in `sqlite.rs` and `postgres.rs`.
+
+use chrono::{DateTime, Utc};
+
+pub(super) const USER_COLS: &str = "u.id, u.name, u.email, u.pic";
+pub(super) const MESSAGE_COLS: &str = "msg.id, msg.chat_id, msg.seq, msg.content, msg.client_id, msg.created_at, \
+     u.id, u.name, u.email, u.pic";
+
+/// Which chats to load.
+#[derive(Clone, Copy)]
+pub(super) enum Chats<'a> {
+    One(&'a str),
+    Of(&'a str),
+}
+
+impl<'a> Chats<'a> {
+    /// A condition on a column holding chat ids, with `$1` to bind `self.key()`.
+    pub(super) fn condition(self, column: &str) -> String {
+        match self {
+            Chats::One(_) => format!("{column} = $1"),
+            Chats::Of(_) => {
+                format!("{column} IN (SELECT chat_id FROM chat_members WHERE user_id = $1)")
+            }
+        }
+    }
+
+    pub(super) fn key(self) -> &'a str {
+        match self {
+            Chats::One(key) | Chats::Of(key) => key,
+        }
+    }
+
+    pub(super) fn order(self) -> &'static str {
+        match self {
+            Chats::One(_) => "",
+            Chats::Of(_) => " ORDER BY c.updated_at DESC, c.id DESC",
+        }
+    }
+}
+
+pub(super) fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub(super) fn time_from(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+/// Lower-cased text that user search looks in: name and email.
+pub(super) fn search_key(name: &str, email: &str) -> String {
+    format!("{}\n{}", name.to_lowercase(), email.to_lowercase())
+}
+
+/// A `LIKE` pattern matching `query` anywhere, with `\` escaping wildcards.
+pub(super) fn contains_pattern(query: &str) -> String {
+    let mut pattern = String::with_capacity(query.len() + 2);
+    pattern.push('%');
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The key that makes a pair's direct chat unique, whoever opens it.
+pub(super) fn direct_key(a: &str, b: &str) -> String {
+    if a < b {
+        format!("{a}:{b}")
+    } else {
+        format!("{b}:{a}")
+    }
+}
+
+pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Implements `Store` for `$store`, a struct with `writer` and `reader` pools
+/// of database `$db`.
+macro_rules! sql_store {
+    ($store:ident, $db:ty) => {
+        mod queries {
+            use std::collections::HashMap;
+
+            use async_trait::async_trait;
+            use natter_shared::{Chat, Message, User};
+            use sqlx::{Database, Row};
+
+            use super::$store;
+            use crate::blobs::pic_url;
+            use crate::store::sql::{
+                Chats, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key, is_unique_violation,
+                now_millis, search_key, time_from,
+            };
+            use crate::store::{
+                NewMessage, NewUser, Page, Store, StoreError, StoreResult, Stored, UserRecord,
+            };
+
+            type DbRow = <$db as Database>::Row;
+            type Tx = sqlx::Transaction<'static, $db>;
+
+            fn user_at(row: &DbRow, at: usize) -> Result<User, sqlx::Error> {
+                let pic: Option<String> = row.try_get(at + 3)?;
+                Ok(User {
+                    id: row.try_get(at)?,
+                    name: row.try_get(at + 1)?,
+                    email: row.try_get(at + 2)?,
+                    pic: pic.as_deref().map(pic_url),
+                })
+            }
+
+            fn message_from(row: &DbRow) -> Result<Message, sqlx::Error> {
+                Ok(Message {
+                    id: row.try_get(0)?,
+                    chat_id: row.try_get(1)?,
+                    seq: row.try_get(2)?,
+                    content: row.try_get(3)?,
+                    client_id: row.try_get(4)?,
+                    created_at: time_from(row.try_get(5)?),
+                    sender: user_at(row, 6)?,
+                })
+            }
+
+            /// The message `sender` stored earlier under `client_id`, if any.
+            async fn by_client_id(
+                tx: &mut Tx,
+                sender: &str,
+                client_id: &str,
+            ) -> Result<Option<Message>, sqlx::Error> {
+                let row = sqlx::query(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
+                     WHERE msg.sender_id = $1 AND msg.client_id = $2"
+                ))
+                .bind(sender)
+                .bind(client_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+                row.as_ref().map(message_from).transpose()
+            }
+
+            /// A message stored earlier with the same client id: the same
+            /// message again, unless it went to another chat.
+            fn duplicate(stored: Message, new: &NewMessage) -> StoreResult<Stored> {
+                if stored.chat_id != new.chat_id {
+                    return Err(StoreError::Conflict(
+                        "this clientId was already used for a message in another chat".into(),
+                    ));
+                }
+                Ok(Stored::Duplicate(stored))
+            }
+
+            /// Gives the message the chat's next seq and stores it, in `tx`.
+            async fn insert_in(tx: &mut Tx, message: &NewMessage) -> StoreResult<Message> {
+                let created_at = message.created_at.timestamp_millis();
+                // Bumping last_seq locks the chat's row until commit, so
+                // concurrent senders get consecutive seqs.
+                let seq: Option<i64> = sqlx::query_scalar(
+                    "UPDATE chats SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 AND EXISTS \
+                     (SELECT 1 FROM chat_members m WHERE m.chat_id = chats.id AND m.user_id = $3) \
+                     RETURNING last_seq",
+                )
+                .bind(created_at)
+                .bind(&message.chat_id)
+                .bind(&message.sender_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let seq = seq.ok_or(StoreError::NotMember)?;
+                sqlx::query(
+                    "INSERT INTO messages (id, chat_id, seq, sender_id, content, client_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&message.id)
+                .bind(&message.chat_id)
+                .bind(seq)
+                .bind(&message.sender_id)
+                .bind(&message.content)
+                .bind(&message.client_id)
+                .bind(created_at)
+                .execute(&mut **tx)
+                .await?;
+                let sender = sqlx::query(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = $1"))
+                    .bind(&message.sender_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Ok(Message {
+                    id: message.id.clone(),
+                    chat_id: message.chat_id.clone(),
+                    seq,
+                    sender: user_at(&sender, 0)?,
+                    content: message.content.clone(),
+                    client_id: message.client_id.clone(),
+                    created_at: time_from(created_at),
+                })
+            }
+
+            impl $store {
+                async fn load_chats(&self, which: Chats<'_>) -> StoreResult<Vec<Chat>> {
+                    let rows = sqlx::query(&format!(
+                        "SELECT c.id, c.name, c.is_group, c.admin_id, c.updated_at FROM chats c WHERE {}{}",
+                        which.condition("c.id"),
+                        which.order()
+                    ))
+                    .bind(which.key())
+                    .fetch_all(&self.reader)
+                    .await?;
+                    if rows.is_empty() {
+                        return Ok(Vec::new());
+                    }
+
+                    let mut members: HashMap<String, Vec<User>> = HashMap::new();
+                    let member_rows = sqlx::query(&format!(
+                        "SELECT m.chat_id, {USER_COLS} FROM chat_members m JOIN users u ON u.id = m.user_id \
+                         WHERE {} ORDER BY m.id",
+                        which.condition("m.chat_id")
+                    ))
+                    .bind(which.key())
+                    .fetch_all(&self.reader)
+                    .await?;
+                    for row in &member_rows {
+                        members.entry(row.try_get(0)?).or_default().push(user_at(row, 1)?);
+                    }
+
+                    let mut latest: HashMap<String, Message> = HashMap::new();
+                    let latest_rows = sqlx::query(&format!(
+                        "SELECT {MESSAGE_COLS} FROM chats c \
+                         JOIN messages msg ON msg.chat_id = c.id AND msg.seq = c.last_seq \
+                         JOIN users u ON u.id = msg.sender_id WHERE {}",
+                        which.condition("c.id")
+                    ))
+                    .bind(which.key())
+                    .fetch_all(&self.reader)
+                    .await?;
+                    for row in &latest_rows {
+                        let message = message_from(row)?;
+                        latest.insert(message.chat_id.clone(), message);
+                    }
+
+                    rows.iter()
+                        .map(|row| {
+                            let id: String = row.try_get(0)?;
+                            let admin_id: Option<String> = row.try_get(3)?;
+                            let users = members.remove(&id).unwrap_or_default();
+                            let group_admin = admin_id
+                                .and_then(|admin| users.iter().find(|user| user.id == admin).cloned());
+                            Ok(Chat {
+                                latest_message: latest.remove(&id),
+                                chat_name: row.try_get(1)?,
+                                is_group_chat: row.try_get(2)?,
+                                updated_at: time_from(row.try_get(4)?),
+                                id,
+                                users,
+                                group_admin,
+                            })
+                        })
+                        .collect()
+                }
+
+                async fn one_chat(&self, id: &str) -> StoreResult<Chat> {
+                    self.load_chats(Chats::One(id))
+                        .await?
+                        .pop()
+                        .ok_or_else(|| StoreError::NotFound("no chat with that id".into()))
+                }
+
+                async fn insert_members(tx: &mut Tx, chat_id: &str, users: &[&str], now: i64) -> StoreResult<u64> {
+                    let mut inserted = 0;
+                    for user in users {
+                        inserted += sqlx::query(
+                            "INSERT INTO chat_members (chat_id, user_id, joined_at) VALUES ($1, $2, $3) \
+                             ON CONFLICT (chat_id, user_id) DO NOTHING",
+                        )
+                        .bind(chat_id)
+                        .bind(*user)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                    }
+                    Ok(inserted)
+                }
+            }
+
+            #[async_trait]
+            impl Store for $store {
+                async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+                    let result = sqlx::query(
+                        "INSERT INTO users (id, name, email, password_hash, pic, search_key, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&user.id)
+                    .bind(&user.name)
+                    .bind(&user.email)
+                    .bind(&user.password_hash)
+                    .bind(&user.pic)
+                    .bind(search_key(&user.name, &user.email))
+                    .bind(now_millis())
+                    .execute(&self.writer)
+                    .await;
+                    match result {
+                        Ok(_) => Ok(User {
+                            pic: user.pic.as_deref().map(pic_url),
+                            id: user.id,
+                            name: user.name,
+                            email: user.email,
+                        }),
+                        Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict(
+                            "an account with this email already exists".into(),
+                        )),
+                        Err(err) => Err(err.into()),
+                    }
+                }
+
+                async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+                    let row = sqlx::query(&format!(
+                        "SELECT {USER_COLS}, u.password_hash FROM users u WHERE u.email = $1"
+                    ))
+                    .bind(email)
+                    .fetch_optional(&self.reader)
+                    .await?;
+                    row.map(|row| {
+                        Ok(UserRecord {
+                            user: user_at(&row, 0)?,
+                            password_hash: row.try_get(4)?,
+                        })
+                    })
+                    .transpose()
+                }
+
+                async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+                    let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = $1"))
+                        .bind(id)
+                        .fetch_optional(&self.reader)
+                        .await?;
+                    Ok(row.map(|row| user_at(&row, 0)).transpose()?)
+                }
+
+                async fn search_users(&self, query: &str, exclude: &str, limit: u32) -> StoreResult<Vec<User>> {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {USER_COLS} FROM users u WHERE u.search_key LIKE $1 ESCAPE '\\' \
+                         AND u.id <> $2 ORDER BY u.name, u.id LIMIT $3"
+                    ))
+                    .bind(contains_pattern(query))
+                    .bind(exclude)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await?;
+                    Ok(rows.iter().map(|row| user_at(row, 0)).collect::<Result<_, _>>()?)
+                }
+
+                async fn open_direct_chat(&self, id: &str, a: &str, b: &str) -> StoreResult<(Chat, bool)> {
+                    let key = direct_key(a, b);
+                    let now = now_millis();
+                    let mut tx = self.writer.begin().await?;
+                    // The unique direct_key decides a race between the two sides.
+                    let created = sqlx::query(
+                        "INSERT INTO chats (id, name, is_group, admin_id, direct_key, updated_at, created_at) \
+                         VALUES ($1, '', $2, NULL, $3, $4, $5) ON CONFLICT (direct_key) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(false)
+                    .bind(&key)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if created {
+                        Self::insert_members(&mut tx, id, &[a, b], now).await?;
+                    }
+                    let chat_id: String = sqlx::query_scalar("SELECT id FROM chats WHERE direct_key = $1")
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok((self.one_chat(&chat_id).await?, created))
+                }
+
+                async fn create_group(&self, id: &str, name: &str, admin: &str, members: &[String]) -> StoreResult<Chat> {
+                    let now = now_millis();
+                    let mut tx = self.writer.begin().await?;
+                    sqlx::query(
+                        "INSERT INTO chats (id, name, is_group, admin_id, direct_key, updated_at, created_at) \
+                         VALUES ($1, $2, $3, $4, NULL, $5, $6)",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .bind(true)
+                    .bind(admin)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let everyone: Vec<&str> = std::iter::once(admin)
+                        .chain(members.iter().map(String::as_str))
+                        .collect();
+                    Self::insert_members(&mut tx, id, &everyone, now).await?;
+                    tx.commit().await?;
+                    self.one_chat(id).await
+                }
+
+                async fn chat(&self, id: &str) -> StoreResult<Option<Chat>> {
+                    Ok(self.load_chats(Chats::One(id)).await?.pop())
+                }
+
+                async fn members(&self, chat_id: &str) -> StoreResult<Vec<String>> {
+                    Ok(
+                        sqlx::query_scalar("SELECT user_id FROM chat_members WHERE chat_id = $1 ORDER BY id")
+                            .bind(chat_id)
+                            .fetch_all(&self.reader)
+                            .await?,
+                    )
+                }
+
+                async fn chats_of(&self, user_id: &str) -> StoreResult<Vec<Chat>> {
+                    self.load_chats(Chats::Of(user_id)).await
+                }
+
+                async fn rename_chat(&self, chat_id: &str, name: &str) -> StoreResult<Chat> {
+                    sqlx::query("UPDATE chats SET name = $1, updated_at = $2 WHERE id = $3")
+                        .bind(name)
+                        .bind(now_millis())
+                        .bind(chat_id)
+                        .execute(&self.writer)
+                        .await?;
+                    self.one_chat(chat_id).await
+                }
+
+                async fn add_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
+                    let now = now_millis();
+                    let mut tx = self.writer.begin().await?;
+                    if Self::insert_members(&mut tx, chat_id, &[user_id], now).await? == 0 {
+                        return Err(StoreError::Conflict("that user is already a member".into()));
+                    }
+                    sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(chat_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    self.one_chat(chat_id).await
+                }
+
+                async fn remove_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
+                    let mut tx = self.writer.begin().await?;
+                    let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
+                        .bind(chat_id)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    if removed.rows_affected() == 0 {
+                        return Err(StoreError::NotFound("that user is not a member of this chat".into()));
+                    }
+                    sqlx::query(
+                        "UPDATE chats SET updated_at = $1, admin_id = CASE WHEN admin_id = $2 THEN \
+                         (SELECT user_id FROM chat_members WHERE chat_id = chats.id ORDER BY id LIMIT 1) \
+                         ELSE admin_id END WHERE id = $3",
+                    )
+                    .bind(now_millis())
+                    .bind(user_id)
+                    .bind(chat_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    self.one_chat(chat_id).await
+                }
+
+                async fn insert_message(&self, message: NewMessage) -> StoreResult<Stored> {
+                    let mut tx = self.writer.begin().await?;
+                    if let Some(client_id) = &message.client_id
+                        && let Some(stored) = by_client_id(&mut tx, &message.sender_id, client_id).await?
+                    {
+                        return duplicate(stored, &message);
+                    }
+                    match insert_in(&mut tx, &message).await {
+                        Ok(stored) => {
+                            tx.commit().await?;
+                            Ok(Stored::New(stored))
+                        }
+                        // The same client id committed by a concurrent retry
+                        // in between: that one wins, this one rolls back.
+                        Err(StoreError::Database(err)) if is_unique_violation(&err) && message.client_id.is_some() => {
+                            tx.rollback().await?;
+                            let mut tx = self.reader.begin().await?;
+                            let client_id = message.client_id.as_deref().unwrap_or_default();
+                            match by_client_id(&mut tx, &message.sender_id, client_id).await? {
+                                Some(stored) => duplicate(stored, &message),
+                                None => Err(StoreError::Database(err)),
+                            }
+                        }
+                        Err(err) => Err(err),
+                    }
+                }
+
+                async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>> {
+                    let base = format!(
+                        "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
+                         WHERE msg.chat_id = $1"
+                    );
+                    let (sql, cursor, limit, newest_first) = match page {
+                        Page::Latest { limit } => {
+                            (format!("{base} ORDER BY msg.seq DESC LIMIT $2"), None, limit, true)
+                        }
+                        Page::After { seq, limit } => (
+                            format!("{base} AND msg.seq > $2 ORDER BY msg.seq ASC LIMIT $3"),
+                            Some(seq),
+                            limit,
+                            false,
+                        ),
+                        Page::Before { seq, limit } => (
+                            format!("{base} AND msg.seq < $2 ORDER BY msg.seq DESC LIMIT $3"),
+                            Some(seq),
+                            limit,
+                            true,
+                        ),
+                    };
+                    let mut query = sqlx::query(&sql).bind(chat_id);
+                    if let Some(cursor) = cursor {
+                        query = query.bind(cursor);
+                    }
+                    let rows = query.bind(i64::from(limit)).fetch_all(&self.reader).await?;
+                    let mut messages = rows.iter().map(message_from).collect::<Result<Vec<_>, _>>()?;
+                    if newest_first {
+                        messages.reverse();
+                    }
+                    Ok(messages)
+                }
+
+                async fn ping(&self) -> StoreResult<()> {
+                    sqlx::query("SELECT 1").execute(&self.reader).await?;
+                    Ok(())
+                }
+            }
+        }
+    };
+}
+
+pub(super) use sql_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("Ann"), "%ann%");
+        assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn a_pair_has_one_key_whoever_asks() {
+        assert_eq!(direct_key("b", "a"), direct_key("a", "b"));
+    }
+}

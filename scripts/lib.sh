@@ -66,3 +66,12 @@ ensure_postgres() {
     while read -r db; do psql "$url/postgres" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
   export NATTER_TEST_POSTGRES="$url"
 }
+
+# The S3-compatible server the picture-store tests run against.
+ensure_s3s_fs() {
+  if ! command -v s3s-fs >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+    say "installing s3s-fs (a small S3-compatible server) for the S3 tests"
+    # 0.14.1 is the newest release that builds with rustc 1.95.
+    cargo install s3s-fs --version 0.14.1 --features binary --locked
+  fi
+}

@@ -44,6 +44,27 @@ pub struct Config {
     #[arg(long, env = "NATTER_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
+    /// Where profile pictures go: unset for the `pics` folder in the data
+    /// folder, or `s3://bucket[/prefix]` for an S3-compatible store.
+    #[arg(long, env = "NATTER_BLOB_URL")]
+    pub blob_url: Option<String>,
+
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` for MinIO or Garage; unset for AWS.
+    #[arg(long, env = "NATTER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region (AWS_DEFAULT_REGION when unset).
+    #[arg(long, env = "NATTER_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// S3 access key id (AWS_ACCESS_KEY_ID when unset).
+    #[arg(long, env = "NATTER_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret access key (AWS_SECRET_ACCESS_KEY when unset).
+    #[arg(long, env = "NATTER_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
     /// Secret that signs session tokens (at least 32 characters). Every node of
     /// one deployment needs the same one. When unset, a random secret is
     /// generated once and kept in the data folder.

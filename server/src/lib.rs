@@ -28,7 +28,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::{Passwords, Tokens, load_or_create_secret};
-use crate::blobs::LocalBlobs;
+use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::config::Config;
 use crate::realtime::Hub;
 use crate::state::{AppState, Settings};
@@ -48,12 +48,11 @@ impl Application {
             .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
         let store = open_store(config, &data_dir).await?;
-        let blobs =
-            LocalBlobs::open(data_dir.join("pics")).context("opening the picture folder")?;
+        let blobs = open_blobs(config, &data_dir)?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
         let state = AppState {
             store,
-            blobs: Arc::new(blobs),
+            blobs,
             hub: Arc::new(Hub::new()),
             tokens: Arc::new(Tokens::new(&secret, config.token_ttl())),
             passwords: Arc::new(passwords),
@@ -65,7 +64,6 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("listening on {}", config.addr))?;
-        tracing::info!(data_dir = %data_dir.display(), "pictures in the data folder");
         Ok(Application { listener, state })
     }
 
@@ -110,6 +108,30 @@ async fn open_store(config: &Config, data_dir: &std::path::Path) -> anyhow::Resu
                 .with_context(|| format!("opening the database in {}", data_dir.display()))?;
             tracing::info!(data_dir = %data_dir.display(), "storage: embedded SQLite");
             Ok(Arc::new(store))
+        }
+    }
+}
+
+/// An S3-compatible store when a blob URL is configured, else the data folder.
+fn open_blobs(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match &config.blob_url {
+        Some(url) => {
+            let settings = S3Settings {
+                url: url.clone(),
+                endpoint: config.s3_endpoint.clone(),
+                region: config.s3_region.clone(),
+                access_key_id: config.s3_access_key_id.clone(),
+                secret_access_key: config.s3_secret_access_key.clone(),
+            };
+            let blobs = S3Blobs::connect(&settings)?;
+            tracing::info!(%url, "pictures: S3-compatible store");
+            Ok(Arc::new(blobs))
+        }
+        None => {
+            let dir = data_dir.join("pics");
+            let blobs = LocalBlobs::open(dir.clone()).context("opening the picture folder")?;
+            tracing::info!(dir = %dir.display(), "pictures: local folder");
+            Ok(Arc::new(blobs))
         }
     }
 }

@@ -46,4 +46,9 @@ impl BlobStore for LocalBlobs {
             _ => Ok(()),
         }
     }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        tokio::fs::metadata(&self.dir).await?;
+        Ok(())
+    }
 }

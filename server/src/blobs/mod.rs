@@ -1,13 +1,16 @@
 //! Profile pictures: checked by their content (`image`), kept under a
-//! server-chosen key in a blob store. The embedded default is a local folder.
+//! server-chosen key in a blob store: a local folder by default (`local`), or
+//! any S3-compatible store (`s3`).
 
 mod image;
 mod local;
+mod s3;
 
 use async_trait::async_trait;
 
 pub use image::{ImageError, ImageKind, inspect};
 pub use local::LocalBlobs;
+pub use s3::{S3Blobs, S3Settings};
 
 /// Where the server serves the picture stored under `key`.
 pub fn pic_url(key: &str) -> String {
@@ -18,6 +21,10 @@ pub fn pic_url(key: &str) -> String {
 pub enum BlobError {
     #[error("blob storage I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A stored picture and what it is.
@@ -46,6 +53,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError>;
     async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError>;
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
+    /// Cheap check that the store answers, for the health endpoint.
+    async fn ping(&self) -> Result<(), BlobError>;
 }
 
 #[cfg(test)]

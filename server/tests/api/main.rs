@@ -8,4 +8,5 @@ mod chats;
 mod errors;
 mod messages;
 mod operations;
+mod s3;
 mod socket;

@@ -1,0 +1,112 @@
+//! Pictures in any S3-compatible store (AWS S3, MinIO, Garage, R2, ...),
+//! through the `object_store` crate.
+
+use async_trait::async_trait;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::{Blob, BlobError, BlobStore, parse_key};
+
+/// Where and how to reach the store. Anything left unset comes from the
+/// usual `AWS_*` environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// `s3://bucket` or `s3://bucket/prefix`.
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+pub struct S3Blobs {
+    store: AmazonS3,
+    prefix: String,
+}
+
+impl S3Blobs {
+    pub fn connect(settings: &S3Settings) -> Result<Self, BlobError> {
+        let rest = settings.url.strip_prefix("s3://").ok_or_else(|| {
+            BlobError::Config("NATTER_BLOB_URL must look like s3://bucket[/prefix]".into())
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(BlobError::Config("NATTER_BLOB_URL names no bucket".into()));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                // Self-hosted stores address buckets by path, not by host name.
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(region) = &settings.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &settings.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &settings.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = builder
+            .build()
+            .map_err(|err| BlobError::Config(format!("S3 settings: {err}")))?;
+        Ok(S3Blobs {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
+        self.store
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError> {
+        let Some(kind) = parse_key(key) else {
+            return Ok(None);
+        };
+        match self.store.get(&self.path(key)).await {
+            Ok(found) => Ok(Some(Blob {
+                bytes: found.bytes().await?.to_vec(),
+                kind,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        if parse_key(key).is_none() {
+            return Ok(());
+        }
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        // Reading a key that is never written: "not found" proves the bucket answers.
+        match self.store.head(&self.path(".natter-health")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Profile pictures in a real S3-compatible server: `s3s-fs`, started by the
+//! test on a free port over a temporary folder (scripts/test installs it).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::helpers::{PATIENCE, TestApp, spawn_app_with};
+
+const BUCKET: &str = "natter-pics";
+const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
+
+struct S3Server {
+    endpoint: String,
+    root: tempfile::TempDir,
+    _process: Child,
+}
+
+fn s3s_fs_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("s3s-fs"));
+    let in_cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .map(|home| home.join("bin").join("s3s-fs"));
+    on_path
+        .chain(in_cargo_home)
+        .find(|path| path.is_file())
+        .expect("s3s-fs is needed for the S3 tests: run scripts/test, or cargo install s3s-fs --version 0.14.1 --features binary")
+}
+
+async fn start_s3() -> S3Server {
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(root.path().join(BUCKET)).expect("bucket folder");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("free port")
+        .port();
+    let process = Command::new(s3s_fs_binary())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--access-key",
+            "natter-test",
+            "--secret-key",
+            "natter-test-secret",
+        ])
+        .arg(root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("s3s-fs starts");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "s3s-fs never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    S3Server {
+        endpoint,
+        root,
+        _process: process,
+    }
+}
+
+async fn app_on(s3: &S3Server) -> TestApp {
+    spawn_app_with(|config| {
+        config.blob_url = Some(format!("s3://{BUCKET}"));
+        config.s3_endpoint = Some(s3.endpoint.clone());
+        config.s3_region = Some("us-east-1".into());
+        config.s3_access_key_id = Some("natter-test".into());
+        config.s3_secret_access_key = Some("natter-test-secret".into());
+    })
+    .await
+}
+
+fn objects(s3: &S3Server) -> Vec<String> {
+    std::fs::read_dir(s3.root.path().join(BUCKET))
+        .expect("bucket")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
+        .collect()
+}
+
+async fn sign_up(app: &TestApp, email: &str, pic: &[u8]) -> reqwest::Response {
+    let form = Form::new()
+        .text("name", "Sam")
+        .text("email", email.to_owned())
+        .text("password", "a long enough password")
+        .part("pic", Part::bytes(pic.to_vec()).file_name("pic.png"));
+    app.http
+        .post(app.url("/api/user"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn pictures_are_stored_in_and_served_from_s3() {
+    let s3 = start_s3().await;
+    let app = app_on(&s3).await;
+
+    let response = sign_up(&app, "sam@example.org", AVATAR).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let user: Value = response.json().await.expect("json");
+    let pic = user["pic"].as_str().expect("picture URL");
+    let key = pic.rsplit('/').next().expect("key");
+    assert_eq!(
+        objects(&s3),
+        [key.to_owned()],
+        "the picture is an object in the bucket"
+    );
+    let stored = std::fs::read(s3.root.path().join(BUCKET).join(key)).expect("object file");
+    assert_eq!(stored, AVATAR);
+
+    let fetched = app.http.get(app.url(pic)).send().await.expect("request");
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.headers()["content-type"], "image/png");
+    assert_eq!(fetched.bytes().await.expect("bytes").as_ref(), AVATAR);
+
+    let health: Value = app
+        .http
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["pictures"], "ok");
+}
+
+#[tokio::test]
+async fn refused_pictures_leave_nothing_in_the_bucket() {
+    let s3 = start_s3().await;
+    let app = app_on(&s3).await;
+    let response = sign_up(&app, "eve@example.org", b"GIF89a but not really").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(objects(&s3).is_empty());
+    let missing = app
+        .http
+        .get(app.url("/api/pic/0123456789abcdef0123456789abcdef.png"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

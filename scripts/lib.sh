@@ -75,3 +75,23 @@ ensure_s3s_fs() {
     cargo install s3s-fs --version 0.14.1 --features binary --locked
   fi
 }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Makes RabbitMQ answer for the tests that run several nodes, and exports its
+# URL as NATTER_TEST_AMQP: the broker named there, or a local one on 5672,
+# installed and started when missing.
+ensure_rabbitmq() {
+  export NATTER_TEST_AMQP="${NATTER_TEST_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+  [ "$NATTER_TEST_AMQP" = "amqp://guest:guest@127.0.0.1:5672/%2f" ] || return 0
+  port_open 127.0.0.1 5672 && return 0
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  say "starting RabbitMQ"
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 1 120); do
+    port_open 127.0.0.1 5672 && return 0
+    sleep 0.5
+  done
+  echo "RabbitMQ did not start on 127.0.0.1:5672" >&2
+  exit 1
+}

@@ -21,9 +21,10 @@ fn member_ids(chat: &Chat) -> impl Iterator<Item = &str> {
 }
 
 /// Tells every member of `chat` (and `also`, e.g. a user just removed) that it changed.
-fn announce(state: &AppState, chat: &Chat, also: Option<&str>) {
+async fn announce(state: &AppState, chat: &Chat, also: Option<&str>) {
     let frame = ServerFrame::Chat { chat: chat.clone() };
-    state.hub.deliver(member_ids(chat).chain(also), &frame);
+    let users: Vec<String> = member_ids(chat).chain(also).map(str::to_owned).collect();
+    state.events.publish_lossy(&users, &frame).await;
 }
 
 /// A chat the caller is a member of: 404 when there is no such chat, 403 when
@@ -73,7 +74,7 @@ pub async fn open_direct(
     require_user(state, other).await?;
     let (chat, created) = state.store.open_direct_chat(&new_id(), me, other).await?;
     if created {
-        announce(state, &chat, None);
+        announce(state, &chat, None).await;
     }
     Ok((chat, created))
 }
@@ -107,7 +108,7 @@ pub async fn create_group(
         .store
         .create_group(&new_id(), name.as_str(), me, &members)
         .await?;
-    announce(state, &chat, None);
+    announce(state, &chat, None).await;
     Ok(chat)
 }
 
@@ -119,7 +120,7 @@ pub async fn rename(
 ) -> Result<Chat, ApiError> {
     group_for_admin(state, me, chat_id).await?;
     let chat = state.store.rename_chat(chat_id, name.as_str()).await?;
-    announce(state, &chat, None);
+    announce(state, &chat, None).await;
     Ok(chat)
 }
 
@@ -137,7 +138,7 @@ pub async fn add_member(
         )));
     }
     let chat = state.store.add_member(chat_id, user_id).await?;
-    announce(state, &chat, None);
+    announce(state, &chat, None).await;
     Ok(chat)
 }
 
@@ -158,7 +159,7 @@ pub async fn remove_member(
         group_for_admin(state, me, chat_id).await?;
     }
     let chat = state.store.remove_member(chat_id, user_id).await?;
-    announce(state, &chat, Some(user_id));
+    announce(state, &chat, Some(user_id)).await;
     Ok(chat)
 }
 
@@ -195,9 +196,14 @@ pub async fn send_message(
         let frame = ServerFrame::Message {
             message: message.clone(),
         };
-        state
-            .hub
-            .deliver(members.iter().map(String::as_str), &frame);
+        // Stored but not announced to the other nodes: say so, and a retry
+        // with the same clientId returns the stored message.
+        state.events.publish(&members, &frame).await.map_err(|err| {
+            tracing::warn!(error = %err, "a stored message could not reach the other nodes");
+            ApiError::Unavailable(
+                "the message was stored but not delivered to everyone: send it again with the same clientId".into(),
+            )
+        })?;
     }
     Ok(stored)
 }
@@ -221,10 +227,8 @@ pub async fn typing(
         user_id: me.to_owned(),
         is_typing,
     };
-    state.hub.deliver(
-        members.iter().map(String::as_str).filter(|id| *id != me),
-        &frame,
-    );
+    let others: Vec<String> = members.into_iter().filter(|id| id != me).collect();
+    state.events.publish_lossy(&others, &frame).await;
     Ok(())
 }
 

@@ -65,6 +65,21 @@ pub struct Config {
     #[arg(long, env = "NATTER_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
 
+    /// RabbitMQ URL (`amqp://user:pass@host:5672/%2f`). With it, several nodes
+    /// sharing one PostgreSQL database act as one server: events reach users
+    /// whichever node their socket is on.
+    #[arg(long, env = "NATTER_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+
+    /// The RabbitMQ exchange that carries events between the nodes of one
+    /// deployment.
+    #[arg(long, env = "NATTER_AMQP_EXCHANGE", default_value = "natter.events")]
+    pub amqp_exchange: String,
+
+    /// This node's name in logs and between nodes (default: random per start).
+    #[arg(long, env = "NATTER_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Secret that signs session tokens (at least 32 characters). Every node of
     /// one deployment needs the same one. When unset, a random secret is
     /// generated once and kept in the data folder.

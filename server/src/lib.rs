@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use crate::auth::{Passwords, Tokens, load_or_create_secret};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::config::Config;
-use crate::realtime::Hub;
+use crate::realtime::{AmqpFanout, Events, Hub};
 use crate::state::{AppState, Settings};
 use crate::store::{PgStore, SqliteStore, Store};
 
@@ -50,10 +50,13 @@ impl Application {
         let store = open_store(config, &data_dir).await?;
         let blobs = open_blobs(config, &data_dir)?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
+        let hub = Arc::new(Hub::new());
+        let events = open_events(config, hub.clone()).await?;
         let state = AppState {
             store,
             blobs,
-            hub: Arc::new(Hub::new()),
+            hub,
+            events,
             tokens: Arc::new(Tokens::new(&secret, config.token_ttl())),
             passwords: Arc::new(passwords),
             settings: Arc::new(Settings {
@@ -134,4 +137,31 @@ fn open_blobs(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc
             Ok(Arc::new(blobs))
         }
     }
+}
+
+/// Events through RabbitMQ when a broker is configured, else this node alone.
+async fn open_events(config: &Config, hub: Arc<Hub>) -> anyhow::Result<Arc<Events>> {
+    let Some(url) = &config.amqp_url else {
+        return Ok(Arc::new(Events::local(hub)));
+    };
+    if config.database_url.is_none() {
+        tracing::warn!(
+            "NATTER_AMQP_URL without NATTER_DATABASE_URL: nodes will not share their data"
+        );
+    }
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let fanout = AmqpFanout::start(
+        url,
+        &config.amqp_exchange,
+        &node_id,
+        hub.clone(),
+        std::time::Duration::from_secs(15),
+    )
+    .await
+    .context("connecting to RabbitMQ (NATTER_AMQP_URL)")?;
+    tracing::info!(node = %node_id, exchange = %config.amqp_exchange, "events: shared with other nodes through RabbitMQ");
+    Ok(Arc::new(Events::clustered(hub, fanout)))
 }

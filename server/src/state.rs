@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::auth::{Passwords, Tokens};
 use crate::blobs::BlobStore;
-use crate::realtime::Hub;
+use crate::realtime::{Events, Hub};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -13,6 +13,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub blobs: Arc<dyn BlobStore>,
     pub hub: Arc<Hub>,
+    pub events: Arc<Events>,
     pub tokens: Arc<Tokens>,
     pub passwords: Arc<Passwords>,
     pub settings: Arc<Settings>,

@@ -30,6 +30,9 @@ pub enum ClientFrame {
     rename_all_fields = "camelCase"
 )]
 pub enum ServerFrame {
+    /// The socket is subscribed: every event from now on reaches it. Sent once,
+    /// first thing after connecting; catch up (`?after=`) once it arrives.
+    Ready { user_id: String },
     /// A new message in one of the user's chats (their own ones included).
     Message { message: Message },
     /// A chat the user is (or just stopped being) in was created or changed.

@@ -30,6 +30,8 @@ struct Socket {
 /// One registered socket: what its connection task reads and listens to.
 pub struct Registration {
     pub id: u64,
+    /// Whether this is the user's first socket on this node.
+    pub first: bool,
     /// Frames to write to this socket, already encoded.
     pub frames: mpsc::Receiver<Utf8Bytes>,
     /// For answering on this socket only (acks, errors).
@@ -52,35 +54,42 @@ impl Hub {
             queue: queue.clone(),
             kick: kick.clone(),
         };
-        self.write()
-            .entry(user_id.to_owned())
-            .or_default()
-            .push(socket);
+        let first = {
+            let mut sockets = self.write();
+            let list = sockets.entry(user_id.to_owned()).or_default();
+            list.push(socket);
+            list.len() == 1
+        };
         if self.is_closing() {
             kick.notify_one();
         }
         Registration {
             id,
+            first,
             frames,
             reply: queue,
             kick,
         }
     }
 
-    pub fn unregister(&self, user_id: &str, id: u64) {
+    /// Forgets a socket; true when it was the user's last one on this node.
+    pub fn unregister(&self, user_id: &str, id: u64) -> bool {
         let mut sockets = self.write();
-        if let Some(list) = sockets.get_mut(user_id) {
-            list.retain(|socket| socket.id != id);
-            if list.is_empty() {
-                sockets.remove(user_id);
-            }
+        let Some(list) = sockets.get_mut(user_id) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|socket| socket.id != id);
+        let last = list.is_empty() && before > 0;
+        if list.is_empty() {
+            sockets.remove(user_id);
         }
+        last
     }
 
-    /// Sends `frame` to every open socket of every user in `users`. The frame
-    /// is encoded once, whatever the number of recipients.
-    pub fn deliver<'a>(&self, users: impl IntoIterator<Item = &'a str>, frame: &ServerFrame) {
-        let text = encode(frame);
+    /// Sends an encoded frame to every open socket of every user in `users`
+    /// on this node; encode once with `encode`, whatever the number of recipients.
+    pub fn deliver_text<'a>(&self, users: impl IntoIterator<Item = &'a str>, text: &Utf8Bytes) {
         let mut too_slow = Vec::new();
         {
             let sockets = self.read();
@@ -99,6 +108,15 @@ impl Hub {
             tracing::warn!(user = %user, socket = id, "dropping a socket that cannot keep up");
             self.unregister(&user, id);
         }
+    }
+
+    /// Users with at least one socket open on this node.
+    pub fn users(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    pub fn is_online(&self, user_id: &str) -> bool {
+        self.read().contains_key(user_id)
     }
 
     /// Open sockets on this node.
@@ -158,21 +176,28 @@ mod tests {
         let mut ann_laptop = hub.register("ann");
         let mut ann_phone = hub.register("ann");
         let mut bob = hub.register("bob");
-        hub.deliver(["ann"], &typing("bob"));
+        hub.deliver_text(["ann"], &encode(&typing("bob")));
         assert!(ann_laptop.frames.recv().await.is_some());
         assert!(ann_phone.frames.recv().await.is_some());
         assert!(bob.frames.try_recv().is_err());
         assert_eq!(hub.connections(), 3);
-        hub.unregister("ann", ann_phone.id);
+        assert!(ann_laptop.first && !ann_phone.first);
+        assert!(
+            !hub.unregister("ann", ann_phone.id),
+            "ann still has her laptop"
+        );
         assert_eq!(hub.connections(), 2);
+        assert!(hub.unregister("ann", ann_laptop.id));
+        assert!(!hub.is_online("ann") && hub.is_online("bob"));
     }
 
     #[tokio::test]
     async fn a_socket_that_falls_behind_is_dropped() {
         let hub = Hub::new();
         let slow = hub.register("ann");
+        let text = encode(&typing("bob"));
         for _ in 0..=SOCKET_QUEUE {
-            hub.deliver(["ann"], &typing("bob"));
+            hub.deliver_text(["ann"], &text);
         }
         assert_eq!(hub.connections(), 0);
         // The kick was stored as a permit: the connection task sees it at once.

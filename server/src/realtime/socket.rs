@@ -79,6 +79,14 @@ fn query_token(query: Option<&str>) -> Option<String> {
 async fn run(state: AppState, user_id: String, socket: WebSocket) {
     let registration = state.hub.register(&user_id);
     let id = registration.id;
+    if registration.first {
+        state.events.user_online(&user_id).await;
+    }
+    let ready = ServerFrame::Ready {
+        user_id: user_id.clone(),
+    };
+    // The queue is new and far from full: this cannot block.
+    let _ = registration.reply.try_send(encode(&ready));
     tracing::debug!(user = %user_id, socket = id, "socket opened");
     let (sink, stream) = socket.split();
     let clock = Clock::new();
@@ -92,7 +100,9 @@ async fn run(state: AppState, user_id: String, socket: WebSocket) {
         () = write(&state, sink, frames, &kick, &clock) => {}
         () = read(&state, &user_id, stream, &reply, &clock) => {}
     }
-    state.hub.unregister(&user_id, id);
+    if state.hub.unregister(&user_id, id) {
+        state.events.user_offline(&user_id).await;
+    }
     tracing::debug!(user = %user_id, socket = id, "socket closed");
 }
 

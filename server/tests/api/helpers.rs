@@ -43,11 +43,18 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server on a free port with a fresh data folder; `adjust` may change
 /// the configuration first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    // Server logs in the test output, filtered by NATTER_TEST_LOG (off by default).
+    if let Ok(filter) = std::env::var("NATTER_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::with_data_dir(dir.path().to_path_buf());
     config.addr = "127.0.0.1:0".parse().expect("addr");
     config.jwt_secret = Some(TEST_SECRET.into());
-    config.database_url = fresh_postgres_database().await;
+    config.database_url = backend_database().await;
     adjust(&mut config);
     let app = Application::build(&config).await.expect("server starts");
     let addr = app.local_addr().expect("bound");
@@ -60,23 +67,66 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
-/// With `NATTER_TEST_POSTGRES` set to a server URL (`postgres://user@host:port`),
-/// every test gets a new, empty database there and the suite runs on
-/// PostgreSQL; without it, on the embedded SQLite default.
-async fn fresh_postgres_database() -> Option<String> {
+/// The PostgreSQL server tests use: `NATTER_TEST_POSTGRES`, or the local one.
+fn postgres_server() -> String {
+    std::env::var("NATTER_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The RabbitMQ broker tests use: `NATTER_TEST_AMQP`, or the local one.
+pub fn amqp_url() -> String {
+    std::env::var("NATTER_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// With `NATTER_TEST_BACKEND=postgres`, every test gets a new, empty
+/// database and the suite runs on PostgreSQL; otherwise on the embedded
+/// SQLite default.
+async fn backend_database() -> Option<String> {
+    let wanted = std::env::var("NATTER_TEST_BACKEND").is_ok_and(|backend| backend == "postgres");
+    if wanted {
+        Some(new_postgres_database().await)
+    } else {
+        None
+    }
+}
+
+/// A new, empty database on the test PostgreSQL server, as a URL.
+pub async fn new_postgres_database() -> String {
     use sqlx::{Connection, Executor};
 
-    let server = std::env::var("NATTER_TEST_POSTGRES").ok()?;
-    let server = server.trim_end_matches('/');
+    let server = postgres_server();
     let name = format!("natter_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
         .await
-        .expect("the PostgreSQL server named by NATTER_TEST_POSTGRES answers");
+        .expect("the test PostgreSQL server answers (NATTER_TEST_POSTGRES)");
     admin
         .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
         .await
         .expect("test database created");
-    Some(format!("{server}/{name}"))
+    format!("{server}/{name}")
+}
+
+/// `n` nodes sharing one new PostgreSQL database and one RabbitMQ exchange
+/// of their own: one deployment, as its users see it.
+pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        nodes.push(
+            spawn_app_with(|config| {
+                config.database_url = Some(database.clone());
+                config.amqp_url = Some(amqp_url());
+                config.amqp_exchange = exchange.clone();
+                config.node_id = Some(format!("node-{i}"));
+            })
+            .await,
+        );
+    }
+    nodes
 }
 
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
@@ -190,7 +240,16 @@ impl TestApp {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("socket opens");
-        TestSocket { ws }
+        let mut socket = TestSocket { ws };
+        // Everything from now on reaches the socket, on any node.
+        let ready = socket.next_frame().await;
+        assert_eq!(
+            ready,
+            ServerFrame::Ready {
+                user_id: user.id.clone()
+            }
+        );
+        socket
     }
 
     /// Waits until the server reports `n` open sockets.

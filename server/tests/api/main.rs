@@ -5,6 +5,7 @@ mod helpers;
 
 mod accounts;
 mod chats;
+mod cluster;
 mod errors;
 mod messages;
 mod operations;

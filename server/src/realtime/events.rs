@@ -1,0 +1,67 @@
+//! Where events go: always to this node's own sockets (the hub), and, when
+//! several nodes serve one user base, to the other nodes through RabbitMQ
+//! (`fanout`). Callers say who should hear of what; they never know how many
+//! nodes there are.
+
+use std::sync::Arc;
+
+use natter_shared::ServerFrame;
+
+use super::fanout::{AmqpFanout, FanoutError};
+use super::hub::{Hub, encode};
+
+pub struct Events {
+    hub: Arc<Hub>,
+    fanout: Option<Arc<AmqpFanout>>,
+}
+
+impl Events {
+    /// Events for this node alone (the embedded default).
+    pub fn local(hub: Arc<Hub>) -> Self {
+        Events { hub, fanout: None }
+    }
+
+    /// Events shared with other nodes through RabbitMQ.
+    pub fn clustered(hub: Arc<Hub>, fanout: Arc<AmqpFanout>) -> Self {
+        Events {
+            hub,
+            fanout: Some(fanout),
+        }
+    }
+
+    /// Sends `frame` to every open socket of `users`, on every node. Fails
+    /// only when the other nodes could not be told (the broker is down);
+    /// this node's sockets have the frame by then.
+    pub async fn publish(&self, users: &[String], frame: &ServerFrame) -> Result<(), FanoutError> {
+        let text = encode(frame);
+        self.hub
+            .deliver_text(users.iter().map(String::as_str), &text);
+        match &self.fanout {
+            Some(fanout) => fanout.publish(users, text.as_str()).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Like `publish`, for events that may be lost without harm (typing,
+    /// chat changes the app also learns when it reloads): a failure is logged.
+    pub async fn publish_lossy(&self, users: &[String], frame: &ServerFrame) {
+        if let Err(err) = self.publish(users, frame).await {
+            tracing::warn!(error = %err, "an event did not reach the other nodes");
+        }
+    }
+
+    /// A user's first socket on this node opened: from now on this node
+    /// needs their events from the other nodes.
+    pub async fn user_online(&self, user_id: &str) {
+        if let Some(fanout) = &self.fanout {
+            fanout.subscribe(user_id).await;
+        }
+    }
+
+    /// A user's last socket on this node closed.
+    pub async fn user_offline(&self, user_id: &str) {
+        if let Some(fanout) = &self.fanout {
+            fanout.unsubscribe(user_id).await;
+        }
+    }
+}

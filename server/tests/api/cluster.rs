@@ -1,0 +1,111 @@
+//! Several nodes as one: two `natter-server`s sharing PostgreSQL and
+//! RabbitMQ, with users connected to different nodes.
+
+use natter_shared::ServerFrame;
+use serde_json::json;
+
+use crate::helpers::spawn_cluster;
+
+#[tokio::test]
+async fn users_on_different_nodes_chat_in_real_time() {
+    let nodes = spawn_cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let ann = a.sign_up("Ann").await;
+    let bob = b.sign_up("Bob").await;
+    let mut ann_socket = a.socket(&ann).await;
+    let mut bob_socket = b.socket(&bob).await;
+
+    // A chat opened on node A reaches Bob on node B.
+    let chat = a.open_direct(&ann, &bob).await;
+    let ServerFrame::Chat { chat: seen } = bob_socket.next_frame().await else {
+        panic!("bob hears of the new chat")
+    };
+    assert_eq!(seen.id, chat.id);
+
+    // A message sent through node A, live on node B, and the other way round.
+    let sent = a.send(&ann, &chat, "hello from node A").await;
+    assert_eq!(bob_socket.next_message().await, sent);
+    let reply = b.send(&bob, &chat, "hello from node B").await;
+    assert_eq!(reply.seq, 2, "seqs stay consecutive across nodes");
+    let ann_sees: Vec<_> = [
+        ann_socket.next_message().await,
+        ann_socket.next_message().await,
+    ]
+    .into();
+    assert_eq!(
+        ann_sees[1], reply,
+        "ann also gets her own message, then bob's"
+    );
+
+    // Typing on node B shows on node A.
+    bob_socket
+        .send_json(json!({"type": "typing", "chatId": chat.id, "isTyping": true}))
+        .await;
+    assert_eq!(
+        ann_socket.next_frame().await,
+        ServerFrame::Typing {
+            chat_id: chat.id.clone(),
+            user_id: bob.id.clone(),
+            is_typing: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_member_removed_on_one_node_stops_receiving_on_the_other_at_once() {
+    let nodes = spawn_cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let admin = a.sign_up("Admin").await;
+    let bob = a.sign_up("Bob").await;
+    let carol = a.sign_up("Carol").await;
+    let group = a.create_group(&admin, "Ops", &[&bob, &carol]).await;
+    let side_chat = a.open_direct(&admin, &carol).await;
+    let mut bob_socket = b.socket(&bob).await;
+    let mut carol_socket = b.socket(&carol).await;
+
+    a.put(
+        &admin,
+        "/api/chat/groupremove",
+        json!({"chatId": group.id, "userId": carol.id}),
+    )
+    .await;
+    for socket in [&mut bob_socket, &mut carol_socket] {
+        let ServerFrame::Chat { chat } = socket.next_frame().await else {
+            panic!("both hear of the removal")
+        };
+        assert!(chat.users.iter().all(|user| user.id != carol.id));
+    }
+
+    let after = a.send(&admin, &group, "carol is gone").await;
+    assert_eq!(bob_socket.next_message().await, after);
+    // Events reach a node in the order they were published: if Carol's next
+    // frame is the side chat's message, the group's never reached her.
+    let marker = a.send(&admin, &side_chat, "just for carol").await;
+    assert_eq!(
+        carol_socket.next_frame().await,
+        ServerFrame::Message { message: marker }
+    );
+}
+
+#[tokio::test]
+async fn a_user_with_sockets_on_both_nodes_gets_each_event_once_on_each() {
+    let nodes = spawn_cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let ann = a.sign_up("Ann").await;
+    let bob = a.sign_up("Bob").await;
+    let chat = a.open_direct(&ann, &bob).await;
+    let mut on_a = a.socket(&bob).await;
+    let mut on_b = b.socket(&bob).await;
+
+    let first = a.send(&ann, &chat, "one").await;
+    let second = b.send(&ann, &chat, "two").await;
+    for socket in [&mut on_a, &mut on_b] {
+        let mut got = vec![socket.next_message().await, socket.next_message().await];
+        got.sort_by_key(|message| message.seq);
+        assert_eq!(got, [first.clone(), second.clone()]);
+    }
+    // Nothing was doubled: the next frame on each is the next message.
+    let third = a.send(&ann, &chat, "three").await;
+    assert_eq!(on_a.next_message().await, third);
+    assert_eq!(on_b.next_message().await, third);
+}

@@ -165,7 +165,7 @@ pub async fn remove_member(
 
 /// Stores a message and delivers it to every member's open sockets. A retry
 /// (same sender, same `client_id`) returns the stored message and delivers
-/// nothing again.
+/// it again.
 pub async fn send_message(
     state: &AppState,
     me: &str,
@@ -191,20 +191,19 @@ pub async fn send_message(
         }
         other => other?,
     };
-    if let Stored::New(message) = &stored {
-        let members = state.store.members(chat_id).await?;
-        let frame = ServerFrame::Message {
-            message: message.clone(),
-        };
-        // Stored but not announced to the other nodes: say so, and a retry
-        // with the same clientId returns the stored message.
-        state.events.publish(&members, &frame).await.map_err(|err| {
-            tracing::warn!(error = %err, "a stored message could not reach the other nodes");
-            ApiError::Unavailable(
-                "the message was stored but not delivered to everyone: send it again with the same clientId".into(),
-            )
-        })?;
-    }
+    // A retry (Duplicate) is announced again: the first attempt may have
+    // been stored by a node that died before it told anyone. Clients drop
+    // a message they already have by its id.
+    let members = state.store.members(chat_id).await?;
+    let frame = ServerFrame::Message {
+        message: stored.message().clone(),
+    };
+    state.events.publish(&members, &frame).await.map_err(|err| {
+        tracing::warn!(error = %err, "a stored message could not reach the other nodes");
+        ApiError::Unavailable(
+            "the message was stored but not delivered to everyone: send it again with the same clientId".into(),
+        )
+    })?;
     Ok(stored)
 }
 

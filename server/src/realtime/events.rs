@@ -50,11 +50,15 @@ impl Events {
         }
     }
 
-    /// A user's first socket on this node opened: from now on this node
-    /// needs their events from the other nodes.
-    pub async fn user_online(&self, user_id: &str) {
-        if let Some(fanout) = &self.fanout {
-            fanout.subscribe(user_id).await;
+    /// A socket of `user_id` opened (`first`: their first on this node).
+    /// True when it will receive every event from now on; false while the
+    /// other nodes cannot be heard (the broker is down), when the socket
+    /// should be closed so that the app retries and catches up.
+    pub async fn user_online(&self, user_id: &str, first: bool) -> bool {
+        match &self.fanout {
+            None => true,
+            Some(fanout) if first => fanout.subscribe(user_id).await,
+            Some(fanout) => fanout.is_up(),
         }
     }
 

@@ -150,6 +150,9 @@ impl AmqpFanout {
                 Err(err) => tracing::warn!(error = %err, "the link to RabbitMQ broke"),
             }
             self.set_current(None);
+            // Sockets here may miss events until the link is back: close
+            // them, so that apps reconnect (refused until then) and catch up.
+            self.hub.kick_all();
             let mut backoff = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(backoff).await;
@@ -221,14 +224,24 @@ impl AmqpFanout {
             .await
     }
 
-    /// Starts routing `user`'s events to this node.
-    pub async fn subscribe(&self, user: &str) {
+    /// Whether events from the other nodes reach this one right now.
+    pub fn is_up(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// Starts routing `user`'s events to this node; false when the broker
+    /// is unreachable (the supervisor binds everyone again once it is back).
+    pub async fn subscribe(&self, user: &str) -> bool {
         let _serial = self.bindings.lock().await;
-        if let Some(link) = self.current()
-            && let Err(err) = self.bind(&link, user).await
-        {
-            // The supervisor binds everyone again once it has reconnected.
-            tracing::warn!(error = %err, "could not subscribe to a user's events");
+        let Some(link) = self.current() else {
+            return false;
+        };
+        match self.bind(&link, user).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not subscribe to a user's events");
+                false
+            }
         }
     }
 

@@ -127,6 +127,11 @@ impl Hub {
     /// Asks every socket to close, for a clean shutdown.
     pub fn close_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.kick_all();
+    }
+
+    /// Asks every socket to close, so that its app reconnects and catches up.
+    pub fn kick_all(&self) {
         for socket in self.read().values().flatten() {
             socket.kick.notify_one();
         }

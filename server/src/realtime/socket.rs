@@ -79,8 +79,10 @@ fn query_token(query: Option<&str>) -> Option<String> {
 async fn run(state: AppState, user_id: String, socket: WebSocket) {
     let registration = state.hub.register(&user_id);
     let id = registration.id;
-    if registration.first {
-        state.events.user_online(&user_id).await;
+    let (sink, stream) = socket.split();
+    if !state.events.user_online(&user_id, registration.first).await {
+        close_unready(&state, &user_id, id, sink).await;
+        return;
     }
     let ready = ServerFrame::Ready {
         user_id: user_id.clone(),
@@ -88,7 +90,6 @@ async fn run(state: AppState, user_id: String, socket: WebSocket) {
     // The queue is new and far from full: this cannot block.
     let _ = registration.reply.try_send(encode(&ready));
     tracing::debug!(user = %user_id, socket = id, "socket opened");
-    let (sink, stream) = socket.split();
     let clock = Clock::new();
     let Registration {
         frames,
@@ -104,6 +105,25 @@ async fn run(state: AppState, user_id: String, socket: WebSocket) {
         state.events.user_offline(&user_id).await;
     }
     tracing::debug!(user = %user_id, socket = id, "socket closed");
+}
+
+/// Closes a socket that cannot get every event yet (the broker is down):
+/// 1013, try again later.
+async fn close_unready(
+    state: &AppState,
+    user_id: &str,
+    id: u64,
+    mut sink: SplitSink<WebSocket, WsMessage>,
+) {
+    if state.hub.unregister(user_id, id) {
+        state.events.user_offline(user_id).await;
+    }
+    let close = CloseFrame {
+        code: 1013,
+        reason: "events are unavailable for a moment: reconnect".into(),
+    };
+    let _ = sink.send(WsMessage::Close(Some(close))).await;
+    tracing::debug!(user = %user_id, socket = id, "socket refused: no link to the other nodes");
 }
 
 /// When the client was last heard from (any frame, pongs included).
@@ -148,7 +168,7 @@ async fn write(
                 let (code, reason) = if state.hub.is_closing() {
                     (1001, "server shutting down")
                 } else {
-                    (1013, "too slow to keep up: reconnect")
+                    (1013, "reconnect and catch up")
                 };
                 let close = CloseFrame { code, reason: reason.into() };
                 let _ = sink.send(WsMessage::Close(Some(close))).await;

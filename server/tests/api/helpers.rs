@@ -1,3 +1,6 @@
+//! Shared by the `api` and `faults` test binaries; each uses part of it.
+#![allow(dead_code)]
+
 //! One way to start the server and talk to it, shared by every test.
 
 use std::net::SocketAddr;
@@ -127,6 +130,20 @@ pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
         );
     }
     nodes
+}
+
+impl TestApp {
+    /// A client of a server that something else started at `addr` (a load
+    /// balancer, a node process).
+    pub fn at(addr: SocketAddr) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            data_dir: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
 }
 
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
@@ -305,6 +322,19 @@ impl TestSocket {
         tokio::time::timeout(PATIENCE, read)
             .await
             .expect("a frame in time")
+    }
+
+    /// The next frame, or None once the socket has closed.
+    pub async fn next_frame_or_close(&mut self) -> Option<ServerFrame> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => {
+                    return Some(serde_json::from_str(text.as_str()).expect("a server frame"));
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
     }
 
     /// The next frame, typed.

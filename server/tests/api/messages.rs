@@ -257,6 +257,8 @@ async fn a_retried_client_id_is_stored_once() {
     socket
         .send_json(json!({"type": "send", "chatId": chat.id, "content": "only once", "clientId": "retry-1"}))
         .await;
+    // The retry is announced again (members drop it by id), then acked.
+    assert_eq!(socket.next_message().await, first);
     let ServerFrame::Ack { message, .. } = socket.next_frame().await else {
         panic!("expected an ack")
     };

@@ -1,0 +1,451 @@
+//! Faults in a two-node deployment, with the real pieces: `natter-server`
+//! processes sharing PostgreSQL and RabbitMQ, behind HAProxy. These tests
+//! kill and restart things, so they run one at a time, in their own binary.
+
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use helpers::{
+    PATIENCE, TEST_SECRET, TestApp, TestSocket, TestUser, amqp_url, new_postgres_database,
+};
+use natter_shared::{Message, ServerFrame};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+/// One fault at a time: they share RabbitMQ.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("free port")
+        .port()
+}
+
+async fn wait_until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    while !ready().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `natter-server` process.
+struct Node {
+    child: Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+async fn start_node(name: &str, database: &str, exchange: &str) -> Node {
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_natter-server"))
+        .env("NATTER_ADDR", format!("127.0.0.1:{port}"))
+        .env("NATTER_DATA_DIR", data.path())
+        .env("NATTER_DATABASE_URL", database)
+        .env("NATTER_AMQP_URL", amqp_url())
+        .env("NATTER_AMQP_EXCHANGE", exchange)
+        .env("NATTER_JWT_SECRET", TEST_SECRET)
+        .env("NATTER_NODE_ID", name)
+        .env("NATTER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let http = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/health");
+    wait_until("a node to be healthy", async || {
+        http.get(&health)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    Node {
+        child,
+        port,
+        _data: data,
+    }
+}
+
+/// HAProxy in front of the nodes, checking their health every 200 ms.
+struct Balancer {
+    _child: Child,
+    addr: SocketAddr,
+    _config: tempfile::NamedTempFile,
+}
+
+async fn start_balancer(nodes: &[&Node]) -> Balancer {
+    let port = free_port();
+    let servers: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| format!("  server node{i} 127.0.0.1:{} check\n", node.port))
+        .collect();
+    let config_text = format!(
+        "global\n  maxconn 2000\n\
+         defaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  \
+         timeout tunnel 1h\n  option redispatch\n  retries 3\n\
+         frontend natter\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
+         backend nodes\n  balance roundrobin\n  option httpchk GET /health\n  \
+         default-server inter 200ms fall 1 rise 1\n{servers}"
+    );
+    let mut config = tempfile::NamedTempFile::new().expect("config file");
+    std::io::Write::write_all(&mut config, config_text.as_bytes()).expect("config written");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(config.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy is installed (scripts/test installs it)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let http = reqwest::Client::new();
+    wait_until("HAProxy to pass requests", async || {
+        http.get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    Balancer {
+        _child: child,
+        addr,
+        _config: config,
+    }
+}
+
+/// Opens a socket through `app`, retrying while no node can take it.
+async fn connect(app: &TestApp, user: &TestUser) -> TestSocket {
+    let url = format!("ws://{}/ws?token={}", app.addr, user.token);
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
+            let mut socket = TestSocket { ws };
+            if let Some(ServerFrame::Ready { .. }) = socket.next_frame_or_close().await {
+                return socket;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "could not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lowest seq not seen yet, counting from 1.
+fn next_missing(seen: &BTreeMap<i64, Message>) -> i64 {
+    let mut next = 1;
+    while seen.contains_key(&next) {
+        next += 1;
+    }
+    next
+}
+
+/// A member's app: reads its socket, reconnects when it drops, and fills gaps
+/// from history, as the desktop app does.
+async fn follow(
+    app: Arc<TestApp>,
+    user: TestUser,
+    chat_id: String,
+    stop: Arc<tokio::sync::Notify>,
+) -> (BTreeMap<i64, Message>, usize) {
+    let mut seen = BTreeMap::new();
+    let mut reconnects = 0;
+    let mut socket = connect(&app, &user).await;
+    loop {
+        tokio::select! {
+            frame = socket.next_frame_or_close() => match frame {
+                Some(ServerFrame::Message { message }) => {
+                    if let Some(earlier) = seen.insert(message.seq, message.clone()) {
+                        assert_eq!(earlier, message, "a seq never names two messages");
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    reconnects += 1;
+                    socket = connect(&app, &user).await;
+                    catch_up(&app, &user, &chat_id, &mut seen).await;
+                }
+            },
+            () = stop.notified() => break,
+        }
+    }
+    catch_up(&app, &user, &chat_id, &mut seen).await;
+    (seen, reconnects)
+}
+
+async fn catch_up(
+    app: &TestApp,
+    user: &TestUser,
+    chat_id: &str,
+    seen: &mut BTreeMap<i64, Message>,
+) {
+    loop {
+        let after = next_missing(seen) - 1;
+        let response = app
+            .get(
+                user,
+                &format!("/api/message/{chat_id}?after={after}&limit=200"),
+            )
+            .await;
+        if !response.status().is_success() {
+            // The balancer may still send us to the dead node for a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let page: Vec<Message> = response.json().await.expect("messages");
+        if page.is_empty() {
+            return;
+        }
+        for message in page {
+            seen.insert(message.seq, message);
+        }
+    }
+}
+
+/// Sends `count` messages as `user`, retrying each with its clientId until it
+/// is acked (a real client retries through a dead node the same way).
+async fn send_all(
+    app: Arc<TestApp>,
+    user: TestUser,
+    chat_id: String,
+    count: usize,
+    acked: Arc<AtomicUsize>,
+) -> Vec<Message> {
+    let mut stored = Vec::with_capacity(count);
+    for i in 0..count {
+        let body = json!({"chatId": chat_id, "content": format!("{} #{i}", user.email), "clientId": format!("{}-{i}", user.id)});
+        let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+        loop {
+            let response = app
+                .http
+                .post(app.url("/api/message"))
+                .bearer_auth(&user.token)
+                .json(&body)
+                .send()
+                .await;
+            match response {
+                Ok(response) if response.status().is_success() => {
+                    stored.push(response.json::<Message>().await.expect("message"));
+                    acked.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                _ => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "a send never succeeded"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    stored
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_mid_burst_loses_no_acked_message_and_its_clients_catch_up() {
+    let _serial = SERIAL.lock().await;
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let mut node_a = start_node("node-a", &database, &exchange).await;
+    let node_b = start_node("node-b", &database, &exchange).await;
+    let balancer = start_balancer(&[&node_a, &node_b]).await;
+    let app = Arc::new(TestApp::at(balancer.addr));
+
+    let mut users = Vec::new();
+    for i in 0..6 {
+        users.push(app.sign_up(&format!("Member{i}")).await);
+    }
+    let others: Vec<&TestUser> = users[1..].iter().collect();
+    let group = app.create_group(&users[0], "Burst", &others).await;
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let followers: Vec<_> = users
+        .iter()
+        .map(|user| {
+            tokio::spawn(follow(
+                app.clone(),
+                user.clone(),
+                group.id.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    // Every follower is connected (round robin put half on each node).
+    let counts = async || {
+        let mut total = 0;
+        for port in [node_a.port, node_b.port] {
+            let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+                .await
+                .expect("health")
+                .json()
+                .await
+                .expect("json");
+            total += health["connections"].as_u64().unwrap_or(0);
+        }
+        total
+    };
+    wait_until("every follower to connect", async || counts().await == 6).await;
+
+    let per_sender = 25;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = users
+        .iter()
+        .map(|user| {
+            tokio::spawn(send_all(
+                app.clone(),
+                user.clone(),
+                group.id.clone(),
+                per_sender,
+                acked.clone(),
+            ))
+        })
+        .collect();
+    wait_until("a third of the burst", async || {
+        acked.load(Ordering::SeqCst) >= per_sender * 6 / 3
+    })
+    .await;
+    node_a.child.start_kill().expect("kill -9 node A");
+    node_a.child.wait().await.expect("node A is gone");
+
+    let mut acked_messages = Vec::new();
+    for sender in senders {
+        acked_messages.extend(sender.await.expect("sender"));
+    }
+    assert_eq!(acked_messages.len(), per_sender * 6);
+
+    // Stored exactly once each, in gap-free seq order.
+    let reader = &users[0];
+    let mut history = BTreeMap::new();
+    catch_up(&app, reader, &group.id, &mut history).await;
+    let seqs: Vec<i64> = history.keys().copied().collect();
+    assert_eq!(seqs, (1..=(per_sender * 6) as i64).collect::<Vec<_>>());
+    let by_id: HashMap<&str, &Message> = history.values().map(|m| (m.id.as_str(), m)).collect();
+    for message in &acked_messages {
+        assert_eq!(
+            by_id.get(message.id.as_str()),
+            Some(&message),
+            "acked message stored as acked"
+        );
+    }
+
+    // Every member's app ends with exactly the stored history; those that
+    // were on node A reconnected through the balancer.
+    stop.notify_waiters();
+    let mut reconnected = 0;
+    for follower in followers {
+        let (seen, reconnects) = follower.await.expect("follower");
+        assert_eq!(seen, history);
+        reconnected += usize::from(reconnects > 0);
+    }
+    assert!(reconnected >= 1, "some members were on the killed node");
+}
+
+/// Restarts the local RabbitMQ when dropped, whatever happened in the test.
+struct RestartRabbitOnDrop;
+
+impl Drop for RestartRabbitOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselves() {
+    let _serial = SERIAL.lock().await;
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let node_a = start_node("node-a", &database, &exchange).await;
+    let node_b = start_node("node-b", &database, &exchange).await;
+    let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
+    let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
+    let ann = a.sign_up("Ann").await;
+    let bob = a.sign_up("Bob").await;
+    let chat = a.open_direct(&ann, &bob).await;
+    let mut bob_socket = connect(&b, &bob).await;
+    let before = a.send(&ann, &chat, "before").await;
+    assert_eq!(bob_socket.next_message().await, before);
+
+    let _restart = RestartRabbitOnDrop;
+    let stopped = std::process::Command::new("rabbitmqctl")
+        .arg("stop_app")
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+
+    // During the outage: a clear error, never a false ack.
+    let during = json!({"chatId": chat.id, "content": "during", "clientId": "outage-1"});
+    wait_until("a refused send", async || {
+        let response = a.post(&ann, "/api/message", during.clone()).await;
+        assert_ne!(
+            response.status(),
+            StatusCode::CREATED,
+            "no ack while the broker is down"
+        );
+        response.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+
+    let started = std::process::Command::new("rabbitmqctl")
+        .arg("start_app")
+        .output()
+        .expect("rabbitmqctl");
+    assert!(started.status.success());
+
+    // The nodes reconnect by themselves: the retried send is acked and reaches Bob on node B.
+    let mut retried = None;
+    wait_until("the send to go through again", async || {
+        let response = a.post(&ann, "/api/message", during.clone()).await;
+        if response.status().is_success() {
+            retried = Some(response.json::<Message>().await.expect("message"));
+        }
+        retried.is_some()
+    })
+    .await;
+    let retried = retried.expect("acked");
+    assert_eq!(
+        retried.seq, 2,
+        "the send refused during the outage was stored once"
+    );
+    // Node B closed Bob's socket when it lost the broker (he could have
+    // missed events); he reconnects, and is live again once it is back.
+    assert!(
+        bob_socket.next_frame_or_close().await.is_none(),
+        "bob's socket was closed"
+    );
+    let mut bob_socket = connect(&b, &bob).await;
+    let after = a.send(&ann, &chat, "after").await;
+    assert_eq!(bob_socket.next_message().await, after);
+    let history: Vec<Message> = a.history(&bob, &chat, "").await;
+    assert_eq!(
+        history
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>(),
+        ["before", "during", "after"]
+    );
+}

@@ -1,0 +1,286 @@
+//! The server's REST API as plain async functions over reqwest. Every answer
+//! that is not a success becomes `CoreError::Server` with the server's own
+//! `{"error"}` text, so the UI can show it as is.
+
+use std::path::Path;
+use std::time::Duration;
+
+use natter_shared::api::{
+    AuthResponse, Chat, CreateGroupRequest, GroupMemberRequest, LoginRequest, Message,
+    OpenChatRequest, RenameGroupRequest, User,
+};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::{CoreError, CoreResult};
+use crate::server_url::ServerUrl;
+
+/// Requests give up after this long; the socket has its own keep-alive.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What sign-up needs. `pic` is a file the user picked; the server checks it.
+#[derive(Debug, Clone)]
+pub struct SignUp {
+    pub name: String,
+    pub email: String,
+    pub password: String,
+    pub pic: Option<std::path::PathBuf>,
+}
+
+/// Where to page from in a chat's history.
+#[derive(Debug, Clone, Copy)]
+pub enum Page {
+    Newest,
+    After(i64),
+    Before(i64),
+}
+
+#[derive(Clone)]
+pub struct ServerApi {
+    http: reqwest::Client,
+    base: ServerUrl,
+    token: Option<String>,
+}
+
+impl ServerApi {
+    pub fn new(base: ServerUrl, token: Option<String>) -> CoreResult<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|err| CoreError::Invalid(format!("cannot make an HTTP client: {err}")))?;
+        Ok(ServerApi { http, base, token })
+    }
+
+    pub fn base(&self) -> &ServerUrl {
+        &self.base
+    }
+
+    pub async fn sign_up(&self, form: &SignUp) -> CoreResult<AuthResponse> {
+        let mut multipart = reqwest::multipart::Form::new()
+            .text("name", form.name.clone())
+            .text("email", form.email.clone())
+            .text("password", form.password.clone());
+        if let Some(path) = &form.pic {
+            multipart = multipart.part("pic", picture_part(path).await?);
+        }
+        let request = self.request(Method::POST, "/api/user").multipart(multipart);
+        self.json(request).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> CoreResult<AuthResponse> {
+        let body = LoginRequest {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        };
+        self.json(self.request(Method::POST, "/api/user/login").json(&body))
+            .await
+    }
+
+    pub async fn search_users(&self, query: &str) -> CoreResult<Vec<User>> {
+        let request = self
+            .request(Method::GET, "/api/user")
+            .query(&[("search", query)]);
+        self.json(request).await
+    }
+
+    pub async fn user(&self, id: &str) -> CoreResult<User> {
+        self.json(self.request(Method::GET, &format!("/api/user/{}", segment(id))))
+            .await
+    }
+
+    pub async fn chats(&self) -> CoreResult<Vec<Chat>> {
+        self.json(self.request(Method::GET, "/api/chat")).await
+    }
+
+    pub async fn chat(&self, id: &str) -> CoreResult<Chat> {
+        self.json(self.request(Method::GET, &format!("/api/chat/{}", segment(id))))
+            .await
+    }
+
+    /// A picture by the server path a `User.pic` holds: its bytes and type.
+    pub async fn picture(&self, path: &str) -> CoreResult<(Vec<u8>, String)> {
+        let key = path
+            .strip_prefix("/api/pic/")
+            .ok_or_else(|| CoreError::Invalid(format!("not a picture of this server: {path}")))?;
+        let request = self.request(Method::GET, &format!("/api/pic/{}", segment(key)));
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        let response = check(response).await?;
+        let kind = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        Ok((bytes.to_vec(), kind))
+    }
+
+    pub async fn open_direct(&self, user_id: &str) -> CoreResult<Chat> {
+        let body = OpenChatRequest {
+            user_id: user_id.to_owned(),
+        };
+        self.json(self.request(Method::POST, "/api/chat").json(&body))
+            .await
+    }
+
+    pub async fn create_group(&self, name: &str, users: &[String]) -> CoreResult<Chat> {
+        let body = CreateGroupRequest {
+            name: name.to_owned(),
+            users: users.to_vec(),
+        };
+        self.json(self.request(Method::POST, "/api/chat/group").json(&body))
+            .await
+    }
+
+    pub async fn rename_group(&self, chat_id: &str, name: &str) -> CoreResult<Chat> {
+        let body = RenameGroupRequest {
+            chat_id: chat_id.to_owned(),
+            chat_name: name.to_owned(),
+        };
+        self.json(self.request(Method::PUT, "/api/chat/rename").json(&body))
+            .await
+    }
+
+    pub async fn add_member(&self, chat_id: &str, user_id: &str) -> CoreResult<Chat> {
+        self.member_change("/api/chat/groupadd", chat_id, user_id)
+            .await
+    }
+
+    pub async fn remove_member(&self, chat_id: &str, user_id: &str) -> CoreResult<Chat> {
+        self.member_change("/api/chat/groupremove", chat_id, user_id)
+            .await
+    }
+
+    async fn member_change(&self, path: &str, chat_id: &str, user_id: &str) -> CoreResult<Chat> {
+        let body = GroupMemberRequest {
+            chat_id: chat_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        self.json(self.request(Method::PUT, path).json(&body)).await
+    }
+
+    pub async fn messages(
+        &self,
+        chat_id: &str,
+        page: Page,
+        limit: u32,
+    ) -> CoreResult<Vec<Message>> {
+        let mut query = vec![("limit", limit.to_string())];
+        match page {
+            Page::Newest => {}
+            Page::After(seq) => query.push(("after", seq.to_string())),
+            Page::Before(seq) => query.push(("before", seq.to_string())),
+        }
+        let request = self
+            .request(Method::GET, &format!("/api/message/{}", segment(chat_id)))
+            .query(&query);
+        self.json(request).await
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, self.base.join(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> CoreResult<T> {
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        let response = check(response).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> CoreError {
+        CoreError::Unreachable {
+            url: self.base.to_string(),
+            reason: root_cause(err),
+        }
+    }
+}
+
+/// Turns an error answer into `CoreError::Server` with the server's reason.
+async fn check(response: Response) -> CoreResult<Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<natter_shared::ErrorBody>(&text)
+        .map(|body| body.error)
+        .unwrap_or_else(|_| {
+            status
+                .canonical_reason()
+                .unwrap_or("the server refused the request")
+                .to_owned()
+        });
+    Err(CoreError::Server {
+        status: status.as_u16(),
+        message,
+    })
+}
+
+async fn picture_part(path: &Path) -> CoreResult<reqwest::multipart::Part> {
+    let bytes = tokio::fs::read(path).await.map_err(|err| {
+        CoreError::Invalid(format!("cannot read the picture {}: {err}", path.display()))
+    })?;
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "picture".into());
+    // The server decides what the file is by its content, not by this.
+    reqwest::multipart::Part::bytes(bytes)
+        .file_name(name)
+        .mime_str("application/octet-stream")
+        .map_err(|err| CoreError::Invalid(err.to_string()))
+}
+
+/// Ids are opaque strings: keep them from changing the path.
+fn segment(id: &str) -> String {
+    id.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~') {
+                vec![c]
+            } else {
+                let mut buf = [0u8; 4];
+                c.encode_utf8(&mut buf)
+                    .bytes()
+                    .flat_map(|b| format!("%{b:02X}").chars().collect::<Vec<_>>())
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+/// reqwest's top-level message says little ("error sending request"); the
+/// innermost cause says why (connection refused, timed out).
+fn root_cause(err: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if err.is_timeout() {
+        "the request timed out".into()
+    } else {
+        cause.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn ids_are_escaped_in_paths() {
+        assert_eq!(segment("abc-123"), "abc-123");
+        assert_eq!(segment("a/b?c"), "a%2Fb%3Fc");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
+}

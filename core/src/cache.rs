@@ -1,0 +1,356 @@
+//! The local SQLite cache of one session: users, chats, messages and the
+//! outbox. What the app shows comes from here; the connection keeps it in
+//! step with the server.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeZone, Utc};
+use natter_shared::{Chat, Message, User};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::error::CoreResult;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A message written here that the server has not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub client_id: String,
+    pub chat_id: String,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+    /// Why the server refused it for good; `None` while it is still to be sent.
+    pub error: Option<String>,
+}
+
+/// What storing a message from the server did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// First time we see it.
+    New,
+    /// Already cached (a retry's announcement, a catch-up overlap).
+    Known,
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    pool: SqlitePool,
+}
+
+impl Cache {
+    pub async fn open(path: &Path) -> CoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A crash may lose the last moments of cache, never corrupt it;
+            // the outbox is written with FULL below.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATIONS.run(&pool).await?;
+        Ok(Cache { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- users ----
+
+    pub async fn put_users(&self, users: &[User]) -> CoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for user in users {
+            sqlx::query("INSERT INTO users (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = ?2")
+                .bind(&user.id)
+                .bind(serde_json::to_string(user)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, id: &str) -> CoreResult<Option<User>> {
+        let row = sqlx::query("SELECT body FROM users WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(serde_json::from_str(row.get::<&str, _>(0))?))
+            .transpose()
+    }
+
+    // ---- chats ----
+
+    /// Stores a chat as the server described it, keeping its unread count.
+    pub async fn put_chat(&self, chat: &Chat) -> CoreResult<()> {
+        self.put_users(&chat.users).await?;
+        sqlx::query(
+            "INSERT INTO chats (id, body, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (id) DO UPDATE SET body = ?2, updated_at = ?3",
+        )
+        .bind(&chat.id)
+        .bind(serde_json::to_string(chat)?)
+        .bind(chat.updated_at.timestamp_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes the cached chat list the server's: chats not in `chats` (the
+    /// user left or was removed) go, with their messages.
+    pub async fn replace_chats(&self, chats: &[Chat]) -> CoreResult<()> {
+        for chat in chats {
+            self.put_chat(chat).await?;
+        }
+        let keep: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
+        for id in self.chat_ids().await? {
+            if !keep.contains(&id.as_str()) {
+                self.forget_chat(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["messages", "outbox"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE chat_id = ?1"))
+                .bind(chat_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM chats WHERE id = ?1")
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn chat_ids(&self) -> CoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM chats")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn chat(&self, chat_id: &str) -> CoreResult<Option<(Chat, u32)>> {
+        let row = sqlx::query("SELECT body, unread FROM chats WHERE id = ?1")
+            .bind(chat_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| chat_row(&row)).transpose()
+    }
+
+    /// Every chat with its unread count, most recent activity first.
+    pub async fn chats(&self) -> CoreResult<Vec<(Chat, u32)>> {
+        let rows = sqlx::query("SELECT body, unread FROM chats ORDER BY updated_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(chat_row).collect()
+    }
+
+    pub async fn add_unread(&self, chat_id: &str) -> CoreResult<()> {
+        sqlx::query("UPDATE chats SET unread = unread + 1 WHERE id = ?1")
+            .bind(chat_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a chat read; true when it had unread messages.
+    pub async fn mark_read(&self, chat_id: &str) -> CoreResult<bool> {
+        let done = sqlx::query("UPDATE chats SET unread = 0 WHERE id = ?1 AND unread > 0")
+            .bind(chat_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn unread_total(&self) -> CoreResult<u32> {
+        let total: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(unread), 0) FROM chats")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32::try_from(total).unwrap_or(u32::MAX))
+    }
+
+    // ---- messages ----
+
+    /// Stores a message from the server once (by id), makes it its chat's
+    /// latest when it is, and removes the matching outbox entry of ours in
+    /// the same transaction: a message is never both pending and sent.
+    pub async fn put_message(&self, message: &Message, me: &str) -> CoreResult<Stored> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO messages (id, chat_id, seq, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&message.id)
+        .bind(&message.chat_id)
+        .bind(message.seq)
+        .bind(serde_json::to_string(message)?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if message.sender.id == me
+            && let Some(client_id) = &message.client_id
+        {
+            sqlx::query("DELETE FROM outbox WHERE client_id = ?1")
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if inserted {
+            let row = sqlx::query("SELECT body FROM chats WHERE id = ?1")
+                .bind(&message.chat_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let mut chat: Chat = serde_json::from_str(row.get::<&str, _>(0))?;
+                let newer = chat
+                    .latest_message
+                    .as_ref()
+                    .is_none_or(|latest| latest.seq < message.seq);
+                if newer {
+                    chat.latest_message = Some(message.clone());
+                    chat.updated_at = chat.updated_at.max(message.created_at);
+                    sqlx::query("UPDATE chats SET body = ?1, updated_at = ?2 WHERE id = ?3")
+                        .bind(serde_json::to_string(&chat)?)
+                        .bind(chat.updated_at.timestamp_millis())
+                        .bind(&chat.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(if inserted { Stored::New } else { Stored::Known })
+    }
+
+    /// The highest seq cached for a chat.
+    pub async fn max_seq(&self, chat_id: &str) -> CoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE chat_id = ?1")
+                .bind(chat_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The lowest seq cached for a chat.
+    pub async fn min_seq(&self, chat_id: &str) -> CoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(seq) FROM messages WHERE chat_id = ?1")
+                .bind(chat_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Up to `limit` messages before `before` (or the newest), oldest first.
+    pub async fn messages(
+        &self,
+        chat_id: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> CoreResult<Vec<Message>> {
+        let rows = sqlx::query(
+            "SELECT body FROM (SELECT body, seq FROM messages WHERE chat_id = ?1 AND seq < ?2 \
+             ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
+        )
+        .bind(chat_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(serde_json::from_str(row.get::<&str, _>(0))?))
+            .collect()
+    }
+
+    // ---- outbox ----
+
+    /// Keeps a message to send, durably: it survives a crash or a restart.
+    pub async fn push_outgoing(&self, outgoing: &Outgoing) -> CoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let result = sqlx::query(
+            "INSERT INTO outbox (client_id, chat_id, content, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&outgoing.client_id)
+        .bind(&outgoing.chat_id)
+        .bind(&outgoing.content)
+        .bind(outgoing.created_at.timestamp_millis())
+        .execute(&mut *conn)
+        .await;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        result?;
+        Ok(())
+    }
+
+    /// Everything waiting to be sent, oldest first (the order it was written).
+    pub async fn outbox(&self, chat_id: Option<&str>) -> CoreResult<Vec<Outgoing>> {
+        let rows = sqlx::query(
+            "SELECT client_id, chat_id, content, created_at, error FROM outbox \
+             WHERE ?1 IS NULL OR chat_id = ?1 ORDER BY created_at, rowid",
+        )
+        .bind(chat_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Outgoing {
+                client_id: row.get(0),
+                chat_id: row.get(1),
+                content: row.get(2),
+                created_at: millis(row.get(3)),
+                error: row.get(4),
+            })
+            .collect())
+    }
+
+    pub async fn outgoing(&self, client_id: &str) -> CoreResult<Option<Outgoing>> {
+        Ok(self
+            .outbox(None)
+            .await?
+            .into_iter()
+            .find(|outgoing| outgoing.client_id == client_id))
+    }
+
+    /// The server refused a message for good: keep it, marked, for the user to see.
+    pub async fn fail_outgoing(&self, client_id: &str, error: &str) -> CoreResult<bool> {
+        let done = sqlx::query("UPDATE outbox SET error = ?1 WHERE client_id = ?2")
+            .bind(error)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn drop_outgoing(&self, client_id: &str) -> CoreResult<()> {
+        sqlx::query("DELETE FROM outbox WHERE client_id = ?1")
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn chat_row(row: &sqlx::sqlite::SqliteRow) -> CoreResult<(Chat, u32)> {
+    let chat = serde_json::from_str(row.get::<&str, _>(0))?;
+    let unread: i64 = row.get(1);
+    Ok((chat, u32::try_from(unread).unwrap_or(0)))
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}

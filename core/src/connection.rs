@@ -1,0 +1,310 @@
+//! The session's one socket: connect, wait for `ready`, catch up, send the
+//! outbox, then live; when the link drops, wait (backoff with jitter) and
+//! do it all again. Runs as one task per session until logout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use natter_shared::{ClientFrame, ServerFrame};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::api::Page;
+use crate::context::{Arrival, Context, lock};
+use crate::error::{CoreError, CoreResult};
+use crate::views::{ConnectionState, Event, MessageView};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Catch-up reads history in pages this large.
+const CATCH_UP_PAGE: u32 = 200;
+/// A chat never seen before starts with its newest page.
+const FIRST_PAGE: u32 = 50;
+/// The server pings every 20 s by default; silence this long means the link is dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// How long `ready` may take after the upgrade.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a connection ended.
+enum Ended {
+    /// The server refused the token: the session is over.
+    Unauthorized(String),
+    /// The link dropped or never came up; `was_online` resets the backoff.
+    Dropped { was_online: bool },
+}
+
+/// Runs until the task is aborted (logout) or the session ends.
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    token: String,
+    mut outgoing: mpsc::UnboundedReceiver<ClientFrame>,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        ctx.set_state(ConnectionState::Connecting);
+        let ended = connect_and_serve(&ctx, &token, &mut outgoing).await;
+        ctx.set_state(ConnectionState::Offline);
+        clear_typing(&ctx).await;
+        match ended {
+            Ended::Unauthorized(reason) => {
+                tracing::info!(%reason, "the server ended the session");
+                ctx.emit(Event::SessionEnded { reason });
+                return;
+            }
+            Ended::Dropped { was_online } => {
+                if was_online {
+                    attempt = 0;
+                }
+            }
+        }
+        let delay = ctx.backoff.delay(attempt, &mut rand::rng());
+        attempt = attempt.saturating_add(1);
+        tracing::debug!(?delay, attempt, "reconnecting after a pause");
+        // Frames written meanwhile are dropped: sends wait in the outbox,
+        // and typing is stale by the time we are back.
+        let pause = tokio::time::sleep(delay);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => break,
+                frame = outgoing.recv() => if frame.is_none() { return },
+            }
+        }
+    }
+}
+
+async fn connect_and_serve(
+    ctx: &Context,
+    token: &str,
+    outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
+) -> Ended {
+    let url = format!("{}?token={token}", ctx.api.base().socket());
+    let mut socket = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((socket, _)) => socket,
+        Err(tungstenite::Error::Http(response)) if response.status() == 401 => {
+            return Ended::Unauthorized("the server no longer accepts this login".into());
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot connect");
+            return Ended::Dropped { was_online: false };
+        }
+    };
+    if let Err(err) = wait_ready(&mut socket).await {
+        tracing::debug!(error = %err, "no ready frame");
+        return Ended::Dropped { was_online: false };
+    }
+    // Everything from here on reaches this socket; what happened before is
+    // fetched now. Live frames wait in the socket meanwhile.
+    if let Err(err) = catch_up(ctx).await {
+        if err.is_unauthorized() {
+            return Ended::Unauthorized(err.to_string());
+        }
+        tracing::warn!(error = %err, "catching up failed");
+        return Ended::Dropped { was_online: false };
+    }
+    if let Err(err) = send_outbox(ctx, &mut socket).await {
+        tracing::debug!(error = %err, "sending the outbox failed");
+        return Ended::Dropped { was_online: false };
+    }
+    ctx.set_state(ConnectionState::Online);
+    serve(ctx, &mut socket, outgoing).await;
+    Ended::Dropped { was_online: true }
+}
+
+async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
+    let first = tokio::time::timeout(READY_TIMEOUT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(WsMessage::Text(text))) => return Ok(text),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                    return Err(CoreError::Protocol(format!(
+                        "closed before ready: {reason}"
+                    )));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(CoreError::Protocol(err.to_string())),
+                None => return Err(CoreError::Protocol("closed before ready".into())),
+            }
+        }
+    })
+    .await
+    .map_err(|_| CoreError::Protocol("no ready frame in time".into()))??;
+    match serde_json::from_str::<ServerFrame>(first.as_str())? {
+        ServerFrame::Ready { .. } => Ok(()),
+        other => Err(CoreError::Protocol(format!(
+            "expected ready, got {other:?}"
+        ))),
+    }
+}
+
+/// Brings the cache up to date: the chat list, then every chat's messages
+/// after the last one cached.
+pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
+    let chats = ctx.api.chats().await?;
+    // Before replacing the list: a chat whose latest message we already
+    // hold needs no request.
+    let mut held = Vec::with_capacity(chats.len());
+    for chat in &chats {
+        held.push(ctx.cache.max_seq(&chat.id).await?);
+    }
+    ctx.cache.replace_chats(&chats).await?;
+    for (chat, cursor) in chats.iter().zip(held) {
+        let latest = chat.latest_message.as_ref().map(|message| message.seq);
+        match cursor {
+            Some(cursor) if Some(cursor) >= latest => {}
+            Some(mut cursor) => loop {
+                let page = ctx
+                    .api
+                    .messages(&chat.id, Page::After(cursor), CATCH_UP_PAGE)
+                    .await?;
+                for message in &page {
+                    ctx.receive(message, Arrival::CatchUp).await?;
+                    cursor = cursor.max(message.seq);
+                }
+                if page.len() < CATCH_UP_PAGE as usize {
+                    break;
+                }
+            },
+            None if latest.is_some() => {
+                let page = ctx.api.messages(&chat.id, Page::Newest, FIRST_PAGE).await?;
+                for message in &page {
+                    ctx.receive(message, Arrival::Backfill).await?;
+                }
+            }
+            None => {}
+        }
+    }
+    ctx.emit_chats().await
+}
+
+async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<()> {
+    for outgoing in ctx.cache.outbox(None).await? {
+        if outgoing.error.is_some() {
+            continue;
+        }
+        let frame = ClientFrame::Send {
+            chat_id: outgoing.chat_id,
+            content: outgoing.content,
+            client_id: outgoing.client_id,
+        };
+        socket
+            .feed(WsMessage::Text(serde_json::to_string(&frame)?.into()))
+            .await
+            .map_err(|err| CoreError::Protocol(err.to_string()))?;
+    }
+    socket
+        .flush()
+        .await
+        .map_err(|err| CoreError::Protocol(err.to_string()))
+}
+
+/// Live: frames from the server, frames from the engine, and a clock for
+/// typing expiry and the silence limit.
+async fn serve(
+    ctx: &Context,
+    socket: &mut Socket,
+    outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            incoming = socket.next() => {
+                let Some(Ok(message)) = incoming else { return };
+                last_heard = Instant::now();
+                match message {
+                    WsMessage::Text(text) => {
+                        if let Err(err) = handle(ctx, text.as_str()).await {
+                            tracing::warn!(error = %err, "a frame from the server was not handled");
+                        }
+                    }
+                    WsMessage::Close(frame) => {
+                        tracing::debug!(?frame, "the server closed the socket");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            frame = outgoing.recv() => {
+                let Some(frame) = frame else { return };
+                let Ok(text) = serde_json::to_string(&frame) else { continue };
+                if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    tracing::info!("the server went silent; reconnecting");
+                    return;
+                }
+                let expired = lock(&ctx.typing).expire(Instant::now());
+                for chat_id in expired {
+                    ctx.emit_typing(&chat_id).await;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(ctx: &Context, text: &str) -> CoreResult<()> {
+    match serde_json::from_str::<ServerFrame>(text)? {
+        ServerFrame::Ready { .. } => {}
+        ServerFrame::Message { message } => {
+            if ctx.cache.chat(&message.chat_id).await?.is_none() {
+                // A chat we have not heard of (its `chat` frame was missed).
+                let chat = ctx.api.chat(&message.chat_id).await?;
+                ctx.cache.put_chat(&chat).await?;
+            }
+            ctx.receive(&message, Arrival::Live).await?;
+            ctx.emit_chats().await?;
+        }
+        ServerFrame::Ack { message, .. } => {
+            ctx.receive(&message, Arrival::Live).await?;
+            ctx.emit(Event::Message {
+                message: MessageView::sent(&message, &ctx.me.id),
+            });
+            ctx.emit_chats().await?;
+        }
+        ServerFrame::Error {
+            error,
+            client_id: Some(client_id),
+        } => {
+            if ctx.cache.fail_outgoing(&client_id, &error).await?
+                && let Some(outgoing) = ctx.cache.outgoing(&client_id).await?
+            {
+                ctx.emit(Event::Message {
+                    message: MessageView::outgoing(&outgoing, &ctx.me),
+                });
+            }
+        }
+        ServerFrame::Error {
+            error,
+            client_id: None,
+        } => {
+            tracing::warn!(%error, "the server refused a frame");
+        }
+        ServerFrame::Chat { chat } => ctx.chat_changed(&chat).await?,
+        ServerFrame::Typing {
+            chat_id,
+            user_id,
+            is_typing,
+        } => {
+            if ctx.typing_changed(&chat_id, &user_id, is_typing) {
+                ctx.emit_typing(&chat_id).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn clear_typing(ctx: &Context) {
+    let chats = lock(&ctx.typing).clear();
+    for chat_id in chats {
+        ctx.emit_typing(&chat_id).await;
+    }
+}

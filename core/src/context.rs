@@ -1,0 +1,151 @@
+//! What one logged-in session shares between the engine's methods and its
+//! connection task.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use natter_shared::{Chat, Message, User};
+use tokio::sync::broadcast;
+
+use crate::api::ServerApi;
+use crate::backoff::Backoff;
+use crate::cache::{Cache, Stored};
+use crate::error::CoreResult;
+use crate::typing::Typing;
+use crate::views::{ChatSummary, ConnectionState, Event, MessageView, Notification, View};
+
+pub(crate) struct Context {
+    pub me: User,
+    pub cache: Cache,
+    pub api: ServerApi,
+    pub events: broadcast::Sender<Event>,
+    /// Shared with the engine: survives logins.
+    pub view: Arc<Mutex<View>>,
+    pub typing: Mutex<Typing>,
+    pub state: Mutex<ConnectionState>,
+    pub backoff: Backoff,
+}
+
+/// A poisoned lock only means another task panicked while holding it; the
+/// plain data inside is still usable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where a message came from, which decides whether it may notify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Pushed by the server as it happened.
+    Live,
+    /// Fetched while catching up after being away.
+    CatchUp,
+    /// An older page the user scrolled to, or the first page of a chat.
+    Backfill,
+}
+
+impl Context {
+    pub fn emit(&self, event: Event) {
+        // No subscriber is fine: nobody is looking.
+        let _ = self.events.send(event);
+    }
+
+    pub fn set_state(&self, state: ConnectionState) {
+        let changed = {
+            let mut current = lock(&self.state);
+            std::mem::replace(&mut *current, state) != state
+        };
+        if changed {
+            self.emit(Event::Connection { state });
+        }
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        *lock(&self.state)
+    }
+
+    pub fn view(&self) -> View {
+        lock(&self.view).clone()
+    }
+
+    /// Stores a message from the server and tells the UI what changed.
+    pub async fn receive(&self, message: &Message, arrival: Arrival) -> CoreResult<Stored> {
+        let stored = self.cache.put_message(message, &self.me.id).await?;
+        if stored == Stored::Known {
+            return Ok(stored);
+        }
+        let view = self.view();
+        let unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
+        if unseen {
+            self.cache.add_unread(&message.chat_id).await?;
+        }
+        self.emit(Event::Message {
+            message: MessageView::sent(message, &self.me.id),
+        });
+        // A message ends its sender's "typing…".
+        if self.typing_changed(&message.chat_id, &message.sender.id, false) {
+            self.emit_typing(&message.chat_id).await;
+        }
+        if unseen && arrival == Arrival::Live {
+            let chat = self
+                .cache
+                .chat(&message.chat_id)
+                .await?
+                .map(|(chat, _)| chat);
+            self.emit(Event::Notify {
+                notification: Notification::for_message(message, chat.as_ref()),
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Stores a chat the user is in, or forgets one they left.
+    pub async fn chat_changed(&self, chat: &Chat) -> CoreResult<()> {
+        if chat.users.iter().any(|user| user.id == self.me.id) {
+            self.cache.put_chat(chat).await?;
+        } else {
+            self.cache.forget_chat(&chat.id).await?;
+        }
+        self.emit_chats().await
+    }
+
+    pub async fn chat_list(&self) -> CoreResult<(Vec<ChatSummary>, u32)> {
+        let chats = self.cache.chats().await?;
+        let total = chats.iter().map(|(_, unread)| *unread).sum();
+        let list = chats
+            .iter()
+            .map(|(chat, unread)| ChatSummary::new(chat, *unread, &self.me.id))
+            .collect();
+        Ok((list, total))
+    }
+
+    pub async fn emit_chats(&self) -> CoreResult<()> {
+        let (chats, unread_total) = self.chat_list().await?;
+        self.emit(Event::Chats {
+            chats,
+            unread_total,
+        });
+        Ok(())
+    }
+
+    pub fn typing_changed(&self, chat_id: &str, user_id: &str, is_typing: bool) -> bool {
+        lock(&self.typing).set(chat_id, user_id, is_typing, std::time::Instant::now())
+    }
+
+    /// Tells the UI who is typing in a chat, by name.
+    pub async fn emit_typing(&self, chat_id: &str) {
+        let ids = lock(&self.typing).typists(chat_id);
+        let mut names = Vec::with_capacity(ids.len());
+        for id in ids {
+            let name = match self.cache.user(&id).await {
+                Ok(Some(user)) => user.name,
+                _ => "Someone".to_owned(),
+            };
+            names.push(name);
+        }
+        self.emit(Event::Typing {
+            chat_id: chat_id.to_owned(),
+            names,
+        });
+    }
+}

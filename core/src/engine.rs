@@ -1,0 +1,582 @@
+//! The engine: everything the desktop app does but drawing. The shell calls
+//! its methods for what the user does and forwards its events to the UI.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::Utc;
+use natter_shared::api::AuthResponse;
+use natter_shared::limits::{CONTENT_MAX_CHARS, PAGE_DEFAULT};
+use natter_shared::{Chat, ClientFrame, User};
+use tokio::sync::{RwLock, broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::api::{Page, ServerApi, SignUp};
+use crate::backoff::Backoff;
+use crate::cache::{Cache, Outgoing};
+use crate::connection;
+use crate::context::{Arrival, Context, lock};
+use crate::error::{CoreError, CoreResult};
+use crate::server_url::ServerUrl;
+use crate::session::{Files, Session, Settings};
+use crate::typing::{TYPING_REFRESH, Typing};
+use crate::views::{ChatSummary, ConnectionState, Event, MessageView, View};
+
+/// How the engine behaves; the defaults suit the app, tests shorten waits.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    pub backoff: Backoff,
+}
+
+/// Cheap to clone: all clones are the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    files: Files,
+    options: EngineOptions,
+    events: broadcast::Sender<Event>,
+    settings: Mutex<Settings>,
+    view: Arc<Mutex<View>>,
+    live: RwLock<Option<Live>>,
+}
+
+/// A logged-in session's moving parts; dropping it stops its connection.
+struct Live {
+    ctx: Arc<Context>,
+    to_socket: mpsc::UnboundedSender<ClientFrame>,
+    task: JoinHandle<()>,
+    /// When we last told the server "typing" per chat, to send it every
+    /// few seconds rather than on every key.
+    typing_sent: Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Engine {
+    /// Opens the app's data folder and, when a session was saved, resumes it
+    /// at once from the cache while the socket connects in the background.
+    pub async fn open(dir: impl Into<PathBuf>, options: EngineOptions) -> CoreResult<Self> {
+        let files = Files::new(dir);
+        std::fs::create_dir_all(files.dir())?;
+        let (events, _) = broadcast::channel(1024);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                settings: Mutex::new(files.settings()),
+                files,
+                options,
+                events,
+                view: Arc::new(Mutex::new(View {
+                    active_chat: None,
+                    focused: true,
+                })),
+                live: RwLock::new(None),
+            }),
+        };
+        if let Some(session) = engine.inner.files.session() {
+            engine.start(session).await?;
+        }
+        Ok(engine)
+    }
+
+    /// Every change from now on. A receiver that falls more than 1024 events
+    /// behind is told it lagged, and should reload what it shows.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    // ---- settings and session ----
+
+    pub fn server_url(&self) -> ServerUrl {
+        lock(&self.inner.settings).server_url.clone()
+    }
+
+    /// Sets the server for the next sign-up or login.
+    pub fn set_server_url(&self, input: &str) -> CoreResult<ServerUrl> {
+        let url = ServerUrl::parse(input)?;
+        let mut settings = lock(&self.inner.settings);
+        settings.server_url = url.clone();
+        self.inner.files.save_settings(&settings)?;
+        Ok(url)
+    }
+
+    /// The logged-in user, if any.
+    pub async fn me(&self) -> Option<User> {
+        self.inner
+            .live
+            .read()
+            .await
+            .as_ref()
+            .map(|live| live.ctx.me.clone())
+    }
+
+    pub async fn sign_up(&self, form: SignUp) -> CoreResult<User> {
+        let api = ServerApi::new(self.server_url(), None)?;
+        let auth = api.sign_up(&form).await?;
+        self.begin(auth).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> CoreResult<User> {
+        let api = ServerApi::new(self.server_url(), None)?;
+        let auth = api.login(email, password).await?;
+        self.begin(auth).await
+    }
+
+    /// Ends the session: stops the socket, forgets the token and the cache.
+    pub async fn logout(&self) -> CoreResult<()> {
+        self.end(None).await
+    }
+
+    /// Ends the current session, or only `session` when given (a session
+    /// that ended by itself must not take a newer login with it).
+    async fn end(&self, session: Option<&std::sync::Weak<Context>>) -> CoreResult<()> {
+        // Held to the end, so nobody sees the session gone but its files there.
+        let mut live = self.inner.live.write().await;
+        let current = live.as_ref().map(|live| Arc::downgrade(&live.ctx));
+        match (session, current) {
+            (Some(wanted), Some(current)) if !wanted.ptr_eq(&current) => return Ok(()),
+            (Some(_), None) => return Ok(()),
+            _ => {}
+        }
+        let user_id = match live.take() {
+            Some(ended) => {
+                ended.task.abort();
+                ended.ctx.cache.close().await;
+                Some(ended.ctx.me.id.clone())
+            }
+            None => None,
+        };
+        self.inner.files.forget_session(user_id.as_deref())?;
+        drop(live);
+        self.emit(Event::Connection {
+            state: ConnectionState::Offline,
+        });
+        self.emit(Event::Chats {
+            chats: Vec::new(),
+            unread_total: 0,
+        });
+        Ok(())
+    }
+
+    async fn begin(&self, auth: AuthResponse) -> CoreResult<User> {
+        let previous = self.me().await;
+        if previous.is_some() {
+            self.logout().await?;
+        }
+        let session = Session {
+            server_url: self.server_url(),
+            token: auth.token,
+            user: auth.user.clone(),
+        };
+        self.inner.files.save_session(&session)?;
+        self.start(session).await?;
+        Ok(auth.user)
+    }
+
+    async fn start(&self, session: Session) -> CoreResult<()> {
+        let cache = Cache::open(&self.inner.files.cache(&session.user.id)).await?;
+        cache.put_users(std::slice::from_ref(&session.user)).await?;
+        let ctx = Arc::new(Context {
+            me: session.user.clone(),
+            cache,
+            api: ServerApi::new(session.server_url.clone(), Some(session.token.clone()))?,
+            events: self.inner.events.clone(),
+            view: self.inner.view.clone(),
+            typing: Mutex::new(Typing::default()),
+            state: Mutex::new(ConnectionState::Offline),
+            backoff: self.inner.options.backoff,
+        });
+        let (to_socket, from_engine) = mpsc::unbounded_channel();
+        let weak = Arc::downgrade(&self.inner);
+        let this_session = Arc::downgrade(&ctx);
+        let run = connection::run(ctx.clone(), session.token, from_engine);
+        let task = tokio::spawn(async move {
+            run.await;
+            // It ends by itself only when the server refused the session: log
+            // out, from a task of its own, since logging out stops this one.
+            if let Some(inner) = weak.upgrade() {
+                tokio::spawn(async move {
+                    let engine = Engine { inner };
+                    if let Err(err) = engine.end(Some(&this_session)).await {
+                        tracing::warn!(error = %err, "logging out after the session ended");
+                    }
+                });
+            }
+        });
+        *self.inner.live.write().await = Some(Live {
+            ctx,
+            to_socket,
+            task,
+            typing_sent: Mutex::new(Default::default()),
+        });
+        Ok(())
+    }
+
+    /// The session's shared parts, or `NotLoggedIn`.
+    async fn ctx(&self) -> CoreResult<Arc<Context>> {
+        self.inner
+            .live
+            .read()
+            .await
+            .as_ref()
+            .map(|live| live.ctx.clone())
+            .ok_or(CoreError::NotLoggedIn)
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Passes a server answer through, ending the session when the server
+    /// says the token is no longer good.
+    async fn checked<T>(&self, result: CoreResult<T>) -> CoreResult<T> {
+        if let Err(err) = &result
+            && err.is_unauthorized()
+            && self.me().await.is_some()
+        {
+            self.emit(Event::SessionEnded {
+                reason: err.to_string(),
+            });
+            self.logout().await?;
+        }
+        result
+    }
+
+    pub async fn connection_state(&self) -> ConnectionState {
+        match self.ctx().await {
+            Ok(ctx) => ctx.state(),
+            Err(_) => ConnectionState::Offline,
+        }
+    }
+
+    // ---- what the user looks at ----
+
+    /// The chat on screen (or none): its messages do not count as unread
+    /// or notify while the window has focus.
+    pub async fn set_active_chat(&self, chat_id: Option<String>) -> CoreResult<()> {
+        let focused = {
+            let mut view = lock(&self.inner.view);
+            view.active_chat = chat_id.clone();
+            view.focused
+        };
+        if let (Some(chat_id), true) = (chat_id, focused) {
+            self.mark_read(&chat_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The window gained or lost focus.
+    pub async fn set_focused(&self, focused: bool) -> CoreResult<()> {
+        let active = {
+            let mut view = lock(&self.inner.view);
+            view.focused = focused;
+            view.active_chat.clone()
+        };
+        if let (Some(chat_id), true) = (active, focused) {
+            self.mark_read(&chat_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn mark_read(&self, chat_id: &str) -> CoreResult<()> {
+        let Ok(ctx) = self.ctx().await else {
+            return Ok(());
+        };
+        if ctx.cache.mark_read(chat_id).await? {
+            ctx.emit_chats().await?;
+        }
+        Ok(())
+    }
+
+    // ---- chats ----
+
+    /// The chat list from the cache, most recent first, with the unread total.
+    pub async fn chats(&self) -> CoreResult<(Vec<ChatSummary>, u32)> {
+        self.ctx().await?.chat_list().await
+    }
+
+    pub async fn chat(&self, chat_id: &str) -> CoreResult<ChatSummary> {
+        let ctx = self.ctx().await?;
+        let (chat, unread) = ctx
+            .cache
+            .chat(chat_id)
+            .await?
+            .ok_or_else(|| CoreError::Invalid("no such chat".into()))?;
+        Ok(ChatSummary::new(&chat, unread, &ctx.me.id))
+    }
+
+    pub async fn unread_total(&self) -> CoreResult<u32> {
+        self.ctx().await?.cache.unread_total().await
+    }
+
+    pub async fn search_users(&self, query: &str) -> CoreResult<Vec<User>> {
+        let ctx = self.ctx().await?;
+        self.checked(ctx.api.search_users(query).await).await
+    }
+
+    pub async fn user(&self, user_id: &str) -> CoreResult<User> {
+        let ctx = self.ctx().await?;
+        if let Some(user) = ctx.cache.user(user_id).await? {
+            return Ok(user);
+        }
+        self.checked(ctx.api.user(user_id).await).await
+    }
+
+    /// Opens (creating once) the 1:1 chat with a user.
+    pub async fn open_direct(&self, user_id: &str) -> CoreResult<ChatSummary> {
+        let ctx = self.ctx().await?;
+        let chat = self.checked(ctx.api.open_direct(user_id).await).await?;
+        self.chat_result(&ctx, chat).await
+    }
+
+    pub async fn create_group(&self, name: &str, members: &[String]) -> CoreResult<ChatSummary> {
+        let ctx = self.ctx().await?;
+        let chat = self
+            .checked(ctx.api.create_group(name, members).await)
+            .await?;
+        self.chat_result(&ctx, chat).await
+    }
+
+    pub async fn rename_group(&self, chat_id: &str, name: &str) -> CoreResult<ChatSummary> {
+        let ctx = self.ctx().await?;
+        let chat = self
+            .checked(ctx.api.rename_group(chat_id, name).await)
+            .await?;
+        self.chat_result(&ctx, chat).await
+    }
+
+    pub async fn add_member(&self, chat_id: &str, user_id: &str) -> CoreResult<ChatSummary> {
+        let ctx = self.ctx().await?;
+        let chat = self
+            .checked(ctx.api.add_member(chat_id, user_id).await)
+            .await?;
+        self.chat_result(&ctx, chat).await
+    }
+
+    pub async fn remove_member(&self, chat_id: &str, user_id: &str) -> CoreResult<ChatSummary> {
+        let ctx = self.ctx().await?;
+        let chat = self
+            .checked(ctx.api.remove_member(chat_id, user_id).await)
+            .await?;
+        self.chat_result(&ctx, chat).await
+    }
+
+    /// Leaves a group: it disappears from the list.
+    pub async fn leave_group(&self, chat_id: &str) -> CoreResult<()> {
+        let ctx = self.ctx().await?;
+        let chat = self
+            .checked(ctx.api.remove_member(chat_id, &ctx.me.id).await)
+            .await?;
+        ctx.chat_changed(&chat).await
+    }
+
+    async fn chat_result(&self, ctx: &Context, chat: Chat) -> CoreResult<ChatSummary> {
+        ctx.chat_changed(&chat).await?;
+        let unread = ctx
+            .cache
+            .chat(&chat.id)
+            .await?
+            .map_or(0, |(_, unread)| unread);
+        Ok(ChatSummary::new(&chat, unread, &ctx.me.id))
+    }
+
+    // ---- messages ----
+
+    /// A page of a chat's history, oldest first: the newest messages (and,
+    /// after them, those still in the outbox) when `before` is `None`, else
+    /// the ones before that seq. Served from the cache; older pages the
+    /// cache lacks are fetched when the server answers.
+    pub async fn history(
+        &self,
+        chat_id: &str,
+        before: Option<i64>,
+    ) -> CoreResult<Vec<MessageView>> {
+        let ctx = self.ctx().await?;
+        let limit = PAGE_DEFAULT;
+        let mut messages = ctx.cache.messages(chat_id, before, limit).await?;
+        if messages.len() < limit as usize
+            && let Some(page) = self.missing_page(&ctx, chat_id).await?
+        {
+            let fetched = ctx.api.messages(chat_id, page, limit).await;
+            match self.checked(fetched).await {
+                Ok(page) => {
+                    for message in &page {
+                        ctx.receive(message, Arrival::Backfill).await?;
+                    }
+                    messages = ctx.cache.messages(chat_id, before, limit).await?;
+                }
+                // Offline: what the cache has is what there is.
+                Err(CoreError::Unreachable { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let mut views: Vec<MessageView> = messages
+            .iter()
+            .map(|message| MessageView::sent(message, &ctx.me.id))
+            .collect();
+        if before.is_none() {
+            for outgoing in ctx.cache.outbox(Some(chat_id)).await? {
+                views.push(MessageView::outgoing(&outgoing, &ctx.me));
+            }
+        }
+        Ok(views)
+    }
+
+    /// Which page to ask the server for when the cache runs short, if any:
+    /// the cache holds one contiguous run of seqs per chat, so it is the one
+    /// just below the lowest cached seq, down to seq 1.
+    async fn missing_page(&self, ctx: &Context, chat_id: &str) -> CoreResult<Option<Page>> {
+        match ctx.cache.min_seq(chat_id).await? {
+            Some(lowest) if lowest > 1 => Ok(Some(Page::Before(lowest))),
+            Some(_) => Ok(None),
+            None => {
+                let has_messages = ctx
+                    .cache
+                    .chat(chat_id)
+                    .await?
+                    .is_some_and(|(chat, _)| chat.latest_message.is_some());
+                Ok(has_messages.then_some(Page::Newest))
+            }
+        }
+    }
+
+    /// Sends a message: it goes to the outbox on disk first and shows as
+    /// pending; the connection sends it now or as soon as it is back, and
+    /// the server's ack turns it into a sent message, exactly once.
+    pub async fn send(&self, chat_id: &str, content: &str) -> CoreResult<MessageView> {
+        if content.trim().is_empty() {
+            return Err(CoreError::Invalid("a message cannot be empty".into()));
+        }
+        let chars = content.chars().count();
+        if chars > CONTENT_MAX_CHARS {
+            return Err(CoreError::Invalid(format!(
+                "a message can have at most {CONTENT_MAX_CHARS} characters (this one has {chars})"
+            )));
+        }
+        let live = self.inner.live.read().await;
+        let live = live.as_ref().ok_or(CoreError::NotLoggedIn)?;
+        if live.ctx.cache.chat(chat_id).await?.is_none() {
+            return Err(CoreError::Invalid("no such chat".into()));
+        }
+        let outgoing = Outgoing {
+            client_id: uuid::Uuid::new_v4().to_string(),
+            chat_id: chat_id.to_owned(),
+            content: content.to_owned(),
+            created_at: Utc::now(),
+            error: None,
+        };
+        live.ctx.cache.push_outgoing(&outgoing).await?;
+        let view = MessageView::outgoing(&outgoing, &live.ctx.me);
+        live.ctx.emit(Event::Message {
+            message: view.clone(),
+        });
+        lock(&live.typing_sent).remove(chat_id);
+        // Offline, the connection drops this and sends the outbox when back.
+        let _ = live.to_socket.send(ClientFrame::Send {
+            chat_id: outgoing.chat_id,
+            content: outgoing.content,
+            client_id: outgoing.client_id,
+        });
+        Ok(view)
+    }
+
+    /// Drops a message the server refused (or one still pending).
+    pub async fn discard(&self, client_id: &str) -> CoreResult<()> {
+        self.ctx().await?.cache.drop_outgoing(client_id).await
+    }
+
+    /// The user typed (`true`, call on every key) or stopped (`false`).
+    /// The server hears "typing" at most every few seconds per chat.
+    pub async fn typing(&self, chat_id: &str, is_typing: bool) -> CoreResult<()> {
+        let live = self.inner.live.read().await;
+        let live = live.as_ref().ok_or(CoreError::NotLoggedIn)?;
+        let send = {
+            let mut sent = lock(&live.typing_sent);
+            if is_typing {
+                let due = sent
+                    .get(chat_id)
+                    .is_none_or(|at| at.elapsed() >= TYPING_REFRESH);
+                if due {
+                    sent.insert(chat_id.to_owned(), Instant::now());
+                }
+                due
+            } else {
+                sent.remove(chat_id).is_some()
+            }
+        };
+        if send {
+            let _ = live.to_socket.send(ClientFrame::Typing {
+                chat_id: chat_id.to_owned(),
+                is_typing,
+            });
+        }
+        Ok(())
+    }
+
+    /// Names of who is typing in a chat now.
+    pub async fn typists(&self, chat_id: &str) -> CoreResult<Vec<String>> {
+        let ctx = self.ctx().await?;
+        let ids = lock(&ctx.typing).typists(chat_id);
+        let mut names = Vec::new();
+        for id in ids {
+            names.push(
+                ctx.cache
+                    .user(&id)
+                    .await?
+                    .map_or_else(|| "Someone".into(), |user| user.name),
+            );
+        }
+        Ok(names)
+    }
+
+    /// A profile picture by its server path, with its content type; kept on
+    /// disk so that avatars show offline too.
+    pub async fn picture(&self, path: &str) -> CoreResult<(Vec<u8>, String)> {
+        let ctx = self.ctx().await?;
+        let key: String = path
+            .trim_start_matches("/api/pic/")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let file = self.inner.files.dir().join("pics").join(&key);
+        if let Ok(bytes) = tokio::fs::read(&file).await
+            && let Some(kind) = image_type(&bytes)
+        {
+            return Ok((bytes, kind.to_owned()));
+        }
+        let (bytes, kind) = self.checked(ctx.api.picture(path).await).await?;
+        if let Some(dir) = file.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::write(&file, &bytes).await?;
+        Ok((bytes, kind))
+    }
+}
+
+/// The image types the server accepts, by their first bytes.
+fn image_type(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG") {
+        Some("image/png")
+    } else if bytes.starts_with(b"\xFF\xD8\xFF") {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF8") {
+        Some("image/gif")
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}

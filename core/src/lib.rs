@@ -1,0 +1,29 @@
+//! `natter-core`: the desktop app's engine, without any window or Tauri
+//! type, so that all of it can be tested against a real server.
+//!
+//! - `engine`: the one handle the app holds; its methods are what the user does.
+//! - `connection`: the socket task: connect, catch up, send the outbox, live, reconnect.
+//! - `cache`: the local SQLite copy of users, chats, messages and the outbox.
+//! - `api`: the server's REST API over reqwest.
+//! - `session`: the files kept between runs (settings, session, caches).
+//! - `views`: what the UI is given: chat rows, messages, events.
+//! - `typing`, `backoff`, `server_url`: small rules, each on its own.
+
+pub mod api;
+pub mod backoff;
+pub mod cache;
+mod connection;
+mod context;
+pub mod engine;
+pub mod error;
+pub mod server_url;
+pub mod session;
+pub mod typing;
+pub mod views;
+
+pub use api::SignUp;
+pub use backoff::Backoff;
+pub use engine::{Engine, EngineOptions};
+pub use error::{CoreError, CoreResult};
+pub use server_url::ServerUrl;
+pub use views::{ChatSummary, ConnectionState, Delivery, Event, MessageView, Notification};

@@ -1,0 +1,186 @@
+//! What the app remembers between runs, in its data folder:
+//! - `settings.json`: the server address, also before anyone logs in;
+//! - `session.json`: the logged-in user and their token, readable by the
+//!   user only (0600), removed at logout;
+//! - `cache-<user id>.sqlite`: that user's cache (see `cache`).
+
+use std::path::{Path, PathBuf};
+
+use natter_shared::User;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreResult;
+use crate::server_url::ServerUrl;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    #[serde(default)]
+    pub server_url: ServerUrl,
+}
+
+/// A logged-in user on a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub server_url: ServerUrl,
+    pub token: String,
+    pub user: User,
+}
+
+/// The app's files, all under one folder.
+#[derive(Debug, Clone)]
+pub struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Files { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn cache(&self, user_id: &str) -> PathBuf {
+        let safe: String = user_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(format!("cache-{safe}.sqlite"))
+    }
+
+    /// Settings as saved, or the defaults when there are none or they do
+    /// not parse (a hand-edited file must not keep the app from starting).
+    pub fn settings(&self) -> Settings {
+        read_json(&self.dir.join("settings.json")).unwrap_or_default()
+    }
+
+    pub fn save_settings(&self, settings: &Settings) -> CoreResult<()> {
+        write_private(
+            &self.dir.join("settings.json"),
+            &serde_json::to_vec_pretty(settings)?,
+        )
+    }
+
+    pub fn session(&self) -> Option<Session> {
+        read_json(&self.dir.join("session.json"))
+    }
+
+    pub fn save_session(&self, session: &Session) -> CoreResult<()> {
+        write_private(
+            &self.dir.join("session.json"),
+            &serde_json::to_vec(session)?,
+        )
+    }
+
+    /// Forgets the session and that user's cache (and SQLite's side files).
+    pub fn forget_session(&self, user_id: Option<&str>) -> CoreResult<()> {
+        remove_if_there(&self.dir.join("session.json"))?;
+        if let Some(user_id) = user_id {
+            let cache = self.cache(user_id);
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = cache.clone().into_os_string();
+                path.push(suffix);
+                remove_if_there(Path::new(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::warn!(file = %path.display(), error = %err, "ignoring an unreadable file");
+            None
+        }
+    }
+}
+
+/// Writes a file readable by its owner only, atomically (a crash leaves the
+/// old file or the new one, never half of one).
+fn write_private(path: &Path, bytes: &[u8]) -> CoreResult<()> {
+    use std::io::Write;
+
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    Ok(())
+}
+
+fn remove_if_there(path: &Path) -> CoreResult<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_file_is_private_and_forgotten_at_logout() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = Files::new(dir.path());
+        assert!(files.session().is_none());
+        let session = Session {
+            server_url: ServerUrl::default(),
+            token: "t".into(),
+            user: User {
+                id: "u1".into(),
+                name: "Ann".into(),
+                email: "ann@example.org".into(),
+                pic: None,
+            },
+        };
+        files.save_session(&session).expect("saved");
+        std::fs::write(files.cache("u1"), b"cache").expect("cache file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("session.json"))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(files.session().map(|s| s.user.id), Some("u1".into()));
+        files.forget_session(Some("u1")).expect("forgotten");
+        assert!(files.session().is_none());
+        assert!(!files.cache("u1").exists());
+    }
+
+    #[test]
+    fn broken_settings_fall_back_to_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("settings.json"), b"{not json").expect("written");
+        assert_eq!(
+            Files::new(dir.path()).settings().server_url,
+            ServerUrl::default()
+        );
+    }
+}

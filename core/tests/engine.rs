@@ -1,0 +1,625 @@
+//! The engine against a real `natter-server`, started in this process on a
+//! free port, stopped and started again to play the server going away.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use natter_core::{
+    Backoff, ConnectionState, Delivery, Engine, EngineOptions, Event, MessageView, SignUp,
+};
+use natter_server::Application;
+use natter_server::config::Config;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+/// How long any wait for a condition may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(15);
+const SECRET: &str = "engine-tests-secret-0123456789abcdefghij";
+
+/// A real server; its data folder outlives `stop`, so `start` brings the
+/// same server back on the same port.
+struct Server {
+    addr: SocketAddr,
+    data: tempfile::TempDir,
+    secret: String,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl Server {
+    async fn spawn() -> Server {
+        let mut server = Server {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            data: tempfile::tempdir().expect("temp dir"),
+            secret: SECRET.into(),
+            running: None,
+        };
+        server.start().await;
+        server
+    }
+
+    async fn start(&mut self) {
+        let mut config = Config::with_data_dir(self.data.path().to_path_buf());
+        config.addr = self.addr;
+        config.jwt_secret = Some(self.secret.clone());
+        let app = Application::build(&config).await.expect("server starts");
+        self.addr = app.local_addr().expect("bound");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = app
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        self.running = Some((stop, task));
+    }
+
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            task.await.expect("server stopped cleanly");
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// An engine with its own data folder, pointed at `server`, with short
+/// reconnection waits.
+struct App {
+    engine: Engine,
+    events: broadcast::Receiver<Event>,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+async fn app(server: &Server) -> App {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().to_path_buf();
+    let mut app = reopen(&dir).await;
+    app.engine
+        .set_server_url(&server.url())
+        .expect("server address");
+    app._temp = Some(temp);
+    app
+}
+
+/// The app started again on the same folder (a restart).
+async fn reopen(dir: &Path) -> App {
+    let options = EngineOptions {
+        backoff: Backoff {
+            min: Duration::from_millis(20),
+            max: Duration::from_millis(300),
+        },
+    };
+    let engine = Engine::open(dir, options).await.expect("engine opens");
+    App {
+        events: engine.subscribe(),
+        engine,
+        dir: dir.to_path_buf(),
+        _temp: None,
+    }
+}
+
+async fn sign_up(app: &App, name: &str) -> natter_shared::User {
+    app.engine
+        .sign_up(SignUp {
+            name: name.into(),
+            email: format!("{}@example.org", name.to_lowercase()),
+            password: "correct horse battery".into(),
+            pic: None,
+        })
+        .await
+        .expect("signed up")
+}
+
+/// Waits until `check` holds, polling; fails the test after `PATIENCE`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next event matching `wanted`, skipping others.
+async fn next_event(app: &mut App, what: &str, wanted: impl Fn(&Event) -> bool) -> Event {
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match app.events.recv().await {
+                Ok(event) if wanted(&event) => return event,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("engine gone"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out waiting for event: {what}"))
+}
+
+async fn online(app: &App) {
+    eventually("online", || async {
+        app.engine.connection_state().await == ConnectionState::Online
+    })
+    .await;
+}
+
+async fn contents(app: &App, chat_id: &str) -> Vec<(String, Delivery)> {
+    app.engine
+        .history(chat_id, None)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|message: MessageView| (message.content, message.status))
+        .collect()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../server/tests/api/fixtures")
+        .join(name)
+}
+
+#[tokio::test]
+async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
+    let server = Server::spawn().await;
+    let mut ann_app = app(&server).await;
+    let mut bob_app = app(&server).await;
+    let ann = ann_app
+        .engine
+        .sign_up(SignUp {
+            name: "Ann".into(),
+            email: "ann@example.org".into(),
+            password: "correct horse battery".into(),
+            pic: Some(fixture("avatar.png")),
+        })
+        .await
+        .expect("ann signs up with a picture");
+    let bob = sign_up(&bob_app, "Bob").await;
+    online(&ann_app).await;
+    online(&bob_app).await;
+
+    // Ann finds Bob and opens a chat; Bob hears of it.
+    let found = ann_app.engine.search_users("bo").await.expect("search");
+    assert_eq!(
+        found.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        [bob.id.as_str()]
+    );
+    let chat = ann_app
+        .engine
+        .open_direct(&bob.id)
+        .await
+        .expect("chat opened");
+    assert_eq!(chat.name, "Bob");
+    ann_app
+        .engine
+        .set_active_chat(Some(chat.id.clone()))
+        .await
+        .expect("active");
+
+    let pending = ann_app.engine.send(&chat.id, "hi Bob").await.expect("sent");
+    assert_eq!(pending.status, Delivery::Pending);
+
+    // Bob: a notification (no chat open), one unread, the chat named after Ann.
+    let notified = next_event(&mut bob_app, "notification", |e| {
+        matches!(e, Event::Notify { .. })
+    })
+    .await;
+    let Event::Notify { notification } = notified else {
+        unreachable!()
+    };
+    assert_eq!(
+        (notification.title.as_str(), notification.body.as_str()),
+        ("Ann", "hi Bob")
+    );
+    eventually("bob has one unread", || async {
+        bob_app.engine.unread_total().await.expect("unread") == 1
+    })
+    .await;
+    let (bob_chats, _) = bob_app.engine.chats().await.expect("chats");
+    assert_eq!(bob_chats[0].name, "Ann");
+    assert_eq!(
+        bob_chats[0].pic, ann.pic,
+        "a 1:1 chat shows the other person's picture"
+    );
+    let pic = ann.pic.clone().expect("ann has a picture");
+    let (bytes, kind) = bob_app.engine.picture(&pic).await.expect("picture");
+    assert_eq!(kind, "image/png");
+    assert_eq!(
+        bytes,
+        std::fs::read(fixture("avatar.png")).expect("fixture")
+    );
+
+    // Ann's message turned from pending into sent, once.
+    eventually("ann's message is acked", || async {
+        contents(&ann_app, &chat.id).await == [("hi Bob".to_owned(), Delivery::Sent)]
+    })
+    .await;
+
+    // Bob opens the chat: read; his reply does not notify Ann, who is looking at it.
+    bob_app
+        .engine
+        .set_active_chat(Some(chat.id.clone()))
+        .await
+        .expect("active");
+    assert_eq!(bob_app.engine.unread_total().await.expect("unread"), 0);
+    bob_app.engine.typing(&chat.id, true).await.expect("typing");
+    let typing = next_event(
+        &mut ann_app,
+        "typing",
+        |e| matches!(e, Event::Typing { names, .. } if !names.is_empty()),
+    )
+    .await;
+    assert_eq!(
+        typing,
+        Event::Typing {
+            chat_id: chat.id.clone(),
+            names: vec!["Bob".into()]
+        }
+    );
+    bob_app
+        .engine
+        .send(&chat.id, "hello Ann")
+        .await
+        .expect("sent");
+    // The message ends Bob's "typing…" on Ann's side.
+    next_event(
+        &mut ann_app,
+        "typing cleared",
+        |e| matches!(e, Event::Typing { names, .. } if names.is_empty()),
+    )
+    .await;
+    eventually("ann has the reply", || async {
+        contents(&ann_app, &chat.id).await.len() == 2
+    })
+    .await;
+    assert_eq!(ann_app.engine.unread_total().await.expect("unread"), 0);
+    // A focused window on another chat, or an unfocused window, counts and notifies.
+    ann_app.engine.set_focused(false).await.expect("unfocused");
+    bob_app
+        .engine
+        .send(&chat.id, "are you there?")
+        .await
+        .expect("sent");
+    let notified = next_event(&mut ann_app, "notification", |e| {
+        matches!(e, Event::Notify { .. })
+    })
+    .await;
+    let Event::Notify { notification } = notified else {
+        unreachable!()
+    };
+    assert_eq!(notification.body, "are you there?");
+    eventually("ann has one unread", || async {
+        ann_app.engine.unread_total().await.expect("unread") == 1
+    })
+    .await;
+    ann_app.engine.set_focused(true).await.expect("focused");
+    assert_eq!(
+        ann_app.engine.unread_total().await.expect("unread"),
+        0,
+        "looking at it reads it"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_offline_while_messages_arrive_catches_up_once() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    online(&bob_app).await;
+    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    ann_app.engine.send(&chat.id, "one").await.expect("sent");
+    eventually("bob has the first", || async {
+        contents(&bob_app, &chat.id).await.len() == 1
+    })
+    .await;
+
+    // Bob's app is closed; Ann writes on.
+    let bob_dir = bob_app.dir.clone();
+    let bob_temp = bob_app._temp;
+    drop(bob_app.engine);
+    for text in ["two", "three", "four"] {
+        ann_app.engine.send(&chat.id, text).await.expect("sent");
+    }
+    eventually("ann's messages are acked", || async {
+        contents(&ann_app, &chat.id)
+            .await
+            .iter()
+            .all(|(_, d)| *d == Delivery::Sent)
+    })
+    .await;
+
+    // Bob's app starts again: the cache shows what it had at once, then catch-up adds the rest.
+    let bob_app = reopen(&bob_dir).await;
+    let _keep = bob_temp;
+    let expected: Vec<(String, Delivery)> = ["one", "two", "three", "four"]
+        .iter()
+        .map(|t| (t.to_string(), Delivery::Sent))
+        .collect();
+    eventually("bob caught up", || async {
+        contents(&bob_app, &chat.id).await == expected
+    })
+    .await;
+    let seqs: Vec<Option<i64>> = bob_app
+        .engine
+        .history(&chat.id, None)
+        .await
+        .expect("history")
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        [Some(1), Some(2), Some(3), Some(4)],
+        "nothing missed, nothing twice"
+    );
+    assert_eq!(bob_app.engine.unread_total().await.expect("unread"), 4);
+}
+
+#[tokio::test]
+async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_restart() {
+    let mut server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    ann_app.engine.send(&chat.id, "before").await.expect("sent");
+    eventually("bob has it", || async {
+        contents(&bob_app, &chat.id).await.len() == 1
+    })
+    .await;
+
+    server.stop().await;
+    eventually("ann is offline", || async {
+        ann_app.engine.connection_state().await != ConnectionState::Online
+    })
+    .await;
+    ann_app
+        .engine
+        .send(&chat.id, "written offline")
+        .await
+        .expect("kept in the outbox");
+    assert_eq!(
+        contents(&ann_app, &chat.id).await,
+        [
+            ("before".to_owned(), Delivery::Sent),
+            ("written offline".to_owned(), Delivery::Pending)
+        ]
+    );
+
+    // The app restarts while the server is still down: the pending message is still there.
+    let ann_dir = ann_app.dir.clone();
+    let _ann_temp = ann_app._temp;
+    drop(ann_app.engine);
+    let ann_app = reopen(&ann_dir).await;
+    assert_eq!(
+        contents(&ann_app, &chat.id).await,
+        [
+            ("before".to_owned(), Delivery::Sent),
+            ("written offline".to_owned(), Delivery::Pending)
+        ],
+        "the cache and the outbox serve history with the server down"
+    );
+    let (chats, _) = ann_app.engine.chats().await.expect("chats from the cache");
+    assert_eq!(chats.len(), 1);
+
+    server.start().await;
+    let sent = vec![
+        ("before".to_owned(), Delivery::Sent),
+        ("written offline".to_owned(), Delivery::Sent),
+    ];
+    eventually("the outbox is delivered", || async {
+        contents(&ann_app, &chat.id).await == sent
+    })
+    .await;
+    eventually("bob got it", || async {
+        contents(&bob_app, &chat.id).await == sent
+    })
+    .await;
+    // Exactly once on the server, whatever was retried: a new device of
+    // Bob's reads the server's history.
+    let device = app(&server).await;
+    device
+        .engine
+        .login("bob@example.org", "correct horse battery")
+        .await
+        .expect("login");
+    eventually("the server's history", || async {
+        contents(&device, &chat.id).await == sent
+    })
+    .await;
+    let seqs: Vec<Option<i64>> = device
+        .engine
+        .history(&chat.id, None)
+        .await
+        .expect("history")
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, [Some(1), Some(2)]);
+}
+
+#[tokio::test]
+async fn older_pages_come_from_the_server_when_the_cache_runs_out() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    for n in 1..=120 {
+        ann_app
+            .engine
+            .send(&chat.id, &format!("m{n}"))
+            .await
+            .expect("sent");
+    }
+    eventually("all acked", || async {
+        let history = ann_app
+            .engine
+            .history(&chat.id, None)
+            .await
+            .expect("history");
+        history.last().and_then(|m| m.seq) == Some(120)
+    })
+    .await;
+
+    // A new device: only the newest page is fetched at first.
+    let fresh = app(&server).await;
+    fresh
+        .engine
+        .login("bob@example.org", "correct horse battery")
+        .await
+        .expect("login");
+    eventually("the newest page", || async {
+        fresh
+            .engine
+            .history(&chat.id, None)
+            .await
+            .is_ok_and(|h| h.last().and_then(|m| m.seq) == Some(120))
+    })
+    .await;
+    let mut before = fresh.engine.history(&chat.id, None).await.expect("history")[0].seq;
+    let mut seen = 50;
+    while let Some(seq) = before.filter(|seq| *seq > 1) {
+        let page = fresh
+            .engine
+            .history(&chat.id, Some(seq))
+            .await
+            .expect("older page");
+        let seqs: Vec<i64> = page.iter().filter_map(|m| m.seq).collect();
+        let expected: Vec<i64> = ((seq - 50).max(1)..seq).collect();
+        assert_eq!(seqs, expected, "the page just before {seq}");
+        seen += seqs.len();
+        before = page.first().and_then(|m| m.seq);
+    }
+    assert_eq!(seen, 120);
+}
+
+#[tokio::test]
+async fn leaving_and_being_removed_take_the_chat_off_the_list() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    let cid_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    let cid = sign_up(&cid_app, "Cid").await;
+    online(&bob_app).await;
+    online(&cid_app).await;
+    let group = ann_app
+        .engine
+        .create_group("Team", &[bob.id.clone(), cid.id.clone()])
+        .await
+        .expect("group");
+    assert_eq!(group.admin_id, ann_app.engine.me().await.map(|u| u.id));
+    for member in [&bob_app, &cid_app] {
+        eventually("the group is listed", || async {
+            member
+                .engine
+                .chats()
+                .await
+                .expect("chats")
+                .0
+                .iter()
+                .any(|c| c.name == "Team")
+        })
+        .await;
+    }
+    let refused = bob_app.engine.remove_member(&group.id, &cid.id).await;
+    assert!(refused.is_err_and(|err| err.to_string().contains("admin")));
+
+    ann_app
+        .engine
+        .remove_member(&group.id, &cid.id)
+        .await
+        .expect("removed");
+    eventually("cid no longer lists it", || async {
+        cid_app.engine.chats().await.expect("chats").0.is_empty()
+    })
+    .await;
+    bob_app.engine.leave_group(&group.id).await.expect("left");
+    assert!(bob_app.engine.chats().await.expect("chats").0.is_empty());
+    eventually("ann sees only herself left", || async {
+        ann_app
+            .engine
+            .chat(&group.id)
+            .await
+            .is_ok_and(|c| c.members.len() == 1)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() {
+    let mut server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    online(&ann_app).await;
+    let cache = ann_app.dir.join(format!("cache-{}.sqlite", ann.id));
+    assert!(cache.exists());
+    ann_app.engine.logout().await.expect("logout");
+    assert!(ann_app.engine.me().await.is_none());
+    assert!(!cache.exists() && !ann_app.dir.join("session.json").exists());
+    let again = reopen(&ann_app.dir).await;
+    assert!(
+        again.engine.me().await.is_none(),
+        "a restart does not log back in"
+    );
+    drop(again);
+
+    // Logged in again; the server then changes its signing secret: the
+    // session is over, and the app says so and logs out.
+    let mut ann_app = ann_app;
+    ann_app
+        .engine
+        .login("ann@example.org", "correct horse battery")
+        .await
+        .expect("login");
+    online(&ann_app).await;
+    server.stop().await;
+    server.secret = "another-secret-0123456789abcdefghijklmn".into();
+    server.start().await;
+    next_event(&mut ann_app, "session ended", |e| {
+        matches!(e, Event::SessionEnded { .. })
+    })
+    .await;
+    eventually("logged out", || async {
+        ann_app.engine.me().await.is_none()
+    })
+    .await;
+    assert!(!ann_app.dir.join("session.json").exists());
+
+    // Wrong passwords and a bad address are clear errors.
+    let wrong = ann_app
+        .engine
+        .login("ann@example.org", "not the password")
+        .await;
+    assert_eq!(
+        wrong.err().map(|e| e.to_string()).as_deref(),
+        Some("wrong email or password")
+    );
+    assert!(ann_app.engine.set_server_url("ftp://example.org").is_err());
+    ann_app
+        .engine
+        .set_server_url("127.0.0.1:9")
+        .expect("address");
+    let unreachable = ann_app.engine.login("ann@example.org", "x").await;
+    assert!(matches!(
+        unreachable,
+        Err(natter_core::CoreError::Unreachable { .. })
+    ));
+}

@@ -95,3 +95,24 @@ ensure_rabbitmq() {
   echo "RabbitMQ did not start on 127.0.0.1:5672" >&2
   exit 1
 }
+
+# What the desktop app needs to build and to be tested in a real window:
+# WebKitGTK and friends for Tauri, Xvfb and xdotool for a window without a
+# screen, dbus for the notification test.
+ensure_desktop_deps() {
+  apt_install libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
+    libssl-dev xvfb xdotool dbus
+  command -v node >/dev/null && command -v npm >/dev/null ||
+    { echo "Node.js and npm are needed for the app's UI: https://nodejs.org" >&2; exit 1; }
+}
+
+# Installs the UI's packages (exactly as locked) and builds it into ui/dist,
+# which the desktop binary embeds.
+build_ui() {
+  if [ ! -d ui/node_modules ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+    say "installing the UI's packages"
+    (cd ui && npm ci --no-audit --no-fund)
+  fi
+  say "building the UI"
+  (cd ui && npm run build)
+}

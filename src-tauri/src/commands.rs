@@ -1,0 +1,183 @@
+//! The commands the UI invokes: one per user action, each a thin call into
+//! the engine. Arguments arrive camelCase from JavaScript; errors go back as
+//! `{ "error": "..." }`. docs/desktop.md lists them.
+
+use natter_core::{ChatSummary, ConnectionState, CoreError, Engine, MessageView, SignUp};
+use natter_shared::User;
+use serde::Serialize;
+use tauri::State;
+
+type Answer<T> = Result<T, CoreError>;
+
+/// What the UI needs to draw its first screen.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Startup {
+    pub server_url: String,
+    pub me: Option<User>,
+    pub connection: ConnectionState,
+    pub limits: Limits,
+}
+
+/// The server's limits, so the UI refuses what the server would.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub content_max_chars: usize,
+    pub name_max_chars: usize,
+    pub password_min_chars: usize,
+    pub chat_name_max_chars: usize,
+}
+
+#[tauri::command]
+pub async fn startup(engine: State<'_, Engine>) -> Answer<Startup> {
+    use natter_shared::limits::*;
+    Ok(Startup {
+        server_url: engine.server_url().to_string(),
+        me: engine.me().await,
+        connection: engine.connection_state().await,
+        limits: Limits {
+            content_max_chars: CONTENT_MAX_CHARS,
+            name_max_chars: NAME_MAX_CHARS,
+            password_min_chars: PASSWORD_MIN_CHARS,
+            chat_name_max_chars: CHAT_NAME_MAX_CHARS,
+        },
+    })
+}
+
+#[tauri::command]
+pub async fn set_server_url(engine: State<'_, Engine>, url: String) -> Answer<String> {
+    Ok(engine.set_server_url(&url)?.to_string())
+}
+
+#[tauri::command]
+pub async fn sign_up(
+    engine: State<'_, Engine>,
+    name: String,
+    email: String,
+    password: String,
+    pic: Option<String>,
+) -> Answer<User> {
+    let form = SignUp {
+        name,
+        email,
+        password,
+        pic: pic.map(Into::into),
+    };
+    engine.sign_up(form).await
+}
+
+#[tauri::command]
+pub async fn login(engine: State<'_, Engine>, email: String, password: String) -> Answer<User> {
+    engine.login(&email, &password).await
+}
+
+#[tauri::command]
+pub async fn logout(engine: State<'_, Engine>) -> Answer<()> {
+    engine.logout().await
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatList {
+    pub chats: Vec<ChatSummary>,
+    pub unread_total: u32,
+}
+
+#[tauri::command]
+pub async fn chats(engine: State<'_, Engine>) -> Answer<ChatList> {
+    let (chats, unread_total) = engine.chats().await?;
+    Ok(ChatList {
+        chats,
+        unread_total,
+    })
+}
+
+#[tauri::command]
+pub async fn history(
+    engine: State<'_, Engine>,
+    chat_id: String,
+    before: Option<i64>,
+) -> Answer<Vec<MessageView>> {
+    engine.history(&chat_id, before).await
+}
+
+#[tauri::command]
+pub async fn send(
+    engine: State<'_, Engine>,
+    chat_id: String,
+    content: String,
+) -> Answer<MessageView> {
+    engine.send(&chat_id, &content).await
+}
+
+#[tauri::command]
+pub async fn discard(engine: State<'_, Engine>, client_id: String) -> Answer<()> {
+    engine.discard(&client_id).await
+}
+
+#[tauri::command]
+pub async fn set_active_chat(engine: State<'_, Engine>, chat_id: Option<String>) -> Answer<()> {
+    engine.set_active_chat(chat_id).await
+}
+
+#[tauri::command]
+pub async fn typing(engine: State<'_, Engine>, chat_id: String, is_typing: bool) -> Answer<()> {
+    engine.typing(&chat_id, is_typing).await
+}
+
+#[tauri::command]
+pub async fn search_users(engine: State<'_, Engine>, query: String) -> Answer<Vec<User>> {
+    engine.search_users(&query).await
+}
+
+#[tauri::command]
+pub async fn user(engine: State<'_, Engine>, user_id: String) -> Answer<User> {
+    engine.user(&user_id).await
+}
+
+#[tauri::command]
+pub async fn open_direct(engine: State<'_, Engine>, user_id: String) -> Answer<ChatSummary> {
+    engine.open_direct(&user_id).await
+}
+
+#[tauri::command]
+pub async fn create_group(
+    engine: State<'_, Engine>,
+    name: String,
+    members: Vec<String>,
+) -> Answer<ChatSummary> {
+    engine.create_group(&name, &members).await
+}
+
+#[tauri::command]
+pub async fn rename_group(
+    engine: State<'_, Engine>,
+    chat_id: String,
+    name: String,
+) -> Answer<ChatSummary> {
+    engine.rename_group(&chat_id, &name).await
+}
+
+#[tauri::command]
+pub async fn add_member(
+    engine: State<'_, Engine>,
+    chat_id: String,
+    user_id: String,
+) -> Answer<ChatSummary> {
+    engine.add_member(&chat_id, &user_id).await
+}
+
+#[tauri::command]
+pub async fn remove_member(
+    engine: State<'_, Engine>,
+    chat_id: String,
+    user_id: String,
+) -> Answer<ChatSummary> {
+    engine.remove_member(&chat_id, &user_id).await
+}
+
+#[tauri::command]
+pub async fn leave_group(engine: State<'_, Engine>, chat_id: String) -> Answer<()> {
+    engine.leave_group(&chat_id).await
+}

@@ -1,0 +1,96 @@
+//! `natter-desktop`: the Tauri shell. All logic lives in `natter-core`; this
+//! crate wires it to a window:
+//! - `commands`: what the UI can ask for;
+//! - `bridge`: the engine's events, forwarded to the UI, the tray and notifications;
+//! - `tray`: the tray icon and its menu;
+//! - `notify`: native notifications;
+//! - `pictures`: the `natter-pic:` scheme that serves avatars from the engine.
+
+pub mod bridge;
+pub mod commands;
+pub mod notify;
+pub mod pictures;
+pub mod tray;
+
+use std::path::PathBuf;
+
+use natter_core::{Engine, EngineOptions};
+use tauri::{Manager, WindowEvent};
+
+/// The event the UI listens to; its payload is a `natter_core::Event`.
+pub const EVENT: &str = "natter://event";
+/// Sent when a notification is clicked: the payload is the chat to open.
+pub const OPEN_CHAT: &str = "natter://open-chat";
+
+/// Starts the app; returns when the user quits.
+pub fn run() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NATTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let result = tauri::Builder::default()
+        .register_asynchronous_uri_scheme_protocol("natter-pic", pictures::serve)
+        .invoke_handler(tauri::generate_handler![
+            commands::startup,
+            commands::set_server_url,
+            commands::sign_up,
+            commands::login,
+            commands::logout,
+            commands::chats,
+            commands::history,
+            commands::send,
+            commands::discard,
+            commands::set_active_chat,
+            commands::typing,
+            commands::search_users,
+            commands::user,
+            commands::open_direct,
+            commands::create_group,
+            commands::rename_group,
+            commands::add_member,
+            commands::remove_member,
+            commands::leave_group,
+        ])
+        .setup(|app| {
+            let dir = data_dir(app.handle())?;
+            tracing::info!(dir = %dir.display(), "opening the app's data");
+            let engine =
+                tauri::async_runtime::block_on(Engine::open(dir, EngineOptions::default()))?;
+            app.manage(engine.clone());
+            let tray = tray::build(app.handle())?;
+            bridge::start(app.handle().clone(), engine, tray);
+            Ok(())
+        })
+        .on_window_event(|window, event| match event {
+            // Closing the window keeps Natter running in the tray.
+            WindowEvent::CloseRequested { api, .. } => {
+                api.prevent_close();
+                let _ = window.hide();
+            }
+            WindowEvent::Focused(focused) => {
+                let engine = window.state::<Engine>().inner().clone();
+                let focused = *focused;
+                tauri::async_runtime::spawn(async move {
+                    if let Err(err) = engine.set_focused(focused).await {
+                        tracing::warn!(error = %err, "recording window focus");
+                    }
+                });
+            }
+            _ => {}
+        })
+        .run(tauri::generate_context!());
+    if let Err(err) = result {
+        eprintln!("natter-desktop: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// `NATTER_DESKTOP_DIR`, or the platform's per-user data folder for the app.
+fn data_dir(app: &tauri::AppHandle) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if let Some(dir) = std::env::var_os("NATTER_DESKTOP_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    Ok(app.path().app_data_dir()?)
+}

@@ -1,0 +1,92 @@
+//! The real app binary starts under a virtual X server (Debian's Xvfb) and
+//! shows a window titled Natter.
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The app's first start builds WebKit's caches: give it time on a busy machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Xvfb on a free display; returns it and its name (":N").
+fn virtual_display() -> (Killed, String) {
+    let mut xvfb = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb runs (Debian's xvfb package; scripts/test installs it)");
+    let stdout = xvfb.stdout.take().expect("stdout");
+    let mut number = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut number)
+        .expect("display number");
+    (Killed(xvfb), format!(":{}", number.trim()))
+}
+
+/// Ids of the visible windows titled exactly `title`.
+fn windows_titled(display: &str, title: &str) -> Vec<String> {
+    let output = Command::new("xdotool")
+        .args(["search", "--onlyvisible", "--name", &format!("^{title}$")])
+        .env("DISPLAY", display)
+        .output()
+        .expect("xdotool runs (scripts/test installs it)");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_app_starts_and_shows_a_window_titled_natter() {
+    let (_xvfb, display) = virtual_display();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut app = Killed(
+        Command::new(env!("CARGO_BIN_EXE_natter-desktop"))
+            .env("DISPLAY", &display)
+            .env("NATTER_DESKTOP_DIR", data.path())
+            // No GPU here: let WebKit draw in software.
+            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the app starts"),
+    );
+    let started = Instant::now();
+    loop {
+        if !windows_titled(&display, "Natter").is_empty() {
+            break;
+        }
+        if let Ok(Some(status)) = app.0.try_wait() {
+            panic!("the app exited before showing its window: {status}");
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no window titled Natter appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        app.0.try_wait().expect("status").is_none(),
+        "the app keeps running"
+    );
+}

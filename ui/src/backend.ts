@@ -1,0 +1,63 @@
+// The Rust side, typed: every command the shell offers and the events it
+// sends. The UI talks to nothing else (docs/desktop.md).
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+
+export interface User { id: string; name: string; email: string; pic: string | null }
+export type Delivery = "sent" | "pending" | "failed";
+export interface MessageView {
+  id: string; clientId: string | null; chatId: string; seq: number | null;
+  sender: User; content: string; createdAt: string; mine: boolean;
+  status: Delivery; error: string | null;
+}
+export interface ChatSummary {
+  id: string; name: string; isGroup: boolean; pic: string | null; members: User[];
+  adminId: string | null; lastMessage: MessageView | null; updatedAt: string; unread: number;
+}
+export type ConnectionState = "offline" | "connecting" | "online";
+export interface Limits { contentMaxChars: number; nameMaxChars: number; passwordMinChars: number; chatNameMaxChars: number }
+export interface Startup { serverUrl: string; me: User | null; connection: ConnectionState; limits: Limits }
+
+export type EngineEvent =
+  | { type: "connection"; state: ConnectionState }
+  | { type: "chats"; chats: ChatSummary[]; unreadTotal: number }
+  | { type: "message"; message: MessageView }
+  | { type: "typing"; chatId: string; names: string[] }
+  | { type: "notify"; notification: { chatId: string; title: string; body: string } }
+  | { type: "sessionEnded"; reason: string };
+
+/** Errors from the Rust side come as `{ error }`; this gives their text. */
+export function errorText(err: unknown): string {
+  if (err && typeof err === "object" && "error" in err) return String((err as { error: unknown }).error);
+  return String(err);
+}
+
+export const backend = {
+  startup: () => invoke<Startup>("startup"),
+  setServerUrl: (url: string) => invoke<string>("set_server_url", { url }),
+  signUp: (name: string, email: string, password: string, pic: string | null) =>
+    invoke<User>("sign_up", { name, email, password, pic }),
+  login: (email: string, password: string) => invoke<User>("login", { email, password }),
+  logout: () => invoke<void>("logout"),
+  chats: () => invoke<{ chats: ChatSummary[]; unreadTotal: number }>("chats"),
+  history: (chatId: string, before: number | null) => invoke<MessageView[]>("history", { chatId, before }),
+  send: (chatId: string, content: string) => invoke<MessageView>("send", { chatId, content }),
+  setActiveChat: (chatId: string | null) => invoke<void>("set_active_chat", { chatId }),
+  typing: (chatId: string, isTyping: boolean) => invoke<void>("typing", { chatId, isTyping }),
+  searchUsers: (query: string) => invoke<User[]>("search_users", { query }),
+  openDirect: (userId: string) => invoke<ChatSummary>("open_direct", { userId }),
+  createGroup: (name: string, members: string[]) => invoke<ChatSummary>("create_group", { name, members }),
+};
+
+export function onEvent(handler: (event: EngineEvent) => void): Promise<UnlistenFn> {
+  return listen<EngineEvent>("natter://event", (e) => handler(e.payload));
+}
+
+export function onOpenChat(handler: (chatId: string) => void): Promise<UnlistenFn> {
+  return listen<string>("natter://open-chat", (e) => handler(e.payload));
+}
+
+/** A server picture path as a URL of the app's `natter-pic` scheme. */
+export function pictureUrl(path: string): string {
+  return navigator.userAgent.includes("Windows") ? `http://natter-pic.localhost${path}` : `natter-pic://localhost${path}`;
+}

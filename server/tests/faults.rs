@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use helpers::{
-    PATIENCE, TEST_SECRET, TestApp, TestSocket, TestUser, amqp_url, new_postgres_database,
+    TEST_SECRET, TestApp, TestSocket, TestUser, amqp_url, free_port, new_postgres_database,
+    wait_until,
 };
 use natter_shared::{Message, ServerFrame};
 use reqwest::StatusCode;
@@ -24,23 +25,8 @@ use tokio::sync::Mutex;
 /// One fault at a time: they share RabbitMQ.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .expect("free port")
-        .port()
-}
-
-async fn wait_until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
-    while !ready().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Processes start, die and come back here: waits are longer than elsewhere.
+const FAULT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// A `natter-server` process.
 struct Node {
@@ -68,7 +54,7 @@ async fn start_node(name: &str, database: &str, exchange: &str) -> Node {
         .expect("node starts");
     let http = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{port}/health");
-    wait_until("a node to be healthy", async || {
+    wait_until("a node to be healthy", FAULT_PATIENCE, async || {
         http.get(&health)
             .send()
             .await
@@ -116,7 +102,7 @@ async fn start_balancer(nodes: &[&Node]) -> Balancer {
         .expect("haproxy is installed (scripts/test installs it)");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let http = reqwest::Client::new();
-    wait_until("HAProxy to pass requests", async || {
+    wait_until("HAProxy to pass requests", FAULT_PATIENCE, async || {
         http.get(format!("http://{addr}/health"))
             .send()
             .await
@@ -133,7 +119,7 @@ async fn start_balancer(nodes: &[&Node]) -> Balancer {
 /// Opens a socket through `app`, retrying while no node can take it.
 async fn connect(app: &TestApp, user: &TestUser) -> TestSocket {
     let url = format!("ws://{}/ws?token={}", app.addr, user.token);
-    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    let deadline = tokio::time::Instant::now() + FAULT_PATIENCE;
     loop {
         if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
             let mut socket = TestSocket { ws };
@@ -197,6 +183,7 @@ async fn catch_up(
     chat_id: &str,
     seen: &mut BTreeMap<i64, Message>,
 ) {
+    let deadline = tokio::time::Instant::now() + FAULT_PATIENCE;
     loop {
         let after = next_missing(seen) - 1;
         let response = app
@@ -207,6 +194,10 @@ async fn catch_up(
             .await;
         if !response.status().is_success() {
             // The balancer may still send us to the dead node for a moment.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "history never answered"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
@@ -232,7 +223,7 @@ async fn send_all(
     let mut stored = Vec::with_capacity(count);
     for i in 0..count {
         let body = json!({"chatId": chat_id, "content": format!("{} #{i}", user.email), "clientId": format!("{}-{i}", user.id)});
-        let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+        let deadline = tokio::time::Instant::now() + FAULT_PATIENCE;
         loop {
             let response = app
                 .http
@@ -303,7 +294,10 @@ async fn killing_a_node_mid_burst_loses_no_acked_message_and_its_clients_catch_u
         }
         total
     };
-    wait_until("every follower to connect", async || counts().await == 6).await;
+    wait_until("every follower to connect", FAULT_PATIENCE, async || {
+        counts().await == 6
+    })
+    .await;
 
     let per_sender = 25;
     let acked = Arc::new(AtomicUsize::new(0));
@@ -319,7 +313,7 @@ async fn killing_a_node_mid_burst_loses_no_acked_message_and_its_clients_catch_u
             ))
         })
         .collect();
-    wait_until("a third of the burst", async || {
+    wait_until("a third of the burst", FAULT_PATIENCE, async || {
         acked.load(Ordering::SeqCst) >= per_sender * 6 / 3
     })
     .await;
@@ -399,7 +393,7 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
 
     // During the outage: a clear error, never a false ack.
     let during = json!({"chatId": chat.id, "content": "during", "clientId": "outage-1"});
-    wait_until("a refused send", async || {
+    wait_until("a refused send", FAULT_PATIENCE, async || {
         let response = a.post(&ann, "/api/message", during.clone()).await;
         assert_ne!(
             response.status(),
@@ -418,7 +412,7 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
 
     // The nodes reconnect by themselves: the retried send is acked and reaches Bob on node B.
     let mut retried = None;
-    wait_until("the send to go through again", async || {
+    wait_until("the send to go through again", FAULT_PATIENCE, async || {
         let response = a.post(&ann, "/api/message", during.clone()).await;
         if response.status().is_success() {
             retried = Some(response.json::<Message>().await.expect("message"));

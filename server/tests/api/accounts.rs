@@ -154,8 +154,11 @@ async fn search_matches_name_or_email_ignoring_case_and_never_the_caller() {
         .iter()
         .filter_map(|user| user["id"].as_str())
         .collect();
-    assert_eq!(ids.len(), 2);
-    assert!(ids.contains(&alice.id.as_str()) && ids.contains(&alicia.id.as_str()));
+    assert_eq!(
+        ids,
+        [alice.id.as_str(), alicia.id.as_str()],
+        "both, ordered by name"
+    );
 
     let by_email: Vec<Value> = app
         .get(&alice, &format!("/api/user?search={}", bob.email))

@@ -2,7 +2,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use natter_shared::limits::PIC_MAX_BYTES;
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::helpers::{TEST_SECRET, TestApp, spawn_app};
@@ -22,29 +21,12 @@ fn pics_stored(app: &TestApp) -> usize {
         .unwrap_or(0)
 }
 
-async fn sign_up_with_pic(app: &TestApp, email: &str, bytes: Vec<u8>) -> reqwest::Response {
-    let form = Form::new()
-        .text("name", "Pic Tester")
-        .text("email", email.to_owned())
-        .text("password", "a long enough password")
-        .part("pic", Part::bytes(bytes).file_name("pic.png"));
-    app.http
-        .post(app.url("/api/user"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("request")
-}
-
 #[tokio::test]
 async fn a_picture_that_is_not_an_image_is_refused_and_nothing_is_stored() {
     let app = spawn_app().await;
-    let response = sign_up_with_pic(
-        &app,
-        "script@example.org",
-        b"#!/bin/sh\necho pwned\n".to_vec(),
-    )
-    .await;
+    let response = app
+        .sign_up_with_pic("script@example.org", b"#!/bin/sh\necho pwned\n")
+        .await;
     let error = assert_error(response, StatusCode::BAD_REQUEST).await;
     assert!(error.contains("PNG"), "{error}");
     assert_eq!(pics_stored(&app), 0);
@@ -68,12 +50,12 @@ async fn oversized_pictures_are_refused_with_413() {
     // A real PNG signature and header, padded past the limit.
     let mut big = include_bytes!("fixtures/avatar.png").to_vec();
     big.resize(PIC_MAX_BYTES + 1, 0);
-    let response = sign_up_with_pic(&app, "big@example.org", big).await;
+    let response = app.sign_up_with_pic("big@example.org", &big).await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
 
     let mut huge = include_bytes!("fixtures/avatar.png").to_vec();
     huge.resize(3 * PIC_MAX_BYTES, 0);
-    let response = sign_up_with_pic(&app, "huge@example.org", huge).await;
+    let response = app.sign_up_with_pic("huge@example.org", &huge).await;
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(pics_stored(&app), 0);
 }
@@ -84,7 +66,7 @@ async fn pictures_with_absurd_dimensions_are_refused() {
     let mut wide = include_bytes!("fixtures/avatar.png").to_vec();
     // IHDR width lives at bytes 16..20.
     wide[16..20].copy_from_slice(&100_000u32.to_be_bytes());
-    let response = sign_up_with_pic(&app, "wide@example.org", wide).await;
+    let response = app.sign_up_with_pic("wide@example.org", &wide).await;
     assert_error(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(pics_stored(&app), 0);
 }
@@ -251,6 +233,15 @@ async fn unknown_routes_and_methods_answer_json() {
         .await
         .expect("request");
     assert_error(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+    let not_json = app
+        .http
+        .post(app.url("/api/user/login"))
+        .header("content-type", "text/plain")
+        .body(r#"{"email":"a@b.c","password":"whatever"}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_error(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     let bad_pic = app
         .http
         .get(app.url("/api/pic/..%2F..%2Fetc%2Fpasswd"))

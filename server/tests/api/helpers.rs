@@ -269,28 +269,62 @@ impl TestApp {
         socket
     }
 
+    /// `GET /health`, as JSON.
+    pub async fn health(&self) -> Value {
+        self.http
+            .get(self.url("/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// A multipart sign-up with `bytes` as the picture.
+    pub async fn sign_up_with_pic(&self, email: &str, bytes: &[u8]) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .text("name", "Pic Tester")
+            .text("email", email.to_owned())
+            .text("password", "a long enough password")
+            .part(
+                "pic",
+                reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("pic.png"),
+            );
+        self.http
+            .post(self.url("/api/user"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Waits until the server reports `n` open sockets.
     pub async fn wait_for_connections(&self, n: u64) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let health: Value = self
-                .http
-                .get(self.url("/health"))
-                .send()
-                .await
-                .expect("health")
-                .json()
-                .await
-                .expect("json");
-            if health["connections"].as_u64() == Some(n) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never reached {n} sockets: {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(&format!("{n} open sockets"), PATIENCE, async || {
+            self.health().await["connections"].as_u64() == Some(n)
+        })
+        .await;
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Polls `ready` until it holds; fails the test after `patience`.
+pub async fn wait_until(what: &str, patience: Duration, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while !ready().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -13,15 +13,7 @@ use crate::helpers::{PATIENCE, spawn_app};
 #[tokio::test]
 async fn health_reports_ok_and_open_sockets() {
     let app = spawn_app().await;
-    let health: Value = app
-        .http
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let health = app.health().await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["connections"], 0);
 }

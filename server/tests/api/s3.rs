@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{PATIENCE, TestApp, spawn_app_with};
+use crate::helpers::{PATIENCE, TestApp, free_port, spawn_app_with, wait_until};
 
 const BUCKET: &str = "natter-pics";
 const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
@@ -38,10 +37,7 @@ fn s3s_fs_binary() -> PathBuf {
 async fn start_s3() -> S3Server {
     let root = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(root.path().join(BUCKET)).expect("bucket folder");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let process = Command::new(s3s_fs_binary())
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args([
@@ -57,17 +53,12 @@ async fn start_s3() -> S3Server {
         .spawn()
         .expect("s3s-fs starts");
     let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "s3s-fs never listened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until("s3s-fs listening", PATIENCE, async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
     S3Server {
         endpoint,
         root,
@@ -94,26 +85,12 @@ fn objects(s3: &S3Server) -> Vec<String> {
         .collect()
 }
 
-async fn sign_up(app: &TestApp, email: &str, pic: &[u8]) -> reqwest::Response {
-    let form = Form::new()
-        .text("name", "Sam")
-        .text("email", email.to_owned())
-        .text("password", "a long enough password")
-        .part("pic", Part::bytes(pic.to_vec()).file_name("pic.png"));
-    app.http
-        .post(app.url("/api/user"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("request")
-}
-
 #[tokio::test]
 async fn pictures_are_stored_in_and_served_from_s3() {
     let s3 = start_s3().await;
     let app = app_on(&s3).await;
 
-    let response = sign_up(&app, "sam@example.org", AVATAR).await;
+    let response = app.sign_up_with_pic("sam@example.org", AVATAR).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let user: Value = response.json().await.expect("json");
     let pic = user["pic"].as_str().expect("picture URL");
@@ -131,23 +108,16 @@ async fn pictures_are_stored_in_and_served_from_s3() {
     assert_eq!(fetched.headers()["content-type"], "image/png");
     assert_eq!(fetched.bytes().await.expect("bytes").as_ref(), AVATAR);
 
-    let health: Value = app
-        .http
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(health["pictures"], "ok");
+    assert_eq!(app.health().await["pictures"], "ok");
 }
 
 #[tokio::test]
 async fn refused_pictures_leave_nothing_in_the_bucket() {
     let s3 = start_s3().await;
     let app = app_on(&s3).await;
-    let response = sign_up(&app, "eve@example.org", b"GIF89a but not really").await;
+    let response = app
+        .sign_up_with_pic("eve@example.org", b"GIF89a but not really")
+        .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(objects(&s3).is_empty());
     let missing = app

@@ -2,6 +2,7 @@
 //! outbox. What the app shows comes from here; the connection keeps it in
 //! step with the server.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -232,14 +233,12 @@ impl Cache {
         Ok(if inserted { Stored::New } else { Stored::Known })
     }
 
-    /// The highest seq cached for a chat.
-    pub async fn max_seq(&self, chat_id: &str) -> CoreResult<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE chat_id = ?1")
-                .bind(chat_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+    /// The highest seq cached for each chat that has messages.
+    pub async fn max_seqs(&self) -> CoreResult<HashMap<String, i64>> {
+        let rows = sqlx::query("SELECT chat_id, MAX(seq) FROM messages GROUP BY chat_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     /// The lowest seq cached for a chat.
@@ -299,31 +298,23 @@ impl Cache {
 
     /// Everything waiting to be sent, oldest first (the order it was written).
     pub async fn outbox(&self, chat_id: Option<&str>) -> CoreResult<Vec<Outgoing>> {
-        let rows = sqlx::query(
-            "SELECT client_id, chat_id, content, created_at, error FROM outbox \
-             WHERE ?1 IS NULL OR chat_id = ?1 ORDER BY created_at, rowid",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE ?1 IS NULL OR chat_id = ?1 ORDER BY created_at, rowid"
+        ))
         .bind(chat_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Outgoing {
-                client_id: row.get(0),
-                chat_id: row.get(1),
-                content: row.get(2),
-                created_at: millis(row.get(3)),
-                error: row.get(4),
-            })
-            .collect())
+        Ok(rows.iter().map(outgoing_row).collect())
     }
 
     pub async fn outgoing(&self, client_id: &str) -> CoreResult<Option<Outgoing>> {
-        Ok(self
-            .outbox(None)
-            .await?
-            .into_iter()
-            .find(|outgoing| outgoing.client_id == client_id))
+        let row = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE client_id = ?1"
+        ))
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(outgoing_row))
     }
 
     /// The server refused a message for good: keep it, marked, for the user to see.
@@ -342,6 +333,18 @@ impl Cache {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+const OUTBOX_COLS: &str = "client_id, chat_id, content, created_at, error";
+
+fn outgoing_row(row: &sqlx::sqlite::SqliteRow) -> Outgoing {
+    Outgoing {
+        client_id: row.get(0),
+        chat_id: row.get(1),
+        content: row.get(2),
+        created_at: millis(row.get(3)),
+        error: row.get(4),
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::Page;
+use crate::cache::Stored;
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
 use crate::views::{ConnectionState, Event, MessageView};
@@ -145,14 +146,11 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 /// after the last one cached.
 pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
     let chats = ctx.api.chats().await?;
-    // Before replacing the list: a chat whose latest message we already
-    // hold needs no request.
-    let mut held = Vec::with_capacity(chats.len());
-    for chat in &chats {
-        held.push(ctx.cache.max_seq(&chat.id).await?);
-    }
     ctx.cache.replace_chats(&chats).await?;
-    for (chat, cursor) in chats.iter().zip(held) {
+    let held = ctx.cache.max_seqs().await?;
+    for chat in &chats {
+        let cursor = held.get(&chat.id).copied();
+        // A chat whose latest message we already hold needs no request.
         let latest = chat.latest_message.as_ref().map(|message| message.seq);
         match cursor {
             Some(cursor) if Some(cursor) >= latest => {}
@@ -260,15 +258,16 @@ async fn handle(ctx: &Context, text: &str) -> CoreResult<()> {
                 let chat = ctx.api.chat(&message.chat_id).await?;
                 ctx.cache.put_chat(&chat).await?;
             }
-            ctx.receive(&message, Arrival::Live).await?;
-            ctx.emit_chats().await?;
+            if ctx.receive(&message, Arrival::Live).await? == Stored::New {
+                ctx.emit_chats().await?;
+            }
         }
+        // The `message` frame comes first and has stored it (and told the
+        // UI); the ack matters when that frame was lost.
         ServerFrame::Ack { message, .. } => {
-            ctx.receive(&message, Arrival::Live).await?;
-            ctx.emit(Event::Message {
-                message: MessageView::sent(&message, &ctx.me.id),
-            });
-            ctx.emit_chats().await?;
+            if ctx.receive(&message, Arrival::Live).await? == Stored::New {
+                ctx.emit_chats().await?;
+            }
         }
         ServerFrame::Error {
             error,

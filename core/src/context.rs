@@ -132,8 +132,8 @@ impl Context {
         lock(&self.typing).set(chat_id, user_id, is_typing, std::time::Instant::now())
     }
 
-    /// Tells the UI who is typing in a chat, by name.
-    pub async fn emit_typing(&self, chat_id: &str) {
+    /// Who is typing in a chat, by name ("Someone" for a user not cached).
+    pub async fn typist_names(&self, chat_id: &str) -> Vec<String> {
         let ids = lock(&self.typing).typists(chat_id);
         let mut names = Vec::with_capacity(ids.len());
         for id in ids {
@@ -143,6 +143,12 @@ impl Context {
             };
             names.push(name);
         }
+        names
+    }
+
+    /// Tells the UI who is typing in a chat.
+    pub async fn emit_typing(&self, chat_id: &str) {
+        let names = self.typist_names(chat_id).await;
         self.emit(Event::Typing {
             chat_id: chat_id.to_owned(),
             names,

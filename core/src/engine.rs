@@ -522,18 +522,7 @@ impl Engine {
 
     /// Names of who is typing in a chat now.
     pub async fn typists(&self, chat_id: &str) -> CoreResult<Vec<String>> {
-        let ctx = self.ctx().await?;
-        let ids = lock(&ctx.typing).typists(chat_id);
-        let mut names = Vec::new();
-        for id in ids {
-            names.push(
-                ctx.cache
-                    .user(&id)
-                    .await?
-                    .map_or_else(|| "Someone".into(), |user| user.name),
-            );
-        }
-        Ok(names)
+        Ok(self.ctx().await?.typist_names(chat_id).await)
     }
 
     /// A profile picture by its server path, with its content type; kept on

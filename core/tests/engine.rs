@@ -164,6 +164,17 @@ async fn contents(app: &App, chat_id: &str) -> Vec<(String, Delivery)> {
         .collect()
 }
 
+/// The seqs of a chat's newest page, as the app shows it (none while pending).
+async fn seqs(app: &App, chat_id: &str) -> Vec<Option<i64>> {
+    app.engine
+        .history(chat_id, None)
+        .await
+        .expect("history")
+        .iter()
+        .map(|message| message.seq)
+        .collect()
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../server/tests/api/fixtures")
@@ -352,14 +363,7 @@ async fn an_engine_offline_while_messages_arrive_catches_up_once() {
         contents(&bob_app, &chat.id).await == expected
     })
     .await;
-    let seqs: Vec<Option<i64>> = bob_app
-        .engine
-        .history(&chat.id, None)
-        .await
-        .expect("history")
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    let seqs = seqs(&bob_app, &chat.id).await;
     assert_eq!(
         seqs,
         [Some(1), Some(2), Some(3), Some(4)],
@@ -441,14 +445,7 @@ async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_rest
         contents(&device, &chat.id).await == sent
     })
     .await;
-    let seqs: Vec<Option<i64>> = device
-        .engine
-        .history(&chat.id, None)
-        .await
-        .expect("history")
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    let seqs = seqs(&device, &chat.id).await;
     assert_eq!(seqs, [Some(1), Some(2)]);
 }
 

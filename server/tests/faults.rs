@@ -150,7 +150,7 @@ async fn follow(
     app: Arc<TestApp>,
     user: TestUser,
     chat_id: String,
-    stop: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (BTreeMap<i64, Message>, usize) {
     let mut seen = BTreeMap::new();
     let mut reconnects = 0;
@@ -170,7 +170,8 @@ async fn follow(
                     catch_up(&app, &user, &chat_id, &mut seen).await;
                 }
             },
-            () = stop.notified() => break,
+            // Sees a stop sent while it was busy reconnecting, too.
+            () = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
         }
     }
     catch_up(&app, &user, &chat_id, &mut seen).await;
@@ -268,7 +269,7 @@ async fn killing_a_node_mid_burst_loses_no_acked_message_and_its_clients_catch_u
     let others: Vec<&TestUser> = users[1..].iter().collect();
     let group = app.create_group(&users[0], "Burst", &others).await;
 
-    let stop = Arc::new(tokio::sync::Notify::new());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let followers: Vec<_> = users
         .iter()
         .map(|user| {
@@ -276,7 +277,7 @@ async fn killing_a_node_mid_burst_loses_no_acked_message_and_its_clients_catch_u
                 app.clone(),
                 user.clone(),
                 group.id.clone(),
-                stop.clone(),
+                stopped.clone(),
             ))
         })
         .collect();
@@ -343,7 +344,7 @@ async fn killing_a_node_mid_burst_loses_no_acked_message_and_its_clients_catch_u
 
     // Every member's app ends with exactly the stored history; those that
     // were on node A reconnected through the balancer.
-    stop.notify_waiters();
+    stop.send_replace(true);
     let mut reconnected = 0;
     for follower in followers {
         let (seen, reconnects) = follower.await.expect("follower");

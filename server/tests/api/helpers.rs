@@ -139,7 +139,12 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         TestApp {
             addr,
-            http: reqwest::Client::new(),
+            // Behind a balancer whose node just died, a request must fail
+            // in time rather than hang the test.
+            http: reqwest::Client::builder()
+                .timeout(PATIENCE)
+                .build()
+                .expect("HTTP client"),
             data_dir: dir.path().to_path_buf(),
             _dir: dir,
         }

@@ -61,9 +61,14 @@ ensure_postgres() {
     fi
   fi
   psql "$url/postgres" -Atqc 'select 1' >/dev/null
-  # Databases left by earlier runs (each test makes its own).
+  # Databases left by earlier runs (each test makes its own). A run that was
+  # killed may have left a server connected: FORCE ends its sessions, and a
+  # database that still cannot go is only clutter, not a reason to stop.
   psql "$url/postgres" -Atqc "select datname from pg_database where datname like 'natter_test_%'" |
-    while read -r db; do psql "$url/postgres" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null; done
+    while read -r db; do
+      psql "$url/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
+        echo "note: could not drop the leftover test database $db" >&2
+    done
   export NATTER_TEST_POSTGRES="$url"
 }
 

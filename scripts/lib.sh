@@ -54,10 +54,11 @@ ensure_postgres() {
       mkdir -p "$dir"; [ ${#run[@]} -gt 0 ] && chown postgres "$dir"
       "${run[@]}" "$bin/initdb" -D "$dir" -U postgres -A trust >/dev/null
     fi
+    # How the fault tests stop and start it (`$NATTER_TEST_POSTGRES_CTL stop`).
+    export NATTER_TEST_POSTGRES_CTL="${run[*]} $bin/pg_ctl -D $dir -l $dir/server.log -w -o '-p $port -k /tmp -c listen_addresses=127.0.0.1'"
     if ! psql "$url/postgres" -Atqc 'select 1' >/dev/null 2>&1; then
       say "starting the private PostgreSQL cluster on port $port"
-      "${run[@]}" "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w \
-        -o "-p $port -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
+      sh -c "$NATTER_TEST_POSTGRES_CTL start" >/dev/null
     fi
   fi
   psql "$url/postgres" -Atqc 'select 1' >/dev/null

@@ -3,14 +3,15 @@
 //! that the REST API and the socket share them; storage is `Store`'s and
 //! delivery the hub's.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use natter_shared::limits::GROUP_MAX_MEMBERS;
 use natter_shared::{Chat, Message, ServerFrame};
 
 use crate::domain::{ChatName, ClientId, Content};
 use crate::error::ApiError;
+use crate::pipeline::Draft;
 use crate::state::AppState;
-use crate::store::{NewMessage, Page, StoreError, Stored};
+use crate::store::{Page, StoreError, Stored};
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -20,8 +21,11 @@ fn member_ids(chat: &Chat) -> impl Iterator<Item = &str> {
     chat.users.iter().map(|user| user.id.as_str())
 }
 
-/// Tells every member of `chat` (and `also`, e.g. a user just removed) that it changed.
+/// Tells every member of `chat` (and `also`, e.g. a user just removed) that
+/// it changed, after telling its sequencer, so that no message sent from now
+/// on goes to a member who left.
 async fn announce(state: &AppState, chat: &Chat, also: Option<&str>) {
+    state.pipeline.chat_changed(&chat.id).await;
     let frame = ServerFrame::Chat { chat: chat.clone() };
     let users: Vec<String> = member_ids(chat).chain(also).map(str::to_owned).collect();
     state.events.publish_lossy(&users, &frame).await;
@@ -163,9 +167,11 @@ pub async fn remove_member(
     Ok(chat)
 }
 
-/// Stores a message and delivers it to every member's open sockets. A retry
-/// (same sender, same `client_id`) returns the stored message and delivers
-/// it again.
+/// Hands a message to the pipeline, which gives it its seq, delivers it to
+/// every member and stores it. A retry (same sender, same `client_id`)
+/// returns the message sent then and delivers it again: the first attempt
+/// may have been sequenced by a node that died before it told anyone.
+/// Clients drop a message they already have by its id.
 pub async fn send_message(
     state: &AppState,
     me: &str,
@@ -173,38 +179,17 @@ pub async fn send_message(
     content: Content,
     client_id: Option<ClientId>,
 ) -> Result<Stored, ApiError> {
-    let new = NewMessage {
+    let now = Utc::now();
+    let draft = Draft {
         id: new_id(),
         chat_id: chat_id.to_owned(),
         sender_id: me.to_owned(),
         content: content.into_inner(),
         client_id: client_id.map(ClientId::into_inner),
-        created_at: Utc::now(),
+        // Stored to the millisecond: delivered the same as it will be read.
+        created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
     };
-    let stored = match state.store.insert_message(new).await {
-        Err(StoreError::NotMember) => {
-            // Say 404 for a chat that does not exist, 403 for one the sender is not in.
-            return Err(chat_for_member(state, me, chat_id)
-                .await
-                .err()
-                .unwrap_or(StoreError::NotMember.into()));
-        }
-        other => other?,
-    };
-    // A retry (Duplicate) is announced again: the first attempt may have
-    // been stored by a node that died before it told anyone. Clients drop
-    // a message they already have by its id.
-    let members = state.store.members(chat_id).await?;
-    let frame = ServerFrame::Message {
-        message: stored.message().clone(),
-    };
-    state.events.publish(&members, &frame).await.map_err(|err| {
-        tracing::warn!(error = %err, "a stored message could not reach the other nodes");
-        ApiError::Unavailable(
-            "the message was stored but not delivered to everyone: send it again with the same clientId".into(),
-        )
-    })?;
-    Ok(stored)
+    Ok(state.pipeline.send(draft).await?)
 }
 
 /// Tells the other members that `me` started or stopped typing.
@@ -239,5 +224,6 @@ pub async fn history(
     page: Page,
 ) -> Result<Vec<Message>, ApiError> {
     chat_for_member(state, me, chat_id).await?;
+    state.pipeline.settle(chat_id).await?;
     Ok(state.store.messages(chat_id, page).await?)
 }

@@ -21,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API and the socket (what runs when no command is given).
     Serve,
+    /// Only sequence and store messages from RabbitMQ's partition queues,
+    /// to scale that apart from the nodes that serve (needs NATTER_AMQP_URL
+    /// and NATTER_DATABASE_URL).
+    Persist,
 }
 
 /// Everything the server needs to start.
@@ -72,9 +76,21 @@ pub struct Config {
     pub amqp_url: Option<String>,
 
     /// The RabbitMQ exchange that carries events between the nodes of one
-    /// deployment.
+    /// deployment; the deployment's partition queues are named after it
+    /// (`<exchange>.messages.<n>`).
     #[arg(long, env = "NATTER_AMQP_EXCHANGE", default_value = "natter.events")]
     pub amqp_exchange: String,
+
+    /// Whether this node also sequences and stores messages from RabbitMQ's
+    /// partition queues (`false` leaves that to `natter-server persist`).
+    #[arg(long, env = "NATTER_PERSIST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub persist: bool,
+
+    /// Delete this deployment's partition queues after they have been unused
+    /// for this many milliseconds. Only for throwaway deployments (tests):
+    /// unset, queues live until deleted by hand.
+    #[arg(long, env = "NATTER_AMQP_QUEUE_EXPIRY_MS", hide = true)]
+    pub amqp_queue_expiry_ms: Option<u64>,
 
     /// This node's name in logs and between nodes (default: random per start).
     #[arg(long, env = "NATTER_NODE_ID")]

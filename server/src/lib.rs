@@ -7,6 +7,7 @@
 //! - `blobs`: profile pictures behind the `BlobStore` trait (a folder by default).
 //! - `chats`: the rules of chats and messages, shared by REST and the socket.
 //! - `realtime`: the WebSocket gateway and the hub that delivers events.
+//! - `pipeline`: how a message gets its seq, reaches members and is stored.
 //! - `http`: routes and handlers.
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod pipeline;
 pub mod realtime;
 pub mod state;
 pub mod store;
@@ -30,6 +32,7 @@ use tokio::net::TcpListener;
 use crate::auth::{Passwords, Tokens, load_or_create_secret};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::config::Config;
+use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline};
 use crate::realtime::{AmqpFanout, Events, Hub};
 use crate::state::{AppState, Settings};
 use crate::store::{PgStore, SqliteStore, Store};
@@ -51,12 +54,22 @@ impl Application {
         let blobs = open_blobs(config, &data_dir)?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
         let hub = Arc::new(Hub::new());
-        let events = open_events(config, hub.clone()).await?;
+        let node_id = node_id(config);
+        let events = open_events(config, &node_id, hub.clone()).await?;
+        let pipeline = open_pipeline(
+            config,
+            &node_id,
+            config.persist,
+            store.clone(),
+            events.clone(),
+        )
+        .await?;
         let state = AppState {
             store,
             blobs,
             hub,
             events,
+            pipeline,
             tokens: Arc::new(Tokens::new(&secret, config.token_ttl())),
             passwords: Arc::new(passwords),
             settings: Arc::new(Settings {
@@ -139,8 +152,62 @@ fn open_blobs(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc
     }
 }
 
+/// `natter-server persist`: sequences and stores messages from the partition
+/// queues until `shutdown` completes; serves nothing.
+pub async fn persist_until(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.amqp_url.is_none() || config.database_url.is_none() {
+        anyhow::bail!("`persist` needs NATTER_AMQP_URL and NATTER_DATABASE_URL");
+    }
+    let data_dir = config.data_dir()?;
+    let store = open_store(config, &data_dir).await?;
+    let node_id = node_id(config);
+    let events = open_events(config, &node_id, Arc::new(Hub::new())).await?;
+    let _pipeline = open_pipeline(config, &node_id, true, store, events).await?;
+    tracing::info!(node = %node_id, "natter-server persisting messages");
+    shutdown.await;
+    tracing::info!("shutting down: unfinished batches are delivered again to another sequencer");
+    Ok(())
+}
+
+fn node_id(config: &Config) -> String {
+    config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Partitions through RabbitMQ when a broker is configured, else in-process.
+async fn open_pipeline(
+    config: &Config,
+    node_id: &str,
+    persist: bool,
+    store: Arc<dyn Store>,
+    events: Arc<Events>,
+) -> anyhow::Result<Arc<Pipeline>> {
+    let Some(url) = &config.amqp_url else {
+        return Ok(Arc::new(Pipeline::local(store, events)));
+    };
+    let settings = AmqpSettings {
+        url: url.clone(),
+        prefix: config.amqp_exchange.clone(),
+        node_id: node_id.to_owned(),
+        persist,
+        queue_expiry: config
+            .amqp_queue_expiry_ms
+            .map(std::time::Duration::from_millis),
+    };
+    let pipeline = AmqpPipeline::start(settings, store, events, std::time::Duration::from_secs(15))
+        .await
+        .context("connecting the message pipeline to RabbitMQ (NATTER_AMQP_URL)")?;
+    tracing::info!(persist, "messages: through RabbitMQ's partition queues");
+    Ok(Arc::new(Pipeline::Amqp(pipeline)))
+}
+
 /// Events through RabbitMQ when a broker is configured, else this node alone.
-async fn open_events(config: &Config, hub: Arc<Hub>) -> anyhow::Result<Arc<Events>> {
+async fn open_events(config: &Config, node_id: &str, hub: Arc<Hub>) -> anyhow::Result<Arc<Events>> {
     let Some(url) = &config.amqp_url else {
         return Ok(Arc::new(Events::local(hub)));
     };
@@ -149,14 +216,10 @@ async fn open_events(config: &Config, hub: Arc<Hub>) -> anyhow::Result<Arc<Event
             "NATTER_AMQP_URL without NATTER_DATABASE_URL: nodes will not share their data"
         );
     }
-    let node_id = config
-        .node_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let fanout = AmqpFanout::start(
         url,
         &config.amqp_exchange,
-        &node_id,
+        node_id,
         hub.clone(),
         std::time::Duration::from_secs(15),
     )

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(&cli.config).await?;
             app.run_until(shutdown_signal()).await
         }
+        Command::Persist => natter_server::persist_until(&cli.config, shutdown_signal()).await,
     }
 }
 

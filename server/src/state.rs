@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::auth::{Passwords, Tokens};
 use crate::blobs::BlobStore;
+use crate::pipeline::Pipeline;
 use crate::realtime::{Events, Hub};
 use crate::store::Store;
 
@@ -14,6 +15,7 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub hub: Arc<Hub>,
     pub events: Arc<Events>,
+    pub pipeline: Arc<Pipeline>,
     pub tokens: Arc<Tokens>,
     pub passwords: Arc<Passwords>,
     pub settings: Arc<Settings>,

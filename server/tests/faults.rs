@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use helpers::{
-    TEST_SECRET, TestApp, TestSocket, TestUser, amqp_url, free_port, new_postgres_database,
-    wait_until,
+    TEST_QUEUE_EXPIRY_MS, TEST_SECRET, TestApp, TestSocket, TestUser, amqp_url, free_port,
+    new_postgres_database, wait_until,
 };
 use natter_shared::{Message, ServerFrame};
 use reqwest::StatusCode;
@@ -46,6 +46,10 @@ async fn start_node(name: &str, database: &str, exchange: &str) -> Node {
         .env("NATTER_AMQP_EXCHANGE", exchange)
         .env("NATTER_JWT_SECRET", TEST_SECRET)
         .env("NATTER_NODE_ID", name)
+        .env(
+            "NATTER_AMQP_QUEUE_EXPIRY_MS",
+            TEST_QUEUE_EXPIRY_MS.to_string(),
+        )
         .env("NATTER_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -443,4 +447,124 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
             .collect::<Vec<_>>(),
         ["before", "during", "after"]
     );
+}
+
+/// Controls the test PostgreSQL server: `NATTER_TEST_POSTGRES_CTL <action>`
+/// when scripts/test started a private one, else Debian's pg_ctlcluster for
+/// each cluster it knows. True when it worked.
+fn postgres_ctl(action: &str) -> bool {
+    let output = match std::env::var("NATTER_TEST_POSTGRES_CTL") {
+        Ok(ctl) => std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{ctl} {action}"))
+            .output(),
+        Err(_) => {
+            let versions = std::fs::read_dir("/etc/postgresql").expect("Debian's PostgreSQL");
+            let version = versions
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .next()
+                .expect("a PostgreSQL cluster");
+            std::process::Command::new("pg_ctlcluster")
+                .args(["--skip-systemctl-redirect", &version, "main", action])
+                .output()
+        }
+    };
+    match output {
+        Ok(output) if output.status.success() => true,
+        Ok(output) => {
+            eprintln!(
+                "PostgreSQL {action}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            false
+        }
+        Err(err) => {
+            eprintln!("PostgreSQL {action}: {err}");
+            false
+        }
+    }
+}
+
+/// PostgreSQL stopped; started again when dropped, whatever happened.
+struct PostgresOutage {
+    over: bool,
+}
+
+impl PostgresOutage {
+    fn begin() -> Self {
+        assert!(postgres_ctl("stop"), "PostgreSQL stops");
+        PostgresOutage { over: false }
+    }
+
+    fn end(mut self) {
+        self.over = true;
+        assert!(postgres_ctl("start"), "PostgreSQL starts again");
+    }
+}
+
+impl Drop for PostgresOutage {
+    fn drop(&mut self) {
+        if !self.over {
+            postgres_ctl("start");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_stopped_for_ten_seconds_sends_are_acked_and_delivered_then_stored() {
+    let _serial = SERIAL.lock().await;
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let node_a = start_node("node-a", &database, &exchange).await;
+    let node_b = start_node("node-b", &database, &exchange).await;
+    let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
+    let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
+    let ann = a.sign_up("Ann").await;
+    let bob = a.sign_up("Bob").await;
+    let chat = a.open_direct(&ann, &bob).await;
+    let mut bob_socket = connect(&b, &bob).await;
+    let before = a.send(&ann, &chat, "before").await;
+    assert_eq!(bob_socket.next_message().await, before);
+
+    // pg_ctlcluster returns once the server is down.
+    let outage = PostgresOutage::begin();
+    let stopped_at = tokio::time::Instant::now();
+    // Through both nodes, a send every 250 ms for the ten seconds.
+    let mut during = Vec::new();
+    let mut i = 0;
+    while stopped_at.elapsed() < Duration::from_secs(10) {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let body = json!({"chatId": chat.id, "content": format!("during #{i}"), "clientId": format!("pg-outage-{i}")});
+        let response = node.post(&ann, "/api/message", body).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "acked without the database"
+        );
+        let message: Message = response.json().await.expect("message");
+        assert_eq!(message.seq, before.seq + 1 + i);
+        assert_eq!(
+            bob_socket.next_message().await,
+            message,
+            "delivered at once"
+        );
+        during.push(message);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(during.len() >= 20);
+    outage.end();
+
+    // Once it is back, every message is stored, once, in order.
+    let mut expected = vec![before];
+    expected.extend(during);
+    wait_until("the messages to be stored", FAULT_PATIENCE, async || {
+        let response = b
+            .get(&bob, &format!("/api/message/{}?limit=100", chat.id))
+            .await;
+        response.status().is_success()
+            && response.json::<Vec<Message>>().await.expect("messages") == expected
+    })
+    .await;
 }

@@ -8,7 +8,6 @@ mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use natter_shared::{Chat, Message, User};
 
 pub use postgres::PgStore;
@@ -51,17 +50,6 @@ pub struct NewUser {
     pub pic: Option<String>,
 }
 
-/// A new message, already validated; the store gives it its `seq`.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub id: String,
-    pub chat_id: String,
-    pub sender_id: String,
-    pub content: String,
-    pub client_id: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
 /// Which page of a chat's history to read. Pages are always returned oldest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -73,12 +61,12 @@ pub enum Page {
     Before { seq: i64, limit: u32 },
 }
 
-/// What happened to a message handed to the store.
+/// What happened to a message handed to the pipeline.
 #[derive(Debug, Clone)]
 pub enum Stored {
-    /// It is new and now stored with its seq.
+    /// It is new and now has its seq.
     New(Message),
-    /// The sender had already sent this `client_id`: the stored one.
+    /// The sender had already sent this `client_id`: the message sent then.
     Duplicate(Message),
 }
 
@@ -120,10 +108,20 @@ pub trait Store: Send + Sync + 'static {
     /// member becomes admin so a group is never left without one.
     async fn remove_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat>;
 
-    /// Stores a message at the chat's next seq, atomically checking that the
-    /// sender is a member (`NotMember` otherwise). A `client_id` the sender
-    /// used before returns the message stored then.
-    async fn insert_message(&self, message: NewMessage) -> StoreResult<Stored>;
+    /// The highest seq stored in a chat (0 when empty); None when there is no such chat.
+    async fn last_seq(&self, chat_id: &str) -> StoreResult<Option<i64>>;
+    async fn message(&self, id: &str) -> StoreResult<Option<Message>>;
+    /// The message `sender` sent earlier under `client_id`, if any.
+    async fn message_by_client(
+        &self,
+        sender: &str,
+        client_id: &str,
+    ) -> StoreResult<Option<Message>>;
+    /// Stores messages that already have their seq, all or none, and moves
+    /// each chat's last seq and activity time forward. A message whose id is
+    /// already stored is skipped (a redelivery), so this can be repeated;
+    /// returns how many were new.
+    async fn store_messages(&self, batch: &[Message]) -> StoreResult<u64>;
     async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>>;
 
     /// Cheap round trip for the health endpoint.

@@ -45,6 +45,10 @@ impl<'a> Chats<'a> {
     }
 }
 
+/// Messages per INSERT statement: 7 parameters each stays far below both
+/// databases' limit on parameters per statement.
+pub(super) const INSERT_CHUNK: usize = 1000;
+
 pub(super) fn now_millis() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -99,11 +103,11 @@ macro_rules! sql_store {
             use super::$store;
             use crate::blobs::pic_url;
             use crate::store::sql::{
-                Chats, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key, is_unique_violation,
-                now_millis, search_key, time_from,
+                Chats, INSERT_CHUNK, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key,
+                is_unique_violation, now_millis, search_key, time_from,
             };
             use crate::store::{
-                NewMessage, NewUser, Page, Store, StoreError, StoreResult, Stored, UserRecord,
+                NewUser, Page, Store, StoreError, StoreResult, UserRecord,
             };
 
             type DbRow = <$db as Database>::Row;
@@ -128,78 +132,6 @@ macro_rules! sql_store {
                     client_id: row.try_get(4)?,
                     created_at: time_from(row.try_get(5)?),
                     sender: user_at(row, 6)?,
-                })
-            }
-
-            /// The message `sender` stored earlier under `client_id`, if any.
-            async fn by_client_id(
-                tx: &mut Tx,
-                sender: &str,
-                client_id: &str,
-            ) -> Result<Option<Message>, sqlx::Error> {
-                let row = sqlx::query(&format!(
-                    "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
-                     WHERE msg.sender_id = $1 AND msg.client_id = $2"
-                ))
-                .bind(sender)
-                .bind(client_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-                row.as_ref().map(message_from).transpose()
-            }
-
-            /// A message stored earlier with the same client id: the same
-            /// message again, unless it went to another chat.
-            fn duplicate(stored: Message, new: &NewMessage) -> StoreResult<Stored> {
-                if stored.chat_id != new.chat_id {
-                    return Err(StoreError::Conflict(
-                        "this clientId was already used for a message in another chat".into(),
-                    ));
-                }
-                Ok(Stored::Duplicate(stored))
-            }
-
-            /// Gives the message the chat's next seq and stores it, in `tx`.
-            async fn insert_in(tx: &mut Tx, message: &NewMessage) -> StoreResult<Message> {
-                let created_at = message.created_at.timestamp_millis();
-                // Bumping last_seq locks the chat's row until commit, so
-                // concurrent senders get consecutive seqs.
-                let seq: Option<i64> = sqlx::query_scalar(
-                    "UPDATE chats SET last_seq = last_seq + 1, updated_at = $1 WHERE id = $2 AND EXISTS \
-                     (SELECT 1 FROM chat_members m WHERE m.chat_id = chats.id AND m.user_id = $3) \
-                     RETURNING last_seq",
-                )
-                .bind(created_at)
-                .bind(&message.chat_id)
-                .bind(&message.sender_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let seq = seq.ok_or(StoreError::NotMember)?;
-                sqlx::query(
-                    "INSERT INTO messages (id, chat_id, seq, sender_id, content, client_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&message.id)
-                .bind(&message.chat_id)
-                .bind(seq)
-                .bind(&message.sender_id)
-                .bind(&message.content)
-                .bind(&message.client_id)
-                .bind(created_at)
-                .execute(&mut **tx)
-                .await?;
-                let sender = sqlx::query(&format!("SELECT {USER_COLS} FROM users u WHERE u.id = $1"))
-                    .bind(&message.sender_id)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                Ok(Message {
-                    id: message.id.clone(),
-                    chat_id: message.chat_id.clone(),
-                    seq,
-                    sender: user_at(&sender, 0)?,
-                    content: message.content.clone(),
-                    client_id: message.client_id.clone(),
-                    created_at: time_from(created_at),
                 })
             }
 
@@ -475,31 +407,75 @@ macro_rules! sql_store {
                     self.one_chat(chat_id).await
                 }
 
-                async fn insert_message(&self, message: NewMessage) -> StoreResult<Stored> {
+                async fn last_seq(&self, chat_id: &str) -> StoreResult<Option<i64>> {
+                    Ok(sqlx::query_scalar("SELECT last_seq FROM chats WHERE id = $1")
+                        .bind(chat_id)
+                        .fetch_optional(&self.reader)
+                        .await?)
+                }
+
+                async fn message(&self, id: &str) -> StoreResult<Option<Message>> {
+                    let row = sqlx::query(&format!(
+                        "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
+                         WHERE msg.id = $1"
+                    ))
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?;
+                    Ok(row.as_ref().map(message_from).transpose()?)
+                }
+
+                async fn message_by_client(&self, sender: &str, client_id: &str) -> StoreResult<Option<Message>> {
+                    let row = sqlx::query(&format!(
+                        "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
+                         WHERE msg.sender_id = $1 AND msg.client_id = $2 ORDER BY msg.seq LIMIT 1"
+                    ))
+                    .bind(sender)
+                    .bind(client_id)
+                    .fetch_optional(&self.reader)
+                    .await?;
+                    Ok(row.as_ref().map(message_from).transpose()?)
+                }
+
+                async fn store_messages(&self, batch: &[Message]) -> StoreResult<u64> {
                     let mut tx = self.writer.begin().await?;
-                    if let Some(client_id) = &message.client_id
-                        && let Some(stored) = by_client_id(&mut tx, &message.sender_id, client_id).await?
-                    {
-                        return duplicate(stored, &message);
+                    let mut inserted = 0;
+                    for chunk in batch.chunks(INSERT_CHUNK) {
+                        let mut insert = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO messages (id, chat_id, seq, sender_id, content, client_id, created_at) ",
+                        );
+                        insert.push_values(chunk, |mut row, message| {
+                            row.push_bind(&message.id)
+                                .push_bind(&message.chat_id)
+                                .push_bind(message.seq)
+                                .push_bind(&message.sender.id)
+                                .push_bind(&message.content)
+                                .push_bind(&message.client_id)
+                                .push_bind(message.created_at.timestamp_millis());
+                        });
+                        // A message delivered twice by the broker is stored once.
+                        insert.push(" ON CONFLICT DO NOTHING");
+                        inserted += insert.build().execute(&mut *tx).await?.rows_affected();
                     }
-                    match insert_in(&mut tx, &message).await {
-                        Ok(stored) => {
-                            tx.commit().await?;
-                            Ok(Stored::New(stored))
-                        }
-                        // The same client id committed by a concurrent retry
-                        // in between: that one wins, this one rolls back.
-                        Err(StoreError::Database(err)) if is_unique_violation(&err) && message.client_id.is_some() => {
-                            tx.rollback().await?;
-                            let mut tx = self.reader.begin().await?;
-                            let client_id = message.client_id.as_deref().unwrap_or_default();
-                            match by_client_id(&mut tx, &message.sender_id, client_id).await? {
-                                Some(stored) => duplicate(stored, &message),
-                                None => Err(StoreError::Database(err)),
-                            }
-                        }
-                        Err(err) => Err(err),
+                    let mut latest: HashMap<&str, (i64, i64)> = HashMap::new();
+                    for message in batch {
+                        let entry = latest.entry(message.chat_id.as_str()).or_insert((0, 0));
+                        entry.0 = entry.0.max(message.seq);
+                        entry.1 = entry.1.max(message.created_at.timestamp_millis());
                     }
+                    for (chat_id, (seq, at)) in latest {
+                        sqlx::query(
+                            "UPDATE chats SET last_seq = CASE WHEN last_seq < $1 THEN $1 ELSE last_seq END, \
+                             updated_at = CASE WHEN updated_at < $2 THEN $2 ELSE updated_at END WHERE id = $3",
+                        )
+                        .bind(seq)
+                        .bind(at)
+                        .bind(chat_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(inserted)
                 }
 
                 async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>> {

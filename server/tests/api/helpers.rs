@@ -112,9 +112,19 @@ pub async fn new_postgres_database() -> String {
     format!("{server}/{name}")
 }
 
+/// How long RabbitMQ keeps a test deployment's partition queues once
+/// nothing uses them.
+pub const TEST_QUEUE_EXPIRY_MS: u64 = 60_000;
+
 /// `n` nodes sharing one new PostgreSQL database and one RabbitMQ exchange
 /// of their own: one deployment, as its users see it.
 pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
+    spawn_named_cluster(n).await.0
+}
+
+/// Like `spawn_cluster`, with the deployment's name (its exchange, which
+/// its queues are named after).
+pub async fn spawn_named_cluster(n: usize) -> (Vec<TestApp>, String) {
     let database = new_postgres_database().await;
     let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
     let mut nodes = Vec::with_capacity(n);
@@ -125,11 +135,12 @@ pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
                 config.amqp_url = Some(amqp_url());
                 config.amqp_exchange = exchange.clone();
                 config.node_id = Some(format!("node-{i}"));
+                config.amqp_queue_expiry_ms = Some(TEST_QUEUE_EXPIRY_MS);
             })
             .await,
         );
     }
-    nodes
+    (nodes, exchange)
 }
 
 impl TestApp {

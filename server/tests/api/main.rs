@@ -9,5 +9,6 @@ mod cluster;
 mod errors;
 mod messages;
 mod operations;
+mod pipeline;
 mod s3;
 mod socket;

@@ -1,0 +1,611 @@
+//! The pipeline through RabbitMQ, for deployments of several nodes.
+//!
+//! Each partition is a durable quorum queue with a single active consumer.
+//! A node that takes a message publishes a `Command::Send` to the chat's
+//! partition queue with publisher confirms, then waits for the sequencer's
+//! reply on its own reply queue (correlated by id). Every node (unless told
+//! not to) and every `natter-server persist` consumes every partition queue;
+//! RabbitMQ lets one consumer per queue at a time receive, and hands the
+//! queue to another when that one goes. The sequencer acks a range of
+//! deliveries only once the messages among them are committed, so a
+//! crash between sequencing and commit makes RabbitMQ deliver them again,
+//! in order, to the next sequencer, which gives them the same seqs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use natter_shared::Message;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::sequencer::{Sequencer, store_batch};
+use super::{
+    Command, PARTITIONS, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of,
+};
+use crate::realtime::Events;
+use crate::store::{Store, StoreError, Stored};
+
+/// Deliveries a sequencer may hold unacked: what it can sequence and
+/// deliver while the database is away, before senders have to wait.
+const PREFETCH: u16 = 5000;
+
+/// The partition queue of a deployment whose names start with `prefix`.
+pub fn inbox_queue(prefix: &str, partition: u16) -> String {
+    format!("{prefix}.messages.{partition}")
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    pub url: String,
+    /// Names of this deployment's queues start with it.
+    pub prefix: String,
+    pub node_id: String,
+    /// Whether this process sequences and stores messages.
+    pub persist: bool,
+    /// Queues unused for this long are deleted by RabbitMQ (for tests).
+    pub queue_expiry: Option<Duration>,
+}
+
+#[derive(Clone)]
+struct Link {
+    /// Publishes commands, with confirms.
+    channel: Channel,
+    /// Where this node's replies arrive.
+    replies: String,
+}
+
+type Waiting = Mutex<HashMap<String, oneshot::Sender<Reply>>>;
+
+pub struct AmqpPipeline {
+    settings: AmqpSettings,
+    store: Arc<dyn Store>,
+    events: Arc<Events>,
+    link: Mutex<Option<Link>>,
+    waiting: Waiting,
+}
+
+impl AmqpPipeline {
+    /// Connects (waiting at most `patience`), declares the partition queues
+    /// and starts consuming them when `settings.persist`.
+    pub async fn start(
+        settings: AmqpSettings,
+        store: Arc<dyn Store>,
+        events: Arc<Events>,
+        patience: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
+        let pipeline = Arc::new(AmqpPipeline {
+            settings,
+            store,
+            events,
+            link: Mutex::new(None),
+            waiting: Mutex::new(HashMap::new()),
+        });
+        let (connection, link) = tokio::time::timeout(patience, pipeline.connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("RabbitMQ did not answer within {patience:?}"))??;
+        tokio::spawn(pipeline.clone().supervise(connection, link));
+        Ok(pipeline)
+    }
+
+    /// Publishes `command` to the chat's partition and waits for the
+    /// sequencer's reply.
+    pub async fn ask(&self, chat_id: &str, command: Command) -> Result<Reply, PipelineError> {
+        let link = self.current().ok_or_else(broker_down)?;
+        let correlation = uuid::Uuid::new_v4().simple().to_string();
+        let (reply, answer) = oneshot::channel();
+        self.waiting().insert(correlation.clone(), reply);
+        let published = self.publish(&link, chat_id, &command, &correlation).await;
+        if let Err(err) = published {
+            self.waiting().remove(&correlation);
+            return Err(err);
+        }
+        let answer = tokio::time::timeout(SEND_PATIENCE, answer).await;
+        self.waiting().remove(&correlation);
+        match answer {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) | Err(_) => Err(not_confirmed()),
+        }
+    }
+
+    /// Like `ask`, for a command that must arrive but that nobody waits
+    /// for: tried again in the background, for a while, while it fails.
+    pub async fn tell_until_heard(self: Arc<Self>, chat_id: &str, command: Command) {
+        if self.ask(chat_id, command.clone()).await.is_ok() {
+            return;
+        }
+        let chat_id = chat_id.to_owned();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(200);
+            for _ in 0..60 {
+                tokio::time::sleep(pause).await;
+                if self.ask(&chat_id, command.clone()).await.is_ok() {
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            tracing::error!(chat = %chat_id, "a chat change never reached its sequencer");
+        });
+    }
+
+    async fn publish(
+        &self,
+        link: &Link,
+        chat_id: &str,
+        command: &Command,
+        correlation: &str,
+    ) -> Result<(), PipelineError> {
+        let payload = serde_json::to_vec(command)
+            .map_err(|err| PipelineError::Unavailable(format!("unsendable command: {err}")))?;
+        let queue = inbox_queue(&self.settings.prefix, partition_of(chat_id));
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_reply_to(link.replies.as_str().into())
+            .with_correlation_id(correlation.into())
+            .with_app_id(self.settings.node_id.as_str().into());
+        let confirm = link
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                properties,
+            )
+            .await
+            .map_err(|_| broker_down())?
+            .await
+            .map_err(|_| broker_down())?;
+        if confirm.is_nack() {
+            return Err(PipelineError::Unavailable(
+                "the message broker refused the message: try again".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn is_linked(&self) -> bool {
+        self.current().is_some()
+    }
+
+    fn current(&self) -> Option<Link> {
+        self.link
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_current(&self, link: Option<Link>) {
+        *self
+            .link
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Reply>>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn queue_arguments(&self, quorum: bool) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+        if let Some(expiry) = self.settings.queue_expiry {
+            let millis = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+            arguments.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
+        }
+        arguments
+    }
+
+    async fn connect(&self) -> Result<(Connection, Link), lapin::Error> {
+        let properties = ConnectionProperties::default().with_connection_name(
+            format!("natter-server {} pipeline", self.settings.node_id).into(),
+        );
+        let connection = Connection::connect(&self.settings.url, properties).await?;
+        let channel = connection.create_channel().await?;
+        for partition in 0..PARTITIONS {
+            channel
+                .queue_declare(
+                    inbox_queue(&self.settings.prefix, partition)
+                        .as_str()
+                        .into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    self.queue_arguments(true),
+                )
+                .await?;
+        }
+        let replies = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let link = Link {
+            channel,
+            replies: replies.name().as_str().to_owned(),
+        };
+        Ok((connection, link))
+    }
+
+    /// Runs the link; when it breaks, fails whoever waits and reconnects
+    /// with backoff (up to 5 s between tries).
+    async fn supervise(self: Arc<Self>, mut connection: Connection, mut link: Link) {
+        loop {
+            match self.clone().run(&connection, link).await {
+                Ok(()) => tracing::warn!("the pipeline's link to RabbitMQ closed"),
+                Err(err) => tracing::warn!(error = %err, "the pipeline's link to RabbitMQ broke"),
+            }
+            self.set_current(None);
+            self.waiting().clear();
+            let _ = connection.close(0, "reconnecting".into()).await;
+            let mut pause = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(pause).await;
+                match self.connect().await {
+                    Ok((new_connection, new_link)) => {
+                        tracing::info!("the pipeline reconnected to RabbitMQ");
+                        (connection, link) = (new_connection, new_link);
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "RabbitMQ still unreachable");
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives replies and, when persisting, runs a sequencer per
+    /// partition, until any of them stops.
+    async fn run(self: Arc<Self>, connection: &Connection, link: Link) -> Result<(), lapin::Error> {
+        let mut tasks = JoinSet::new();
+        let reply_channel = connection.create_channel().await?;
+        let replies = reply_channel
+            .basic_consume(
+                link.replies.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        tasks.spawn(self.clone().receive_replies(replies));
+        if self.settings.persist {
+            for partition in 0..PARTITIONS {
+                let channel = connection.create_channel().await?;
+                tasks.spawn(self.clone().sequence(channel, partition));
+            }
+        }
+        self.set_current(Some(link));
+        let outcome = match tasks.join_next().await {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(err)) => {
+                tracing::error!(error = %err, "a pipeline task failed");
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        tasks.shutdown().await;
+        outcome
+    }
+
+    async fn receive_replies(
+        self: Arc<Self>,
+        mut replies: lapin::Consumer,
+    ) -> Result<(), lapin::Error> {
+        while let Some(delivery) = replies.next().await {
+            let delivery = delivery?;
+            let Some(correlation) = delivery.properties.correlation_id() else {
+                continue;
+            };
+            let waiter = self.waiting().remove(correlation.as_str());
+            match (waiter, serde_json::from_slice::<Reply>(&delivery.data)) {
+                (Some(waiter), Ok(reply)) => {
+                    let _ = waiter.send(reply);
+                }
+                (_, Err(err)) => {
+                    tracing::warn!(error = %err, "an unreadable reply from a sequencer")
+                }
+                // Its sender gave up waiting.
+                (None, Ok(_)) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One partition's sequencer: receives while RabbitMQ lets it, and
+    /// stores in batches, one commit at a time, while it goes on sequencing.
+    async fn sequence(
+        self: Arc<Self>,
+        channel: Channel,
+        partition: u16,
+    ) -> Result<(), lapin::Error> {
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await?;
+        let queue = inbox_queue(&self.settings.prefix, partition);
+        let tag = format!("{}/{partition}", self.settings.node_id);
+        let mut deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut state = Partition::new(Sequencer::new(self.store.clone(), self.events.clone()));
+        let mut commit: Option<(Commit, u64)> = None;
+        loop {
+            if commit.is_none() {
+                commit = state.start_commit_when_due();
+            }
+            let retry_at = state.retry_at.filter(|_| commit.is_none());
+            tokio::select! {
+                biased;
+                done = wait_for(&mut commit) => {
+                    let covered = commit.take().map_or(0, |(_, covered)| covered);
+                    let Ok(replies) = state.finish_commit(done, covered, &channel).await else {
+                        return Ok(());
+                    };
+                    for (address, reply) in replies {
+                        send_reply(&channel, &address, &reply).await?;
+                    }
+                }
+                delivery = deliveries.next() => {
+                    let Some(delivery) = delivery else { return Ok(()) };
+                    let delivery = delivery?;
+                    if let Some((address, reply)) = state.handle(&delivery).await {
+                        send_reply(&channel, &address, &reply).await?;
+                    }
+                }
+                () = sleep_until(retry_at) => state.retry_at = None,
+            }
+        }
+    }
+}
+
+type CommitOutcome = Result<(Vec<Message>, Result<(), StoreError>), tokio::task::JoinError>;
+
+/// Completes when the commit in flight does (never, when there is none).
+async fn wait_for(commit: &mut Option<(Commit, u64)>) -> CommitOutcome {
+    match commit {
+        Some((task, _)) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes at `at` (never, when there is none).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Where a reply goes: the asking node's queue and the request's id.
+struct Address {
+    queue: ShortString,
+    correlation: ShortString,
+}
+
+impl Address {
+    fn of(delivery: &lapin::message::Delivery) -> Option<Self> {
+        Some(Address {
+            queue: delivery.properties.reply_to().clone()?,
+            correlation: delivery.properties.correlation_id().clone()?,
+        })
+    }
+}
+
+async fn send_reply(
+    channel: &Channel,
+    address: &Address,
+    reply: &Reply,
+) -> Result<(), lapin::Error> {
+    let Ok(payload) = serde_json::to_vec(reply) else {
+        return Ok(());
+    };
+    // No confirm: a lost reply makes its sender time out and try again,
+    // which the sequencer recognises.
+    let _unconfirmed = channel
+        .basic_publish(
+            "".into(),
+            address.queue.clone(),
+            BasicPublishOptions::default(),
+            &payload,
+            BasicProperties::default().with_correlation_id(address.correlation.clone()),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The partition must start over from what the queue still holds.
+struct Restart;
+
+type Commit = JoinHandle<(Vec<Message>, Result<(), StoreError>)>;
+
+/// A partition sequencer's bookkeeping of deliveries, batches and acks.
+struct Partition {
+    sequencer: Sequencer,
+    /// The newest delivery handled, and the newest acked.
+    handled: u64,
+    acked: u64,
+    /// `Settle` requests, answered once their delivery is acked.
+    settles: Vec<(u64, Address)>,
+    retry_at: Option<Instant>,
+    pause: Duration,
+}
+
+impl Partition {
+    fn new(sequencer: Sequencer) -> Self {
+        Partition {
+            sequencer,
+            handled: 0,
+            acked: 0,
+            settles: Vec::new(),
+            retry_at: None,
+            pause: Duration::from_millis(50),
+        }
+    }
+
+    /// Starts storing what was sequenced since the last commit, unless a
+    /// failed one waits to be tried again; returns the commit and the
+    /// newest delivery it covers.
+    fn start_commit_when_due(&mut self) -> Option<(Commit, u64)> {
+        let waiting = self.retry_at.is_some_and(|at| Instant::now() < at);
+        if waiting || self.handled == self.acked {
+            return None;
+        }
+        self.retry_at = None;
+        let batch = self.sequencer.take_batch();
+        let store = self.sequencer.store();
+        let task = tokio::spawn(async move {
+            let outcome = if batch.is_empty() {
+                Ok(())
+            } else {
+                store_batch(store.as_ref(), &batch).await
+            };
+            (batch, outcome)
+        });
+        Some((task, self.handled))
+    }
+
+    /// Acks what the finished commit covered and returns the replies that
+    /// waited for it; on failure keeps the batch for the next try.
+    async fn finish_commit(
+        &mut self,
+        done: CommitOutcome,
+        covered: u64,
+        channel: &Channel,
+    ) -> Result<Vec<(Address, Reply)>, Restart> {
+        match done {
+            Ok((_, Ok(()))) => {
+                if let Err(err) = channel
+                    .basic_ack(covered, BasicAckOptions { multiple: true })
+                    .await
+                {
+                    tracing::warn!(error = %err, "a batch was stored but not acked: it comes again");
+                    return Err(Restart);
+                }
+                self.acked = covered;
+                self.pause = Duration::from_millis(50);
+                self.sequencer.stored();
+                let (answered, later): (Vec<_>, Vec<_>) =
+                    self.settles.drain(..).partition(|(tag, _)| *tag <= covered);
+                self.settles = later;
+                Ok(answered
+                    .into_iter()
+                    .map(|(_, address)| (address, Reply::Done))
+                    .collect())
+            }
+            Ok((batch, Err(err))) => {
+                tracing::warn!(error = %err, messages = batch.len(), "storing a batch failed; trying again");
+                self.sequencer.restore_batch(batch);
+                self.retry_at = Some(Instant::now() + self.pause);
+                self.pause = (self.pause * 2).min(Duration::from_secs(2));
+                Ok(Vec::new())
+            }
+            Err(err) => {
+                // The batch is gone with the task: start over from the
+                // queue, which still has every unacked message.
+                tracing::error!(error = %err, "a commit task failed");
+                Err(Restart)
+            }
+        }
+    }
+
+    /// Handles one delivery; returns the reply to send now, if any.
+    async fn handle(&mut self, delivery: &lapin::message::Delivery) -> Option<(Address, Reply)> {
+        self.handled = delivery.delivery_tag;
+        let address = Address::of(delivery);
+        let command = match serde_json::from_slice::<Command>(&delivery.data) {
+            Ok(command) => command,
+            Err(err) => {
+                tracing::warn!(error = %err, "an unreadable command in a partition queue");
+                return None;
+            }
+        };
+        let reply = match command {
+            Command::Send { draft } => self.send(&draft, delivery.redelivered).await,
+            Command::Settle => {
+                if let Some(address) = address {
+                    self.settles.push((delivery.delivery_tag, address));
+                }
+                return None;
+            }
+            Command::Changed { chat_id } => {
+                self.sequencer.changed(&chat_id);
+                Reply::Done
+            }
+        };
+        address.map(|address| (address, reply))
+    }
+
+    async fn send(&mut self, draft: &super::Draft, redelivered: bool) -> Reply {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.sequencer.sequence(draft, redelivered).await {
+                Ok(Ok(Stored::New(message))) => {
+                    return Reply::Sent {
+                        message,
+                        duplicate: false,
+                    };
+                }
+                Ok(Ok(Stored::Duplicate(message))) => {
+                    // A redelivery's sender may still be waiting for its first answer.
+                    return Reply::Sent {
+                        message,
+                        duplicate: !redelivered,
+                    };
+                }
+                Ok(Err(refusal)) => return Reply::Refused { refusal },
+                // Its sender may have been acked by the sequencer before:
+                // it must not be dropped, so wait for the database.
+                Err(err) if redelivered => {
+                    tracing::warn!(error = %err, "a redelivered message waits for the database");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "a message could not be sequenced");
+                    return Reply::Failed {
+                        error: "the database is not answering: try again".into(),
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn broker_down() -> PipelineError {
+    PipelineError::Unavailable("the message broker is unreachable: try again".into())
+}

@@ -1,0 +1,259 @@
+//! How a sent message reaches its chat's members and the database (the
+//! seed's "Storing High Throughput Messages").
+//!
+//! Chats are split into `PARTITIONS` by a hash of their id. Each partition
+//! has one sequencer at a time, which gives a chat's messages their seqs in
+//! the order it receives them, delivers each at once, and stores them in the
+//! database in batches afterwards (`sequencer`). The way to a partition is:
+//!
+//! - `local`: an in-process queue per partition, for the embedded default.
+//!   The sender's ack waits for the batch's commit: nothing else would keep
+//!   the message if the process died.
+//! - `amqp`: a durable RabbitMQ quorum queue per partition, with publisher
+//!   confirms and a single active consumer, so every node (and every
+//!   `natter-server persist`) may consume it, and exactly one sequences.
+//!   The sender's ack waits for RabbitMQ's confirm and the sequencer's seq,
+//!   never for the database; the queue keeps the message until the commit,
+//!   and a sequencer that takes over after a crash receives the uncommitted
+//!   messages again, in their order, and gives them the same seqs.
+//!
+//! Reads see every acked message (`settle`): a history read first passes a
+//! marker through the chat's partition and waits for its sequencer to have
+//! committed everything before it.
+
+mod amqp;
+mod local;
+mod sequencer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use natter_shared::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::realtime::Events;
+use crate::store::{Store, Stored};
+
+pub use amqp::{AmqpPipeline, AmqpSettings, inbox_queue};
+
+/// How many partitions chats are spread over. Every node of a deployment
+/// must agree on it: it decides which queue a chat's messages go through.
+pub const PARTITIONS: u16 = 8;
+
+/// How long a sender waits for its message to be sequenced (and, on the
+/// embedded default, stored) before it is told to try again.
+pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The partition a chat's messages go through: FNV-1a of its id, the same
+/// on every node and every build.
+pub fn partition_of(chat_id: &str) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in chat_id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (hash % u32::from(PARTITIONS)) as u16
+}
+
+/// A message as its sender wrote it, validated, before it has a seq.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Draft {
+    pub id: String,
+    pub chat_id: String,
+    pub sender_id: String,
+    pub content: String,
+    pub client_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a partition's sequencer is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Command {
+    /// Sequence, deliver and store a message.
+    Send { draft: Draft },
+    /// Answer once everything before this is in the database.
+    Settle,
+    /// A chat's members changed: forget what is known of them.
+    Changed {
+        #[serde(rename = "chatId")]
+        chat_id: String,
+    },
+}
+
+/// A sequencer's answer to a command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Reply {
+    Sent { message: Message, duplicate: bool },
+    Refused { refusal: Refusal },
+    Done,
+    Failed { error: String },
+}
+
+/// Why a sequencer would not take a message: the sender's mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("no chat with that id")]
+    NoSuchChat,
+    #[error("you are not a member of this chat")]
+    NotMember,
+    #[error("this clientId was already used for a message in another chat")]
+    ClientIdReused,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Nothing was acked: the sender may try again (with the same clientId).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(err: PipelineError) -> Self {
+        match err {
+            PipelineError::Refused(refusal @ Refusal::NoSuchChat) => {
+                ApiError::not_found(refusal.to_string())
+            }
+            PipelineError::Refused(refusal @ Refusal::NotMember) => {
+                ApiError::forbidden(refusal.to_string())
+            }
+            PipelineError::Refused(refusal @ Refusal::ClientIdReused) => {
+                ApiError::Conflict(refusal.to_string())
+            }
+            PipelineError::Unavailable(reason) => ApiError::Unavailable(reason),
+        }
+    }
+}
+
+impl Reply {
+    fn into_stored(self) -> Result<Stored, PipelineError> {
+        match self {
+            Reply::Sent {
+                message,
+                duplicate: false,
+            } => Ok(Stored::New(message)),
+            Reply::Sent {
+                message,
+                duplicate: true,
+            } => Ok(Stored::Duplicate(message)),
+            Reply::Refused { refusal } => Err(refusal.into()),
+            Reply::Done => Err(unexpected()),
+            Reply::Failed { error } => Err(PipelineError::Unavailable(error)),
+        }
+    }
+
+    fn into_done(self) -> Result<(), PipelineError> {
+        match self {
+            Reply::Done => Ok(()),
+            Reply::Failed { error } => Err(PipelineError::Unavailable(error)),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+fn unexpected() -> PipelineError {
+    PipelineError::Unavailable("the message pipeline answered out of turn".into())
+}
+
+pub(crate) fn not_confirmed() -> PipelineError {
+    PipelineError::Unavailable(
+        "the message was not confirmed in time: send it again with the same clientId".into(),
+    )
+}
+
+/// The way into the partitions, whichever it is.
+pub enum Pipeline {
+    Local(local::LocalPipeline),
+    Amqp(Arc<AmqpPipeline>),
+}
+
+impl Pipeline {
+    /// The embedded default: partitions as tasks in this process.
+    pub fn local(store: Arc<dyn Store>, events: Arc<Events>) -> Self {
+        Pipeline::Local(local::LocalPipeline::start(store, events))
+    }
+
+    /// Whether messages can be sent while the database is away: through
+    /// RabbitMQ, while linked to it.
+    pub fn works_without_database(&self) -> bool {
+        match self {
+            Pipeline::Local(_) => false,
+            Pipeline::Amqp(amqp) => amqp.is_linked(),
+        }
+    }
+
+    /// Gives a message its seq and delivers it; returns once it is safe.
+    pub async fn send(&self, draft: Draft) -> Result<Stored, PipelineError> {
+        let command = Command::Send {
+            draft: draft.clone(),
+        };
+        self.ask(&draft.chat_id, command).await?.into_stored()
+    }
+
+    /// Returns once every message acked so far in `chat_id` can be read
+    /// from the database.
+    pub async fn settle(&self, chat_id: &str) -> Result<(), PipelineError> {
+        match self {
+            // Senders there are acked after the commit already.
+            Pipeline::Local(_) => Ok(()),
+            Pipeline::Amqp(_) => self.ask(chat_id, Command::Settle).await?.into_done(),
+        }
+    }
+
+    /// Tells the chat's sequencer that its members changed, so that the next
+    /// message goes to the members as they are now. Retried in the
+    /// background while the broker is down.
+    pub async fn chat_changed(&self, chat_id: &str) {
+        let command = Command::Changed {
+            chat_id: chat_id.to_owned(),
+        };
+        match self {
+            Pipeline::Local(local) => {
+                if let Err(err) = local.ask(chat_id, command).await {
+                    tracing::warn!(error = %err, "a chat change did not reach its sequencer");
+                }
+            }
+            Pipeline::Amqp(amqp) => amqp.clone().tell_until_heard(chat_id, command).await,
+        }
+    }
+
+    async fn ask(&self, chat_id: &str, command: Command) -> Result<Reply, PipelineError> {
+        match self {
+            Pipeline::Local(local) => local.ask(chat_id, command).await,
+            Pipeline::Amqp(amqp) => amqp.ask(chat_id, command).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        assert_eq!(
+            partition_of("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10"),
+            partition_of("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10")
+        );
+        let mut used = [false; PARTITIONS as usize];
+        for n in 0..200 {
+            used[usize::from(partition_of(&format!("chat-{n}")))] = true;
+        }
+        assert!(used.iter().all(|&hit| hit), "200 chats use every partition");
+    }
+
+    #[test]
+    fn commands_travel_as_tagged_json() {
+        let text = serde_json::to_string(&Command::Changed {
+            chat_id: "c1".into(),
+        })
+        .unwrap_or_default();
+        assert_eq!(text, r#"{"type":"changed","chatId":"c1"}"#);
+    }
+}

@@ -1,0 +1,339 @@
+//! One partition's sequencer: what it knows of its chats, how it gives a
+//! message its seq, and how it stores what it sequenced.
+//!
+//! It reads the database only to learn a chat it has not seen yet (its last
+//! seq, its members) and the senders it has not seen yet; after that,
+//! messages are sequenced and delivered from memory, so sending goes on
+//! while the database is away, and the batch is stored once it is back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use chrono::{DateTime, Utc};
+use natter_shared::{Message, ServerFrame, User};
+
+use super::{Draft, Refusal};
+use crate::realtime::Events;
+use crate::store::{Store, StoreError, Stored};
+
+/// Chats remembered before memory is cleared (only between batches: a chat
+/// with uncommitted messages must keep its seq).
+const CHATS_REMEMBERED: usize = 100_000;
+
+/// A message that may have been sequenced before this sequencer learned its
+/// chat (by the one before it, which died or lost the queue) is looked up in
+/// the database first. Drafts are stamped by the node that took them, so
+/// this allows for clocks that are a little apart.
+fn clock_slack() -> chrono::TimeDelta {
+    chrono::TimeDelta::seconds(5)
+}
+
+/// How long sending waits for a lookup it can do without.
+const OPTIONAL_PATIENCE: Duration = Duration::from_millis(250);
+/// How long such lookups are skipped after the database failed one.
+const AWAY_PAUSE: Duration = Duration::from_secs(2);
+
+struct ChatState {
+    last_seq: i64,
+    /// None after a membership change, until the next message reloads them.
+    members: Option<Vec<String>>,
+    /// When this sequencer learned the chat.
+    known_since: DateTime<Utc>,
+}
+
+pub struct Sequencer {
+    store: Arc<dyn Store>,
+    events: Arc<Events>,
+    chats: HashMap<String, ChatState>,
+    senders: HashMap<String, User>,
+    /// Messages sequenced by this sequencer, by draft id and by
+    /// (sender, clientId), to recognise a message seen twice.
+    by_id: HashMap<String, Message>,
+    by_client: HashMap<(String, String), String>,
+    /// Sequenced, delivered, not yet stored; in seq order per chat.
+    pending: Vec<Message>,
+    /// Optional lookups are skipped until then: the database failed one.
+    database_away_until: Option<Instant>,
+}
+
+impl Sequencer {
+    pub fn new(store: Arc<dyn Store>, events: Arc<Events>) -> Self {
+        Sequencer {
+            store,
+            events,
+            chats: HashMap::new(),
+            senders: HashMap::new(),
+            by_id: HashMap::new(),
+            by_client: HashMap::new(),
+            pending: Vec::new(),
+            database_away_until: None,
+        }
+    }
+
+    /// Gives `draft` its chat's next seq and delivers it to the members, or
+    /// recognises it as one already sequenced (then delivers it again: the
+    /// first delivery may not have happened). `Err` only when the database
+    /// was needed and could not answer; nothing changed then.
+    pub async fn sequence(
+        &mut self,
+        draft: &Draft,
+        redelivered: bool,
+    ) -> Result<Result<Stored, Refusal>, StoreError> {
+        if let Some(known) = self.known(draft, redelivered).await? {
+            let message = match known {
+                Ok(message) => message,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            if let Ok(Ok(members)) = self.members_of(&message.chat_id).await {
+                self.deliver(&message, &members).await;
+            }
+            return Ok(Ok(Stored::Duplicate(message)));
+        }
+        let members = match self.members_of(&draft.chat_id).await? {
+            Ok(members) => members,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if !members.contains(&draft.sender_id) {
+            return Ok(Err(Refusal::NotMember));
+        }
+        let Some(sender) = self.sender(&draft.sender_id).await? else {
+            return Ok(Err(Refusal::NotMember));
+        };
+        let Some(chat) = self.chats.get_mut(&draft.chat_id) else {
+            return Ok(Err(Refusal::NoSuchChat));
+        };
+        chat.last_seq += 1;
+        let message = Message {
+            id: draft.id.clone(),
+            chat_id: draft.chat_id.clone(),
+            seq: chat.last_seq,
+            sender,
+            content: draft.content.clone(),
+            client_id: draft.client_id.clone(),
+            created_at: draft.created_at,
+        };
+        self.remember(&message);
+        self.pending.push(message.clone());
+        self.deliver(&message, &members).await;
+        Ok(Ok(Stored::New(message)))
+    }
+
+    /// The members' cached list is stale: reload it for the next message.
+    pub fn changed(&mut self, chat_id: &str) {
+        if let Some(chat) = self.chats.get_mut(chat_id) {
+            chat.members = None;
+        }
+    }
+
+    /// Messages sequenced and not yet stored.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Hands over what is to be stored next, oldest first.
+    pub fn take_batch(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Takes back a batch that could not be stored, ahead of anything
+    /// sequenced since.
+    pub fn restore_batch(&mut self, mut batch: Vec<Message>) {
+        batch.append(&mut self.pending);
+        self.pending = batch;
+    }
+
+    /// After a batch is stored: memory is bounded between batches.
+    pub fn stored(&mut self) {
+        if self.pending.is_empty() && self.chats.len() > CHATS_REMEMBERED {
+            self.forget_all();
+        }
+    }
+
+    /// Stores everything sequenced so far in one transaction, here and now
+    /// (the embedded pipeline's way). On failure the batch is kept for the
+    /// next try.
+    pub async fn commit(&mut self) -> Result<(), StoreError> {
+        let batch = self.take_batch();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match store_batch(self.store.as_ref(), &batch).await {
+            Ok(()) => {
+                self.stored();
+                Ok(())
+            }
+            Err(err) => {
+                self.restore_batch(batch);
+                Err(err)
+            }
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    fn forget_all(&mut self) {
+        self.chats.clear();
+        self.senders.clear();
+        self.by_id.clear();
+        self.by_client.clear();
+    }
+
+    /// The message this draft already became, if it was sequenced before:
+    /// by this sequencer (remembered), or by an earlier one (stored), or
+    /// the same clientId again. `Ok(Some(Err))` for a clientId used in
+    /// another chat.
+    async fn known(
+        &mut self,
+        draft: &Draft,
+        redelivered: bool,
+    ) -> Result<Option<Result<Message, Refusal>>, StoreError> {
+        if let Some(message) = self.by_id.get(&draft.id) {
+            return Ok(Some(Ok(message.clone())));
+        }
+        if let Some(client_id) = &draft.client_id {
+            let key = (draft.sender_id.clone(), client_id.clone());
+            if let Some(message) = self.by_client.get(&key).and_then(|id| self.by_id.get(id)) {
+                return Ok(Some(same_chat(message.clone(), draft)));
+            }
+        }
+        // An earlier sequencer may have stored it already: one that died
+        // before the queue heard of the commit (then it comes redelivered),
+        // or one that held this chat before this sequencer learned it.
+        let maybe_earlier = self
+            .chats
+            .get(&draft.chat_id)
+            .is_none_or(|chat| draft.created_at < chat.known_since + clock_slack());
+        if redelivered {
+            if let Some(message) = self.store.message(&draft.id).await? {
+                return Ok(Some(Ok(message)));
+            }
+        } else if maybe_earlier {
+            let store = self.store.clone();
+            if let Some(message) = self.optional(store.message(&draft.id)).await {
+                return Ok(Some(Ok(message)));
+            }
+        }
+        if let Some(client_id) = &draft.client_id {
+            // A retry may come long after the first try (an app's outbox
+            // across restarts). When the database cannot say, the message
+            // is taken as new: a rare double beats a refused send.
+            let store = self.store.clone();
+            let earlier = store.message_by_client(&draft.sender_id, client_id);
+            if let Some(message) = self.optional(earlier).await {
+                return Ok(Some(same_chat(message, draft)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A lookup that sending can do without: answered quickly or skipped,
+    /// and skipped altogether for a while after the database failed one.
+    async fn optional(
+        &mut self,
+        lookup: impl Future<Output = Result<Option<Message>, StoreError>>,
+    ) -> Option<Message> {
+        if self
+            .database_away_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return None;
+        }
+        match tokio::time::timeout(OPTIONAL_PATIENCE, lookup).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "lookup skipped: the database is away");
+                self.database_away_until = Some(Instant::now() + AWAY_PAUSE);
+                None
+            }
+            Err(_) => {
+                tracing::debug!("lookup skipped: the database is slow to answer");
+                self.database_away_until = Some(Instant::now() + AWAY_PAUSE);
+                None
+            }
+        }
+    }
+
+    /// The chat's members, loading the chat when it is new here.
+    async fn members_of(
+        &mut self,
+        chat_id: &str,
+    ) -> Result<Result<Vec<String>, Refusal>, StoreError> {
+        if !self.chats.contains_key(chat_id) {
+            let Some(last_seq) = self.store.last_seq(chat_id).await? else {
+                return Ok(Err(Refusal::NoSuchChat));
+            };
+            self.chats.insert(
+                chat_id.to_owned(),
+                ChatState {
+                    last_seq,
+                    members: None,
+                    known_since: Utc::now(),
+                },
+            );
+        }
+        let Some(chat) = self.chats.get_mut(chat_id) else {
+            return Ok(Err(Refusal::NoSuchChat));
+        };
+        if chat.members.is_none() {
+            chat.members = Some(self.store.members(chat_id).await?);
+        }
+        Ok(Ok(chat.members.clone().unwrap_or_default()))
+    }
+
+    async fn sender(&mut self, user_id: &str) -> Result<Option<User>, StoreError> {
+        if let Some(user) = self.senders.get(user_id) {
+            return Ok(Some(user.clone()));
+        }
+        let user = self.store.user(user_id).await?;
+        if let Some(user) = &user {
+            self.senders.insert(user_id.to_owned(), user.clone());
+        }
+        Ok(user)
+    }
+
+    fn remember(&mut self, message: &Message) {
+        if let Some(client_id) = &message.client_id {
+            self.by_client.insert(
+                (message.sender.id.clone(), client_id.clone()),
+                message.id.clone(),
+            );
+        }
+        self.by_id.insert(message.id.clone(), message.clone());
+    }
+
+    /// Hands the message to this node's sockets and the other nodes. A
+    /// failure is logged: the message is safe, and the nodes that could not
+    /// be told close their sockets so that their apps catch up.
+    async fn deliver(&self, message: &Message, members: &[String]) {
+        let frame = ServerFrame::Message {
+            message: message.clone(),
+        };
+        self.events.publish_lossy(members, &frame).await;
+    }
+}
+
+/// Stores a batch in one transaction.
+pub async fn store_batch(store: &dyn Store, batch: &[Message]) -> Result<(), StoreError> {
+    let stored = store.store_messages(batch).await?;
+    if stored < batch.len() as u64 {
+        tracing::debug!(
+            batch = batch.len(),
+            stored,
+            "part of the batch was stored before (a redelivery)"
+        );
+    }
+    Ok(())
+}
+
+fn same_chat(message: Message, draft: &Draft) -> Result<Message, Refusal> {
+    if message.chat_id == draft.chat_id {
+        Ok(message)
+    } else {
+        Err(Refusal::ClientIdReused)
+    }
+}

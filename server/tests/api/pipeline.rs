@@ -1,0 +1,84 @@
+//! The message pipeline through RabbitMQ: what the partition queues may do
+//! to a message (deliver it twice) never shows in the chat.
+
+use chrono::Utc;
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use natter_server::pipeline::{Command, Draft, inbox_queue, partition_of};
+
+use crate::helpers::{amqp_url, spawn_named_cluster};
+
+/// Publishes `draft` into its chat's partition queue `times` times, as a
+/// broker redelivering it (or a publisher repeating itself) would.
+async fn publish_repeatedly(deployment: &str, draft: &Draft, times: usize) {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ answers");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let queue = inbox_queue(deployment, partition_of(&draft.chat_id));
+    let payload = serde_json::to_vec(&Command::Send {
+        draft: draft.clone(),
+    })
+    .expect("json");
+    for _ in 0..times {
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        assert!(confirm.is_ack());
+    }
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_by_rabbitmq_is_stored_once_with_one_seq() {
+    let (nodes, deployment) = spawn_named_cluster(1).await;
+    let app = &nodes[0];
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let chat = app.open_direct(&ann, &bob).await;
+    let mut bob_socket = app.socket(&bob).await;
+
+    let first = app.send(&ann, &chat, "one").await;
+    assert_eq!(bob_socket.next_message().await, first);
+    // The stored message comes again, twice.
+    let again = Draft {
+        id: first.id.clone(),
+        chat_id: chat.id.clone(),
+        sender_id: ann.id.clone(),
+        content: first.content.clone(),
+        client_id: None,
+        created_at: first.created_at,
+    };
+    publish_repeatedly(&deployment, &again, 2).await;
+    // A new message comes twice in a row.
+    let twice = Draft {
+        id: uuid::Uuid::now_v7().to_string(),
+        created_at: Utc::now(),
+        content: "two".into(),
+        ..again
+    };
+    publish_repeatedly(&deployment, &twice, 2).await;
+    // The queue is first in, first out: once this is acked, those were handled.
+    let third = app.send(&ann, &chat, "three").await;
+    assert_eq!(third.seq, 3, "the repeats took no seq");
+
+    let history = app.history(&bob, &chat, "").await;
+    let stored: Vec<(i64, &str)> = history
+        .iter()
+        .map(|message| (message.seq, message.content.as_str()))
+        .collect();
+    assert_eq!(stored, [(1, "one"), (2, "two"), (3, "three")]);
+    assert_eq!(history[1].id, twice.id);
+}

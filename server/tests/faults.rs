@@ -36,10 +36,37 @@ struct Node {
 }
 
 async fn start_node(name: &str, database: &str, exchange: &str) -> Node {
+    start_node_with(name, database, exchange, true).await
+}
+
+/// The `natter-server` command of one deployment, with its settings.
+fn server_command(name: &str, database: &str, exchange: &str, data: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_natter-server"));
+    command
+        .env("NATTER_DATA_DIR", data)
+        .env("NATTER_DATABASE_URL", database)
+        .env("NATTER_AMQP_URL", amqp_url())
+        .env("NATTER_AMQP_EXCHANGE", exchange)
+        .env("NATTER_JWT_SECRET", TEST_SECRET)
+        .env("NATTER_NODE_ID", name)
+        .env(
+            "NATTER_AMQP_QUEUE_EXPIRY_MS",
+            TEST_QUEUE_EXPIRY_MS.to_string(),
+        )
+        .env("NATTER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
+/// A node; `persist: false` leaves sequencing and storing to others.
+async fn start_node_with(name: &str, database: &str, exchange: &str, persist: bool) -> Node {
     let data = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_natter-server"))
+    let child = server_command(name, database, exchange, data.path())
         .env("NATTER_ADDR", format!("127.0.0.1:{port}"))
+        .env("NATTER_PERSIST", persist.to_string())
         .env("NATTER_DATA_DIR", data.path())
         .env("NATTER_DATABASE_URL", database)
         .env("NATTER_AMQP_URL", amqp_url())
@@ -567,4 +594,46 @@ async fn with_postgresql_stopped_for_ten_seconds_sends_are_acked_and_delivered_t
             && response.json::<Vec<Message>>().await.expect("messages") == expected
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persist_process_sequences_and_stores_for_nodes_that_do_not() {
+    let _serial = SERIAL.lock().await;
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let node = start_node_with("serving-only", &database, &exchange, false).await;
+    let app = TestApp::at(format!("127.0.0.1:{}", node.port).parse().expect("addr"));
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let chat = app.open_direct(&ann, &bob).await;
+    let mut bob_socket = connect(&app, &bob).await;
+
+    // Nobody sequences yet: after waiting its while, the send is not acked,
+    // and says so.
+    let early = reqwest::Client::new()
+        .post(app.url("/api/message"))
+        .bearer_auth(&ann.token)
+        .json(&json!({"chatId": chat.id, "content": "early", "clientId": "early"}))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(early.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let _persister = server_command("persister", &database, &exchange, data.path())
+        .arg("persist")
+        .spawn()
+        .expect("natter-server persist starts");
+    // The queue kept the early message; the persister sequences it first.
+    let first = app.send(&ann, &chat, "first").await;
+    assert_eq!(first.seq, 2);
+    let mut delivered = vec![
+        bob_socket.next_message().await,
+        bob_socket.next_message().await,
+    ];
+    delivered.sort_by_key(|message| message.seq);
+    assert_eq!(delivered[1], first);
+    let history = app.history(&bob, &chat, "").await;
+    assert_eq!(history, delivered, "stored by the persister, in order");
+    assert_eq!(history[0].content, "early");
 }

@@ -103,7 +103,9 @@ impl AmqpPipeline {
         let correlation = uuid::Uuid::new_v4().simple().to_string();
         let (reply, answer) = oneshot::channel();
         self.waiting().insert(correlation.clone(), reply);
-        let published = self.publish(&link, chat_id, &command, &correlation).await;
+        let published = self
+            .publish(&link, chat_id, &command, Some(&correlation))
+            .await;
         if let Err(err) = published {
             self.waiting().remove(&correlation);
             return Err(err);
@@ -116,10 +118,11 @@ impl AmqpPipeline {
         }
     }
 
-    /// Like `ask`, for a command that must arrive but that nobody waits
-    /// for: tried again in the background, for a while, while it fails.
+    /// Publishes a command nobody waits for an answer to. Once RabbitMQ
+    /// confirmed it, every later command to the partition comes after it.
+    /// While that fails, it is tried again in the background, for a while.
     pub async fn tell_until_heard(self: Arc<Self>, chat_id: &str, command: Command) {
-        if self.ask(chat_id, command.clone()).await.is_ok() {
+        if self.tell(chat_id, &command).await.is_ok() {
             return;
         }
         let chat_id = chat_id.to_owned();
@@ -127,7 +130,7 @@ impl AmqpPipeline {
             let mut pause = Duration::from_millis(200);
             for _ in 0..60 {
                 tokio::time::sleep(pause).await;
-                if self.ask(&chat_id, command.clone()).await.is_ok() {
+                if self.tell(&chat_id, &command).await.is_ok() {
                     return;
                 }
                 pause = (pause * 2).min(Duration::from_secs(5));
@@ -136,21 +139,29 @@ impl AmqpPipeline {
         });
     }
 
+    async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
+        let link = self.current().ok_or_else(broker_down)?;
+        self.publish(&link, chat_id, command, None).await
+    }
+
     async fn publish(
         &self,
         link: &Link,
         chat_id: &str,
         command: &Command,
-        correlation: &str,
+        correlation: Option<&str>,
     ) -> Result<(), PipelineError> {
         let payload = serde_json::to_vec(command)
             .map_err(|err| PipelineError::Unavailable(format!("unsendable command: {err}")))?;
         let queue = inbox_queue(&self.settings.prefix, partition_of(chat_id));
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_reply_to(link.replies.as_str().into())
-            .with_correlation_id(correlation.into())
             .with_app_id(self.settings.node_id.as_str().into());
+        if let Some(correlation) = correlation {
+            properties = properties
+                .with_reply_to(link.replies.as_str().into())
+                .with_correlation_id(correlation.into());
+        }
         let confirm = link
             .channel
             .basic_publish(

@@ -122,3 +122,27 @@ build_ui() {
   say "building the UI"
   (cd ui && npm run build)
 }
+
+# The Tauri CLI, which builds the app's installable bundles. 2.12.4 goes with
+# the tauri crate in Cargo.lock (2.12) and builds with rustc 1.95.
+ensure_tauri_cli() {
+  if ! cargo tauri --version 2>/dev/null | grep -q '^tauri-cli 2\.12\.'; then
+    say "installing tauri-cli 2.12.4 (builds the app's bundles)"
+    cargo install tauri-cli --version 2.12.4 --locked
+  fi
+}
+
+# Builds the Linux .deb of the desktop app (release) and checks what is in
+# it. The AppImage needs linuxdeploy, which Tauri downloads from GitHub at
+# build time: machines without that access build the .deb only.
+build_linux_bundle() {
+  ensure_tauri_cli
+  say "building the desktop app's Linux bundle (.deb)"
+  (cd src-tauri && cargo tauri build --ci --bundles deb)
+  local deb
+  deb=$(ls -t "$CARGO_TARGET_DIR"/release/bundle/deb/*.deb | head -n 1)
+  dpkg-deb --field "$deb" Package Version Depends
+  dpkg-deb --contents "$deb" | grep -q 'usr/bin/natter-desktop' ||
+    { echo "the bundle has no usr/bin/natter-desktop" >&2; exit 1; }
+  echo "bundle: $deb"
+}

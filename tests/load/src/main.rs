@@ -1,0 +1,521 @@
+//! `natter-load`: puts a crowd on natter-server through its real protocol and
+//! reports what it saw. Users sign up (or are reused from a state file),
+//! chats are made (groups and one-to-one), every user opens a socket, and
+//! messages go out at a fixed rate from seeded random senders for a fixed
+//! time. Every recipient measures send-to-receive latency; at the end the
+//! tool counts what was lost or duplicated, and with `--verify-stored`
+//! reads every chat back to check what was stored.
+//!
+//! It only talks to the servers given with `--server`.
+
+mod memory;
+mod setup;
+mod sockets;
+mod tally;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use natter_shared::{ClientFrame, Message};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+
+use crate::setup::{Crowd, Setup};
+use crate::sockets::{Route, Writer};
+use crate::tally::{Tally, content, histogram, number_in};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Via {
+    /// `send` frames on each sender's socket, acked by `ack` frames.
+    Socket,
+    /// `POST /api/message`, acked by 201.
+    Http,
+}
+
+/// Load natter-server with real users, sockets and messages.
+#[derive(Debug, Parser)]
+#[command(name = "natter-load", version, about)]
+struct Args {
+    /// Base URL of a server node; repeat for several (sockets are spread over them).
+    #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
+    servers: Vec<String>,
+    /// Users, each with one socket.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Members per group chat (less than 3: no groups).
+    #[arg(long, default_value_t = 10)]
+    group_size: usize,
+    /// Also give each user a one-to-one chat with the next user.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    direct: bool,
+    /// Messages per second over all senders; 0 only holds the sockets open.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Seconds to send (or hold the sockets open).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seed for the users' names and who sends where.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Connect from 127.0.0.1 to 127.0.0.N (about 28,000 sockets per address).
+    #[arg(long, default_value_t = 1)]
+    sources: u8,
+    /// How messages are sent.
+    #[arg(long, value_enum, default_value = "socket")]
+    via: Via,
+    /// PID of a server process, to report its memory per socket (repeat per node).
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Where users and chats are kept between runs (default: in the temp folder).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Seconds to wait for outstanding deliveries after the last send.
+    #[arg(long, default_value_t = 10)]
+    drain: u64,
+    /// Sockets opened at once.
+    #[arg(long, default_value_t = 64)]
+    connect_parallel: usize,
+    /// Read every chat back and check each acked message is stored once.
+    #[arg(long)]
+    verify_stored: bool,
+    /// Exit with an error if anything was lost, duplicated or refused.
+    #[arg(long)]
+    check: bool,
+    /// Also write the summary as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let summary = run(&args).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
+    }
+    if args.check {
+        let failed = [
+            "lost",
+            "duplicated",
+            "errors",
+            "doubleAcks",
+            "unacked",
+            "storedMissing",
+            "storedTwice",
+        ]
+        .iter()
+        .filter(|key| summary[**key].as_u64().unwrap_or(0) > 0)
+        .copied()
+        .collect::<Vec<_>>();
+        if !failed.is_empty() {
+            bail!("check failed: {failed:?} not zero");
+        }
+    }
+    Ok(())
+}
+
+/// `http://host:port` → the socket address to connect to.
+fn server_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// servers"))?;
+    let host_port = rest.trim_end_matches('/');
+    host_port
+        .to_socket_addrs()?
+        .find(SocketAddr::is_ipv4)
+        .with_context(|| format!("{url}: no IPv4 address"))
+}
+
+async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let addrs = args
+        .servers
+        .iter()
+        .map(|url| server_addr(url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let first = args.servers[0].trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let state = args.state.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "natter-load-{}-{}-{}-{}-{}.json",
+            first.replace([':', '/', '.'], "_"),
+            args.seed,
+            args.users,
+            args.group_size,
+            args.direct
+        ))
+    });
+    let crowd = Setup {
+        http: &http,
+        server: &first,
+        users: args.users,
+        group_size: args.group_size,
+        direct: args.direct,
+        seed: args.seed,
+    }
+    .crowd(&state)
+    .await?;
+
+    let run_tag = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let capacity = usize::try_from(args.rate.saturating_mul(args.duration))?.saturating_add(16);
+    let tally = Arc::new(Tally::new(capacity));
+    let (stop, stopped) = watch::channel(false);
+
+    let rss_before: Vec<Option<u64>> = args
+        .server_pids
+        .iter()
+        .map(|&pid| memory::rss_kib(pid))
+        .collect();
+    let routes: Vec<(Route, String)> = crowd
+        .users
+        .iter()
+        .enumerate()
+        .map(|(index, user)| {
+            let source = Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (index % usize::from(args.sources.max(1))) as u8,
+            );
+            let route = Route {
+                server: addrs[index % addrs.len()],
+                source: IpAddr::V4(source),
+            };
+            (route, user.token.clone())
+        })
+        .collect();
+    let (sockets, connect_time) = sockets::open_all(
+        routes,
+        args.connect_parallel.max(1),
+        run_tag,
+        tally.clone(),
+        stopped.clone(),
+    )
+    .await?;
+    let rss_after: Vec<Option<u64>> = args
+        .server_pids
+        .iter()
+        .map(|&pid| memory::rss_kib(pid))
+        .collect();
+    eprintln!(
+        "{} sockets open in {:.2} s ({:.0}/s)",
+        sockets.len(),
+        connect_time.as_secs_f64(),
+        sockets.len() as f64 / connect_time.as_secs_f64()
+    );
+    let (writers, readers): (Vec<Writer>, Vec<_>) = sockets.into_iter().unzip();
+
+    let send_started = Instant::now();
+    if args.rate > 0 {
+        send(args, &crowd, &writers, &http, run_tag, &tally).await;
+    } else {
+        hold(args, &tally).await;
+    }
+    let send_time = send_started.elapsed();
+    let settled = drain(args, &tally).await;
+    let delivery_time = send_started.elapsed();
+    eprintln!();
+    stop.send_replace(true);
+    let mut latencies = histogram();
+    for reader in readers {
+        if let Ok(histogram) = reader.await {
+            let _ = latencies.add(histogram);
+        }
+    }
+
+    let stored = if args.verify_stored {
+        Some(verify_stored(&http, &first, &crowd, run_tag, &tally).await?)
+    } else {
+        None
+    };
+    Ok(summary(SummaryInput {
+        args,
+        crowd: &crowd,
+        tally: &tally,
+        latencies: &latencies,
+        connect_time,
+        send_time,
+        delivery_time,
+        settled,
+        rss_before: &rss_before,
+        rss_after: &rss_after,
+        stored,
+    }))
+}
+
+/// Sends at `args.rate` for `args.duration` from seeded random senders.
+async fn send(
+    args: &Args,
+    crowd: &Crowd,
+    writers: &[Writer],
+    http: &reqwest::Client,
+    run: u64,
+    tally: &Arc<Tally>,
+) {
+    let chats_of = crowd.chats_of();
+    if crowd.chats.is_empty() {
+        eprintln!("no chats: nothing to send");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let requests = Arc::new(Semaphore::new(256));
+    let mut next = 0usize;
+    let mut last_report = Instant::now();
+    while started.elapsed() < Duration::from_secs(args.duration) && next < tally.capacity() {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * args.rate as f64) as usize;
+        while next < due.min(tally.capacity()) {
+            let user = rng.random_range(0..crowd.users.len());
+            let chats = &chats_of[user];
+            if chats.is_empty() {
+                continue;
+            }
+            let chat = &crowd.chats[chats[rng.random_range(0..chats.len())]];
+            let k = next;
+            next += 1;
+            tally.sending(k, chat.members.len() as u32);
+            match args.via {
+                Via::Socket => {
+                    let frame = ClientFrame::Send {
+                        chat_id: chat.id.clone(),
+                        content: content(run, k),
+                        client_id: format!("{run}-{k}"),
+                    };
+                    let text = serde_json::to_string(&frame).unwrap_or_default();
+                    if writers[user].try_send(text).is_err() {
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Via::Http => {
+                    let Ok(permit) = requests.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let request = http
+                        .post(format!("{}/api/message", crowd.server))
+                        .bearer_auth(&crowd.users[user].token)
+                        .json(&json!({"chatId": chat.id, "content": content(run, k), "clientId": format!("{run}-{k}")}));
+                    let tally = tally.clone();
+                    tokio::spawn(async move {
+                        match request.send().await {
+                            Ok(response) if response.status().is_success() => tally.acked(k),
+                            _ => {
+                                tally.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            progress(tally, started);
+        }
+    }
+}
+
+/// Holds the sockets open for `args.duration`, reporting as it goes.
+async fn hold(args: &Args, tally: &Tally) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while started.elapsed() < Duration::from_secs(args.duration) {
+        tick.tick().await;
+        progress(tally, started);
+    }
+}
+
+/// Waits (at most `args.drain` seconds) until every sent message is acked
+/// and has reached every recipient; true when it got there.
+async fn drain(args: &Args, tally: &Tally) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(args.drain);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        let sent = tally.sent.load(Ordering::Relaxed);
+        let answered = tally.acks.load(Ordering::Relaxed) + tally.errors.load(Ordering::Relaxed);
+        if answered >= sent && tally.missing() == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+fn progress(tally: &Tally, started: Instant) {
+    let seconds = started.elapsed().as_secs_f64();
+    eprint!(
+        "\rt={seconds:>5.1}s sent={} acked={} deliveries={} ({:.0}/s) errors={}   ",
+        tally.sent.load(Ordering::Relaxed),
+        tally.acks.load(Ordering::Relaxed),
+        tally.deliveries.load(Ordering::Relaxed),
+        tally.deliveries.load(Ordering::Relaxed) as f64 / seconds,
+        tally.errors.load(Ordering::Relaxed),
+    );
+}
+
+struct Stored {
+    found: u64,
+    missing: u64,
+    twice: u64,
+    seconds: f64,
+}
+
+/// Reads every chat's history and counts this run's messages in it.
+async fn verify_stored(
+    http: &reqwest::Client,
+    server: &str,
+    crowd: &Crowd,
+    run: u64,
+    tally: &Tally,
+) -> anyhow::Result<Stored> {
+    let started = Instant::now();
+    let mut seen = vec![0u8; tally.capacity()];
+    for chat in &crowd.chats {
+        let token = &crowd.users[chat.members[0]].token;
+        let mut after = 0;
+        loop {
+            let response = http
+                .get(format!(
+                    "{server}/api/message/{}?after={after}&limit=100",
+                    chat.id
+                ))
+                .bearer_auth(token)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("reading history: {}", response.status());
+            }
+            let page: Vec<Message> = response.json().await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for message in &page {
+                if let Some(k) = number_in(&message.content, run) {
+                    seen[k] = seen[k].saturating_add(1);
+                }
+            }
+        }
+    }
+    let acked = tally.acked_numbers();
+    let found = acked.iter().filter(|&&k| seen[k] > 0).count() as u64;
+    let twice = seen.iter().filter(|&&count| count > 1).count() as u64;
+    Ok(Stored {
+        found,
+        missing: acked.len() as u64 - found,
+        twice,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+struct SummaryInput<'a> {
+    args: &'a Args,
+    crowd: &'a Crowd,
+    tally: &'a Tally,
+    latencies: &'a Histogram<u64>,
+    connect_time: Duration,
+    send_time: Duration,
+    delivery_time: Duration,
+    settled: bool,
+    rss_before: &'a [Option<u64>],
+    rss_after: &'a [Option<u64>],
+    stored: Option<Stored>,
+}
+
+fn millis(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+fn summary(input: SummaryInput<'_>) -> serde_json::Value {
+    let SummaryInput {
+        args,
+        crowd,
+        tally,
+        latencies,
+        ..
+    } = input;
+    let sockets = crowd.users.len();
+    let nodes = args.servers.len().max(1);
+    let memory: Vec<serde_json::Value> = args
+        .server_pids
+        .iter()
+        .enumerate()
+        .map(|(index, pid)| {
+            let before = input.rss_before.get(index).copied().flatten();
+            let after = input.rss_after.get(index).copied().flatten();
+            let on_node = sockets / nodes + usize::from(index < sockets % nodes);
+            let per_socket = match (before, after) {
+                (Some(before), Some(after)) if on_node > 0 => {
+                    Some(after.saturating_sub(before) as f64 * 1024.0 / on_node as f64)
+                }
+                _ => None,
+            };
+            json!({
+                "pid": pid,
+                "rssBeforeKiB": before,
+                "rssAfterKiB": after,
+                "pssAtEndKiB": memory::pss_kib(*pid),
+                "socketsOnNode": on_node,
+                "bytesPerSocket": per_socket,
+            })
+        })
+        .collect();
+    let sent = tally.sent.load(Ordering::Relaxed);
+    let acks = tally.acks.load(Ordering::Relaxed);
+    let deliveries = tally.deliveries.load(Ordering::Relaxed);
+    let mut value = json!({
+        "servers": args.servers,
+        "users": sockets,
+        "chats": crowd.chats.len(),
+        "groupSize": args.group_size,
+        "via": format!("{:?}", args.via).to_lowercase(),
+        "seed": args.seed,
+        "socketsOpen": sockets,
+        "connectSeconds": input.connect_time.as_secs_f64(),
+        "socketsPerSecond": sockets as f64 / input.connect_time.as_secs_f64(),
+        "targetRate": args.rate,
+        "sent": sent,
+        "sendSeconds": input.send_time.as_secs_f64(),
+        "sentPerSecond": sent as f64 / input.send_time.as_secs_f64(),
+        "acked": acks,
+        "unacked": sent.saturating_sub(acks),
+        "doubleAcks": tally.double_acks(),
+        "errors": tally.errors.load(Ordering::Relaxed),
+        "deliveries": deliveries,
+        "deliveriesPerSecond": deliveries as f64 / input.delivery_time.as_secs_f64(),
+        "allDelivered": input.settled,
+        "lost": tally.missing(),
+        "duplicated": tally.duplicated(),
+        "latencyMs": {
+            "p50": millis(latencies, 0.5),
+            "p99": millis(latencies, 0.99),
+            "p999": millis(latencies, 0.999),
+            "max": latencies.max() as f64 / 1000.0,
+        },
+        "serverMemory": memory,
+    });
+    if let Some(stored) = input.stored {
+        value["storedFound"] = json!(stored.found);
+        value["storedMissing"] = json!(stored.missing);
+        value["storedTwice"] = json!(stored.twice);
+        value["storedCheckSeconds"] = json!(stored.seconds);
+        value["storedPerSecond"] =
+            json!(stored.found as f64 / (input.delivery_time.as_secs_f64() + stored.seconds));
+    }
+    value
+}

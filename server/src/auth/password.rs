@@ -1,27 +1,39 @@
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::Arc;
+
 use argon2::{Argon2, Params};
+use tokio::sync::Semaphore;
 
 use crate::domain::Password;
 
 /// Hashes and checks passwords with argon2id at the crate's recommended cost
 /// (19 MiB, 2 passes, 1 lane: OWASP's baseline). Both are slow on purpose, so
-/// they run on the blocking pool, never on the async workers.
+/// they run on the blocking pool, never on the async workers, and only as
+/// many at once as there are cores: more would not finish sooner, and each
+/// holds 19 MiB while it runs (a burst of sign-ups once left the allocator
+/// holding gigabytes).
 #[derive(Clone)]
 pub struct Passwords {
     /// A hash of a random password, checked against when the email is unknown
     /// so that "no such user" takes as long as "wrong password".
     decoy: String,
+    running: Arc<Semaphore>,
 }
 
 impl Passwords {
     pub fn new() -> anyhow::Result<Self> {
         let decoy = hash_blocking(&uuid::Uuid::now_v7().to_string())?;
-        Ok(Passwords { decoy })
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(Passwords {
+            decoy,
+            running: Arc::new(Semaphore::new(cores)),
+        })
     }
 
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let password = password.expose().to_owned();
+        let _turn = self.running.acquire().await?;
         tokio::task::spawn_blocking(move || hash_blocking(&password)).await?
     }
 
@@ -31,6 +43,7 @@ impl Passwords {
         let known = hash.is_some();
         let hash = hash.unwrap_or(&self.decoy).to_owned();
         let password = password.to_owned();
+        let _turn = self.running.acquire().await?;
         let matches =
             tokio::task::spawn_blocking(move || verify_blocking(&password, &hash)).await??;
         Ok(known && matches)

@@ -6,7 +6,7 @@
 //! the order it receives them, delivers each at once, and stores them in the
 //! database in batches afterwards (`sequencer`). The way to a partition is:
 //!
-//! - `local`: an in-process queue per partition, for the embedded default.
+//! - `local`: an in-process queue (one partition), for the embedded default.
 //!   The sender's ack waits for the batch's commit: nothing else would keep
 //!   the message if the process died.
 //! - `amqp`: a durable RabbitMQ quorum queue per partition, with publisher
@@ -215,7 +215,7 @@ impl Pipeline {
         };
         match self {
             Pipeline::Local(local) => {
-                if let Err(err) = local.ask(chat_id, command).await {
+                if let Err(err) = local.ask(command).await {
                     tracing::warn!(error = %err, "a chat change did not reach its sequencer");
                 }
             }
@@ -225,7 +225,7 @@ impl Pipeline {
 
     async fn ask(&self, chat_id: &str, command: Command) -> Result<Reply, PipelineError> {
         match self {
-            Pipeline::Local(local) => local.ask(chat_id, command).await,
+            Pipeline::Local(local) => local.ask(command).await,
             Pipeline::Amqp(amqp) => amqp.ask(chat_id, command).await,
         }
     }

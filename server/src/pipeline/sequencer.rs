@@ -128,11 +128,6 @@ impl Sequencer {
         }
     }
 
-    /// Messages sequenced and not yet stored.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Hands over what is to be stored next, oldest first.
     pub fn take_batch(&mut self) -> Vec<Message> {
         std::mem::take(&mut self.pending)
@@ -149,26 +144,6 @@ impl Sequencer {
     pub fn stored(&mut self) {
         if self.pending.is_empty() && self.chats.len() > CHATS_REMEMBERED {
             self.forget_all();
-        }
-    }
-
-    /// Stores everything sequenced so far in one transaction, here and now
-    /// (the embedded pipeline's way). On failure the batch is kept for the
-    /// next try.
-    pub async fn commit(&mut self) -> Result<(), StoreError> {
-        let batch = self.take_batch();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        match store_batch(self.store.as_ref(), &batch).await {
-            Ok(()) => {
-                self.stored();
-                Ok(())
-            }
-            Err(err) => {
-                self.restore_batch(batch);
-                Err(err)
-            }
         }
     }
 

@@ -28,6 +28,11 @@ use crate::state::AppState;
 /// between `FRAME_MAX_BYTES` and this, a frame is answered with an error frame.
 const HARD_FRAME_LIMIT: usize = 4 * FRAME_MAX_BYTES;
 
+/// Per-socket read and write buffer. tungstenite's default (128 KiB each)
+/// would be most of an idle socket's memory; chat frames are small, and a
+/// bigger one just takes more reads.
+const SOCKET_BUFFER: usize = 1024;
+
 /// `GET /ws`: the token comes as `?token=` (browsers cannot set headers on a
 /// WebSocket) or as `Authorization: Bearer`.
 pub async fn upgrade(
@@ -39,6 +44,8 @@ pub async fn upgrade(
     let ws =
         ws.map_err(|rejection| ApiError::Rejected(rejection.status(), rejection.body_text()))?;
     Ok(ws
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
         .on_upgrade(move |socket| run(state, user_id, socket)))

@@ -1,8 +1,8 @@
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use argon2::{Argon2, Params};
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 use crate::domain::Password;
@@ -58,25 +58,107 @@ fn argon2() -> Argon2<'static> {
     )
 }
 
+/// argon2's working memory (19 MiB at our cost), kept between hashes. Each
+/// hash allocating and freeing its own left the allocator holding hundreds
+/// of megabytes after a burst of sign-ups; with a pool, at most one buffer
+/// per core (`Passwords::running`) exists, for the life of the process.
+static SCRATCH: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// Runs `work` with `count` blocks of working memory from the pool.
+fn with_scratch<T>(count: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+    let pool = || {
+        SCRATCH
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    let taken = pool().iter().position(|blocks| blocks.len() == count);
+    let mut blocks = match taken {
+        Some(index) => pool().swap_remove(index),
+        None => vec![Block::default(); count],
+    };
+    let result = work(&mut blocks);
+    pool().push(blocks);
+    result
+}
+
+/// The raw argon2 output for `password` and `salt` with `argon2`'s settings.
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &str,
+    salt: &Salt<'_>,
+    len: usize,
+) -> anyhow::Result<Output> {
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|err| anyhow::anyhow!("salt: {err}"))?;
+    let count = argon2.params().block_count();
+    Output::init_with(len, |out| {
+        with_scratch(count, |blocks| {
+            argon2
+                .hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, blocks)
+                .map_err(|_| password_hash::Error::Crypto)
+        })
+    })
+    .map_err(|err| anyhow::anyhow!("hashing a password: {err}"))
+}
+
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
-    let hash = argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|err| anyhow::anyhow!("hashing a password: {err}"))?;
+    let argon2 = argon2();
+    let params = argon2.params().clone();
+    let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = compute(&argon2, password, &salt.as_salt(), output_len)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|err| anyhow::anyhow!("{err}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
     Ok(hash.to_string())
 }
 
+/// Checks `password` against a PHC string, with the settings written in it.
 fn verify_blocking(password: &str, hash: &str) -> anyhow::Result<bool> {
-    let parsed =
-        PasswordHash::new(hash).map_err(|err| anyhow::anyhow!("stored hash unreadable: {err}"))?;
-    Ok(argon2()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok())
+    let unreadable = |err: password_hash::Error| anyhow::anyhow!("stored hash unreadable: {err}");
+    let parsed = PasswordHash::new(hash).map_err(unreadable)?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Ok(false);
+    };
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(unreadable)?;
+    let version = match parsed.version {
+        Some(version) => Version::try_from(version).map_err(|err| anyhow::anyhow!("{err}"))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(unreadable)?;
+    let argon2 = Argon2::new(algorithm, version, params);
+    // Output's comparison takes the same time whatever differs.
+    Ok(compute(&argon2, password, &salt, expected.len())? == expected)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashes_made_by_the_argon2_crate_itself_still_verify() {
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = argon2()
+            .hash_password(b"correct horse", &salt)
+            .expect("hash")
+            .to_string();
+        assert!(verify_blocking("correct horse", &hash).expect("verify"));
+        assert!(!verify_blocking("wrong horse", &hash).expect("verify"));
+        let ours = hash_blocking("correct horse").expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("PHC string");
+        use argon2::password_hash::PasswordVerifier;
+        assert!(
+            argon2().verify_password(b"correct horse", &parsed).is_ok(),
+            "and the crate reads ours"
+        );
+    }
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {

@@ -47,9 +47,13 @@ struct Args {
     /// Base URL of a server node; repeat for several (sockets are spread over them).
     #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
     servers: Vec<String>,
-    /// Users, each with one socket.
+    /// Users.
     #[arg(long, default_value_t = 100)]
     users: usize,
+    /// Sockets, spread over the users in turn (default: one per user), as a
+    /// user with several devices would have.
+    #[arg(long)]
+    sockets: Option<usize>,
     /// Members per group chat (less than 3: no groups).
     #[arg(long, default_value_t = 10)]
     group_size: usize,
@@ -180,10 +184,9 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         .iter()
         .map(|&pid| memory::rss_kib(pid))
         .collect();
-    let routes: Vec<(Route, String)> = crowd
-        .users
-        .iter()
-        .enumerate()
+    let socket_count = args.sockets.unwrap_or(crowd.users.len());
+    let routes: Vec<(Route, String)> = (0..socket_count)
+        .map(|index| (index, &crowd.users[index % crowd.users.len()]))
         .map(|(index, user)| {
             let source = Ipv4Addr::new(
                 127,
@@ -281,7 +284,7 @@ async fn send(
         tick.tick().await;
         let due = (started.elapsed().as_secs_f64() * args.rate as f64) as usize;
         while next < due.min(tally.capacity()) {
-            let user = rng.random_range(0..crowd.users.len());
+            let user = rng.random_range(0..crowd.users.len().min(writers.len()));
             let chats = &chats_of[user];
             if chats.is_empty() {
                 continue;
@@ -289,7 +292,12 @@ async fn send(
             let chat = &crowd.chats[chats[rng.random_range(0..chats.len())]];
             let k = next;
             next += 1;
-            tally.sending(k, chat.members.len() as u32);
+            let recipients: usize = chat
+                .members
+                .iter()
+                .map(|&member| sockets_of(member, writers.len(), crowd.users.len()))
+                .sum();
+            tally.sending(k, recipients as u32);
             match args.via {
                 Via::Socket => {
                     let frame = ClientFrame::Send {
@@ -328,6 +336,11 @@ async fn send(
             progress(tally, started);
         }
     }
+}
+
+/// How many of `sockets` (dealt out in turn) user `user` of `users` has.
+fn sockets_of(user: usize, sockets: usize, users: usize) -> usize {
+    sockets / users + usize::from(user < sockets % users)
 }
 
 /// Holds the sockets open for `args.duration`, reporting as it goes.
@@ -449,7 +462,7 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
         latencies,
         ..
     } = input;
-    let sockets = crowd.users.len();
+    let sockets = args.sockets.unwrap_or(crowd.users.len());
     let nodes = args.servers.len().max(1);
     let memory: Vec<serde_json::Value> = args
         .server_pids
@@ -480,7 +493,7 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
     let deliveries = tally.deliveries.load(Ordering::Relaxed);
     let mut value = json!({
         "servers": args.servers,
-        "users": sockets,
+        "users": crowd.users.len(),
         "chats": crowd.chats.len(),
         "groupSize": args.group_size,
         "via": format!("{:?}", args.via).to_lowercase(),
@@ -518,4 +531,25 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
             json!(stored.found as f64 / (input.delivery_time.as_secs_f64() + stored.seconds));
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sockets_of;
+
+    #[test]
+    fn sockets_are_dealt_out_in_turn() {
+        assert_eq!(
+            (0..3)
+                .map(|user| sockets_of(user, 7, 3))
+                .collect::<Vec<_>>(),
+            [3, 2, 2]
+        );
+        assert_eq!(
+            (0..3)
+                .map(|user| sockets_of(user, 2, 3))
+                .collect::<Vec<_>>(),
+            [1, 1, 0]
+        );
+    }
 }

@@ -267,8 +267,12 @@ impl AmqpFanout {
         }
     }
 
-    /// Publishes one copy of `frame` for all of `users`, and waits for
-    /// RabbitMQ to confirm it has routed it.
+    /// Publishes one copy of `frame` for all of `users`. Returns once the
+    /// frame is handed to the channel, without waiting for RabbitMQ's
+    /// confirm (a refusal is logged): frames leave in the order they were
+    /// published, and a link that breaks closes this node's sockets, whose
+    /// apps then catch up. Waiting would hold a chat's sequencer for a round
+    /// trip per message.
     pub async fn publish(&self, users: &[String], frame: &str) -> Result<(), FanoutError> {
         let Some((first, rest)) = users.split_first() else {
             return Ok(());
@@ -301,11 +305,16 @@ impl AmqpFanout {
                     .with_headers(headers)
                     .with_app_id(self.node_id.as_str().into()),
             )
-            .await?
             .await?;
-        if confirm.is_nack() {
-            return Err(FanoutError::Refused);
-        }
+        tokio::spawn(async move {
+            match confirm.await {
+                Ok(confirmation) if confirmation.is_nack() => {
+                    tracing::warn!("RabbitMQ refused an event for other nodes");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(error = %err, "an event's confirm never came"),
+            }
+        });
         Ok(())
     }
 }

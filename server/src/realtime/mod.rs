@@ -10,5 +10,5 @@ mod socket;
 
 pub use events::Events;
 pub use fanout::{AmqpFanout, FanoutError};
-pub use hub::{Hub, Registration};
+pub use hub::{Hub, Registration, encode};
 pub use socket::upgrade;

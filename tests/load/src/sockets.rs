@@ -14,7 +14,8 @@ use natter_shared::ServerFrame;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::tally::{Tally, histogram, number_in};
 
@@ -48,7 +49,12 @@ pub async fn open(
         .with_context(|| format!("connecting to {} from {}", route.server, route.source))?;
     stream.set_nodelay(true)?;
     let url = format!("ws://{}/ws?token={token}", route.server);
-    let (mut ws, _) = client_async(url, stream)
+    // Small buffers, as the server uses: tens of thousands of sockets in one
+    // process would otherwise take 256 KiB each.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096);
+    let (mut ws, _) = client_async_with_config(url, stream, Some(config))
         .await
         .context("WebSocket handshake")?;
     match ws.next().await {

@@ -107,7 +107,7 @@ ensure_rabbitmq() {
 # screen, dbus for the notification test.
 ensure_desktop_deps() {
   apt_install libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
-    libssl-dev xvfb xdotool dbus
+    libssl-dev xvfb xdotool dbus webkit2gtk-driver
   command -v node >/dev/null && command -v npm >/dev/null ||
     { echo "Node.js and npm are needed for the app's UI: https://nodejs.org" >&2; exit 1; }
 }
@@ -145,4 +145,13 @@ build_linux_bundle() {
   dpkg-deb --contents "$deb" | grep -q 'usr/bin/natter-desktop' ||
     { echo "the bundle has no usr/bin/natter-desktop" >&2; exit 1; }
   echo "bundle: $deb"
+}
+
+# tauri-driver, which the end-to-end test drives the real app through (it
+# starts Debian's WebKitWebDriver). 2.1.0 builds with rustc 1.95.
+ensure_tauri_driver() {
+  if ! command -v tauri-driver >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver" ]; then
+    say "installing tauri-driver 2.1.0 (drives the app in the end-to-end test)"
+    cargo install tauri-driver --version 2.1.0 --locked
+  fi
 }

@@ -2,46 +2,15 @@
 //! shows a window titled Natter.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Killed, virtual_display};
 
 /// The app's first start builds WebKit's caches: give it time on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts Xvfb on a free display; returns it and its name (":N").
-fn virtual_display() -> (Killed, String) {
-    let mut xvfb = Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-screen",
-            "0",
-            "1280x800x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb runs (Debian's xvfb package; scripts/test installs it)");
-    let stdout = xvfb.stdout.take().expect("stdout");
-    let mut number = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut number)
-        .expect("display number");
-    (Killed(xvfb), format!(":{}", number.trim()))
-}
 
 /// Ids of the visible windows titled exactly `title`.
 fn windows_titled(display: &str, title: &str) -> Vec<String> {

@@ -1,0 +1,53 @@
+//! What the window tests share: a virtual X display and child processes
+//! that die with the test.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed when the test ends, however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Xvfb on a free display; returns it and its name (":N").
+pub fn virtual_display() -> (Killed, String) {
+    let mut xvfb = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb runs (Debian's xvfb package; scripts/test installs it)");
+    let stdout = xvfb.stdout.take().expect("stdout");
+    let mut number = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut number)
+        .expect("display number");
+    (Killed(xvfb), format!(":{}", number.trim()))
+}
+
+/// A child started as the leader of its own process group
+/// (`CommandExt::process_group(0)`); the whole group is killed when the test
+/// ends, so that the helpers it starts (WebKitWebDriver, the app) go too.
+pub struct KilledGroup(pub Child);
+
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}

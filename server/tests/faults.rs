@@ -557,6 +557,18 @@ async fn with_postgresql_stopped_for_ten_seconds_sends_are_acked_and_delivered_t
     // pg_ctlcluster returns once the server is down.
     let outage = PostgresOutage::begin();
     let stopped_at = tokio::time::Instant::now();
+    // The balancer keeps the nodes: they still carry messages.
+    let health: serde_json::Value = b
+        .http
+        .get(b.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["database"], "unreachable");
     // Through both nodes, a send every 250 ms for the ten seconds.
     let mut during = Vec::new();
     let mut i = 0;

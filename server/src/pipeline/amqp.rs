@@ -22,17 +22,16 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use natter_shared::Message;
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
+use tokio::task::JoinSet;
 
-use super::sequencer::{Sequencer, store_batch};
+use super::batches::{Batches, Committed};
+use super::sequencer::Sequencer;
 use super::{
     Command, PARTITIONS, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of,
 };
 use crate::realtime::Events;
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{Store, Stored};
 
 /// Deliveries a sequencer may hold unacked: what it can sequence and
 /// deliver while the database is away, before senders have to wait.
@@ -207,15 +206,14 @@ impl AmqpPipeline {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn queue_arguments(&self, quorum: bool) -> FieldTable {
+    /// A partition queue: replicated (quorum), one consumer at a time.
+    fn partition_arguments(&self) -> FieldTable {
         let mut arguments = FieldTable::default();
-        if quorum {
-            arguments.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-            arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        }
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         if let Some(expiry) = self.settings.queue_expiry {
             let millis = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
             arguments.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
@@ -239,7 +237,7 @@ impl AmqpPipeline {
                         durable: true,
                         ..QueueDeclareOptions::default()
                     },
-                    self.queue_arguments(true),
+                    self.partition_arguments(),
                 )
                 .await?;
         }
@@ -374,23 +372,29 @@ impl AmqpPipeline {
             )
             .await?;
         let mut state = Partition::new(Sequencer::new(self.store.clone(), self.events.clone()));
-        let mut commit: Option<(Commit, u64)> = None;
+        // A commit carries the newest delivery it covers.
+        let mut batches: Batches<u64> = Batches::new();
         loop {
-            if commit.is_none() {
-                commit = state.start_commit_when_due();
+            if batches.ready() && state.handled != state.acked {
+                batches.start(&mut state.sequencer, state.handled);
             }
-            let retry_at = state.retry_at.filter(|_| commit.is_none());
             tokio::select! {
                 biased;
-                done = wait_for(&mut commit) => {
-                    let covered = commit.take().map_or(0, |(_, covered)| covered);
-                    let Ok(replies) = state.finish_commit(done, covered, &channel).await else {
-                        return Ok(());
-                    };
-                    for (address, reply) in replies {
-                        send_reply(&channel, &address, &reply).await?;
+                committed = batches.next() => match committed {
+                    Some(Committed::Stored(covered)) => {
+                        let Ok(replies) = state.stored(covered, &channel).await else {
+                            return Ok(());
+                        };
+                        for (address, reply) in replies {
+                            send_reply(&channel, &address, &reply).await?;
+                        }
                     }
-                }
+                    Some(Committed::Failed(batch, _)) => state.sequencer.restore_batch(batch),
+                    // The batch went with the task: start over from the
+                    // queue, which still has every unacked message.
+                    Some(Committed::Lost(_)) => return Ok(()),
+                    None => {}
+                },
                 delivery = deliveries.next() => {
                     let Some(delivery) = delivery else { return Ok(()) };
                     let delivery = delivery?;
@@ -398,27 +402,8 @@ impl AmqpPipeline {
                         send_reply(&channel, &address, &reply).await?;
                     }
                 }
-                () = sleep_until(retry_at) => state.retry_at = None,
             }
         }
-    }
-}
-
-type CommitOutcome = Result<(Vec<Message>, Result<(), StoreError>), tokio::task::JoinError>;
-
-/// Completes when the commit in flight does (never, when there is none).
-async fn wait_for(commit: &mut Option<(Commit, u64)>) -> CommitOutcome {
-    match commit {
-        Some((task, _)) => task.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Completes at `at` (never, when there is none).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -462,9 +447,7 @@ async fn send_reply(
 /// The partition must start over from what the queue still holds.
 struct Restart;
 
-type Commit = JoinHandle<(Vec<Message>, Result<(), StoreError>)>;
-
-/// A partition sequencer's bookkeeping of deliveries, batches and acks.
+/// A partition sequencer's bookkeeping of deliveries and acks.
 struct Partition {
     sequencer: Sequencer,
     /// The newest delivery handled, and the newest acked.
@@ -472,8 +455,6 @@ struct Partition {
     acked: u64,
     /// `Settle` requests, answered once their delivery is acked.
     settles: Vec<(u64, Address)>,
-    retry_at: Option<Instant>,
-    pause: Duration,
 }
 
 impl Partition {
@@ -483,75 +464,32 @@ impl Partition {
             handled: 0,
             acked: 0,
             settles: Vec::new(),
-            retry_at: None,
-            pause: Duration::from_millis(50),
         }
     }
 
-    /// Starts storing what was sequenced since the last commit, unless a
-    /// failed one waits to be tried again; returns the commit and the
-    /// newest delivery it covers.
-    fn start_commit_when_due(&mut self) -> Option<(Commit, u64)> {
-        let waiting = self.retry_at.is_some_and(|at| Instant::now() < at);
-        if waiting || self.handled == self.acked {
-            return None;
-        }
-        self.retry_at = None;
-        let batch = self.sequencer.take_batch();
-        let store = self.sequencer.store();
-        let task = tokio::spawn(async move {
-            let outcome = if batch.is_empty() {
-                Ok(())
-            } else {
-                store_batch(store.as_ref(), &batch).await
-            };
-            (batch, outcome)
-        });
-        Some((task, self.handled))
-    }
-
-    /// Acks what the finished commit covered and returns the replies that
-    /// waited for it; on failure keeps the batch for the next try.
-    async fn finish_commit(
+    /// After a commit covering deliveries up to `covered`: acks them and
+    /// returns the replies that waited for it.
+    async fn stored(
         &mut self,
-        done: CommitOutcome,
         covered: u64,
         channel: &Channel,
     ) -> Result<Vec<(Address, Reply)>, Restart> {
-        match done {
-            Ok((_, Ok(()))) => {
-                if let Err(err) = channel
-                    .basic_ack(covered, BasicAckOptions { multiple: true })
-                    .await
-                {
-                    tracing::warn!(error = %err, "a batch was stored but not acked: it comes again");
-                    return Err(Restart);
-                }
-                self.acked = covered;
-                self.pause = Duration::from_millis(50);
-                self.sequencer.stored();
-                let (answered, later): (Vec<_>, Vec<_>) =
-                    self.settles.drain(..).partition(|(tag, _)| *tag <= covered);
-                self.settles = later;
-                Ok(answered
-                    .into_iter()
-                    .map(|(_, address)| (address, Reply::Done))
-                    .collect())
-            }
-            Ok((batch, Err(err))) => {
-                tracing::warn!(error = %err, messages = batch.len(), "storing a batch failed; trying again");
-                self.sequencer.restore_batch(batch);
-                self.retry_at = Some(Instant::now() + self.pause);
-                self.pause = (self.pause * 2).min(Duration::from_secs(2));
-                Ok(Vec::new())
-            }
-            Err(err) => {
-                // The batch is gone with the task: start over from the
-                // queue, which still has every unacked message.
-                tracing::error!(error = %err, "a commit task failed");
-                Err(Restart)
-            }
+        if let Err(err) = channel
+            .basic_ack(covered, BasicAckOptions { multiple: true })
+            .await
+        {
+            tracing::warn!(error = %err, "a batch was stored but not acked: it comes again");
+            return Err(Restart);
         }
+        self.acked = covered;
+        self.sequencer.stored();
+        let (answered, later): (Vec<_>, Vec<_>) =
+            self.settles.drain(..).partition(|(tag, _)| *tag <= covered);
+        self.settles = later;
+        Ok(answered
+            .into_iter()
+            .map(|(_, address)| (address, Reply::Done))
+            .collect())
     }
 
     /// Handles one delivery; returns the reply to send now, if any.

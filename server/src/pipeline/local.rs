@@ -8,17 +8,14 @@
 //! transactions.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use natter_shared::Message;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::sequencer::{Sequencer, store_batch};
+use super::batches::{Batches, Committed};
+use super::sequencer::Sequencer;
 use super::{Command, PipelineError, Reply, SEND_PATIENCE, not_confirmed};
 use crate::realtime::Events;
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{Store, Stored};
 
 /// Commands waiting before senders wait to hand theirs over.
 const INBOX: usize = 4096;
@@ -58,55 +55,32 @@ impl LocalPipeline {
 /// batch is being stored; answers a batch's senders once it is stored.
 async fn run(mut sequencer: Sequencer, mut inbox: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(BATCH);
-    // Answers waiting for the next commit, and the commit in flight with its answers.
+    // Answers waiting for the next commit; those of the commit in flight
+    // travel with it.
     let mut waiting: Vec<Answer> = Vec::new();
-    let mut commit: Option<(Commit, Vec<Answer>)> = None;
-    let mut retry_at: Option<Instant> = None;
-    let mut pause = Duration::from_millis(50);
+    let mut batches: Batches<Vec<Answer>> = Batches::new();
     let mut open = true;
-    while open || commit.is_some() || !waiting.is_empty() {
-        let due = retry_at.is_none_or(|at| Instant::now() >= at);
-        if commit.is_none() && !waiting.is_empty() && due {
-            retry_at = None;
-            let batch = sequencer.take_batch();
-            let store = sequencer.store();
-            let task = tokio::spawn(async move {
-                let outcome = if batch.is_empty() {
-                    Ok(())
-                } else {
-                    store_batch(store.as_ref(), &batch).await
-                };
-                (batch, outcome)
-            });
-            commit = Some((task, std::mem::take(&mut waiting)));
+    while open || batches.busy() || !waiting.is_empty() {
+        if batches.ready() && !waiting.is_empty() {
+            batches.start(&mut sequencer, std::mem::take(&mut waiting));
         }
-        let retry = retry_at.filter(|_| commit.is_none());
         tokio::select! {
             biased;
-            done = wait_for(&mut commit) => {
-                let Some((_, answers)) = commit.take() else { continue };
-                match done {
-                    Ok((_, Ok(()))) => {
-                        sequencer.stored();
-                        pause = Duration::from_millis(50);
-                        for (sender, reply) in answers {
-                            // A sender that gave up waiting is gone; its message is stored.
-                            let _ = sender.send(reply);
-                        }
-                    }
-                    Ok((batch, Err(err))) => {
-                        tracing::error!(error = %err, messages = batch.len(), "storing messages failed; trying again");
-                        sequencer.restore_batch(batch);
-                        waiting.splice(0..0, answers);
-                        retry_at = Some(Instant::now() + pause);
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                    Err(err) => {
-                        // The batch went with the task; its senders hear nothing and retry.
-                        tracing::error!(error = %err, "a commit task failed");
+            committed = batches.next() => match committed {
+                Some(Committed::Stored(answers)) => {
+                    sequencer.stored();
+                    for (sender, reply) in answers {
+                        // A sender that gave up waiting is gone; its message is stored.
+                        let _ = sender.send(reply);
                     }
                 }
-            }
+                Some(Committed::Failed(batch, answers)) => {
+                    sequencer.restore_batch(batch);
+                    waiting.splice(0..0, answers);
+                }
+                // The batch went with the task; its senders hear nothing and retry.
+                Some(Committed::Lost(_)) | None => {}
+            },
             received = inbox.recv_many(&mut jobs, BATCH), if open => {
                 if received == 0 {
                     open = false;
@@ -116,7 +90,6 @@ async fn run(mut sequencer: Sequencer, mut inbox: mpsc::Receiver<Job>) {
                     waiting.push((job.reply, reply));
                 }
             }
-            () = sleep_until(retry) => {}
         }
     }
 }
@@ -149,22 +122,3 @@ async fn handle(sequencer: &mut Sequencer, command: Command) -> Reply {
 }
 
 type Answer = (oneshot::Sender<Reply>, Reply);
-type Commit = JoinHandle<(Vec<Message>, Result<(), StoreError>)>;
-
-/// Completes when the commit in flight does (never, when there is none).
-async fn wait_for(
-    commit: &mut Option<(Commit, Vec<Answer>)>,
-) -> Result<(Vec<Message>, Result<(), StoreError>), tokio::task::JoinError> {
-    match commit {
-        Some((task, _)) => task.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Completes at `at` (never, when there is none).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}

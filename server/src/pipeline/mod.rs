@@ -22,6 +22,7 @@
 //! committed everything before it.
 
 mod amqp;
+mod batches;
 mod local;
 mod sequencer;
 

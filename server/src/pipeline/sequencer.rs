@@ -6,7 +6,7 @@
 //! messages are sequenced and delivered from memory, so sending goes on
 //! while the database is away, and the batch is stored once it is back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,10 @@ use crate::store::{Store, StoreError, Stored};
 /// Chats remembered before memory is cleared (only between batches: a chat
 /// with uncommitted messages must keep its seq).
 const CHATS_REMEMBERED: usize = 100_000;
+
+/// Messages remembered by id (and clientId), newest first out last: a
+/// repeat within this many messages is recognised without the database.
+const MESSAGES_REMEMBERED: usize = 50_000;
 
 /// A message that may have been sequenced before this sequencer learned its
 /// chat (by the one before it, which died or lost the queue) is looked up in
@@ -53,6 +57,8 @@ pub struct Sequencer {
     /// (sender, clientId), to recognise a message seen twice.
     by_id: HashMap<String, Message>,
     by_client: HashMap<(String, String), String>,
+    /// Ids in `by_id`, oldest first, so that memory stays bounded.
+    remembered: VecDeque<String>,
     /// Sequenced, delivered, not yet stored; in seq order per chat.
     pending: Vec<Message>,
     /// Optional lookups are skipped until then: the database failed one.
@@ -68,6 +74,7 @@ impl Sequencer {
             senders: HashMap::new(),
             by_id: HashMap::new(),
             by_client: HashMap::new(),
+            remembered: VecDeque::new(),
             pending: Vec::new(),
             database_away_until: None,
         }
@@ -156,6 +163,7 @@ impl Sequencer {
         self.senders.clear();
         self.by_id.clear();
         self.by_client.clear();
+        self.remembered.clear();
     }
 
     /// The message this draft already became, if it was sequenced before:
@@ -279,6 +287,17 @@ impl Sequencer {
             );
         }
         self.by_id.insert(message.id.clone(), message.clone());
+        self.remembered.push_back(message.id.clone());
+        while self.remembered.len() > MESSAGES_REMEMBERED {
+            let Some(oldest) = self.remembered.pop_front() else {
+                break;
+            };
+            if let Some(message) = self.by_id.remove(&oldest)
+                && let Some(client_id) = message.client_id
+            {
+                self.by_client.remove(&(message.sender.id, client_id));
+            }
+        }
     }
 
     /// Hands the message to this node's sockets and the other nodes. A

@@ -1,0 +1,104 @@
+//! Storing what a sequencer sequenced: one transaction at a time, in the
+//! background, while the sequencer goes on delivering. Both pipelines use
+//! it; what waits for a batch (answers, a delivery tag) travels with it as
+//! `T`. A batch that fails to store comes back to its owner, which gives it
+//! to the sequencer again, and the next try waits a growing pause.
+
+use std::time::Duration;
+
+use natter_shared::Message;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::sequencer::{Sequencer, store_batch};
+use crate::store::StoreError;
+
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+
+/// How a commit ended.
+pub enum Committed<T> {
+    /// Stored; the sequencer should hear `stored()`.
+    Stored(T),
+    /// Not stored: give the batch back with `restore_batch`.
+    Failed(Vec<Message>, T),
+    /// The commit task died and took the batch with it.
+    Lost(T),
+}
+
+type Commit = JoinHandle<(Vec<Message>, Result<(), StoreError>)>;
+
+pub struct Batches<T> {
+    in_flight: Option<(Commit, T)>,
+    retry_at: Option<Instant>,
+    pause: Duration,
+}
+
+impl<T> Batches<T> {
+    pub fn new() -> Self {
+        Batches {
+            in_flight: None,
+            retry_at: None,
+            pause: FIRST_PAUSE,
+        }
+    }
+
+    /// Whether a commit may start: none in flight, no failed one pausing.
+    pub fn ready(&self) -> bool {
+        self.in_flight.is_none() && self.retry_at.is_none()
+    }
+
+    /// Whether a commit is in flight or a failed one will be tried again.
+    pub fn busy(&self) -> bool {
+        !self.ready()
+    }
+
+    /// Stores everything `sequencer` sequenced since the last commit (an
+    /// empty batch completes at once), with `token` for whoever waits.
+    pub fn start(&mut self, sequencer: &mut Sequencer, token: T) {
+        let batch = sequencer.take_batch();
+        let store = sequencer.store();
+        let task = tokio::spawn(async move {
+            let outcome = if batch.is_empty() {
+                Ok(())
+            } else {
+                store_batch(store.as_ref(), &batch).await
+            };
+            (batch, outcome)
+        });
+        self.in_flight = Some((task, token));
+    }
+
+    /// Completes when the commit in flight ends, or (with `None`) when a
+    /// failed one may be tried again; never while there is neither.
+    pub async fn next(&mut self) -> Option<Committed<T>> {
+        if let Some((task, _)) = &mut self.in_flight {
+            let done = task.await;
+            let (_, token) = self.in_flight.take()?;
+            return Some(match done {
+                Ok((_, Ok(()))) => {
+                    self.pause = FIRST_PAUSE;
+                    Committed::Stored(token)
+                }
+                Ok((batch, Err(err))) => {
+                    tracing::warn!(error = %err, messages = batch.len(), "storing a batch failed; trying again");
+                    self.retry_at = Some(Instant::now() + self.pause);
+                    self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+                    Committed::Failed(batch, token)
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "a commit task failed");
+                    Committed::Lost(token)
+                }
+            });
+        }
+        match self.retry_at {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                self.retry_at = None;
+                None
+            }
+            None => std::future::pending().await,
+        }
+    }
+}

@@ -238,10 +238,10 @@ mod tests {
 
     #[test]
     fn partitions_are_stable_and_spread() {
-        assert_eq!(
-            partition_of("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10"),
-            partition_of("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10")
-        );
+        // Pinned: every node of a deployment must route a chat the same
+        // way. FNV-1a("a") is 0xe40c292c, the algorithm's published vector.
+        assert_eq!(partition_of("a"), (0xe40c_292c_u32 % 8) as u16);
+        assert_eq!(partition_of("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10"), 2);
         let mut used = [false; PARTITIONS as usize];
         for n in 0..200 {
             used[usize::from(partition_of(&format!("chat-{n}")))] = true;

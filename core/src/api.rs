@@ -2,7 +2,6 @@
 //! that is not a success becomes `CoreError::Server` with the server's own
 //! `{"error"}` text, so the UI can show it as is.
 
-use std::path::Path;
 use std::time::Duration;
 
 use natter_shared::api::{
@@ -24,7 +23,8 @@ pub struct SignUp {
     pub name: String,
     pub email: String,
     pub password: String,
-    pub pic: Option<std::path::PathBuf>,
+    /// The picture file's bytes; the server decides what it is by content.
+    pub pic: Option<Vec<u8>>,
 }
 
 /// Where to page from in a chat's history.
@@ -60,8 +60,8 @@ impl ServerApi {
             .text("name", form.name.clone())
             .text("email", form.email.clone())
             .text("password", form.password.clone());
-        if let Some(path) = &form.pic {
-            multipart = multipart.part("pic", picture_part(path).await?);
+        if let Some(bytes) = &form.pic {
+            multipart = multipart.part("pic", picture_part(bytes.clone())?);
         }
         let request = self.request(Method::POST, "/api/user").multipart(multipart);
         self.json(request).await
@@ -227,17 +227,10 @@ async fn check(response: Response) -> CoreResult<Response> {
     })
 }
 
-async fn picture_part(path: &Path) -> CoreResult<reqwest::multipart::Part> {
-    let bytes = tokio::fs::read(path).await.map_err(|err| {
-        CoreError::Invalid(format!("cannot read the picture {}: {err}", path.display()))
-    })?;
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "picture".into());
-    // The server decides what the file is by its content, not by this.
+fn picture_part(bytes: Vec<u8>) -> CoreResult<reqwest::multipart::Part> {
+    // The server decides what the file is by its content, not by its name.
     reqwest::multipart::Part::bytes(bytes)
-        .file_name(name)
+        .file_name("picture")
         .mime_str("application/octet-stream")
         .map_err(|err| CoreError::Invalid(err.to_string()))
 }

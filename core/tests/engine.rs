@@ -192,7 +192,7 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
             name: "Ann".into(),
             email: "ann@example.org".into(),
             password: "correct horse battery".into(),
-            pic: Some(fixture("avatar.png")),
+            pic: Some(std::fs::read(fixture("avatar.png")).expect("the fixture")),
         })
         .await
         .expect("ann signs up with a picture");

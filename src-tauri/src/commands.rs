@@ -56,13 +56,13 @@ pub async fn sign_up(
     name: String,
     email: String,
     password: String,
-    pic: Option<String>,
+    pic: Option<Vec<u8>>,
 ) -> Answer<User> {
     let form = SignUp {
         name,
         email,
         password,
-        pic: pic.map(Into::into),
+        pic,
     };
     engine.sign_up(form).await
 }

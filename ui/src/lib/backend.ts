@@ -35,18 +35,25 @@ export function errorText(err: unknown): string {
 export const backend = {
   startup: () => invoke<Startup>("startup"),
   setServerUrl: (url: string) => invoke<string>("set_server_url", { url }),
-  signUp: (name: string, email: string, password: string, pic: string | null) =>
-    invoke<User>("sign_up", { name, email, password, pic }),
+  /** `pic`: the picture file's bytes (JSON carries them as numbers). */
+  signUp: (name: string, email: string, password: string, pic: Uint8Array | null) =>
+    invoke<User>("sign_up", { name, email, password, pic: pic ? Array.from(pic) : null }),
   login: (email: string, password: string) => invoke<User>("login", { email, password }),
   logout: () => invoke<void>("logout"),
   chats: () => invoke<{ chats: ChatSummary[]; unreadTotal: number }>("chats"),
   history: (chatId: string, before: number | null) => invoke<MessageView[]>("history", { chatId, before }),
   send: (chatId: string, content: string) => invoke<MessageView>("send", { chatId, content }),
+  discard: (clientId: string) => invoke<void>("discard", { clientId }),
   setActiveChat: (chatId: string | null) => invoke<void>("set_active_chat", { chatId }),
   typing: (chatId: string, isTyping: boolean) => invoke<void>("typing", { chatId, isTyping }),
   searchUsers: (query: string) => invoke<User[]>("search_users", { query }),
+  user: (userId: string) => invoke<User>("user", { userId }),
   openDirect: (userId: string) => invoke<ChatSummary>("open_direct", { userId }),
   createGroup: (name: string, members: string[]) => invoke<ChatSummary>("create_group", { name, members }),
+  renameGroup: (chatId: string, name: string) => invoke<ChatSummary>("rename_group", { chatId, name }),
+  addMember: (chatId: string, userId: string) => invoke<ChatSummary>("add_member", { chatId, userId }),
+  removeMember: (chatId: string, userId: string) => invoke<ChatSummary>("remove_member", { chatId, userId }),
+  leaveGroup: (chatId: string) => invoke<void>("leave_group", { chatId }),
 };
 
 export function onEvent(handler: (event: EngineEvent) => void): Promise<UnlistenFn> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { initials, typingText } from "./text";
+import { dayLabel, initials, typingText } from "./text";
 
 describe("typingText", () => {
   it("names one, two, or two and the rest", () => {
@@ -17,5 +17,15 @@ describe("initials", () => {
     expect(initials("Ann")).toBe("A");
     expect(initials("  ")).toBe("?");
     expect(initials("élodie")).toBe("É");
+  });
+});
+
+describe("dayLabel", () => {
+  const now = new Date(2026, 2, 10, 12, 0); // Tuesday 10 March 2026
+  it("says Today, Yesterday, a weekday, then the date", () => {
+    expect(dayLabel(new Date(2026, 2, 10, 0, 5).toISOString(), now)).toBe("Today");
+    expect(dayLabel(new Date(2026, 2, 9, 23, 59).toISOString(), now)).toBe("Yesterday");
+    expect(dayLabel(new Date(2026, 2, 6, 9, 0).toISOString(), now)).toBe(new Date(2026, 2, 6).toLocaleDateString([], { weekday: "long" }));
+    expect(dayLabel(new Date(2026, 0, 1).toISOString(), now)).toContain("2026");
   });
 });

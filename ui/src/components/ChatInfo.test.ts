@@ -1,0 +1,48 @@
+import { fireEvent, render, screen } from "@testing-library/svelte";
+import { describe, expect, it, vi } from "vitest";
+import { ann, bob, chat, zoe } from "../lib/fixtures";
+import ChatInfo from "./ChatInfo.svelte";
+
+const limits = { contentMaxChars: 4096, nameMaxChars: 64, passwordMinChars: 8, chatNameMaxChars: 64 };
+const group = chat("g", "Lunch crew", "2026-01-01T00:00:00Z", { isGroup: true, members: [ann, bob, zoe], adminId: ann.id });
+
+function actions() {
+  return { rename: vi.fn(async () => {}), add: vi.fn(async () => {}), remove: vi.fn(async () => {}), leave: vi.fn(async () => {}) };
+}
+
+describe("ChatInfo", () => {
+  it("gives the admin rename, add and remove, and marks the admin", async () => {
+    const acts = actions();
+    const { container } = render(ChatInfo, { chat: group, me: ann, limits, actions: acts, onclose: () => {} });
+    expect(container.querySelector(`[data-member="${ann.id}"] .tag`)?.textContent).toBe("admin");
+    expect(screen.getByLabelText("Group name")).toBeTruthy();
+    expect(screen.getByText("Add a member")).toBeTruthy();
+    await fireEvent.click(screen.getByLabelText("Remove Bob"));
+    expect(acts.remove).toHaveBeenCalledWith(bob.id);
+    expect(screen.queryByLabelText("Remove Ann Lee")).toBeNull();
+  });
+
+  it("shows other members no admin controls, only leaving", async () => {
+    const acts = actions();
+    const { container } = render(ChatInfo, { chat: group, me: bob, limits, actions: acts, onclose: () => {} });
+    expect(container.querySelectorAll(".remove")).toHaveLength(0);
+    expect(screen.queryByLabelText("Group name")).toBeNull();
+    expect(screen.queryByText("Add a member")).toBeNull();
+    await fireEvent.click(screen.getByText("Leave group"));
+    expect(acts.leave).toHaveBeenCalled();
+  });
+
+  it("shows the server's refusal", async () => {
+    const acts = actions();
+    acts.remove.mockRejectedValueOnce({ error: "only the group admin can do that" });
+    render(ChatInfo, { chat: group, me: ann, limits, actions: acts, onclose: () => {} });
+    await fireEvent.click(screen.getByLabelText("Remove Bob"));
+    await vi.waitFor(() => expect(screen.getByRole("alert").textContent).toBe("only the group admin can do that"));
+  });
+
+  it("shows the other person's card in a 1:1 chat", () => {
+    render(ChatInfo, { chat: chat("d", "Bob", "2026-01-01T00:00:00Z"), me: ann, limits, actions: actions(), onclose: () => {} });
+    expect(screen.getByText("bob@example.com")).toBeTruthy();
+    expect(screen.queryByText("Leave group")).toBeNull();
+  });
+});

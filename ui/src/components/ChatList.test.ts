@@ -1,0 +1,48 @@
+import { fireEvent, render, screen } from "@testing-library/svelte";
+import { describe, expect, it, vi } from "vitest";
+import { ann, bob, chat, message } from "../lib/fixtures";
+import ChatList from "./ChatList.svelte";
+
+const chats = [
+  chat("c-bob", "Bob", "2026-01-01T10:00:00Z", { lastMessage: message(3, bob, "see you", "2026-01-01T10:00:00Z"), unread: 2 }),
+  chat("c-team", "Team", "2026-01-02T10:00:00Z", { isGroup: true, members: [ann, bob] }),
+];
+
+function names(container: HTMLElement): string[] {
+  return Array.from(container.querySelectorAll(".chat .name")).map((n) => n.textContent ?? "");
+}
+
+describe("ChatList", () => {
+  it("shows the newest activity first with preview and unread badge", () => {
+    const { container } = render(ChatList, { chats, filter: "", activeId: null, onopen: () => {} });
+    expect(names(container)).toEqual(["Team", "Bob"]);
+    expect(screen.getByLabelText("2 unread").textContent).toBe("2");
+    expect(container.querySelector('[data-chat="c-bob"] .preview')?.textContent).toBe("see you");
+    expect(container.querySelector('[data-chat="c-team"] .preview')?.textContent).toBe("2 members");
+  });
+
+  it("narrows to the filter and says when nothing matches", async () => {
+    const { container, rerender } = render(ChatList, { chats, filter: "tea", activeId: null, onopen: () => {} });
+    expect(names(container)).toEqual(["Team"]);
+    await rerender({ chats, filter: "xyz", activeId: null, onopen: () => {} });
+    expect(screen.getByText("No chat matches")).toBeTruthy();
+  });
+
+  it("opens a chat on click and marks the open one", async () => {
+    const onopen = vi.fn();
+    const { container } = render(ChatList, { chats, filter: "", activeId: "c-team", onopen });
+    await fireEvent.click(container.querySelector('[data-chat="c-bob"]')!);
+    expect(onopen).toHaveBeenCalledWith("c-bob");
+    expect(container.querySelector('[aria-current="true"]')?.getAttribute("data-chat")).toBe("c-team");
+  });
+
+  it("moves focus with the arrow keys", async () => {
+    const { container } = render(ChatList, { chats, filter: "", activeId: null, onopen: () => {} });
+    const [first, second] = Array.from(container.querySelectorAll<HTMLButtonElement>("button.chat"));
+    first.focus();
+    await fireEvent.keyDown(first, { key: "ArrowDown" });
+    expect(document.activeElement).toBe(second);
+    await fireEvent.keyDown(second, { key: "ArrowUp" });
+    expect(document.activeElement).toBe(first);
+  });
+});

@@ -1,0 +1,58 @@
+import { fireEvent, render, screen } from "@testing-library/svelte";
+import { describe, expect, it, vi } from "vitest";
+import Composer from "./Composer.svelte";
+
+function setup(maxChars = 20, sent = true) {
+  const onsend = vi.fn(async (_text: string) => sent);
+  const ontyping = vi.fn();
+  render(Composer, { maxChars, onsend, ontyping });
+  const box = screen.getByLabelText("Message") as HTMLTextAreaElement;
+  return { onsend, ontyping, box };
+}
+
+async function type(box: HTMLTextAreaElement, text: string) {
+  await fireEvent.input(box, { target: { value: text } });
+}
+
+describe("Composer", () => {
+  it("sends on Enter, clears the box and says typing stopped", async () => {
+    const { onsend, ontyping, box } = setup();
+    await type(box, "hello 👋");
+    expect(ontyping).toHaveBeenLastCalledWith(true);
+    await fireEvent.keyDown(box, { key: "Enter" });
+    expect(onsend).toHaveBeenCalledWith("hello 👋");
+    expect(box.value).toBe("");
+    expect(ontyping).toHaveBeenLastCalledWith(false);
+  });
+
+  it("keeps Shift+Enter in the text", async () => {
+    const { onsend, box } = setup();
+    await type(box, "line one");
+    await fireEvent.keyDown(box, { key: "Enter", shiftKey: true });
+    expect(onsend).not.toHaveBeenCalled();
+  });
+
+  it("refuses blank text", async () => {
+    const { onsend, box } = setup();
+    await type(box, "   ");
+    await fireEvent.keyDown(box, { key: "Enter" });
+    expect(onsend).not.toHaveBeenCalled();
+  });
+
+  it("refuses text over the server's limit and says the limit", async () => {
+    const { onsend, box } = setup(5);
+    await type(box, "123456");
+    await fireEvent.keyDown(box, { key: "Enter" });
+    expect(onsend).not.toHaveBeenCalled();
+    expect(screen.getByText("Too long: 6 of at most 5 characters")).toBeTruthy();
+    expect(box.getAttribute("aria-invalid")).toBe("true");
+    expect((screen.getByLabelText("Send") as HTMLButtonElement).disabled).toBe(true);
+  });
+
+  it("gives the text back when sending fails", async () => {
+    const { box } = setup(20, false);
+    await type(box, "try again");
+    await fireEvent.keyDown(box, { key: "Enter" });
+    await vi.waitFor(() => expect(box.value).toBe("try again"));
+  });
+});

@@ -1,0 +1,66 @@
+import { fireEvent, render, screen } from "@testing-library/svelte";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { User } from "../lib/backend";
+import { ann, bob, zoe } from "../lib/fixtures";
+import UserSearch from "./UserSearch.svelte";
+
+beforeEach(() => vi.useFakeTimers());
+afterEach(() => vi.useRealTimers());
+
+describe("UserSearch", () => {
+  it("asks once the typing pauses, not on every key", async () => {
+    const search = vi.fn(async (_q: string): Promise<User[]> => [bob]);
+    render(UserSearch, { search, onpick: () => {}, delay: 250 });
+    const box = screen.getByLabelText("Search users");
+    await fireEvent.input(box, { target: { value: "b" } });
+    await fireEvent.input(box, { target: { value: "bo" } });
+    expect(search).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(250);
+    expect(search).toHaveBeenCalledTimes(1);
+    expect(search).toHaveBeenCalledWith("bo");
+    expect(screen.getByText("Bob")).toBeTruthy();
+  });
+
+  it("keeps the newest answer when an older one arrives late", async () => {
+    const answers: Record<string, { users: User[]; after: number }> = { a: { users: [ann], after: 500 }, z: { users: [zoe], after: 10 } };
+    const search = (q: string) => new Promise<User[]>((resolve) => setTimeout(() => resolve(answers[q].users), answers[q].after));
+    render(UserSearch, { search, onpick: () => {}, delay: 0 });
+    const box = screen.getByLabelText("Search users");
+    await fireEvent.input(box, { target: { value: "a" } });
+    await vi.advanceTimersByTimeAsync(1);
+    await fireEvent.input(box, { target: { value: "z" } });
+    await vi.advanceTimersByTimeAsync(600);
+    expect(screen.queryByText("Ann Lee")).toBeNull();
+    expect(screen.getByText("Zoë")).toBeTruthy();
+  });
+
+  it("leaves out excluded users and hands over the one picked", async () => {
+    const onpick = vi.fn();
+    render(UserSearch, { search: async () => [ann, bob], onpick, exclude: [ann.id], pickLabel: "Add" });
+    await fireEvent.input(screen.getByLabelText("Search users"), { target: { value: "x" } });
+    await vi.advanceTimersByTimeAsync(250);
+    expect(screen.queryByText("Ann Lee")).toBeNull();
+    await fireEvent.click(screen.getByLabelText("Add Bob"));
+    expect(onpick).toHaveBeenCalledWith(bob);
+  });
+
+  it("says so when nobody matches", async () => {
+    render(UserSearch, { search: async () => [], onpick: () => {} });
+    await fireEvent.input(screen.getByLabelText("Search users"), { target: { value: "nobody" } });
+    await vi.advanceTimersByTimeAsync(250);
+    expect(screen.getByText("Nobody found")).toBeTruthy();
+  });
+});
+
+describe("UserSearch with clearOnPick", () => {
+  it("empties the box for the next person", async () => {
+    vi.useFakeTimers();
+    render(UserSearch, { search: async () => [bob], onpick: () => {}, clearOnPick: true });
+    const box = screen.getByLabelText("Search users") as HTMLInputElement;
+    await fireEvent.input(box, { target: { value: "bo" } });
+    await vi.advanceTimersByTimeAsync(250);
+    await fireEvent.click(screen.getByLabelText("Choose Bob"));
+    expect(box.value).toBe("");
+    expect(screen.queryByText("Bob")).toBeNull();
+  });
+});

@@ -1,0 +1,221 @@
+// The app's state, in one place: filled from the Rust side's commands and
+// kept current by its events. Components read it and call its actions;
+// only this file and backend.ts know that Tauri exists.
+import {
+  backend, errorText, onEvent, onOpenChat,
+  type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
+} from "./backend";
+import { firstUnread, merge, oldestSeq } from "./history";
+
+/** The side panel over the chat list, if one is open. */
+export type Panel = null | "search" | "newGroup" | "info";
+
+const NO_LIMITS: Limits = { contentMaxChars: 4096, nameMaxChars: 64, passwordMinChars: 8, chatNameMaxChars: 64 };
+
+export class AppState {
+  booted = $state(false);
+  fatal = $state("");
+  me = $state<User | null>(null);
+  serverUrl = $state("");
+  limits = $state<Limits>(NO_LIMITS);
+  connection = $state<ConnectionState>("offline");
+  chats = $state.raw<ChatSummary[]>([]);
+  unreadTotal = $state(0);
+  /** Why the user is back at the login screen, when it was not their choice. */
+  loginNote = $state("");
+
+  activeId = $state<string | null>(null);
+  messages = $state.raw<MessageView[]>([]);
+  /** The open chat's first page is here (an empty chat is empty, not loading). */
+  historyLoaded = $state(false);
+  hasOlder = $state(false);
+  loadingOlder = $state(false);
+  unreadFrom = $state<string | null>(null);
+  unreadCount = $state(0);
+  /** Bumped to ask the message list to scroll to the newest message. */
+  scrollToEnd = $state(0);
+  typing = $state.raw<Record<string, string[]>>({});
+  panel = $state<Panel>(null);
+  /** An action's failure, shown until the next action. */
+  notice = $state("");
+
+  active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
+
+  async boot(): Promise<void> {
+    try {
+      const start = await backend.startup();
+      this.serverUrl = start.serverUrl;
+      this.limits = start.limits;
+      this.me = start.me;
+      this.connection = start.connection;
+      await onEvent((event) => this.handle(event));
+      await onOpenChat((chatId) => void this.openChat(chatId));
+      if (this.me) await this.loadChats();
+    } catch (err) {
+      this.fatal = errorText(err);
+    }
+    this.booted = true;
+  }
+
+  handle(event: EngineEvent): void {
+    switch (event.type) {
+      case "connection": this.connection = event.state; break;
+      case "chats": this.setChats(event.chats, event.unreadTotal); break;
+      case "message":
+        if (event.message.chatId === this.activeId) this.messages = merge(this.messages, [event.message]);
+        break;
+      case "typing": this.typing = { ...this.typing, [event.chatId]: event.names }; break;
+      case "sessionEnded": this.signedOut(event.reason); break;
+      case "notify": break;
+    }
+  }
+
+  private setChats(chats: ChatSummary[], unreadTotal: number): void {
+    this.chats = chats;
+    this.unreadTotal = unreadTotal;
+    // Removed from a group, or left it: its view closes.
+    if (this.activeId && !chats.some((chat) => chat.id === this.activeId)) this.closeChat();
+  }
+
+  async loadChats(): Promise<void> {
+    const list = await backend.chats();
+    this.setChats(list.chats, list.unreadTotal);
+  }
+
+  async signedIn(me: User): Promise<void> {
+    this.me = me;
+    this.loginNote = "";
+    await this.loadChats();
+  }
+
+  private signedOut(reason: string): void {
+    this.me = null;
+    this.loginNote = reason;
+    this.chats = [];
+    this.closeChat();
+    this.panel = null;
+  }
+
+  async logout(): Promise<void> {
+    await backend.logout();
+    this.signedOut("");
+  }
+
+  async openChat(chatId: string): Promise<void> {
+    const chat = this.chats.find((c) => c.id === chatId);
+    this.activeId = chatId;
+    this.messages = [];
+    this.historyLoaded = false;
+    this.hasOlder = false;
+    this.notice = "";
+    if (this.panel === "info") this.panel = null;
+    const unread = chat?.unread ?? 0;
+    try {
+      await backend.setActiveChat(chatId);
+      const page = await backend.history(chatId, null);
+      if (this.activeId !== chatId) return;
+      // Events that came in while the page was on its way stay.
+      this.messages = merge(page, this.messages);
+      this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
+      this.historyLoaded = true;
+      this.unreadCount = unread;
+      this.unreadFrom = firstUnread(this.messages, unread);
+      this.scrollToEnd += 1;
+    } catch (err) {
+      this.notice = errorText(err);
+    }
+  }
+
+  closeChat(): void {
+    this.activeId = null;
+    this.messages = [];
+    this.unreadFrom = null;
+    void backend.setActiveChat(null).catch(() => {});
+  }
+
+  /** The page before the oldest loaded message, when scrolled to the top. */
+  async loadOlder(): Promise<void> {
+    const chatId = this.activeId;
+    const before = oldestSeq(this.messages);
+    if (!chatId || !this.hasOlder || this.loadingOlder || before === null) return;
+    this.loadingOlder = true;
+    try {
+      const page = await backend.history(chatId, before);
+      if (this.activeId !== chatId) return;
+      this.messages = merge(this.messages, page);
+      const oldest = oldestSeq(this.messages) ?? 1;
+      this.hasOlder = page.length > 0 && oldest > 1;
+    } catch (err) {
+      this.notice = errorText(err);
+    } finally {
+      this.loadingOlder = false;
+    }
+  }
+
+  async send(content: string): Promise<boolean> {
+    const chatId = this.activeId;
+    if (!chatId) return false;
+    try {
+      const message = await backend.send(chatId, content);
+      if (this.activeId === chatId) this.messages = merge(this.messages, [message]);
+      this.unreadFrom = null;
+      this.scrollToEnd += 1;
+      this.notice = "";
+      return true;
+    } catch (err) {
+      this.notice = errorText(err);
+      return false;
+    }
+  }
+
+  async discard(message: MessageView): Promise<void> {
+    if (!message.clientId) return;
+    await backend.discard(message.clientId);
+    const key = message.clientId;
+    this.messages = this.messages.filter((m) => m.clientId !== key);
+  }
+
+  typingIn(chatId: string): string[] {
+    return this.typing[chatId] ?? [];
+  }
+
+  /** Runs a panel's action; its error shows in the panel, so rethrow. */
+  async openDirect(user: User): Promise<void> {
+    const chat = await backend.openDirect(user.id);
+    await this.loadChats();
+    this.panel = null;
+    await this.openChat(chat.id);
+  }
+
+  async createGroup(name: string, members: string[]): Promise<void> {
+    const chat = await backend.createGroup(name, members);
+    await this.loadChats();
+    this.panel = null;
+    await this.openChat(chat.id);
+  }
+
+  private replaceChat(chat: ChatSummary): void {
+    this.chats = this.chats.map((c) => (c.id === chat.id ? chat : c));
+  }
+
+  async renameGroup(chatId: string, name: string): Promise<void> {
+    this.replaceChat(await backend.renameGroup(chatId, name));
+  }
+
+  async addMember(chatId: string, userId: string): Promise<void> {
+    this.replaceChat(await backend.addMember(chatId, userId));
+  }
+
+  async removeMember(chatId: string, userId: string): Promise<void> {
+    this.replaceChat(await backend.removeMember(chatId, userId));
+  }
+
+  async leaveGroup(chatId: string): Promise<void> {
+    await backend.leaveGroup(chatId);
+    this.panel = null;
+    this.chats = this.chats.filter((c) => c.id !== chatId);
+    if (this.activeId === chatId) this.closeChat();
+  }
+}
+
+export const app = new AppState();

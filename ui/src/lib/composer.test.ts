@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest";
+import { checkMessage, keyAction, showCounter } from "./composer";
+
+describe("keyAction", () => {
+  it("sends on Enter only", () => {
+    expect(keyAction({ key: "Enter", shiftKey: false, isComposing: false })).toBe("send");
+    expect(keyAction({ key: "Enter", shiftKey: true, isComposing: false })).toBe("none");
+    expect(keyAction({ key: "Enter", shiftKey: false, isComposing: true })).toBe("none");
+    expect(keyAction({ key: "a", shiftKey: false, isComposing: false })).toBe("none");
+  });
+});
+
+describe("checkMessage", () => {
+  it("refuses blank text and text over the limit, counting emoji as the server does", () => {
+    expect(checkMessage("  \n", 10)).toMatchObject({ ok: false, reason: "empty" });
+    expect(checkMessage("👋".repeat(10), 10)).toEqual({ ok: true, count: 10 });
+    expect(checkMessage("👋".repeat(11), 10)).toMatchObject({ ok: false, reason: "tooLong", message: "Too long: 11 of at most 10 characters" });
+  });
+
+  it("shows the counter near the limit", () => {
+    expect(showCounter(89, 100)).toBe(false);
+    expect(showCounter(90, 100)).toBe(true);
+  });
+});

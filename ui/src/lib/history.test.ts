@@ -1,0 +1,69 @@
+import { describe, expect, it } from "vitest";
+import { ann, bob, message, zoe } from "./fixtures";
+import { firstUnread, merge, messageKey, oldestSeq, rows } from "./history";
+
+const day1 = "2026-03-02T10:00:00";
+const day2 = "2026-03-03T10:00:00";
+
+describe("merge", () => {
+  it("turns a pending message into the sent one without a duplicate", () => {
+    const pending = message(null, ann, "hello", day1, { clientId: "k1" });
+    const sent = message(5, ann, "hello", day1, { clientId: "k1" });
+    const merged = merge([message(4, bob, "hi", day1), pending], [sent]);
+    expect(merged.map((m) => m.seq)).toEqual([4, 5]);
+    expect(merged[1].status).toBe("sent");
+  });
+
+  it("keeps a sent message sent when its pending copy arrives late", () => {
+    const pending = message(null, ann, "hello", day1, { clientId: "k1" });
+    const sent = message(5, ann, "hello", day1, { clientId: "k1" });
+    const merged = merge(merge([], [sent]), [pending]);
+    expect(merged).toEqual([sent]);
+  });
+
+  it("puts an older page before what is loaded and keeps pending messages last", () => {
+    const loaded = [message(51, bob, "x", day2), message(null, ann, "later", day2, { clientId: "k" })];
+    const older = [message(49, bob, "a", day1), message(50, bob, "b", day1)];
+    expect(merge(loaded, older).map((m) => m.seq)).toEqual([49, 50, 51, null]);
+  });
+
+  it("ignores a message it already has", () => {
+    const m = message(1, bob, "once", day1);
+    expect(merge([m], [m])).toHaveLength(1);
+  });
+});
+
+describe("rows", () => {
+  const messages = [
+    message(1, bob, "one", day1), message(2, bob, "two", day1), message(3, zoe, "three", day1),
+    message(4, zoe, "four", day2), message(5, ann, "mine", day2), message(6, zoe, "six", day2),
+  ];
+
+  it("separates days and names a run's sender once in groups", () => {
+    const shown = rows(messages, { isGroup: true, unreadFrom: null, unreadCount: 0 });
+    expect(shown.map((r) => r.day !== null)).toEqual([true, false, false, true, false, false]);
+    expect(shown.map((r) => r.showSender)).toEqual([true, false, true, true, false, true]);
+  });
+
+  it("names nobody in a 1:1 chat", () => {
+    expect(rows(messages, { isGroup: false, unreadFrom: null, unreadCount: 0 }).some((r) => r.showSender)).toBe(false);
+  });
+
+  it("puts the new-messages marker above the first unread message", () => {
+    const from = firstUnread(messages, 2);
+    expect(from).toBe(messageKey(messages[3]));
+    const shown = rows(messages, { isGroup: true, unreadFrom: from, unreadCount: 2 });
+    expect(shown.filter((r) => r.unread !== null).map((r) => [r.message.seq, r.unread])).toEqual([[4, 2]]);
+  });
+
+  it("has no marker when nothing is unread", () => {
+    expect(firstUnread(messages, 0)).toBeNull();
+  });
+});
+
+describe("oldestSeq", () => {
+  it("skips pending messages", () => {
+    expect(oldestSeq([message(null, ann, "p", day1), message(7, bob, "x", day1)])).toBe(7);
+    expect(oldestSeq([])).toBeNull();
+  });
+});

@@ -1,0 +1,57 @@
+// Small pure rules of what the UI shows, kept apart to be tested alone.
+
+/** "Ann is typing…", "Ann and Bob are typing…", "Ann, Bob and 2 others are typing…". */
+export function typingText(names: string[]): string {
+  if (names.length === 0) return "";
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  const others = names.length - 2;
+  return `${names[0]}, ${names[1]} and ${others} other${others === 1 ? "" : "s"} are typing…`;
+}
+
+/** Up to two initials for an avatar without a picture. */
+export function initials(name: string): string {
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : words;
+  return letters.map((w) => Array.from(w)[0]?.toUpperCase() ?? "").join("") || "?";
+}
+
+/** "14:05": a message's time of day in the user's locale. */
+export function timeLabel(iso: string): string {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function startOfDay(date: Date): number {
+  return new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime();
+}
+
+/** A date separator's text: "Today", "Yesterday", a weekday within the
+ *  week, else the date ("3 March 2026"). */
+export function dayLabel(iso: string, now: Date = new Date()): string {
+  const date = new Date(iso);
+  const days = Math.round((startOfDay(now) - startOfDay(date)) / 86_400_000);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  if (days > 1 && days < 7) return date.toLocaleDateString([], { weekday: "long" });
+  return date.toLocaleDateString([], { day: "numeric", month: "long", year: "numeric" });
+}
+
+/** The chat list's time column: the time today, else a short date. */
+export function listTimeLabel(iso: string, now: Date = new Date()): string {
+  const date = new Date(iso);
+  if (startOfDay(date) === startOfDay(now)) return timeLabel(iso);
+  if (startOfDay(now) - startOfDay(date) === 86_400_000) return "Yesterday";
+  return date.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+/** The local day a timestamp falls on, as a key to compare days. */
+export function dayKey(iso: string): string {
+  const date = new Date(iso);
+  return `${date.getFullYear()}-${date.getMonth() + 1}-${date.getDate()}`;
+}
+
+/** Characters as the server counts them (Unicode scalar values), so an
+ *  emoji counts as the server would count it. */
+export function charCount(text: string): number {
+  return Array.from(text).length;
+}

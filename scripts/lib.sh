@@ -107,7 +107,7 @@ ensure_rabbitmq() {
 # screen, dbus for the notification test.
 ensure_desktop_deps() {
   apt_install libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
-    libssl-dev xvfb xdotool dbus webkit2gtk-driver
+    libssl-dev xvfb xdotool dbus webkit2gtk-driver fonts-noto-color-emoji fonts-dejavu-core
   command -v node >/dev/null && command -v npm >/dev/null ||
     { echo "Node.js and npm are needed for the app's UI: https://nodejs.org" >&2; exit 1; }
 }

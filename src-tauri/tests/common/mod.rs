@@ -2,6 +2,8 @@
 //! that die with the test.
 #![allow(dead_code)]
 
+pub mod driver;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

@@ -1,0 +1,368 @@
+//! Measurements of the real app, not tests: each is `#[ignore]`d and prints
+//! its figures (docs/desktop.md). Run them one at a time with
+//! `cargo build -p natter-desktop --example empty_window &&
+//! cargo test -p natter-desktop --test desktop_bench -- --ignored --nocapture --test-threads 1`
+//! (add `--release` to both for release builds).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::driver::*;
+use natter_shared::{Chat, Message, User};
+use serde_json::json;
+
+/// Not a test but a measurement (docs/desktop.md "Scrolling"): a chat of
+/// 10,000 messages, all loaded page by page by scrolling up, then scrolled
+/// from top to bottom one animation frame at a time. Prints frame times
+/// and how many rows the page holds. Run it with
+/// `cargo test -p natter-desktop --test desktop_bench scrolling -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run on demand"]
+async fn scrolling_ten_thousand_messages() {
+    let messages: usize = std::env::var("NATTER_SCROLL_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let (server, _server_data, _stop) = start_server().await;
+    let bob = Person::sign_up(&server, "Bob").await;
+    let started = start_app("Adwaita").await;
+    let app = &started.client;
+    sign_up_in_app(app, &server, "Ann").await;
+
+    let ann: Vec<User> = bob.get("/api/user?search=ann").await;
+    let direct: Chat = bob.post("/api/chat", json!({"userId": ann[0].id})).await;
+    write_many(&server, &bob.auth.token, &direct.id, messages).await;
+    let loading = Instant::now();
+    open_and_load_all(app, &direct.id).await;
+    println!("all pages loaded in {:?}", loading.elapsed());
+    let viewport = "document.querySelector('.messages > div')";
+    let figures = app
+        .execute_async(
+            &format!(
+                "const done = arguments[arguments.length - 1];
+                 const v = {viewport};
+                 const frames = [];
+                 let rows = 0;
+                 let last = performance.now();
+                 v.scrollTop = 0;
+                 function step(now) {{
+                   frames.push(now - last); last = now;
+                   rows = Math.max(rows, document.querySelectorAll('.msg').length);
+                   if (v.scrollTop + v.clientHeight >= v.scrollHeight - 1 || frames.length > 2000) {{
+                     frames.shift();
+                     frames.sort((a, b) => a - b);
+                     const at = (p) => frames[Math.min(frames.length - 1, Math.floor(p * frames.length))];
+                     done({{ frames: frames.length, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: frames[frames.length - 1],
+                            mostRowsInPage: rows, scrollHeight: v.scrollHeight }});
+                     return;
+                   }}
+                   v.scrollTop += 600;
+                   requestAnimationFrame(step);
+                 }}
+                 requestAnimationFrame(step);"
+            ),
+            vec![],
+        )
+        .await
+        .expect("measured");
+    println!("scrolling {messages} messages, 600 px per frame: {figures}");
+    let _ = app.clone().close().await;
+}
+
+/// "message 42 ..." -> 42.
+fn seq_of(text: &str) -> Option<usize> {
+    text.strip_prefix("message ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Cold start and memory beside an empty Tauri window (docs/desktop.md
+/// "Start and memory"). Ann's data folder is prepared once (signed up in
+/// the app, a 1,000-message chat with Bob and ten more chats, all in the
+/// cache); then, `RUNS` times, a fresh empty window (examples/empty_window)
+/// and a fresh Natter on that folder: from the process's start to the chat
+/// list's paint (the UI's "chat-list-painted" mark), then the 1,000-message
+/// chat opened and scrolled to its first message, and the PSS of each app's
+/// whole process tree (the app, WebKit's web and network processes) once it
+/// has settled. Prints the medians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run on demand"]
+async fn start_and_memory_beside_an_empty_window() {
+    const RUNS: usize = 5;
+    const MESSAGES: usize = 1_000;
+    let (server, _server_data, _stop) = start_server().await;
+    let bob = Person::sign_up(&server, "Bob").await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let host = Host::start("Adwaita", data.path());
+    let natter = app_binary();
+    let empty = example("empty_window");
+
+    // Prepare: Ann signs up in the app; her chats reach its cache.
+    let app = host.launch(&natter).await;
+    sign_up_in_app(&app, &server, "Ann").await;
+    let ann: Vec<User> = bob.get("/api/user?search=ann").await;
+    let direct: Chat = bob.post("/api/chat", json!({"userId": ann[0].id})).await;
+    write_many(&server, &bob.auth.token, &direct.id, MESSAGES).await;
+    for n in 0..10 {
+        let other = Person::sign_up(&server, &format!("Friend{n}")).await;
+        let chat: Chat = other.post("/api/chat", json!({"userId": ann[0].id})).await;
+        other
+            .write(&chat.id, &format!("hello from friend {n}"))
+            .await;
+    }
+    wait_for_count(&app, "ul.chats li", 11).await;
+    open_and_load_all(&app, &direct.id).await;
+    let _ = app.close().await;
+
+    let mut starts = Vec::new();
+    let mut natter_pss = Vec::new();
+    let mut empty_pss = Vec::new();
+    for run in 0..RUNS {
+        let window = host.launch(&empty).await;
+        let pid = process_of(&empty);
+        empty_pss.push(settled_pss(pid).await);
+        println!("empty window: {:?}", tree_parts(pid));
+        let _ = window.close().await;
+        wait_until("the empty window to end", async || !alive(pid)).await;
+
+        let app = host.launch(&natter).await;
+        let pid = process_of(&natter);
+        let started = process_start_ms(pid);
+        let mut painted = None;
+        wait_until("the chat list's paint mark", async || {
+            painted = app
+                .execute(
+                    "const m = performance.getEntriesByName('chat-list-painted')[0];
+                     return m ? performance.timeOrigin + m.startTime : null",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|value| value.as_f64());
+            painted.is_some()
+        })
+        .await;
+        starts.push(painted.expect("painted") - started);
+        open_and_load_all(&app, &direct.id).await;
+        natter_pss.push(settled_pss(pid).await);
+        println!("Natter: {:?}", tree_parts(pid));
+        let _ = app.close().await;
+        wait_until("Natter to end", async || !alive(pid)).await;
+        println!(
+            "run {run}: start {:.0} ms, Natter {} KiB, empty window {} KiB",
+            starts[run], natter_pss[run], empty_pss[run]
+        );
+    }
+    let (start, natter, empty) = (median(starts), median(natter_pss), median(empty_pss));
+    println!(
+        "{}",
+        json!({
+            "runs": RUNS,
+            "coldStartToPaintedListMs": start.round(),
+            "natterPssKiB": natter,
+            "emptyWindowPssKiB": empty,
+            "ratio": ((natter / empty) * 100.0).round() / 100.0,
+        })
+    );
+}
+
+/// Bob's `count` messages in `chat`, written by eight clients at once.
+async fn write_many(server: &str, token: &str, chat: &str, count: usize) {
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (server, token, chat) = (server.to_owned(), token.to_owned(), chat.to_owned());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for n in (writer..count).step_by(8) {
+                    let long = if n % 7 == 0 {
+                        " and a longer line that wraps onto a second one in the bubble"
+                    } else {
+                        ""
+                    };
+                    answer::<Message>(
+                        http.post(format!("{server}/api/message"))
+                            .bearer_auth(&token)
+                            .json(
+                                &json!({"chatId": chat, "content": format!("message {n}{long}")}),
+                            ),
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+}
+
+/// Opens the chat and scrolls up until "message 0" is shown: every page loaded.
+async fn open_and_load_all(app: &fantoccini::Client, chat: &str) {
+    click(app, &format!("[data-chat='{chat}']")).await;
+    wait_for_text(app, ".msg.theirs p", "message ").await;
+    tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            let _ = app
+                .execute(
+                    "document.querySelector('.messages > div').scrollTop = 0",
+                    vec![],
+                )
+                .await;
+            let shown = texts(app, ".msg p").await;
+            if shown.iter().any(|text| seq_of(text) == Some(0)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every page loads");
+}
+
+/// An example of this package, built beside the test.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{path:?} is missing: cargo build -p natter-desktop --example {name} (same profile)"
+    );
+    path
+}
+
+/// The one running process of `binary` (the benchmark runs one at a time).
+fn process_of(binary: &std::path::Path) -> u32 {
+    let wanted = binary.canonicalize().expect("the binary");
+    let started = Instant::now();
+    loop {
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == wanted) {
+                return pid;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{wanted:?} never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// When the process started, in ms since the epoch (10 ms resolution).
+fn process_start_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Field 22, counted after the ")" that closes the command name.
+    let ticks: f64 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(19))
+        .and_then(|ticks| ticks.parse().ok())
+        .expect("starttime");
+    let boot: f64 = std::fs::read_to_string("/proc/stat")
+        .expect("/proc/stat")
+        .lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
+        .expect("btime");
+    let hz = 100.0; // USER_HZ on Linux
+    (boot + ticks / hz) * 1000.0
+}
+
+/// The PSS of `pid` and all its descendants, in KiB.
+fn tree_pss(pid: u32) -> u64 {
+    tree_parts(pid).iter().map(|(_, pss)| pss).sum()
+}
+
+/// Each process of `pid`'s tree by name, with its PSS in KiB.
+fn tree_parts(pid: u32) -> Vec<(String, u64)> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(parent) = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok())
+        {
+            parents.push((child, parent));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut at = 0;
+    while at < tree.len() {
+        let parent = tree[at];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        at += 1;
+    }
+    tree.iter()
+        .filter_map(|pid| {
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            let pss = rollup.lines().find_map(|line| {
+                line.strip_prefix("Pss:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })?;
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            Some((name.trim().to_owned(), pss))
+        })
+        .collect()
+}
+
+/// The tree's PSS once it stops moving: two readings half a second apart
+/// within 1% of each other (after at least one second).
+async fn settled_pss(pid: u32) -> f64 {
+    let mut last = tree_pss(pid);
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = tree_pss(pid);
+        let moved = (now as f64 - last as f64).abs() / last.max(1) as f64;
+        if started.elapsed() >= Duration::from_secs(1) && moved < 0.01 {
+            return now as f64;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "memory never settled"
+        );
+        last = now;
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}

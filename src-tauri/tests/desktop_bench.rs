@@ -157,6 +157,16 @@ async fn start_and_memory_beside_an_empty_window() {
             starts[run], natter_pss[run], empty_pss[run]
         );
     }
+    // The UI's own floor: Natter at its login screen, with no data.
+    let blank = tempfile::tempdir().expect("temp dir");
+    let login_host = Host::start("Adwaita", blank.path());
+    let app = login_host.launch(&natter).await;
+    wait_for_text(&app, "#submit", "Log in").await;
+    let pid = process_of(&natter);
+    let login_pss = settled_pss(pid).await;
+    println!("Natter at login: {:?}", tree_parts(pid));
+    let _ = app.close().await;
+
     let (start, natter, empty) = (median(starts), median(natter_pss), median(empty_pss));
     println!(
         "{}",
@@ -165,6 +175,7 @@ async fn start_and_memory_beside_an_empty_window() {
             "coldStartToPaintedListMs": start.round(),
             "natterPssKiB": natter,
             "emptyWindowPssKiB": empty,
+            "natterAtLoginPssKiB": login_pss,
             "ratio": ((natter / empty) * 100.0).round() / 100.0,
         })
     );

@@ -86,7 +86,7 @@ fn seq_of(text: &str) -> Option<usize> {
 /// cache); then, `RUNS` times, a fresh empty window (examples/empty_window)
 /// and a fresh Natter on that folder: from the process's start to the chat
 /// list's paint (the UI's "chat-list-painted" mark), then the 1,000-message
-/// chat opened and scrolled to its first message, and the PSS of each app's
+/// chat opened, then scrolled to its first message, and the PSS of each app's
 /// whole process tree (the app, WebKit's web and network processes) once it
 /// has settled. Prints the medians.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +120,7 @@ async fn start_and_memory_beside_an_empty_window() {
 
     let mut starts = Vec::new();
     let mut natter_pss = Vec::new();
+    let mut opened_pss = Vec::new();
     let mut empty_pss = Vec::new();
     for run in 0..RUNS {
         let window = host.launch(&empty).await;
@@ -147,14 +148,19 @@ async fn start_and_memory_beside_an_empty_window() {
         })
         .await;
         starts.push(painted.expect("painted") - started);
+        // Opened: its newest page on screen.
+        click(&app, &format!("[data-chat='{}']", direct.id)).await;
+        wait_for_text(&app, ".msg.theirs p", "message ").await;
+        opened_pss.push(settled_pss(pid).await);
+        // Then scrolled up through all of it.
         open_and_load_all(&app, &direct.id).await;
         natter_pss.push(settled_pss(pid).await);
         println!("Natter: {:?}", tree_parts(pid));
         let _ = app.close().await;
         wait_until("Natter to end", async || !alive(pid)).await;
         println!(
-            "run {run}: start {:.0} ms, Natter {} KiB, empty window {} KiB",
-            starts[run], natter_pss[run], empty_pss[run]
+            "run {run}: start {:.0} ms, Natter {} KiB opened, {} KiB scrolled through, empty window {} KiB",
+            starts[run], opened_pss[run], natter_pss[run], empty_pss[run]
         );
     }
     // The UI's own floor: Natter at its login screen, with no data.
@@ -167,6 +173,7 @@ async fn start_and_memory_beside_an_empty_window() {
     println!("Natter at login: {:?}", tree_parts(pid));
     let _ = app.close().await;
 
+    let opened = median(opened_pss);
     let (start, natter, empty) = (median(starts), median(natter_pss), median(empty_pss));
     println!(
         "{}",
@@ -177,6 +184,8 @@ async fn start_and_memory_beside_an_empty_window() {
             "emptyWindowPssKiB": empty,
             "natterAtLoginPssKiB": login_pss,
             "ratio": ((natter / empty) * 100.0).round() / 100.0,
+            "natterChatOpenedPssKiB": opened,
+            "ratioChatOpened": ((opened / empty) * 100.0).round() / 100.0,
         })
     );
 }

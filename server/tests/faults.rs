@@ -396,9 +396,20 @@ impl Drop for RestartRabbitOnDrop {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselves() {
-    let _serial = SERIAL.lock().await;
+/// Two nodes on a new database and exchange, each reached directly; Ann
+/// (through node A) has written "before" to Bob, whose socket on node B got it.
+struct TwoNodes {
+    _nodes: [Node; 2],
+    a: TestApp,
+    b: TestApp,
+    ann: TestUser,
+    bob: TestUser,
+    chat: natter_shared::Chat,
+    bob_socket: TestSocket,
+    before: Message,
+}
+
+async fn two_nodes() -> TwoNodes {
     let database = new_postgres_database().await;
     let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
     let node_a = start_node("node-a", &database, &exchange).await;
@@ -411,6 +422,31 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
     let mut bob_socket = connect(&b, &bob).await;
     let before = a.send(&ann, &chat, "before").await;
     assert_eq!(bob_socket.next_message().await, before);
+    TwoNodes {
+        _nodes: [node_a, node_b],
+        a,
+        b,
+        ann,
+        bob,
+        chat,
+        bob_socket,
+        before,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselves() {
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes,
+        a,
+        b,
+        ann,
+        bob,
+        chat,
+        mut bob_socket,
+        ..
+    } = two_nodes().await;
 
     let _restart = RestartRabbitOnDrop;
     let stopped = std::process::Command::new("rabbitmqctl")
@@ -541,18 +577,16 @@ impl Drop for PostgresOutage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_postgresql_stopped_for_ten_seconds_sends_are_acked_and_delivered_then_stored() {
     let _serial = SERIAL.lock().await;
-    let database = new_postgres_database().await;
-    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
-    let node_a = start_node("node-a", &database, &exchange).await;
-    let node_b = start_node("node-b", &database, &exchange).await;
-    let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
-    let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
-    let ann = a.sign_up("Ann").await;
-    let bob = a.sign_up("Bob").await;
-    let chat = a.open_direct(&ann, &bob).await;
-    let mut bob_socket = connect(&b, &bob).await;
-    let before = a.send(&ann, &chat, "before").await;
-    assert_eq!(bob_socket.next_message().await, before);
+    let TwoNodes {
+        _nodes,
+        a,
+        b,
+        ann,
+        bob,
+        chat,
+        mut bob_socket,
+        before,
+    } = two_nodes().await;
 
     // pg_ctlcluster returns once the server is down.
     let outage = PostgresOutage::begin();

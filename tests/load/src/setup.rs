@@ -164,14 +164,7 @@ impl Setup<'_> {
         } else {
             response
         };
-        if !response.status().is_success() {
-            bail!(
-                "signing up {email}: {} {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
-        let auth: AuthResponse = response.json().await?;
+        let auth: AuthResponse = json_answer(response, &format!("signing up {email}")).await?;
         Ok(LoadUser {
             id: auth.user.id,
             email: email.to_owned(),
@@ -229,17 +222,26 @@ impl Setup<'_> {
                 })
         };
         let response = request.bearer_auth(&owner.token).send().await?;
-        if !response.status().is_success() {
-            bail!(
-                "creating a chat: {} {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
-        let chat: Chat = response.json().await?;
+        let chat: Chat = json_answer(response, "creating a chat").await?;
         Ok(LoadChat {
             id: chat.id,
             members,
         })
     }
+}
+
+/// The JSON of a successful answer; else an error naming what was being done
+/// with the server's status and words.
+async fn json_answer<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    doing: &str,
+) -> anyhow::Result<T> {
+    let status = response.status();
+    if !status.is_success() {
+        bail!(
+            "{doing}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(response.json().await?)
 }

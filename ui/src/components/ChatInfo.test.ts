@@ -46,3 +46,16 @@ describe("ChatInfo", () => {
     expect(screen.queryByText("Leave group")).toBeNull();
   });
 });
+
+describe("ChatInfo, renaming", () => {
+  it("keeps what the admin types while the chat updates, and follows a new name", async () => {
+    const props = { chat: group, me: ann, limits, actions: actions(), onclose: () => {} };
+    const { rerender } = render(ChatInfo, props);
+    const box = screen.getByLabelText("Group name") as HTMLInputElement;
+    await fireEvent.input(box, { target: { value: "Lunch cr" } });
+    await rerender({ ...props, chat: { ...group, unread: 3 } });
+    expect(box.value).toBe("Lunch cr");
+    await rerender({ ...props, chat: { ...group, name: "Dinner crew" } });
+    expect(box.value).toBe("Dinner crew");
+  });
+});

@@ -56,3 +56,13 @@ describe("Composer", () => {
     await vi.waitFor(() => expect(box.value).toBe("try again"));
   });
 });
+
+describe("Composer, left with a draft", () => {
+  it("says typing stopped when it goes", async () => {
+    const ontyping = vi.fn();
+    const { unmount } = render(Composer, { maxChars: 20, onsend: async () => true, ontyping });
+    await fireEvent.input(screen.getByLabelText("Message"), { target: { value: "half a tho" } });
+    unmount();
+    expect(ontyping).toHaveBeenLastCalledWith(false);
+  });
+});

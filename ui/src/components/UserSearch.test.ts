@@ -64,3 +64,17 @@ describe("UserSearch with clearOnPick", () => {
     expect(screen.queryByText("Bob")).toBeNull();
   });
 });
+
+describe("UserSearch, cleared", () => {
+  it("ignores an answer that arrives after the box was emptied", async () => {
+    vi.useFakeTimers();
+    const search = (_q: string) => new Promise<User[]>((resolve) => setTimeout(() => resolve([bob]), 300));
+    render(UserSearch, { search, onpick: () => {}, delay: 0 });
+    const box = screen.getByLabelText("Search users");
+    await fireEvent.input(box, { target: { value: "bo" } });
+    await vi.advanceTimersByTimeAsync(1);
+    await fireEvent.input(box, { target: { value: "" } });
+    await vi.advanceTimersByTimeAsync(400);
+    expect(screen.queryByText("Bob")).toBeNull();
+  });
+});

@@ -39,6 +39,10 @@ export class AppState {
   /** An action's failure, shown until the next action. */
   notice = $state("");
 
+  /** Counts chat openings: an answer for an earlier opening (even of the
+   *  same chat, A→B→A) is dropped rather than merged into the new view. */
+  private opened = 0;
+
   active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
 
   async boot(): Promise<void> {
@@ -103,6 +107,7 @@ export class AppState {
 
   async openChat(chatId: string): Promise<void> {
     const chat = this.chats.find((c) => c.id === chatId);
+    const opening = ++this.opened;
     this.activeId = chatId;
     this.messages = [];
     this.historyLoaded = false;
@@ -113,7 +118,7 @@ export class AppState {
     try {
       await backend.setActiveChat(chatId);
       const page = await backend.history(chatId, null);
-      if (this.activeId !== chatId) return;
+      if (this.opened !== opening) return;
       // Events that came in while the page was on its way stay.
       this.messages = merge(page, this.messages);
       this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
@@ -127,6 +132,7 @@ export class AppState {
   }
 
   closeChat(): void {
+    this.opened += 1;
     this.activeId = null;
     this.messages = [];
     this.unreadFrom = null;
@@ -136,16 +142,20 @@ export class AppState {
   /** The page before the oldest loaded message, when scrolled to the top. */
   async loadOlder(): Promise<void> {
     const chatId = this.activeId;
+    const opening = this.opened;
     const before = oldestSeq(this.messages);
     if (!chatId || !this.hasOlder || this.loadingOlder || before === null) return;
     this.loadingOlder = true;
     try {
       const page = await backend.history(chatId, before);
-      if (this.activeId !== chatId) return;
+      if (this.opened !== opening) return;
       this.messages = merge(this.messages, page);
       const oldest = oldestSeq(this.messages) ?? 1;
       this.hasOlder = page.length > 0 && oldest > 1;
     } catch (err) {
+      if (this.opened !== opening) return;
+      // No retry loop: opening the chat again tries again.
+      this.hasOlder = false;
       this.notice = errorText(err);
     } finally {
       this.loadingOlder = false;
@@ -154,10 +164,12 @@ export class AppState {
 
   async send(content: string): Promise<boolean> {
     const chatId = this.activeId;
+    const opening = this.opened;
     if (!chatId) return false;
     try {
       const message = await backend.send(chatId, content);
-      if (this.activeId === chatId) this.messages = merge(this.messages, [message]);
+      if (this.opened !== opening) return true;
+      this.messages = merge(this.messages, [message]);
       this.unreadFrom = null;
       this.scrollToEnd += 1;
       this.notice = "";

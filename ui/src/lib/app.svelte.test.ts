@@ -1,0 +1,64 @@
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import type { MessageView } from "./backend";
+import { ann, bob, chat, message } from "./fixtures";
+
+const history = vi.fn<(chatId: string, before: number | null) => Promise<MessageView[]>>();
+vi.mock("./backend", async (original) => ({
+  ...(await original<typeof import("./backend")>()),
+  backend: { history, setActiveChat: vi.fn(async () => {}) },
+}));
+
+const { AppState } = await import("./app.svelte");
+
+/** A promise and the functions that settle it. */
+function later<T>() {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((yes, no) => { resolve = yes; reject = no; });
+  return { promise, resolve, reject };
+}
+
+const day = "2026-03-02T10:00:00";
+const page = (from: number, to: number, chatId = "a") =>
+  Array.from({ length: to - from + 1 }, (_, i) => ({ ...message(from + i, bob, `m${from + i}`, day), chatId, id: `${chatId}${from + i}` }));
+
+function appWithChats() {
+  const app = new AppState();
+  app.me = ann;
+  app.chats = [chat("a", "A", day), chat("b", "B", day)];
+  return app;
+}
+
+beforeEach(() => history.mockReset());
+
+describe("AppState", () => {
+  it("stops asking for older pages after one fails, and says why", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    expect(app.hasOlder).toBe(true);
+    history.mockRejectedValueOnce({ error: "the server is unreachable" });
+    await app.loadOlder();
+    expect(app.hasOlder).toBe(false);
+    expect(app.notice).toBe("the server is unreachable");
+    await app.loadOlder();
+    expect(history).toHaveBeenCalledTimes(2);
+  });
+
+  it("drops an older page meant for an earlier opening of the same chat", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    const stale = later<MessageView[]>();
+    history.mockReturnValueOnce(stale.promise);
+    const loading = app.loadOlder();
+    history.mockResolvedValueOnce(page(1, 5, "b"));
+    await app.openChat("b");
+    history.mockResolvedValueOnce(page(55, 64));
+    await app.openChat("a");
+    stale.resolve(page(1, 50));
+    await loading;
+    expect(app.messages.map((m) => m.seq)).toEqual([55, 56, 57, 58, 59, 60, 61, 62, 63, 64]);
+    expect(app.hasOlder).toBe(true);
+  });
+});

@@ -15,6 +15,14 @@ use crate::error::CoreResult;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// A chat the cache let go of (the user left or was removed), with what
+/// was still in the outbox for it: gone with the chat, and to be told.
+#[derive(Debug, Clone)]
+pub struct Forgotten {
+    pub chat: Chat,
+    pub unsent: Vec<Outgoing>,
+}
+
 /// A message written here that the server has not acknowledged yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -104,21 +112,26 @@ impl Cache {
     }
 
     /// Makes the cached chat list the server's: chats not in `chats` (the
-    /// user left or was removed) go, with their messages.
-    pub async fn replace_chats(&self, chats: &[Chat]) -> CoreResult<()> {
+    /// user left or was removed) go, with their messages; returns those.
+    pub async fn replace_chats(&self, chats: &[Chat]) -> CoreResult<Vec<Forgotten>> {
         for chat in chats {
             self.put_chat(chat).await?;
         }
         let keep: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
+        let mut forgotten = Vec::new();
         for id in self.chat_ids().await? {
             if !keep.contains(&id.as_str()) {
-                self.forget_chat(&id).await?;
+                forgotten.extend(self.forget_chat(&id).await?);
             }
         }
-        Ok(())
+        Ok(forgotten)
     }
 
-    pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<()> {
+    /// Drops a chat with its messages and outbox; returns what it was, if
+    /// it was cached.
+    pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Forgotten>> {
+        let chat = self.chat(chat_id).await?.map(|(chat, _)| chat);
+        let unsent = self.outbox(Some(chat_id)).await?;
         let mut tx = self.pool.begin().await?;
         for table in ["messages", "outbox"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE chat_id = ?1"))
@@ -131,7 +144,7 @@ impl Cache {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(chat.map(|chat| Forgotten { chat, unsent }))
     }
 
     pub async fn chat_ids(&self) -> CoreResult<Vec<String>> {

@@ -146,7 +146,9 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 /// after the last one cached.
 pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
     let chats = ctx.api.chats().await?;
-    ctx.cache.replace_chats(&chats).await?;
+    for forgotten in ctx.cache.replace_chats(&chats).await? {
+        ctx.tell_unsent(&forgotten);
+    }
     let held = ctx.cache.max_seqs().await?;
     for chat in &chats {
         let cursor = held.get(&chat.id).copied();

@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 
 use crate::api::ServerApi;
 use crate::backoff::Backoff;
-use crate::cache::{Cache, Stored};
+use crate::cache::{Cache, Forgotten, Stored};
 use crate::error::CoreResult;
 use crate::typing::Typing;
 use crate::views::{ChatSummary, ConnectionState, Event, MessageView, Notification, View};
@@ -103,10 +103,33 @@ impl Context {
     pub async fn chat_changed(&self, chat: &Chat) -> CoreResult<()> {
         if chat.users.iter().any(|user| user.id == self.me.id) {
             self.cache.put_chat(chat).await?;
-        } else {
-            self.cache.forget_chat(&chat.id).await?;
+        } else if let Some(forgotten) = self.cache.forget_chat(&chat.id).await? {
+            self.tell_unsent(&forgotten);
         }
         self.emit_chats().await
+    }
+
+    /// A chat the user is no longer in goes with its outbox: what was not
+    /// sent yet is said in a notification, not dropped without a word.
+    pub fn tell_unsent(&self, forgotten: &Forgotten) {
+        let Some(first) = forgotten.unsent.first() else {
+            return;
+        };
+        let body = match forgotten.unsent.len() {
+            1 => format!(
+                "Not sent, you are no longer in this group: \u{201c}{}\u{201d}",
+                first.content
+            ),
+            n => format!("{n} messages not sent: you are no longer in this group"),
+        };
+        self.emit(Event::Notify {
+            notification: Notification {
+                chat_id: forgotten.chat.id.clone(),
+                message_id: first.client_id.clone(),
+                title: forgotten.chat.chat_name.clone(),
+                body,
+            },
+        });
     }
 
     pub async fn chat_list(&self) -> CoreResult<(Vec<ChatSummary>, u32)> {

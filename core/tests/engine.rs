@@ -620,3 +620,75 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
         Err(natter_core::CoreError::Unreachable { .. })
     ));
 }
+
+/// Removed from a group while a message to it waits in the outbox: the
+/// chat goes (as when removed online), and the unsent message is not
+/// dropped without a word: a notification says it was not sent.
+#[tokio::test]
+async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
+    let mut server = Server::spawn().await;
+    let mut ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    let carol_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    let carol = sign_up(&carol_app, "Carol").await;
+    let group = bob_app
+        .engine
+        .create_group("Crew", &[ann.id.clone(), carol.id.clone()])
+        .await
+        .expect("group");
+    eventually("ann has the group", || async {
+        ann_app.engine.chat(&group.id).await.is_ok()
+    })
+    .await;
+    online(&ann_app).await;
+
+    server.stop().await;
+    eventually("ann is offline", || async {
+        ann_app.engine.connection_state().await != ConnectionState::Online
+    })
+    .await;
+    ann_app
+        .engine
+        .send(&group.id, "written offline")
+        .await
+        .expect("kept in the outbox");
+    // Bob removes her meanwhile (in the server's store while it is down, so
+    // that her app cannot hear of it before it sends).
+    {
+        let store = natter_server::store::SqliteStore::open(server.data.path())
+            .await
+            .expect("the server's store");
+        natter_server::store::Store::remove_member(&store, &group.id, &ann.id)
+            .await
+            .expect("removed");
+    }
+    server.start().await;
+
+    let told = next_event(
+        &mut ann_app,
+        "the unsent message reported",
+        |event| matches!(event, Event::Notify { notification } if notification.chat_id == group.id),
+    )
+    .await;
+    let Event::Notify { notification } = told else {
+        unreachable!()
+    };
+    assert_eq!(notification.title, "Crew");
+    assert_eq!(
+        notification.body,
+        "Not sent, you are no longer in this group: \u{201c}written offline\u{201d}"
+    );
+    let (chats, _) = ann_app.engine.chats().await.expect("chats");
+    assert!(
+        chats.iter().all(|chat| chat.id != group.id),
+        "the chat went"
+    );
+    let bobs = bob_app
+        .engine
+        .history(&group.id, None)
+        .await
+        .expect("history");
+    assert!(bobs.iter().all(|m| m.content != "written offline"));
+}

@@ -21,6 +21,8 @@ use crate::store::{Store, StoreError, Stored};
 
 /// Chats remembered before memory is cleared (only between batches: a chat
 /// with uncommitted messages must keep its seq).
+/// How long a delivery waits for the link to the other nodes to come back.
+const FANOUT_PATIENCE: Duration = Duration::from_secs(10);
 const CHATS_REMEMBERED: usize = 100_000;
 
 /// Messages remembered by id (and clientId), newest first out last: a
@@ -300,10 +302,16 @@ impl Sequencer {
         }
     }
 
-    /// Hands the message to this node's sockets and the other nodes. A
-    /// failure is logged: the message is safe, and the nodes that could not
-    /// be told close their sockets so that their apps catch up.
+    /// Hands the message to this node's sockets and the other nodes. While
+    /// this node's link to the other nodes is reconnecting, it waits for it
+    /// (the partition waits with it, so the order holds): sockets on the
+    /// other nodes would otherwise miss the message without knowing. If the
+    /// link stays away, the failure is logged: the message is safe, and this
+    /// node's own sockets were closed when its link broke.
     async fn deliver(&self, message: &Message, members: &[String]) {
+        if !self.events.other_nodes_reachable(FANOUT_PATIENCE).await {
+            tracing::warn!("the other nodes stayed unreachable: delivering here only");
+        }
         let frame = ServerFrame::Message {
             message: message.clone(),
         };

@@ -50,6 +50,26 @@ impl Events {
         }
     }
 
+    /// Waits, up to `patience`, until events reach the other nodes; true
+    /// when they do (always on a single node). After a broker restart the
+    /// fan-out link may come back later than the message pipeline's: an
+    /// event published in between would reach this node's sockets only,
+    /// while the other nodes' sockets, whose link is fine, would never hear
+    /// of it.
+    pub async fn other_nodes_reachable(&self, patience: std::time::Duration) -> bool {
+        let Some(fanout) = &self.fanout else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        while !fanout.is_up() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// A socket of `user_id` opened (`first`: their first on this node).
     /// True when it will receive every event from now on; false while the
     /// other nodes cannot be heard (the broker is down), when the socket

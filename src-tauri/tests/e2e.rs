@@ -167,6 +167,20 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
         .expect("Escape");
     wait_for_count(app, ".panel", 0).await;
 
+    // Log out; a wrong password gets the server's words; then back in,
+    // her chats there again.
+    click(app, "#logout").await;
+    wait_for_text(app, "#submit", "Log in").await;
+    type_into(app, "#email", "ann@example.org").await;
+    type_into(app, "#password", "not her password").await;
+    click(app, "#submit").await;
+    wait_for_text(app, ".login [role='alert']", "wrong email or password").await;
+    type_into(app, "#password", "ann's password").await;
+    click(app, "#submit").await;
+    wait_for_text(app, "aside .me", "Ann").await;
+    click(app, &format!("[data-chat='{}']", group.id)).await;
+    wait_for_text(app, ".msg.theirs p", "Me too!").await;
+
     // The smallest window: nothing sticks out sideways.
     app.set_window_size(800, 600).await.expect("resized");
     wait_until("the window at 800x600", async || {

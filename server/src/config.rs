@@ -92,6 +92,17 @@ pub struct Config {
     #[arg(long, env = "NATTER_AMQP_QUEUE_EXPIRY_MS", hide = true)]
     pub amqp_queue_expiry_ms: Option<u64>,
 
+    /// The first wait before reconnecting the event link to the other nodes,
+    /// in milliseconds (it doubles up to 5 s). For tests that need the link
+    /// to stay away a while.
+    #[arg(
+        long,
+        env = "NATTER_FANOUT_RETRY_MS",
+        default_value_t = 100,
+        hide = true
+    )]
+    pub fanout_retry_ms: u64,
+
     /// This node's name in logs and between nodes (default: random per start).
     #[arg(long, env = "NATTER_NODE_ID")]
     pub node_id: Option<String>,

@@ -222,6 +222,7 @@ async fn open_events(config: &Config, node_id: &str, hub: Arc<Hub>) -> anyhow::R
         node_id,
         hub.clone(),
         std::time::Duration::from_secs(15),
+        std::time::Duration::from_millis(config.fanout_retry_ms),
     )
     .await
     .context("connecting to RabbitMQ (NATTER_AMQP_URL)")?;

@@ -36,7 +36,7 @@ struct Node {
 }
 
 async fn start_node(name: &str, database: &str, exchange: &str) -> Node {
-    start_node_with(name, database, exchange, true).await
+    start_node_with(name, database, exchange, &[]).await
 }
 
 /// The `natter-server` command of one deployment, with its settings.
@@ -60,27 +60,19 @@ fn server_command(name: &str, database: &str, exchange: &str, data: &std::path::
     command
 }
 
-/// A node; `persist: false` leaves sequencing and storing to others.
-async fn start_node_with(name: &str, database: &str, exchange: &str, persist: bool) -> Node {
+/// A node with more settings (`NATTER_PERSIST=false` leaves sequencing and
+/// storing to others).
+async fn start_node_with(
+    name: &str,
+    database: &str,
+    exchange: &str,
+    settings: &[(&str, &str)],
+) -> Node {
     let data = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let child = server_command(name, database, exchange, data.path())
         .env("NATTER_ADDR", format!("127.0.0.1:{port}"))
-        .env("NATTER_PERSIST", persist.to_string())
-        .env("NATTER_DATA_DIR", data.path())
-        .env("NATTER_DATABASE_URL", database)
-        .env("NATTER_AMQP_URL", amqp_url())
-        .env("NATTER_AMQP_EXCHANGE", exchange)
-        .env("NATTER_JWT_SECRET", TEST_SECRET)
-        .env("NATTER_NODE_ID", name)
-        .env(
-            "NATTER_AMQP_QUEUE_EXPIRY_MS",
-            TEST_QUEUE_EXPIRY_MS.to_string(),
-        )
-        .env("NATTER_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+        .envs(settings.iter().copied())
         .spawn()
         .expect("node starts");
     let http = reqwest::Client::new();
@@ -647,7 +639,13 @@ async fn a_persist_process_sequences_and_stores_for_nodes_that_do_not() {
     let _serial = SERIAL.lock().await;
     let database = new_postgres_database().await;
     let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
-    let node = start_node_with("serving-only", &database, &exchange, false).await;
+    let node = start_node_with(
+        "serving-only",
+        &database,
+        &exchange,
+        &[("NATTER_PERSIST", "false")],
+    )
+    .await;
     let app = TestApp::at(format!("127.0.0.1:{}", node.port).parse().expect("addr"));
     let ann = app.sign_up("Ann").await;
     let bob = app.sign_up("Bob").await;
@@ -682,4 +680,84 @@ async fn a_persist_process_sequences_and_stores_for_nodes_that_do_not() {
     let history = app.history(&bob, &chat, "").await;
     assert_eq!(history, delivered, "stored by the persister, in order");
     assert_eq!(history[0].content, "early");
+}
+
+/// RabbitMQ closes node A's event link alone (the one to the other nodes)
+/// and A takes 3 s to reconnect it, while its message pipeline works on. A
+/// message A sequences meanwhile reaches Bob on node B late rather than
+/// never: the delivery waits for the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sequenced_while_the_event_link_is_away_still_reaches_other_nodes() {
+    let _serial = SERIAL.lock().await;
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let node_id = format!("node-a-{}", uuid::Uuid::new_v4().simple());
+    // A starts first: the active sequencer of every partition.
+    let node_a = start_node_with(
+        &node_id,
+        &database,
+        &exchange,
+        &[("NATTER_FANOUT_RETRY_MS", "3000")],
+    )
+    .await;
+    let node_b = start_node("node-b", &database, &exchange).await;
+    let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
+    let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
+    let ann = a.sign_up("Ann").await;
+    let bob = a.sign_up("Bob").await;
+    let chat = a.open_direct(&ann, &bob).await;
+    let mut bob_socket = connect(&b, &bob).await;
+    let before = a.send(&ann, &chat, "before").await;
+    assert_eq!(bob_socket.next_message().await, before);
+
+    close_connection(&format!("natter-server {node_id}"));
+    wait_until(
+        "node A to see its event link gone",
+        FAULT_PATIENCE,
+        async || {
+            let health: serde_json::Value = a
+                .http
+                .get(a.url("/health"))
+                .send()
+                .await
+                .expect("health")
+                .json()
+                .await
+                .expect("json");
+            health["nodes"] == "unreachable"
+        },
+    )
+    .await;
+    let during = a.send(&ann, &chat, "during").await;
+    assert_eq!(bob_socket.next_message().await, during);
+}
+
+/// Closes the one RabbitMQ connection named `name` (as the broker lists it).
+fn close_connection(name: &str) {
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl");
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    let quoted = [format!("\"{name}\""), format!("<<\"{name}\">>")];
+    let pid = listing
+        .lines()
+        .find(|line| quoted.iter().any(|q| line.contains(q.as_str())))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no connection named {name:?} in:\n{listing}"));
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", pid, "a test closes it"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
 }

@@ -13,7 +13,8 @@ const PING_PATIENCE: Duration = Duration::from_secs(2);
 /// `GET /health`, for load balancers: 200 while the database answers, or
 /// while messages flow without it (through RabbitMQ: "degraded"), 503
 /// otherwise; with the picture store's state and the number of sockets open
-/// on this node, for operators. Pictures failing alone does not make a node
+/// on this node and, with several nodes, the link to the others' events,
+/// for operators. Pictures failing alone does not make a node
 /// unhealthy: chatting still works.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let connections = state.hub.connections();
@@ -34,11 +35,15 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         (false, true) => (StatusCode::OK, "degraded"),
         (false, false) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
-    let body = json!({
+    let mut body = json!({
         "status": summary,
         "database": up(database.is_ok()),
         "pictures": up(blobs.is_ok()),
         "connections": connections,
     });
+    // Several nodes: whether this one hears the others' events right now.
+    if let Some(nodes) = state.events.other_nodes_up() {
+        body["nodes"] = json!(up(nodes));
+    }
     (status, Json(body))
 }

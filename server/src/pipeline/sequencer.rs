@@ -19,10 +19,11 @@ use super::{Draft, Refusal};
 use crate::realtime::Events;
 use crate::store::{Store, StoreError, Stored};
 
+/// How long a delivery waits for the link to the other nodes to come back
+/// (its reconnection backs off up to 5 s; well within `SEND_PATIENCE`).
+const FANOUT_PATIENCE: Duration = Duration::from_secs(5);
 /// Chats remembered before memory is cleared (only between batches: a chat
 /// with uncommitted messages must keep its seq).
-/// How long a delivery waits for the link to the other nodes to come back.
-const FANOUT_PATIENCE: Duration = Duration::from_secs(10);
 const CHATS_REMEMBERED: usize = 100_000;
 
 /// Messages remembered by id (and clientId), newest first out last: a

@@ -50,6 +50,12 @@ impl Events {
         }
     }
 
+    /// Whether events reach the other nodes right now; `None` on a single
+    /// node (there are none).
+    pub fn other_nodes_up(&self) -> Option<bool> {
+        self.fanout.as_ref().map(|fanout| fanout.is_up())
+    }
+
     /// Waits, up to `patience`, until events reach the other nodes; true
     /// when they do (always on a single node). After a broker restart the
     /// fan-out link may come back later than the message pipeline's: an

@@ -61,19 +61,23 @@ pub struct AmqpFanout {
     node_id: String,
     hub: Arc<Hub>,
     link: Mutex<Option<Link>>,
+    /// The first wait before reconnecting; it doubles up to 5 s.
+    first_retry: Duration,
     /// Serialises binding and unbinding so a user who reconnects while their
     /// last socket closes ends up bound.
     bindings: tokio::sync::Mutex<()>,
 }
 
 impl AmqpFanout {
-    /// Connects (waiting at most `patience`) and starts the supervisor.
+    /// Connects (waiting at most `patience`) and starts the supervisor,
+    /// which reconnects after `first_retry`, doubling up to 5 s.
     pub async fn start(
         url: &str,
         exchange: &str,
         node_id: &str,
         hub: Arc<Hub>,
         patience: Duration,
+        first_retry: Duration,
     ) -> anyhow::Result<Arc<Self>> {
         let fanout = Arc::new(AmqpFanout {
             url: url.to_owned(),
@@ -81,6 +85,7 @@ impl AmqpFanout {
             node_id: node_id.to_owned(),
             hub,
             link: Mutex::new(None),
+            first_retry,
             bindings: tokio::sync::Mutex::new(()),
         });
         let (connection, link) = tokio::time::timeout(patience, fanout.connect())
@@ -153,7 +158,7 @@ impl AmqpFanout {
             // Sockets here may miss events until the link is back: close
             // them, so that apps reconnect (refused until then) and catch up.
             self.hub.kick_all();
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = self.first_retry;
             loop {
                 tokio::time::sleep(backoff).await;
                 match self.connect().await {

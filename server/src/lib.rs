@@ -8,10 +8,12 @@
 //! - `chats`: the rules of chats and messages, shared by REST and the socket.
 //! - `realtime`: the WebSocket gateway and the hub that delivers events.
 //! - `pipeline`: how a message gets its seq, reaches members and is stored.
+//! - `broker`: what the two RabbitMQ links share (reconnecting).
 //! - `http`: routes and handlers.
 
 pub mod auth;
 pub mod blobs;
+pub mod broker;
 pub mod chats;
 pub mod config;
 pub mod domain;

@@ -273,21 +273,9 @@ impl AmqpPipeline {
             self.set_current(None);
             self.waiting().clear();
             let _ = connection.close(0, "reconnecting".into()).await;
-            let mut pause = Duration::from_millis(100);
-            loop {
-                tokio::time::sleep(pause).await;
-                match self.connect().await {
-                    Ok((new_connection, new_link)) => {
-                        tracing::info!("the pipeline reconnected to RabbitMQ");
-                        (connection, link) = (new_connection, new_link);
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, "RabbitMQ still unreachable");
-                        pause = (pause * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+            (connection, link) =
+                crate::broker::reconnect("pipeline", Duration::from_millis(100), || self.connect())
+                    .await;
         }
     }
 

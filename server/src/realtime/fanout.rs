@@ -158,21 +158,8 @@ impl AmqpFanout {
             // Sockets here may miss events until the link is back: close
             // them, so that apps reconnect (refused until then) and catch up.
             self.hub.kick_all();
-            let mut backoff = self.first_retry;
-            loop {
-                tokio::time::sleep(backoff).await;
-                match self.connect().await {
-                    Ok((new_connection, new_link)) => {
-                        tracing::info!("reconnected to RabbitMQ");
-                        (connection, link) = (new_connection, new_link);
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, "RabbitMQ still unreachable");
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+            (connection, link) =
+                crate::broker::reconnect("events", self.first_retry, || self.connect()).await;
         }
     }
 

@@ -19,9 +19,6 @@ use super::{Draft, Refusal};
 use crate::realtime::Events;
 use crate::store::{Store, StoreError, Stored};
 
-/// How long a delivery waits for the link to the other nodes to come back
-/// (its reconnection backs off up to 5 s; well within `SEND_PATIENCE`).
-const FANOUT_PATIENCE: Duration = Duration::from_secs(5);
 /// Chats remembered before memory is cleared (only between batches: a chat
 /// with uncommitted messages must keep its seq).
 const CHATS_REMEMBERED: usize = 100_000;
@@ -303,20 +300,13 @@ impl Sequencer {
         }
     }
 
-    /// Hands the message to this node's sockets and the other nodes. While
-    /// this node's link to the other nodes is reconnecting, it waits for it
-    /// (the partition waits with it, so the order holds): sockets on the
-    /// other nodes would otherwise miss the message without knowing. If the
-    /// link stays away, the failure is logged: the message is safe, and this
-    /// node's own sockets were closed when its link broke.
+    /// Hands the message to this node's sockets and the other nodes (the
+    /// partition waits while the link to them reconnects, so order holds).
     async fn deliver(&self, message: &Message, members: &[String]) {
-        if !self.events.other_nodes_reachable(FANOUT_PATIENCE).await {
-            tracing::warn!("the other nodes stayed unreachable: delivering here only");
-        }
         let frame = ServerFrame::Message {
             message: message.clone(),
         };
-        self.events.publish_lossy(members, &frame).await;
+        self.events.publish_waiting(members, &frame).await;
     }
 }
 

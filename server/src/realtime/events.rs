@@ -4,11 +4,17 @@
 //! nodes there are.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use natter_shared::ServerFrame;
 
 use super::fanout::{AmqpFanout, FanoutError};
 use super::hub::{Hub, encode};
+
+/// How long an event that must reach the other nodes waits for the link to
+/// them to come back (its reconnection backs off up to 5 s; well within a
+/// sender's `SEND_PATIENCE`).
+const LINK_PATIENCE: Duration = Duration::from_secs(5);
 
 pub struct Events {
     hub: Arc<Hub>,
@@ -42,8 +48,8 @@ impl Events {
         }
     }
 
-    /// Like `publish`, for events that may be lost without harm (typing,
-    /// chat changes the app also learns when it reloads): a failure is logged.
+    /// Like `publish`, for events that may be lost without harm (typing): a
+    /// failure is logged.
     pub async fn publish_lossy(&self, users: &[String], frame: &ServerFrame) {
         if let Err(err) = self.publish(users, frame).await {
             tracing::warn!(error = %err, "an event did not reach the other nodes");
@@ -56,22 +62,33 @@ impl Events {
         self.fanout.as_ref().map(|fanout| fanout.is_up())
     }
 
-    /// Waits, up to `patience`, until events reach the other nodes; true
-    /// when they do (always on a single node). After a broker restart the
-    /// fan-out link may come back later than the message pipeline's: an
-    /// event published in between would reach this node's sockets only,
-    /// while the other nodes' sockets, whose link is fine, would never hear
-    /// of it.
-    pub async fn other_nodes_reachable(&self, patience: std::time::Duration) -> bool {
+    /// Like `publish`, for what must reach the other nodes (messages, chat
+    /// changes): while this node's link to them is reconnecting, it waits
+    /// for it, up to `LINK_PATIENCE`. After a broker restart the link may
+    /// come back later than the message pipeline's; an event published in
+    /// between would reach this node's sockets only, while the other nodes'
+    /// sockets, whose link is fine, would never hear of it. If the link
+    /// stays away, the failure is logged: this node closed its own sockets
+    /// when its link broke, so their apps catch up.
+    pub async fn publish_waiting(&self, users: &[String], frame: &ServerFrame) {
+        if !self.other_nodes_reachable().await {
+            tracing::warn!("the other nodes stayed unreachable: delivering here only");
+        }
+        self.publish_lossy(users, frame).await;
+    }
+
+    /// Waits, up to `LINK_PATIENCE`, until events reach the other nodes;
+    /// true when they do (always on a single node).
+    async fn other_nodes_reachable(&self) -> bool {
         let Some(fanout) = &self.fanout else {
             return true;
         };
-        let deadline = tokio::time::Instant::now() + patience;
+        let deadline = tokio::time::Instant::now() + LINK_PATIENCE;
         while !fanout.is_up() {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
     }

@@ -154,6 +154,13 @@ async fn online(app: &App) {
     .await;
 }
 
+async fn offline(app: &App) {
+    eventually("offline", || async {
+        app.engine.connection_state().await != ConnectionState::Online
+    })
+    .await;
+}
+
 async fn contents(app: &App, chat_id: &str) -> Vec<(String, Delivery)> {
     app.engine
         .history(chat_id, None)
@@ -387,10 +394,7 @@ async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_rest
     .await;
 
     server.stop().await;
-    eventually("ann is offline", || async {
-        ann_app.engine.connection_state().await != ConnectionState::Online
-    })
-    .await;
+    offline(&ann_app).await;
     ann_app
         .engine
         .send(&chat.id, "written offline")
@@ -645,10 +649,7 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
     online(&ann_app).await;
 
     server.stop().await;
-    eventually("ann is offline", || async {
-        ann_app.engine.connection_state().await != ConnectionState::Online
-    })
-    .await;
+    offline(&ann_app).await;
     ann_app
         .engine
         .send(&group.id, "written offline")

@@ -389,9 +389,12 @@ impl Drop for RestartRabbitOnDrop {
 }
 
 /// Two nodes on a new database and exchange, each reached directly; Ann
-/// (through node A) has written "before" to Bob, whose socket on node B got it.
+/// (through node A, started first: the active sequencer of every partition)
+/// has written "before" to Bob, whose socket on node B got it.
 struct TwoNodes {
     _nodes: [Node; 2],
+    /// Node A's id (unique per test: RabbitMQ lists its connections by it).
+    a_id: String,
     a: TestApp,
     b: TestApp,
     ann: TestUser,
@@ -401,10 +404,12 @@ struct TwoNodes {
     before: Message,
 }
 
-async fn two_nodes() -> TwoNodes {
+/// `a_settings`: more settings for node A.
+async fn two_nodes(a_settings: &[(&str, &str)]) -> TwoNodes {
     let database = new_postgres_database().await;
     let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
-    let node_a = start_node("node-a", &database, &exchange).await;
+    let a_id = format!("node-a-{}", uuid::Uuid::new_v4().simple());
+    let node_a = start_node_with(&a_id, &database, &exchange, a_settings).await;
     let node_b = start_node("node-b", &database, &exchange).await;
     let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
     let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
@@ -416,6 +421,7 @@ async fn two_nodes() -> TwoNodes {
     assert_eq!(bob_socket.next_message().await, before);
     TwoNodes {
         _nodes: [node_a, node_b],
+        a_id,
         a,
         b,
         ann,
@@ -438,7 +444,7 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
         chat,
         mut bob_socket,
         ..
-    } = two_nodes().await;
+    } = two_nodes(&[]).await;
 
     let _restart = RestartRabbitOnDrop;
     let stopped = std::process::Command::new("rabbitmqctl")
@@ -578,21 +584,14 @@ async fn with_postgresql_stopped_for_ten_seconds_sends_are_acked_and_delivered_t
         chat,
         mut bob_socket,
         before,
-    } = two_nodes().await;
+        ..
+    } = two_nodes(&[]).await;
 
     // pg_ctlcluster returns once the server is down.
     let outage = PostgresOutage::begin();
     let stopped_at = tokio::time::Instant::now();
     // The balancer keeps the nodes: they still carry messages.
-    let health: serde_json::Value = b
-        .http
-        .get(b.url("/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = b.health().await;
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["database"], "unreachable");
     // Through both nodes, a send every 250 ms for the ten seconds.
@@ -689,43 +688,21 @@ async fn a_persist_process_sequences_and_stores_for_nodes_that_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sequenced_while_the_event_link_is_away_still_reaches_other_nodes() {
     let _serial = SERIAL.lock().await;
-    let database = new_postgres_database().await;
-    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
-    let node_id = format!("node-a-{}", uuid::Uuid::new_v4().simple());
-    // A starts first: the active sequencer of every partition.
-    let node_a = start_node_with(
-        &node_id,
-        &database,
-        &exchange,
-        &[("NATTER_FANOUT_RETRY_MS", "3000")],
-    )
-    .await;
-    let node_b = start_node("node-b", &database, &exchange).await;
-    let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
-    let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
-    let ann = a.sign_up("Ann").await;
-    let bob = a.sign_up("Bob").await;
-    let chat = a.open_direct(&ann, &bob).await;
-    let mut bob_socket = connect(&b, &bob).await;
-    let before = a.send(&ann, &chat, "before").await;
-    assert_eq!(bob_socket.next_message().await, before);
+    let TwoNodes {
+        _nodes,
+        a_id,
+        a,
+        ann,
+        chat,
+        mut bob_socket,
+        ..
+    } = two_nodes(&[("NATTER_FANOUT_RETRY_MS", "3000")]).await;
 
-    close_connection(&format!("natter-server {node_id}"));
+    close_connection(&format!("natter-server {a_id}"));
     wait_until(
         "node A to see its event link gone",
         FAULT_PATIENCE,
-        async || {
-            let health: serde_json::Value = a
-                .http
-                .get(a.url("/health"))
-                .send()
-                .await
-                .expect("health")
-                .json()
-                .await
-                .expect("json");
-            health["nodes"] == "unreachable"
-        },
+        async || a.health().await["nodes"] == "unreachable",
     )
     .await;
     let during = a.send(&ann, &chat, "during").await;

@@ -150,22 +150,18 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
     })
     .await;
 
-    // By keyboard: Ctrl+K opens "New chat", Escape closes it.
+    // By keyboard: Ctrl+K opens "New chat", Ctrl+G "New group", Escape
+    // closes each.
     click(app, ".composer textarea").await;
-    app.active_element()
-        .await
-        .expect("focus")
-        .send_keys("\u{E009}k\u{E009}")
-        .await
-        .expect("Ctrl+K");
-    wait_for_count(app, ".panel[aria-label='New chat']", 1).await;
-    app.active_element()
-        .await
-        .expect("focus")
-        .send_keys("\u{E00C}")
-        .await
-        .expect("Escape");
-    wait_for_count(app, ".panel", 0).await;
+    for (keys, panel) in [
+        ("\u{E009}k\u{E009}", "New chat"),
+        ("\u{E009}g\u{E009}", "New group"),
+    ] {
+        press(app, keys).await;
+        wait_for_count(app, &format!(".panel[aria-label='{panel}']"), 1).await;
+        press(app, "\u{E00C}").await;
+        wait_for_count(app, ".panel", 0).await;
+    }
 
     // Log out; a wrong password gets the server's words; then back in,
     // her chats there again.

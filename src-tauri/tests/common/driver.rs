@@ -254,6 +254,16 @@ pub async fn type_into(app: &Client, css: &str, text: &str) {
     field.send_keys(text).await.expect("typed");
 }
 
+/// Sends `keys` (WebDriver key codes allowed) to whatever has the focus.
+pub async fn press(app: &Client, keys: &str) {
+    app.active_element()
+        .await
+        .expect("a focused element")
+        .send_keys(keys)
+        .await
+        .expect("keys sent");
+}
+
 /// Clicks the element once it is there (search results come after a pause).
 pub async fn click(app: &Client, css: &str) {
     let mut found = None;

@@ -1,15 +1,20 @@
 //! The pipeline through RabbitMQ, for deployments of several nodes.
 //!
 //! Each partition is a durable quorum queue with a single active consumer.
-//! A node that takes a message publishes a `Command::Send` to the chat's
-//! partition queue with publisher confirms, then waits for the sequencer's
-//! reply on its own reply queue (correlated by id). Every node (unless told
-//! not to) and every `natter-server persist` consumes every partition queue;
-//! RabbitMQ lets one consumer per queue at a time receive, and hands the
-//! queue to another when that one goes. The sequencer acks a range of
-//! deliveries only once the messages among them are committed, so a
-//! crash between sequencing and commit makes RabbitMQ deliver them again,
-//! in order, to the next sequencer, which gives them the same seqs.
+//! A node that takes a message queues a `Command::Send` for the chat's
+//! partition; one publisher per partition sends everything queued as one
+//! AMQP message with publisher confirms, and while it waits for the
+//! confirm the next batch gathers (so a quiet node publishes each command
+//! at once, and a busy one publishes many per round trip). The sender then
+//! waits for the sequencer's reply on the node's reply queue (correlated by
+//! id); a sequencer answers a whole AMQP message's commands in one reply.
+//! Every node (unless told not to) and every `natter-server persist`
+//! consumes every partition queue; RabbitMQ lets one consumer per queue at a
+//! time receive, and hands the queue to another when that one goes. The
+//! sequencer acks a range of deliveries only once the messages among them
+//! are committed, so a crash between sequencing and commit makes RabbitMQ
+//! deliver them again, in order, to the next sequencer, which gives them
+//! the same seqs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +27,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::oneshot;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 
 use super::batches::{Batches, Committed};
@@ -36,6 +42,36 @@ use crate::store::{Store, Stored};
 /// Deliveries a sequencer may hold unacked: what it can sequence and
 /// deliver while the database is away, before senders have to wait.
 const PREFETCH: u16 = 5000;
+
+/// Most commands in one AMQP message.
+const MOST_PER_MESSAGE: usize = 500;
+
+/// One command in a partition queue's message, with the id its answer
+/// comes back under (none when nobody waits for it).
+/// A partition queue's message is a JSON array of these.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub command: Command,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<String>,
+}
+
+/// One answer in a reply message.
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer {
+    correlation: String,
+    reply: Reply,
+}
+
+/// Where a queued command's sender hears whether RabbitMQ confirmed it.
+type Confirmed = oneshot::Sender<Result<(), PipelineError>>;
+
+/// Commands queued for one partition, published together.
+#[derive(Default)]
+struct Lane {
+    queued: Mutex<Vec<(Request, Confirmed)>>,
+    wake: Notify,
+}
 
 /// The partition queue of a deployment whose names start with `prefix`.
 pub fn inbox_queue(prefix: &str, partition: u16) -> String {
@@ -70,6 +106,7 @@ pub struct AmqpPipeline {
     events: Arc<Events>,
     link: Mutex<Option<Link>>,
     waiting: Waiting,
+    lanes: Vec<Lane>,
 }
 
 impl AmqpPipeline {
@@ -87,7 +124,11 @@ impl AmqpPipeline {
             events,
             link: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
+            lanes: (0..PARTITIONS).map(|_| Lane::default()).collect(),
         });
+        for partition in 0..PARTITIONS {
+            tokio::spawn(pipeline.clone().publish_lane(partition));
+        }
         let (connection, link) = tokio::time::timeout(patience, pipeline.connect())
             .await
             .map_err(|_| anyhow::anyhow!("RabbitMQ did not answer within {patience:?}"))??;
@@ -98,14 +139,14 @@ impl AmqpPipeline {
     /// Publishes `command` to the chat's partition and waits for the
     /// sequencer's reply.
     pub async fn ask(&self, chat_id: &str, command: Command) -> Result<Reply, PipelineError> {
-        let link = self.current().ok_or_else(broker_down)?;
         let correlation = uuid::Uuid::new_v4().simple().to_string();
         let (reply, answer) = oneshot::channel();
         self.waiting().insert(correlation.clone(), reply);
-        let published = self
-            .publish(&link, chat_id, &command, Some(&correlation))
-            .await;
-        if let Err(err) = published {
+        let request = Request {
+            command,
+            correlation: Some(correlation.clone()),
+        };
+        if let Err(err) = self.publish(chat_id, request).await {
             self.waiting().remove(&correlation);
             return Err(err);
         }
@@ -139,28 +180,67 @@ impl AmqpPipeline {
     }
 
     async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
-        let link = self.current().ok_or_else(broker_down)?;
-        self.publish(&link, chat_id, command, None).await
+        let request = Request {
+            command: command.clone(),
+            correlation: None,
+        };
+        self.publish(chat_id, request).await
     }
 
-    async fn publish(
-        &self,
-        link: &Link,
-        chat_id: &str,
-        command: &Command,
-        correlation: Option<&str>,
-    ) -> Result<(), PipelineError> {
-        let payload = serde_json::to_vec(command)
-            .map_err(|err| PipelineError::Unavailable(format!("unsendable command: {err}")))?;
-        let queue = inbox_queue(&self.settings.prefix, partition_of(chat_id));
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_app_id(self.settings.node_id.as_str().into());
-        if let Some(correlation) = correlation {
-            properties = properties
-                .with_reply_to(link.replies.as_str().into())
-                .with_correlation_id(correlation.into());
+    /// Queues `request` for its partition's publisher; returns once
+    /// RabbitMQ confirmed the message that carried it.
+    async fn publish(&self, chat_id: &str, request: Request) -> Result<(), PipelineError> {
+        if !self.is_linked() {
+            return Err(broker_down());
         }
+        let lane = &self.lanes[usize::from(partition_of(chat_id))];
+        let (published, confirmed) = oneshot::channel();
+        lane.queued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((request, published));
+        lane.wake.notify_one();
+        confirmed.await.unwrap_or_else(|_| Err(broker_down()))
+    }
+
+    /// One partition's publisher: sends what is queued as one message, waits
+    /// for RabbitMQ's confirm, tells the senders, and starts over with what
+    /// gathered meanwhile. One message in flight per partition keeps the
+    /// partition's commands in the order they were queued.
+    async fn publish_lane(self: Arc<Self>, partition: u16) {
+        let lane = &self.lanes[usize::from(partition)];
+        loop {
+            lane.wake.notified().await;
+            loop {
+                let batch: Vec<_> = {
+                    let mut queued = lane
+                        .queued
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let take = queued.len().min(MOST_PER_MESSAGE);
+                    queued.drain(..take).collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                let (requests, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let outcome = self.publish_now(partition, &requests).await;
+                for sender in senders {
+                    let _ = sender.send(outcome.clone());
+                }
+            }
+        }
+    }
+
+    async fn publish_now(&self, partition: u16, requests: &[Request]) -> Result<(), PipelineError> {
+        let link = self.current().ok_or_else(broker_down)?;
+        let payload = serde_json::to_vec(requests)
+            .map_err(|err| PipelineError::Unavailable(format!("unsendable command: {err}")))?;
+        let queue = inbox_queue(&self.settings.prefix, partition);
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_app_id(self.settings.node_id.as_str().into())
+            .with_reply_to(link.replies.as_str().into());
         let confirm = link
             .channel
             .basic_publish(
@@ -321,19 +401,18 @@ impl AmqpPipeline {
     ) -> Result<(), lapin::Error> {
         while let Some(delivery) = replies.next().await {
             let delivery = delivery?;
-            let Some(correlation) = delivery.properties.correlation_id() else {
-                continue;
+            let answers = match serde_json::from_slice::<Vec<Answer>>(&delivery.data) {
+                Ok(answers) => answers,
+                Err(err) => {
+                    tracing::warn!(error = %err, "an unreadable reply from a sequencer");
+                    continue;
+                }
             };
-            let waiter = self.waiting().remove(correlation.as_str());
-            match (waiter, serde_json::from_slice::<Reply>(&delivery.data)) {
-                (Some(waiter), Ok(reply)) => {
-                    let _ = waiter.send(reply);
+            for answer in answers {
+                // None: its sender gave up waiting.
+                if let Some(waiter) = self.waiting().remove(&answer.correlation) {
+                    let _ = waiter.send(answer.reply);
                 }
-                (_, Err(err)) => {
-                    tracing::warn!(error = %err, "an unreadable reply from a sequencer")
-                }
-                // Its sender gave up waiting.
-                (None, Ok(_)) => {}
             }
         }
         Ok(())
@@ -373,8 +452,8 @@ impl AmqpPipeline {
                         let Ok(replies) = state.stored(covered, &channel).await else {
                             return Ok(());
                         };
-                        for (address, reply) in replies {
-                            send_reply(&channel, &address, &reply).await?;
+                        for (queue, answers) in replies {
+                            send_replies(&channel, queue, &answers).await?;
                         }
                     }
                     Some(Committed::Failed(batch, _)) => state.sequencer.restore_batch(batch),
@@ -386,8 +465,9 @@ impl AmqpPipeline {
                 delivery = deliveries.next() => {
                     let Some(delivery) = delivery else { return Ok(()) };
                     let delivery = delivery?;
-                    if let Some((address, reply)) = state.handle(&delivery).await {
-                        send_reply(&channel, &address, &reply).await?;
+                    let answers = state.handle(&delivery).await;
+                    if let (Some(queue), false) = (delivery.properties.reply_to(), answers.is_empty()) {
+                        send_replies(&channel, queue.clone(), &answers).await?;
                     }
                 }
             }
@@ -395,38 +475,24 @@ impl AmqpPipeline {
     }
 }
 
-/// Where a reply goes: the asking node's queue and the request's id.
-struct Address {
-    queue: ShortString,
-    correlation: ShortString,
-}
-
-impl Address {
-    fn of(delivery: &lapin::message::Delivery) -> Option<Self> {
-        Some(Address {
-            queue: delivery.properties.reply_to().clone()?,
-            correlation: delivery.properties.correlation_id().clone()?,
-        })
-    }
-}
-
-async fn send_reply(
+/// Sends a node its answers, in one message.
+async fn send_replies(
     channel: &Channel,
-    address: &Address,
-    reply: &Reply,
+    queue: ShortString,
+    answers: &[Answer],
 ) -> Result<(), lapin::Error> {
-    let Ok(payload) = serde_json::to_vec(reply) else {
+    let Ok(payload) = serde_json::to_vec(answers) else {
         return Ok(());
     };
-    // No confirm: a lost reply makes its sender time out and try again,
+    // No confirm: a lost reply makes its senders time out and try again,
     // which the sequencer recognises.
     let _unconfirmed = channel
         .basic_publish(
             "".into(),
-            address.queue.clone(),
+            queue,
             BasicPublishOptions::default(),
             &payload,
-            BasicProperties::default().with_correlation_id(address.correlation.clone()),
+            BasicProperties::default(),
         )
         .await?;
     Ok(())
@@ -441,8 +507,9 @@ struct Partition {
     /// The newest delivery handled, and the newest acked.
     handled: u64,
     acked: u64,
-    /// `Settle` requests, answered once their delivery is acked.
-    settles: Vec<(u64, Address)>,
+    /// `Settle` requests (delivery, reply queue, correlation), answered once
+    /// their delivery is acked.
+    settles: Vec<(u64, ShortString, String)>,
 }
 
 impl Partition {
@@ -456,12 +523,12 @@ impl Partition {
     }
 
     /// After a commit covering deliveries up to `covered`: acks them and
-    /// returns the replies that waited for it.
+    /// returns the answers that waited for it, by reply queue.
     async fn stored(
         &mut self,
         covered: u64,
         channel: &Channel,
-    ) -> Result<Vec<(Address, Reply)>, Restart> {
+    ) -> Result<HashMap<ShortString, Vec<Answer>>, Restart> {
         if let Err(err) = channel
             .basic_ack(covered, BasicAckOptions { multiple: true })
             .await
@@ -471,40 +538,58 @@ impl Partition {
         }
         self.acked = covered;
         self.sequencer.stored();
-        let (answered, later): (Vec<_>, Vec<_>) =
-            self.settles.drain(..).partition(|(tag, _)| *tag <= covered);
+        let (answered, later): (Vec<_>, Vec<_>) = self
+            .settles
+            .drain(..)
+            .partition(|(tag, _, _)| *tag <= covered);
         self.settles = later;
-        Ok(answered
-            .into_iter()
-            .map(|(_, address)| (address, Reply::Done))
-            .collect())
+        let mut replies: HashMap<ShortString, Vec<Answer>> = HashMap::new();
+        for (_, queue, correlation) in answered {
+            replies.entry(queue).or_default().push(Answer {
+                correlation,
+                reply: Reply::Done,
+            });
+        }
+        Ok(replies)
     }
 
-    /// Handles one delivery; returns the reply to send now, if any.
-    async fn handle(&mut self, delivery: &lapin::message::Delivery) -> Option<(Address, Reply)> {
+    /// Handles one delivery (a batch of commands from one node); returns
+    /// the answers to send now.
+    async fn handle(&mut self, delivery: &lapin::message::Delivery) -> Vec<Answer> {
         self.handled = delivery.delivery_tag;
-        let address = Address::of(delivery);
-        let command = match serde_json::from_slice::<Command>(&delivery.data) {
-            Ok(command) => command,
+        let requests = match serde_json::from_slice::<Vec<Request>>(&delivery.data) {
+            Ok(requests) => requests,
             Err(err) => {
-                tracing::warn!(error = %err, "an unreadable command in a partition queue");
-                return None;
+                tracing::warn!(error = %err, "an unreadable message in a partition queue");
+                return Vec::new();
             }
         };
-        let reply = match command {
-            Command::Send { draft } => self.send(&draft, delivery.redelivered).await,
-            Command::Settle => {
-                if let Some(address) = address {
-                    self.settles.push((delivery.delivery_tag, address));
+        let drafts: Vec<_> = requests.iter().filter_map(|r| r.command.draft()).collect();
+        self.sequencer.prepare(&drafts, delivery.redelivered).await;
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let reply = match request.command {
+                Command::Send { draft } => self.send(&draft, delivery.redelivered).await,
+                Command::Settle => {
+                    if let (Some(queue), Some(correlation)) =
+                        (delivery.properties.reply_to(), request.correlation)
+                    {
+                        self.settles
+                            .push((delivery.delivery_tag, queue.clone(), correlation));
+                    }
+                    continue;
                 }
-                return None;
+                Command::Changed { chat_id } => {
+                    self.sequencer.changed(&chat_id);
+                    Reply::Done
+                }
+            };
+            if let Some(correlation) = request.correlation {
+                answers.push(Answer { correlation, reply });
             }
-            Command::Changed { chat_id } => {
-                self.sequencer.changed(&chat_id);
-                Reply::Done
-            }
-        };
-        address.map(|address| (address, reply))
+        }
+        self.sequencer.flush().await;
+        answers
     }
 
     async fn send(&mut self, draft: &super::Draft, redelivered: bool) -> Reply {

@@ -85,10 +85,13 @@ async fn run(mut sequencer: Sequencer, mut inbox: mpsc::Receiver<Job>) {
                 if received == 0 {
                     open = false;
                 }
+                let drafts: Vec<_> = jobs.iter().filter_map(|job| job.command.draft()).collect();
+                sequencer.prepare(&drafts, false).await;
                 for job in jobs.drain(..) {
                     let reply = handle(&mut sequencer, job.command).await;
                     waiting.push((job.reply, reply));
                 }
+                sequencer.flush().await;
             }
         }
     }

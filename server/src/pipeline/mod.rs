@@ -37,7 +37,7 @@ use crate::error::ApiError;
 use crate::realtime::Events;
 use crate::store::{Store, Stored};
 
-pub use amqp::{AmqpPipeline, AmqpSettings, inbox_queue};
+pub use amqp::{AmqpPipeline, AmqpSettings, Request, inbox_queue};
 
 /// How many partitions chats are spread over. Every node of a deployment
 /// must agree on it: it decides which queue a chat's messages go through.
@@ -85,6 +85,16 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The message to send, for a `Send`.
+    pub fn draft(&self) -> Option<&Draft> {
+        match self {
+            Command::Send { draft } => Some(draft),
+            _ => None,
+        }
+    }
+}
+
 /// A sequencer's answer to a command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -106,7 +116,7 @@ pub enum Refusal {
     ClientIdReused,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Refused(#[from] Refusal),

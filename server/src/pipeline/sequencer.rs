@@ -6,7 +6,7 @@
 //! messages are sequenced and delivered from memory, so sending goes on
 //! while the database is away, and the batch is stored once it is back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use natter_shared::{Message, ServerFrame, User};
 
 use super::{Draft, Refusal};
-use crate::realtime::Events;
+use crate::realtime::{Event, Events};
 use crate::store::{Store, StoreError, Stored};
 
 /// Chats remembered before memory is cleared (only between batches: a chat
@@ -63,6 +63,10 @@ pub struct Sequencer {
     pending: Vec<Message>,
     /// Optional lookups are skipped until then: the database failed one.
     database_away_until: Option<Instant>,
+    /// Drafts whose earlier selves `prepare` looked up already.
+    looked_up: HashSet<String>,
+    /// Delivered here, not yet told to the other nodes (`flush`).
+    for_other_nodes: Vec<Event>,
 }
 
 impl Sequencer {
@@ -77,6 +81,8 @@ impl Sequencer {
             remembered: VecDeque::new(),
             pending: Vec::new(),
             database_away_until: None,
+            looked_up: HashSet::new(),
+            for_other_nodes: Vec::new(),
         }
     }
 
@@ -95,7 +101,7 @@ impl Sequencer {
                 Err(refusal) => return Ok(Err(refusal)),
             };
             if let Ok(Ok(members)) = self.members_of(&message.chat_id).await {
-                self.deliver(&message, &members).await;
+                self.deliver(&message, &members);
             }
             return Ok(Ok(Stored::Duplicate(message)));
         }
@@ -124,7 +130,7 @@ impl Sequencer {
         };
         self.remember(&message);
         self.pending.push(message.clone());
-        self.deliver(&message, &members).await;
+        self.deliver(&message, &members);
         Ok(Ok(Stored::New(message)))
     }
 
@@ -166,6 +172,52 @@ impl Sequencer {
         self.remembered.clear();
     }
 
+    /// Before sequencing a batch of drafts: looks up, in one round trip,
+    /// what any of them may have become before (what `known` would look up
+    /// for each), so that each draft's check is answered from memory. An
+    /// optional lookup that fails is skipped, as each draft's own would be;
+    /// the lookup of a redelivered batch is required, and when it fails
+    /// each draft looks for itself (and waits for the database).
+    pub async fn prepare(&mut self, drafts: &[&Draft], redelivered: bool) {
+        self.looked_up.clear();
+        let mut ids = Vec::new();
+        let mut clients = Vec::new();
+        let mut covered = Vec::new();
+        for draft in drafts {
+            if self.remembered_as(draft).is_some() {
+                continue;
+            }
+            if redelivered || self.maybe_earlier(draft) {
+                ids.push(draft.id.as_str());
+            }
+            if let Some(client_id) = &draft.client_id {
+                clients.push((draft.sender_id.as_str(), client_id.as_str()));
+            }
+            covered.push(draft.id.clone());
+        }
+        if ids.is_empty() && clients.is_empty() {
+            self.looked_up.extend(covered);
+            return;
+        }
+        let store = self.store.clone();
+        let lookup = store.messages_sent_before(&ids, &clients);
+        let found = if redelivered {
+            lookup.await.ok()
+        } else {
+            self.optional(lookup).await
+        };
+        match found {
+            Some(messages) => {
+                for message in messages {
+                    self.remember(&message);
+                }
+                self.looked_up.extend(covered);
+            }
+            None if redelivered => {}
+            None => self.looked_up.extend(covered),
+        }
+    }
+
     /// The message this draft already became, if it was sequenced before:
     /// by this sequencer (remembered), or by an earlier one (stored), or
     /// the same clientId again. `Ok(Some(Err))` for a clientId used in
@@ -175,29 +227,20 @@ impl Sequencer {
         draft: &Draft,
         redelivered: bool,
     ) -> Result<Option<Result<Message, Refusal>>, StoreError> {
-        if let Some(message) = self.by_id.get(&draft.id) {
-            return Ok(Some(Ok(message.clone())));
+        if let Some(found) = self.remembered_as(draft) {
+            return Ok(Some(found));
         }
-        if let Some(client_id) = &draft.client_id {
-            let key = (draft.sender_id.clone(), client_id.clone());
-            if let Some(message) = self.by_client.get(&key).and_then(|id| self.by_id.get(id)) {
-                return Ok(Some(same_chat(message.clone(), draft)));
-            }
+        // `prepare` looked already, and remembered what it found.
+        if self.looked_up.remove(&draft.id) {
+            return Ok(None);
         }
-        // An earlier sequencer may have stored it already: one that died
-        // before the queue heard of the commit (then it comes redelivered),
-        // or one that held this chat before this sequencer learned it.
-        let maybe_earlier = self
-            .chats
-            .get(&draft.chat_id)
-            .is_none_or(|chat| draft.created_at < chat.known_since + clock_slack());
         if redelivered {
             if let Some(message) = self.store.message(&draft.id).await? {
                 return Ok(Some(Ok(message)));
             }
-        } else if maybe_earlier {
+        } else if self.maybe_earlier(draft) {
             let store = self.store.clone();
-            if let Some(message) = self.optional(store.message(&draft.id)).await {
+            if let Some(Some(message)) = self.optional(store.message(&draft.id)).await {
                 return Ok(Some(Ok(message)));
             }
         }
@@ -206,20 +249,46 @@ impl Sequencer {
             // across restarts). When the database cannot say, the message
             // is taken as new: a rare double beats a refused send.
             let store = self.store.clone();
-            let earlier = store.message_by_client(&draft.sender_id, client_id);
-            if let Some(message) = self.optional(earlier).await {
+            let pair = [(draft.sender_id.as_str(), client_id.as_str())];
+            let earlier = store.messages_sent_before(&[], &pair);
+            if let Some(Some(message)) = self
+                .optional(earlier)
+                .await
+                .map(|found| found.into_iter().next())
+            {
                 return Ok(Some(same_chat(message, draft)));
             }
         }
         Ok(None)
     }
 
+    /// What memory knows this draft became.
+    fn remembered_as(&self, draft: &Draft) -> Option<Result<Message, Refusal>> {
+        if let Some(message) = self.by_id.get(&draft.id) {
+            return Some(Ok(message.clone()));
+        }
+        let client_id = draft.client_id.as_ref()?;
+        let key = (draft.sender_id.clone(), client_id.clone());
+        let message = self.by_client.get(&key).and_then(|id| self.by_id.get(id))?;
+        Some(same_chat(message.clone(), draft))
+    }
+
+    /// Whether an earlier sequencer may have stored this draft already: one
+    /// that held this chat before this sequencer learned it. (One that died
+    /// before the queue heard of the commit makes the draft come
+    /// redelivered.)
+    fn maybe_earlier(&self, draft: &Draft) -> bool {
+        self.chats
+            .get(&draft.chat_id)
+            .is_none_or(|chat| draft.created_at < chat.known_since + clock_slack())
+    }
+
     /// A lookup that sending can do without: answered quickly or skipped,
     /// and skipped altogether for a while after the database failed one.
-    async fn optional(
+    async fn optional<T>(
         &mut self,
-        lookup: impl Future<Output = Result<Option<Message>, StoreError>>,
-    ) -> Option<Message> {
+        lookup: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
         if self
             .database_away_until
             .is_some_and(|until| Instant::now() < until)
@@ -227,7 +296,7 @@ impl Sequencer {
             return None;
         }
         match tokio::time::timeout(OPTIONAL_PATIENCE, lookup).await {
-            Ok(Ok(found)) => found,
+            Ok(Ok(found)) => Some(found),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "lookup skipped: the database is away");
                 self.database_away_until = Some(Instant::now() + AWAY_PAUSE);
@@ -281,10 +350,10 @@ impl Sequencer {
 
     fn remember(&mut self, message: &Message) {
         if let Some(client_id) = &message.client_id {
-            self.by_client.insert(
-                (message.sender.id.clone(), client_id.clone()),
-                message.id.clone(),
-            );
+            // A clientId's first message is the one it stands for.
+            self.by_client
+                .entry((message.sender.id.clone(), client_id.clone()))
+                .or_insert_with(|| message.id.clone());
         }
         self.by_id.insert(message.id.clone(), message.clone());
         self.remembered.push_back(message.id.clone());
@@ -300,13 +369,22 @@ impl Sequencer {
         }
     }
 
-    /// Hands the message to this node's sockets and the other nodes (the
-    /// partition waits while the link to them reconnects, so order holds).
-    async fn deliver(&self, message: &Message, members: &[String]) {
+    /// Hands the message to this node's sockets now, and keeps it for the
+    /// other nodes until `flush`.
+    fn deliver(&mut self, message: &Message, members: &[String]) {
         let frame = ServerFrame::Message {
             message: message.clone(),
         };
-        self.events.publish_waiting(members, &frame).await;
+        self.events
+            .deliver_here(members, &frame, &mut self.for_other_nodes);
+    }
+
+    /// Tells the other nodes of what was delivered since the last flush, in
+    /// one message; call it after each batch of drafts. The partition waits
+    /// while the link to them reconnects, so order holds.
+    pub async fn flush(&mut self) {
+        let events = std::mem::take(&mut self.for_other_nodes);
+        self.events.tell_others_waiting(&events).await;
     }
 }
 

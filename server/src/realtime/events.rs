@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use natter_shared::ServerFrame;
 
 use super::fanout::{AmqpFanout, FanoutError};
@@ -15,6 +16,12 @@ use super::hub::{Hub, encode};
 /// them to come back (its reconnection backs off up to 5 s; well within a
 /// sender's `SEND_PATIENCE`).
 const LINK_PATIENCE: Duration = Duration::from_secs(5);
+
+/// An event delivered on this node that the other nodes still need.
+pub struct Event {
+    pub(super) to: Vec<String>,
+    pub(super) text: Utf8Bytes,
+}
 
 pub struct Events {
     hub: Arc<Hub>,
@@ -39,13 +46,9 @@ impl Events {
     /// only when the other nodes could not be told (the broker is down);
     /// this node's sockets have the frame by then.
     pub async fn publish(&self, users: &[String], frame: &ServerFrame) -> Result<(), FanoutError> {
-        let text = encode(frame);
-        self.hub
-            .deliver_text(users.iter().map(String::as_str), &text);
-        match &self.fanout {
-            Some(fanout) => fanout.publish(users, text.as_str()).await,
-            None => Ok(()),
-        }
+        let mut for_others = Vec::new();
+        self.deliver_here(users, frame, &mut for_others);
+        self.tell_others(&for_others).await
     }
 
     /// Like `publish`, for events that may be lost without harm (typing): a
@@ -53,6 +56,29 @@ impl Events {
     pub async fn publish_lossy(&self, users: &[String], frame: &ServerFrame) {
         if let Err(err) = self.publish(users, frame).await {
             tracing::warn!(error = %err, "an event did not reach the other nodes");
+        }
+    }
+
+    /// The first half of `publish`, for a batch of events: delivers `frame`
+    /// to this node's sockets at once, and adds what the other nodes still
+    /// need to `for_others` (nothing on a single node), so that a batch of
+    /// events travels to them as one message (`tell_others_waiting`).
+    pub fn deliver_here(&self, users: &[String], frame: &ServerFrame, for_others: &mut Vec<Event>) {
+        let text = encode(frame);
+        self.hub
+            .deliver_text(users.iter().map(String::as_str), &text);
+        if self.fanout.is_some() && !users.is_empty() {
+            for_others.push(Event {
+                to: users.to_vec(),
+                text,
+            });
+        }
+    }
+
+    async fn tell_others(&self, events: &[Event]) -> Result<(), FanoutError> {
+        match &self.fanout {
+            Some(fanout) if !events.is_empty() => fanout.publish(events).await,
+            _ => Ok(()),
         }
     }
 
@@ -71,10 +97,23 @@ impl Events {
     /// stays away, the failure is logged: this node closed its own sockets
     /// when its link broke, so their apps catch up.
     pub async fn publish_waiting(&self, users: &[String], frame: &ServerFrame) {
+        let mut for_others = Vec::new();
+        self.deliver_here(users, frame, &mut for_others);
+        self.tell_others_waiting(&for_others).await;
+    }
+
+    /// The second half of `publish_waiting`: tells the other nodes of a
+    /// batch of events already delivered here, in one message.
+    pub async fn tell_others_waiting(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
         if !self.other_nodes_reachable().await {
             tracing::warn!("the other nodes stayed unreachable: delivering here only");
         }
-        self.publish_lossy(users, frame).await;
+        if let Err(err) = self.tell_others(events).await {
+            tracing::warn!(error = %err, "events did not reach the other nodes");
+        }
     }
 
     /// Waits, up to `LINK_PATIENCE`, until events reach the other nodes;

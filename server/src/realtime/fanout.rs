@@ -23,6 +23,7 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 
+use super::events::Event;
 use super::hub::Hub;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +36,17 @@ pub enum FanoutError {
     Amqp(#[from] lapin::Error),
 }
 
-/// What travels between nodes. The publishing node's id travels as the
+/// What travels between nodes: a batch of events (a sequencer's batch of
+/// messages travels as one). The publishing node's id travels as the
 /// message's `app_id`, so a node skips its own events without parsing them.
 #[derive(Serialize, Deserialize)]
 struct Envelope<'a> {
+    #[serde(borrow)]
+    events: Vec<Routed<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Routed<'a> {
     /// Who should receive it.
     #[serde(borrow)]
     to: Vec<Cow<'a, str>>,
@@ -194,9 +202,11 @@ impl AmqpFanout {
             }
             match serde_json::from_slice::<Envelope>(&delivery.data) {
                 Ok(envelope) => {
-                    let text = envelope.frame.into_owned().into();
-                    self.hub
-                        .deliver_text(envelope.to.iter().map(|user| user.as_ref()), &text);
+                    for event in envelope.events {
+                        let text = event.frame.into_owned().into();
+                        self.hub
+                            .deliver_text(event.to.iter().map(|user| user.as_ref()), &text);
+                    }
                 }
                 Err(err) => tracing::warn!(error = %err, "an unreadable event from another node"),
             }
@@ -259,30 +269,43 @@ impl AmqpFanout {
         }
     }
 
-    /// Publishes one copy of `frame` for all of `users`. Returns once the
-    /// frame is handed to the channel, without waiting for RabbitMQ's
-    /// confirm (a refusal is logged): frames leave in the order they were
-    /// published, and a link that breaks closes this node's sockets, whose
-    /// apps then catch up. Waiting would hold a chat's sequencer for a round
-    /// trip per message.
-    pub async fn publish(&self, users: &[String], frame: &str) -> Result<(), FanoutError> {
-        let Some((first, rest)) = users.split_first() else {
+    /// Publishes one copy of a batch of events, routed to every node with
+    /// a socket of any of their recipients; each node delivers each event
+    /// to its own recipients' sockets. Returns once the batch is handed to
+    /// the channel, without waiting for RabbitMQ's confirm (a refusal is
+    /// logged): batches leave in the order they were published, and a link
+    /// that breaks closes this node's sockets, whose apps then catch up.
+    /// Waiting would hold a chat's sequencer for a round trip per batch.
+    pub async fn publish(&self, events: &[Event]) -> Result<(), FanoutError> {
+        let mut recipients: Vec<&str> = events
+            .iter()
+            .flat_map(|event| event.to.iter().map(String::as_str))
+            .collect();
+        recipients.sort_unstable();
+        recipients.dedup();
+        let Some((first, rest)) = recipients.split_first() else {
             return Ok(());
         };
         let link = self.current().ok_or(FanoutError::Down)?;
         let envelope = Envelope {
-            to: users
+            events: events
                 .iter()
-                .map(|user| Cow::Borrowed(user.as_str()))
+                .map(|event| Routed {
+                    to: event
+                        .to
+                        .iter()
+                        .map(|user| Cow::Borrowed(user.as_str()))
+                        .collect(),
+                    frame: Cow::Borrowed(event.text.as_str()),
+                })
                 .collect(),
-            frame: Cow::Borrowed(frame),
         };
         let payload = serde_json::to_vec(&envelope).map_err(|_| FanoutError::Refused)?;
         let mut headers = FieldTable::default();
         if !rest.is_empty() {
             let cc: Vec<AMQPValue> = rest
                 .iter()
-                .map(|user| AMQPValue::LongString(LongString::from(user.as_str())))
+                .map(|user| AMQPValue::LongString(LongString::from(*user)))
                 .collect();
             headers.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(cc)));
         }
@@ -290,7 +313,7 @@ impl AmqpFanout {
             .channel
             .basic_publish(
                 self.exchange.as_str().into(),
-                first.as_str().into(),
+                (*first).into(),
                 BasicPublishOptions::default(),
                 &payload,
                 BasicProperties::default()

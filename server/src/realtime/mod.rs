@@ -8,7 +8,7 @@ mod fanout;
 mod hub;
 mod socket;
 
-pub use events::Events;
+pub use events::{Event, Events};
 pub use fanout::{AmqpFanout, FanoutError};
 pub use hub::{Hub, Registration, encode};
 pub use socket::upgrade;

@@ -111,12 +111,15 @@ pub trait Store: Send + Sync + 'static {
     /// The highest seq stored in a chat (0 when empty); None when there is no such chat.
     async fn last_seq(&self, chat_id: &str) -> StoreResult<Option<i64>>;
     async fn message(&self, id: &str) -> StoreResult<Option<Message>>;
-    /// The message `sender` sent earlier under `client_id`, if any.
-    async fn message_by_client(
+    /// What a batch of drafts may have become before: the messages stored
+    /// under any of `ids`, and those a sender sent under a clientId, for
+    /// each (sender, clientId) in `clients` (a clientId's first message
+    /// comes first). One round trip for a whole batch.
+    async fn messages_sent_before(
         &self,
-        sender: &str,
-        client_id: &str,
-    ) -> StoreResult<Option<Message>>;
+        ids: &[&str],
+        clients: &[(&str, &str)],
+    ) -> StoreResult<Vec<Message>>;
     /// Stores messages that already have their seq, all or none, and moves
     /// each chat's last seq and activity time forward. A message whose id is
     /// already stored is skipped (a redelivery), so this can be repeated;

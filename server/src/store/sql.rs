@@ -49,6 +49,9 @@ impl<'a> Chats<'a> {
 /// databases' limit on parameters per statement.
 pub(super) const INSERT_CHUNK: usize = 1000;
 
+/// Keys per lookup or update statement (3 parameters each at most).
+pub(super) const LOOKUP_CHUNK: usize = 500;
+
 pub(super) fn now_millis() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -103,7 +106,7 @@ macro_rules! sql_store {
             use super::$store;
             use crate::blobs::pic_url;
             use crate::store::sql::{
-                Chats, INSERT_CHUNK, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key,
+                Chats, INSERT_CHUNK, LOOKUP_CHUNK, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key,
                 is_unique_violation, now_millis, search_key, time_from,
             };
             use crate::store::{
@@ -425,16 +428,47 @@ macro_rules! sql_store {
                     Ok(row.as_ref().map(message_from).transpose()?)
                 }
 
-                async fn message_by_client(&self, sender: &str, client_id: &str) -> StoreResult<Option<Message>> {
-                    let row = sqlx::query(&format!(
-                        "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
-                         WHERE msg.sender_id = $1 AND msg.client_id = $2 ORDER BY msg.seq LIMIT 1"
-                    ))
-                    .bind(sender)
-                    .bind(client_id)
-                    .fetch_optional(&self.reader)
-                    .await?;
-                    Ok(row.as_ref().map(message_from).transpose()?)
+                async fn messages_sent_before(
+                    &self,
+                    ids: &[&str],
+                    clients: &[(&str, &str)],
+                ) -> StoreResult<Vec<Message>> {
+                    let mut found = Vec::new();
+                    for chunk in ids.chunks(LOOKUP_CHUNK) {
+                        let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                            "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
+                             WHERE msg.id IN ("
+                        ));
+                        let mut list = query.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        query.push(")");
+                        let rows = query.build().fetch_all(&self.reader).await?;
+                        for row in &rows {
+                            found.push(message_from(row)?);
+                        }
+                    }
+                    // Row values on the left of IN need a subquery on the
+                    // right in SQLite: VALUES is one in both databases.
+                    for chunk in clients.chunks(LOOKUP_CHUNK) {
+                        let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                            "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
+                             WHERE msg.client_id IS NOT NULL AND (msg.sender_id, msg.client_id) IN (VALUES "
+                        ));
+                        let mut first = true;
+                        for (sender, client_id) in chunk {
+                            query.push(if first { "(" } else { ", (" });
+                            first = false;
+                            query.push_bind(*sender).push(", ").push_bind(*client_id).push(")");
+                        }
+                        query.push(") ORDER BY msg.seq");
+                        let rows = query.build().fetch_all(&self.reader).await?;
+                        for row in &rows {
+                            found.push(message_from(row)?);
+                        }
+                    }
+                    Ok(found)
                 }
 
                 async fn store_messages(&self, batch: &[Message]) -> StoreResult<u64> {
@@ -463,16 +497,30 @@ macro_rules! sql_store {
                         entry.0 = entry.0.max(message.seq);
                         entry.1 = entry.1.max(message.created_at.timestamp_millis());
                     }
-                    for (chat_id, (seq, at)) in latest {
-                        sqlx::query(
-                            "UPDATE chats SET last_seq = CASE WHEN last_seq < $1 THEN $1 ELSE last_seq END, \
-                             updated_at = CASE WHEN updated_at < $2 THEN $2 ELSE updated_at END WHERE id = $3",
-                        )
-                        .bind(seq)
-                        .bind(at)
-                        .bind(chat_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    // One statement for all the batch's chats (VALUES names
+                    // its columns column1.. in both databases).
+                    let latest: Vec<_> = latest.into_iter().collect();
+                    for chunk in latest.chunks(LOOKUP_CHUNK) {
+                        let mut update = sqlx::QueryBuilder::<$db>::new(
+                            "UPDATE chats SET \
+                             last_seq = CASE WHEN last_seq < v.column2 THEN v.column2 ELSE last_seq END, \
+                             updated_at = CASE WHEN updated_at < v.column3 THEN v.column3 ELSE updated_at END \
+                             FROM (VALUES ",
+                        );
+                        let mut first = true;
+                        for (chat_id, (seq, at)) in chunk {
+                            update.push(if first { "(" } else { ", (" });
+                            first = false;
+                            update
+                                .push_bind(*chat_id)
+                                .push(", ")
+                                .push_bind(*seq)
+                                .push(", ")
+                                .push_bind(*at)
+                                .push(")");
+                        }
+                        update.push(") AS v WHERE chats.id = v.column1");
+                        update.build().execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok(inserted)

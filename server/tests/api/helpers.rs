@@ -27,6 +27,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
+    /// Its PostgreSQL database; None on the embedded SQLite (in `data_dir`).
+    pub database_url: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -65,7 +67,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         http: reqwest::Client::new(),
-        data_dir: dir.path().to_path_buf(),
+        data_dir: config
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().to_path_buf()),
+        database_url: config.database_url.clone(),
         _dir: dir,
     }
 }
@@ -157,6 +163,7 @@ impl TestApp {
                 .build()
                 .expect("HTTP client"),
             data_dir: dir.path().to_path_buf(),
+            database_url: None,
             _dir: dir,
         }
     }

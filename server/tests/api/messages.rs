@@ -2,7 +2,7 @@ use natter_shared::{Message, ServerFrame};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_message_reaches_every_open_socket_of_every_member_at_once() {
@@ -277,6 +277,64 @@ async fn a_retried_client_id_is_stored_once() {
     let history = app.history(&ann, &chat, "").await;
     assert_eq!(history.len(), 2);
     assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[tokio::test]
+async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_database() {
+    let first_server = spawn_app().await;
+    let ann = first_server.sign_up("Ann").await;
+    let bob = first_server.sign_up("Bob").await;
+    let chat = first_server.open_direct(&ann, &bob).await;
+    let body = |n: usize| json!({"chatId": chat.id, "content": format!("m{n}"), "clientId": format!("c{n}")});
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let response = first_server.post(&ann, "/api/message", body(n)).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        sent.push(response.json::<Message>().await.expect("message"));
+    }
+
+    // Another server on the same database, whose sequencer has seen none of
+    // them (as after a restart): three retries and a new one, all at once,
+    // so that they may be sequenced as one batch.
+    let (data_dir, database_url) = (
+        first_server.data_dir.clone(),
+        first_server.database_url.clone(),
+    );
+    let second_server = spawn_app_with(|config| {
+        config.data_dir = Some(data_dir);
+        config.database_url = database_url;
+    })
+    .await;
+    let answers = futures_util::future::join_all(
+        (0..4).map(|n| second_server.post(&ann, "/api/message", body(n))),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    let mut messages = Vec::new();
+    for answer in answers {
+        statuses.push(answer.status());
+        messages.push(answer.json::<Message>().await.expect("message"));
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::CREATED
+        ]
+    );
+    assert_eq!(
+        messages[..3],
+        sent[..],
+        "the retries are the messages sent before"
+    );
+    assert_eq!(messages[3].seq, 4);
+    let history = second_server.history(&ann, &chat, "").await;
+    assert_eq!(
+        history.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use natter_server::pipeline::{Command, Draft, inbox_queue, partition_of};
+use natter_server::pipeline::{Command, Draft, Request, inbox_queue, partition_of};
 
 use crate::helpers::{amqp_url, spawn_named_cluster};
 
@@ -20,9 +20,12 @@ async fn publish_repeatedly(deployment: &str, draft: &Draft, times: usize) {
         .await
         .expect("confirms");
     let queue = inbox_queue(deployment, partition_of(&draft.chat_id));
-    let payload = serde_json::to_vec(&Command::Send {
-        draft: draft.clone(),
-    })
+    let payload = serde_json::to_vec(&[Request {
+        command: Command::Send {
+            draft: draft.clone(),
+        },
+        correlation: None,
+    }])
     .expect("json");
     for _ in 0..times {
         let confirm = channel

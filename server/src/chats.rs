@@ -9,7 +9,7 @@ use natter_shared::{Chat, Message, ServerFrame};
 
 use crate::domain::{ChatName, ClientId, Content};
 use crate::error::ApiError;
-use crate::pipeline::Draft;
+use crate::pipeline::{Draft, Outcome};
 use crate::state::AppState;
 use crate::store::{Page, StoreError, Stored};
 
@@ -179,6 +179,20 @@ pub async fn send_message(
     content: Content,
     client_id: Option<ClientId>,
 ) -> Result<Stored, ApiError> {
+    Ok(submit_message(state, me, chat_id, content, client_id)
+        .await?
+        .await?)
+}
+
+/// Like `send_message`, returning once the message is queued in its chat,
+/// with what completes as `send_message` would (`Pipeline::submit`).
+pub async fn submit_message(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+    content: Content,
+    client_id: Option<ClientId>,
+) -> Result<Outcome<Stored>, ApiError> {
     let now = Utc::now();
     let draft = Draft {
         id: new_id(),
@@ -189,7 +203,7 @@ pub async fn send_message(
         // Stored to the millisecond: delivered the same as it will be read.
         created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
     };
-    Ok(state.pipeline.send(draft).await?)
+    Ok(state.pipeline.submit(draft).await?)
 }
 
 /// Tells the other members that `me` started or stopped typing.

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use super::batches::{Batches, Committed};
 use super::sequencer::Sequencer;
 use super::{
-    Command, PARTITIONS, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of,
+    Command, Outcome, PARTITIONS, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of,
 };
 use crate::realtime::Events;
 use crate::store::{Store, Stored};
@@ -61,6 +61,19 @@ pub struct Request {
 struct Answer {
     correlation: String,
     reply: Reply,
+}
+
+/// A sender's place among those waiting for replies; it is given up when
+/// the sender stops waiting, answered or not.
+struct Waiter {
+    pipeline: Arc<AmqpPipeline>,
+    correlation: String,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.pipeline.waiting().remove(&self.correlation);
+    }
 }
 
 /// Where a queued command's sender hears whether RabbitMQ confirmed it.
@@ -136,26 +149,37 @@ impl AmqpPipeline {
         Ok(pipeline)
     }
 
-    /// Publishes `command` to the chat's partition and waits for the
-    /// sequencer's reply.
-    pub async fn ask(&self, chat_id: &str, command: Command) -> Result<Reply, PipelineError> {
+    /// Queues `command` for the chat's partition (in order with what was
+    /// queued before it) and returns what waits for RabbitMQ's confirm and
+    /// then the sequencer's reply.
+    pub fn hand_over(
+        self: &Arc<Self>,
+        chat_id: &str,
+        command: Command,
+    ) -> Result<Outcome<Reply>, PipelineError> {
+        if !self.is_linked() {
+            return Err(broker_down());
+        }
         let correlation = uuid::Uuid::new_v4().simple().to_string();
         let (reply, answer) = oneshot::channel();
         self.waiting().insert(correlation.clone(), reply);
+        let waiter = Waiter {
+            pipeline: self.clone(),
+            correlation: correlation.clone(),
+        };
         let request = Request {
             command,
-            correlation: Some(correlation.clone()),
+            correlation: Some(correlation),
         };
-        if let Err(err) = self.publish(chat_id, request).await {
-            self.waiting().remove(&correlation);
-            return Err(err);
-        }
-        let answer = tokio::time::timeout(SEND_PATIENCE, answer).await;
-        self.waiting().remove(&correlation);
-        match answer {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) | Err(_) => Err(not_confirmed()),
-        }
+        let confirmed = self.enqueue(chat_id, request);
+        Ok(Box::pin(async move {
+            let _forgotten_when_done = waiter;
+            confirmed.await.unwrap_or_else(|_| Err(broker_down()))?;
+            match tokio::time::timeout(SEND_PATIENCE, answer).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) | Err(_) => Err(not_confirmed()),
+            }
+        }))
     }
 
     /// Publishes a command nobody waits for an answer to. Once RabbitMQ
@@ -180,19 +204,24 @@ impl AmqpPipeline {
     }
 
     async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
+        if !self.is_linked() {
+            return Err(broker_down());
+        }
         let request = Request {
             command: command.clone(),
             correlation: None,
         };
-        self.publish(chat_id, request).await
+        let confirmed = self.enqueue(chat_id, request);
+        confirmed.await.unwrap_or_else(|_| Err(broker_down()))
     }
 
-    /// Queues `request` for its partition's publisher; returns once
-    /// RabbitMQ confirmed the message that carried it.
-    async fn publish(&self, chat_id: &str, request: Request) -> Result<(), PipelineError> {
-        if !self.is_linked() {
-            return Err(broker_down());
-        }
+    /// Queues `request` for its partition's publisher; the receiver hears
+    /// whether RabbitMQ confirmed the message that carried it.
+    fn enqueue(
+        &self,
+        chat_id: &str,
+        request: Request,
+    ) -> oneshot::Receiver<Result<(), PipelineError>> {
         let lane = &self.lanes[usize::from(partition_of(chat_id))];
         let (published, confirmed) = oneshot::channel();
         lane.queued
@@ -200,7 +229,7 @@ impl AmqpPipeline {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push((request, published));
         lane.wake.notify_one();
-        confirmed.await.unwrap_or_else(|_| Err(broker_down()))
+        confirmed
     }
 
     /// One partition's publisher: sends what is queued as one message, waits

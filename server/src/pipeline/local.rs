@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batches::{Batches, Committed};
 use super::sequencer::Sequencer;
-use super::{Command, PipelineError, Reply, SEND_PATIENCE, not_confirmed};
+use super::{Command, Outcome, PipelineError, Reply, SEND_PATIENCE, not_confirmed};
 use crate::realtime::Events;
 use crate::store::{Store, Stored};
 
@@ -39,15 +39,23 @@ impl LocalPipeline {
     }
 
     pub async fn ask(&self, command: Command) -> Result<Reply, PipelineError> {
+        self.hand_over(command).await?.await
+    }
+
+    /// Queues `command` (in order with everything queued before it) and
+    /// returns what waits for its reply.
+    pub async fn hand_over(&self, command: Command) -> Result<Outcome<Reply>, PipelineError> {
         let (reply, answer) = oneshot::channel();
         self.inbox
             .send(Job { command, reply })
             .await
             .map_err(|_| PipelineError::Unavailable("the server is shutting down".into()))?;
-        match tokio::time::timeout(SEND_PATIENCE, answer).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) | Err(_) => Err(not_confirmed()),
-        }
+        Ok(Box::pin(async move {
+            match tokio::time::timeout(SEND_PATIENCE, answer).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) | Err(_) => Err(not_confirmed()),
+            }
+        }))
     }
 }
 

@@ -26,6 +26,7 @@ mod batches;
 mod local;
 mod sequencer;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,6 +179,9 @@ pub(crate) fn not_confirmed() -> PipelineError {
     )
 }
 
+/// What a command handed to a partition comes to, once it has.
+pub type Outcome<T> = Pin<Box<dyn Future<Output = Result<T, PipelineError>> + Send>>;
+
 /// The way into the partitions, whichever it is.
 pub enum Pipeline {
     Local(local::LocalPipeline),
@@ -201,10 +205,18 @@ impl Pipeline {
 
     /// Gives a message its seq and delivers it; returns once it is safe.
     pub async fn send(&self, draft: Draft) -> Result<Stored, PipelineError> {
-        let command = Command::Send {
-            draft: draft.clone(),
-        };
-        self.ask(&draft.chat_id, command).await?.into_stored()
+        self.submit(draft).await?.await
+    }
+
+    /// Hands a message to its chat's partition and returns once it is
+    /// queued there, with what completes like `send`. Messages submitted
+    /// one after another keep that order in their chat, while their
+    /// outcomes may be awaited together: a socket goes on reading its
+    /// client's next message while the last one is on its way.
+    pub async fn submit(&self, draft: Draft) -> Result<Outcome<Stored>, PipelineError> {
+        let chat_id = draft.chat_id.clone();
+        let reply = self.hand_over(&chat_id, Command::Send { draft }).await?;
+        Ok(Box::pin(async move { reply.await?.into_stored() }))
     }
 
     /// Returns once every message acked so far in `chat_id` can be read
@@ -235,9 +247,17 @@ impl Pipeline {
     }
 
     async fn ask(&self, chat_id: &str, command: Command) -> Result<Reply, PipelineError> {
+        self.hand_over(chat_id, command).await?.await
+    }
+
+    async fn hand_over(
+        &self,
+        chat_id: &str,
+        command: Command,
+    ) -> Result<Outcome<Reply>, PipelineError> {
         match self {
-            Pipeline::Local(local) => local.ask(command).await,
-            Pipeline::Amqp(amqp) => amqp.ask(chat_id, command).await,
+            Pipeline::Local(local) => local.hand_over(command).await,
+            Pipeline::Amqp(amqp) => amqp.hand_over(chat_id, command),
         }
     }
 }

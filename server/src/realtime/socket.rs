@@ -2,6 +2,7 @@
 //! then run a reader (frames from the client) and a writer (frames to it, and
 //! keep-alive pings) side by side until either ends.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use natter_shared::limits::FRAME_MAX_BYTES;
 use natter_shared::{ClientFrame, ServerFrame};
@@ -209,6 +210,17 @@ async fn write(
     }
 }
 
+/// Sends one socket may have on their way at once; past it, the socket
+/// reads nothing more until one is answered.
+const SENDS_IN_FLIGHT: usize = 64;
+
+/// An answer still to come (a sent message's ack or error), encoded.
+type Later = Pin<Box<dyn Future<Output = Utf8Bytes> + Send>>;
+
+/// Reads the client's frames and answers them. A sent message is handed to
+/// its chat's partition before the next frame is read (so a client's
+/// messages keep their order), but its ack is not waited for: the client
+/// may have many on their way, each acked when it is safe.
 async fn read(
     state: &AppState,
     user_id: &str,
@@ -216,23 +228,44 @@ async fn read(
     reply: &mpsc::Sender<Utf8Bytes>,
     clock: &Clock,
 ) {
-    while let Some(Ok(message)) = stream.next().await {
-        clock.heard();
-        let answer = match message {
-            WsMessage::Text(text) => handle_text(state, user_id, text.as_str()).await,
-            WsMessage::Binary(_) => Some(error_frame(
-                "binary frames are not supported: send JSON text",
-                None,
-            )),
-            WsMessage::Close(_) => return,
-            WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+    let mut in_flight = FuturesUnordered::<Later>::new();
+    loop {
+        let answer = tokio::select! {
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => Some(answer),
+            message = stream.next(), if in_flight.len() < SENDS_IN_FLIGHT => {
+                let Some(Ok(message)) = message else { return };
+                clock.heard();
+                match message {
+                    WsMessage::Text(text) => match handle_text(state, user_id, text.as_str()).await {
+                        Handled::Now(answer) => answer,
+                        Handled::Later(answer) => {
+                            in_flight.push(answer);
+                            None
+                        }
+                    },
+                    WsMessage::Binary(_) => Some(encode(&error_frame(
+                        "binary frames are not supported: send JSON text",
+                        None,
+                    ))),
+                    WsMessage::Close(_) => return,
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+                }
+            }
         };
         if let Some(answer) = answer
-            && reply.send(encode(&answer)).await.is_err()
+            && reply.send(answer).await.is_err()
         {
             return;
         }
     }
+}
+
+/// How a client frame is answered.
+enum Handled {
+    /// At once (encoded), or not at all.
+    Now(Option<Utf8Bytes>),
+    /// Once the message it sent is safe (or failed).
+    Later(Later),
 }
 
 fn error_frame(error: impl Into<String>, client_id: Option<String>) -> ServerFrame {
@@ -243,52 +276,66 @@ fn error_frame(error: impl Into<String>, client_id: Option<String>) -> ServerFra
 }
 
 /// Acts on one client frame; the answer, if any, goes back on this socket.
-async fn handle_text(state: &AppState, user_id: &str, text: &str) -> Option<ServerFrame> {
+async fn handle_text(state: &AppState, user_id: &str, text: &str) -> Handled {
+    let now = |frame: Option<ServerFrame>| Handled::Now(frame.as_ref().map(encode));
     if text.len() > FRAME_MAX_BYTES {
-        return Some(error_frame(
+        return now(Some(error_frame(
             format!("frame is larger than {FRAME_MAX_BYTES} bytes"),
             None,
-        ));
+        )));
     }
     let frame = match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => frame,
-        Err(err) => return Some(error_frame(format!("invalid frame: {err}"), None)),
+        Err(err) => return now(Some(error_frame(format!("invalid frame: {err}"), None))),
     };
     match frame {
         ClientFrame::Typing { chat_id, is_typing } => {
-            chats::typing(state, user_id, &chat_id, is_typing)
+            now(chats::typing(state, user_id, &chat_id, is_typing)
                 .await
                 .err()
-                .map(|err| error_frame(err.to_string(), None))
+                .map(|err| error_frame(err.to_string(), None)))
         }
         ClientFrame::Send {
             chat_id,
             content,
             client_id,
-        } => Some(send(state, user_id, &chat_id, &content, client_id).await),
+        } => send(state, user_id, &chat_id, &content, client_id).await,
     }
 }
 
+/// Hands the message over now; its ack (or error) comes later.
 async fn send(
     state: &AppState,
     user_id: &str,
     chat_id: &str,
     content: &str,
     client_id: String,
-) -> ServerFrame {
+) -> Handled {
     let parsed =
         Content::parse(content).and_then(|content| Ok((content, ClientId::parse(&client_id)?)));
-    let result = match parsed {
-        Ok((content, id)) => chats::send_message(state, user_id, chat_id, content, Some(id)).await,
+    let submitted = match parsed {
+        Ok((content, id)) => {
+            chats::submit_message(state, user_id, chat_id, content, Some(id)).await
+        }
         Err(err) => Err(err.into()),
     };
-    match result {
-        Ok(stored) => ServerFrame::Ack {
-            client_id,
-            message: stored.message().clone(),
-        },
-        Err(err) => error_frame(err.to_string(), Some(client_id)),
-    }
+    let outcome = match submitted {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            let refused = error_frame(err.to_string(), Some(client_id));
+            return Handled::Now(Some(encode(&refused)));
+        }
+    };
+    Handled::Later(Box::pin(async move {
+        let answer = match outcome.await {
+            Ok(stored) => ServerFrame::Ack {
+                client_id,
+                message: stored.message().clone(),
+            },
+            Err(err) => error_frame(ApiError::from(err).to_string(), Some(client_id)),
+        };
+        encode(&answer)
+    }))
 }
 
 #[cfg(test)]

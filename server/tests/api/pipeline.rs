@@ -85,3 +85,9 @@ async fn a_message_delivered_twice_by_rabbitmq_is_stored_once_with_one_seq() {
     assert_eq!(stored, [(1, "one"), (2, "two"), (3, "three")]);
     assert_eq!(history[1].id, twice.id);
 }
+
+#[tokio::test]
+async fn a_burst_of_sends_through_rabbitmq_is_acked_in_full_and_in_order() {
+    let (nodes, _) = spawn_named_cluster(1).await;
+    crate::socket::a_burst_of_sends_keeps_its_order(&nodes[0]).await;
+}

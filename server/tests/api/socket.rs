@@ -5,7 +5,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 async fn handshake_status(url: String) -> u16 {
     match tokio_tungstenite::connect_async(url).await {
@@ -40,6 +40,44 @@ async fn the_socket_needs_a_valid_token() {
         tokio_tungstenite::connect_async(request).await.is_ok(),
         "a bearer header works too"
     );
+}
+
+/// Sends 100 messages on one socket without waiting for acks (more than
+/// the server lets a socket have on their way), then checks that each is
+/// acked and that they took their seqs in the order they were sent.
+pub async fn a_burst_of_sends_keeps_its_order(app: &TestApp) {
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let chat = app.open_direct(&ann, &bob).await;
+    let mut socket = app.socket(&ann).await;
+    const SENT: usize = 100;
+    for n in 0..SENT {
+        socket
+            .send_json(json!({"type": "send", "chatId": chat.id, "content": format!("m{n}"), "clientId": format!("c{n}")}))
+            .await;
+    }
+    let mut acked = Vec::new();
+    while acked.len() < SENT {
+        match socket.next_frame().await {
+            ServerFrame::Ack { client_id, message } => {
+                assert_eq!(
+                    client_id,
+                    format!("c{}", message.seq - 1),
+                    "seqs follow the order sent"
+                );
+                acked.push(message.seq);
+            }
+            ServerFrame::Message { .. } => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, (1..=SENT as i64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_burst_of_sends_on_one_socket_is_acked_in_full_and_in_order() {
+    a_burst_of_sends_keeps_its_order(&spawn_app().await).await;
 }
 
 #[tokio::test]

@@ -75,9 +75,9 @@ pub struct Config {
     #[arg(long, env = "NATTER_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
 
-    /// The RabbitMQ exchange that carries events between the nodes of one
-    /// deployment; the deployment's partition queues are named after it
-    /// (`<exchange>.messages.<n>`).
+    /// The name a deployment's RabbitMQ objects start with: the fanout
+    /// exchange that carries events between its nodes (`<name>.nodes`) and
+    /// its partition queues (`<name>.messages.<n>`).
     #[arg(long, env = "NATTER_AMQP_EXCHANGE", default_value = "natter.events")]
     pub amqp_exchange: String,
 

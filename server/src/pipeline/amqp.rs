@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
@@ -45,6 +45,10 @@ const PREFETCH: u16 = 5000;
 
 /// Most commands in one AMQP message.
 const MOST_PER_MESSAGE: usize = 500;
+
+/// Most deliveries a sequencer handles before it tells the other nodes and
+/// the senders.
+const MOST_PER_ROUND: usize = 64;
 
 /// One command in a partition queue's message, with the id its answer
 /// comes back under (none when nobody waits for it).
@@ -493,10 +497,26 @@ impl AmqpPipeline {
                 },
                 delivery = deliveries.next() => {
                     let Some(delivery) = delivery else { return Ok(()) };
-                    let delivery = delivery?;
-                    let answers = state.handle(&delivery).await;
-                    if let (Some(queue), false) = (delivery.properties.reply_to(), answers.is_empty()) {
-                        send_replies(&channel, queue.clone(), &answers).await?;
+                    // What already arrived behind it joins this round, so
+                    // that the other nodes hear of all of it in one event
+                    // message and each asking node gets one reply.
+                    let mut round = vec![delivery?];
+                    while round.len() < MOST_PER_ROUND {
+                        match deliveries.next().now_or_never() {
+                            Some(Some(delivery)) => round.push(delivery?),
+                            Some(None) | None => break,
+                        }
+                    }
+                    let mut replies: HashMap<ShortString, Vec<Answer>> = HashMap::new();
+                    for delivery in &round {
+                        let answers = state.handle(delivery).await;
+                        if let (Some(queue), false) = (delivery.properties.reply_to(), answers.is_empty()) {
+                            replies.entry(queue.clone()).or_default().extend(answers);
+                        }
+                    }
+                    state.sequencer.flush().await;
+                    for (queue, answers) in replies {
+                        send_replies(&channel, queue, &answers).await?;
                     }
                 }
             }
@@ -583,7 +603,7 @@ impl Partition {
     }
 
     /// Handles one delivery (a batch of commands from one node); returns
-    /// the answers to send now.
+    /// the answers to send once the round's events are flushed.
     async fn handle(&mut self, delivery: &lapin::message::Delivery) -> Vec<Answer> {
         self.handled = delivery.delivery_tag;
         let requests = match serde_json::from_slice::<Vec<Request>>(&delivery.data) {
@@ -617,7 +637,6 @@ impl Partition {
                 answers.push(Answer { correlation, reply });
             }
         }
-        self.sequencer.flush().await;
         answers
     }
 

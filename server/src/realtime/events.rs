@@ -132,22 +132,10 @@ impl Events {
         true
     }
 
-    /// A socket of `user_id` opened (`first`: their first on this node).
-    /// True when it will receive every event from now on; false while the
-    /// other nodes cannot be heard (the broker is down), when the socket
-    /// should be closed so that the app retries and catches up.
-    pub async fn user_online(&self, user_id: &str, first: bool) -> bool {
-        match &self.fanout {
-            None => true,
-            Some(fanout) if first => fanout.subscribe(user_id).await,
-            Some(fanout) => fanout.is_up(),
-        }
-    }
-
-    /// A user's last socket on this node closed.
-    pub async fn user_offline(&self, user_id: &str) {
-        if let Some(fanout) = &self.fanout {
-            fanout.unsubscribe(user_id).await;
-        }
+    /// Whether a socket that opens now will receive every event: false
+    /// while the other nodes cannot be heard (the broker is down), when the
+    /// socket should be closed so that the app retries and catches up.
+    pub fn ready_for_sockets(&self) -> bool {
+        self.other_nodes_up().unwrap_or(true)
     }
 }

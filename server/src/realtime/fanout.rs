@@ -1,14 +1,20 @@
 //! Events between server nodes, through RabbitMQ.
 //!
-//! Every node has a private queue bound to one direct exchange with the ids of
-//! the users who have a socket open on it. An event is published once, routed
-//! by its recipients (the first as routing key, the rest in the `CC` header,
-//! RabbitMQ's sender-selected distribution), so each node gets one copy of
-//! exactly the events its own sockets need. A node skips copies of its own
-//! events: it delivered those to its sockets before publishing.
+//! Every node has a private queue bound to one fanout exchange, so every
+//! node receives every event batch once and delivers each event to its own
+//! sockets of the event's recipients (the hub skips users with none here).
+//! A node skips copies of its own batches: it delivered those to its
+//! sockets before publishing.
+//!
+//! Why not route by recipient (a direct exchange, a binding per online user,
+//! the recipients in the `CC` header): RabbitMQ matches a message with
+//! several routing keys against every binding of the exchange, so each event
+//! cost time in proportion to the users online, and a node's events queued
+//! up behind that at a few hundred messages a second. A deployment has a
+//! handful of nodes; each reading the others' batches costs less.
 //!
 //! The link to RabbitMQ is kept by a supervisor task that reconnects with
-//! backoff and then binds the users currently online again.
+//! backoff.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -19,7 +25,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +44,7 @@ pub enum FanoutError {
 
 /// What travels between nodes: a batch of events (a sequencer's batch of
 /// messages travels as one). The publishing node's id travels as the
-/// message's `app_id`, so a node skips its own events without parsing them.
+/// message's `app_id`, so a node skips its own batches without parsing them.
 #[derive(Serialize, Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -53,6 +59,13 @@ struct Routed<'a> {
     /// The frame, as sent on sockets.
     #[serde(borrow)]
     frame: Cow<'a, str>,
+}
+
+/// The fanout exchange of a deployment whose names start with `prefix`.
+/// (Not `prefix` itself: that was a direct exchange before, and RabbitMQ
+/// refuses to declare an exchange again with another type.)
+pub fn events_exchange(prefix: &str) -> String {
+    format!("{prefix}.nodes")
 }
 
 #[derive(Clone)]
@@ -71,9 +84,6 @@ pub struct AmqpFanout {
     link: Mutex<Option<Link>>,
     /// The first wait before reconnecting; it doubles up to 5 s.
     first_retry: Duration,
-    /// Serialises binding and unbinding so a user who reconnects while their
-    /// last socket closes ends up bound.
-    bindings: tokio::sync::Mutex<()>,
 }
 
 impl AmqpFanout {
@@ -89,12 +99,11 @@ impl AmqpFanout {
     ) -> anyhow::Result<Arc<Self>> {
         let fanout = Arc::new(AmqpFanout {
             url: url.to_owned(),
-            exchange: exchange.to_owned(),
+            exchange: events_exchange(exchange),
             node_id: node_id.to_owned(),
             hub,
             link: Mutex::new(None),
             first_retry,
-            bindings: tokio::sync::Mutex::new(()),
         });
         let (connection, link) = tokio::time::timeout(patience, fanout.connect())
             .await
@@ -125,7 +134,7 @@ impl AmqpFanout {
         channel
             .exchange_declare(
                 self.exchange.as_str().into(),
-                ExchangeKind::Direct,
+                ExchangeKind::Fanout,
                 ExchangeDeclareOptions {
                     durable: true,
                     ..ExchangeDeclareOptions::default()
@@ -145,6 +154,15 @@ impl AmqpFanout {
             )
             .await?;
         channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                self.exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         let link = Link {
@@ -155,7 +173,7 @@ impl AmqpFanout {
     }
 
     /// Consumes this node's queue; when the link breaks, reconnects with
-    /// backoff (up to 5 s between tries) and binds the online users again.
+    /// backoff (up to 5 s between tries).
     async fn supervise(self: Arc<Self>, mut connection: Connection, mut link: Link) {
         loop {
             match self.consume(&connection, link.clone()).await {
@@ -171,8 +189,7 @@ impl AmqpFanout {
         }
     }
 
-    /// Binds the users online here, then delivers what arrives until the
-    /// link breaks.
+    /// Delivers what arrives until the link breaks.
     async fn consume(&self, connection: &Connection, link: Link) -> Result<(), lapin::Error> {
         let consumer_channel = connection.create_channel().await?;
         let mut deliveries = consumer_channel
@@ -186,13 +203,7 @@ impl AmqpFanout {
                 FieldTable::default(),
             )
             .await?;
-        {
-            let _serial = self.bindings.lock().await;
-            for user in self.hub.users() {
-                self.bind(&link, &user).await?;
-            }
-            self.set_current(Some(link));
-        }
+        self.set_current(Some(link));
         tracing::info!(node = %self.node_id, "receiving events from other nodes");
         while let Some(delivery) = deliveries.next().await {
             let delivery = delivery?;
@@ -214,78 +225,21 @@ impl AmqpFanout {
         Ok(())
     }
 
-    async fn bind(&self, link: &Link, user: &str) -> Result<(), lapin::Error> {
-        link.channel
-            .queue_bind(
-                link.queue.as_str().into(),
-                self.exchange.as_str().into(),
-                user.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-    }
-
     /// Whether events from the other nodes reach this one right now.
     pub fn is_up(&self) -> bool {
         self.current().is_some()
     }
 
-    /// Starts routing `user`'s events to this node; false when the broker
-    /// is unreachable (the supervisor binds everyone again once it is back).
-    pub async fn subscribe(&self, user: &str) -> bool {
-        let _serial = self.bindings.lock().await;
-        let Some(link) = self.current() else {
-            return false;
-        };
-        match self.bind(&link, user).await {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::warn!(error = %err, "could not subscribe to a user's events");
-                false
-            }
-        }
-    }
-
-    /// Stops routing `user`'s events here, unless a socket of theirs opened
-    /// again in the meantime.
-    pub async fn unsubscribe(&self, user: &str) {
-        let _serial = self.bindings.lock().await;
-        if self.hub.is_online(user) {
-            return;
-        }
-        if let Some(link) = self.current()
-            && let Err(err) = link
-                .channel
-                .queue_unbind(
-                    link.queue.as_str().into(),
-                    self.exchange.as_str().into(),
-                    user.into(),
-                    FieldTable::default(),
-                )
-                .await
-        {
-            tracing::warn!(error = %err, "could not unsubscribe from a user's events");
-        }
-    }
-
-    /// Publishes one copy of a batch of events, routed to every node with
-    /// a socket of any of their recipients; each node delivers each event
-    /// to its own recipients' sockets. Returns once the batch is handed to
-    /// the channel, without waiting for RabbitMQ's confirm (a refusal is
-    /// logged): batches leave in the order they were published, and a link
-    /// that breaks closes this node's sockets, whose apps then catch up.
-    /// Waiting would hold a chat's sequencer for a round trip per batch.
+    /// Publishes a batch of events to every node. Returns once the batch is
+    /// handed to the channel, without waiting for RabbitMQ's confirm (a
+    /// refusal is logged): batches leave in the order they were published,
+    /// and a link that breaks closes this node's sockets, whose apps then
+    /// catch up. Waiting would hold a chat's sequencer for a round trip per
+    /// batch.
     pub async fn publish(&self, events: &[Event]) -> Result<(), FanoutError> {
-        let mut recipients: Vec<&str> = events
-            .iter()
-            .flat_map(|event| event.to.iter().map(String::as_str))
-            .collect();
-        recipients.sort_unstable();
-        recipients.dedup();
-        let Some((first, rest)) = recipients.split_first() else {
+        if events.is_empty() {
             return Ok(());
-        };
+        }
         let link = self.current().ok_or(FanoutError::Down)?;
         let envelope = Envelope {
             events: events
@@ -301,24 +255,14 @@ impl AmqpFanout {
                 .collect(),
         };
         let payload = serde_json::to_vec(&envelope).map_err(|_| FanoutError::Refused)?;
-        let mut headers = FieldTable::default();
-        if !rest.is_empty() {
-            let cc: Vec<AMQPValue> = rest
-                .iter()
-                .map(|user| AMQPValue::LongString(LongString::from(*user)))
-                .collect();
-            headers.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(cc)));
-        }
         let confirm = link
             .channel
             .basic_publish(
                 self.exchange.as_str().into(),
-                (*first).into(),
+                "".into(),
                 BasicPublishOptions::default(),
                 &payload,
-                BasicProperties::default()
-                    .with_headers(headers)
-                    .with_app_id(self.node_id.as_str().into()),
+                BasicProperties::default().with_app_id(self.node_id.as_str().into()),
             )
             .await?;
         tokio::spawn(async move {

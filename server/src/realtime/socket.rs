@@ -88,7 +88,7 @@ async fn run(state: AppState, user_id: String, socket: WebSocket) {
     let registration = state.hub.register(&user_id);
     let id = registration.id;
     let (sink, stream) = socket.split();
-    if !state.events.user_online(&user_id, registration.first).await {
+    if !state.events.ready_for_sockets() {
         close_unready(&state, &user_id, id, sink).await;
         return;
     }
@@ -109,9 +109,7 @@ async fn run(state: AppState, user_id: String, socket: WebSocket) {
         () = write(&state, sink, frames, &kick, &clock) => {}
         () = read(&state, &user_id, stream, &reply, &clock) => {}
     }
-    if state.hub.unregister(&user_id, id) {
-        state.events.user_offline(&user_id).await;
-    }
+    state.hub.unregister(&user_id, id);
     tracing::debug!(user = %user_id, socket = id, "socket closed");
 }
 
@@ -123,9 +121,7 @@ async fn close_unready(
     id: u64,
     mut sink: SplitSink<WebSocket, WsMessage>,
 ) {
-    if state.hub.unregister(user_id, id) {
-        state.events.user_offline(user_id).await;
-    }
+    state.hub.unregister(user_id, id);
     let close = CloseFrame {
         code: 1013,
         reason: "events are unavailable for a moment: reconnect".into(),

@@ -172,13 +172,69 @@ impl Sequencer {
         self.remembered.clear();
     }
 
-    /// Before sequencing a batch of drafts: looks up, in one round trip,
-    /// what any of them may have become before (what `known` would look up
-    /// for each), so that each draft's check is answered from memory. An
-    /// optional lookup that fails is skipped, as each draft's own would be;
-    /// the lookup of a redelivered batch is required, and when it fails
-    /// each draft looks for itself (and waits for the database).
+    /// Before sequencing a batch of drafts: asks the database, a round trip
+    /// for the whole batch rather than one per draft, for what the drafts'
+    /// own checks would ask it: their chats and senders not known yet, and
+    /// what any of them may have become before.
     pub async fn prepare(&mut self, drafts: &[&Draft], redelivered: bool) {
+        self.look_up_earlier_copies(drafts, redelivered).await;
+        self.learn_chats_and_senders(drafts).await;
+    }
+
+    /// Loads, in one round trip each, the chats and senders among `drafts`
+    /// this sequencer does not know yet (the first traffic after a start
+    /// would otherwise wait for a query per chat). When the database cannot
+    /// answer, each draft loads its own, as it would have without this.
+    async fn learn_chats_and_senders(&mut self, drafts: &[&Draft]) {
+        let mut chats: Vec<&str> = drafts
+            .iter()
+            .map(|draft| draft.chat_id.as_str())
+            .filter(|id| {
+                self.chats
+                    .get(*id)
+                    .is_none_or(|chat| chat.members.is_none())
+            })
+            .collect();
+        chats.sort_unstable();
+        chats.dedup();
+        if !chats.is_empty()
+            && let Ok(found) = self.store.chats_to_sequence(&chats).await
+        {
+            let now = Utc::now();
+            for chat in found {
+                let state = self.chats.entry(chat.id).or_insert(ChatState {
+                    last_seq: chat.last_seq,
+                    members: None,
+                    known_since: now,
+                });
+                // A chat known already keeps its seq: its newest messages
+                // may not be stored yet.
+                state.members = Some(chat.members);
+            }
+        }
+        let mut senders: Vec<&str> = drafts
+            .iter()
+            .map(|draft| draft.sender_id.as_str())
+            .filter(|id| !self.senders.contains_key(*id))
+            .collect();
+        senders.sort_unstable();
+        senders.dedup();
+        if !senders.is_empty()
+            && let Ok(found) = self.store.users(&senders).await
+        {
+            for user in found {
+                self.senders.insert(user.id.clone(), user);
+            }
+        }
+    }
+
+    /// Looks up what any of `drafts` may have become before (what `known`
+    /// would look up for each) and remembers it, so that each draft's check
+    /// is answered from memory. An optional lookup that fails is skipped,
+    /// as each draft's own would be; the lookup of a redelivered batch is
+    /// required, and when it fails each draft looks for itself (and waits
+    /// for the database).
+    async fn look_up_earlier_copies(&mut self, drafts: &[&Draft], redelivered: bool) {
         self.looked_up.clear();
         let mut ids = Vec::new();
         let mut clients = Vec::new();

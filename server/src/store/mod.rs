@@ -61,6 +61,14 @@ pub enum Page {
     Before { seq: i64, limit: u32 },
 }
 
+/// A chat as its sequencer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatToSequence {
+    pub id: String,
+    pub last_seq: i64,
+    pub members: Vec<String>,
+}
+
 /// What happened to a message handed to the pipeline.
 #[derive(Debug, Clone)]
 pub enum Stored {
@@ -111,6 +119,12 @@ pub trait Store: Send + Sync + 'static {
     /// The highest seq stored in a chat (0 when empty); None when there is no such chat.
     async fn last_seq(&self, chat_id: &str) -> StoreResult<Option<i64>>;
     async fn message(&self, id: &str) -> StoreResult<Option<Message>>;
+    /// What a sequencer needs of chats it has not seen yet, for a batch of
+    /// them in one round trip: each chat's last seq and its members (in the
+    /// order they joined). Chats that do not exist are left out.
+    async fn chats_to_sequence(&self, chat_ids: &[&str]) -> StoreResult<Vec<ChatToSequence>>;
+    /// Users by id, in one round trip; ids of no user are left out.
+    async fn users(&self, ids: &[&str]) -> StoreResult<Vec<User>>;
     /// What a batch of drafts may have become before: the messages stored
     /// under any of `ids`, and those a sender sent under a clientId, for
     /// each (sender, clientId) in `clients` (a clientId's first message

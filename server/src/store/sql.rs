@@ -110,7 +110,7 @@ macro_rules! sql_store {
                 is_unique_violation, now_millis, search_key, time_from,
             };
             use crate::store::{
-                NewUser, Page, Store, StoreError, StoreResult, UserRecord,
+                ChatToSequence, NewUser, Page, Store, StoreError, StoreResult, UserRecord,
             };
 
             type DbRow = <$db as Database>::Row;
@@ -426,6 +426,50 @@ macro_rules! sql_store {
                     .fetch_optional(&self.reader)
                     .await?;
                     Ok(row.as_ref().map(message_from).transpose()?)
+                }
+
+                async fn chats_to_sequence(&self, chat_ids: &[&str]) -> StoreResult<Vec<ChatToSequence>> {
+                    let mut chats: Vec<ChatToSequence> = Vec::new();
+                    for chunk in chat_ids.chunks(LOOKUP_CHUNK) {
+                        let mut query = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT c.id, c.last_seq, m.user_id FROM chats c \
+                             LEFT JOIN chat_members m ON m.chat_id = c.id WHERE c.id IN (",
+                        );
+                        let mut list = query.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        query.push(") ORDER BY c.id, m.id");
+                        for row in query.build().fetch_all(&self.reader).await? {
+                            let id: String = row.try_get(0)?;
+                            let member: Option<String> = row.try_get(2)?;
+                            if chats.last().is_none_or(|chat| chat.id != id) {
+                                chats.push(ChatToSequence { id, last_seq: row.try_get(1)?, members: Vec::new() });
+                            }
+                            if let (Some(chat), Some(member)) = (chats.last_mut(), member) {
+                                chat.members.push(member);
+                            }
+                        }
+                    }
+                    Ok(chats)
+                }
+
+                async fn users(&self, ids: &[&str]) -> StoreResult<Vec<User>> {
+                    let mut users = Vec::new();
+                    for chunk in ids.chunks(LOOKUP_CHUNK) {
+                        let mut query = sqlx::QueryBuilder::<$db>::new(format!(
+                            "SELECT {USER_COLS} FROM users u WHERE u.id IN ("
+                        ));
+                        let mut list = query.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        query.push(")");
+                        for row in query.build().fetch_all(&self.reader).await? {
+                            users.push(user_at(&row, 0)?);
+                        }
+                    }
+                    Ok(users)
                 }
 
                 async fn messages_sent_before(

@@ -524,6 +524,27 @@ impl AmqpPipeline {
     }
 }
 
+/// The commands a partition queue's message carries. A message from a node
+/// of the release before batching held one command, its correlation in the
+/// AMQP properties: it is still read, so that what such nodes left queued
+/// is not lost in an upgrade (their senders, which cannot read the new
+/// replies, time out and retry with their clientId).
+fn requests_in(delivery: &lapin::message::Delivery) -> Option<Vec<Request>> {
+    let batch_error = match serde_json::from_slice::<Vec<Request>>(&delivery.data) {
+        Ok(requests) => return Some(requests),
+        Err(err) => err,
+    };
+    if let Ok(command) = serde_json::from_slice::<Command>(&delivery.data) {
+        let correlation = delivery.properties.correlation_id().as_ref();
+        return Some(vec![Request {
+            command,
+            correlation: correlation.map(|id| id.as_str().to_owned()),
+        }]);
+    }
+    tracing::warn!(error = %batch_error, "an unreadable message in a partition queue");
+    None
+}
+
 /// Sends a node its answers, in one message.
 async fn send_replies(
     channel: &Channel,
@@ -606,12 +627,8 @@ impl Partition {
     /// the answers to send once the round's events are flushed.
     async fn handle(&mut self, delivery: &lapin::message::Delivery) -> Vec<Answer> {
         self.handled = delivery.delivery_tag;
-        let requests = match serde_json::from_slice::<Vec<Request>>(&delivery.data) {
-            Ok(requests) => requests,
-            Err(err) => {
-                tracing::warn!(error = %err, "an unreadable message in a partition queue");
-                return Vec::new();
-            }
+        let Some(requests) = requests_in(delivery) else {
+            return Vec::new();
         };
         let drafts: Vec<_> = requests.iter().filter_map(|r| r.command.draft()).collect();
         self.sequencer.prepare(&drafts, delivery.redelivered).await;

@@ -11,6 +11,18 @@ use crate::helpers::{amqp_url, spawn_named_cluster};
 /// Publishes `draft` into its chat's partition queue `times` times, as a
 /// broker redelivering it (or a publisher repeating itself) would.
 async fn publish_repeatedly(deployment: &str, draft: &Draft, times: usize) {
+    let payload = serde_json::to_vec(&[Request {
+        command: Command::Send {
+            draft: draft.clone(),
+        },
+        correlation: None,
+    }])
+    .expect("json");
+    publish_raw(deployment, &draft.chat_id, &payload, times).await;
+}
+
+/// Publishes `payload` into the partition queue of `chat_id` `times` times.
+async fn publish_raw(deployment: &str, chat_id: &str, payload: &[u8], times: usize) {
     let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
         .expect("RabbitMQ answers");
@@ -19,21 +31,14 @@ async fn publish_repeatedly(deployment: &str, draft: &Draft, times: usize) {
         .confirm_select(Default::default())
         .await
         .expect("confirms");
-    let queue = inbox_queue(deployment, partition_of(&draft.chat_id));
-    let payload = serde_json::to_vec(&[Request {
-        command: Command::Send {
-            draft: draft.clone(),
-        },
-        correlation: None,
-    }])
-    .expect("json");
+    let queue = inbox_queue(deployment, partition_of(chat_id));
     for _ in 0..times {
         let confirm = channel
             .basic_publish(
                 "".into(),
                 queue.as_str().into(),
                 BasicPublishOptions::default(),
-                &payload,
+                payload,
                 BasicProperties::default().with_delivery_mode(2),
             )
             .await
@@ -90,4 +95,39 @@ async fn a_message_delivered_twice_by_rabbitmq_is_stored_once_with_one_seq() {
 async fn a_burst_of_sends_through_rabbitmq_is_acked_in_full_and_in_order() {
     let (nodes, _) = spawn_named_cluster(1).await;
     crate::socket::a_burst_of_sends_keeps_its_order(&nodes[0]).await;
+}
+
+#[tokio::test]
+async fn a_message_queued_by_a_node_of_the_release_before_batching_is_still_stored() {
+    let (nodes, deployment) = spawn_named_cluster(1).await;
+    let app = &nodes[0];
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let chat = app.open_direct(&ann, &bob).await;
+    // That release put one command in each message, not an array.
+    let old = Draft {
+        id: uuid::Uuid::now_v7().to_string(),
+        chat_id: chat.id.clone(),
+        sender_id: ann.id.clone(),
+        content: "queued before the upgrade".into(),
+        client_id: None,
+        created_at: Utc::now(),
+    };
+    let payload = serde_json::to_vec(&Command::Send { draft: old.clone() }).expect("json");
+    publish_raw(&deployment, &chat.id, &payload, 1).await;
+    let after = app.send(&ann, &chat, "after the upgrade").await;
+    assert_eq!(after.seq, 2, "the old message came first");
+
+    let history = app.history(&bob, &chat, "").await;
+    let stored: Vec<(&str, &str)> = history
+        .iter()
+        .map(|message| (message.id.as_str(), message.content.as_str()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (old.id.as_str(), "queued before the upgrade"),
+            (after.id.as_str(), "after the upgrade")
+        ]
+    );
 }

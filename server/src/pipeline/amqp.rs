@@ -161,9 +161,6 @@ impl AmqpPipeline {
         chat_id: &str,
         command: Command,
     ) -> Result<Outcome<Reply>, PipelineError> {
-        if !self.is_linked() {
-            return Err(broker_down());
-        }
         let correlation = uuid::Uuid::new_v4().simple().to_string();
         let (reply, answer) = oneshot::channel();
         self.waiting().insert(correlation.clone(), reply);
@@ -175,10 +172,10 @@ impl AmqpPipeline {
             command,
             correlation: Some(correlation),
         };
-        let confirmed = self.enqueue(chat_id, request);
+        let confirmed = self.enqueue(chat_id, request)?;
         Ok(Box::pin(async move {
             let _forgotten_when_done = waiter;
-            confirmed.await.unwrap_or_else(|_| Err(broker_down()))?;
+            confirmed.await?;
             match tokio::time::timeout(SEND_PATIENCE, answer).await {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(_)) | Err(_) => Err(not_confirmed()),
@@ -208,24 +205,25 @@ impl AmqpPipeline {
     }
 
     async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
-        if !self.is_linked() {
-            return Err(broker_down());
-        }
         let request = Request {
             command: command.clone(),
             correlation: None,
         };
-        let confirmed = self.enqueue(chat_id, request);
-        confirmed.await.unwrap_or_else(|_| Err(broker_down()))
+        self.enqueue(chat_id, request)?.await
     }
 
-    /// Queues `request` for its partition's publisher; the receiver hears
-    /// whether RabbitMQ confirmed the message that carried it.
+    /// Queues `request` for its partition's publisher (refused at once while
+    /// there is no link to RabbitMQ); what it returns completes once
+    /// RabbitMQ confirmed the message that carried it.
     fn enqueue(
         &self,
         chat_id: &str,
         request: Request,
-    ) -> oneshot::Receiver<Result<(), PipelineError>> {
+    ) -> Result<impl Future<Output = Result<(), PipelineError>> + Send + 'static, PipelineError>
+    {
+        if !self.is_linked() {
+            return Err(broker_down());
+        }
         let lane = &self.lanes[usize::from(partition_of(chat_id))];
         let (published, confirmed) = oneshot::channel();
         lane.queued
@@ -233,7 +231,7 @@ impl AmqpPipeline {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push((request, published));
         lane.wake.notify_one();
-        confirmed
+        Ok(async move { confirmed.await.unwrap_or_else(|_| Err(broker_down())) })
     }
 
     /// One partition's publisher: sends what is queued as one message, waits

@@ -30,8 +30,6 @@ struct Socket {
 /// One registered socket: what its connection task reads and listens to.
 pub struct Registration {
     pub id: u64,
-    /// Whether this is the user's first socket on this node.
-    pub first: bool,
     /// Frames to write to this socket, already encoded.
     pub frames: mpsc::Receiver<Utf8Bytes>,
     /// For answering on this socket only (acks, errors).
@@ -54,37 +52,31 @@ impl Hub {
             queue: queue.clone(),
             kick: kick.clone(),
         };
-        let first = {
-            let mut sockets = self.write();
-            let list = sockets.entry(user_id.to_owned()).or_default();
-            list.push(socket);
-            list.len() == 1
-        };
+        self.write()
+            .entry(user_id.to_owned())
+            .or_default()
+            .push(socket);
         if self.is_closing() {
             kick.notify_one();
         }
         Registration {
             id,
-            first,
             frames,
             reply: queue,
             kick,
         }
     }
 
-    /// Forgets a socket; true when it was the user's last one on this node.
-    pub fn unregister(&self, user_id: &str, id: u64) -> bool {
+    /// Forgets a socket.
+    pub fn unregister(&self, user_id: &str, id: u64) {
         let mut sockets = self.write();
         let Some(list) = sockets.get_mut(user_id) else {
-            return false;
+            return;
         };
-        let before = list.len();
         list.retain(|socket| socket.id != id);
-        let last = list.is_empty() && before > 0;
         if list.is_empty() {
             sockets.remove(user_id);
         }
-        last
     }
 
     /// Sends an encoded frame to every open socket of every user in `users`
@@ -108,15 +100,6 @@ impl Hub {
             tracing::warn!(user = %user, socket = id, "dropping a socket that cannot keep up");
             self.unregister(&user, id);
         }
-    }
-
-    /// Users with at least one socket open on this node.
-    pub fn users(&self) -> Vec<String> {
-        self.read().keys().cloned().collect()
-    }
-
-    pub fn is_online(&self, user_id: &str) -> bool {
-        self.read().contains_key(user_id)
     }
 
     /// Open sockets on this node.
@@ -186,14 +169,12 @@ mod tests {
         assert!(ann_phone.frames.recv().await.is_some());
         assert!(bob.frames.try_recv().is_err());
         assert_eq!(hub.connections(), 3);
-        assert!(ann_laptop.first && !ann_phone.first);
-        assert!(
-            !hub.unregister("ann", ann_phone.id),
-            "ann still has her laptop"
-        );
-        assert_eq!(hub.connections(), 2);
-        assert!(hub.unregister("ann", ann_laptop.id));
-        assert!(!hub.is_online("ann") && hub.is_online("bob"));
+        hub.unregister("ann", ann_phone.id);
+        assert_eq!(hub.connections(), 2, "ann still has her laptop");
+        hub.unregister("ann", ann_laptop.id);
+        hub.deliver_text(["ann", "bob"], &encode(&typing("carol")));
+        assert!(bob.frames.recv().await.is_some(), "bob is still here");
+        assert_eq!(hub.connections(), 1);
     }
 
     #[tokio::test]

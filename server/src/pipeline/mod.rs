@@ -26,11 +26,11 @@ mod batches;
 mod local;
 mod sequencer;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use natter_shared::Message;
 use serde::{Deserialize, Serialize};
 
@@ -180,7 +180,7 @@ pub(crate) fn not_confirmed() -> PipelineError {
 }
 
 /// What a command handed to a partition comes to, once it has.
-pub type Outcome<T> = Pin<Box<dyn Future<Output = Result<T, PipelineError>> + Send>>;
+pub type Outcome<T> = BoxFuture<'static, Result<T, PipelineError>>;
 
 /// The way into the partitions, whichever it is.
 pub enum Pipeline {

@@ -1,10 +1,11 @@
 //! One partition's sequencer: what it knows of its chats, how it gives a
 //! message its seq, and how it stores what it sequenced.
 //!
-//! It reads the database only to learn a chat it has not seen yet (its last
-//! seq, its members) and the senders it has not seen yet; after that,
-//! messages are sequenced and delivered from memory, so sending goes on
-//! while the database is away, and the batch is stored once it is back.
+//! It reads the database to learn the chats and senders it has not seen yet
+//! and, a batch of drafts at a time, to recognise a retry it does not
+//! remember (`prepare`); those lookups are skipped while the database is
+//! away, so sending goes on from memory, and the batch is stored once it is
+//! back.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -186,6 +187,9 @@ impl Sequencer {
     /// would otherwise wait for a query per chat). When the database cannot
     /// answer, each draft loads its own, as it would have without this.
     async fn learn_chats_and_senders(&mut self, drafts: &[&Draft]) {
+        if self.database_seems_away() {
+            return;
+        }
         let mut chats: Vec<&str> = drafts
             .iter()
             .map(|draft| draft.chat_id.as_str())
@@ -264,8 +268,11 @@ impl Sequencer {
         };
         match found {
             Some(messages) => {
+                // Found by id and by clientId alike, a message comes twice.
                 for message in messages {
-                    self.remember(&message);
+                    if !self.by_id.contains_key(&message.id) {
+                        self.remember(&message);
+                    }
                 }
                 self.looked_up.extend(covered);
             }
@@ -345,10 +352,7 @@ impl Sequencer {
         &mut self,
         lookup: impl Future<Output = Result<T, StoreError>>,
     ) -> Option<T> {
-        if self
-            .database_away_until
-            .is_some_and(|until| Instant::now() < until)
-        {
+        if self.database_seems_away() {
             return None;
         }
         match tokio::time::timeout(OPTIONAL_PATIENCE, lookup).await {
@@ -364,6 +368,12 @@ impl Sequencer {
                 None
             }
         }
+    }
+
+    /// Whether a lookup failed lately (optional ones are skipped then).
+    fn database_seems_away(&self) -> bool {
+        self.database_away_until
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// The chat's members, loading the chat when it is new here.

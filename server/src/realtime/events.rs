@@ -45,7 +45,7 @@ impl Events {
     /// Sends `frame` to every open socket of `users`, on every node. Fails
     /// only when the other nodes could not be told (the broker is down);
     /// this node's sockets have the frame by then.
-    pub async fn publish(&self, users: &[String], frame: &ServerFrame) -> Result<(), FanoutError> {
+    async fn publish(&self, users: &[String], frame: &ServerFrame) -> Result<(), FanoutError> {
         let mut for_others = Vec::new();
         self.deliver_here(users, frame, &mut for_others);
         self.tell_others(&for_others).await

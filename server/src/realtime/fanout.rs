@@ -36,8 +36,8 @@ use super::hub::Hub;
 pub enum FanoutError {
     #[error("the message broker is unreachable")]
     Down,
-    #[error("the message broker refused the event")]
-    Refused,
+    #[error("an event could not be encoded")]
+    Unencodable,
     #[error("message broker: {0}")]
     Amqp(#[from] lapin::Error),
 }
@@ -254,7 +254,7 @@ impl AmqpFanout {
                 })
                 .collect(),
         };
-        let payload = serde_json::to_vec(&envelope).map_err(|_| FanoutError::Refused)?;
+        let payload = serde_json::to_vec(&envelope).map_err(|_| FanoutError::Unencodable)?;
         let confirm = link
             .channel
             .basic_publish(

@@ -174,6 +174,10 @@ mod tests {
         hub.unregister("ann", ann_laptop.id);
         hub.deliver_text(["ann", "bob"], &encode(&typing("carol")));
         assert!(bob.frames.recv().await.is_some(), "bob is still here");
+        assert!(
+            ann_laptop.frames.try_recv().is_err(),
+            "ann's sockets are gone"
+        );
         assert_eq!(hub.connections(), 1);
     }
 

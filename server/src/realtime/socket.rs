@@ -2,7 +2,6 @@
 //! then run a reader (frames from the client) and a writer (frames to it, and
 //! keep-alive pings) side by side until either ends.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Response;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use natter_shared::limits::FRAME_MAX_BYTES;
@@ -211,7 +211,7 @@ async fn write(
 const SENDS_IN_FLIGHT: usize = 64;
 
 /// An answer still to come (a sent message's ack or error), encoded.
-type Later = Pin<Box<dyn Future<Output = Utf8Bytes> + Send>>;
+type Later = BoxFuture<'static, Utf8Bytes>;
 
 /// Reads the client's frames and answers them. A sent message is handed to
 /// its chat's partition before the next frame is read (so a client's

@@ -128,7 +128,8 @@ pub trait Store: Send + Sync + 'static {
     /// What a batch of drafts may have become before: the messages stored
     /// under any of `ids`, and those a sender sent under a clientId, for
     /// each (sender, clientId) in `clients` (a clientId's first message
-    /// comes first). One round trip for a whole batch.
+    /// comes first). A query for the ids and one for the pairs (per 500
+    /// keys), rather than one per draft.
     async fn messages_sent_before(
         &self,
         ids: &[&str],

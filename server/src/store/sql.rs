@@ -498,14 +498,11 @@ macro_rules! sql_store {
                     for chunk in clients.chunks(LOOKUP_CHUNK) {
                         let mut query = sqlx::QueryBuilder::<$db>::new(format!(
                             "SELECT {MESSAGE_COLS} FROM messages msg JOIN users u ON u.id = msg.sender_id \
-                             WHERE msg.client_id IS NOT NULL AND (msg.sender_id, msg.client_id) IN (VALUES "
+                             WHERE msg.client_id IS NOT NULL AND (msg.sender_id, msg.client_id) IN ("
                         ));
-                        let mut first = true;
-                        for (sender, client_id) in chunk {
-                            query.push(if first { "(" } else { ", (" });
-                            first = false;
-                            query.push_bind(*sender).push(", ").push_bind(*client_id).push(")");
-                        }
+                        query.push_values(chunk, |mut row, (sender, client_id)| {
+                            row.push_bind(*sender).push_bind(*client_id);
+                        });
                         query.push(") ORDER BY msg.seq");
                         let rows = query.build().fetch_all(&self.reader).await?;
                         for row in &rows {
@@ -549,20 +546,11 @@ macro_rules! sql_store {
                             "UPDATE chats SET \
                              last_seq = CASE WHEN last_seq < v.column2 THEN v.column2 ELSE last_seq END, \
                              updated_at = CASE WHEN updated_at < v.column3 THEN v.column3 ELSE updated_at END \
-                             FROM (VALUES ",
+                             FROM (",
                         );
-                        let mut first = true;
-                        for (chat_id, (seq, at)) in chunk {
-                            update.push(if first { "(" } else { ", (" });
-                            first = false;
-                            update
-                                .push_bind(*chat_id)
-                                .push(", ")
-                                .push_bind(*seq)
-                                .push(", ")
-                                .push_bind(*at)
-                                .push(")");
-                        }
+                        update.push_values(chunk, |mut row, (chat_id, (seq, at))| {
+                            row.push_bind(*chat_id).push_bind(*seq).push_bind(*at);
+                        });
                         update.push(") AS v WHERE chats.id = v.column1");
                         update.build().execute(&mut *tx).await?;
                     }

@@ -118,7 +118,8 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
 
     // Everyone writes; Bob and Carol type at once.
     type_into(app, ".composer textarea", "Table for three at one\u{E007}").await;
-    // Marked as sending until the server's ack, then sent.
+    // Sent once the server acked it (the pending mark before it is not
+    // checked: the ack may come before any check could see it).
     wait_for_text(
         app,
         ".msg.mine[data-status='sent'] p",

@@ -412,10 +412,7 @@ async fn verify_stored(
                 .bearer_auth(token)
                 .send()
                 .await?;
-            if !response.status().is_success() {
-                bail!("reading history: {}", response.status());
-            }
-            let page: Vec<Message> = response.json().await?;
+            let page: Vec<Message> = setup::json_answer(response, "reading history").await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for message in &page {

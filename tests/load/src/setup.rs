@@ -232,7 +232,7 @@ impl Setup<'_> {
 
 /// The JSON of a successful answer; else an error naming what was being done
 /// with the server's status and words.
-async fn json_answer<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_answer<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
     doing: &str,
 ) -> anyhow::Result<T> {

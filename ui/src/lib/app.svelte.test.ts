@@ -1,11 +1,12 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import type { MessageView } from "./backend";
+import type { ChatSummary, MessageView } from "./backend";
 import { ann, bob, chat, message } from "./fixtures";
 
+const chats = vi.fn(async () => ({ chats: [] as ChatSummary[], unreadTotal: 0 }));
 const history = vi.fn<(chatId: string, before: number | null) => Promise<MessageView[]>>();
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, setActiveChat: vi.fn(async () => {}) },
 }));
 
 const { AppState } = await import("./app.svelte");
@@ -29,7 +30,7 @@ function appWithChats() {
   return app;
 }
 
-beforeEach(() => history.mockReset());
+beforeEach(() => { history.mockReset(); chats.mockClear(); });
 
 describe("AppState", () => {
   it("stops asking for older pages after one fails, and says why", async () => {
@@ -60,5 +61,18 @@ describe("AppState", () => {
     await loading;
     expect(app.messages.map((m) => m.seq)).toEqual([55, 56, 57, 58, 59, 60, 61, 62, 63, 64]);
     expect(app.hasOlder).toBe(true);
+  });
+
+  it("after missed events, reads the chat list and the open chat's newest page again", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    const list = [chat("a", "A", day), chat("b", "B", day), chat("c", "C", day)];
+    chats.mockResolvedValueOnce({ chats: list, unreadTotal: 3 });
+    history.mockResolvedValueOnce(page(53, 62));
+    await app.resync();
+    expect(app.chats.map((c) => c.id)).toEqual(["a", "b", "c"]);
+    expect(app.unreadTotal).toBe(3);
+    expect(app.messages.map((m) => m.seq)).toEqual([51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62]);
   });
 });

@@ -2,7 +2,7 @@
 // kept current by its events. Components read it and call its actions;
 // only this file and backend.ts know that Tauri exists.
 import {
-  backend, errorText, onEvent, onOpenChat,
+  backend, errorText, onEvent, onOpenChat, onResync,
   type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
 import { firstUnread, merge, oldestSeq } from "./history";
@@ -54,6 +54,7 @@ export class AppState {
       this.connection = start.connection;
       await onEvent((event) => this.handle(event));
       await onOpenChat((chatId) => void this.openChat(chatId));
+      await onResync(() => void this.resync().catch((err) => { this.notice = errorText(err); }));
       if (this.me) await this.loadChats();
     } catch (err) {
       this.fatal = errorText(err);
@@ -84,6 +85,18 @@ export class AppState {
   async loadChats(): Promise<void> {
     const list = await backend.chats();
     this.setChats(list.chats, list.unreadTotal);
+  }
+
+  /** Events were missed (the UI fell behind): the chat list and the open
+   *  chat's newest page are read again; the rest of the view stays. */
+  async resync(): Promise<void> {
+    if (!this.me) return;
+    await this.loadChats();
+    const chatId = this.activeId;
+    if (!chatId) return;
+    const opening = this.opened;
+    const page = await backend.history(chatId, null);
+    if (this.opened === opening) this.messages = merge(this.messages, page);
   }
 
   async signedIn(me: User): Promise<void> {

@@ -47,7 +47,6 @@ export const backend = {
   setActiveChat: (chatId: string | null) => invoke<void>("set_active_chat", { chatId }),
   typing: (chatId: string, isTyping: boolean) => invoke<void>("typing", { chatId, isTyping }),
   searchUsers: (query: string) => invoke<User[]>("search_users", { query }),
-  user: (userId: string) => invoke<User>("user", { userId }),
   openDirect: (userId: string) => invoke<ChatSummary>("open_direct", { userId }),
   createGroup: (name: string, members: string[]) => invoke<ChatSummary>("create_group", { name, members }),
   renameGroup: (chatId: string, name: string) => invoke<ChatSummary>("rename_group", { chatId, name }),
@@ -58,6 +57,11 @@ export const backend = {
 
 export function onEvent(handler: (event: EngineEvent) => void): Promise<UnlistenFn> {
   return listen<EngineEvent>("natter://event", (e) => handler(e.payload));
+}
+
+/** The shell dropped events the UI was too slow to take: reload state. */
+export function onResync(handler: () => void): Promise<UnlistenFn> {
+  return listen<null>("natter://resync", () => handler());
 }
 
 export function onOpenChat(handler: (chatId: string) => void): Promise<UnlistenFn> {

@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest";
-import { dayLabel, initials, typingText } from "./text";
+import { describe, expect, it, vi } from "vitest";
+import { dayLabel, initials, listTimeLabel, typingText } from "./text";
 
 describe("typingText", () => {
   it("names one, two, or two and the rest", () => {
@@ -27,5 +27,19 @@ describe("dayLabel", () => {
     expect(dayLabel(new Date(2026, 2, 9, 23, 59).toISOString(), now)).toBe("Yesterday");
     expect(dayLabel(new Date(2026, 2, 6, 9, 0).toISOString(), now)).toBe(new Date(2026, 2, 6).toLocaleDateString([], { weekday: "long" }));
     expect(dayLabel(new Date(2026, 0, 1).toISOString(), now)).toContain("2026");
+  });
+});
+
+describe("listTimeLabel", () => {
+  it("says Yesterday for the day before a clock change too", () => {
+    vi.stubEnv("TZ", "Europe/Berlin");
+    try {
+      // Clocks went forward on 29 March 2026: that day had 23 hours.
+      const now = new Date(2026, 2, 30, 12, 0);
+      expect(listTimeLabel(new Date(2026, 2, 29, 12, 0).toISOString(), now)).toBe("Yesterday");
+      expect(dayLabel(new Date(2026, 2, 29, 12, 0).toISOString(), now)).toBe("Yesterday");
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 });

@@ -25,11 +25,17 @@ function startOfDay(date: Date): number {
   return new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime();
 }
 
+/** Calendar days from `date` to `now` (rounded: a day around a clock
+ *  change has 23 or 25 hours). */
+function daysAgo(date: Date, now: Date): number {
+  return Math.round((startOfDay(now) - startOfDay(date)) / 86_400_000);
+}
+
 /** A date separator's text: "Today", "Yesterday", a weekday within the
  *  week, else the date ("3 March 2026"). */
 export function dayLabel(iso: string, now: Date = new Date()): string {
   const date = new Date(iso);
-  const days = Math.round((startOfDay(now) - startOfDay(date)) / 86_400_000);
+  const days = daysAgo(date, now);
   if (days === 0) return "Today";
   if (days === 1) return "Yesterday";
   if (days > 1 && days < 7) return date.toLocaleDateString([], { weekday: "long" });
@@ -39,8 +45,9 @@ export function dayLabel(iso: string, now: Date = new Date()): string {
 /** The chat list's time column: the time today, else a short date. */
 export function listTimeLabel(iso: string, now: Date = new Date()): string {
   const date = new Date(iso);
-  if (startOfDay(date) === startOfDay(now)) return timeLabel(iso);
-  if (startOfDay(now) - startOfDay(date) === 86_400_000) return "Yesterday";
+  const days = daysAgo(date, now);
+  if (days === 0) return timeLabel(iso);
+  if (days === 1) return "Yesterday";
   return date.toLocaleDateString([], { day: "numeric", month: "short" });
 }
 

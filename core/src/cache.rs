@@ -129,22 +129,35 @@ impl Cache {
 
     /// Drops a chat with its messages and outbox; returns what it was, if
     /// it was cached.
+    /// Deletes a chat with its messages and outbox. What it reports as unsent
+    /// is what the DELETE removed (RETURNING), so a message queued while the
+    /// chat goes is either reported or was never queued, never lost unseen.
     pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Forgotten>> {
-        let chat = self.chat(chat_id).await?.map(|(chat, _)| chat);
-        let unsent = self.outbox(Some(chat_id)).await?;
         let mut tx = self.pool.begin().await?;
-        for table in ["messages", "outbox"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE chat_id = ?1"))
-                .bind(chat_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM chats WHERE id = ?1")
+        let unsent_rows = sqlx::query(&format!(
+            "DELETE FROM outbox WHERE chat_id = ?1 RETURNING {OUTBOX_COLS}, rowid"
+        ))
+        .bind(chat_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM messages WHERE chat_id = ?1")
             .bind(chat_id)
             .execute(&mut *tx)
             .await?;
+        let chat_row_gone = sqlx::query("DELETE FROM chats WHERE id = ?1 RETURNING body, unread")
+            .bind(chat_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(chat.map(|chat| Forgotten { chat, unsent }))
+        let mut unsent: Vec<(i64, Outgoing)> = unsent_rows
+            .iter()
+            .map(|row| (row.get(5), outgoing_row(row)))
+            .collect();
+        // RETURNING gives no order; the outbox's is creation, then insertion.
+        unsent.sort_by_key(|(rowid, outgoing)| (outgoing.created_at, *rowid));
+        let unsent = unsent.into_iter().map(|(_, outgoing)| outgoing).collect();
+        let chat = chat_row_gone.as_ref().map(chat_row).transpose()?;
+        Ok(chat.map(|(chat, _)| Forgotten { chat, unsent }))
     }
 
     pub async fn chat_ids(&self) -> CoreResult<Vec<String>> {
@@ -369,4 +382,71 @@ fn chat_row(row: &sqlx::sqlite::SqliteRow) -> CoreResult<(Chat, u32)> {
 
 fn millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(id: &str) -> Chat {
+        Chat {
+            id: id.into(),
+            chat_name: id.into(),
+            is_group_chat: true,
+            users: Vec::new(),
+            group_admin: None,
+            latest_message: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn outgoing(client_id: &str, chat_id: &str, at: DateTime<Utc>) -> Outgoing {
+        Outgoing {
+            client_id: client_id.into(),
+            chat_id: chat_id.into(),
+            content: client_id.into(),
+            created_at: at,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_chat_reports_its_whole_outbox_in_order_and_keeps_the_others() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::open(&dir.path().join("cache.db"))
+            .await
+            .expect("open");
+        cache.put_chat(&chat("gone")).await.expect("chat");
+        cache.put_chat(&chat("kept")).await.expect("chat");
+        let at = millis(1_700_000_000_000);
+        // Same millisecond: insertion order decides.
+        for id in ["c", "a", "b"] {
+            cache
+                .push_outgoing(&outgoing(id, "gone", at))
+                .await
+                .expect("push");
+        }
+        cache
+            .push_outgoing(&outgoing("other", "kept", at))
+            .await
+            .expect("push");
+
+        let forgotten = cache
+            .forget_chat("gone")
+            .await
+            .expect("forget")
+            .expect("was cached");
+
+        assert_eq!(forgotten.chat.id, "gone");
+        let unsent: Vec<_> = forgotten
+            .unsent
+            .iter()
+            .map(|o| o.client_id.as_str())
+            .collect();
+        assert_eq!(unsent, ["c", "a", "b"]);
+        assert!(cache.outbox(Some("gone")).await.expect("outbox").is_empty());
+        assert!(cache.chat("gone").await.expect("chat").is_none());
+        assert_eq!(cache.outbox(None).await.expect("outbox").len(), 1);
+        assert!(cache.forget_chat("gone").await.expect("again").is_none());
+    }
 }

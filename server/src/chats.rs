@@ -28,7 +28,7 @@ async fn announce(state: &AppState, chat: &Chat, also: Option<&str>) {
     state.pipeline.chat_changed(&chat.id).await;
     let frame = ServerFrame::Chat { chat: chat.clone() };
     let users: Vec<String> = member_ids(chat).chain(also).map(str::to_owned).collect();
-    state.events.publish_waiting(&users, &frame).await;
+    state.events.publish(&users, &frame);
 }
 
 /// A chat the caller is a member of: 404 when there is no such chat, 403 when
@@ -226,7 +226,7 @@ pub async fn typing(
         is_typing,
     };
     let others: Vec<String> = members.into_iter().filter(|id| id != me).collect();
-    state.events.publish_lossy(&others, &frame).await;
+    state.events.publish_lossy(&others, &frame);
     Ok(())
 }
 

@@ -103,6 +103,12 @@ pub struct Config {
     )]
     pub fanout_retry_ms: u64,
 
+    /// How many KiB of events for the other nodes may wait while the link to
+    /// them is away; past it they are dropped and the other nodes close
+    /// their sockets when the link is back, so that apps catch up.
+    #[arg(long, env = "NATTER_FANOUT_BUFFER_KIB", default_value_t = 65_536)]
+    pub fanout_buffer_kib: usize,
+
     /// This node's name in logs and between nodes (default: random per start).
     #[arg(long, env = "NATTER_NODE_ID")]
     pub node_id: Option<String>,

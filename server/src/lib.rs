@@ -35,7 +35,7 @@ use crate::auth::{Passwords, Tokens, load_or_create_secret};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::config::Config;
 use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline};
-use crate::realtime::{AmqpFanout, Events, Hub};
+use crate::realtime::{AmqpFanout, Events, FanoutOptions, Hub};
 use crate::state::{AppState, Settings};
 use crate::store::{PgStore, SqliteStore, Store};
 
@@ -223,8 +223,11 @@ async fn open_events(config: &Config, node_id: &str, hub: Arc<Hub>) -> anyhow::R
         &config.amqp_exchange,
         node_id,
         hub.clone(),
-        std::time::Duration::from_secs(15),
-        std::time::Duration::from_millis(config.fanout_retry_ms),
+        FanoutOptions {
+            patience: std::time::Duration::from_secs(15),
+            first_retry: std::time::Duration::from_millis(config.fanout_retry_ms),
+            buffer: config.fanout_buffer_kib.saturating_mul(1024),
+        },
     )
     .await
     .context("connecting to RabbitMQ (NATTER_AMQP_URL)")?;

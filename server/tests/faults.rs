@@ -684,7 +684,7 @@ async fn a_persist_process_sequences_and_stores_for_nodes_that_do_not() {
 /// RabbitMQ closes node A's event link alone (the one to the other nodes)
 /// and A takes 3 s to reconnect it, while its message pipeline works on. A
 /// message A sequences meanwhile reaches Bob on node B late rather than
-/// never: the delivery waits for the link.
+/// never: A keeps it for the other nodes until the link is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sequenced_while_the_event_link_is_away_still_reaches_other_nodes() {
     let _serial = SERIAL.lock().await;
@@ -707,6 +707,56 @@ async fn a_message_sequenced_while_the_event_link_is_away_still_reaches_other_no
     .await;
     let during = a.send(&ann, &chat, "during").await;
     assert_eq!(bob_socket.next_message().await, during);
+}
+
+/// As above, but node A may keep only 1 KiB of events for the other nodes
+/// while its link is away: more is sent, so A drops them and, when the link
+/// is back, tells the other nodes so. Node B closes Bob's socket (his app
+/// then catches up from history) instead of leaving him without the
+/// messages it never got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_dropped_while_the_event_link_is_away_close_the_other_nodes_sockets() {
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes,
+        a_id,
+        a,
+        ann,
+        bob,
+        chat,
+        mut bob_socket,
+        before,
+        ..
+    } = two_nodes(&[
+        ("NATTER_FANOUT_RETRY_MS", "3000"),
+        ("NATTER_FANOUT_BUFFER_KIB", "1"),
+    ])
+    .await;
+
+    close_connection(&format!("natter-server {a_id}"));
+    wait_until(
+        "node A to see its event link gone",
+        FAULT_PATIENCE,
+        async || a.health().await["nodes"] == "unreachable",
+    )
+    .await;
+    let mut sent = vec![before];
+    for n in 0..8 {
+        sent.push(
+            a.send(&ann, &chat, &format!("during {n} {}", "x".repeat(200)))
+                .await,
+        );
+    }
+    let closed = tokio::time::timeout(FAULT_PATIENCE, async {
+        while bob_socket.next_frame_or_close().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "node B closes Bob's socket");
+    assert_eq!(
+        a.history(&bob, &chat, "").await,
+        sent,
+        "the catch-up has all"
+    );
 }
 
 /// Closes the one RabbitMQ connection named `name` (as the broker lists it).

@@ -512,7 +512,7 @@ impl AmqpPipeline {
                             replies.entry(queue.clone()).or_default().extend(answers);
                         }
                     }
-                    state.sequencer.flush().await;
+                    state.sequencer.flush();
                     for (queue, answers) in replies {
                         send_replies(&channel, queue, &answers).await?;
                     }

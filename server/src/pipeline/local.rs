@@ -99,7 +99,7 @@ async fn run(mut sequencer: Sequencer, mut inbox: mpsc::Receiver<Job>) {
                     let reply = handle(&mut sequencer, job.command).await;
                     waiting.push((job.reply, reply));
                 }
-                sequencer.flush().await;
+                sequencer.flush();
             }
         }
     }

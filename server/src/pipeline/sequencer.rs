@@ -446,11 +446,11 @@ impl Sequencer {
     }
 
     /// Tells the other nodes of what was delivered since the last flush, in
-    /// one message; call it after each batch of drafts. The partition waits
-    /// while the link to them reconnects, so order holds.
-    pub async fn flush(&mut self) {
+    /// one message; call it after each batch of drafts. Batches reach them
+    /// in order, also across a reconnecting link (`AmqpFanout`).
+    pub fn flush(&mut self) {
         let events = std::mem::take(&mut self.for_other_nodes);
-        self.events.tell_others_waiting(&events).await;
+        self.events.tell_others(&events);
     }
 }
 

@@ -4,18 +4,12 @@
 //! nodes there are.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use natter_shared::ServerFrame;
 
-use super::fanout::{AmqpFanout, FanoutError};
+use super::fanout::AmqpFanout;
 use super::hub::{Hub, encode};
-
-/// How long an event that must reach the other nodes waits for the link to
-/// them to come back (its reconnection backs off up to 5 s; well within a
-/// sender's `SEND_PATIENCE`).
-const LINK_PATIENCE: Duration = Duration::from_secs(5);
 
 /// An event delivered on this node that the other nodes still need.
 pub struct Event {
@@ -42,27 +36,31 @@ impl Events {
         }
     }
 
-    /// Sends `frame` to every open socket of `users`, on every node. Fails
-    /// only when the other nodes could not be told (the broker is down);
-    /// this node's sockets have the frame by then.
-    async fn publish(&self, users: &[String], frame: &ServerFrame) -> Result<(), FanoutError> {
+    /// Sends `frame` to every open socket of `users`, on every node: here at
+    /// once, to the other nodes through RabbitMQ, kept until it has them
+    /// (while the link is away, the event waits for it, in order).
+    pub fn publish(&self, users: &[String], frame: &ServerFrame) {
         let mut for_others = Vec::new();
         self.deliver_here(users, frame, &mut for_others);
-        self.tell_others(&for_others).await
+        self.tell_others(&for_others);
     }
 
-    /// Like `publish`, for events that may be lost without harm (typing): a
-    /// failure is logged.
-    pub async fn publish_lossy(&self, users: &[String], frame: &ServerFrame) {
-        if let Err(err) = self.publish(users, frame).await {
-            tracing::warn!(error = %err, "an event did not reach the other nodes");
+    /// Like `publish`, for events that are worth nothing late (typing): the
+    /// other nodes miss them while the link to them is away.
+    pub fn publish_lossy(&self, users: &[String], frame: &ServerFrame) {
+        let mut for_others = Vec::new();
+        self.deliver_here(users, frame, &mut for_others);
+        if let Some(fanout) = &self.fanout
+            && let Err(err) = fanout.publish(&for_others, true)
+        {
+            tracing::debug!(error = %err, "an event did not reach the other nodes");
         }
     }
 
     /// The first half of `publish`, for a batch of events: delivers `frame`
     /// to this node's sockets at once, and adds what the other nodes still
     /// need to `for_others` (nothing on a single node), so that a batch of
-    /// events travels to them as one message (`tell_others_waiting`).
+    /// events travels to them as one message (`tell_others`).
     pub fn deliver_here(&self, users: &[String], frame: &ServerFrame, for_others: &mut Vec<Event>) {
         let text = encode(frame);
         self.hub
@@ -75,10 +73,13 @@ impl Events {
         }
     }
 
-    async fn tell_others(&self, events: &[Event]) -> Result<(), FanoutError> {
-        match &self.fanout {
-            Some(fanout) if !events.is_empty() => fanout.publish(events).await,
-            _ => Ok(()),
+    /// The second half of `publish`: tells the other nodes of a batch of
+    /// events already delivered here, in one message.
+    pub fn tell_others(&self, events: &[Event]) {
+        if let Some(fanout) = &self.fanout
+            && let Err(err) = fanout.publish(events, false)
+        {
+            tracing::error!(error = %err, "events did not reach the other nodes");
         }
     }
 
@@ -86,50 +87,6 @@ impl Events {
     /// node (there are none).
     pub fn other_nodes_up(&self) -> Option<bool> {
         self.fanout.as_ref().map(|fanout| fanout.is_up())
-    }
-
-    /// Like `publish`, for what must reach the other nodes (messages, chat
-    /// changes): while this node's link to them is reconnecting, it waits
-    /// for it, up to `LINK_PATIENCE`. After a broker restart the link may
-    /// come back later than the message pipeline's; an event published in
-    /// between would reach this node's sockets only, while the other nodes'
-    /// sockets, whose link is fine, would never hear of it. If the link
-    /// stays away, the failure is logged: this node closed its own sockets
-    /// when its link broke, so their apps catch up.
-    pub async fn publish_waiting(&self, users: &[String], frame: &ServerFrame) {
-        let mut for_others = Vec::new();
-        self.deliver_here(users, frame, &mut for_others);
-        self.tell_others_waiting(&for_others).await;
-    }
-
-    /// The second half of `publish_waiting`: tells the other nodes of a
-    /// batch of events already delivered here, in one message.
-    pub async fn tell_others_waiting(&self, events: &[Event]) {
-        if events.is_empty() {
-            return;
-        }
-        if !self.other_nodes_reachable().await {
-            tracing::warn!("the other nodes stayed unreachable: delivering here only");
-        }
-        if let Err(err) = self.tell_others(events).await {
-            tracing::warn!(error = %err, "events did not reach the other nodes");
-        }
-    }
-
-    /// Waits, up to `LINK_PATIENCE`, until events reach the other nodes;
-    /// true when they do (always on a single node).
-    async fn other_nodes_reachable(&self) -> bool {
-        let Some(fanout) = &self.fanout else {
-            return true;
-        };
-        let deadline = tokio::time::Instant::now() + LINK_PATIENCE;
-        while !fanout.is_up() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
     }
 
     /// Whether a socket that opens now will receive every event: false

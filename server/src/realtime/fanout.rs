@@ -14,13 +14,21 @@
 //! handful of nodes; each reading the others' batches costs less.
 //!
 //! The link to RabbitMQ is kept by a supervisor task that reconnects with
-//! backoff.
+//! backoff. Batches for the other nodes are kept until RabbitMQ confirms
+//! them and published again on the next link when it broke first (at least
+//! once: apps drop a message they already have), so a batch in flight when
+//! the link breaks, or queued while it is away, still reaches the other
+//! nodes. If the link stays away until `buffer` bytes wait, they are
+//! dropped for one `lost` marker, which makes every other node close its
+//! sockets: their apps reconnect and catch up from history.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
@@ -28,6 +36,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::events::Event;
 use super::hub::Hub;
@@ -38,8 +47,6 @@ pub enum FanoutError {
     Down,
     #[error("an event could not be encoded")]
     Unencodable,
-    #[error("message broker: {0}")]
-    Amqp(#[from] lapin::Error),
 }
 
 /// What travels between nodes: a batch of events (a sequencer's batch of
@@ -49,6 +56,10 @@ pub enum FanoutError {
 struct Envelope<'a> {
     #[serde(borrow)]
     events: Vec<Routed<'a>>,
+    /// The sender dropped events for the other nodes (its link stayed away
+    /// too long): every receiving node closes its sockets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    lost: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,19 +95,28 @@ pub struct AmqpFanout {
     link: Mutex<Option<Link>>,
     /// The first wait before reconnecting; it doubles up to 5 s.
     first_retry: Duration,
+    /// Batches for the other nodes not confirmed by RabbitMQ yet.
+    unconfirmed: Mutex<Unconfirmed>,
+    /// Wakes the publisher when a batch is added.
+    added: Notify,
 }
 
 impl AmqpFanout {
-    /// Connects (waiting at most `patience`) and starts the supervisor,
-    /// which reconnects after `first_retry`, doubling up to 5 s.
+    /// Connects (waiting at most `options.patience`) and starts the
+    /// supervisor, which reconnects after `options.first_retry`, doubling up
+    /// to 5 s.
     pub async fn start(
         url: &str,
         exchange: &str,
         node_id: &str,
         hub: Arc<Hub>,
-        patience: Duration,
-        first_retry: Duration,
+        options: FanoutOptions,
     ) -> anyhow::Result<Arc<Self>> {
+        let FanoutOptions {
+            patience,
+            first_retry,
+            buffer,
+        } = options;
         let fanout = Arc::new(AmqpFanout {
             url: url.to_owned(),
             exchange: events_exchange(exchange),
@@ -104,12 +124,20 @@ impl AmqpFanout {
             hub,
             link: Mutex::new(None),
             first_retry,
+            unconfirmed: Mutex::new(Unconfirmed::new(buffer)),
+            added: Notify::new(),
         });
         let (connection, link) = tokio::time::timeout(patience, fanout.connect())
             .await
             .map_err(|_| anyhow::anyhow!("RabbitMQ did not answer within {patience:?}"))??;
         tokio::spawn(fanout.clone().supervise(connection, link));
         Ok(fanout)
+    }
+
+    fn unconfirmed(&self) -> MutexGuard<'_, Unconfirmed> {
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn current(&self) -> Option<Link> {
@@ -172,15 +200,21 @@ impl AmqpFanout {
         Ok((connection, link))
     }
 
-    /// Consumes this node's queue; when the link breaks, reconnects with
-    /// backoff (up to 5 s between tries).
+    /// Consumes this node's queue and publishes its batches; when the link
+    /// breaks, reconnects with backoff (up to 5 s between tries) and
+    /// publishes again what was not confirmed.
     async fn supervise(self: Arc<Self>, mut connection: Connection, mut link: Link) {
         loop {
-            match self.consume(&connection, link.clone()).await {
+            let outcome = tokio::select! {
+                outcome = self.consume(&connection, link.clone()) => outcome,
+                outcome = self.publish_unconfirmed(&link) => outcome,
+            };
+            match outcome {
                 Ok(()) => tracing::warn!("the link to RabbitMQ closed"),
                 Err(err) => tracing::warn!(error = %err, "the link to RabbitMQ broke"),
             }
             self.set_current(None);
+            self.unconfirmed().rewind();
             // Sockets here may miss events until the link is back: close
             // them, so that apps reconnect (refused until then) and catch up.
             self.hub.kick_all();
@@ -212,6 +246,13 @@ impl AmqpFanout {
                 continue;
             }
             match serde_json::from_slice::<Envelope>(&delivery.data) {
+                Ok(envelope) if envelope.lost => {
+                    tracing::warn!(
+                        from = ?origin,
+                        "another node lost events for this one: closing the sockets here, whose apps catch up"
+                    );
+                    self.hub.kick_all();
+                }
                 Ok(envelope) => {
                     for event in envelope.events {
                         let text = event.frame.into_owned().into();
@@ -225,22 +266,55 @@ impl AmqpFanout {
         Ok(())
     }
 
+    /// Publishes the batches waiting for the other nodes, in order, and
+    /// takes each off the list when RabbitMQ confirms it; returns when the
+    /// link breaks (the supervisor then rewinds the list).
+    async fn publish_unconfirmed(&self, link: &Link) -> Result<(), lapin::Error> {
+        let mut confirms = FuturesOrdered::new();
+        loop {
+            let (generation, batches) = self.unconfirmed().unpublished();
+            for batch in batches {
+                let confirm = link
+                    .channel
+                    .basic_publish(
+                        self.exchange.as_str().into(),
+                        "".into(),
+                        BasicPublishOptions::default(),
+                        &batch,
+                        BasicProperties::default().with_app_id(self.node_id.as_str().into()),
+                    )
+                    .await?;
+                confirms.push_back(async move { (generation, confirm.await) });
+            }
+            tokio::select! {
+                () = self.added.notified() => {}
+                Some((generation, confirmed)) = confirms.next() => {
+                    if confirmed?.is_nack() {
+                        tracing::error!("RabbitMQ refused a batch of events for the other nodes");
+                    }
+                    self.unconfirmed().confirmed(generation);
+                }
+            }
+        }
+    }
+
     /// Whether events from the other nodes reach this one right now.
     pub fn is_up(&self) -> bool {
         self.current().is_some()
     }
 
-    /// Publishes a batch of events to every node. Returns once the batch is
-    /// handed to the channel, without waiting for RabbitMQ's confirm (a
-    /// refusal is logged): batches leave in the order they were published,
-    /// and a link that breaks closes this node's sockets, whose apps then
-    /// catch up. Waiting would hold a chat's sequencer for a round trip per
-    /// batch.
-    pub async fn publish(&self, events: &[Event]) -> Result<(), FanoutError> {
+    /// Queues a batch of events for every other node and returns at once:
+    /// batches leave in order, and are kept until RabbitMQ confirms them
+    /// (published again after a broken link). `lossy` events (typing) are
+    /// dropped instead while the link is away ([`FanoutError::Down`]): late,
+    /// they would be wrong.
+    pub fn publish(&self, events: &[Event], lossy: bool) -> Result<(), FanoutError> {
         if events.is_empty() {
             return Ok(());
         }
-        let link = self.current().ok_or(FanoutError::Down)?;
+        if lossy && !self.is_up() {
+            return Err(FanoutError::Down);
+        }
         let envelope = Envelope {
             events: events
                 .iter()
@@ -253,27 +327,168 @@ impl AmqpFanout {
                     frame: Cow::Borrowed(event.text.as_str()),
                 })
                 .collect(),
+            lost: false,
         };
         let payload = serde_json::to_vec(&envelope).map_err(|_| FanoutError::Unencodable)?;
-        let confirm = link
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &payload,
-                BasicProperties::default().with_app_id(self.node_id.as_str().into()),
-            )
-            .await?;
-        tokio::spawn(async move {
-            match confirm.await {
-                Ok(confirmation) if confirmation.is_nack() => {
-                    tracing::warn!("RabbitMQ refused an event for other nodes");
-                }
-                Ok(_) => {}
-                Err(err) => tracing::debug!(error = %err, "an event's confirm never came"),
-            }
-        });
+        if !self.unconfirmed().push(payload) {
+            tracing::warn!(
+                "events for the other nodes waited too long for RabbitMQ and were dropped: the other nodes will close their sockets, whose apps catch up"
+            );
+        }
+        self.added.notify_one();
         Ok(())
+    }
+}
+
+/// Settings of [`AmqpFanout::start`].
+pub struct FanoutOptions {
+    /// How long the first connection may take.
+    pub patience: Duration,
+    /// The first wait before reconnecting; it doubles up to 5 s.
+    pub first_retry: Duration,
+    /// How many bytes of events may wait for RabbitMQ before they are
+    /// dropped for a `lost` marker.
+    pub buffer: usize,
+}
+
+/// Encoded batches for the other nodes, oldest first, until RabbitMQ
+/// confirms them. Plain data; `AmqpFanout` does the publishing.
+struct Unconfirmed {
+    batches: VecDeque<Arc<[u8]>>,
+    /// How many of the oldest batches went out on the current link.
+    published: usize,
+    bytes: usize,
+    limit: usize,
+    /// Changes when the batches are dropped for the `lost` marker, so that
+    /// confirms of dropped batches take nothing off.
+    generation: u64,
+}
+
+impl Unconfirmed {
+    fn new(limit: usize) -> Self {
+        Unconfirmed {
+            batches: VecDeque::new(),
+            published: 0,
+            bytes: 0,
+            limit,
+            generation: 0,
+        }
+    }
+
+    /// Adds a batch; false when the limit was passed and everything waiting
+    /// was replaced by the `lost` marker (with this batch after it).
+    fn push(&mut self, batch: Vec<u8>) -> bool {
+        let kept = self.bytes + batch.len() <= self.limit;
+        if !kept {
+            let marker = lost_marker();
+            self.batches.clear();
+            self.bytes = marker.len();
+            self.batches.push_back(marker);
+            self.published = 0;
+            self.generation += 1;
+        }
+        self.bytes += batch.len();
+        self.batches.push_back(batch.into());
+        kept
+    }
+
+    /// The batches not published on the current link yet, now counted as
+    /// published, with the generation their confirms belong to.
+    fn unpublished(&mut self) -> (u64, Vec<Arc<[u8]>>) {
+        let batches = self.batches.iter().skip(self.published).cloned().collect();
+        self.published = self.batches.len();
+        (self.generation, batches)
+    }
+
+    /// RabbitMQ confirmed the oldest batch published in `generation`.
+    fn confirmed(&mut self, generation: u64) {
+        if generation != self.generation || self.published == 0 {
+            return;
+        }
+        if let Some(batch) = self.batches.pop_front() {
+            self.bytes -= batch.len();
+            self.published -= 1;
+        }
+    }
+
+    /// The link broke: what was published and not confirmed goes out again.
+    fn rewind(&mut self) {
+        self.published = 0;
+        self.generation += 1;
+    }
+}
+
+fn lost_marker() -> Arc<[u8]> {
+    let envelope = Envelope {
+        events: Vec::new(),
+        lost: true,
+    };
+    serde_json::to_vec(&envelope)
+        .unwrap_or_else(|_| br#"{"events":[],"lost":true}"#.to_vec())
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(unconfirmed: &Unconfirmed) -> Vec<String> {
+        unconfirmed
+            .batches
+            .iter()
+            .map(|batch| String::from_utf8_lossy(batch).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn batches_stay_until_confirmed_and_go_out_again_after_a_broken_link() {
+        let mut unconfirmed = Unconfirmed::new(1_000);
+        unconfirmed.push(b"one".to_vec());
+        unconfirmed.push(b"two".to_vec());
+        let (generation, out) = unconfirmed.unpublished();
+        assert_eq!(out.len(), 2);
+        unconfirmed.push(b"three".to_vec());
+        unconfirmed.confirmed(generation);
+        assert_eq!(names(&unconfirmed), ["two", "three"]);
+        // Only "three" is new on this link.
+        let (_, out) = unconfirmed.unpublished();
+        assert_eq!(&*out[0], b"three");
+        assert_eq!(out.len(), 1);
+
+        unconfirmed.rewind();
+        // A confirm from the broken link takes nothing off.
+        unconfirmed.confirmed(generation);
+        let (generation, out) = unconfirmed.unpublished();
+        assert_eq!(out.len(), 2, "two and three go out again");
+        unconfirmed.confirmed(generation);
+        unconfirmed.confirmed(generation);
+        assert!(unconfirmed.batches.is_empty());
+        assert_eq!(unconfirmed.bytes, 0);
+    }
+
+    #[test]
+    fn past_the_limit_the_waiting_batches_become_one_lost_marker() {
+        let mut unconfirmed = Unconfirmed::new(40);
+        assert!(unconfirmed.push(vec![b'a'; 20]));
+        let (old_generation, _) = unconfirmed.unpublished();
+        assert!(unconfirmed.push(vec![b'b'; 20]));
+        assert!(!unconfirmed.push(vec![b'c'; 5]));
+        let marker: Envelope =
+            serde_json::from_slice(&unconfirmed.batches[0]).expect("the marker is an envelope");
+        assert!(marker.lost && marker.events.is_empty());
+        assert_eq!(&*unconfirmed.batches[1], b"ccccc");
+        assert_eq!(unconfirmed.batches.len(), 2);
+        // The dropped batch's confirm takes nothing off.
+        unconfirmed.confirmed(old_generation);
+        let (_, out) = unconfirmed.unpublished();
+        assert_eq!(out.len(), 2, "the marker goes out first");
+    }
+
+    #[test]
+    fn an_envelope_without_the_lost_field_is_read_as_events() {
+        let envelope: Envelope =
+            serde_json::from_str(r#"{"events":[{"to":["u1"],"frame":"{}"}]}"#).expect("decodes");
+        assert!(!envelope.lost);
+        assert_eq!(envelope.events.len(), 1);
     }
 }

@@ -9,6 +9,6 @@ mod hub;
 mod socket;
 
 pub use events::{Event, Events};
-pub use fanout::{AmqpFanout, FanoutError};
+pub use fanout::{AmqpFanout, FanoutError, FanoutOptions};
 pub use hub::{Hub, Registration, encode};
 pub use socket::upgrade;

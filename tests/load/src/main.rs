@@ -60,6 +60,12 @@ struct Args {
     /// Also give each user a one-to-one chat with the next user.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     direct: bool,
+    /// The one-to-one partner is this many users further on. With `--users
+    /// 2N --sockets N --group-size 0 --direct-step N`, each online user's
+    /// only chat is with a user who never connects: the pipeline without
+    /// fan-out (each message goes to its sender's socket alone).
+    #[arg(long, default_value_t = 1)]
+    direct_step: usize,
     /// Messages per second over all senders; 0 only holds the sockets open.
     #[arg(long, default_value_t = 100)]
     rate: u64,
@@ -151,12 +157,13 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         .build()?;
     let state = args.state.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!(
-            "natter-load-{}-{}-{}-{}-{}.json",
+            "natter-load-{}-{}-{}-{}-{}-{}.json",
             first.replace([':', '/', '.'], "_"),
             args.seed,
             args.users,
             args.group_size,
-            args.direct
+            args.direct,
+            args.direct_step
         ))
     });
     let crowd = Setup {
@@ -165,6 +172,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         users: args.users,
         group_size: args.group_size,
         direct: args.direct,
+        direct_step: args.direct_step,
         seed: args.seed,
     }
     .crowd(&state)

@@ -38,8 +38,15 @@ pub struct Crowd {
     pub seed: u64,
     pub group_size: usize,
     pub direct: bool,
+    /// How far on each user's one-to-one partner is (1: the next user).
+    #[serde(default = "next_user")]
+    pub direct_step: usize,
     pub users: Vec<LoadUser>,
     pub chats: Vec<LoadChat>,
+}
+
+fn next_user() -> usize {
+    1
 }
 
 impl Crowd {
@@ -61,6 +68,7 @@ pub struct Setup<'a> {
     pub users: usize,
     pub group_size: usize,
     pub direct: bool,
+    pub direct_step: usize,
     pub seed: u64,
 }
 
@@ -90,6 +98,7 @@ impl Setup<'_> {
             seed: self.seed,
             group_size: self.group_size,
             direct: self.direct,
+            direct_step: self.direct_step,
             users,
             chats,
         };
@@ -107,7 +116,8 @@ impl Setup<'_> {
             && crowd.seed == self.seed
             && crowd.users.len() == self.users
             && crowd.group_size == self.group_size
-            && crowd.direct == self.direct;
+            && crowd.direct == self.direct
+            && crowd.direct_step == self.direct_step;
         if !same {
             return None;
         }
@@ -173,7 +183,8 @@ impl Setup<'_> {
     }
 
     /// Groups of `group_size` consecutive users, and each user's one-to-one
-    /// chat with the next one around the ring.
+    /// chat with the one `direct_step` further around the ring (each pair
+    /// once).
     async fn make_chats(&self, users: &[LoadUser]) -> anyhow::Result<Vec<LoadChat>> {
         let mut plans: Vec<Vec<usize>> = Vec::new();
         if self.group_size >= 3 {
@@ -186,10 +197,11 @@ impl Setup<'_> {
             }
         }
         if self.direct && users.len() >= 2 {
+            let mut pairs = std::collections::HashSet::new();
             for index in 0..users.len() {
-                let next = (index + 1) % users.len();
-                if users.len() > 2 || index == 0 {
-                    plans.push(vec![index, next]);
+                let partner = (index + self.direct_step) % users.len();
+                if partner != index && pairs.insert((index.min(partner), index.max(partner))) {
+                    plans.push(vec![index, partner]);
                 }
             }
         }

@@ -96,6 +96,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let hub = self.state.hub.clone();
+        let events = self.state.events.clone();
         let router = http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "natter-server listening");
         axum::serve(self.listener, router)
@@ -105,6 +106,7 @@ impl Application {
                 hub.close_all();
             })
             .await?;
+        events.settle(SETTLE_PATIENCE).await;
         Ok(())
     }
 }
@@ -167,10 +169,11 @@ pub async fn persist_until(
     let store = open_store(config, &data_dir).await?;
     let node_id = node_id(config);
     let events = open_events(config, &node_id, Arc::new(Hub::new())).await?;
-    let _pipeline = open_pipeline(config, &node_id, true, store, events).await?;
+    let _pipeline = open_pipeline(config, &node_id, true, store, events.clone()).await?;
     tracing::info!(node = %node_id, "natter-server persisting messages");
     shutdown.await;
     tracing::info!("shutting down: unfinished batches are delivered again to another sequencer");
+    events.settle(SETTLE_PATIENCE).await;
     Ok(())
 }
 
@@ -207,6 +210,11 @@ async fn open_pipeline(
     tracing::info!(persist, "messages: through RabbitMQ's partition queues");
     Ok(Arc::new(Pipeline::Amqp(pipeline)))
 }
+
+/// How long a stopping node waits for RabbitMQ to take the events it still
+/// holds for the other nodes (its event link may be reconnecting: up to 5 s
+/// between tries).
+const SETTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Events through RabbitMQ when a broker is configured, else this node alone.
 async fn open_events(config: &Config, node_id: &str, hub: Arc<Hub>) -> anyhow::Result<Arc<Events>> {

@@ -395,6 +395,8 @@ struct TwoNodes {
     _nodes: [Node; 2],
     /// Node A's id (unique per test: RabbitMQ lists its connections by it).
     a_id: String,
+    /// The names of the deployment's RabbitMQ objects start with it.
+    exchange: String,
     a: TestApp,
     b: TestApp,
     ann: TestUser,
@@ -422,6 +424,7 @@ async fn two_nodes(a_settings: &[(&str, &str)]) -> TwoNodes {
     TwoNodes {
         _nodes: [node_a, node_b],
         a_id,
+        exchange,
         a,
         b,
         ann,
@@ -757,6 +760,72 @@ async fn events_dropped_while_the_event_link_is_away_close_the_other_nodes_socke
         sent,
         "the catch-up has all"
     );
+}
+
+/// Node A is stopped (SIGTERM) while a message it sequenced waits for its
+/// event link (away for 3 s): A waits for the link and hands the event over
+/// before it exits, so Bob on node B still gets the message live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_hands_over_the_events_still_waiting_for_its_link() {
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes: mut nodes,
+        a_id,
+        exchange,
+        a,
+        ann,
+        chat,
+        mut bob_socket,
+        ..
+    } = two_nodes(&[("NATTER_FANOUT_RETRY_MS", "3000")]).await;
+
+    close_connection(&format!("natter-server {a_id}"));
+    wait_until(
+        "node A to see its event link gone",
+        FAULT_PATIENCE,
+        async || a.health().await["nodes"] == "unreachable",
+    )
+    .await;
+    let during = a.send(&ann, &chat, "said just before A stops").await;
+    // Stored and acked to RabbitMQ: no other sequencer will deliver it again.
+    wait_until(
+        "RabbitMQ to have no unacked messages for the deployment",
+        FAULT_PATIENCE,
+        async || unacked_messages(&exchange) == 0,
+    )
+    .await;
+    let pid = nodes[0].child.id().expect("node A runs");
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let exit = tokio::time::timeout(FAULT_PATIENCE, nodes[0].child.wait())
+        .await
+        .expect("node A stops")
+        .expect("exit status");
+    assert!(exit.success(), "a clean stop: {exit}");
+    assert_eq!(bob_socket.next_message().await, during);
+}
+
+/// Messages delivered and not acked in the partition queues of `exchange`.
+fn unacked_messages(exchange: &str) -> u64 {
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .filter(|(name, _)| name.starts_with(&format!("{exchange}.messages.")))
+        .map(|(_, count)| count.trim().parse::<u64>().unwrap_or(u64::MAX))
+        .sum()
 }
 
 /// Closes the one RabbitMQ connection named `name` (as the broker lists it).

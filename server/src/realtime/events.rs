@@ -83,6 +83,16 @@ impl Events {
         }
     }
 
+    /// Waits, up to `patience`, until the other nodes have every event this
+    /// one published (see `AmqpFanout::settle`); for a clean stop.
+    pub async fn settle(&self, patience: std::time::Duration) {
+        if let Some(fanout) = &self.fanout
+            && !fanout.settle(patience).await
+        {
+            tracing::warn!("stopping with events the other nodes did not get: their apps catch up");
+        }
+    }
+
     /// Whether events reach the other nodes right now; `None` on a single
     /// node (there are none).
     pub fn other_nodes_up(&self) -> Option<bool> {

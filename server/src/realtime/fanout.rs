@@ -99,6 +99,8 @@ pub struct AmqpFanout {
     unconfirmed: Mutex<Unconfirmed>,
     /// Wakes the publisher when a batch is added.
     added: Notify,
+    /// Told when RabbitMQ has confirmed every batch (`settle`).
+    emptied: Notify,
 }
 
 impl AmqpFanout {
@@ -126,6 +128,7 @@ impl AmqpFanout {
             first_retry,
             unconfirmed: Mutex::new(Unconfirmed::new(buffer)),
             added: Notify::new(),
+            emptied: Notify::new(),
         });
         let (connection, link) = tokio::time::timeout(patience, fanout.connect())
             .await
@@ -292,7 +295,14 @@ impl AmqpFanout {
                     if confirmed?.is_nack() {
                         tracing::error!("RabbitMQ refused a batch of events for the other nodes");
                     }
-                    self.unconfirmed().confirmed(generation);
+                    let empty = {
+                        let mut unconfirmed = self.unconfirmed();
+                        unconfirmed.confirmed(generation);
+                        unconfirmed.batches.is_empty()
+                    };
+                    if empty {
+                        self.emptied.notify_waiters();
+                    }
                 }
             }
         }
@@ -301,6 +311,25 @@ impl AmqpFanout {
     /// Whether events from the other nodes reach this one right now.
     pub fn is_up(&self) -> bool {
         self.current().is_some()
+    }
+
+    /// Waits, up to `patience`, until RabbitMQ has confirmed every batch
+    /// for the other nodes (also while the link reconnects); true when it
+    /// has. A node that stops calls it last, so that what it delivered to
+    /// its own sockets also reaches the others'.
+    pub async fn settle(&self, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.unconfirmed().batches.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, emptied).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Queues a batch of events for every other node and returns at once:

@@ -701,13 +701,7 @@ async fn a_message_sequenced_while_the_event_link_is_away_still_reaches_other_no
         ..
     } = two_nodes(&[("NATTER_FANOUT_RETRY_MS", "3000")]).await;
 
-    close_connection(&format!("natter-server {a_id}"));
-    wait_until(
-        "node A to see its event link gone",
-        FAULT_PATIENCE,
-        async || a.health().await["nodes"] == "unreachable",
-    )
-    .await;
+    break_event_link(&a, &a_id).await;
     let during = a.send(&ann, &chat, "during").await;
     assert_eq!(bob_socket.next_message().await, during);
 }
@@ -736,13 +730,7 @@ async fn events_dropped_while_the_event_link_is_away_close_the_other_nodes_socke
     ])
     .await;
 
-    close_connection(&format!("natter-server {a_id}"));
-    wait_until(
-        "node A to see its event link gone",
-        FAULT_PATIENCE,
-        async || a.health().await["nodes"] == "unreachable",
-    )
-    .await;
+    break_event_link(&a, &a_id).await;
     let mut sent = vec![before];
     for n in 0..8 {
         sent.push(
@@ -779,13 +767,7 @@ async fn a_stopping_node_hands_over_the_events_still_waiting_for_its_link() {
         ..
     } = two_nodes(&[("NATTER_FANOUT_RETRY_MS", "3000")]).await;
 
-    close_connection(&format!("natter-server {a_id}"));
-    wait_until(
-        "node A to see its event link gone",
-        FAULT_PATIENCE,
-        async || a.health().await["nodes"] == "unreachable",
-    )
-    .await;
+    break_event_link(&a, &a_id).await;
     let during = a.send(&ann, &chat, "said just before A stops").await;
     // Stored and acked to RabbitMQ: no other sequencer will deliver it again.
     wait_until(
@@ -806,6 +788,18 @@ async fn a_stopping_node_hands_over_the_events_still_waiting_for_its_link() {
         .expect("exit status");
     assert!(exit.success(), "a clean stop: {exit}");
     assert_eq!(bob_socket.next_message().await, during);
+}
+
+/// RabbitMQ closes node A's event link (its connection for events between
+/// nodes) and A notices.
+async fn break_event_link(a: &TestApp, a_id: &str) {
+    close_connection(&format!("natter-server {a_id}"));
+    wait_until(
+        "node A to see its event link gone",
+        FAULT_PATIENCE,
+        async || a.health().await["nodes"] == "unreachable",
+    )
+    .await;
 }
 
 /// Messages delivered and not acked in the partition queues of `exchange`.

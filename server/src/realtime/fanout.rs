@@ -409,10 +409,9 @@ impl Unconfirmed {
     fn push(&mut self, batch: Vec<u8>) -> bool {
         let kept = self.bytes + batch.len() <= self.limit;
         if !kept {
-            let marker = lost_marker();
             self.batches.clear();
-            self.bytes = marker.len();
-            self.batches.push_back(marker);
+            self.bytes = LOST_MARKER.len();
+            self.batches.push_back(LOST_MARKER.into());
             self.published = 0;
             self.generation += 1;
         }
@@ -447,15 +446,8 @@ impl Unconfirmed {
     }
 }
 
-fn lost_marker() -> Arc<[u8]> {
-    let envelope = Envelope {
-        events: Vec::new(),
-        lost: true,
-    };
-    serde_json::to_vec(&envelope)
-        .unwrap_or_else(|_| br#"{"events":[],"lost":true}"#.to_vec())
-        .into()
-}
+/// The `lost` marker: an envelope with no events.
+const LOST_MARKER: &[u8] = br#"{"events":[],"lost":true}"#;
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! outbox, then live; when the link drops, wait (backoff with jitter) and
 //! do it all again. Runs as one task per session until logout.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,12 +107,15 @@ async fn connect_and_serve(
         tracing::warn!(error = %err, "catching up failed");
         return Ended::Dropped { was_online: false };
     }
-    if let Err(err) = send_outbox(ctx, &mut socket).await {
-        tracing::debug!(error = %err, "sending the outbox failed");
-        return Ended::Dropped { was_online: false };
-    }
+    let resent = match send_outbox(ctx, &mut socket).await {
+        Ok(resent) => resent,
+        Err(err) => {
+            tracing::debug!(error = %err, "sending the outbox failed");
+            return Ended::Dropped { was_online: false };
+        }
+    };
     ctx.set_state(ConnectionState::Online);
-    serve(ctx, &mut socket, outgoing).await;
+    serve(ctx, &mut socket, outgoing, resent).await;
     Ended::Dropped { was_online: true }
 }
 
@@ -181,7 +185,11 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
     ctx.emit_chats().await
 }
 
-async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<()> {
+/// Sends every message still waiting in the outbox, as a resend (it may
+/// have left before this connection). Returns their client ids: a send the
+/// engine queued meanwhile is among them, and is not sent again.
+async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<HashSet<String>> {
+    let mut sent = HashSet::new();
     for outgoing in ctx.cache.outbox(None).await? {
         if outgoing.error.is_some() {
             continue;
@@ -189,17 +197,25 @@ async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<()> {
         let frame = ClientFrame::Send {
             chat_id: outgoing.chat_id,
             content: outgoing.content,
-            client_id: outgoing.client_id,
+            client_id: outgoing.client_id.clone(),
+            first_try: false,
         };
         socket
             .feed(WsMessage::Text(serde_json::to_string(&frame)?.into()))
             .await
             .map_err(|err| CoreError::Protocol(err.to_string()))?;
+        sent.insert(outgoing.client_id);
     }
     socket
         .flush()
         .await
-        .map_err(|err| CoreError::Protocol(err.to_string()))
+        .map_err(|err| CoreError::Protocol(err.to_string()))?;
+    Ok(sent)
+}
+
+/// Whether `frame` is a send `send_outbox` has already made on this link.
+fn sent_already(frame: &ClientFrame, resent: &HashSet<String>) -> bool {
+    matches!(frame, ClientFrame::Send { client_id, .. } if resent.contains(client_id))
 }
 
 /// Live: frames from the server, frames from the engine, and a clock for
@@ -208,6 +224,7 @@ async fn serve(
     ctx: &Context,
     socket: &mut Socket,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
+    resent: HashSet<String>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,6 +249,9 @@ async fn serve(
             }
             frame = outgoing.recv() => {
                 let Some(frame) = frame else { return };
+                if sent_already(&frame, &resent) {
+                    continue;
+                }
                 let Ok(text) = serde_json::to_string(&frame) else { continue };
                 if socket.send(WsMessage::Text(text.into())).await.is_err() {
                     return;

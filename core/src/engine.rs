@@ -478,11 +478,15 @@ impl Engine {
             message: view.clone(),
         });
         lock(&live.typing_sent).remove(chat_id);
-        // Offline, the connection drops this and sends the outbox when back.
+        // Offline, the connection drops this and sends the outbox when back
+        // (as a resend). This frame is the only one that may carry a first
+        // try: the client id was made above, and any other send of it goes
+        // through the outbox, after which the connection drops this one.
         let _ = live.to_socket.send(ClientFrame::Send {
             chat_id: outgoing.chat_id,
             content: outgoing.content,
             client_id: outgoing.client_id,
+            first_try: true,
         });
         Ok(view)
     }

@@ -102,6 +102,7 @@ fn pipeline(c: &mut Criterion) {
                     sender_id: sender_id.clone(),
                     content: "hello".into(),
                     client_id: None,
+                    first_try: false,
                     created_at: Utc::now(),
                 })
             });

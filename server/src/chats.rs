@@ -167,8 +167,17 @@ pub async fn remove_member(
     Ok(chat)
 }
 
+/// The sender's own name for a message (`clientId`), which makes resending
+/// it safe.
+pub struct ClientTag {
+    pub id: ClientId,
+    /// The sender says this id never left it before: there is no earlier
+    /// copy to look for (a wrong claim stores the message twice).
+    pub first_try: bool,
+}
+
 /// Hands a message to the pipeline, which gives it its seq, delivers it to
-/// every member and stores it. A retry (same sender, same `client_id`)
+/// every member and stores it. A retry (same sender, same client id)
 /// returns the message sent then and delivers it again: the first attempt
 /// may have been sequenced by a node that died before it told anyone.
 /// Clients drop a message they already have by its id.
@@ -177,9 +186,9 @@ pub async fn send_message(
     me: &str,
     chat_id: &str,
     content: Content,
-    client_id: Option<ClientId>,
+    client: Option<ClientTag>,
 ) -> Result<Stored, ApiError> {
-    Ok(submit_message(state, me, chat_id, content, client_id)
+    Ok(submit_message(state, me, chat_id, content, client)
         .await?
         .await?)
 }
@@ -191,15 +200,17 @@ pub async fn submit_message(
     me: &str,
     chat_id: &str,
     content: Content,
-    client_id: Option<ClientId>,
+    client: Option<ClientTag>,
 ) -> Result<Outcome<Stored>, ApiError> {
     let now = Utc::now();
+    let first_try = client.as_ref().is_some_and(|tag| tag.first_try);
     let draft = Draft {
         id: new_id(),
         chat_id: chat_id.to_owned(),
         sender_id: me.to_owned(),
         content: content.into_inner(),
-        client_id: client_id.map(ClientId::into_inner),
+        client_id: client.map(|tag| tag.id.into_inner()),
+        first_try,
         // Stored to the millisecond: delivered the same as it will be read.
         created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
     };

@@ -111,4 +111,8 @@ pub struct SendMessageRequest {
     pub content: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// As on the socket's `send`: true only when `client_id` was never sent
+    /// before (no earlier copy to look for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_try: bool,
 }

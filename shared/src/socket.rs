@@ -19,6 +19,12 @@ pub enum ClientFrame {
         chat_id: String,
         content: String,
         client_id: String,
+        /// True only when this `client_id` never left the client before:
+        /// the server then skips looking for an earlier copy. Leave it
+        /// false (the default) for a resend or when unsure; a client that
+        /// sets it wrongly gets its message stored twice.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        first_try: bool,
     },
 }
 
@@ -67,9 +73,21 @@ mod tests {
             ClientFrame::Send {
                 chat_id: "c1".into(),
                 content: "hi".into(),
-                client_id: "k".into()
+                client_id: "k".into(),
+                first_try: false,
             }
         );
+        let first: ClientFrame = serde_json::from_str(
+            r#"{"type":"send","chatId":"c1","content":"hi","clientId":"k","firstTry":true}"#,
+        )
+        .expect("a first try parses");
+        assert!(matches!(
+            first,
+            ClientFrame::Send {
+                first_try: true,
+                ..
+            }
+        ));
         let typing = serde_json::to_value(ClientFrame::Typing {
             chat_id: "c1".into(),
             is_typing: true,

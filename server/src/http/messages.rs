@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::extract::{JsonBody, PathParam, QueryParams};
 use crate::auth::AuthUser;
-use crate::chats;
+use crate::chats::{self, ClientTag};
 use crate::domain::{ClientId, Content};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -22,8 +22,14 @@ pub async fn send(
     JsonBody(body): JsonBody<SendMessageRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let content = Content::parse(&body.content)?;
-    let client_id = body.client_id.as_deref().map(ClientId::parse).transpose()?;
-    let stored = chats::send_message(&state, &me, &body.chat_id, content, client_id).await?;
+    let client = match body.client_id.as_deref() {
+        Some(id) => Some(ClientTag {
+            id: ClientId::parse(id)?,
+            first_try: body.first_try,
+        }),
+        None => None,
+    };
+    let stored = chats::send_message(&state, &me, &body.chat_id, content, client).await?;
     Ok(match stored {
         Stored::New(message) => (StatusCode::CREATED, Json(message)),
         Stored::Duplicate(message) => (StatusCode::OK, Json(message)),

@@ -68,6 +68,10 @@ pub struct Draft {
     pub sender_id: String,
     pub content: String,
     pub client_id: Option<String>,
+    /// The sender says `client_id` never left it before, so no earlier copy
+    /// is looked up (`ClientTag`).
+    #[serde(default)]
+    pub first_try: bool,
     pub created_at: DateTime<Utc>,
 }
 

@@ -250,8 +250,8 @@ impl Sequencer {
             if redelivered || self.maybe_earlier(draft) {
                 ids.push(draft.id.as_str());
             }
-            if let Some(client_id) = &draft.client_id {
-                clients.push((draft.sender_id.as_str(), client_id.as_str()));
+            if let Some(client_id) = resent_client_id(draft) {
+                clients.push((draft.sender_id.as_str(), client_id));
             }
             covered.push(draft.id.clone());
         }
@@ -307,12 +307,12 @@ impl Sequencer {
                 return Ok(Some(Ok(message)));
             }
         }
-        if let Some(client_id) = &draft.client_id {
+        if let Some(client_id) = resent_client_id(draft) {
             // A retry may come long after the first try (an app's outbox
             // across restarts). When the database cannot say, the message
             // is taken as new: a rare double beats a refused send.
             let store = self.store.clone();
-            let pair = [(draft.sender_id.as_str(), client_id.as_str())];
+            let pair = [(draft.sender_id.as_str(), client_id)];
             let earlier = store.messages_sent_before(&[], &pair);
             if let Some(Some(message)) = self
                 .optional(earlier)
@@ -465,6 +465,13 @@ pub async fn store_batch(store: &dyn Store, batch: &[Message]) -> Result<(), Sto
         );
     }
     Ok(())
+}
+
+/// The client id to look for in the database: none for a first try (its
+/// sender says it never sent that id before; a copy sent moments ago is
+/// still recognised from memory).
+fn resent_client_id(draft: &Draft) -> Option<&str> {
+    draft.client_id.as_deref().filter(|_| !draft.first_try)
 }
 
 fn same_chat(message: Message, draft: &Draft) -> Result<Message, Refusal> {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::Registration;
 use super::hub::encode;
 use crate::auth::bearer_token;
-use crate::chats;
+use crate::chats::{self, ClientTag};
 use crate::domain::{ClientId, Content};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -295,7 +295,8 @@ async fn handle_text(state: &AppState, user_id: &str, text: &str) -> Handled {
             chat_id,
             content,
             client_id,
-        } => send(state, user_id, &chat_id, &content, client_id).await,
+            first_try,
+        } => send(state, user_id, &chat_id, &content, client_id, first_try).await,
     }
 }
 
@@ -306,12 +307,14 @@ async fn send(
     chat_id: &str,
     content: &str,
     client_id: String,
+    first_try: bool,
 ) -> Handled {
     let parsed =
         Content::parse(content).and_then(|content| Ok((content, ClientId::parse(&client_id)?)));
     let submitted = match parsed {
         Ok((content, id)) => {
-            chats::submit_message(state, user_id, chat_id, content, Some(id)).await
+            let tag = ClientTag { id, first_try };
+            chats::submit_message(state, user_id, chat_id, content, Some(tag)).await
         }
         Err(err) => Err(err.into()),
     };

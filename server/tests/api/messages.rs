@@ -252,10 +252,11 @@ async fn a_retried_client_id_is_stored_once() {
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!(retry.json::<Message>().await.expect("message"), first);
 
-    // The same id again over the socket is the same message too.
+    // The same id again over the socket is the same message too, even
+    // when wrongly marked as a first try (the server still remembers it).
     let mut socket = app.socket(&ann).await;
     socket
-        .send_json(json!({"type": "send", "chatId": chat.id, "content": "only once", "clientId": "retry-1"}))
+        .send_json(json!({"type": "send", "chatId": chat.id, "content": "only once", "clientId": "retry-1", "firstTry": true}))
         .await;
     // The retry is announced again (members drop it by id), then acked.
     assert_eq!(socket.next_message().await, first);
@@ -285,10 +286,12 @@ async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_dat
     let ann = first_server.sign_up("Ann").await;
     let bob = first_server.sign_up("Bob").await;
     let chat = first_server.open_direct(&ann, &bob).await;
-    let body = |n: usize| json!({"chatId": chat.id, "content": format!("m{n}"), "clientId": format!("c{n}")});
+    // Marked as first tries, as the app marks a message's first send: the
+    // server does not look for earlier copies of these.
+    let body = |n: usize, first_try: bool| json!({"chatId": chat.id, "content": format!("m{n}"), "clientId": format!("c{n}"), "firstTry": first_try});
     let mut sent = Vec::new();
     for n in 0..3 {
-        let response = first_server.post(&ann, "/api/message", body(n)).await;
+        let response = first_server.post(&ann, "/api/message", body(n, true)).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         sent.push(response.json::<Message>().await.expect("message"));
     }
@@ -306,7 +309,7 @@ async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_dat
     })
     .await;
     let answers = futures_util::future::join_all(
-        (0..4).map(|n| second_server.post(&ann, "/api/message", body(n))),
+        (0..4).map(|n| second_server.post(&ann, "/api/message", body(n, n == 3))),
     )
     .await;
     let mut statuses = Vec::new();

@@ -67,6 +67,7 @@ async fn a_message_delivered_twice_by_rabbitmq_is_stored_once_with_one_seq() {
         sender_id: ann.id.clone(),
         content: first.content.clone(),
         client_id: None,
+        first_try: false,
         created_at: first.created_at,
     };
     publish_repeatedly(&deployment, &again, 2).await;
@@ -111,6 +112,7 @@ async fn a_message_queued_by_a_node_of_the_release_before_batching_is_still_stor
         sender_id: ann.id.clone(),
         content: "queued before the upgrade".into(),
         client_id: None,
+        first_try: false,
         created_at: Utc::now(),
     };
     let payload = serde_json::to_vec(&Command::Send { draft: old.clone() }).expect("json");

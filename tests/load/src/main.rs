@@ -312,6 +312,8 @@ async fn send(
                         chat_id: chat.id.clone(),
                         content: content(run, k),
                         client_id: format!("{run}-{k}"),
+                        // Never resent: the server need not look for a copy.
+                        first_try: true,
                     };
                     let text = serde_json::to_string(&frame).unwrap_or_default();
                     if writers[user].try_send(text).is_err() {
@@ -325,7 +327,7 @@ async fn send(
                     let request = http
                         .post(format!("{}/api/message", crowd.server))
                         .bearer_auth(&crowd.users[user].token)
-                        .json(&json!({"chatId": chat.id, "content": content(run, k), "clientId": format!("{run}-{k}")}));
+                        .json(&json!({"chatId": chat.id, "content": content(run, k), "clientId": format!("{run}-{k}"), "firstTry": true}));
                     let tally = tally.clone();
                     tokio::spawn(async move {
                         match request.send().await {

@@ -83,17 +83,21 @@ fn seq_of(text: &str) -> Option<usize> {
 /// Cold start and memory beside an empty Tauri window (docs/desktop.md
 /// "Start and memory"). Ann's data folder is prepared once (signed up in
 /// the app, a 1,000-message chat with Bob and ten more chats, all in the
-/// cache); then, `RUNS` times, a fresh empty window (examples/empty_window)
+/// cache); then, five times (`NATTER_BENCH_RUNS`), a fresh empty window (examples/empty_window)
 /// and a fresh Natter on that folder: from the process's start to the chat
 /// list's paint (the UI's "chat-list-painted" mark), then the 1,000-message
 /// chat opened, then scrolled to its first message, and the PSS of each app's
 /// whole process tree (the app, WebKit's web and network processes) once it
-/// has settled. Prints the medians.
+/// has settled (and again after `NATTER_BENCH_IDLE_SECS` idle, if set).
+/// Prints the medians.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run on demand"]
 async fn start_and_memory_beside_an_empty_window() {
-    const RUNS: usize = 5;
     const MESSAGES: usize = 1_000;
+    // For quick experiments: fewer runs, and a second reading of the
+    // scrolled-through chat after this many seconds idle.
+    let runs: usize = env_number("NATTER_BENCH_RUNS").unwrap_or(5);
+    let idle = env_number("NATTER_BENCH_IDLE_SECS").map(Duration::from_secs);
     let (server, _server_data, _stop) = start_server().await;
     let bob = Person::sign_up(&server, "Bob").await;
     let data = tempfile::tempdir().expect("temp dir");
@@ -122,11 +126,15 @@ async fn start_and_memory_beside_an_empty_window() {
     let mut natter_pss = Vec::new();
     let mut opened_pss = Vec::new();
     let mut empty_pss = Vec::new();
-    for run in 0..RUNS {
+    let mut idle_pss = Vec::new();
+    for run in 0..runs {
         let window = host.launch(&empty).await;
         let pid = process_of(&empty);
         empty_pss.push(settled_pss(pid).await);
         println!("empty window: {:?}", tree_parts(pid));
+        if run == 0 {
+            print_maps("empty", pid);
+        }
         let _ = window.close().await;
         wait_until("the empty window to end", async || !alive(pid)).await;
 
@@ -152,10 +160,21 @@ async fn start_and_memory_beside_an_empty_window() {
         click(&app, &format!("[data-chat='{}']", direct.id)).await;
         wait_for_text(&app, ".msg.theirs p", "message ").await;
         opened_pss.push(settled_pss(pid).await);
+        if run == 0 {
+            print_maps("opened", pid);
+        }
         // Then scrolled up through all of it.
         open_and_load_all(&app, &direct.id).await;
         natter_pss.push(settled_pss(pid).await);
         println!("Natter: {:?}", tree_parts(pid));
+        if run == 0 {
+            print_maps("scrolled", pid);
+        }
+        if let Some(idle) = idle {
+            tokio::time::sleep(idle).await;
+            idle_pss.push(settled_pss(pid).await);
+            println!("Natter after {idle:?} idle: {:?}", tree_parts(pid));
+        }
         let _ = app.close().await;
         wait_until("Natter to end", async || !alive(pid)).await;
         println!(
@@ -171,14 +190,16 @@ async fn start_and_memory_beside_an_empty_window() {
     let pid = process_of(&natter);
     let login_pss = settled_pss(pid).await;
     println!("Natter at login: {:?}", tree_parts(pid));
+    print_maps("login", pid);
     let _ = app.close().await;
 
     let opened = median(opened_pss);
+    let after_idle = (!idle_pss.is_empty()).then(|| median(idle_pss));
     let (start, natter, empty) = (median(starts), median(natter_pss), median(empty_pss));
     println!(
         "{}",
         json!({
-            "runs": RUNS,
+            "runs": runs,
             "coldStartToPaintedListMs": start.round(),
             "natterPssKiB": natter,
             "emptyWindowPssKiB": empty,
@@ -186,6 +207,7 @@ async fn start_and_memory_beside_an_empty_window() {
             "ratio": ((natter / empty) * 100.0).round() / 100.0,
             "natterChatOpenedPssKiB": opened,
             "ratioChatOpened": ((opened / empty) * 100.0).round() / 100.0,
+            "natterAfterIdlePssKiB": after_idle,
         })
     );
 }
@@ -316,6 +338,25 @@ fn tree_pss(pid: u32) -> u64 {
 
 /// Each process of `pid`'s tree by name, with its PSS in KiB.
 fn tree_parts(pid: u32) -> Vec<(String, u64)> {
+    tree_pids(pid)
+        .into_iter()
+        .filter_map(|(name, pid)| {
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            let pss = rollup.lines().find_map(|line| {
+                line.strip_prefix("Pss:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })?;
+            Some((name, pss))
+        })
+        .collect()
+}
+
+/// `pid` and all its descendants, each with its name.
+fn tree_pids(pid: u32) -> Vec<(String, u32)> {
     let mut parents = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -345,19 +386,10 @@ fn tree_parts(pid: u32) -> Vec<(String, u64)> {
         );
         at += 1;
     }
-    tree.iter()
+    tree.into_iter()
         .filter_map(|pid| {
-            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-            let pss = rollup.lines().find_map(|line| {
-                line.strip_prefix("Pss:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })?;
             let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            Some((name.trim().to_owned(), pss))
+            Some((name.trim().to_owned(), pid))
         })
         .collect()
 }
@@ -382,7 +414,59 @@ async fn settled_pss(pid: u32) -> f64 {
     }
 }
 
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// With `NATTER_BENCH_MAPS` set: where each process of `pid`'s tree keeps
+/// its memory (smaps_rollup's PSS split, then the largest mappings by PSS),
+/// to see what grows (docs/desktop.md "Start and memory").
+fn print_maps(label: &str, pid: u32) {
+    if std::env::var_os("NATTER_BENCH_MAPS").is_none() {
+        return;
+    }
+    for (name, pid) in tree_pids(pid) {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let split: Vec<&str> = rollup
+            .lines()
+            .filter(|line| line.starts_with("Pss_"))
+            .collect();
+        println!("[{label}] {name}: {split:?}");
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let mut by_mapping: std::collections::HashMap<String, u64> = Default::default();
+        let mut mapping = String::new();
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            if fields
+                .first()
+                .is_some_and(|first| first.contains('-') && !first.ends_with(':'))
+            {
+                mapping = match fields.get(5) {
+                    Some(path) => (*path).to_owned(),
+                    None => format!("[anon {}]", fields.get(1).unwrap_or(&"")),
+                };
+            } else if let Some(kib) = line.strip_prefix("Pss:") {
+                *by_mapping.entry(mapping.clone()).or_default() += kib
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
+        }
+        let mut largest: Vec<_> = by_mapping.into_iter().collect();
+        largest.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+        for (mapping, kib) in largest.iter().take(8) {
+            println!("[{label}]   {kib:>8} KiB {mapping}");
+        }
+    }
 }

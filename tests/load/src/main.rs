@@ -81,6 +81,10 @@ struct Args {
     /// How messages are sent.
     #[arg(long, value_enum, default_value = "socket")]
     via: Via,
+    /// Send without `firstTry`, as a client that does not mark first sends
+    /// would: the server then looks each one up in the database.
+    #[arg(long)]
+    no_first_try: bool,
     /// PID of a server process, to report its memory per socket (repeat per node).
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
@@ -313,7 +317,7 @@ async fn send(
                         content: content(run, k),
                         client_id: format!("{run}-{k}"),
                         // Never resent: the server need not look for a copy.
-                        first_try: true,
+                        first_try: !args.no_first_try,
                     };
                     let text = serde_json::to_string(&frame).unwrap_or_default();
                     if writers[user].try_send(text).is_err() {
@@ -327,7 +331,7 @@ async fn send(
                     let request = http
                         .post(format!("{}/api/message", crowd.server))
                         .bearer_auth(&crowd.users[user].token)
-                        .json(&json!({"chatId": chat.id, "content": content(run, k), "clientId": format!("{run}-{k}"), "firstTry": true}));
+                        .json(&json!({"chatId": chat.id, "content": content(run, k), "clientId": format!("{run}-{k}"), "firstTry": !args.no_first_try}));
                     let tally = tally.clone();
                     tokio::spawn(async move {
                         match request.send().await {

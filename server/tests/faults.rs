@@ -415,9 +415,7 @@ async fn two_nodes(a_settings: &[(&str, &str)]) -> TwoNodes {
     let node_b = start_node("node-b", &database, &exchange).await;
     let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
     let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
-    let ann = a.sign_up("Ann").await;
-    let bob = a.sign_up("Bob").await;
-    let chat = a.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = a.ann_and_bob().await;
     let mut bob_socket = connect(&b, &bob).await;
     let before = a.send(&ann, &chat, "before").await;
     assert_eq!(bob_socket.next_message().await, before);
@@ -649,9 +647,7 @@ async fn a_persist_process_sequences_and_stores_for_nodes_that_do_not() {
     )
     .await;
     let app = TestApp::at(format!("127.0.0.1:{}", node.port).parse().expect("addr"));
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     let mut bob_socket = connect(&app, &bob).await;
 
     // Nobody sequences yet: after waiting its while, the send is not acked,

@@ -108,9 +108,7 @@ async fn invalid_sign_ups_are_refused_with_reasons() {
 #[tokio::test]
 async fn message_and_search_limits_are_enforced() {
     let app = spawn_app().await;
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, _, chat) = app.ann_and_bob().await;
     for content in [String::new(), "  \n ".into(), "x".repeat(4097)] {
         let response = app
             .post(

@@ -227,6 +227,15 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Ann and Bob, signed up, with their one-to-one chat: where most
+    /// tests start.
+    pub async fn ann_and_bob(&self) -> (TestUser, TestUser, Chat) {
+        let ann = self.sign_up("Ann").await;
+        let bob = self.sign_up("Bob").await;
+        let chat = self.open_direct(&ann, &bob).await;
+        (ann, bob, chat)
+    }
+
     pub async fn open_direct(&self, user: &TestUser, other: &TestUser) -> Chat {
         let response = self
             .post(user, "/api/chat", json!({"userId": other.id}))

@@ -44,9 +44,7 @@ async fn a_message_reaches_every_open_socket_of_every_member_at_once() {
 #[tokio::test]
 async fn messages_sent_on_the_socket_are_acked_and_delivered() {
     let app = spawn_app().await;
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     let mut ann_socket = app.socket(&ann).await;
     let mut bob_socket = app.socket(&bob).await;
     app.wait_for_connections(2).await;
@@ -169,9 +167,7 @@ async fn a_removed_member_hears_nothing_more_and_cannot_send() {
 #[tokio::test]
 async fn after_a_reconnect_the_client_catches_up_from_its_last_seq() {
     let app = spawn_app().await;
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     let mut bob_socket = app.socket(&bob).await;
     app.wait_for_connections(1).await;
 
@@ -200,9 +196,7 @@ async fn after_a_reconnect_the_client_catches_up_from_its_last_seq() {
 #[tokio::test]
 async fn history_pages_forward_and_backward_in_seq_order() {
     let app = spawn_app().await;
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     for i in 1..=7 {
         app.send(
             if i % 2 == 0 { &ann } else { &bob },
@@ -240,9 +234,7 @@ async fn history_pages_forward_and_backward_in_seq_order() {
 #[tokio::test]
 async fn a_retried_client_id_is_stored_once() {
     let app = spawn_app().await;
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     let body = json!({"chatId": chat.id, "content": "only once", "clientId": "retry-1"});
 
     let first = app.post(&ann, "/api/message", body.clone()).await;
@@ -283,9 +275,7 @@ async fn a_retried_client_id_is_stored_once() {
 #[tokio::test]
 async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_database() {
     let first_server = spawn_app().await;
-    let ann = first_server.sign_up("Ann").await;
-    let bob = first_server.sign_up("Bob").await;
-    let chat = first_server.open_direct(&ann, &bob).await;
+    let (ann, _, chat) = first_server.ann_and_bob().await;
     // Marked as first tries, as the app marks a message's first send: the
     // server does not look for earlier copies of these.
     let body = |n: usize, first_try: bool| json!({"chatId": chat.id, "content": format!("m{n}"), "clientId": format!("c{n}"), "firstTry": first_try});
@@ -343,9 +333,7 @@ async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_dat
 #[tokio::test]
 async fn concurrent_senders_get_gap_free_seqs() {
     let app = spawn_app().await;
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     let mut sends = Vec::new();
     for i in 0..40 {
         let sender = if i % 2 == 0 { ann.clone() } else { bob.clone() };

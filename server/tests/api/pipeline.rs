@@ -53,9 +53,7 @@ async fn publish_raw(deployment: &str, chat_id: &str, payload: &[u8], times: usi
 async fn a_message_delivered_twice_by_rabbitmq_is_stored_once_with_one_seq() {
     let (nodes, deployment) = spawn_named_cluster(1).await;
     let app = &nodes[0];
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     let mut bob_socket = app.socket(&bob).await;
 
     let first = app.send(&ann, &chat, "one").await;
@@ -102,9 +100,7 @@ async fn a_burst_of_sends_through_rabbitmq_is_acked_in_full_and_in_order() {
 async fn a_message_queued_by_a_node_of_the_release_before_batching_is_still_stored() {
     let (nodes, deployment) = spawn_named_cluster(1).await;
     let app = &nodes[0];
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
     // That release put one command in each message, not an array.
     let old = Draft {
         id: uuid::Uuid::now_v7().to_string(),

@@ -46,9 +46,7 @@ async fn the_socket_needs_a_valid_token() {
 /// the server lets a socket have on their way), then checks that each is
 /// acked and that they took their seqs in the order they were sent.
 pub async fn a_burst_of_sends_keeps_its_order(app: &TestApp) {
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, _, chat) = app.ann_and_bob().await;
     let mut socket = app.socket(&ann).await;
     const SENT: usize = 100;
     for n in 0..SENT {
@@ -83,9 +81,7 @@ async fn a_burst_of_sends_on_one_socket_is_acked_in_full_and_in_order() {
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     let app = spawn_app().await;
-    let ann = app.sign_up("Ann").await;
-    let bob = app.sign_up("Bob").await;
-    let chat = app.open_direct(&ann, &bob).await;
+    let (ann, _, chat) = app.ann_and_bob().await;
     let mut socket = app.socket(&ann).await;
 
     let bad_frames = [

@@ -127,11 +127,10 @@ impl Cache {
         Ok(forgotten)
     }
 
-    /// Drops a chat with its messages and outbox; returns what it was, if
-    /// it was cached.
-    /// Deletes a chat with its messages and outbox. What it reports as unsent
-    /// is what the DELETE removed (RETURNING), so a message queued while the
-    /// chat goes is either reported or was never queued, never lost unseen.
+    /// Deletes a chat with its messages and outbox; returns what it was, if
+    /// it was cached. What it reports as unsent is what the DELETE removed
+    /// (RETURNING), so a message queued while the chat goes is either
+    /// reported or was never queued, never lost unseen.
     pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Forgotten>> {
         let mut tx = self.pool.begin().await?;
         let unsent_rows = sqlx::query(&format!(

@@ -83,8 +83,8 @@ fn seq_of(text: &str) -> Option<usize> {
 /// Cold start and memory beside an empty Tauri window (docs/desktop.md
 /// "Start and memory"). Ann's data folder is prepared once (signed up in
 /// the app, a 1,000-message chat with Bob and ten more chats, all in the
-/// cache); then, five times (`NATTER_BENCH_RUNS`), a fresh empty window (examples/empty_window)
-/// and a fresh Natter on that folder: from the process's start to the chat
+/// cache); then, five times (`NATTER_BENCH_RUNS`), a fresh empty window
+/// (examples/empty_window) and a fresh Natter on that folder: from the process's start to the chat
 /// list's paint (the UI's "chat-list-painted" mark), then the 1,000-message
 /// chat opened, then scrolled to its first message, and the PSS of each app's
 /// whole process tree (the app, WebKit's web and network processes) once it
@@ -342,14 +342,7 @@ fn tree_parts(pid: u32) -> Vec<(String, u64)> {
         .into_iter()
         .filter_map(|(name, pid)| {
             let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-            let pss = rollup.lines().find_map(|line| {
-                line.strip_prefix("Pss:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })?;
+            let pss = rollup.lines().find_map(pss_kib)?;
             Some((name, pss))
         })
         .collect()
@@ -425,6 +418,16 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The KiB of a `Pss:` line of smaps or smaps_rollup.
+fn pss_kib(line: &str) -> Option<u64> {
+    line.strip_prefix("Pss:")?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// With `NATTER_BENCH_MAPS` set: where each process of `pid`'s tree keeps
 /// its memory (smaps_rollup's PSS split, then the largest mappings by PSS),
 /// to see what grows (docs/desktop.md "Start and memory").
@@ -454,13 +457,8 @@ fn print_maps(label: &str, pid: u32) {
                     Some(path) => (*path).to_owned(),
                     None => format!("[anon {}]", fields.get(1).unwrap_or(&"")),
                 };
-            } else if let Some(kib) = line.strip_prefix("Pss:") {
-                *by_mapping.entry(mapping.clone()).or_default() += kib
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap_or(0);
+            } else if let Some(kib) = pss_kib(line) {
+                *by_mapping.entry(mapping.clone()).or_default() += kib;
             }
         }
         let mut largest: Vec<_> = by_mapping.into_iter().collect();

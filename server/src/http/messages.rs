@@ -22,13 +22,15 @@ pub async fn send(
     JsonBody(body): JsonBody<SendMessageRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let content = Content::parse(&body.content)?;
-    let client = match body.client_id.as_deref() {
-        Some(id) => Some(ClientTag {
-            id: ClientId::parse(id)?,
+    let client = body
+        .client_id
+        .as_deref()
+        .map(ClientId::parse)
+        .transpose()?
+        .map(|id| ClientTag {
+            id,
             first_try: body.first_try,
-        }),
-        None => None,
-    };
+        });
     let stored = chats::send_message(&state, &me, &body.chat_id, content, client).await?;
     Ok(match stored {
         Stored::New(message) => (StatusCode::CREATED, Json(message)),

@@ -40,21 +40,19 @@ impl Events {
     /// once, to the other nodes through RabbitMQ, kept until it has them
     /// (while the link is away, the event waits for it, in order).
     pub fn publish(&self, users: &[String], frame: &ServerFrame) {
-        let mut for_others = Vec::new();
-        self.deliver_here(users, frame, &mut for_others);
-        self.tell_others(&for_others);
+        self.publish_here_and_there(users, frame, false);
     }
 
     /// Like `publish`, for events that are worth nothing late (typing): the
     /// other nodes miss them while the link to them is away.
     pub fn publish_lossy(&self, users: &[String], frame: &ServerFrame) {
+        self.publish_here_and_there(users, frame, true);
+    }
+
+    fn publish_here_and_there(&self, users: &[String], frame: &ServerFrame, lossy: bool) {
         let mut for_others = Vec::new();
         self.deliver_here(users, frame, &mut for_others);
-        if let Some(fanout) = &self.fanout
-            && let Err(err) = fanout.publish(&for_others, true)
-        {
-            tracing::debug!(error = %err, "an event did not reach the other nodes");
-        }
+        self.send_to_others(&for_others, lossy);
     }
 
     /// The first half of `publish`, for a batch of events: delivers `frame`
@@ -76,10 +74,19 @@ impl Events {
     /// The second half of `publish`: tells the other nodes of a batch of
     /// events already delivered here, in one message.
     pub fn tell_others(&self, events: &[Event]) {
-        if let Some(fanout) = &self.fanout
-            && let Err(err) = fanout.publish(events, false)
-        {
-            tracing::error!(error = %err, "events did not reach the other nodes");
+        self.send_to_others(events, false);
+    }
+
+    /// Hands `events` to the other nodes (see `AmqpFanout::publish`).
+    fn send_to_others(&self, events: &[Event], lossy: bool) {
+        let Some(fanout) = &self.fanout else { return };
+        match fanout.publish(events, lossy) {
+            Ok(()) => {}
+            // Typing while the link is away: expected, and worth nothing late.
+            Err(err) if lossy => {
+                tracing::debug!(error = %err, "an event did not reach the other nodes")
+            }
+            Err(err) => tracing::error!(error = %err, "events did not reach the other nodes"),
         }
     }
 

@@ -221,6 +221,9 @@ impl AmqpFanout {
             // Sockets here may miss events until the link is back: close
             // them, so that apps reconnect (refused until then) and catch up.
             self.hub.kick_all();
+            // The publishing side may have broken alone: the old connection
+            // (and this node's queue on it) must not live on beside the new.
+            let _ = connection.close(0, "reconnecting".into()).await;
             (connection, link) =
                 crate::broker::reconnect("events", self.first_retry, || self.connect()).await;
         }
@@ -293,7 +296,12 @@ impl AmqpFanout {
                 () = self.added.notified() => {}
                 Some((generation, confirmed)) = confirms.next() => {
                     if confirmed?.is_nack() {
-                        tracing::error!("RabbitMQ refused a batch of events for the other nodes");
+                        // Kept, not confirmed: the link is redone and the
+                        // batch sent again, like one lost with a link.
+                        return Err(lapin::ErrorKind::IOError(Arc::new(std::io::Error::other(
+                            "RabbitMQ refused a batch of events for the other nodes",
+                        )))
+                        .into());
                     }
                     let empty = {
                         let mut unconfirmed = self.unconfirmed();

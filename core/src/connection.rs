@@ -329,3 +329,26 @@ async fn clear_typing(ctx: &Context) {
         ctx.emit_typing(&chat_id).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_the_outbox_already_made_on_this_link_is_dropped_and_nothing_else() {
+        let resent: HashSet<String> = ["c1".to_owned()].into();
+        let send = |client_id: &str| ClientFrame::Send {
+            chat_id: "chat".into(),
+            content: "hi".into(),
+            client_id: client_id.into(),
+            first_try: true,
+        };
+        let typing = ClientFrame::Typing {
+            chat_id: "c1".into(),
+            is_typing: true,
+        };
+        assert!(sent_already(&send("c1"), &resent));
+        assert!(!sent_already(&send("c2"), &resent));
+        assert!(!sent_already(&typing, &resent));
+    }
+}

@@ -86,6 +86,15 @@ pub struct Config {
     #[arg(long, env = "NATTER_PERSIST", default_value_t = true, action = clap::ArgAction::Set)]
     pub persist: bool,
 
+    /// How many partition queues (`<name>.messages.<n>`) the deployment
+    /// spreads its chats over, each sequenced by one node at a time. Decided
+    /// by the first node to start (8 when unset) and recorded in the
+    /// database; a node set to another count refuses to start. Fewer suit a
+    /// deployment on few cores (bigger batches per commit), more let more
+    /// nodes share the sequencing.
+    #[arg(long, env = "NATTER_PARTITIONS", value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::pipeline::MOST_PARTITIONS)))]
+    pub partitions: Option<u16>,
+
     /// Delete this deployment's partition queues after they have been unused
     /// for this many milliseconds. Only for throwaway deployments (tests):
     /// unset, queues live until deleted by hand.
@@ -106,7 +115,14 @@ pub struct Config {
     /// How many KiB of events for the other nodes may wait while the link to
     /// them is away; past it they are dropped and the other nodes close
     /// their sockets when the link is back, so that apps catch up.
-    #[arg(long, env = "NATTER_FANOUT_BUFFER_KIB", default_value_t = 65_536)]
+    /// At least 1; below 1024 a short outage already costs every other
+    /// node's sockets a reconnect (the node warns at start).
+    #[arg(
+        long,
+        env = "NATTER_FANOUT_BUFFER_KIB",
+        default_value_t = 65_536,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     pub fanout_buffer_kib: usize,
 
     /// This node's name in logs and between nodes (default: random per start).
@@ -168,5 +184,26 @@ impl Config {
             data_dir: Some(data_dir),
             ..cli.config
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn settings_out_of_range_are_refused_at_start() {
+        for [flag, value] in [
+            ["--fanout-buffer-kib", "0"],
+            ["--partitions", "0"],
+            ["--partitions", "65"],
+        ] {
+            let parsed = Cli::try_parse_from(["natter-server", flag, value]);
+            assert!(parsed.is_err(), "{flag} {value} was accepted");
+        }
+        let cli = Cli::try_parse_from(["natter-server", "--partitions", "2"]);
+        assert_eq!(cli.map(|cli| cli.config.partitions).ok(), Some(Some(2)));
     }
 }

@@ -10,6 +10,7 @@
 //! - `pipeline`: how a message gets its seq, reaches members and is stored.
 //! - `broker`: what the two RabbitMQ links share (reconnecting).
 //! - `http`: routes and handlers.
+//! - `sync`: locks that outlive a panic elsewhere.
 
 pub mod auth;
 pub mod blobs;
@@ -23,6 +24,7 @@ pub mod pipeline;
 pub mod realtime;
 pub mod state;
 pub mod store;
+mod sync;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +36,7 @@ use tokio::net::TcpListener;
 use crate::auth::{Passwords, Tokens, load_or_create_secret};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::config::Config;
-use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline};
+use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline, agree_partitions};
 use crate::realtime::{AmqpFanout, Events, FanoutOptions, Hub};
 use crate::state::{AppState, Settings};
 use crate::store::{PgStore, SqliteStore, Store};
@@ -53,6 +55,7 @@ impl Application {
             .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
         let store = open_store(config, &data_dir).await?;
+        let partitions = partitions(config, store.as_ref()).await?;
         let blobs = open_blobs(config, &data_dir)?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
         let hub = Arc::new(Hub::new());
@@ -61,7 +64,10 @@ impl Application {
         let pipeline = open_pipeline(
             config,
             &node_id,
-            config.persist,
+            Sequencing {
+                persist: config.persist,
+                partitions,
+            },
             store.clone(),
             events.clone(),
         )
@@ -97,6 +103,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let hub = self.state.hub.clone();
         let events = self.state.events.clone();
+        let pipeline = self.state.pipeline.clone();
         let router = http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "natter-server listening");
         axum::serve(self.listener, router)
@@ -106,7 +113,7 @@ impl Application {
                 hub.close_all();
             })
             .await?;
-        events.settle(SETTLE_PATIENCE).await;
+        stop_pipeline_then_events(&pipeline, &events).await;
         Ok(())
     }
 }
@@ -167,15 +174,33 @@ pub async fn persist_until(
     }
     let data_dir = config.data_dir()?;
     let store = open_store(config, &data_dir).await?;
+    let partitions = partitions(config, store.as_ref()).await?;
     let node_id = node_id(config);
     let events = open_events(config, &node_id, Arc::new(Hub::new())).await?;
-    let _pipeline = open_pipeline(config, &node_id, true, store, events.clone()).await?;
+    let sequencing = Sequencing {
+        persist: true,
+        partitions,
+    };
+    let pipeline = open_pipeline(config, &node_id, sequencing, store, events.clone()).await?;
     tracing::info!(node = %node_id, "natter-server persisting messages");
     shutdown.await;
-    tracing::info!("shutting down: unfinished batches are delivered again to another sequencer");
-    events.settle(SETTLE_PATIENCE).await;
+    tracing::info!("shutting down: storing what was sequenced, then handing the partitions over");
+    stop_pipeline_then_events(&pipeline, &events).await;
     Ok(())
 }
+
+/// The end of a clean shutdown: the sequencers store what they sequenced
+/// and hand their partitions over, which publishes their last events; then
+/// the events still waiting for RabbitMQ go out. In the other order, events
+/// of messages sequenced after the wait would be lost with the process.
+async fn stop_pipeline_then_events(pipeline: &Pipeline, events: &Events) {
+    pipeline.stop(STOP_PATIENCE).await;
+    events.settle(SETTLE_PATIENCE).await;
+}
+
+/// How long a stopping node's sequencers may take to store what they
+/// sequenced (a commit waiting for PostgreSQL retries for up to 2 s apart).
+const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn node_id(config: &Config) -> String {
     config
@@ -184,11 +209,34 @@ fn node_id(config: &Config) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
+/// The deployment's partition count, agreed with the database before
+/// anything connects to RabbitMQ (`agree_partitions`). Embedded, there is
+/// one in-process partition and the setting does not count.
+async fn partitions(config: &Config, store: &dyn Store) -> anyhow::Result<u16> {
+    if config.amqp_url.is_none() {
+        if config.partitions.is_some() {
+            tracing::warn!("NATTER_PARTITIONS only counts with NATTER_AMQP_URL: ignored");
+        }
+        return Ok(1);
+    }
+    agree_partitions(store, config.partitions).await
+}
+
+/// What this process does with the partition queues.
+struct Sequencing {
+    /// Whether it sequences and stores messages.
+    persist: bool,
+    partitions: u16,
+}
+
 /// Partitions through RabbitMQ when a broker is configured, else in-process.
 async fn open_pipeline(
     config: &Config,
     node_id: &str,
-    persist: bool,
+    Sequencing {
+        persist,
+        partitions,
+    }: Sequencing,
     store: Arc<dyn Store>,
     events: Arc<Events>,
 ) -> anyhow::Result<Arc<Pipeline>> {
@@ -199,6 +247,7 @@ async fn open_pipeline(
         url: url.clone(),
         prefix: config.amqp_exchange.clone(),
         node_id: node_id.to_owned(),
+        partitions,
         persist,
         queue_expiry: config
             .amqp_queue_expiry_ms
@@ -207,7 +256,11 @@ async fn open_pipeline(
     let pipeline = AmqpPipeline::start(settings, store, events, std::time::Duration::from_secs(15))
         .await
         .context("connecting the message pipeline to RabbitMQ (NATTER_AMQP_URL)")?;
-    tracing::info!(persist, "messages: through RabbitMQ's partition queues");
+    tracing::info!(
+        persist,
+        partitions,
+        "messages: through RabbitMQ's partition queues"
+    );
     Ok(Arc::new(Pipeline::Amqp(pipeline)))
 }
 
@@ -224,6 +277,13 @@ async fn open_events(config: &Config, node_id: &str, hub: Arc<Hub>) -> anyhow::R
     if config.database_url.is_none() {
         tracing::warn!(
             "NATTER_AMQP_URL without NATTER_DATABASE_URL: nodes will not share their data"
+        );
+    }
+    if config.fanout_buffer_kib < 1024 {
+        tracing::warn!(
+            kib = config.fanout_buffer_kib,
+            "NATTER_FANOUT_BUFFER_KIB is below 1 MiB: while RabbitMQ is away, this node's events \
+             soon overflow it, and the other nodes then close their sockets"
         );
     }
     let fanout = AmqpFanout::start(

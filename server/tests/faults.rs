@@ -786,6 +786,72 @@ async fn a_stopping_node_hands_over_the_events_still_waiting_for_its_link() {
     assert_eq!(bob_socket.next_message().await, during);
 }
 
+/// Node A, the sequencer of every partition, is stopped (SIGTERM) in the
+/// middle of a burst Ann sends through node B: A stores what it sequenced,
+/// publishes its events and hands its partitions to B, so Bob on B gets
+/// every message live and the history has each once, without gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_mid_burst_hands_its_partitions_over_and_no_message_is_missed() {
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes: mut nodes,
+        b,
+        ann,
+        bob,
+        chat,
+        mut bob_socket,
+        ..
+    } = two_nodes(&[]).await;
+    let b = Arc::new(b);
+    let count = 150;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let burst = tokio::spawn(send_all(
+        b.clone(),
+        ann.clone(),
+        chat.id.clone(),
+        count,
+        acked.clone(),
+    ));
+    wait_until("a third of the burst", FAULT_PATIENCE, async || {
+        acked.load(Ordering::SeqCst) >= count / 3
+    })
+    .await;
+    let pid = nodes[0].child.id().expect("node A runs");
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let exit = tokio::time::timeout(FAULT_PATIENCE, nodes[0].child.wait())
+        .await
+        .expect("node A stops")
+        .expect("exit status");
+    assert!(exit.success(), "a clean stop: {exit}");
+    let sent = burst.await.expect("the burst");
+
+    // Live: every message reaches Bob's socket, once: nothing A sequenced
+    // is sequenced again by B.
+    // (B sequences in queue order: anything sent again comes before this.)
+    let last = b.send(&ann, &chat, "after the stop").await;
+    let mut live = BTreeMap::new();
+    loop {
+        let message = bob_socket.next_message().await;
+        if message.id == last.id {
+            break;
+        }
+        let seq = message.seq;
+        assert!(live.insert(seq, message).is_none(), "seq {seq} came twice");
+    }
+    let by_seq: BTreeMap<i64, Message> = sent.iter().map(|m| (m.seq, m.clone())).collect();
+    assert_eq!(live, by_seq);
+    // Stored: after "before" (seq 1), one seq each, no gaps.
+    let history = b
+        .history(&bob, &chat, &format!("?after=1&limit={count}"))
+        .await;
+    assert_eq!(history, by_seq.into_values().collect::<Vec<_>>());
+    assert_eq!(last.seq, count as i64 + 2, "no seq taken twice or skipped");
+}
+
 /// RabbitMQ closes node A's event link (its connection for events between
 /// nodes) and A notices.
 async fn break_event_link(a: &TestApp, a_id: &str) {

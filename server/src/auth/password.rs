@@ -66,11 +66,7 @@ static SCRATCH: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
 /// Runs `work` with `count` blocks of working memory from the pool.
 fn with_scratch<T>(count: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
-    let pool = || {
-        SCRATCH
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    };
+    let pool = || crate::sync::lock(&SCRATCH);
     let taken = pool().iter().position(|blocks| blocks.len() == count);
     let mut blocks = match taken {
         Some(index) => pool().swap_remove(index),

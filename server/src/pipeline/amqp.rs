@@ -28,14 +28,12 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::batches::{Batches, Committed};
 use super::sequencer::Sequencer;
-use super::{
-    Command, Outcome, PARTITIONS, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of,
-};
+use super::{Command, Outcome, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of};
 use crate::realtime::Events;
 use crate::store::{Store, Stored};
 
@@ -101,6 +99,8 @@ pub struct AmqpSettings {
     /// Names of this deployment's queues start with it.
     pub prefix: String,
     pub node_id: String,
+    /// How many partition queues the deployment has (`agree_partitions`).
+    pub partitions: u16,
     /// Whether this process sequences and stores messages.
     pub persist: bool,
     /// Queues unused for this long are deleted by RabbitMQ (for tests).
@@ -124,6 +124,26 @@ pub struct AmqpPipeline {
     link: Mutex<Option<Link>>,
     waiting: Waiting,
     lanes: Vec<Lane>,
+    /// Set once by `stop`: the sequencers finish and hand their partitions over.
+    stopping: watch::Sender<bool>,
+    /// How many partitions this process sequences right now.
+    sequencing: watch::Sender<usize>,
+}
+
+/// Counts a running sequencer for as long as it lives.
+struct Sequencing(watch::Sender<usize>);
+
+impl Sequencing {
+    fn new(count: &watch::Sender<usize>) -> Self {
+        count.send_modify(|running| *running += 1);
+        Sequencing(count.clone())
+    }
+}
+
+impl Drop for Sequencing {
+    fn drop(&mut self) {
+        self.0.send_modify(|running| *running -= 1);
+    }
 }
 
 impl AmqpPipeline {
@@ -135,15 +155,18 @@ impl AmqpPipeline {
         events: Arc<Events>,
         patience: Duration,
     ) -> anyhow::Result<Arc<Self>> {
+        let partitions = settings.partitions;
         let pipeline = Arc::new(AmqpPipeline {
             settings,
             store,
             events,
             link: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
-            lanes: (0..PARTITIONS).map(|_| Lane::default()).collect(),
+            lanes: (0..partitions).map(|_| Lane::default()).collect(),
+            stopping: watch::Sender::new(false),
+            sequencing: watch::Sender::new(0),
         });
-        for partition in 0..PARTITIONS {
+        for partition in 0..partitions {
             tokio::spawn(pipeline.clone().publish_lane(partition));
         }
         let (connection, link) = tokio::time::timeout(patience, pipeline.connect())
@@ -224,12 +247,10 @@ impl AmqpPipeline {
         if !self.is_linked() {
             return Err(broker_down());
         }
-        let lane = &self.lanes[usize::from(partition_of(chat_id))];
+        let partition = partition_of(chat_id, self.settings.partitions);
+        let lane = &self.lanes[usize::from(partition)];
         let (published, confirmed) = oneshot::channel();
-        lane.queued
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((request, published));
+        crate::sync::lock(&lane.queued).push((request, published));
         lane.wake.notify_one();
         Ok(async move { confirmed.await.unwrap_or_else(|_| Err(broker_down())) })
     }
@@ -244,10 +265,7 @@ impl AmqpPipeline {
             lane.wake.notified().await;
             loop {
                 let batch: Vec<_> = {
-                    let mut queued = lane
-                        .queued
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut queued = crate::sync::lock(&lane.queued);
                     let take = queued.len().min(MOST_PER_MESSAGE);
                     queued.drain(..take).collect()
                 };
@@ -293,28 +311,41 @@ impl AmqpPipeline {
         Ok(())
     }
 
+    /// Stops sequencing, for a clean shutdown: each of this process's
+    /// sequencers stops taking deliveries, stores and acks what it has
+    /// sequenced (its events go out with it) and closes its channel, which
+    /// gives the deliveries it had not handled back to RabbitMQ, in order,
+    /// for the next sequencer. Waits at most `patience`; what is left then
+    /// goes to the next sequencer when the process exits, as after a crash.
+    pub async fn stop(&self, patience: Duration) {
+        self.stopping.send_replace(true);
+        let mut running = self.sequencing.subscribe();
+        let all_done = running.wait_for(|running| *running == 0);
+        if tokio::time::timeout(patience, all_done).await.is_err() {
+            tracing::warn!(
+                "sequencers still storing at shutdown: RabbitMQ gives their messages to the next one"
+            );
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
     pub fn is_linked(&self) -> bool {
-        self.current().is_some()
+        crate::sync::lock(&self.link).is_some()
     }
 
     fn current(&self) -> Option<Link> {
-        self.link
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        crate::sync::lock(&self.link).clone()
     }
 
     fn set_current(&self, link: Option<Link>) {
-        *self
-            .link
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
+        *crate::sync::lock(&self.link) = link;
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Reply>>> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.waiting)
     }
 
     /// A partition queue: replicated (quorum), one consumer at a time.
@@ -338,7 +369,7 @@ impl AmqpPipeline {
         );
         let connection = Connection::connect(&self.settings.url, properties).await?;
         let channel = connection.create_channel().await?;
-        for partition in 0..PARTITIONS {
+        for partition in 0..self.settings.partitions {
             channel
                 .queue_declare(
                     inbox_queue(&self.settings.prefix, partition)
@@ -383,6 +414,10 @@ impl AmqpPipeline {
             }
             self.set_current(None);
             self.waiting().clear();
+            if self.is_stopping() {
+                let _ = connection.close(0, "stopping".into()).await;
+                return;
+            }
             let _ = connection.close(0, "reconnecting".into()).await;
             (connection, link) =
                 crate::broker::reconnect("pipeline", Duration::from_millis(100), || self.connect())
@@ -408,19 +443,23 @@ impl AmqpPipeline {
             .await?;
         tasks.spawn(self.clone().receive_replies(replies));
         if self.settings.persist {
-            for partition in 0..PARTITIONS {
+            for partition in 0..self.settings.partitions {
                 let channel = connection.create_channel().await?;
                 tasks.spawn(self.clone().sequence(channel, partition));
             }
         }
         self.set_current(Some(link));
-        let outcome = match tasks.join_next().await {
-            Some(Ok(outcome)) => outcome,
-            Some(Err(err)) => {
-                tracing::error!(error = %err, "a pipeline task failed");
-                Ok(())
+        let outcome = loop {
+            match tasks.join_next().await {
+                // A sequencer that finished stopping: the others may not have.
+                Some(Ok(Ok(()))) if self.is_stopping() => continue,
+                Some(Ok(outcome)) => break outcome,
+                Some(Err(err)) => {
+                    tracing::error!(error = %err, "a pipeline task failed");
+                    break Ok(());
+                }
+                None => break Ok(()),
             }
-            None => Ok(()),
         };
         tasks.shutdown().await;
         outcome
@@ -469,12 +508,22 @@ impl AmqpPipeline {
                 FieldTable::default(),
             )
             .await?;
+        let _counted = Sequencing::new(&self.sequencing);
+        let mut stopping = self.stopping.subscribe();
         let mut state = Partition::new(Sequencer::new(self.store.clone(), self.events.clone()));
         // A commit carries the newest delivery it covers.
         let mut batches: Batches<u64> = Batches::new();
         loop {
             if batches.ready() && state.handled != state.acked {
                 batches.start(&mut state.sequencer, state.handled);
+            }
+            let stop = *stopping.borrow_and_update();
+            if stop && batches.ready() && state.handled == state.acked {
+                // Everything handled is stored and acked. Closing the
+                // channel gives the rest back to the queue, ahead of what
+                // came after, for the next sequencer.
+                channel.close(200, "stopping".into()).await?;
+                return Ok(());
             }
             tokio::select! {
                 biased;
@@ -493,7 +542,9 @@ impl AmqpPipeline {
                     Some(Committed::Lost(_)) => return Ok(()),
                     None => {}
                 },
-                delivery = deliveries.next() => {
+                // Only wakes the loop, which sees the flag.
+                _ = stopping.changed(), if !stop => {}
+                delivery = deliveries.next(), if !stop => {
                     let Some(delivery) = delivery else { return Ok(()) };
                     // What already arrived behind it joins this round, so
                     // that the other nodes hear of all of it in one event

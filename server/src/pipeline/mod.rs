@@ -1,7 +1,7 @@
 //! How a sent message reaches its chat's members and the database (the
 //! seed's "Storing High Throughput Messages").
 //!
-//! Chats are split into `PARTITIONS` by a hash of their id. Each partition
+//! Chats are split into partitions by a hash of their id. Each partition
 //! has one sequencer at a time, which gives a chat's messages their seqs in
 //! the order it receives them, delivers each at once, and stores them in the
 //! database in batches afterwards (`sequencer`). The way to a partition is:
@@ -40,23 +40,58 @@ use crate::store::{Store, Stored};
 
 pub use amqp::{AmqpPipeline, AmqpSettings, Request, inbox_queue};
 
-/// How many partitions chats are spread over. Every node of a deployment
-/// must agree on it: it decides which queue a chat's messages go through.
-pub const PARTITIONS: u16 = 8;
+/// How many partitions a deployment spreads its chats over unless told
+/// otherwise at its first start (`agree_partitions`).
+pub const DEFAULT_PARTITIONS: u16 = 8;
+
+/// The most partitions a deployment may have: each is a quorum queue and,
+/// on the node that sequences it, a task and a channel.
+pub const MOST_PARTITIONS: u16 = 64;
 
 /// How long a sender waits for its message to be sequenced (and, on the
 /// embedded default, stored) before it is told to try again.
 pub const SEND_PATIENCE: Duration = Duration::from_secs(10);
 
-/// The partition a chat's messages go through: FNV-1a of its id, the same
-/// on every node and every build.
-pub fn partition_of(chat_id: &str) -> u16 {
+/// The partition of `partitions` a chat's messages go through: FNV-1a of
+/// its id, the same on every node and every build.
+pub fn partition_of(chat_id: &str, partitions: u16) -> u16 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in chat_id.bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    (hash % u32::from(PARTITIONS)) as u16
+    (hash % u32::from(partitions.max(1))) as u16
+}
+
+/// The deployment's partition count. Every node must route a chat to the
+/// same queue, so the count is recorded in the database by the first node
+/// to start (`configured`, or `DEFAULT_PARTITIONS`) and every later node
+/// uses the recorded one; a node configured with another count refuses to
+/// start rather than send chats to queues nobody sequences in order.
+pub async fn agree_partitions(store: &dyn Store, configured: Option<u16>) -> anyhow::Result<u16> {
+    let proposed = configured.unwrap_or(DEFAULT_PARTITIONS);
+    let recorded = store
+        .agree_setting("partitions", &proposed.to_string())
+        .await?;
+    let recorded: u16 = recorded
+        .parse()
+        .ok()
+        .filter(|count| (1..=MOST_PARTITIONS).contains(count))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the database records {recorded:?} partitions (settings table): expected 1 to {MOST_PARTITIONS}"
+            )
+        })?;
+    match configured {
+        Some(wanted) if wanted != recorded => anyhow::bail!(
+            "NATTER_PARTITIONS is {wanted}, but this deployment spreads its chats over \
+             {recorded} partitions (recorded at its first start) and every node must use the \
+             same: unset NATTER_PARTITIONS or set it to {recorded}. To change the count, stop \
+             every node, wait until its partition queues are empty, and run \
+             UPDATE settings SET value = '{wanted}' WHERE name = 'partitions'"
+        ),
+        _ => Ok(recorded),
+    }
 }
 
 /// A message as its sender wrote it, validated, before it has a seq.
@@ -207,6 +242,17 @@ impl Pipeline {
         }
     }
 
+    /// For a clean shutdown, once nothing hands messages over any more:
+    /// through RabbitMQ, this process's sequencers store what they
+    /// sequenced and hand their partitions over (`AmqpPipeline::stop`).
+    /// Embedded, nothing waits: a sender is acked only after the commit, so
+    /// what is not stored yet was never acked and its app sends it again.
+    pub async fn stop(&self, patience: Duration) {
+        if let Pipeline::Amqp(amqp) = self {
+            amqp.stop(patience).await;
+        }
+    }
+
     /// Gives a message its seq and delivers it; returns once it is safe.
     pub async fn send(&self, draft: Draft) -> Result<Stored, PipelineError> {
         self.submit(draft).await?.await
@@ -274,13 +320,19 @@ mod tests {
     fn partitions_are_stable_and_spread() {
         // Pinned: every node of a deployment must route a chat the same
         // way. FNV-1a("a") is 0xe40c292c, the algorithm's published vector.
-        assert_eq!(partition_of("a"), (0xe40c_292c_u32 % 8) as u16);
-        assert_eq!(partition_of("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10"), 2);
-        let mut used = [false; PARTITIONS as usize];
-        for n in 0..200 {
-            used[usize::from(partition_of(&format!("chat-{n}")))] = true;
+        assert_eq!(partition_of("a", 8), (0xe40c_292c_u32 % 8) as u16);
+        assert_eq!(partition_of("a", 3), (0xe40c_292c_u32 % 3) as u16);
+        assert_eq!(partition_of("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10", 8), 2);
+        for partitions in [1, 2, 8, MOST_PARTITIONS] {
+            let mut used = vec![false; usize::from(partitions)];
+            for n in 0..2000 {
+                used[usize::from(partition_of(&format!("chat-{n}"), partitions))] = true;
+            }
+            assert!(
+                used.iter().all(|&hit| hit),
+                "2000 chats use all {partitions} partitions"
+            );
         }
-        assert!(used.iter().all(|&hit| hit), "200 chats use every partition");
     }
 
     #[test]

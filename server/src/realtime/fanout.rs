@@ -138,23 +138,11 @@ impl AmqpFanout {
     }
 
     fn unconfirmed(&self) -> MutexGuard<'_, Unconfirmed> {
-        self.unconfirmed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn current(&self) -> Option<Link> {
-        self.link
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        crate::sync::lock(&self.unconfirmed)
     }
 
     fn set_current(&self, link: Option<Link>) {
-        *self
-            .link
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
+        *crate::sync::lock(&self.link) = link;
     }
 
     async fn connect(&self) -> Result<(Connection, Link), lapin::Error> {
@@ -318,7 +306,7 @@ impl AmqpFanout {
 
     /// Whether events from the other nodes reach this one right now.
     pub fn is_up(&self) -> bool {
-        self.current().is_some()
+        crate::sync::lock(&self.link).is_some()
     }
 
     /// Waits, up to `patience`, until RabbitMQ has confirmed every batch

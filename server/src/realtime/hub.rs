@@ -125,15 +125,11 @@ impl Hub {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Socket>>> {
-        self.sockets
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::read(&self.sockets)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Socket>>> {
-        self.sockets
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::write(&self.sockets)
     }
 }
 

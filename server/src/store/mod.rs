@@ -142,6 +142,11 @@ pub trait Store: Send + Sync + 'static {
     async fn store_messages(&self, batch: &[Message]) -> StoreResult<u64>;
     async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>>;
 
+    /// A setting every node of a deployment must share: the value recorded,
+    /// or `proposed` when none is, which is then recorded (the first node to
+    /// start decides, even when several start at once).
+    async fn agree_setting(&self, name: &str, proposed: &str) -> StoreResult<String>;
+
     /// Cheap round trip for the health endpoint.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -592,6 +592,22 @@ macro_rules! sql_store {
                     Ok(messages)
                 }
 
+                async fn agree_setting(&self, name: &str, proposed: &str) -> StoreResult<String> {
+                    sqlx::query(
+                        "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(proposed)
+                    .execute(&self.writer)
+                    .await?;
+                    let recorded: String =
+                        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                            .bind(name)
+                            .fetch_one(&self.writer)
+                            .await?;
+                    Ok(recorded)
+                }
+
                 async fn ping(&self) -> StoreResult<()> {
                     sqlx::query("SELECT 1").execute(&self.reader).await?;
                     Ok(())

@@ -43,3 +43,67 @@ impl SqliteStore {
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sqlx::Executor;
+    use sqlx::migrate::Migrator;
+
+    use super::*;
+    use crate::store::Store;
+
+    /// A database as a release before the settings table left it, with a
+    /// message in it.
+    async fn database_from_before_settings(dir: &Path) {
+        let old = dir.join("old-migrations");
+        std::fs::create_dir_all(&old).expect("folder");
+        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for name in ["0001_init.sql", "0002_pipeline.sql"] {
+            std::fs::copy(all.join(name), old.join(name)).expect("copied");
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .expect("options")
+            .filename(dir.join("natter.db"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.expect("opened");
+        let migrator = Migrator::new(old.as_path()).await.expect("old migrations");
+        migrator.run(&pool).await.expect("migrated");
+        pool.execute(
+            "INSERT INTO users VALUES ('u', 'Ann', 'ann@example.com', 'h', NULL, 'ann', 0);
+             INSERT INTO chats VALUES ('c', 'Ann', 0, NULL, 'u:u', 1, 0, 0);
+             INSERT INTO messages VALUES ('m', 'c', 1, 'u', 'hi', NULL, 0);",
+        )
+        .await
+        .expect("a message stored");
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_first_value_proposed_for_a_setting_is_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).await.expect("opened");
+        let first = store
+            .agree_setting("partitions", "2")
+            .await
+            .expect("agreed");
+        let later = store
+            .agree_setting("partitions", "5")
+            .await
+            .expect("agreed");
+        assert_eq!((first.as_str(), later.as_str()), ("2", "2"));
+    }
+
+    #[tokio::test]
+    async fn a_database_with_messages_from_before_settings_keeps_eight_partitions() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        database_from_before_settings(dir.path()).await;
+        let store = SqliteStore::open(dir.path()).await.expect("upgraded");
+        let partitions = store
+            .agree_setting("partitions", "2")
+            .await
+            .expect("agreed");
+        assert_eq!(partitions, "8");
+    }
+}

@@ -56,9 +56,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
             .try_init();
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config::with_data_dir(dir.path().to_path_buf());
-    config.addr = "127.0.0.1:0".parse().expect("addr");
-    config.jwt_secret = Some(TEST_SECRET.into());
+    let mut config = test_config(dir.path());
     config.database_url = backend_database().await;
     adjust(&mut config);
     let app = Application::build(&config).await.expect("server starts");
@@ -74,6 +72,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         database_url: config.database_url.clone(),
         _dir: dir,
     }
+}
+
+/// What every test server starts from: its data folder, any free port, the
+/// tests' signing secret.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::with_data_dir(data_dir.to_path_buf());
+    config.addr = "127.0.0.1:0".parse().expect("addr");
+    config.jwt_secret = Some(TEST_SECRET.into());
+    config
 }
 
 /// The PostgreSQL server tests use: `NATTER_TEST_POSTGRES`, or the local one.
@@ -131,22 +138,46 @@ pub async fn spawn_cluster(n: usize) -> Vec<TestApp> {
 /// Like `spawn_cluster`, with the deployment's name (its exchange, which
 /// its queues are named after).
 pub async fn spawn_named_cluster(n: usize) -> (Vec<TestApp>, String) {
-    let database = new_postgres_database().await;
-    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let deployment = Deployment::new().await;
     let mut nodes = Vec::with_capacity(n);
-    for i in 0..n {
-        nodes.push(
-            spawn_app_with(|config| {
-                config.database_url = Some(database.clone());
-                config.amqp_url = Some(amqp_url());
-                config.amqp_exchange = exchange.clone();
-                config.node_id = Some(format!("node-{i}"));
-                config.amqp_queue_expiry_ms = Some(TEST_QUEUE_EXPIRY_MS);
-            })
-            .await,
-        );
+    for node in 0..n {
+        nodes.push(deployment.spawn_node(node, |_| {}).await);
     }
-    (nodes, exchange)
+    (nodes, deployment.exchange)
+}
+
+/// A deployment of several nodes: a new PostgreSQL database and a RabbitMQ
+/// exchange (and queues) of its own.
+pub struct Deployment {
+    pub database: String,
+    pub exchange: String,
+}
+
+impl Deployment {
+    pub async fn new() -> Self {
+        Deployment {
+            database: new_postgres_database().await,
+            exchange: format!("natter.test.{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Makes `config` that of the deployment's node number `node`.
+    pub fn join(&self, config: &mut Config, node: usize) {
+        config.database_url = Some(self.database.clone());
+        config.amqp_url = Some(amqp_url());
+        config.amqp_exchange = self.exchange.clone();
+        config.node_id = Some(format!("node-{node}"));
+        config.amqp_queue_expiry_ms = Some(TEST_QUEUE_EXPIRY_MS);
+    }
+
+    /// Starts node number `node`; `adjust` may change its configuration.
+    pub async fn spawn_node(&self, node: usize, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        spawn_app_with(|config| {
+            self.join(config, node);
+            adjust(config);
+        })
+        .await
+    }
 }
 
 impl TestApp {
@@ -340,12 +371,20 @@ impl TestApp {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port free now, for a process that binds it later. Taken below 32768,
+/// where Linux picks the local ports of outgoing connections: one of those
+/// could take a port from there between this check and the bind. Each call
+/// in this process tries the next port; processes start apart by their pid.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .expect("free port")
-        .port()
+    static TRIED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        let step = TRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (start - 20_000 + step) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `ready` until it holds; fails the test after `patience`.

@@ -2,11 +2,15 @@
 //! to a message (deliver it twice) never shows in the chat.
 
 use chrono::Utc;
-use lapin::options::BasicPublishOptions;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use natter_server::pipeline::{Command, Draft, Request, inbox_queue, partition_of};
+use natter_server::Application;
+use natter_server::pipeline::{
+    Command, DEFAULT_PARTITIONS, Draft, Request, inbox_queue, partition_of,
+};
 
-use crate::helpers::{amqp_url, spawn_named_cluster};
+use crate::helpers::{Deployment, amqp_url, spawn_named_cluster, test_config};
 
 /// Publishes `draft` into its chat's partition queue `times` times, as a
 /// broker redelivering it (or a publisher repeating itself) would.
@@ -18,25 +22,34 @@ async fn publish_repeatedly(deployment: &str, draft: &Draft, times: usize) {
         correlation: None,
     }])
     .expect("json");
-    publish_raw(deployment, &draft.chat_id, &payload, times).await;
+    let queue = chat_queue(deployment, &draft.chat_id, DEFAULT_PARTITIONS);
+    publish_raw(&queue, &payload, times).await;
 }
 
-/// Publishes `payload` into the partition queue of `chat_id` `times` times.
-async fn publish_raw(deployment: &str, chat_id: &str, payload: &[u8], times: usize) {
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+/// The partition queue of a chat in a deployment of `partitions`.
+fn chat_queue(deployment: &str, chat_id: &str, partitions: u16) -> String {
+    inbox_queue(deployment, partition_of(chat_id, partitions))
+}
+
+async fn broker() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
-        .expect("RabbitMQ answers");
+        .expect("RabbitMQ answers")
+}
+
+/// Publishes `payload` into `queue` `times` times.
+async fn publish_raw(queue: &str, payload: &[u8], times: usize) {
+    let connection = broker().await;
     let channel = connection.create_channel().await.expect("channel");
     channel
         .confirm_select(Default::default())
         .await
         .expect("confirms");
-    let queue = inbox_queue(deployment, partition_of(chat_id));
     for _ in 0..times {
         let confirm = channel
             .basic_publish(
                 "".into(),
-                queue.as_str().into(),
+                queue.into(),
                 BasicPublishOptions::default(),
                 payload,
                 BasicProperties::default().with_delivery_mode(2),
@@ -112,7 +125,8 @@ async fn a_message_queued_by_a_node_of_the_release_before_batching_is_still_stor
         created_at: Utc::now(),
     };
     let payload = serde_json::to_vec(&Command::Send { draft: old.clone() }).expect("json");
-    publish_raw(&deployment, &chat.id, &payload, 1).await;
+    let queue = chat_queue(&deployment, &chat.id, DEFAULT_PARTITIONS);
+    publish_raw(&queue, &payload, 1).await;
     let after = app.send(&ann, &chat, "after the upgrade").await;
     assert_eq!(after.seq, 2, "the old message came first");
 
@@ -127,5 +141,71 @@ async fn a_message_queued_by_a_node_of_the_release_before_batching_is_still_stor
             (old.id.as_str(), "queued before the upgrade"),
             (after.id.as_str(), "after the upgrade")
         ]
+    );
+}
+
+/// Whether RabbitMQ has a queue of that name.
+async fn queue_exists(queue: &str) -> bool {
+    let connection = broker().await;
+    let channel = connection.create_channel().await.expect("channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_deployment_keeps_the_partition_count_its_first_node_chose() {
+    let deployment = Deployment::new().await;
+    let first = deployment
+        .spawn_node(0, |config| config.partitions = Some(2))
+        .await;
+    // A node told nothing takes the recorded count.
+    let second = deployment.spawn_node(1, |_| {}).await;
+    let (ann, bob, chat) = first.ann_and_bob().await;
+    let mut bob_socket = first.socket(&bob).await;
+    let sent = second.send(&ann, &chat, "through one of two").await;
+    assert_eq!(bob_socket.next_message().await, sent);
+    assert!(queue_exists(&inbox_queue(&deployment.exchange, 1)).await);
+    assert!(
+        !queue_exists(&inbox_queue(&deployment.exchange, 2)).await,
+        "two partitions, two queues"
+    );
+    // What is queued where a count of two puts the chat is sequenced there.
+    let queued = Draft {
+        id: uuid::Uuid::now_v7().to_string(),
+        chat_id: chat.id.clone(),
+        sender_id: ann.id.clone(),
+        content: "queued by hand".into(),
+        client_id: None,
+        first_try: false,
+        created_at: Utc::now(),
+    };
+    let payload = serde_json::to_vec(&[Request {
+        command: Command::Send {
+            draft: queued.clone(),
+        },
+        correlation: None,
+    }])
+    .expect("json");
+    publish_raw(&chat_queue(&deployment.exchange, &chat.id, 2), &payload, 1).await;
+    assert_eq!(bob_socket.next_message().await.id, queued.id);
+
+    // A node told another count refuses to start, and says why.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(dir.path());
+    deployment.join(&mut config, 2);
+    config.partitions = Some(3);
+    let Err(refusal) = Application::build(&config).await else {
+        panic!("a node with another partition count started");
+    };
+    let refusal = format!("{refusal:#}");
+    assert!(
+        refusal.contains("NATTER_PARTITIONS is 3") && refusal.contains("over 2 partitions"),
+        "{refusal}"
     );
 }

@@ -38,11 +38,20 @@ pub async fn start_server() -> (String, tempfile::TempDir, tokio::sync::oneshot:
     (format!("http://{addr}"), data, stop)
 }
 
+/// A port free now, for a process that binds it later. Taken below 32768,
+/// where Linux picks the local ports of outgoing connections: one of those
+/// could take a port from there between this check and the bind. Each call
+/// in this process tries the next port; processes start apart by their pid.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    static TRIED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        let step = TRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (start - 20_000 + step) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// tauri-driver, from `cargo install tauri-driver` (scripts/test installs it).

@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use lapin::options::{
@@ -355,7 +356,7 @@ impl AmqpFanout {
             lost: false,
         };
         let payload = serde_json::to_vec(&envelope).map_err(|_| FanoutError::Unencodable)?;
-        if !self.unconfirmed().push(payload) {
+        if !self.unconfirmed().push(payload, lossy) {
             tracing::warn!(
                 "events for the other nodes waited too long for RabbitMQ and were dropped: the other nodes will close their sockets, whose apps catch up"
             );
@@ -376,10 +377,18 @@ pub struct FanoutOptions {
     pub buffer: usize,
 }
 
+/// An encoded batch for the other nodes.
+struct Batch {
+    /// Shared by every link it goes out on, without copying.
+    payload: Bytes,
+    /// Worth nothing late (typing): not sent again on the next link.
+    lossy: bool,
+}
+
 /// Encoded batches for the other nodes, oldest first, until RabbitMQ
 /// confirms them. Plain data; `AmqpFanout` does the publishing.
 struct Unconfirmed {
-    batches: VecDeque<Arc<[u8]>>,
+    batches: VecDeque<Batch>,
     /// How many of the oldest batches went out on the current link.
     published: usize,
     bytes: usize,
@@ -402,24 +411,35 @@ impl Unconfirmed {
 
     /// Adds a batch; false when the limit was passed and everything waiting
     /// was replaced by the `lost` marker (with this batch after it).
-    fn push(&mut self, batch: Vec<u8>) -> bool {
+    fn push(&mut self, batch: Vec<u8>, lossy: bool) -> bool {
         let kept = self.bytes + batch.len() <= self.limit;
         if !kept {
             self.batches.clear();
             self.bytes = LOST_MARKER.len();
-            self.batches.push_back(LOST_MARKER.into());
+            self.batches.push_back(Batch {
+                payload: Bytes::from_static(LOST_MARKER),
+                lossy: false,
+            });
             self.published = 0;
             self.generation += 1;
         }
         self.bytes += batch.len();
-        self.batches.push_back(batch.into());
+        self.batches.push_back(Batch {
+            payload: Bytes::from(batch),
+            lossy,
+        });
         kept
     }
 
     /// The batches not published on the current link yet, now counted as
     /// published, with the generation their confirms belong to.
-    fn unpublished(&mut self) -> (u64, Vec<Arc<[u8]>>) {
-        let batches = self.batches.iter().skip(self.published).cloned().collect();
+    fn unpublished(&mut self) -> (u64, Vec<Bytes>) {
+        let batches = self
+            .batches
+            .iter()
+            .skip(self.published)
+            .map(|batch| batch.payload.clone())
+            .collect();
         self.published = self.batches.len();
         (self.generation, batches)
     }
@@ -430,13 +450,16 @@ impl Unconfirmed {
             return;
         }
         if let Some(batch) = self.batches.pop_front() {
-            self.bytes -= batch.len();
+            self.bytes -= batch.payload.len();
             self.published -= 1;
         }
     }
 
-    /// The link broke: what was published and not confirmed goes out again.
+    /// The link broke: what was published and not confirmed goes out again,
+    /// except lossy batches, which would arrive too late to mean anything.
     fn rewind(&mut self) {
+        self.batches.retain(|batch| !batch.lossy);
+        self.bytes = self.batches.iter().map(|batch| batch.payload.len()).sum();
         self.published = 0;
         self.generation += 1;
     }
@@ -453,18 +476,18 @@ mod tests {
         unconfirmed
             .batches
             .iter()
-            .map(|batch| String::from_utf8_lossy(batch).into_owned())
+            .map(|batch| String::from_utf8_lossy(&batch.payload).into_owned())
             .collect()
     }
 
     #[test]
     fn batches_stay_until_confirmed_and_go_out_again_after_a_broken_link() {
         let mut unconfirmed = Unconfirmed::new(1_000);
-        unconfirmed.push(b"one".to_vec());
-        unconfirmed.push(b"two".to_vec());
+        unconfirmed.push(b"one".to_vec(), false);
+        unconfirmed.push(b"two".to_vec(), false);
         let (generation, out) = unconfirmed.unpublished();
         assert_eq!(out.len(), 2);
-        unconfirmed.push(b"three".to_vec());
+        unconfirmed.push(b"three".to_vec(), false);
         unconfirmed.confirmed(generation);
         assert_eq!(names(&unconfirmed), ["two", "three"]);
         // Only "three" is new on this link.
@@ -484,16 +507,31 @@ mod tests {
     }
 
     #[test]
+    fn typing_waiting_for_a_confirm_is_not_sent_again_after_a_broken_link() {
+        let mut unconfirmed = Unconfirmed::new(1_000);
+        unconfirmed.push(b"message".to_vec(), false);
+        unconfirmed.push(b"typing".to_vec(), true);
+        unconfirmed.push(b"later".to_vec(), false);
+        let (_, out) = unconfirmed.unpublished();
+        assert_eq!(out.len(), 3);
+        unconfirmed.rewind();
+        assert_eq!(names(&unconfirmed), ["message", "later"]);
+        assert_eq!(unconfirmed.bytes, "messagelater".len());
+        let (_, out) = unconfirmed.unpublished();
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
     fn past_the_limit_the_waiting_batches_become_one_lost_marker() {
         let mut unconfirmed = Unconfirmed::new(40);
-        assert!(unconfirmed.push(vec![b'a'; 20]));
+        assert!(unconfirmed.push(vec![b'a'; 20], false));
         let (old_generation, _) = unconfirmed.unpublished();
-        assert!(unconfirmed.push(vec![b'b'; 20]));
-        assert!(!unconfirmed.push(vec![b'c'; 5]));
+        assert!(unconfirmed.push(vec![b'b'; 20], false));
+        assert!(!unconfirmed.push(vec![b'c'; 5], false));
         let marker: Envelope =
-            serde_json::from_slice(&unconfirmed.batches[0]).expect("the marker is an envelope");
+            serde_json::from_slice(&unconfirmed.batches[0].payload).expect("the marker is an envelope");
         assert!(marker.lost && marker.events.is_empty());
-        assert_eq!(&*unconfirmed.batches[1], b"ccccc");
+        assert_eq!(&*unconfirmed.batches[1].payload, b"ccccc");
         assert_eq!(unconfirmed.batches.len(), 2);
         // The dropped batch's confirm takes nothing off.
         unconfirmed.confirmed(old_generation);

@@ -852,6 +852,84 @@ async fn a_node_stopped_mid_burst_hands_its_partitions_over_and_no_message_is_mi
     assert_eq!(last.seq, count as i64 + 2, "no seq taken twice or skipped");
 }
 
+/// Runs `rabbitmqctl` with `args`; its output.
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Puts RabbitMQ's memory high watermark back when dropped, whatever
+/// happened in the test.
+struct RestoreWatermark(String);
+
+impl Drop for RestoreWatermark {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["set_vm_memory_high_watermark", &self.0])
+            .output();
+    }
+}
+
+/// RabbitMQ raises its memory alarm, which blocks every publisher: a send
+/// gets a clear 503 in time rather than hanging, and once the alarm is over
+/// its retry (same clientId) finds the message, stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_rabbitmq_blocks_publishers_a_send_fails_in_time_and_its_retry_is_stored_once() {
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes,
+        a,
+        ann,
+        bob,
+        chat,
+        ..
+    } = two_nodes(&[]).await;
+    let watermark = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
+    let restore = RestoreWatermark(watermark.trim().to_owned());
+    // 0: the alarm goes off at once.
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0"]);
+
+    let body = json!({"chatId": chat.id, "content": "during the alarm", "clientId": "alarm-1"});
+    let patient = reqwest::Client::builder()
+        .timeout(FAULT_PATIENCE)
+        .build()
+        .expect("client");
+    let send = || {
+        patient
+            .post(a.url("/api/message"))
+            .bearer_auth(&ann.token)
+            .json(&body)
+            .send()
+    };
+    let refused = send().await.expect("an answer in time");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let error: serde_json::Value = refused.json().await.expect("json");
+    let error = error["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("same clientId"), "{error}");
+
+    drop(restore);
+    let mut retried = None;
+    wait_until(
+        "a retry to be acked",
+        FAULT_PATIENCE,
+        async || match send().await {
+            Ok(response) if response.status().is_success() => {
+                retried = response.json::<Message>().await.ok();
+                retried.is_some()
+            }
+            _ => false,
+        },
+    )
+    .await;
+    let retried = retried.expect("acked");
+    let history = a.history(&bob, &chat, "?after=1").await;
+    assert_eq!(history, [retried], "stored once");
+}
+
 /// RabbitMQ closes node A's event link (its connection for events between
 /// nodes) and A notices.
 async fn break_event_link(a: &TestApp, a_id: &str) {

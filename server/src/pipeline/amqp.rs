@@ -44,6 +44,11 @@ const PREFETCH: u16 = 5000;
 /// Most commands in one AMQP message.
 const MOST_PER_MESSAGE: usize = 500;
 
+/// Most commands a partition's publisher holds while RabbitMQ is slow to
+/// confirm (a memory alarm blocks publishers): past it, senders are told to
+/// try again, rather than the node's memory growing without end.
+const MOST_QUEUED: usize = 20_000;
+
 /// Most deliveries a sequencer handles before it tells the other nodes and
 /// the senders.
 const MOST_PER_ROUND: usize = 64;
@@ -198,11 +203,13 @@ impl AmqpPipeline {
         let confirmed = self.enqueue(chat_id, request)?;
         Ok(Box::pin(async move {
             let _forgotten_when_done = waiter;
-            confirmed.await?;
-            match tokio::time::timeout(SEND_PATIENCE, answer).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) | Err(_) => Err(not_confirmed()),
-            }
+            let confirmed_and_answered = async {
+                confirmed.await?;
+                answer.await.map_err(|_| not_confirmed())
+            };
+            tokio::time::timeout(SEND_PATIENCE, confirmed_and_answered)
+                .await
+                .unwrap_or_else(|_| Err(not_confirmed()))
         }))
     }
 
@@ -232,12 +239,17 @@ impl AmqpPipeline {
             command: command.clone(),
             correlation: None,
         };
-        self.enqueue(chat_id, request)?.await
+        let confirmed = self.enqueue(chat_id, request)?;
+        tokio::time::timeout(SEND_PATIENCE, confirmed)
+            .await
+            .unwrap_or_else(|_| Err(not_confirmed()))
     }
 
     /// Queues `request` for its partition's publisher (refused at once while
-    /// there is no link to RabbitMQ); what it returns completes once
-    /// RabbitMQ confirmed the message that carried it.
+    /// there is no link to RabbitMQ, or `MOST_QUEUED` wait); what it
+    /// returns completes once RabbitMQ confirmed the message that carried
+    /// it. A sender that stops waiting leaves it queued: it may still be
+    /// published, and its retry (same clientId) is recognised.
     fn enqueue(
         &self,
         chat_id: &str,
@@ -250,7 +262,15 @@ impl AmqpPipeline {
         let partition = partition_of(chat_id, self.settings.partitions);
         let lane = &self.lanes[usize::from(partition)];
         let (published, confirmed) = oneshot::channel();
-        crate::sync::lock(&lane.queued).push((request, published));
+        {
+            let mut queued = crate::sync::lock(&lane.queued);
+            if queued.len() >= MOST_QUEUED {
+                return Err(PipelineError::Unavailable(
+                    "the message broker is not keeping up: try again".into(),
+                ));
+            }
+            queued.push((request, published));
+        }
         lane.wake.notify_one();
         Ok(async move { confirmed.await.unwrap_or_else(|_| Err(broker_down())) })
     }

@@ -528,8 +528,8 @@ mod tests {
         let (old_generation, _) = unconfirmed.unpublished();
         assert!(unconfirmed.push(vec![b'b'; 20], false));
         assert!(!unconfirmed.push(vec![b'c'; 5], false));
-        let marker: Envelope =
-            serde_json::from_slice(&unconfirmed.batches[0].payload).expect("the marker is an envelope");
+        let marker: Envelope = serde_json::from_slice(&unconfirmed.batches[0].payload)
+            .expect("the marker is an envelope");
         assert!(marker.lost && marker.events.is_empty());
         assert_eq!(&*unconfirmed.batches[1].payload, b"ccccc");
         assert_eq!(unconfirmed.batches.len(), 2);

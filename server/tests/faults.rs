@@ -863,14 +863,22 @@ fn rabbitmqctl(args: &[&str]) -> String {
 }
 
 /// Puts RabbitMQ's memory high watermark back when dropped, whatever
-/// happened in the test.
+/// happened in the test: the Erlang term it had (a fraction, or
+/// `{absolute,N}`), set as it was read.
 struct RestoreWatermark(String);
 
 impl Drop for RestoreWatermark {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["set_vm_memory_high_watermark", &self.0])
-            .output();
+        let set = format!(
+            "vm_memory_monitor:set_vm_memory_high_watermark({}).",
+            self.0
+        );
+        let restored = std::process::Command::new("rabbitmqctl")
+            .args(["eval", &set])
+            .status();
+        if !restored.is_ok_and(|status| status.success()) {
+            eprintln!("RabbitMQ's memory watermark is still 0: run rabbitmqctl {set:?}");
+        }
     }
 }
 

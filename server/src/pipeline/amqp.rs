@@ -425,7 +425,8 @@ impl AmqpPipeline {
     }
 
     /// Runs the link; when it breaks, fails whoever waits and reconnects
-    /// with backoff (up to 5 s between tries).
+    /// with backoff (up to 5 s between tries), unless the process is
+    /// stopping.
     async fn supervise(self: Arc<Self>, mut connection: Connection, mut link: Link) {
         loop {
             match self.clone().run(&connection, link).await {
@@ -446,7 +447,8 @@ impl AmqpPipeline {
     }
 
     /// Receives replies and, when persisting, runs a sequencer per
-    /// partition, until any of them stops.
+    /// partition, until any of them stops (while stopping, until all have:
+    /// one that ends must not cut the others' last commits short).
     async fn run(self: Arc<Self>, connection: &Connection, link: Link) -> Result<(), lapin::Error> {
         let mut tasks = JoinSet::new();
         let reply_channel = connection.create_channel().await?;
@@ -473,6 +475,10 @@ impl AmqpPipeline {
             match tasks.join_next().await {
                 // A sequencer that finished stopping: the others may not have.
                 Some(Ok(Ok(()))) if self.is_stopping() => continue,
+                Some(Ok(Err(err))) if self.is_stopping() => {
+                    tracing::warn!(error = %err, "a sequencer did not stop cleanly: RabbitMQ gives its partition to the next one");
+                    continue;
+                }
                 Some(Ok(outcome)) => break outcome,
                 Some(Err(err)) => {
                     tracing::error!(error = %err, "a pipeline task failed");

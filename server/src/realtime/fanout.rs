@@ -206,7 +206,15 @@ impl AmqpFanout {
                 Err(err) => tracing::warn!(error = %err, "the link to RabbitMQ broke"),
             }
             self.set_current(None);
-            self.unconfirmed().rewind();
+            let nothing_left = {
+                let mut unconfirmed = self.unconfirmed();
+                unconfirmed.rewind();
+                unconfirmed.batches.is_empty()
+            };
+            // Only typing was waiting: nothing is left for `settle` to wait for.
+            if nothing_left {
+                self.emptied.notify_waiters();
+            }
             // Sockets here may miss events until the link is back: close
             // them, so that apps reconnect (refused until then) and catch up.
             self.hub.kick_all();

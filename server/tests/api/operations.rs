@@ -80,10 +80,7 @@ async fn help_lists_every_setting_with_its_variable() {
 #[tokio::test]
 async fn the_binary_serves_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        probe.local_addr().expect("addr").port()
-    };
+    let port = crate::helpers::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_natter-server"))
         .env("NATTER_DATA_DIR", dir.path())
         .env("NATTER_ADDR", format!("127.0.0.1:{port}"))

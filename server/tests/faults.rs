@@ -395,6 +395,8 @@ struct TwoNodes {
     _nodes: [Node; 2],
     /// Node A's id (unique per test: RabbitMQ lists its connections by it).
     a_id: String,
+    /// Node B's, likewise.
+    b_id: String,
     /// The names of the deployment's RabbitMQ objects start with it.
     exchange: String,
     a: TestApp,
@@ -411,8 +413,9 @@ async fn two_nodes(a_settings: &[(&str, &str)]) -> TwoNodes {
     let database = new_postgres_database().await;
     let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
     let a_id = format!("node-a-{}", uuid::Uuid::new_v4().simple());
+    let b_id = format!("node-b-{}", uuid::Uuid::new_v4().simple());
     let node_a = start_node_with(&a_id, &database, &exchange, a_settings).await;
-    let node_b = start_node("node-b", &database, &exchange).await;
+    let node_b = start_node(&b_id, &database, &exchange).await;
     let a = TestApp::at(format!("127.0.0.1:{}", node_a.port).parse().expect("addr"));
     let b = TestApp::at(format!("127.0.0.1:{}", node_b.port).parse().expect("addr"));
     let (ann, bob, chat) = a.ann_and_bob().await;
@@ -422,6 +425,7 @@ async fn two_nodes(a_settings: &[(&str, &str)]) -> TwoNodes {
     TwoNodes {
         _nodes: [node_a, node_b],
         a_id,
+        b_id,
         exchange,
         a,
         b,
@@ -972,6 +976,20 @@ fn unacked_messages(exchange: &str) -> u64 {
 
 /// Closes the one RabbitMQ connection named `name` (as the broker lists it).
 fn close_connection(name: &str) {
+    let pid = connection_pid(name);
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "a test closes it"])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+}
+
+/// The broker's process id of the one connection named `name`.
+fn connection_pid(name: &str) -> String {
     let listed = std::process::Command::new("rabbitmqctl")
         .args([
             "list_connections",
@@ -989,13 +1007,79 @@ fn close_connection(name: &str) {
         .find(|line| quoted.iter().any(|q| line.contains(q.as_str())))
         .and_then(|line| line.split_whitespace().next())
         .unwrap_or_else(|| panic!("no connection named {name:?} in:\n{listing}"));
-    let closed = std::process::Command::new("rabbitmqctl")
-        .args(["close_connection", pid, "a test closes it"])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(
-        closed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&closed.stderr)
-    );
+    pid.to_owned()
+}
+
+/// The queue the connection `connection_pid` owns (a node's event queue is
+/// exclusive to its event link).
+fn queue_owned_by(connection_pid: &str) -> String {
+    let listed = rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "owner_pid",
+    ]);
+    listed
+        .lines()
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .find(|(_, owner)| owner.trim() == connection_pid)
+        .map(|(name, _)| name.to_owned())
+        .unwrap_or_else(|| panic!("no queue owned by {connection_pid} in:\n{listed}"))
+}
+
+/// Makes RabbitMQ refuse (nack) whatever is published to `queue` while it
+/// lives; the policy goes when dropped.
+struct RefusePublishes(&'static str);
+
+impl RefusePublishes {
+    fn on(queue: &str) -> Self {
+        let pattern = format!("^{}$", queue.replace('.', "\\."));
+        rabbitmqctl(&[
+            "set_policy",
+            "--apply-to",
+            "queues",
+            "natter-test-refuse",
+            &pattern,
+            r#"{"max-length":0,"overflow":"reject-publish"}"#,
+        ]);
+        RefusePublishes("natter-test-refuse")
+    }
+}
+
+impl Drop for RefusePublishes {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", self.0])
+            .output();
+    }
+}
+
+/// RabbitMQ refuses (nacks) node A's batch of events, because node B's
+/// queue refuses everything for a while: A keeps the batch and sends it
+/// again on a new link, so Bob on B gets the message once RabbitMQ takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_rabbitmq_refuses_are_sent_again_until_it_takes_them() {
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes,
+        b_id,
+        a,
+        ann,
+        chat,
+        mut bob_socket,
+        ..
+    } = two_nodes(&[]).await;
+    let b_queue = queue_owned_by(&connection_pid(&format!("natter-server {b_id}")));
+    let refusing = RefusePublishes::on(&b_queue);
+    let during = a.send(&ann, &chat, "while B's queue refuses").await;
+    // A's link is redone after the refusal (its health says so on the way).
+    wait_until(
+        "node A to redo its event link",
+        FAULT_PATIENCE,
+        async || a.health().await["nodes"] == "unreachable",
+    )
+    .await;
+    drop(refusing);
+    assert_eq!(bob_socket.next_message().await, during);
 }

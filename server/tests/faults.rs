@@ -91,6 +91,22 @@ async fn start_node_with(
     }
 }
 
+/// Stops `node` as an operator would (SIGTERM) and checks that it exits
+/// cleanly, in time.
+async fn stop_cleanly(node: &mut Node) {
+    let pid = node.child.id().expect("the node runs");
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let exit = tokio::time::timeout(FAULT_PATIENCE, node.child.wait())
+        .await
+        .expect("the node stops in time")
+        .expect("exit status");
+    assert!(exit.success(), "a clean stop: {exit}");
+}
+
 /// HAProxy in front of the nodes, checking their health every 200 ms.
 struct Balancer {
     _child: Child,
@@ -776,17 +792,7 @@ async fn a_stopping_node_hands_over_the_events_still_waiting_for_its_link() {
         async || unacked_messages(&exchange) == 0,
     )
     .await;
-    let pid = nodes[0].child.id().expect("node A runs");
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(stopped.success());
-    let exit = tokio::time::timeout(FAULT_PATIENCE, nodes[0].child.wait())
-        .await
-        .expect("node A stops")
-        .expect("exit status");
-    assert!(exit.success(), "a clean stop: {exit}");
+    stop_cleanly(&mut nodes[0]).await;
     assert_eq!(bob_socket.next_message().await, during);
 }
 
@@ -820,17 +826,7 @@ async fn a_node_stopped_mid_burst_hands_its_partitions_over_and_no_message_is_mi
         acked.load(Ordering::SeqCst) >= count / 3
     })
     .await;
-    let pid = nodes[0].child.id().expect("node A runs");
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(stopped.success());
-    let exit = tokio::time::timeout(FAULT_PATIENCE, nodes[0].child.wait())
-        .await
-        .expect("node A stops")
-        .expect("exit status");
-    assert!(exit.success(), "a clean stop: {exit}");
+    stop_cleanly(&mut nodes[0]).await;
     let sent = burst.await.expect("the burst");
 
     // Live: every message reaches Bob's socket, once: nothing A sequenced

@@ -556,7 +556,7 @@ impl AmqpPipeline {
                 committed = batches.next() => match committed {
                     Some(Committed::Stored(covered)) => {
                         let Ok(replies) = state.stored(covered, &channel).await else {
-                            return Ok(());
+                            return start_over(&channel, stop).await;
                         };
                         for (queue, answers) in replies {
                             send_replies(&channel, queue, &answers).await?;
@@ -565,7 +565,7 @@ impl AmqpPipeline {
                     Some(Committed::Failed(batch, _)) => state.sequencer.restore_batch(batch),
                     // The batch went with the task: start over from the
                     // queue, which still has every unacked message.
-                    Some(Committed::Lost(_)) => return Ok(()),
+                    Some(Committed::Lost(_)) => return start_over(&channel, stop).await,
                     None => {}
                 },
                 // Only wakes the loop, which sees the flag.
@@ -618,6 +618,17 @@ fn requests_in(delivery: &lapin::message::Delivery) -> Option<Vec<Request>> {
     }
     tracing::warn!(error = %batch_error, "an unreadable message in a partition queue");
     None
+}
+
+/// Ends a sequencer whose partition must start over from what the queue
+/// still holds. While the process stops, its channel is closed at once, so
+/// that the next sequencer gets those messages now rather than when the
+/// process exits; otherwise the link is redone (`run` returns).
+async fn start_over(channel: &Channel, stopping: bool) -> Result<(), lapin::Error> {
+    if stopping {
+        let _ = channel.close(200, "stopping".into()).await;
+    }
+    Ok(())
 }
 
 /// Sends a node its answers, in one message.

@@ -64,10 +64,8 @@ impl Application {
         let pipeline = open_pipeline(
             config,
             &node_id,
-            Sequencing {
-                persist: config.persist,
-                partitions,
-            },
+            config.persist,
+            partitions,
             store.clone(),
             events.clone(),
         )
@@ -177,11 +175,7 @@ pub async fn persist_until(
     let partitions = partitions(config, store.as_ref()).await?;
     let node_id = node_id(config);
     let events = open_events(config, &node_id, Arc::new(Hub::new())).await?;
-    let sequencing = Sequencing {
-        persist: true,
-        partitions,
-    };
-    let pipeline = open_pipeline(config, &node_id, sequencing, store, events.clone()).await?;
+    let pipeline = open_pipeline(config, &node_id, true, partitions, store, events.clone()).await?;
     tracing::info!(node = %node_id, "natter-server persisting messages");
     shutdown.await;
     tracing::info!("shutting down: storing what was sequenced, then handing the partitions over");
@@ -222,21 +216,12 @@ async fn partitions(config: &Config, store: &dyn Store) -> anyhow::Result<u16> {
     agree_partitions(store, config.partitions).await
 }
 
-/// What this process does with the partition queues.
-struct Sequencing {
-    /// Whether it sequences and stores messages.
-    persist: bool,
-    partitions: u16,
-}
-
 /// Partitions through RabbitMQ when a broker is configured, else in-process.
 async fn open_pipeline(
     config: &Config,
     node_id: &str,
-    Sequencing {
-        persist,
-        partitions,
-    }: Sequencing,
+    persist: bool,
+    partitions: u16,
     store: Arc<dyn Store>,
     events: Arc<Events>,
 ) -> anyhow::Result<Arc<Pipeline>> {

@@ -468,15 +468,7 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
     } = two_nodes(&[]).await;
 
     let _restart = RestartRabbitOnDrop;
-    let stopped = std::process::Command::new("rabbitmqctl")
-        .arg("stop_app")
-        .output()
-        .expect("rabbitmqctl");
-    assert!(
-        stopped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stopped.stderr)
-    );
+    rabbitmqctl(&["stop_app"]);
 
     // During the outage: a clear error, never a false ack.
     let during = json!({"chatId": chat.id, "content": "during", "clientId": "outage-1"});
@@ -491,11 +483,7 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
     })
     .await;
 
-    let started = std::process::Command::new("rabbitmqctl")
-        .arg("start_app")
-        .output()
-        .expect("rabbitmqctl");
-    assert!(started.status.success());
+    rabbitmqctl(&["start_app"]);
 
     // The nodes reconnect by themselves: the retried send is acked and reaches Bob on node B.
     let mut retried = None;
@@ -952,17 +940,14 @@ async fn break_event_link(a: &TestApp, a_id: &str) {
 
 /// Messages delivered and not acked in the partition queues of `exchange`.
 fn unacked_messages(exchange: &str) -> u64 {
-    let listed = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "-q",
-            "--no-table-headers",
-            "name",
-            "messages_unacknowledged",
-        ])
-        .output()
-        .expect("rabbitmqctl");
-    String::from_utf8_lossy(&listed.stdout)
+    let listed = rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages_unacknowledged",
+    ]);
+    listed
         .lines()
         .filter_map(|line| line.split_once(char::is_whitespace))
         .filter(|(name, _)| name.starts_with(&format!("{exchange}.messages.")))
@@ -972,31 +957,22 @@ fn unacked_messages(exchange: &str) -> u64 {
 
 /// Closes the one RabbitMQ connection named `name` (as the broker lists it).
 fn close_connection(name: &str) {
-    let pid = connection_pid(name);
-    let closed = std::process::Command::new("rabbitmqctl")
-        .args(["close_connection", &pid, "a test closes it"])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(
-        closed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&closed.stderr)
-    );
+    rabbitmqctl(&[
+        "close_connection",
+        &connection_pid(name),
+        "a test closes it",
+    ]);
 }
 
 /// The broker's process id of the one connection named `name`.
 fn connection_pid(name: &str) -> String {
-    let listed = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-        .expect("rabbitmqctl");
-    let listing = String::from_utf8_lossy(&listed.stdout);
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]);
     let quoted = [format!("\"{name}\""), format!("<<\"{name}\">>")];
     let pid = listing
         .lines()

@@ -12,9 +12,23 @@ use natter_server::pipeline::{
 
 use crate::helpers::{Deployment, amqp_url, spawn_named_cluster, test_config};
 
-/// Publishes `draft` into its chat's partition queue `times` times, as a
-/// broker redelivering it (or a publisher repeating itself) would.
-async fn publish_repeatedly(deployment: &str, draft: &Draft, times: usize) {
+/// A new message from `sender` in `chat`, as a node would queue it.
+fn new_draft(chat_id: &str, sender_id: &str, content: &str) -> Draft {
+    Draft {
+        id: uuid::Uuid::now_v7().to_string(),
+        chat_id: chat_id.to_owned(),
+        sender_id: sender_id.to_owned(),
+        content: content.to_owned(),
+        client_id: None,
+        first_try: false,
+        created_at: Utc::now(),
+    }
+}
+
+/// Publishes `draft` into its chat's partition queue (of a deployment of
+/// `partitions`) `times` times, as a broker redelivering it (or a
+/// publisher repeating itself) would.
+async fn publish_draft(deployment: &str, partitions: u16, draft: &Draft, times: usize) {
     let payload = serde_json::to_vec(&[Request {
         command: Command::Send {
             draft: draft.clone(),
@@ -22,7 +36,7 @@ async fn publish_repeatedly(deployment: &str, draft: &Draft, times: usize) {
         correlation: None,
     }])
     .expect("json");
-    let queue = chat_queue(deployment, &draft.chat_id, DEFAULT_PARTITIONS);
+    let queue = chat_queue(deployment, &draft.chat_id, partitions);
     publish_raw(&queue, &payload, times).await;
 }
 
@@ -81,15 +95,10 @@ async fn a_message_delivered_twice_by_rabbitmq_is_stored_once_with_one_seq() {
         first_try: false,
         created_at: first.created_at,
     };
-    publish_repeatedly(&deployment, &again, 2).await;
+    publish_draft(&deployment, DEFAULT_PARTITIONS, &again, 2).await;
     // A new message comes twice in a row.
-    let twice = Draft {
-        id: uuid::Uuid::now_v7().to_string(),
-        created_at: Utc::now(),
-        content: "two".into(),
-        ..again
-    };
-    publish_repeatedly(&deployment, &twice, 2).await;
+    let twice = new_draft(&chat.id, &ann.id, "two");
+    publish_draft(&deployment, DEFAULT_PARTITIONS, &twice, 2).await;
     // The queue is first in, first out: once this is acked, those were handled.
     let third = app.send(&ann, &chat, "three").await;
     assert_eq!(third.seq, 3, "the repeats took no seq");
@@ -115,15 +124,7 @@ async fn a_message_queued_by_a_node_of_the_release_before_batching_is_still_stor
     let app = &nodes[0];
     let (ann, bob, chat) = app.ann_and_bob().await;
     // That release put one command in each message, not an array.
-    let old = Draft {
-        id: uuid::Uuid::now_v7().to_string(),
-        chat_id: chat.id.clone(),
-        sender_id: ann.id.clone(),
-        content: "queued before the upgrade".into(),
-        client_id: None,
-        first_try: false,
-        created_at: Utc::now(),
-    };
+    let old = new_draft(&chat.id, &ann.id, "queued before the upgrade");
     let payload = serde_json::to_vec(&Command::Send { draft: old.clone() }).expect("json");
     let queue = chat_queue(&deployment, &chat.id, DEFAULT_PARTITIONS);
     publish_raw(&queue, &payload, 1).await;
@@ -176,23 +177,8 @@ async fn a_deployment_keeps_the_partition_count_its_first_node_chose() {
         "two partitions, two queues"
     );
     // What is queued where a count of two puts the chat is sequenced there.
-    let queued = Draft {
-        id: uuid::Uuid::now_v7().to_string(),
-        chat_id: chat.id.clone(),
-        sender_id: ann.id.clone(),
-        content: "queued by hand".into(),
-        client_id: None,
-        first_try: false,
-        created_at: Utc::now(),
-    };
-    let payload = serde_json::to_vec(&[Request {
-        command: Command::Send {
-            draft: queued.clone(),
-        },
-        correlation: None,
-    }])
-    .expect("json");
-    publish_raw(&chat_queue(&deployment.exchange, &chat.id, 2), &payload, 1).await;
+    let queued = new_draft(&chat.id, &ann.id, "queued by hand");
+    publish_draft(&deployment.exchange, 2, &queued, 1).await;
     assert_eq!(bob_socket.next_message().await.id, queued.id);
 
     // A node told another count refuses to start, and says why.

@@ -95,6 +95,14 @@ pub struct Config {
     #[arg(long, env = "NATTER_PARTITIONS", value_parser = clap::value_parser!(u16).range(1..=i64::from(crate::pipeline::MOST_PARTITIONS)))]
     pub partitions: Option<u16>,
 
+    /// Most messages a node holds for one partition queue while RabbitMQ is
+    /// slow to confirm them (a memory or disk alarm blocks publishers): past
+    /// it, senders get 503 "try again" at once rather than the node's memory
+    /// growing without end. Each held message is about its text plus 200
+    /// bytes.
+    #[arg(long, env = "NATTER_PUBLISH_BACKLOG", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub publish_backlog: u32,
+
     /// Delete this deployment's partition queues after they have been unused
     /// for this many milliseconds. Only for throwaway deployments (tests):
     /// unset, queues live until deleted by hand.
@@ -199,6 +207,7 @@ mod tests {
             ["--fanout-buffer-kib", "0"],
             ["--partitions", "0"],
             ["--partitions", "65"],
+            ["--publish-backlog", "0"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");

@@ -234,6 +234,7 @@ async fn open_pipeline(
         node_id: node_id.to_owned(),
         partitions,
         persist,
+        backlog: usize::try_from(config.publish_backlog).unwrap_or(usize::MAX),
         queue_expiry: config
             .amqp_queue_expiry_ms
             .map(std::time::Duration::from_millis),

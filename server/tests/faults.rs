@@ -926,6 +926,70 @@ async fn while_rabbitmq_blocks_publishers_a_send_fails_in_time_and_its_retry_is_
     assert_eq!(history, [retried], "stored once");
 }
 
+/// While RabbitMQ blocks publishers, a partition's publisher holds at most
+/// `NATTER_PUBLISH_BACKLOG` sends: past it a send is refused at once (not
+/// after the 10 s wait), and once the alarm is over every send's retry is
+/// stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_publish_backlog_a_send_is_refused_at_once_and_retries_are_stored_once() {
+    const SENDS: usize = 6;
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes,
+        a,
+        ann,
+        bob,
+        chat,
+        ..
+    } = two_nodes(&[("NATTER_PUBLISH_BACKLOG", "2")]).await;
+    let watermark = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
+    let restore = RestoreWatermark(watermark.trim().to_owned());
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0"]);
+
+    let patient = reqwest::Client::builder()
+        .timeout(FAULT_PATIENCE)
+        .build()
+        .expect("client");
+    let send = |n: usize| {
+        let body = json!({"chatId": chat.id, "content": format!("held {n}"), "clientId": format!("held-{n}")});
+        patient
+            .post(a.url("/api/message"))
+            .bearer_auth(&ann.token)
+            .json(&body)
+            .send()
+    };
+    // At most two in the message RabbitMQ holds back and two waiting
+    // behind it: of six sends to one chat, at least two are refused.
+    let answers = futures_util::future::join_all((0..SENDS).map(send)).await;
+    let mut errors = Vec::new();
+    for answer in answers {
+        let answer = answer.expect("an answer in time");
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let error: serde_json::Value = answer.json().await.expect("json");
+        errors.push(error["error"].as_str().unwrap_or_default().to_owned());
+    }
+    let refused = errors
+        .iter()
+        .filter(|error| error.contains("not keeping up"))
+        .count();
+    assert!(refused >= 2, "{errors:?}");
+
+    drop(restore);
+    for n in 0..SENDS {
+        wait_until("a retry to be acked", FAULT_PATIENCE, async || {
+            send(n)
+                .await
+                .is_ok_and(|response| response.status().is_success())
+        })
+        .await;
+    }
+    let history = a.history(&bob, &chat, "?after=1").await;
+    let mut contents: Vec<_> = history.iter().map(|m| m.content.clone()).collect();
+    contents.sort();
+    let expected: Vec<_> = (0..SENDS).map(|n| format!("held {n}")).collect();
+    assert_eq!(contents, expected, "each stored once");
+}
+
 /// RabbitMQ closes node A's event link (its connection for events between
 /// nodes) and A notices.
 async fn break_event_link(a: &TestApp, a_id: &str) {

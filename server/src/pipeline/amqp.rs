@@ -44,11 +44,6 @@ const PREFETCH: u16 = 5000;
 /// Most commands in one AMQP message.
 const MOST_PER_MESSAGE: usize = 500;
 
-/// Most commands a partition's publisher holds while RabbitMQ is slow to
-/// confirm (a memory alarm blocks publishers): past it, senders are told to
-/// try again, rather than the node's memory growing without end.
-const MOST_QUEUED: usize = 20_000;
-
 /// Most deliveries a sequencer handles before it tells the other nodes and
 /// the senders.
 const MOST_PER_ROUND: usize = 64;
@@ -108,6 +103,10 @@ pub struct AmqpSettings {
     pub partitions: u16,
     /// Whether this process sequences and stores messages.
     pub persist: bool,
+    /// Most commands a partition's publisher holds while RabbitMQ is slow to
+    /// confirm (a memory alarm blocks publishers): past it, senders are told
+    /// to try again, rather than the node's memory growing without end.
+    pub backlog: usize,
     /// Queues unused for this long are deleted by RabbitMQ (for tests).
     pub queue_expiry: Option<Duration>,
 }
@@ -246,7 +245,7 @@ impl AmqpPipeline {
     }
 
     /// Queues `request` for its partition's publisher (refused at once while
-    /// there is no link to RabbitMQ, or `MOST_QUEUED` wait); what it
+    /// there is no link to RabbitMQ, or `backlog` wait); what it
     /// returns completes once RabbitMQ confirmed the message that carried
     /// it. A sender that stops waiting leaves it queued: it may still be
     /// published, and its retry (same clientId) is recognised.
@@ -264,7 +263,7 @@ impl AmqpPipeline {
         let (published, confirmed) = oneshot::channel();
         {
             let mut queued = crate::sync::lock(&lane.queued);
-            if queued.len() >= MOST_QUEUED {
+            if queued.len() >= self.settings.backlog {
                 return Err(PipelineError::Unavailable(
                     "the message broker is not keeping up: try again".into(),
                 ));

@@ -4,15 +4,18 @@
 //! - `bridge`: the engine's events, forwarded to the UI, the tray and notifications;
 //! - `tray`: the tray icon and its menu;
 //! - `notify`: native notifications;
-//! - `pictures`: the `natter-pic:` scheme that serves avatars from the engine.
+//! - `pictures`: the `natter-pic:` scheme that serves avatars from the engine;
+//! - `webext` (Linux): the web process extension that keeps WebKit's memory small.
 
 pub mod bridge;
 pub mod commands;
 pub mod notify;
 pub mod pictures;
 pub mod tray;
+#[cfg(target_os = "linux")]
+pub mod webext;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use natter_core::{Engine, EngineOptions};
 use tauri::{Manager, WindowEvent};
@@ -56,9 +59,12 @@ pub fn run() {
         .setup(|app| {
             let dir = data_dir(app.handle())?;
             tracing::info!(dir = %dir.display(), "opening the app's data");
-            let engine =
-                tauri::async_runtime::block_on(Engine::open(dir, EngineOptions::default()))?;
+            let engine = tauri::async_runtime::block_on(Engine::open(
+                dir.clone(),
+                EngineOptions::default(),
+            ))?;
             app.manage(engine.clone());
+            main_window(app, &dir)?;
             let tray = tray::build(app.handle())?;
             bridge::start(app.handle().clone(), engine, tray);
             Ok(())
@@ -85,6 +91,33 @@ pub fn run() {
         eprintln!("natter-desktop: {err}");
         std::process::exit(1);
     }
+}
+
+/// Opens the window `main` of tauri.conf.json (which Tauri does not create
+/// by itself: on Linux it needs the web process extension's folder, and the
+/// page must find the engine ready).
+fn main_window(app: &tauri::App, data: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let config = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|window| window.label == "main")
+        .ok_or("tauri.conf.json has no window labelled main")?
+        .clone();
+    let builder = tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?;
+    #[cfg(target_os = "linux")]
+    let builder = match webext::install(data) {
+        Ok(extensions) => builder.extensions_path(extensions),
+        Err(err) => {
+            tracing::warn!(error = %err, "installing the web process extension: running without it");
+            builder
+        }
+    };
+    #[cfg(not(target_os = "linux"))]
+    let _ = data;
+    builder.build()?;
+    Ok(())
 }
 
 /// `NATTER_DESKTOP_DIR`, or the platform's per-user data folder for the app.

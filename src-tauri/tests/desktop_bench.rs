@@ -388,7 +388,8 @@ fn tree_pids(pid: u32) -> Vec<(String, u32)> {
 }
 
 /// The tree's PSS once it stops moving: two readings half a second apart
-/// within 1% of each other (after at least one second).
+/// within 1% of each other, after at least six seconds (Natter's web
+/// process extension gives freed memory back every five, src/webext.rs).
 async fn settled_pss(pid: u32) -> f64 {
     let mut last = tree_pss(pid);
     let started = Instant::now();
@@ -396,7 +397,7 @@ async fn settled_pss(pid: u32) -> f64 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = tree_pss(pid);
         let moved = (now as f64 - last as f64).abs() / last.max(1) as f64;
-        if started.elapsed() >= Duration::from_secs(1) && moved < 0.01 {
+        if started.elapsed() >= Duration::from_secs(6) && moved < 0.01 {
             return now as f64;
         }
         assert!(

@@ -1,5 +1,6 @@
-//! The real app binary starts under a virtual X server (Debian's Xvfb) and
-//! shows a window titled Natter.
+//! The real app binary starts under a virtual X server (Debian's Xvfb),
+//! shows a window titled Natter, and WebKit loads Natter's web process
+//! extension (src/webext.rs) into the process that runs its page.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -26,7 +27,7 @@ fn windows_titled(display: &str, title: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_app_starts_and_shows_a_window_titled_natter() {
+fn the_app_starts_shows_a_window_titled_natter_and_loads_its_web_extension() {
     let (_xvfb, display) = virtual_display();
     let data = tempfile::tempdir().expect("temp dir");
     let mut app = Killed(
@@ -58,4 +59,46 @@ fn the_app_starts_and_shows_a_window_titled_natter() {
         app.0.try_wait().expect("status").is_none(),
         "the app keeps running"
     );
+    let started = Instant::now();
+    while !children(app.0.id())
+        .into_iter()
+        .any(|child| maps_library(child, "libnatter_webext.so"))
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no web process of the app loaded libnatter_webext.so"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The parent is the second field after the ")" that closes the name.
+            let parent: u32 = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (parent == pid).then_some(child)
+        })
+        .collect()
+}
+
+/// Whether `pid` has a file named `library` mapped.
+fn maps_library(pid: u32, library: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines()
+            .any(|line| line.ends_with(&format!("/{library}")))
+    })
 }

@@ -5,7 +5,7 @@
 //! - `tray`: the tray icon and its menu;
 //! - `notify`: native notifications;
 //! - `pictures`: the `natter-pic:` scheme that serves avatars from the engine;
-//! - `webext` (Linux): the web process extension that keeps WebKit's memory small.
+//! - `webkit` (Linux): settings that keep WebKit's web process small.
 
 pub mod bridge;
 pub mod commands;
@@ -13,7 +13,7 @@ pub mod notify;
 pub mod pictures;
 pub mod tray;
 #[cfg(target_os = "linux")]
-pub mod webext;
+pub mod webkit;
 
 use std::path::{Path, PathBuf};
 
@@ -107,7 +107,7 @@ fn main_window(app: &tauri::App, data: &Path) -> Result<(), Box<dyn std::error::
         .clone();
     let builder = tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?;
     #[cfg(target_os = "linux")]
-    let builder = match webext::install(data) {
+    let builder = match webkit::install_extension(data) {
         Ok(extensions) => builder.extensions_path(extensions),
         Err(err) => {
             tracing::warn!(error = %err, "installing the web process extension: running without it");

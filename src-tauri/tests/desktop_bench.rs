@@ -389,7 +389,7 @@ fn tree_pids(pid: u32) -> Vec<(String, u32)> {
 
 /// The tree's PSS once it stops moving: two readings half a second apart
 /// within 1% of each other, after at least six seconds (Natter's web
-/// process extension gives freed memory back every five, src/webext.rs).
+/// process extension gives freed memory back every five, src/webkit.rs).
 async fn settled_pss(pid: u32) -> f64 {
     let mut last = tree_pss(pid);
     let started = Instant::now();

@@ -1,6 +1,6 @@
 //! The real app binary starts under a virtual X server (Debian's Xvfb),
 //! shows a window titled Natter, and WebKit loads Natter's web process
-//! extension (src/webext.rs) into the process that runs its page.
+//! extension (src/webkit.rs) into the process that runs its page.
 #![cfg(target_os = "linux")]
 
 mod common;

@@ -12,7 +12,7 @@
 //!
 //! Built by `build.rs` with rustc alone (no crates: it lives in another
 //! process) and embedded in the app, which writes it where WebKit looks
-//! (`src/webext.rs`).
+//! (`src/webkit.rs`).
 
 use std::ffi::{c_int, c_uint, c_void};
 

@@ -1,7 +1,10 @@
-//! Natter's WebKitGTK web process extension (`webext/trim.rs`, built by
-//! `build.rs`): it gives the memory the web process frees back to the
-//! system. WebKit loads every library in the folder it is told, so the app
-//! writes this one into a folder of its own in its data folder.
+//! What Natter sets for WebKitGTK's web process, the process that runs the
+//! UI's page (Linux only; the other platforms' webviews take no such
+//! settings): the web process extension (`webext/trim.rs`, built by
+//! `build.rs`), which gives the memory the web process frees back to the
+//! system (docs/desktop.md "Start and memory"). WebKit loads every library
+//! in the folder it is told, so the app writes this one into a folder of its
+//! own in its data folder.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +13,7 @@ const LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnatter_webex
 
 /// Writes the extension into `data/webkit-extensions` (unless it is there
 /// already, byte for byte) and returns that folder.
-pub fn install(data: &Path) -> std::io::Result<PathBuf> {
+pub fn install_extension(data: &Path) -> std::io::Result<PathBuf> {
     let dir = data.join("webkit-extensions");
     let path = dir.join("libnatter_webext.so");
     if std::fs::read(&path).is_ok_and(|present| present == LIBRARY) {
@@ -31,11 +34,11 @@ mod tests {
     #[test]
     fn installs_the_library_once_and_replaces_a_different_one() {
         let data = tempfile::tempdir().expect("temp dir");
-        let dir = install(data.path()).expect("installed");
+        let dir = install_extension(data.path()).expect("installed");
         let path = dir.join("libnatter_webext.so");
         assert_eq!(std::fs::read(&path).expect("written"), LIBRARY);
         std::fs::write(&path, b"an older build").expect("overwritten");
-        install(data.path()).expect("installed again");
+        install_extension(data.path()).expect("installed again");
         assert_eq!(std::fs::read(&path).expect("replaced"), LIBRARY);
         let names: Vec<_> = std::fs::read_dir(&dir)
             .expect("listed")

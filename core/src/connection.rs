@@ -29,6 +29,11 @@ const FIRST_PAGE: u32 = 50;
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 /// How long `ready` may take after the upgrade.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// New messages change the chat list (order, preview, unread counts): it is
+/// sent to the UI at most this often, the newest one. A burst (a busy group
+/// after a while away) would otherwise read the list and re-render it once
+/// per message.
+const CHAT_LIST_EVERY: Duration = Duration::from_millis(50);
 
 /// Why a connection ended.
 enum Ended {
@@ -219,12 +224,58 @@ fn sent_already(frame: &ClientFrame, resent: &HashSet<String>) -> bool {
 }
 
 /// Live: frames from the server, frames from the engine, and a clock for
-/// typing expiry and the silence limit.
+/// typing expiry and the silence limit. A chat list made stale by new
+/// messages is sent when `CHAT_LIST_EVERY` has passed since the last one,
+/// and before returning.
 async fn serve(
     ctx: &Context,
     socket: &mut Socket,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
     resent: HashSet<String>,
+) {
+    let mut chat_list = ChatList::new();
+    serve_frames(ctx, socket, outgoing, resent, &mut chat_list).await;
+    chat_list.send_if_stale(ctx).await;
+}
+
+/// Whether the UI's chat list is behind, and when it was last sent.
+struct ChatList {
+    stale: bool,
+    sent: Option<tokio::time::Instant>,
+}
+
+impl ChatList {
+    fn new() -> Self {
+        Self {
+            stale: false,
+            sent: None,
+        }
+    }
+
+    /// When it may be sent next.
+    fn due(&self) -> tokio::time::Instant {
+        self.sent
+            .map_or_else(tokio::time::Instant::now, |sent| sent + CHAT_LIST_EVERY)
+    }
+
+    async fn send_if_stale(&mut self, ctx: &Context) {
+        if !self.stale {
+            return;
+        }
+        if let Err(err) = ctx.emit_chats().await {
+            tracing::warn!(error = %err, "reading the chat list for the UI");
+        }
+        self.stale = false;
+        self.sent = Some(tokio::time::Instant::now());
+    }
+}
+
+async fn serve_frames(
+    ctx: &Context,
+    socket: &mut Socket,
+    outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
+    resent: HashSet<String>,
+    chat_list: &mut ChatList,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,11 +286,12 @@ async fn serve(
                 let Some(Ok(message)) = incoming else { return };
                 last_heard = Instant::now();
                 match message {
-                    WsMessage::Text(text) => {
-                        if let Err(err) = handle(ctx, text.as_str()).await {
+                    WsMessage::Text(text) => match handle(ctx, text.as_str()).await {
+                        Ok(stale) => chat_list.stale |= stale,
+                        Err(err) => {
                             tracing::warn!(error = %err, "a frame from the server was not handled");
                         }
-                    }
+                    },
                     WsMessage::Close(frame) => {
                         tracing::debug!(?frame, "the server closed the socket");
                         return;
@@ -257,6 +309,9 @@ async fn serve(
                     return;
                 }
             }
+            _ = tokio::time::sleep_until(chat_list.due()), if chat_list.stale => {
+                chat_list.send_if_stale(ctx).await;
+            }
             _ = tick.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     tracing::info!("the server went silent; reconnecting");
@@ -271,7 +326,9 @@ async fn serve(
     }
 }
 
-async fn handle(ctx: &Context, text: &str) -> CoreResult<()> {
+/// Handles one frame; returns whether it changed the chat list (sent to the
+/// UI by `serve`, at most every `CHAT_LIST_EVERY`).
+async fn handle(ctx: &Context, text: &str) -> CoreResult<bool> {
     match serde_json::from_str::<ServerFrame>(text)? {
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
@@ -280,16 +337,12 @@ async fn handle(ctx: &Context, text: &str) -> CoreResult<()> {
                 let chat = ctx.api.chat(&message.chat_id).await?;
                 ctx.cache.put_chat(&chat).await?;
             }
-            if ctx.receive(&message, Arrival::Live).await? == Stored::New {
-                ctx.emit_chats().await?;
-            }
+            return Ok(ctx.receive(&message, Arrival::Live).await? == Stored::New);
         }
         // The `message` frame comes first and has stored it (and told the
         // UI); the ack matters when that frame was lost.
         ServerFrame::Ack { message, .. } => {
-            if ctx.receive(&message, Arrival::Live).await? == Stored::New {
-                ctx.emit_chats().await?;
-            }
+            return Ok(ctx.receive(&message, Arrival::Live).await? == Stored::New);
         }
         ServerFrame::Error {
             error,
@@ -320,7 +373,7 @@ async fn handle(ctx: &Context, text: &str) -> CoreResult<()> {
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 async fn clear_typing(ctx: &Context) {

@@ -693,3 +693,54 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
         .expect("history");
     assert!(bobs.iter().all(|m| m.content != "written offline"));
 }
+
+/// A burst of messages (a busy chat) reaches the UI as every message but far
+/// fewer chat lists: the list is sent at most every 50 ms, and the last one
+/// counts them all.
+#[tokio::test]
+async fn a_burst_of_messages_sends_fewer_chat_lists_and_the_last_counts_all() {
+    const MESSAGES: u32 = 200;
+    let server = Server::spawn().await;
+    let mut ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    online(&ann_app).await;
+    online(&bob_app).await;
+    let chat = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    next_event(&mut ann_app, "the chat on Ann's list", |event| {
+        matches!(event, Event::Chats { chats, .. } if chats.iter().any(|c| c.id == chat.id))
+    })
+    .await;
+
+    for n in 0..MESSAGES {
+        bob_app
+            .engine
+            .send(&chat.id, &format!("burst {n}"))
+            .await
+            .expect("sent");
+    }
+    let (mut lists, mut messages) = (0, 0);
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match ann_app.events.recv().await.expect("no event missed") {
+                Event::Message { message } if message.chat_id == chat.id => messages += 1,
+                Event::Chats { unread_total, .. } => {
+                    lists += 1;
+                    if unread_total == MESSAGES {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("a chat list counting every message");
+    assert_eq!(messages, MESSAGES, "every message told");
+    assert!(
+        lists < MESSAGES,
+        "{lists} chat lists for {MESSAGES} messages"
+    );
+    println!("{MESSAGES} messages, {lists} chat lists");
+}

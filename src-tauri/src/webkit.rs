@@ -1,12 +1,34 @@
 //! What Natter sets for WebKitGTK's web process, the process that runs the
 //! UI's page (Linux only; the other platforms' webviews take no such
-//! settings): the web process extension (`webext/trim.rs`, built by
-//! `build.rs`), which gives the memory the web process frees back to the
-//! system (docs/desktop.md "Start and memory"). WebKit loads every library
-//! in the folder it is told, so the app writes this one into a folder of its
-//! own in its data folder.
+//! settings). Both keep it small (docs/desktop.md "Start and memory"):
+//! - JavaScriptCore without its optimizing compilers (DFG and FTL): the
+//!   UI's code is small and short-lived, the interpreter and the baseline
+//!   JIT run it as smoothly, and the compilers' code and data cost ~13 MiB;
+//! - the web process extension (`webext/trim.rs`, built by `build.rs`),
+//!   which gives the memory the web process frees back to the system.
+//!   WebKit loads every library in the folder it is told, so the app
+//!   writes this one into a folder of its own in its data folder.
 
 use std::path::{Path, PathBuf};
+
+/// JavaScriptCore's options, read from the environment by the web
+/// processes the app starts; one the user set already is left as it is.
+const JAVASCRIPT_OPTIONS: [(&str, &str); 2] = [("JSC_useDFGJIT", "0"), ("JSC_useFTLJIT", "0")];
+
+/// Sets `JAVASCRIPT_OPTIONS` in the app's environment, which its web
+/// processes inherit.
+///
+/// # Safety
+/// Changes the process's environment: call it first thing in `main`, while
+/// no other thread exists.
+pub unsafe fn limit_javascript_compilers() {
+    for (name, value) in JAVASCRIPT_OPTIONS {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: the caller guarantees no other thread reads the environment.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
+}
 
 /// The compiled extension.
 const LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnatter_webext.so"));

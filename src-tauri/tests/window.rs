@@ -1,6 +1,7 @@
 //! The real app binary starts under a virtual X server (Debian's Xvfb),
 //! shows a window titled Natter, and WebKit loads Natter's web process
-//! extension (src/webkit.rs) into the process that runs its page.
+//! extension (src/webkit.rs) into the process that runs its page, which
+//! runs JavaScript without the optimizing compilers.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -60,15 +61,27 @@ fn the_app_starts_shows_a_window_titled_natter_and_loads_its_web_extension() {
         "the app keeps running"
     );
     let started = Instant::now();
-    while !children(app.0.id())
-        .into_iter()
-        .any(|child| maps_library(child, "libnatter_webext.so"))
-    {
+    let web_process = loop {
+        let loaded = children(app.0.id())
+            .into_iter()
+            .find(|child| maps_library(*child, "libnatter_webext.so"));
+        if let Some(web_process) = loaded {
+            break web_process;
+        }
         assert!(
             started.elapsed() < PATIENCE,
             "no web process of the app loaded libnatter_webext.so"
         );
         std::thread::sleep(Duration::from_millis(100));
+    };
+    let environment = std::fs::read(format!("/proc/{web_process}/environ")).expect("environ");
+    let environment: Vec<&[u8]> = environment.split(|byte| *byte == 0).collect();
+    for option in [b"JSC_useDFGJIT=0".as_slice(), b"JSC_useFTLJIT=0"] {
+        assert!(
+            environment.contains(&option),
+            "the web process runs without {}",
+            String::from_utf8_lossy(option)
+        );
     }
 }
 

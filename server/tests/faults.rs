@@ -855,6 +855,16 @@ fn rabbitmqctl(args: &[&str]) -> String {
 /// `{absolute,N}`), set as it was read.
 struct RestoreWatermark(String);
 
+/// Sets RabbitMQ's memory watermark to 0, so that its memory alarm goes off
+/// at once and it blocks publishers; the watermark it had comes back when
+/// the guard is dropped.
+fn raise_memory_alarm() -> RestoreWatermark {
+    let watermark = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
+    let restore = RestoreWatermark(watermark.trim().to_owned());
+    rabbitmqctl(&["set_vm_memory_high_watermark", "0"]);
+    restore
+}
+
 impl Drop for RestoreWatermark {
     fn drop(&mut self) {
         let set = format!(
@@ -884,10 +894,7 @@ async fn while_rabbitmq_blocks_publishers_a_send_fails_in_time_and_its_retry_is_
         chat,
         ..
     } = two_nodes(&[]).await;
-    let watermark = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
-    let restore = RestoreWatermark(watermark.trim().to_owned());
-    // 0: the alarm goes off at once.
-    rabbitmqctl(&["set_vm_memory_high_watermark", "0"]);
+    let restore = raise_memory_alarm();
 
     let body = json!({"chatId": chat.id, "content": "during the alarm", "clientId": "alarm-1"});
     let patient = reqwest::Client::builder()
@@ -942,9 +949,7 @@ async fn past_the_publish_backlog_a_send_is_refused_at_once_and_retries_are_stor
         chat,
         ..
     } = two_nodes(&[("NATTER_PUBLISH_BACKLOG", "2")]).await;
-    let watermark = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
-    let restore = RestoreWatermark(watermark.trim().to_owned());
-    rabbitmqctl(&["set_vm_memory_high_watermark", "0"]);
+    let restore = raise_memory_alarm();
 
     let patient = reqwest::Client::builder()
         .timeout(FAULT_PATIENCE)

@@ -58,13 +58,16 @@ pub fn run() {
         ])
         .setup(|app| {
             let dir = data_dir(app.handle())?;
+            // The window first, as Tauri would: a WebDriver session (the
+            // end-to-end tests) attaches to the first webview, and must
+            // not find none.
+            main_window(app, &dir)?;
             tracing::info!(dir = %dir.display(), "opening the app's data");
             let engine = tauri::async_runtime::block_on(Engine::open(
                 dir.clone(),
                 EngineOptions::default(),
             ))?;
             app.manage(engine.clone());
-            main_window(app, &dir)?;
             let tray = tray::build(app.handle())?;
             bridge::start(app.handle().clone(), engine, tray);
             Ok(())
@@ -94,8 +97,7 @@ pub fn run() {
 }
 
 /// Opens the window `main` of tauri.conf.json (which Tauri does not create
-/// by itself: on Linux it needs the web process extension's folder, and the
-/// page must find the engine ready).
+/// by itself: on Linux it needs the web process extension's folder).
 fn main_window(app: &tauri::App, data: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let config = app
         .config()

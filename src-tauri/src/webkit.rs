@@ -3,7 +3,8 @@
 //! settings). Both keep it small (docs/desktop.md "Start and memory"):
 //! - JavaScriptCore without its optimizing compilers (DFG and FTL): the
 //!   UI's code is small and short-lived, the interpreter and the baseline
-//!   JIT run it as smoothly, and the compilers' code and data cost ~13 MiB;
+//!   JIT run it as smoothly, and the compilers' code and data cost ~11 MiB
+//!   (release build);
 //! - the web process extension (`webext/trim.rs`, built by `build.rs`),
 //!   which gives the memory the web process frees back to the system.
 //!   WebKit loads every library in the folder it is told, so the app

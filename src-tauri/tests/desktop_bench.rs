@@ -350,33 +350,10 @@ fn tree_parts(pid: u32) -> Vec<(String, u64)> {
 
 /// `pid` and all its descendants, each with its name.
 fn tree_pids(pid: u32) -> Vec<(String, u32)> {
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(parent) = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<u32>().ok())
-        {
-            parents.push((child, parent));
-        }
-    }
     let mut tree = vec![pid];
     let mut at = 0;
     while at < tree.len() {
-        let parent = tree[at];
-        tree.extend(
-            parents
-                .iter()
-                .filter(|(_, p)| *p == parent)
-                .map(|(c, _)| *c),
-        );
+        tree.extend(common::children(tree[at]));
         at += 1;
     }
     tree.into_iter()

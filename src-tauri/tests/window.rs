@@ -9,7 +9,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Killed, virtual_display};
+use common::{Killed, children, virtual_display};
 
 /// The app's first start builds WebKit's caches: give it time on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -83,29 +83,6 @@ fn the_app_starts_shows_a_window_titled_natter_and_loads_its_web_extension() {
             String::from_utf8_lossy(option)
         );
     }
-}
-
-/// The processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // The parent is the second field after the ")" that closes the name.
-            let parent: u32 = stat
-                .rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (parent == pid).then_some(child)
-        })
-        .collect()
 }
 
 /// Whether `pid` has a file named `library` mapped.

@@ -16,8 +16,9 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 
-/// How often to look, in seconds. GLib fires second-based timers together
-/// with the process's other ones, so this adds no wake-ups of its own.
+/// How often to look, in seconds. A seconds timer lets GLib fire it
+/// together with the process's other such timers, which saves wake-ups
+/// (it does not remove them: an idle process wakes for it every 5 s).
 const EVERY_SECONDS: c_uint = 5;
 
 /// Free memory malloc may keep before it is given back: trimming costs a

@@ -9,10 +9,13 @@ use natter_shared::api::{
     OpenChatRequest, RenameGroupRequest, User,
 };
 use reqwest::{Method, RequestBuilder, Response};
+use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
+use tokio_tungstenite::Connector;
 
 use crate::error::{CoreError, CoreResult};
 use crate::server_url::ServerUrl;
+use crate::tls::Trust;
 
 /// Requests give up after this long; the socket has its own keep-alive.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,19 +43,38 @@ pub struct ServerApi {
     http: reqwest::Client,
     base: ServerUrl,
     token: Option<String>,
+    trust: Trust,
 }
 
 impl ServerApi {
-    pub fn new(base: ServerUrl, token: Option<String>) -> CoreResult<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+    pub fn new(base: ServerUrl, token: Option<String>, trust: &Trust) -> CoreResult<Self> {
+        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if base.is_tls() {
+            let config: ClientConfig = trust.client_config()?.as_ref().clone();
+            builder = builder.tls_backend_preconfigured(config);
+        }
+        let http = builder
             .build()
             .map_err(|err| CoreError::Invalid(format!("cannot make an HTTP client: {err}")))?;
-        Ok(ServerApi { http, base, token })
+        Ok(ServerApi {
+            http,
+            base,
+            token,
+            trust: trust.clone(),
+        })
     }
 
     pub fn base(&self) -> &ServerUrl {
         &self.base
+    }
+
+    /// How the socket reaches the server: over TLS with the same trust as
+    /// the API (`None`: plain TCP).
+    pub fn socket_connector(&self) -> CoreResult<Option<Connector>> {
+        if !self.base.is_tls() {
+            return Ok(None);
+        }
+        Ok(Some(Connector::Rustls(self.trust.client_config()?)))
     }
 
     pub async fn sign_up(&self, form: &SignUp) -> CoreResult<AuthResponse> {

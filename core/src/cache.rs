@@ -181,12 +181,15 @@ impl Cache {
         rows.iter().map(chat_row).collect()
     }
 
-    pub async fn add_unread(&self, chat_id: &str) -> CoreResult<()> {
-        sqlx::query("UPDATE chats SET unread = unread + 1 WHERE id = ?1")
-            .bind(chat_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Counts one more unread message in a chat; returns how many it has now.
+    pub async fn add_unread(&self, chat_id: &str) -> CoreResult<u32> {
+        let unread: Option<i64> = sqlx::query_scalar(
+            "UPDATE chats SET unread = unread + 1 WHERE id = ?1 RETURNING unread",
+        )
+        .bind(chat_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(unread.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
     }
 
     /// Marks a chat read; true when it had unread messages.

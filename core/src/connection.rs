@@ -89,7 +89,16 @@ async fn connect_and_serve(
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
 ) -> Ended {
     let url = format!("{}?token={token}", ctx.api.base().socket());
-    let mut socket = match tokio_tungstenite::connect_async(url.as_str()).await {
+    let connector = match ctx.api.socket_connector() {
+        Ok(connector) => connector,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot connect");
+            return Ended::Dropped { was_online: false };
+        }
+    };
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, false, connector);
+    let mut socket = match connecting.await {
         Ok((socket, _)) => socket,
         Err(tungstenite::Error::Http(response)) if response.status() == 401 => {
             return Ended::Unauthorized("the server no longer accepts this login".into());
@@ -226,7 +235,8 @@ fn sent_already(frame: &ClientFrame, resent: &HashSet<String>) -> bool {
 /// Live: frames from the server, frames from the engine, and a clock for
 /// typing expiry and the silence limit. A chat list made stale by new
 /// messages is sent when `CHAT_LIST_EVERY` has passed since the last one,
-/// and before returning.
+/// and before returning; held-back notifications (`Notices`) when their
+/// time comes, and all of them before returning.
 async fn serve(
     ctx: &Context,
     socket: &mut Socket,
@@ -236,6 +246,7 @@ async fn serve(
     let mut chat_list = ChatList::new();
     serve_frames(ctx, socket, outgoing, resent, &mut chat_list).await;
     chat_list.send_if_stale(ctx).await;
+    ctx.notify_waiting(true);
 }
 
 /// Whether the UI's chat list is behind, and when it was last sent.
@@ -281,6 +292,7 @@ async fn serve_frames(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     loop {
+        let notice_due = lock(&ctx.notices).due().map(tokio::time::Instant::from_std);
         tokio::select! {
             incoming = socket.next() => {
                 let Some(Ok(message)) = incoming else { return };
@@ -312,6 +324,9 @@ async fn serve_frames(
             _ = tokio::time::sleep_until(chat_list.due()), if chat_list.stale => {
                 chat_list.send_if_stale(ctx).await;
             }
+            _ = sleep_until_some(notice_due), if notice_due.is_some() => {
+                ctx.notify_waiting(false);
+            }
             _ = tick.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     tracing::info!("the server went silent; reconnecting");
@@ -323,6 +338,15 @@ async fn serve_frames(
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `when`; never returns for `None` (a `select!` branch
+/// guarded by `is_some` never polls it then).
+async fn sleep_until_some(when: Option<tokio::time::Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
     }
 }
 

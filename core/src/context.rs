@@ -10,6 +10,7 @@ use crate::api::ServerApi;
 use crate::backoff::Backoff;
 use crate::cache::{Cache, Forgotten, Stored};
 use crate::error::CoreResult;
+use crate::notices::Notices;
 use crate::typing::Typing;
 use crate::views::{ChatSummary, ConnectionState, Event, MessageView, Notification, View};
 
@@ -21,6 +22,7 @@ pub(crate) struct Context {
     /// Shared with the engine: survives logins.
     pub view: Arc<Mutex<View>>,
     pub typing: Mutex<Typing>,
+    pub notices: Mutex<Notices>,
     pub state: Mutex<ConnectionState>,
     pub backoff: Backoff,
 }
@@ -76,9 +78,11 @@ impl Context {
         }
         let view = self.view();
         let unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
-        if unseen {
-            self.cache.add_unread(&message.chat_id).await?;
-        }
+        let unread = if unseen {
+            self.cache.add_unread(&message.chat_id).await?
+        } else {
+            0
+        };
         self.emit(Event::Message {
             message: MessageView::sent(message, &self.me.id),
         });
@@ -92,11 +96,33 @@ impl Context {
                 .chat(&message.chat_id)
                 .await?
                 .map(|(chat, _)| chat);
-            self.emit(Event::Notify {
-                notification: Notification::for_message(message, chat.as_ref()),
-            });
+            self.notify(Notification::for_message(message, chat.as_ref(), unread));
         }
         Ok(stored)
+    }
+
+    /// A message's notification, shown now or held back (`Notices`).
+    fn notify(&self, notification: Notification) {
+        let now = std::time::Instant::now();
+        if let Some(notification) = lock(&self.notices).offer(notification, now) {
+            self.emit(Event::Notify { notification });
+        }
+    }
+
+    /// Shows the held-back notifications whose time has come (or all of
+    /// them, when the link is going down).
+    pub fn notify_waiting(&self, all: bool) {
+        let due = {
+            let mut notices = lock(&self.notices);
+            if all {
+                notices.take_all()
+            } else {
+                notices.take_due(std::time::Instant::now())
+            }
+        };
+        for notification in due {
+            self.emit(Event::Notify { notification });
+        }
     }
 
     /// Stores a chat the user is in, or forgets one they left.

@@ -18,8 +18,10 @@ use crate::cache::{Cache, Outgoing};
 use crate::connection;
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
+use crate::notices::Notices;
 use crate::server_url::ServerUrl;
 use crate::session::{Files, Session, Settings};
+use crate::tls::Trust;
 use crate::typing::{TYPING_REFRESH, Typing};
 use crate::views::{ChatSummary, ConnectionState, Event, MessageView, View};
 
@@ -27,6 +29,8 @@ use crate::views::{ChatSummary, ConnectionState, Event, MessageView, View};
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
     pub backoff: Backoff,
+    /// Which `https` servers to trust (the system's roots by default).
+    pub trust: Trust,
 }
 
 /// Cheap to clone: all clones are the same engine.
@@ -118,13 +122,13 @@ impl Engine {
     }
 
     pub async fn sign_up(&self, form: SignUp) -> CoreResult<User> {
-        let api = ServerApi::new(self.server_url(), None)?;
+        let api = ServerApi::new(self.server_url(), None, &self.inner.options.trust)?;
         let auth = api.sign_up(&form).await?;
         self.begin(auth).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> CoreResult<User> {
-        let api = ServerApi::new(self.server_url(), None)?;
+        let api = ServerApi::new(self.server_url(), None, &self.inner.options.trust)?;
         let auth = api.login(email, password).await?;
         self.begin(auth).await
     }
@@ -186,10 +190,15 @@ impl Engine {
         let ctx = Arc::new(Context {
             me: session.user.clone(),
             cache,
-            api: ServerApi::new(session.server_url.clone(), Some(session.token.clone()))?,
+            api: ServerApi::new(
+                session.server_url.clone(),
+                Some(session.token.clone()),
+                &self.inner.options.trust,
+            )?,
             events: self.inner.events.clone(),
             view: self.inner.view.clone(),
             typing: Mutex::new(Typing::default()),
+            notices: Mutex::new(Notices::default()),
             state: Mutex::new(ConnectionState::Offline),
             backoff: self.inner.options.backoff,
         });
@@ -289,6 +298,7 @@ impl Engine {
         let Ok(ctx) = self.ctx().await else {
             return Ok(());
         };
+        lock(&ctx.notices).forget(chat_id);
         if ctx.cache.mark_read(chat_id).await? {
             ctx.emit_chats().await?;
         }

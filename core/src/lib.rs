@@ -5,9 +5,10 @@
 //! - `connection`: the socket task: connect, catch up, send the outbox, live, reconnect.
 //! - `cache`: the local SQLite copy of users, chats, messages and the outbox.
 //! - `api`: the server's REST API over reqwest.
+//! - `tls`: which `https` servers are trusted, for the API and the socket.
 //! - `session`: the files kept between runs (settings, session, caches).
 //! - `views`: what the UI is given: chat rows, messages, events.
-//! - `typing`, `backoff`, `server_url`: small rules, each on its own.
+//! - `typing`, `notices`, `backoff`, `server_url`: small rules, each on its own.
 
 pub mod api;
 pub mod backoff;
@@ -16,8 +17,10 @@ mod connection;
 mod context;
 pub mod engine;
 pub mod error;
+pub mod notices;
 pub mod server_url;
 pub mod session;
+pub mod tls;
 pub mod typing;
 pub mod views;
 
@@ -26,4 +29,5 @@ pub use backoff::Backoff;
 pub use engine::{Engine, EngineOptions};
 pub use error::{CoreError, CoreResult};
 pub use server_url::ServerUrl;
+pub use tls::Trust;
 pub use views::{ChatSummary, ConnectionState, Delivery, Event, MessageView, Notification};

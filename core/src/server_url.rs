@@ -48,6 +48,11 @@ impl ServerUrl {
         Ok(ServerUrl(url.as_str().trim_end_matches('/').to_owned()))
     }
 
+    /// Whether it is reached over TLS (`https`, and `wss` for the socket).
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+
     /// `path` starts with `/`.
     pub fn join(&self, path: &str) -> String {
         format!("{}{path}", self.0)

@@ -142,20 +142,26 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub fn for_message(message: &Message, chat: Option<&Chat>) -> Self {
-        match chat.filter(|chat| chat.is_group_chat) {
-            Some(group) => Notification {
-                chat_id: message.chat_id.clone(),
-                message_id: message.id.clone(),
-                title: group.chat_name.clone(),
-                body: format!("{}: {}", message.sender.name, message.content),
-            },
-            None => Notification {
-                chat_id: message.chat_id.clone(),
-                message_id: message.id.clone(),
-                title: message.sender.name.clone(),
-                body: message.content.clone(),
-            },
+    /// A new message, in a chat that now has `unread` messages not read
+    /// (more than one is said in the title: the notification stands for
+    /// them all, as it replaces the chat's earlier one).
+    pub fn for_message(message: &Message, chat: Option<&Chat>, unread: u32) -> Self {
+        let (name, body) = match chat.filter(|chat| chat.is_group_chat) {
+            Some(group) => (
+                group.chat_name.clone(),
+                format!("{}: {}", message.sender.name, message.content),
+            ),
+            None => (message.sender.name.clone(), message.content.clone()),
+        };
+        let title = match unread {
+            0 | 1 => name,
+            n => format!("{name} ({n} new messages)"),
+        };
+        Notification {
+            chat_id: message.chat_id.clone(),
+            message_id: message.id.clone(),
+            title,
+            body,
         }
     }
 }
@@ -268,15 +274,20 @@ mod tests {
             latest_message: None,
             updated_at: Utc::now(),
         };
-        let group = Notification::for_message(&message("c1", "bob"), Some(&chat));
+        let group = Notification::for_message(&message("c1", "bob"), Some(&chat), 1);
         assert_eq!(
             (group.title.as_str(), group.body.as_str()),
             ("Team", "BOB: hello")
         );
-        let direct = Notification::for_message(&message("c1", "bob"), None);
+        let direct = Notification::for_message(&message("c1", "bob"), None, 1);
         assert_eq!(
             (direct.title.as_str(), direct.body.as_str()),
             ("BOB", "hello")
+        );
+        let more = Notification::for_message(&message("c1", "bob"), Some(&chat), 3);
+        assert_eq!(
+            (more.title.as_str(), more.body.as_str()),
+            ("Team (3 new messages)", "BOB: hello")
         );
     }
 

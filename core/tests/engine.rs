@@ -3,13 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use natter_core::notices::NOTICE_EVERY;
 use natter_core::{
-    Backoff, ConnectionState, Delivery, Engine, EngineOptions, Event, MessageView, SignUp,
+    Backoff, ConnectionState, Delivery, Engine, EngineOptions, Event, MessageView, SignUp, Trust,
 };
 use natter_server::Application;
 use natter_server::config::Config;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
@@ -77,23 +81,31 @@ struct App {
 }
 
 async fn app(server: &Server) -> App {
+    app_at(&server.url(), Trust::default()).await
+}
+
+/// An app pointed at `url`, trusting `trust` for https.
+async fn app_at(url: &str, trust: Trust) -> App {
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().to_path_buf();
-    let mut app = reopen(&dir).await;
-    app.engine
-        .set_server_url(&server.url())
-        .expect("server address");
+    let mut app = open(&dir, trust).await;
+    app.engine.set_server_url(url).expect("server address");
     app._temp = Some(temp);
     app
 }
 
 /// The app started again on the same folder (a restart).
 async fn reopen(dir: &Path) -> App {
+    open(dir, Trust::default()).await
+}
+
+async fn open(dir: &Path, trust: Trust) -> App {
     let options = EngineOptions {
         backoff: Backoff {
             min: Duration::from_millis(20),
             max: Duration::from_millis(300),
         },
+        trust,
     };
     let engine = Engine::open(dir, options).await.expect("engine opens");
     App {
@@ -698,7 +710,7 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
 /// fewer chat lists: the list is sent at most every 50 ms, and the last one
 /// counts them all.
 #[tokio::test]
-async fn a_burst_of_messages_sends_fewer_chat_lists_and_the_last_counts_all() {
+async fn a_burst_of_messages_sends_fewer_chat_lists_and_notifications_and_the_last_count_all() {
     const MESSAGES: u32 = 200;
     let server = Server::spawn().await;
     let mut ann_app = app(&server).await;
@@ -720,27 +732,160 @@ async fn a_burst_of_messages_sends_fewer_chat_lists_and_the_last_counts_all() {
             .await
             .expect("sent");
     }
-    let (mut lists, mut messages) = (0, 0);
+    let last_body = format!("burst {}", MESSAGES - 1);
+    let (mut lists, mut messages, mut notified) = (0, 0, Vec::new());
+    let (mut all_counted, mut last_notified) = (false, false);
     tokio::time::timeout(PATIENCE, async {
-        loop {
+        while !(all_counted && last_notified) {
             match ann_app.events.recv().await.expect("no event missed") {
                 Event::Message { message } if message.chat_id == chat.id => messages += 1,
                 Event::Chats { unread_total, .. } => {
                     lists += 1;
-                    if unread_total == MESSAGES {
-                        return;
-                    }
+                    all_counted = unread_total == MESSAGES;
+                }
+                Event::Notify { notification } => {
+                    last_notified = notification.body == last_body;
+                    notified.push((Instant::now(), notification));
                 }
                 _ => {}
             }
         }
     })
     .await
-    .expect("a chat list counting every message");
+    .expect("a chat list counting every message, and the last message notified");
     assert_eq!(messages, MESSAGES, "every message told");
     assert!(
         lists < MESSAGES,
         "{lists} chat lists for {MESSAGES} messages"
     );
-    println!("{MESSAGES} messages, {lists} chat lists");
+    // At most one per NOTICE_EVERY after the first (and slack for when
+    // this side read them).
+    let (first_at, first) = notified.first().expect("notified");
+    let (last_at, last) = notified.last().expect("notified");
+    let most = last_at.duration_since(*first_at).as_secs_f64() / NOTICE_EVERY.as_secs_f64() + 2.0;
+    assert!(
+        (notified.len() as f64) <= most && notified.len() < MESSAGES as usize / 2,
+        "a burst is a few notifications, not one per message: {} in {:?}",
+        notified.len(),
+        last_at.duration_since(*first_at)
+    );
+    assert_eq!(first.body, "burst 0", "the first notifies at once");
+    assert_eq!(last.title, format!("Bob ({MESSAGES} new messages)"));
+    println!(
+        "{MESSAGES} messages, {lists} chat lists, {} notifications",
+        notified.len()
+    );
+}
+
+/// A TLS terminator in front of a server, as a reverse proxy is in a
+/// deployment: tokio-rustls with a certificate for 127.0.0.1 signed by a CA
+/// of this test's own, passing every connection through to the server.
+struct TlsFront {
+    url: String,
+    ca_pem: String,
+    /// Handshakes completed: connections that really went over TLS.
+    handshakes: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl TlsFront {
+    async fn start(backend: SocketAddr) -> TlsFront {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Natter test CA");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA certificate");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("certificate");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server TLS");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
+        let url = format!("https://{}", listener.local_addr().expect("address"));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate ends here.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut plain) = TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    }
+                });
+            }
+        });
+        TlsFront {
+            url,
+            ca_pem: ca.pem(),
+            handshakes,
+            task,
+        }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn an_https_server_is_used_over_tls_when_its_ca_is_trusted_and_refused_when_not() {
+    let server = Server::spawn().await;
+    let front = TlsFront::start(server.addr).await;
+    let trust = Trust::with_pem(front.ca_pem.as_bytes()).expect("the test's CA");
+    let ann_app = app_at(&front.url, trust.clone()).await;
+    let mut bob_app = app_at(&front.url, trust).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    // Both sockets up: wss through the same front.
+    online(&ann_app).await;
+    online(&bob_app).await;
+    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    ann_app
+        .engine
+        .send(&chat.id, "over TLS")
+        .await
+        .expect("sent");
+    next_event(
+        &mut bob_app,
+        "the message, over wss",
+        |event| matches!(event, Event::Message { message } if message.content == "over TLS"),
+    )
+    .await;
+    let handshakes = front.handshakes.load(Ordering::SeqCst);
+    assert!(
+        handshakes >= 4,
+        "the API and the socket of both apps over TLS: {handshakes} handshakes"
+    );
+
+    // The system's roots alone do not know the test's CA.
+    let stranger = app_at(&front.url, Trust::default()).await;
+    let refused = stranger
+        .engine
+        .login("ann@example.org", "correct horse battery")
+        .await
+        .expect_err("a certificate from an unknown CA is refused");
+    assert!(
+        refused.to_string().contains("certificate"),
+        "says why: {refused}"
+    );
 }

@@ -1,16 +1,25 @@
 //! Carries the engine's events out: every event to the UI as it is; the
-//! unread total to the tray; notifications to the desktop.
+//! unread total to the tray; notifications to the desktop (and the chats
+//! read, whose notifications close).
+
+use std::sync::Arc;
 
 use natter_core::{Engine, Event};
 use tauri::{AppHandle, Emitter, Runtime};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::notify::Notifier;
 use crate::tray::{Tray, show_window};
-use crate::{EVENT, OPEN_CHAT, notify};
+use crate::{EVENT, OPEN_CHAT};
 
 pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
     let mut events = engine.subscribe();
     tauri::async_runtime::spawn(async move {
+        let clicked = app.clone();
+        let notifier = Notifier::start(Arc::new(move |chat_id: String| {
+            show_window(&clicked);
+            let _ = clicked.emit(OPEN_CHAT, chat_id);
+        }));
         if let Ok(total) = engine.unread_total().await {
             tray.set_unread(total);
         }
@@ -26,17 +35,15 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
                 Err(RecvError::Closed) => return,
             };
             match &event {
-                Event::Chats { unread_total, .. } => tray.set_unread(*unread_total),
-                Event::Notify { notification } => {
-                    let app = app.clone();
-                    let on_click = Box::new(move |chat_id: String| {
-                        show_window(&app);
-                        let _ = app.emit(OPEN_CHAT, chat_id);
-                    });
-                    if let Err(err) = notify::show(notification, on_click) {
-                        tracing::warn!(error = %err, "showing a notification");
-                    }
+                Event::Chats {
+                    chats,
+                    unread_total,
+                } => {
+                    tray.set_unread(*unread_total);
+                    let read = chats.iter().filter(|chat| chat.unread == 0);
+                    notifier.read(read.map(|chat| chat.id.clone()).collect());
                 }
+                Event::Notify { notification } => notifier.show(notification.clone()),
                 _ => {}
             }
             if let Err(err) = app.emit(EVENT, &event) {

@@ -17,7 +17,7 @@ pub mod webkit;
 
 use std::path::{Path, PathBuf};
 
-use natter_core::{Engine, EngineOptions};
+use natter_core::{Engine, EngineOptions, Trust};
 use tauri::{Manager, WindowEvent};
 
 /// The event the UI listens to; its payload is a `natter_core::Event`.
@@ -63,10 +63,11 @@ pub fn run() {
             // not find none.
             main_window(app, &dir)?;
             tracing::info!(dir = %dir.display(), "opening the app's data");
-            let engine = tauri::async_runtime::block_on(Engine::open(
-                dir.clone(),
-                EngineOptions::default(),
-            ))?;
+            let options = EngineOptions {
+                trust: trust()?,
+                ..EngineOptions::default()
+            };
+            let engine = tauri::async_runtime::block_on(Engine::open(dir.clone(), options))?;
             app.manage(engine.clone());
             let tray = tray::build(app.handle())?;
             bridge::start(app.handle().clone(), engine, tray);
@@ -120,6 +121,21 @@ fn main_window(app: &tauri::App, data: &Path) -> Result<(), Box<dyn std::error::
     let _ = data;
     builder.build()?;
     Ok(())
+}
+
+/// The system's trusted roots, and the certificates in the PEM file
+/// `NATTER_CA_FILE` if set (a self-hosted server whose certificate a CA of
+/// its own signed). A file that is not there or holds no certificate stops
+/// the start with the reason, rather than every connection failing later.
+fn trust() -> Result<Trust, Box<dyn std::error::Error>> {
+    let Some(path) = std::env::var_os("NATTER_CA_FILE") else {
+        return Ok(Trust::default());
+    };
+    let pem = std::fs::read(&path)
+        .map_err(|err| format!("NATTER_CA_FILE {}: {err}", Path::new(&path).display()))?;
+    let trust = Trust::with_pem(&pem)
+        .map_err(|err| format!("NATTER_CA_FILE {}: {err}", Path::new(&path).display()))?;
+    Ok(trust)
 }
 
 /// `NATTER_DESKTOP_DIR`, or the platform's per-user data folder for the app.

@@ -1,38 +1,169 @@
 //! Native notifications through the desktop's notification service
 //! (org.freedesktop.Notifications on Linux, the OS's own elsewhere).
+//!
+//! One on screen per chat, as WhatsApp and Signal do: a newer one replaces
+//! its chat's earlier one (the engine already holds a burst back to about
+//! one a second per chat, `natter_core::notices`), and reading a chat closes
+//! its notification. One task shows them in order and keeps, per chat, the
+//! notification on screen and a task that waits for its click.
+
+use std::sync::Arc;
 
 use natter_core::Notification;
+use tokio::sync::mpsc;
 
 /// What clicking a notification should do, given the chat it is about.
-pub type OnClick = Box<dyn FnOnce(String) + Send + 'static>;
+pub type OnClick = Arc<dyn Fn(String) + Send + Sync + 'static>;
 
-/// Shows a notification; `on_click` runs if the user clicks it (where the
-/// platform reports clicks). Waiting for the click happens on a thread of
-/// its own, which ends when the notification is closed.
-pub fn show(notification: &Notification, on_click: OnClick) -> Result<(), String> {
+enum Command {
+    Show(Notification),
+    /// These chats have nothing unread.
+    Read(Vec<String>),
+}
+
+/// The handle the app keeps; cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Notifier {
+    /// Starts the notifications' task on the current tokio runtime.
+    pub fn start(on_click: OnClick) -> Notifier {
+        let (commands, received) = mpsc::unbounded_channel();
+        tokio::spawn(run(received, on_click));
+        Notifier { commands }
+    }
+
+    /// Shows a notification, in place of its chat's earlier one.
+    pub fn show(&self, notification: Notification) {
+        // Only fails once the task is gone, when the app is closing.
+        let _ = self.commands.send(Command::Show(notification));
+    }
+
+    /// Closes the notifications of chats that have been read.
+    pub fn read(&self, chat_ids: Vec<String>) {
+        if !chat_ids.is_empty() {
+            let _ = self.commands.send(Command::Read(chat_ids));
+        }
+    }
+}
+
+fn native(notification: &Notification) -> notify_rust::Notification {
     let mut native = notify_rust::Notification::new();
     native
         .appname("Natter")
         .summary(&notification.title)
         .body(&notification.body)
         .icon("org.natter.desktop");
-    #[cfg(all(unix, not(target_os = "macos")))]
-    {
+    native
+}
+
+#[cfg(all(unix, not(target_os = "macos")))]
+use freedesktop::run;
+
+#[cfg(all(unix, not(target_os = "macos")))]
+mod freedesktop {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use notify_rust::{NotificationHandle, NotificationResponse};
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+
+    use super::{Command, OnClick, native};
+    use natter_core::Notification;
+
+    /// A chat's notification on screen, and the task waiting for its click
+    /// (it ends when the notification is clicked or closed).
+    struct Shown {
+        handle: Arc<NotificationHandle>,
+        waiter: JoinHandle<()>,
+    }
+
+    pub(super) async fn run(mut commands: mpsc::UnboundedReceiver<Command>, on_click: OnClick) {
+        let mut shown: HashMap<String, Shown> = HashMap::new();
+        while let Some(command) = commands.recv().await {
+            // Clicked or closed ones are gone from the screen.
+            shown.retain(|_, chat| !chat.waiter.is_finished());
+            match command {
+                Command::Show(notification) => {
+                    if let Err(err) = show(&mut shown, &notification, &on_click).await {
+                        tracing::warn!(error = %err, "showing a notification");
+                    }
+                }
+                Command::Read(chat_ids) => {
+                    for chat_id in chat_ids {
+                        if let Some(chat) = shown.remove(&chat_id) {
+                            chat.waiter.abort();
+                            chat.handle.close_async().await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn show(
+        shown: &mut HashMap<String, Shown>,
+        notification: &Notification,
+        on_click: &OnClick,
+    ) -> Result<(), notify_rust::error::Error> {
+        let chat_id = &notification.chat_id;
+        let mut native = native(notification);
         native.action("default", "Open");
-        let handle = native.show().map_err(|err| err.to_string())?;
-        let chat_id = notification.chat_id.clone();
-        std::thread::spawn(move || {
-            handle.wait_for_action(|action| {
-                if action == "default" {
+        let earlier = shown.remove(chat_id);
+        if let Some(earlier) = &earlier {
+            native.id(earlier.handle.id());
+        }
+        let handle = match native.show_async().await {
+            Ok(handle) => Arc::new(handle),
+            Err(err) => {
+                if let Some(earlier) = earlier {
+                    shown.insert(chat_id.clone(), earlier);
+                }
+                return Err(err);
+            }
+        };
+        // Replaced in place: the same id, whose click is already awaited.
+        let waiter = match earlier {
+            Some(earlier) if earlier.handle.id() == handle.id() => earlier.waiter,
+            earlier => {
+                if let Some(earlier) = earlier {
+                    earlier.waiter.abort();
+                }
+                tokio::spawn(wait_for_click(
+                    handle.clone(),
+                    chat_id.clone(),
+                    on_click.clone(),
+                ))
+            }
+        };
+        shown.insert(chat_id.clone(), Shown { handle, waiter });
+        Ok(())
+    }
+
+    async fn wait_for_click(handle: Arc<NotificationHandle>, chat_id: String, on_click: OnClick) {
+        handle
+            .wait_for_action_async(|response| {
+                if matches!(response, NotificationResponse::Default) {
                     on_click(chat_id);
                 }
-            });
-        });
+            })
+            .await;
     }
-    #[cfg(not(all(unix, not(target_os = "macos"))))]
-    {
-        let _ = on_click;
-        native.show().map_err(|err| err.to_string())?;
+}
+
+/// Elsewhere: shown as they come, without replacing or clicks.
+#[cfg(not(all(unix, not(target_os = "macos"))))]
+async fn run(mut commands: mpsc::UnboundedReceiver<Command>, _on_click: OnClick) {
+    while let Some(command) = commands.recv().await {
+        if let Command::Show(notification) = command {
+            let native = native(&notification);
+            let shown = tokio::task::spawn_blocking(move || native.show().map(drop)).await;
+            if let Ok(Err(err)) = shown {
+                tracing::warn!(error = %err, "showing a notification");
+            }
+        }
     }
-    Ok(())
 }

@@ -1,15 +1,17 @@
 //! A notification really reaches the desktop's notification service: a
 //! private D-Bus session bus (Debian's dbus-daemon) with a listener on
-//! org.freedesktop.Notifications that records what arrives, and answers a
-//! click the way a notification daemon does.
+//! org.freedesktop.Notifications that records what arrives and what is
+//! closed, and answers a click the way a notification daemon does.
 #![cfg(target_os = "linux")]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use natter_core::Notification;
+use natter_desktop::notify::Notifier;
 use tokio::sync::mpsc;
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -51,27 +53,37 @@ impl Drop for PrivateBus {
     }
 }
 
-/// What a notification daemon received.
+/// What a notification daemon saw.
+#[derive(Debug)]
+enum Seen {
+    Shown(Received),
+    Closed(u32),
+}
+
 #[derive(Debug)]
 struct Received {
+    id: u32,
+    replaces_id: u32,
     app_name: String,
     summary: String,
     body: String,
     actions: Vec<String>,
 }
 
-/// Plays the desktop's notification daemon.
+/// Plays the desktop's notification daemon: numbers notifications from 1,
+/// and one that replaces another keeps its number.
 struct Recorder {
-    received: mpsc::UnboundedSender<Received>,
+    seen: mpsc::UnboundedSender<Seen>,
+    next_id: u32,
 }
 
 #[zbus::interface(name = "org.freedesktop.Notifications")]
 impl Recorder {
     #[allow(clippy::too_many_arguments)]
     fn notify(
-        &self,
+        &mut self,
         app_name: String,
-        _replaces_id: u32,
+        replaces_id: u32,
         _app_icon: String,
         summary: String,
         body: String,
@@ -79,13 +91,21 @@ impl Recorder {
         _hints: HashMap<String, zbus::OwnedVariant>,
         _expire_timeout: i32,
     ) -> u32 {
-        let _ = self.received.send(Received {
+        let id = if replaces_id != 0 {
+            replaces_id
+        } else {
+            self.next_id += 1;
+            self.next_id
+        };
+        let _ = self.seen.send(Seen::Shown(Received {
+            id,
+            replaces_id,
             app_name,
             summary,
             body,
             actions,
-        });
-        7
+        }));
+        id
     }
 
     fn get_capabilities(&self) -> Vec<String> {
@@ -101,55 +121,88 @@ impl Recorder {
         )
     }
 
-    fn close_notification(&self, _id: u32) {}
+    fn close_notification(&self, id: u32) {
+        let _ = self.seen.send(Seen::Closed(id));
+    }
+}
+
+fn notification(chat_id: &str, title: &str, body: &str) -> Notification {
+    Notification {
+        chat_id: chat_id.into(),
+        message_id: body.into(),
+        title: title.into(),
+        body: body.into(),
+    }
+}
+
+async fn next_seen(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+    tokio::time::timeout(PATIENCE, seen.recv())
+        .await
+        .expect("the notification service heard from the app in time")
+        .expect("recorded")
+}
+
+async fn next_shown(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Received {
+    match next_seen(seen).await {
+        Seen::Shown(received) => received,
+        other => panic!("expected a notification, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_notification_reaches_the_notification_service_and_a_click_opens_its_chat() {
+async fn notifications_reach_the_service_one_per_chat_a_click_opens_its_chat_and_reading_closes_it()
+{
     let bus = PrivateBus::start();
     // SAFETY: this test binary has this one test, and nothing else reads the
     // environment while it is set; notify-rust finds the bus through it.
     unsafe { std::env::set_var("DBUS_SESSION_BUS_ADDRESS", &bus.address) };
 
-    let (received, mut arrivals) = mpsc::unbounded_channel();
+    let (seen, mut heard) = mpsc::unbounded_channel();
     let daemon = zbus::connection::Builder::address(bus.address.as_str())
         .name("org.freedesktop.Notifications")
-        .serve_at("/org/freedesktop/Notifications", Recorder { received })
+        .serve_at(
+            "/org/freedesktop/Notifications",
+            Recorder { seen, next_id: 0 },
+        )
         .build()
         .await
         .expect("the recorder is on the bus");
 
     let (clicked, mut clicks) = mpsc::unbounded_channel();
-    let notification = Notification {
-        chat_id: "chat-1".into(),
-        message_id: "m-1".into(),
-        title: "Team".into(),
-        body: "Bob: lunch?".into(),
-    };
-    tokio::task::spawn_blocking(move || {
-        natter_desktop::notify::show(
-            &notification,
-            Box::new(move |chat_id| {
-                let _ = clicked.send(chat_id);
-            }),
-        )
-    })
-    .await
-    .expect("joined")
-    .expect("shown");
+    let notifier = Notifier::start(Arc::new(move |chat_id| {
+        let _ = clicked.send(chat_id);
+    }));
 
-    let got = tokio::time::timeout(PATIENCE, arrivals.recv())
-        .await
-        .expect("the notification arrived in time")
-        .expect("recorded");
-    assert_eq!(got.app_name, "Natter");
-    assert_eq!(got.summary, "Team");
-    assert_eq!(got.body, "Bob: lunch?");
-    assert_eq!(got.actions, ["default", "Open"], "clickable");
+    notifier.show(notification("chat-1", "Team", "Bob: lunch?"));
+    let first = next_shown(&mut heard).await;
+    assert_eq!(first.app_name, "Natter");
+    assert_eq!(first.summary, "Team");
+    assert_eq!(first.body, "Bob: lunch?");
+    assert_eq!(first.actions, ["default", "Open"], "clickable");
+    assert_eq!(first.replaces_id, 0, "a new notification");
 
-    // The user clicks it: the daemon says so, and the app opens that chat.
-    // The app starts listening for the click right after showing it; until
-    // it does, a click signal goes unheard, so the daemon repeats it.
+    // A newer message in the same chat takes the earlier one's place.
+    notifier.show(notification(
+        "chat-1",
+        "Team (2 new messages)",
+        "Bob: at noon?",
+    ));
+    let second = next_shown(&mut heard).await;
+    assert_eq!(
+        second.replaces_id, first.id,
+        "replaces the chat's earlier one"
+    );
+    assert_eq!(second.summary, "Team (2 new messages)");
+
+    // Another chat has its own.
+    notifier.show(notification("chat-2", "Ann", "hi"));
+    let third = next_shown(&mut heard).await;
+    assert_eq!(third.replaces_id, 0);
+    assert_ne!(third.id, first.id);
+
+    // The user clicks chat-1's: the daemon says so, and the app opens that
+    // chat. The app listens for the click right after showing it; until it
+    // does, a click signal goes unheard, so the daemon repeats it.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let opened = loop {
         daemon
@@ -158,7 +211,7 @@ async fn a_notification_reaches_the_notification_service_and_a_click_opens_its_c
                 "/org/freedesktop/Notifications",
                 "org.freedesktop.Notifications",
                 "ActionInvoked",
-                &(7u32, "default"),
+                &(first.id, "default"),
             )
             .await
             .expect("signal sent");
@@ -171,4 +224,11 @@ async fn a_notification_reaches_the_notification_service_and_a_click_opens_its_c
         );
     };
     assert_eq!(opened.as_deref(), Some("chat-1"));
+
+    // Reading chat-2 (on another device, or in the app) closes its notification.
+    notifier.read(vec!["chat-2".into(), "chat-9".into()]);
+    match next_seen(&mut heard).await {
+        Seen::Closed(id) => assert_eq!(id, third.id),
+        other => panic!("expected chat-2's notification closed, got {other:?}"),
+    }
 }

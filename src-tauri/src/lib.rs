@@ -58,13 +58,14 @@ pub fn run() {
         ])
         .setup(|app| {
             let dir = data_dir(app.handle())?;
+            let trust = trust()?;
             // The window first, as Tauri would: a WebDriver session (the
             // end-to-end tests) attaches to the first webview, and must
             // not find none.
             main_window(app, &dir)?;
             tracing::info!(dir = %dir.display(), "opening the app's data");
             let options = EngineOptions {
-                trust: trust()?,
+                trust,
                 ..EngineOptions::default()
             };
             let engine = tauri::async_runtime::block_on(Engine::open(dir.clone(), options))?;

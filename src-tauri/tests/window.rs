@@ -1,7 +1,8 @@
 //! The real app binary starts under a virtual X server (Debian's Xvfb),
 //! shows a window titled Natter, and WebKit loads Natter's web process
 //! extension (src/webkit.rs) into the process that runs its page, which
-//! runs JavaScript without the optimizing compilers.
+//! runs JavaScript without the optimizing compilers. A broken setting
+//! stops it at start with the reason.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -91,4 +92,40 @@ fn maps_library(pid: u32, library: &str) -> bool {
         maps.lines()
             .any(|line| line.ends_with(&format!("/{library}")))
     })
+}
+
+#[test]
+fn a_ca_file_without_a_certificate_stops_the_app_with_the_reason() {
+    let (_xvfb, display) = virtual_display();
+    let data = tempfile::tempdir().expect("temp dir");
+    let ca_file = data.path().join("ca.pem");
+    std::fs::write(&ca_file, "not a certificate").expect("written");
+    let mut app = Killed(
+        Command::new(env!("CARGO_BIN_EXE_natter-desktop"))
+            .env("DISPLAY", &display)
+            .env("NATTER_DESKTOP_DIR", data.path())
+            .env("NATTER_CA_FILE", &ca_file)
+            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the app starts"),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = app.0.try_wait().expect("status") {
+            break status;
+        }
+        assert!(started.elapsed() < PATIENCE, "the app did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut app.0.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr read");
+    assert!(!status.success(), "a failure status: {status}");
+    assert!(
+        stderr.contains("NATTER_CA_FILE") && stderr.contains("no certificate"),
+        "says which setting and why: {stderr}"
+    );
 }

@@ -247,8 +247,10 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     stop.send_replace(true);
     let mut latencies = histogram();
     for reader in readers {
-        if let Ok(histogram) = reader.await {
-            let _ = latencies.add(histogram);
+        if let Ok(measured) = reader.await {
+            for micros in measured {
+                let _ = latencies.record(u64::from(micros));
+            }
         }
     }
 

@@ -132,15 +132,16 @@ ensure_tauri_cli() {
   fi
 }
 
-# Builds the Linux .deb of the desktop app (release) and checks what is in
+# Builds the Linux .deb of the desktop app (the `app` profile of Cargo.toml:
+# release, size-optimized with link-time optimization) and checks what is in
 # it. The AppImage needs linuxdeploy, which Tauri downloads from GitHub at
 # build time: machines without that access build the .deb only.
 build_linux_bundle() {
   ensure_tauri_cli
   say "building the desktop app's Linux bundle (.deb)"
-  (cd src-tauri && cargo tauri build --ci --bundles deb)
+  (cd src-tauri && cargo tauri build --ci --bundles deb -- --profile app)
   local deb
-  deb=$(ls -t "$CARGO_TARGET_DIR"/release/bundle/deb/*.deb | head -n 1)
+  deb=$(ls -t "$CARGO_TARGET_DIR"/app/bundle/deb/*.deb | head -n 1)
   dpkg-deb --field "$deb" Package Version Depends
   dpkg-deb --contents "$deb" | grep -q 'usr/bin/natter-desktop' ||
     { echo "the bundle has no usr/bin/natter-desktop" >&2; exit 1; }

@@ -2,7 +2,9 @@
 //! its figures (docs/desktop.md). Run them one at a time with
 //! `cargo build -p natter-desktop --example empty_window &&
 //! cargo test -p natter-desktop --test desktop_bench -- --ignored --nocapture --test-threads 1`
-//! (add `--release` to both for release builds).
+//! (add `--release` to both for release builds; for the app as shipped,
+//! `cargo build --profile app -p natter-desktop --bin natter-desktop --example empty_window`
+//! and `NATTER_E2E_APP=$CARGO_TARGET_DIR/app/natter-desktop cargo test --release ...`).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -265,17 +267,27 @@ async fn open_and_load_all(app: &fantoccini::Client, chat: &str) {
     .expect("every page loads");
 }
 
-/// An example of this package, built beside the test.
+/// An example of this package, built with the app under test: beside
+/// `NATTER_E2E_APP` (`target/app/examples/` for the shipped profile), else
+/// beside this test.
 fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+    let profile = match std::env::var_os("NATTER_E2E_APP") {
+        Some(app) => std::path::PathBuf::from(app)
+            .parent()
+            .expect("the app's folder")
+            .to_path_buf(),
+        None => {
+            let exe = std::env::current_exe().expect("the test's path");
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile>/deps")
+                .to_path_buf()
+        }
+    };
     let path = profile.join("examples").join(name);
     assert!(
         path.exists(),
-        "{path:?} is missing: cargo build -p natter-desktop --example {name} (same profile)"
+        "{path:?} is missing: cargo build -p natter-desktop --example {name} (same profile as the app)"
     );
     path
 }

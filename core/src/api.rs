@@ -49,10 +49,14 @@ pub struct ServerApi {
 impl ServerApi {
     pub fn new(base: ServerUrl, token: Option<String>, trust: &Trust) -> CoreResult<Self> {
         let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
-        if base.is_tls() {
+        builder = if base.is_tls() {
             let config: ClientConfig = trust.client_config()?.as_ref().clone();
-            builder = builder.tls_backend_preconfigured(config);
-        }
+            builder.tls_backend_preconfigured(config)
+        } else {
+            // A plain http server: no roots, so the system's certificate
+            // store is not read for nothing (reqwest would, at every build).
+            builder.tls_certs_only([])
+        };
         let http = builder
             .build()
             .map_err(|err| CoreError::Invalid(format!("cannot make an HTTP client: {err}")))?;

@@ -103,8 +103,19 @@ impl Context {
 
     /// A message's notification, shown now or held back (`Notices`).
     fn notify(&self, notification: Notification) {
-        let now = std::time::Instant::now();
-        if let Some(notification) = lock(&self.notices).offer(notification, now) {
+        let shown = {
+            let mut notices = lock(&self.notices);
+            // The user may have opened the chat since the message was
+            // judged unseen: opening changes the view before it clears the
+            // chat's notices, so with the notices locked either the view
+            // says so here or the clearing comes after this offer.
+            let view = self.view();
+            if view.focused && view.active_chat.as_deref() == Some(notification.chat_id.as_str()) {
+                return;
+            }
+            notices.offer(notification, std::time::Instant::now())
+        };
+        if let Some(notification) = shown {
             self.emit(Event::Notify { notification });
         }
     }

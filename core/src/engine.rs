@@ -300,6 +300,9 @@ impl Engine {
         };
         lock(&ctx.notices).forget(chat_id);
         if ctx.cache.mark_read(chat_id).await? {
+            ctx.emit(Event::ChatRead {
+                chat_id: chat_id.to_owned(),
+            });
             ctx.emit_chats().await?;
         }
         Ok(())

@@ -47,6 +47,14 @@ impl Trust {
                 "no certificate in the PEM file (expected -----BEGIN CERTIFICATE-----)".into(),
             ));
         }
+        // Checked now, so that a bad file is refused at start, not at the
+        // first connection.
+        let mut store = rustls::RootCertStore::empty();
+        for cert in &extra_roots {
+            store
+                .add(cert.clone())
+                .map_err(|err| CoreError::Invalid(format!("not a usable CA certificate: {err}")))?;
+        }
         Ok(Trust {
             inner: Arc::new(Inner {
                 extra_roots,
@@ -89,5 +97,10 @@ mod tests {
         let err = Trust::with_pem(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
             .expect_err("broken");
         assert!(err.to_string().contains("PEM"), "{err}");
+        // Base64 that decodes, but to no certificate.
+        let err =
+            Trust::with_pem(b"-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n")
+                .expect_err("not a certificate");
+        assert!(err.to_string().contains("CA certificate"), "{err}");
     }
 }

@@ -195,6 +195,11 @@ pub enum Event {
     Notify {
         notification: Notification,
     },
+    /// The user read this chat (opened it, or focused the window on it):
+    /// its notification is no news any more.
+    ChatRead {
+        chat_id: String,
+    },
     /// The server no longer accepts the session (expired, revoked): log in again.
     SessionEnded {
         reason: String,

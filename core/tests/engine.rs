@@ -339,6 +339,13 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
         0,
         "looking at it reads it"
     );
+    // And says so, for the desktop to close the chat's notification.
+    next_event(
+        &mut ann_app,
+        "the chat read",
+        |e| matches!(e, Event::ChatRead { chat_id } if *chat_id == chat.id),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -35,14 +35,8 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
                 Err(RecvError::Closed) => return,
             };
             match &event {
-                Event::Chats {
-                    chats,
-                    unread_total,
-                } => {
-                    tray.set_unread(*unread_total);
-                    let read = chats.iter().filter(|chat| chat.unread == 0);
-                    notifier.read(read.map(|chat| chat.id.clone()).collect());
-                }
+                Event::Chats { unread_total, .. } => tray.set_unread(*unread_total),
+                Event::ChatRead { chat_id } => notifier.read(chat_id.clone()),
                 Event::Notify { notification } => notifier.show(notification.clone()),
                 _ => {}
             }

@@ -3,8 +3,8 @@
 //!
 //! One on screen per chat, as WhatsApp and Signal do: a newer one replaces
 //! its chat's earlier one (the engine already holds a burst back to about
-//! one a second per chat, `natter_core::notices`), and reading a chat closes
-//! its notification. One task shows them in order and keeps, per chat, the
+//! one a second per chat, `natter_core::notices`), and reading a chat
+//! (`Event::ChatRead`) closes its notification. One task shows them in order and keeps, per chat, the
 //! notification on screen and a task that waits for its click.
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ pub type OnClick = Arc<dyn Fn(String) + Send + Sync + 'static>;
 
 enum Command {
     Show(Notification),
-    /// These chats have nothing unread.
-    Read(Vec<String>),
+    /// The user read this chat.
+    Read(String),
 }
 
 /// The handle the app keeps; cheap to clone.
@@ -41,11 +41,9 @@ impl Notifier {
         let _ = self.commands.send(Command::Show(notification));
     }
 
-    /// Closes the notifications of chats that have been read.
-    pub fn read(&self, chat_ids: Vec<String>) {
-        if !chat_ids.is_empty() {
-            let _ = self.commands.send(Command::Read(chat_ids));
-        }
+    /// Closes the notification of a chat the user has read.
+    pub fn read(&self, chat_id: String) {
+        let _ = self.commands.send(Command::Read(chat_id));
     }
 }
 
@@ -92,12 +90,10 @@ mod freedesktop {
                         tracing::warn!(error = %err, "showing a notification");
                     }
                 }
-                Command::Read(chat_ids) => {
-                    for chat_id in chat_ids {
-                        if let Some(chat) = shown.remove(&chat_id) {
-                            chat.waiter.abort();
-                            chat.handle.close_async().await;
-                        }
+                Command::Read(chat_id) => {
+                    if let Some(chat) = shown.remove(&chat_id) {
+                        chat.waiter.abort();
+                        chat.handle.close_async().await;
                     }
                 }
             }
@@ -125,9 +121,14 @@ mod freedesktop {
                 return Err(err);
             }
         };
-        // Replaced in place: the same id, whose click is already awaited.
+        // Replaced in place: the same id, whose click is already awaited
+        // (unless it was clicked or closed while this one was being shown).
         let waiter = match earlier {
-            Some(earlier) if earlier.handle.id() == handle.id() => earlier.waiter,
+            Some(earlier)
+                if earlier.handle.id() == handle.id() && !earlier.waiter.is_finished() =>
+            {
+                earlier.waiter
+            }
             earlier => {
                 if let Some(earlier) = earlier {
                     earlier.waiter.abort();

@@ -226,7 +226,8 @@ async fn notifications_reach_the_service_one_per_chat_a_click_opens_its_chat_and
     assert_eq!(opened.as_deref(), Some("chat-1"));
 
     // Reading chat-2 (on another device, or in the app) closes its notification.
-    notifier.read(vec!["chat-2".into(), "chat-9".into()]);
+    notifier.read("chat-9".into());
+    notifier.read("chat-2".into());
     match next_seen(&mut heard).await {
         Seen::Closed(id) => assert_eq!(id, third.id),
         other => panic!("expected chat-2's notification closed, got {other:?}"),

@@ -72,6 +72,7 @@ export class AppState {
       case "typing": this.typing = { ...this.typing, [event.chatId]: event.names }; break;
       case "sessionEnded": this.signedOut(event.reason); break;
       case "notify": break;
+      case "chatRead": break;
     }
   }
 

@@ -24,6 +24,7 @@ export type EngineEvent =
   | { type: "message"; message: MessageView }
   | { type: "typing"; chatId: string; names: string[] }
   | { type: "notify"; notification: { chatId: string; title: string; body: string } }
+  | { type: "chatRead"; chatId: string }
   | { type: "sessionEnded"; reason: string };
 
 /** Errors from the Rust side come as `{ error }`; this gives their text. */

@@ -2,7 +2,7 @@
 //! outbox, then live; when the link drops, wait (backoff with jitter) and
 //! do it all again. Runs as one task per session until logout.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,8 +161,10 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 }
 
 /// Brings the cache up to date: the chat list, then every chat's messages
-/// after the last one cached.
+/// after the last one cached. What arrived unseen meanwhile is told in one
+/// notification per chat, its newest message (titled with the count).
 pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
+    let mut missed = HashMap::new();
     let chats = ctx.api.chats().await?;
     for forgotten in ctx.cache.replace_chats(&chats).await? {
         ctx.tell_unsent(&forgotten);
@@ -180,7 +182,10 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
                     .messages(&chat.id, Page::After(cursor), CATCH_UP_PAGE)
                     .await?;
                 for message in &page {
-                    ctx.receive(message, Arrival::CatchUp).await?;
+                    if let Some(notification) = ctx.receive(message, Arrival::CatchUp).await?.missed
+                    {
+                        missed.insert(message.chat_id.clone(), notification);
+                    }
                     cursor = cursor.max(message.seq);
                 }
                 if page.len() < CATCH_UP_PAGE as usize {
@@ -195,6 +200,9 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
             }
             None => {}
         }
+    }
+    for notification in missed.into_values() {
+        ctx.notify(notification);
     }
     ctx.emit_chats().await
 }
@@ -361,12 +369,12 @@ async fn handle(ctx: &Context, text: &str) -> CoreResult<bool> {
                 let chat = ctx.api.chat(&message.chat_id).await?;
                 ctx.cache.put_chat(&chat).await?;
             }
-            return Ok(ctx.receive(&message, Arrival::Live).await? == Stored::New);
+            return Ok(ctx.receive(&message, Arrival::Live).await?.stored == Stored::New);
         }
         // The `message` frame comes first and has stored it (and told the
         // UI); the ack matters when that frame was lost.
         ServerFrame::Ack { message, .. } => {
-            return Ok(ctx.receive(&message, Arrival::Live).await? == Stored::New);
+            return Ok(ctx.receive(&message, Arrival::Live).await?.stored == Stored::New);
         }
         ServerFrame::Error {
             error,

@@ -35,6 +35,13 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What `Context::receive` did with a message.
+pub(crate) struct Received {
+    pub stored: Stored,
+    /// Caught up and not seen: its notification.
+    pub missed: Option<Notification>,
+}
+
 /// Where a message came from, which decides whether it may notify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arrival {
@@ -70,11 +77,16 @@ impl Context {
         lock(&self.view).clone()
     }
 
-    /// Stores a message from the server and tells the UI what changed.
-    pub async fn receive(&self, message: &Message, arrival: Arrival) -> CoreResult<Stored> {
+    /// Stores a message from the server and tells the UI what changed. A
+    /// live message not seen notifies (`notify`); one caught up comes back
+    /// as `missed`, for `catch_up` to tell once per chat.
+    pub async fn receive(&self, message: &Message, arrival: Arrival) -> CoreResult<Received> {
         let stored = self.cache.put_message(message, &self.me.id).await?;
         if stored == Stored::Known {
-            return Ok(stored);
+            return Ok(Received {
+                stored,
+                missed: None,
+            });
         }
         let view = self.view();
         let unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
@@ -90,19 +102,24 @@ impl Context {
         if self.typing_changed(&message.chat_id, &message.sender.id, false) {
             self.emit_typing(&message.chat_id).await;
         }
-        if unseen && arrival == Arrival::Live {
+        let mut missed = None;
+        if unseen {
             let chat = self
                 .cache
                 .chat(&message.chat_id)
                 .await?
                 .map(|(chat, _)| chat);
-            self.notify(Notification::for_message(message, chat.as_ref(), unread));
+            let notification = Notification::for_message(message, chat.as_ref(), unread);
+            match arrival {
+                Arrival::Live => self.notify(notification),
+                _ => missed = Some(notification),
+            }
         }
-        Ok(stored)
+        Ok(Received { stored, missed })
     }
 
     /// A message's notification, shown now or held back (`Notices`).
-    fn notify(&self, notification: Notification) {
+    pub fn notify(&self, notification: Notification) {
         let shown = {
             let mut notices = lock(&self.notices);
             // The user may have opened the chat since the message was

@@ -379,7 +379,7 @@ async fn an_engine_offline_while_messages_arrive_catches_up_once() {
     .await;
 
     // Bob's app starts again: the cache shows what it had at once, then catch-up adds the rest.
-    let bob_app = reopen(&bob_dir).await;
+    let mut bob_app = reopen(&bob_dir).await;
     let _keep = bob_temp;
     let expected: Vec<(String, Delivery)> = ["one", "two", "three", "four"]
         .iter()
@@ -396,6 +396,18 @@ async fn an_engine_offline_while_messages_arrive_catches_up_once() {
         "nothing missed, nothing twice"
     );
     assert_eq!(bob_app.engine.unread_total().await.expect("unread"), 4);
+    // What he missed is told once for the chat: its newest message, and how many.
+    let told = next_event(&mut bob_app, "the missed messages told", |event| {
+        matches!(event, Event::Notify { .. })
+    })
+    .await;
+    let Event::Notify { notification } = told else {
+        unreachable!()
+    };
+    assert_eq!(
+        (notification.title.as_str(), notification.body.as_str()),
+        ("Ann (4 new messages)", "four")
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub use natter_test_support::free_port;
+
 /// How long any wait for a condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -368,22 +370,6 @@ impl TestApp {
             self.health().await["connections"].as_u64() == Some(n)
         })
         .await;
-    }
-}
-
-/// A port free now, for a process that binds it later. Taken below 32768,
-/// where Linux picks the local ports of outgoing connections: one of those
-/// could take a port from there between this check and the bind. Each call
-/// in this process tries the next port; processes start apart by their pid.
-pub fn free_port() -> u16 {
-    static TRIED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let start = 20_000 + (std::process::id() % 600) as u16 * 20;
-    loop {
-        let step = TRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000;
-        let port = 20_000 + (start - 20_000 + step) % 12_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

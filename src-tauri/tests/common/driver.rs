@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite;
 
 use super::{Killed, KilledGroup, virtual_display};
 
+pub use natter_test_support::free_port;
+
 /// The app's first start builds WebKit's caches: give it time on a busy machine.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -36,22 +38,6 @@ pub async fn start_server() -> (String, tempfile::TempDir, tokio::sync::oneshot:
         let _ = stopped.await;
     }));
     (format!("http://{addr}"), data, stop)
-}
-
-/// A port free now, for a process that binds it later. Taken below 32768,
-/// where Linux picks the local ports of outgoing connections: one of those
-/// could take a port from there between this check and the bind. Each call
-/// in this process tries the next port; processes start apart by their pid.
-pub fn free_port() -> u16 {
-    static TRIED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let start = 20_000 + (std::process::id() % 600) as u16 * 20;
-    loop {
-        let step = TRIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 12_000;
-        let port = 20_000 + (start - 20_000 + step) % 12_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// tauri-driver, from `cargo install tauri-driver` (scripts/test installs it).

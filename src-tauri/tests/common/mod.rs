@@ -18,27 +18,48 @@ impl Drop for Killed {
 }
 
 /// Starts Xvfb on a free display; returns it and its name (":N").
+///
+/// Xvfb picks the display itself (`-displayfd`) and names it once it is
+/// ready. One fresh-clone run had an app fail to open its display while
+/// another test of the same binary started its own Xvfb: Xvfb takes over
+/// a display's socket file it finds without a server, and two starting at
+/// once can take each other's. So the tests of one binary start their
+/// displays one at a time, and a display whose socket does not answer is
+/// replaced by another.
 pub fn virtual_display() -> (Killed, String) {
-    let mut xvfb = Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-screen",
-            "0",
-            "1280x800x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb runs (Debian's xvfb package; scripts/test installs it)");
-    let stdout = xvfb.stdout.take().expect("stdout");
-    let mut number = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut number)
-        .expect("display number");
-    (Killed(xvfb), format!(":{}", number.trim()))
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    const ATTEMPTS: usize = 5;
+    let _one_at_a_time = STARTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..ATTEMPTS {
+        let mut xvfb = Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb runs (Debian's xvfb package; scripts/test installs it)");
+        let stdout = xvfb.stdout.take().expect("stdout");
+        let mut number = String::new();
+        // End of output without a number: this Xvfb gave up.
+        let _ = BufReader::new(stdout).read_line(&mut number);
+        let number = number.trim().to_owned();
+        let socket = format!("/tmp/.X11-unix/X{number}");
+        if !number.is_empty() && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return (Killed(xvfb), format!(":{number}"));
+        }
+        let _ = xvfb.kill();
+        let _ = xvfb.wait();
+    }
+    panic!("Xvfb did not start a display in {ATTEMPTS} attempts");
 }
 
 /// A child started as the leader of its own process group

@@ -126,8 +126,7 @@ impl Context {
             // judged unseen: opening changes the view before it clears the
             // chat's notices, so with the notices locked either the view
             // says so here or the clearing comes after this offer.
-            let view = self.view();
-            if view.focused && view.active_chat.as_deref() == Some(notification.chat_id.as_str()) {
+            if self.view().is_looking_at(&notification.chat_id) {
                 return;
             }
             notices.offer(notification, std::time::Instant::now())

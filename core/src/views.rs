@@ -216,8 +216,12 @@ pub struct View {
 impl View {
     /// A message from someone else that the user is not looking at right now.
     pub fn is_unseen(&self, message: &Message, me: &str) -> bool {
-        message.sender.id != me
-            && !(self.focused && self.active_chat.as_deref() == Some(message.chat_id.as_str()))
+        message.sender.id != me && !self.is_looking_at(&message.chat_id)
+    }
+
+    /// The chat is open in a focused window.
+    pub fn is_looking_at(&self, chat_id: &str) -> bool {
+        self.focused && self.active_chat.as_deref() == Some(chat_id)
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use natter_core::notices::NOTICE_EVERY;
 use natter_core::{
-    Backoff, ConnectionState, Delivery, Engine, EngineOptions, Event, MessageView, SignUp, Trust,
+    Backoff, ConnectionState, Delivery, Engine, EngineOptions, Event, MessageView, Notification,
+    SignUp, Trust,
 };
 use natter_server::Application;
 use natter_server::config::Config;
@@ -159,6 +160,24 @@ async fn next_event(app: &mut App, what: &str, wanted: impl Fn(&Event) -> bool) 
     found.unwrap_or_else(|_| panic!("timed out waiting for event: {what}"))
 }
 
+/// The next notification that `wanted` accepts (others are skipped).
+async fn next_notification(
+    app: &mut App,
+    what: &str,
+    wanted: impl Fn(&Notification) -> bool,
+) -> Notification {
+    let event = next_event(
+        app,
+        what,
+        |event| matches!(event, Event::Notify { notification } if wanted(notification)),
+    )
+    .await;
+    match event {
+        Event::Notify { notification } => notification,
+        _ => unreachable!("next_event returned only what was wanted"),
+    }
+}
+
 async fn online(app: &App) {
     eventually("online", || async {
         app.engine.connection_state().await == ConnectionState::Online
@@ -241,13 +260,7 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
     assert_eq!(pending.status, Delivery::Pending);
 
     // Bob: a notification (no chat open), one unread, the chat named after Ann.
-    let notified = next_event(&mut bob_app, "notification", |e| {
-        matches!(e, Event::Notify { .. })
-    })
-    .await;
-    let Event::Notify { notification } = notified else {
-        unreachable!()
-    };
+    let notification = next_notification(&mut bob_app, "notification", |_| true).await;
     assert_eq!(
         (notification.title.as_str(), notification.body.as_str()),
         ("Ann", "hi Bob")
@@ -321,13 +334,7 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
         .send(&chat.id, "are you there?")
         .await
         .expect("sent");
-    let notified = next_event(&mut ann_app, "notification", |e| {
-        matches!(e, Event::Notify { .. })
-    })
-    .await;
-    let Event::Notify { notification } = notified else {
-        unreachable!()
-    };
+    let notification = next_notification(&mut ann_app, "notification", |_| true).await;
     assert_eq!(notification.body, "are you there?");
     eventually("ann has one unread", || async {
         ann_app.engine.unread_total().await.expect("unread") == 1
@@ -397,13 +404,7 @@ async fn an_engine_offline_while_messages_arrive_catches_up_once() {
     );
     assert_eq!(bob_app.engine.unread_total().await.expect("unread"), 4);
     // What he missed is told once for the chat: its newest message, and how many.
-    let told = next_event(&mut bob_app, "the missed messages told", |event| {
-        matches!(event, Event::Notify { .. })
-    })
-    .await;
-    let Event::Notify { notification } = told else {
-        unreachable!()
-    };
+    let notification = next_notification(&mut bob_app, "the missed messages told", |_| true).await;
     assert_eq!(
         (notification.title.as_str(), notification.body.as_str()),
         ("Ann (4 new messages)", "four")
@@ -698,15 +699,10 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
     }
     server.start().await;
 
-    let told = next_event(
-        &mut ann_app,
-        "the unsent message reported",
-        |event| matches!(event, Event::Notify { notification } if notification.chat_id == group.id),
-    )
+    let notification = next_notification(&mut ann_app, "the unsent message reported", |n| {
+        n.chat_id == group.id
+    })
     .await;
-    let Event::Notify { notification } = told else {
-        unreachable!()
-    };
     assert_eq!(notification.title, "Crew");
     assert_eq!(
         notification.body,

@@ -8,9 +8,15 @@
 //! notification on screen and a task that waits for its click.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use natter_core::Notification;
 use tokio::sync::mpsc;
+
+/// How long the notification service may take to answer. One that does not
+/// answer at all (a hung daemon) costs each notification this long, and the
+/// rest still go out in turn.
+pub const SERVICE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What clicking a notification should do, given the chat it is about.
 pub type OnClick = Arc<dyn Fn(String) + Send + Sync + 'static>;
@@ -69,7 +75,7 @@ mod freedesktop {
     use tokio::sync::mpsc;
     use tokio::task::JoinHandle;
 
-    use super::{Command, OnClick, native};
+    use super::{Command, OnClick, SERVICE_PATIENCE, native};
     use natter_core::Notification;
 
     /// A chat's notification on screen, and the task waiting for its click
@@ -93,7 +99,13 @@ mod freedesktop {
                 Command::Read(chat_id) => {
                     if let Some(chat) = shown.remove(&chat_id) {
                         chat.waiter.abort();
-                        chat.handle.close_async().await;
+                        let closing = chat.handle.close_async();
+                        if tokio::time::timeout(SERVICE_PATIENCE, closing)
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!("the notification service did not close one in time");
+                        }
                     }
                 }
             }
@@ -104,7 +116,7 @@ mod freedesktop {
         shown: &mut HashMap<String, Shown>,
         notification: &Notification,
         on_click: &OnClick,
-    ) -> Result<(), notify_rust::error::Error> {
+    ) -> Result<(), ShowError> {
         let chat_id = &notification.chat_id;
         let mut native = native(notification);
         native.action("default", "Open");
@@ -112,7 +124,11 @@ mod freedesktop {
         if let Some(earlier) = &earlier {
             native.id(earlier.handle.id());
         }
-        let handle = match native.show_async().await {
+        let answer = match tokio::time::timeout(SERVICE_PATIENCE, native.show_async()).await {
+            Ok(answer) => answer.map_err(ShowError::from),
+            Err(_) => Err(ShowError::NoAnswer),
+        };
+        let handle = match answer {
             Ok(handle) => Arc::new(handle),
             Err(err) => {
                 if let Some(earlier) = earlier {
@@ -142,6 +158,14 @@ mod freedesktop {
         };
         shown.insert(chat_id.clone(), Shown { handle, waiter });
         Ok(())
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum ShowError {
+        #[error(transparent)]
+        Service(#[from] notify_rust::error::Error),
+        #[error("the notification service did not answer within {SERVICE_PATIENCE:?}")]
+        NoAnswer,
     }
 
     async fn wait_for_click(handle: Arc<NotificationHandle>, chat_id: String, on_click: OnClick) {

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use natter_core::Notification;
-use natter_desktop::notify::Notifier;
+use natter_desktop::notify::{Notifier, SERVICE_PATIENCE};
 use tokio::sync::mpsc;
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -71,17 +72,20 @@ struct Received {
 }
 
 /// Plays the desktop's notification daemon: numbers notifications from 1,
-/// and one that replaces another keeps its number.
+/// and one that replaces another keeps its number. One titled `STUCK` is
+/// never answered, as by a hung daemon.
 struct Recorder {
     seen: mpsc::UnboundedSender<Seen>,
-    next_id: u32,
+    next_id: AtomicU32,
 }
+
+const STUCK: &str = "stuck";
 
 #[zbus::interface(name = "org.freedesktop.Notifications")]
 impl Recorder {
     #[allow(clippy::too_many_arguments)]
-    fn notify(
-        &mut self,
+    async fn notify(
+        &self,
         app_name: String,
         replaces_id: u32,
         _app_icon: String,
@@ -91,11 +95,13 @@ impl Recorder {
         _hints: HashMap<String, zbus::OwnedVariant>,
         _expire_timeout: i32,
     ) -> u32 {
+        if summary == STUCK {
+            std::future::pending::<()>().await;
+        }
         let id = if replaces_id != 0 {
             replaces_id
         } else {
-            self.next_id += 1;
-            self.next_id
+            self.next_id.fetch_add(1, Ordering::SeqCst) + 1
         };
         let _ = self.seen.send(Seen::Shown(Received {
             id,
@@ -150,8 +156,7 @@ async fn next_shown(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Received {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn notifications_reach_the_service_one_per_chat_a_click_opens_its_chat_and_reading_closes_it()
-{
+async fn notifications_reach_the_service_replace_open_close_and_outlast_a_hung_service() {
     let bus = PrivateBus::start();
     // SAFETY: this test binary has this one test, and nothing else reads the
     // environment while it is set; notify-rust finds the bus through it.
@@ -162,7 +167,10 @@ async fn notifications_reach_the_service_one_per_chat_a_click_opens_its_chat_and
         .name("org.freedesktop.Notifications")
         .serve_at(
             "/org/freedesktop/Notifications",
-            Recorder { seen, next_id: 0 },
+            Recorder {
+                seen,
+                next_id: AtomicU32::new(0),
+            },
         )
         .build()
         .await
@@ -232,4 +240,12 @@ async fn notifications_reach_the_service_one_per_chat_a_click_opens_its_chat_and
         Seen::Closed(id) => assert_eq!(id, third.id),
         other => panic!("expected chat-2's notification closed, got {other:?}"),
     }
+
+    // A service that never answers one holds up that one (for
+    // SERVICE_PATIENCE), not the ones after it.
+    assert!(SERVICE_PATIENCE < PATIENCE);
+    notifier.show(notification("chat-3", STUCK, "no answer"));
+    notifier.show(notification("chat-4", "Dee", "still shown"));
+    let after = next_shown(&mut heard).await;
+    assert_eq!(after.summary, "Dee");
 }

@@ -48,7 +48,12 @@ pub struct ServerApi {
 
 impl ServerApi {
     pub fn new(base: ServerUrl, token: Option<String>, trust: &Trust) -> CoreResult<Self> {
-        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        // Redirects are not followed but reported (`check`): a server that
+        // moved (an http address sent on to https, most often) is one the
+        // user should enter anew, and a followed POST would lose its body.
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
         builder = if base.is_tls() {
             let config: ClientConfig = trust.client_config()?.as_ref().clone();
             builder.tls_backend_preconfigured(config)
@@ -238,6 +243,12 @@ async fn check(response: Response) -> CoreResult<Response> {
     if status.is_success() {
         return Ok(response);
     }
+    if status.is_redirection() {
+        return Err(CoreError::Server {
+            status: status.as_u16(),
+            message: moved(&response),
+        });
+    }
     let text = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<natter_shared::ErrorBody>(&text)
         .map(|body| body.error)
@@ -251,6 +262,22 @@ async fn check(response: Response) -> CoreResult<Response> {
         status: status.as_u16(),
         message,
     })
+}
+
+/// Where a redirect points, as the server address to enter instead.
+fn moved(response: &Response) -> String {
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .and_then(|location| response.url().join(location).ok());
+    match target {
+        Some(target) => format!(
+            "the server sends this address on to {}: enter that as the server's address",
+            target.origin().ascii_serialization()
+        ),
+        None => "the server answered with a redirect, which Natter does not follow".into(),
+    }
 }
 
 fn picture_part(bytes: Vec<u8>) -> CoreResult<reqwest::multipart::Part> {

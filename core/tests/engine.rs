@@ -904,3 +904,49 @@ async fn an_https_server_is_used_over_tls_when_its_ca_is_trusted_and_refused_whe
         "says why: {refused}"
     );
 }
+
+/// An http address whose server sends every request on to https, as a
+/// reverse proxy in front of a TLS-only deployment does.
+async fn redirecting_to_https() -> (String, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = "HTTP/1.1 301 Moved Permanently\r\n\
+                     Location: https://chat.example.org/api/login\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+#[tokio::test]
+async fn a_server_address_that_redirects_says_where_to_instead() {
+    let (url, redirector) = redirecting_to_https().await;
+    let app = app_at(&url, Trust::default()).await;
+    let refused = app
+        .engine
+        .login("ann@example.org", "correct horse battery")
+        .await
+        .expect_err("a redirect is not a login");
+    assert!(
+        refused
+            .to_string()
+            .contains("on to https://chat.example.org: enter that"),
+        "names the address to use: {refused}"
+    );
+    redirector.abort();
+}

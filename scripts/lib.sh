@@ -90,16 +90,32 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 ensure_rabbitmq() {
   export NATTER_TEST_AMQP="${NATTER_TEST_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}"
   [ "$NATTER_TEST_AMQP" = "amqp://guest:guest@127.0.0.1:5672/%2f" ] || return 0
-  port_open 127.0.0.1 5672 && return 0
-  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
-  say "starting RabbitMQ"
-  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
-  for _ in $(seq 1 120); do
-    port_open 127.0.0.1 5672 && return 0
-    sleep 0.5
-  done
-  echo "RabbitMQ did not start on 127.0.0.1:5672" >&2
-  exit 1
+  if ! port_open 127.0.0.1 5672; then
+    command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+    say "starting RabbitMQ"
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 120); do
+      port_open 127.0.0.1 5672 && break
+      sleep 0.5
+    done
+    port_open 127.0.0.1 5672 || { echo "RabbitMQ did not start on 127.0.0.1:5672" >&2; exit 1; }
+  fi
+  drop_test_exchanges
+}
+
+# Exchanges left by earlier runs: each multi-node test deployment declares
+# its own, durable as a real deployment's (their queues expire by
+# themselves). Deleted in one `rabbitmqctl eval`, as a broker's own
+# tools offer no exchange deletion without the management plugin; one that
+# cannot go is only clutter, not a reason to stop.
+drop_test_exchanges() {
+  command -v rabbitmqctl >/dev/null || return 0
+  local names
+  names=$(as_root rabbitmqctl -q list_exchanges name 2>/dev/null | grep '^natter\.\(test\|load\)\.' |
+    sed 's/.*/<<"&">>/' | paste -sd, -) || true
+  [ -n "$names" ] || return 0
+  as_root rabbitmqctl -q eval "[rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, N), false, <<\"natter-tests\">>) || N <- [$names]]." \
+    >/dev/null 2>&1 || echo "note: could not delete the test exchanges left by earlier runs" >&2
 }
 
 # What the desktop app needs to build and to be tested in a real window:

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "vitest";
-import { dayLabel, initials, listTimeLabel, typingText } from "./text";
+import { dayLabel, fullTimeLabel, initials, listTimeLabel, timeLabel, typingText } from "./text";
 
 describe("typingText", () => {
   it("names one, two, or two and the rest", () => {
@@ -41,5 +41,16 @@ describe("listTimeLabel", () => {
     } finally {
       vi.unstubAllEnvs();
     }
+  });
+});
+
+describe("timeLabel and fullTimeLabel", () => {
+  it("format as the locale's own methods do, called again and again", () => {
+    const at = new Date(2026, 2, 10, 14, 5);
+    for (let i = 0; i < 3; i++) {
+      expect(timeLabel(at.toISOString())).toBe(at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+      expect(fullTimeLabel(at.toISOString())).toBe(at.toLocaleString([], { dateStyle: "medium", timeStyle: "medium" }));
+    }
+    expect(fullTimeLabel(at.toISOString())).toContain("2026");
   });
 });

@@ -16,9 +16,29 @@ export function initials(name: string): string {
   return letters.map((w) => Array.from(w)[0]?.toUpperCase() ?? "").join("") || "?";
 }
 
+/** One formatter per format, made when first used: `toLocaleTimeString`
+ *  with options builds a new `Intl.DateTimeFormat` (and its ICU objects)
+ *  on every call, and the message list calls these for every row it shows.
+ *  A formatter keeps the time zone it was made in, until the app restarts. */
+function formatter(options: Intl.DateTimeFormatOptions): (date: Date) => string {
+  let made: Intl.DateTimeFormat | undefined;
+  return (date) => (made ??= new Intl.DateTimeFormat(undefined, options)).format(date);
+}
+
+const timeOfDay = formatter({ hour: "2-digit", minute: "2-digit" });
+const weekday = formatter({ weekday: "long" });
+const longDate = formatter({ day: "numeric", month: "long", year: "numeric" });
+const shortDate = formatter({ day: "numeric", month: "short" });
+const dateAndTime = formatter({ dateStyle: "medium", timeStyle: "medium" });
+
 /** "14:05": a message's time of day in the user's locale. */
 export function timeLabel(iso: string): string {
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return timeOfDay(new Date(iso));
+}
+
+/** A message's full date and time, for its tooltip. */
+export function fullTimeLabel(iso: string): string {
+  return dateAndTime(new Date(iso));
 }
 
 function startOfDay(date: Date): number {
@@ -38,8 +58,8 @@ export function dayLabel(iso: string, now: Date = new Date()): string {
   const days = daysAgo(date, now);
   if (days === 0) return "Today";
   if (days === 1) return "Yesterday";
-  if (days > 1 && days < 7) return date.toLocaleDateString([], { weekday: "long" });
-  return date.toLocaleDateString([], { day: "numeric", month: "long", year: "numeric" });
+  if (days > 1 && days < 7) return weekday(date);
+  return longDate(date);
 }
 
 /** The chat list's time column: the time today, else a short date. */
@@ -48,7 +68,7 @@ export function listTimeLabel(iso: string, now: Date = new Date()): string {
   const days = daysAgo(date, now);
   if (days === 0) return timeLabel(iso);
   if (days === 1) return "Yesterday";
-  return date.toLocaleDateString([], { day: "numeric", month: "short" });
+  return shortDate(date);
 }
 
 /** The local day a timestamp falls on, as a key to compare days. */

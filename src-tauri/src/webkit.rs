@@ -39,7 +39,10 @@ const LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libnatter_webex
 pub fn install_extension(data: &Path) -> std::io::Result<PathBuf> {
     let dir = data.join("webkit-extensions");
     let path = dir.join("libnatter_webext.so");
-    if std::fs::read(&path).is_ok_and(|present| present == LIBRARY) {
+    // The size first: a different build is most often a different size, and
+    // then the file need not be read.
+    let same_size = std::fs::metadata(&path).is_ok_and(|file| file.len() == LIBRARY.len() as u64);
+    if same_size && std::fs::read(&path).is_ok_and(|present| present == LIBRARY) {
         return Ok(dir);
     }
     std::fs::create_dir_all(&dir)?;
@@ -61,6 +64,10 @@ mod tests {
         let path = dir.join("libnatter_webext.so");
         assert_eq!(std::fs::read(&path).expect("written"), LIBRARY);
         std::fs::write(&path, b"an older build").expect("overwritten");
+        install_extension(data.path()).expect("installed again");
+        assert_eq!(std::fs::read(&path).expect("replaced"), LIBRARY);
+        // Another build of the same size is replaced too.
+        std::fs::write(&path, vec![0u8; LIBRARY.len()]).expect("overwritten");
         install_extension(data.path()).expect("installed again");
         assert_eq!(std::fs::read(&path).expect("replaced"), LIBRARY);
         let names: Vec<_> = std::fs::read_dir(&dir)

@@ -178,6 +178,15 @@ async fn next_notification(
     }
 }
 
+/// Why a login that must fail (the server cannot be used as given) failed.
+async fn refused_login(app: &App) -> String {
+    app.engine
+        .login("ann@example.org", "correct horse battery")
+        .await
+        .expect_err("the login is refused")
+        .to_string()
+}
+
 async fn online(app: &App) {
     eventually("online", || async {
         app.engine.connection_state().await == ConnectionState::Online
@@ -894,15 +903,8 @@ async fn an_https_server_is_used_over_tls_when_its_ca_is_trusted_and_refused_whe
 
     // The system's roots alone do not know the test's CA.
     let stranger = app_at(&front.url, Trust::default()).await;
-    let refused = stranger
-        .engine
-        .login("ann@example.org", "correct horse battery")
-        .await
-        .expect_err("a certificate from an unknown CA is refused");
-    assert!(
-        refused.to_string().contains("certificate"),
-        "says why: {refused}"
-    );
+    let refused = refused_login(&stranger).await;
+    assert!(refused.contains("certificate"), "says why: {refused}");
 }
 
 /// An http address whose server sends every request on to https, as a
@@ -937,15 +939,9 @@ async fn redirecting_to_https() -> (String, JoinHandle<()>) {
 async fn a_server_address_that_redirects_says_where_to_instead() {
     let (url, redirector) = redirecting_to_https().await;
     let app = app_at(&url, Trust::default()).await;
-    let refused = app
-        .engine
-        .login("ann@example.org", "correct horse battery")
-        .await
-        .expect_err("a redirect is not a login");
+    let refused = refused_login(&app).await;
     assert!(
-        refused
-            .to_string()
-            .contains("on to https://chat.example.org: enter that"),
+        refused.contains("on to https://chat.example.org: enter that"),
         "names the address to use: {refused}"
     );
     redirector.abort();

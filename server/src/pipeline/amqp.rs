@@ -435,10 +435,10 @@ impl AmqpPipeline {
             self.set_current(None);
             self.waiting().clear();
             if self.is_stopping() {
-                let _ = connection.close(0, "stopping".into()).await;
+                crate::broker::close("pipeline", &connection, "stopping").await;
                 return;
             }
-            let _ = connection.close(0, "reconnecting".into()).await;
+            crate::broker::close("pipeline", &connection, "reconnecting").await;
             (connection, link) =
                 crate::broker::reconnect("pipeline", Duration::from_millis(100), || self.connect())
                     .await;

@@ -220,7 +220,7 @@ impl AmqpFanout {
             self.hub.kick_all();
             // The publishing side may have broken alone: the old connection
             // (and this node's queue on it) must not live on beside the new.
-            let _ = connection.close(0, "reconnecting".into()).await;
+            crate::broker::close("events", &connection, "reconnecting").await;
             (connection, link) =
                 crate::broker::reconnect("events", self.first_retry, || self.connect()).await;
         }

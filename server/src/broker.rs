@@ -81,7 +81,7 @@ mod tests {
     async fn a_try_that_never_answers_is_given_up_and_tried_again() {
         let tries = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
-        let connected = reconnect("test", Duration::from_millis(100), || {
+        let reconnecting = reconnect("test", Duration::from_millis(100), || {
             let attempt = tries.fetch_add(1, Ordering::SeqCst);
             async move {
                 if attempt == 0 {
@@ -89,8 +89,12 @@ mod tests {
                 }
                 Ok::<_, std::convert::Infallible>(attempt)
             }
-        })
-        .await;
+        });
+        // Without the patience the hung try would be waited on for ever:
+        // fail instead of hanging the test.
+        let connected = tokio::time::timeout(CONNECT_PATIENCE * 3, reconnecting)
+            .await
+            .expect("the hung try was given up");
         assert_eq!(connected, 1, "the second try connects");
         // The hung try was waited on for its patience, not for ever.
         let waited = started.elapsed();

@@ -39,6 +39,13 @@ async fn start_node(name: &str, database: &str, exchange: &str) -> Node {
     start_node_with(name, database, exchange, &[]).await
 }
 
+/// What the nodes log to the test's output: warnings, unless
+/// `NATTER_TEST_LOG` asks for more (as it does for in-process servers), so
+/// that a loop hunting a rare failure can keep the nodes' whole story.
+fn node_log_filter() -> String {
+    std::env::var("NATTER_TEST_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 /// The `natter-server` command of one deployment, with its settings.
 fn server_command(name: &str, database: &str, exchange: &str, data: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_natter-server"));
@@ -53,7 +60,7 @@ fn server_command(name: &str, database: &str, exchange: &str, data: &std::path::
             "NATTER_AMQP_QUEUE_EXPIRY_MS",
             TEST_QUEUE_EXPIRY_MS.to_string(),
         )
-        .env("NATTER_LOG", "warn")
+        .env("NATTER_LOG", node_log_filter())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);

@@ -8,6 +8,7 @@
 //!
 //! It only talks to the servers given with `--server`.
 
+mod cpu;
 mod memory;
 mod setup;
 mod sockets;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use futures_util::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use natter_shared::{ClientFrame, Message};
 use rand::rngs::StdRng;
@@ -88,6 +90,11 @@ struct Args {
     /// PID of a server process, to report its memory per socket (repeat per node).
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// Also report the processor time of every process of this command name
+    /// (`postgres`, `beam.smp`), summed; repeat for several. The server
+    /// PIDs and this tool are always reported.
+    #[arg(long = "cpu-of")]
+    cpu_of: Vec<String>,
     /// Where users and chats are kept between runs (default: in the temp folder).
     #[arg(long)]
     state: Option<PathBuf>,
@@ -235,12 +242,25 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let (writers, readers): (Vec<Writer>, Vec<_>) = sockets.into_iter().unzip();
 
     let send_started = Instant::now();
+    let watched = watched(args);
+    let warm_up = Duration::from_secs(args.duration).mul_f64(CPU_WARM_UP);
+    let cpu_start = {
+        let watched = watched.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(warm_up).await;
+            cpu::sample(&watched)
+        })
+    };
     if args.rate > 0 {
         send(args, &crowd, &writers, &http, run_tag, &tally).await;
     } else {
         hold(args, &tally).await;
     }
     let send_time = send_started.elapsed();
+    let cpu = match cpu_start.await {
+        Ok(start) => cpu::cores_between(&watched, &start, &cpu::sample(&watched)),
+        Err(_) => serde_json::Value::Null,
+    };
     let settled = drain(args, &tally).await;
     let delivery_time = send_started.elapsed();
     eprintln!();
@@ -255,7 +275,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     }
 
     let stored = if args.verify_stored {
-        Some(verify_stored(&http, &first, &crowd, run_tag, &tally).await?)
+        Some(verify_stored(&http, &first, &crowd, run_tag, &tally, send_started).await?)
     } else {
         None
     };
@@ -271,7 +291,29 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         rss_before: &rss_before,
         rss_after: &rss_after,
         stored,
+        cpu,
     }))
+}
+
+/// The part of the sending time left out of the processor figures, for
+/// connections and caches to warm up.
+const CPU_WARM_UP: f64 = 0.25;
+
+/// Whose processor time a run reports: this tool, the servers, and the
+/// processes named with `--cpu-of`.
+fn watched(args: &Args) -> Vec<cpu::Watched> {
+    let this = cpu::Watched::Pid {
+        pid: std::process::id(),
+        label: "natter-load".into(),
+    };
+    let servers = args.server_pids.iter().map(|&pid| cpu::Watched::Pid {
+        pid,
+        label: format!("natter-server {pid}"),
+    });
+    std::iter::once(this)
+        .chain(servers)
+        .chain(args.cpu_of.iter().cloned().map(cpu::Watched::Name))
+        .collect()
 }
 
 /// Sends at `args.rate` for `args.duration` from seeded random senders.
@@ -403,17 +445,41 @@ struct Stored {
     found: u64,
     missing: u64,
     twice: u64,
-    seconds: f64,
+    /// From the first send until every chat's history held all its acked
+    /// messages: the time the run took to persist what it stored.
+    persisted_after: f64,
+    /// Reading it all back.
+    check_seconds: f64,
 }
 
-/// Reads every chat's history and counts this run's messages in it.
+/// History reads in flight at once while waiting for the commits.
+const SETTLING_AT_ONCE: usize = 64;
+
+/// Waits until every chat's acked messages are in the database (a history
+/// read answers only then), timed from `send_started`; then reads every
+/// chat's history and counts this run's messages in it.
 async fn verify_stored(
     http: &reqwest::Client,
     server: &str,
     crowd: &Crowd,
     run: u64,
     tally: &Tally,
+    send_started: Instant,
 ) -> anyhow::Result<Stored> {
+    futures_util::stream::iter(&crowd.chats)
+        .map(|chat| async move {
+            let token = &crowd.users[chat.members[0]].token;
+            let response = http
+                .get(format!("{server}/api/message/{}?limit=1", chat.id))
+                .bearer_auth(token)
+                .send()
+                .await?;
+            setup::json_answer::<Vec<Message>>(response, "waiting for the commits").await
+        })
+        .buffer_unordered(SETTLING_AT_ONCE)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let persisted_after = send_started.elapsed().as_secs_f64();
     let started = Instant::now();
     let mut seen = vec![0u8; tally.capacity()];
     for chat in &crowd.chats {
@@ -445,7 +511,8 @@ async fn verify_stored(
         found,
         missing: acked.len() as u64 - found,
         twice,
-        seconds: started.elapsed().as_secs_f64(),
+        persisted_after,
+        check_seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -461,6 +528,8 @@ struct SummaryInput<'a> {
     rss_before: &'a [Option<u64>],
     rss_after: &'a [Option<u64>],
     stored: Option<Stored>,
+    /// Cores used while sending, after the warm-up (`cpu::cores_between`).
+    cpu: serde_json::Value,
 }
 
 fn millis(histogram: &Histogram<u64>, quantile: f64) -> f64 {
@@ -534,14 +603,15 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
             "max": latencies.max() as f64 / 1000.0,
         },
         "serverMemory": memory,
+        "cpuWhileSending": input.cpu,
     });
     if let Some(stored) = input.stored {
         value["storedFound"] = json!(stored.found);
         value["storedMissing"] = json!(stored.missing);
         value["storedTwice"] = json!(stored.twice);
-        value["storedCheckSeconds"] = json!(stored.seconds);
-        value["storedPerSecond"] =
-            json!(stored.found as f64 / (input.delivery_time.as_secs_f64() + stored.seconds));
+        value["storedWithinSeconds"] = json!(stored.persisted_after);
+        value["storedPerSecond"] = json!(stored.found as f64 / stored.persisted_after);
+        value["storedCheckSeconds"] = json!(stored.check_seconds);
     }
     value
 }

@@ -3,6 +3,11 @@ use natter_server::Application;
 use natter_server::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: under load a third of the server's
+/// time went to glibc's allocator (docs/benchmarks.md, tenth round).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
-use natter_shared::{Message, ServerFrame, User};
+use natter_shared::{Message, User};
 
 use super::{Draft, Refusal};
-use crate::realtime::{Event, Events};
+use crate::realtime::{Event, Events, encode_message};
 use crate::store::{Store, StoreError, Stored};
 
 /// Chats remembered before memory is cleared (only between batches: a chat
@@ -44,7 +44,9 @@ const AWAY_PAUSE: Duration = Duration::from_secs(2);
 struct ChatState {
     last_seq: i64,
     /// None after a membership change, until the next message reloads them.
-    members: Option<Vec<String>>,
+    /// Shared with the events that go to them, so a message does not copy
+    /// the list.
+    members: Option<Arc<[String]>>,
     /// When this sequencer learned the chat.
     known_since: DateTime<Utc>,
 }
@@ -213,7 +215,7 @@ impl Sequencer {
                 });
                 // A chat known already keeps its seq: its newest messages
                 // may not be stored yet.
-                state.members = Some(chat.members);
+                state.members = Some(chat.members.into());
             }
         }
         let mut senders: Vec<&str> = drafts
@@ -380,7 +382,7 @@ impl Sequencer {
     async fn members_of(
         &mut self,
         chat_id: &str,
-    ) -> Result<Result<Vec<String>, Refusal>, StoreError> {
+    ) -> Result<Result<Arc<[String]>, Refusal>, StoreError> {
         if !self.chats.contains_key(chat_id) {
             let Some(last_seq) = self.store.last_seq(chat_id).await? else {
                 return Ok(Err(Refusal::NoSuchChat));
@@ -398,9 +400,9 @@ impl Sequencer {
             return Ok(Err(Refusal::NoSuchChat));
         };
         if chat.members.is_none() {
-            chat.members = Some(self.store.members(chat_id).await?);
+            chat.members = Some(self.store.members(chat_id).await?.into());
         }
-        Ok(Ok(chat.members.clone().unwrap_or_default()))
+        Ok(Ok(chat.members.clone().unwrap_or_else(|| Arc::new([]))))
     }
 
     async fn sender(&mut self, user_id: &str) -> Result<Option<User>, StoreError> {
@@ -437,12 +439,9 @@ impl Sequencer {
 
     /// Hands the message to this node's sockets now, and keeps it for the
     /// other nodes until `flush`.
-    fn deliver(&mut self, message: &Message, members: &[String]) {
-        let frame = ServerFrame::Message {
-            message: message.clone(),
-        };
+    fn deliver(&mut self, message: &Message, members: &Arc<[String]>) {
         self.events
-            .deliver_here(members, &frame, &mut self.for_other_nodes);
+            .deliver_here(members, encode_message(message), &mut self.for_other_nodes);
     }
 
     /// Tells the other nodes of what was delivered since the last flush, in

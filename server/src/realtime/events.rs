@@ -13,7 +13,8 @@ use super::hub::{Hub, encode};
 
 /// An event delivered on this node that the other nodes still need.
 pub struct Event {
-    pub(super) to: Vec<String>,
+    /// Shared with the sequencer's list of the chat's members.
+    pub(super) to: Arc<[String]>,
     pub(super) text: Utf8Bytes,
 }
 
@@ -50,22 +51,34 @@ impl Events {
     }
 
     fn publish_here_and_there(&self, users: &[String], frame: &ServerFrame, lossy: bool) {
-        let mut for_others = Vec::new();
-        self.deliver_here(users, frame, &mut for_others);
-        self.send_to_others(&for_others, lossy);
-    }
-
-    /// The first half of `publish`, for a batch of events: delivers `frame`
-    /// to this node's sockets at once, and adds what the other nodes still
-    /// need to `for_others` (nothing on a single node), so that a batch of
-    /// events travels to them as one message (`tell_others`).
-    pub fn deliver_here(&self, users: &[String], frame: &ServerFrame, for_others: &mut Vec<Event>) {
         let text = encode(frame);
         self.hub
             .deliver_text(users.iter().map(String::as_str), &text);
         if self.fanout.is_some() && !users.is_empty() {
+            let event = Event {
+                to: users.into(),
+                text,
+            };
+            self.send_to_others(&[event], lossy);
+        }
+    }
+
+    /// The first half of `publish`, for a batch of events: delivers the
+    /// encoded frame `text` to this node's sockets at once, and adds what
+    /// the other nodes still need to `for_others` (nothing on a single
+    /// node), so that a batch of events travels to them as one message
+    /// (`tell_others`).
+    pub fn deliver_here(
+        &self,
+        users: &Arc<[String]>,
+        text: Utf8Bytes,
+        for_others: &mut Vec<Event>,
+    ) {
+        self.hub
+            .deliver_text(users.iter().map(String::as_str), &text);
+        if self.fanout.is_some() && !users.is_empty() {
             for_others.push(Event {
-                to: users.to_vec(),
+                to: users.clone(),
                 text,
             });
         }

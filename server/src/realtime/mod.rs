@@ -10,5 +10,5 @@ mod socket;
 
 pub use events::{Event, Events};
 pub use fanout::{AmqpFanout, FanoutError, FanoutOptions};
-pub use hub::{Hub, Registration, encode};
+pub use hub::{Hub, Registration, encode, encode_message};
 pub use socket::upgrade;

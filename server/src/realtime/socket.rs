@@ -329,7 +329,7 @@ async fn send(
         let answer = match outcome.await {
             Ok(stored) => ServerFrame::Ack {
                 client_id,
-                message: stored.message().clone(),
+                message: stored.into_message(),
             },
             Err(err) => error_frame(ApiError::from(err).to_string(), Some(client_id)),
         };

@@ -84,6 +84,12 @@ impl Stored {
             Stored::New(message) | Stored::Duplicate(message) => message,
         }
     }
+
+    pub fn into_message(self) -> Message {
+        match self {
+            Stored::New(message) | Stored::Duplicate(message) => message,
+        }
+    }
 }
 
 #[async_trait]

@@ -13,7 +13,7 @@ use super::hub::{Hub, encode};
 
 /// An event delivered on this node that the other nodes still need.
 pub struct Event {
-    /// Shared with the sequencer's list of the chat's members.
+    /// For a message, shared with the sequencer's list of its chat's members.
     pub(super) to: Arc<[String]>,
     pub(super) text: Utf8Bytes,
 }
@@ -51,16 +51,9 @@ impl Events {
     }
 
     fn publish_here_and_there(&self, users: &[String], frame: &ServerFrame, lossy: bool) {
-        let text = encode(frame);
-        self.hub
-            .deliver_text(users.iter().map(String::as_str), &text);
-        if self.fanout.is_some() && !users.is_empty() {
-            let event = Event {
-                to: users.into(),
-                text,
-            };
-            self.send_to_others(&[event], lossy);
-        }
+        let mut for_others = Vec::new();
+        self.deliver_here(&users.into(), encode(frame), &mut for_others);
+        self.send_to_others(&for_others, lossy);
     }
 
     /// The first half of `publish`, for a batch of events: delivers the

@@ -136,11 +136,7 @@ impl Hub {
 
 /// A frame as the text sent on the wire.
 pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
-    // Serializing these plain structs cannot fail: no maps with non-string keys,
-    // no custom serializers.
-    serde_json::to_string(frame)
-        .unwrap_or_else(|err| format!(r#"{{"type":"error","error":"{err}"}}"#))
-        .into()
+    to_text(frame)
 }
 
 /// `encode(&ServerFrame::Message { message })` without cloning the message
@@ -153,7 +149,13 @@ pub fn encode_message(message: &Message) -> Utf8Bytes {
     enum Frame<'a> {
         Message { message: &'a Message },
     }
-    serde_json::to_string(&Frame::Message { message })
+    to_text(&Frame::Message { message })
+}
+
+fn to_text(frame: &impl Serialize) -> Utf8Bytes {
+    // Serializing these plain structs cannot fail: no maps with non-string keys,
+    // no custom serializers.
+    serde_json::to_string(frame)
         .unwrap_or_else(|err| format!(r#"{{"type":"error","error":"{err}"}}"#))
         .into()
 }

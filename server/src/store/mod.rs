@@ -79,12 +79,6 @@ pub enum Stored {
 }
 
 impl Stored {
-    pub fn message(&self) -> &Message {
-        match self {
-            Stored::New(message) | Stored::Duplicate(message) => message,
-        }
-    }
-
     pub fn into_message(self) -> Message {
         match self {
             Stored::New(message) | Stored::Duplicate(message) => message,

@@ -6,10 +6,16 @@
 //! sequencing is cheap next to storing and the embedded database takes one
 //! writer at a time: one partition makes the biggest batches, so the fewest
 //! transactions.
+//!
+//! A clean shutdown (`stop`) stops taking commands and stores everything
+//! sequenced before it: those messages were delivered already, and a
+//! process that ended without storing them would give their seqs to other
+//! messages after the restart (their senders resend them, unacked).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batches::{Batches, Committed};
 use super::sequencer::Sequencer;
@@ -29,13 +35,38 @@ struct Job {
 
 pub struct LocalPipeline {
     inbox: mpsc::Sender<Job>,
+    /// Set by `stop`: take no more commands, store what was sequenced.
+    stopping: watch::Sender<bool>,
+    /// Set by the task once it has stored everything and ended.
+    finished: watch::Receiver<bool>,
 }
 
 impl LocalPipeline {
     pub fn start(store: Arc<dyn Store>, events: Arc<Events>) -> Self {
         let (inbox, receiver) = mpsc::channel(INBOX);
-        tokio::spawn(run(Sequencer::new(store, events), receiver));
-        LocalPipeline { inbox }
+        let (stopping, stop) = watch::channel(false);
+        let (finish, finished) = watch::channel(false);
+        tokio::spawn(async move {
+            run(Sequencer::new(store, events), receiver, stop).await;
+            finish.send_replace(true);
+        });
+        LocalPipeline {
+            inbox,
+            stopping,
+            finished,
+        }
+    }
+
+    /// Stops taking commands and waits (at most `patience`) until what was
+    /// sequenced is stored and its senders answered.
+    pub async fn stop(&self, patience: Duration) {
+        self.stopping.send_replace(true);
+        let mut finished = self.finished.clone();
+        // An error means the task is gone: nothing left to wait for.
+        let done = finished.wait_for(|finished| *finished);
+        if tokio::time::timeout(patience, done).await.is_err() {
+            tracing::warn!("the pipeline was still storing at shutdown");
+        }
     }
 
     pub async fn ask(&self, command: Command) -> Result<Reply, PipelineError> {
@@ -61,19 +92,33 @@ impl LocalPipeline {
 
 /// Sequences and delivers every command as it arrives, while the previous
 /// batch is being stored; answers a batch's senders once it is stored.
-async fn run(mut sequencer: Sequencer, mut inbox: mpsc::Receiver<Job>) {
+/// Once `stop` is set, takes what is queued already (later senders hear
+/// that the server is shutting down), stores it all and returns.
+async fn run(
+    mut sequencer: Sequencer,
+    mut inbox: mpsc::Receiver<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut jobs = Vec::with_capacity(BATCH);
     // Answers waiting for the next commit; those of the commit in flight
     // travel with it.
     let mut waiting: Vec<Answer> = Vec::new();
     let mut batches: Batches<Vec<Answer>> = Batches::new();
     let mut open = true;
+    let mut closing = false;
     while open || batches.busy() || !waiting.is_empty() {
         if batches.ready() && !waiting.is_empty() {
             batches.start(&mut sequencer, std::mem::take(&mut waiting));
         }
         tokio::select! {
             biased;
+            // A closed inbox still gives what it holds, then 0 (`open` false).
+            changed = stop.changed(), if open && !closing => {
+                if changed.is_err() || *stop.borrow_and_update() {
+                    closing = true;
+                    inbox.close();
+                }
+            }
             committed = batches.next() => match committed {
                 Some(Committed::Stored(answers)) => {
                     sequencer.stored();
@@ -133,3 +178,92 @@ async fn handle(sequencer: &mut Sequencer, command: Command) -> Reply {
 }
 
 type Answer = (oneshot::Sender<Reply>, Reply);
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::pipeline::Draft;
+    use crate::realtime::Hub;
+    use crate::store::{NewUser, SqliteStore};
+
+    const SENT: i64 = 2000;
+
+    async fn chat_of_two(store: &dyn Store) -> (String, String) {
+        let mut ids = Vec::new();
+        for name in ["ann", "bob"] {
+            let user = store
+                .create_user(NewUser {
+                    id: name.into(),
+                    name: name.into(),
+                    email: format!("{name}@example.org"),
+                    password_hash: "not used".into(),
+                    pic: None,
+                })
+                .await
+                .expect("a user");
+            ids.push(user.id);
+        }
+        let chat = store
+            .create_group("chat", "Test", &ids[0], &ids[1..])
+            .await
+            .expect("a group");
+        (chat.id, ids[0].clone())
+    }
+
+    /// Messages handed over before `stop` are stored and answered by the
+    /// time it returns: the runtime (and with it the pipeline's task) is
+    /// dropped right after, as when the process ends.
+    #[test]
+    fn a_clean_stop_stores_and_answers_what_was_handed_over() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (chat_id, outcomes) = {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(async {
+                let store: Arc<dyn Store> =
+                    Arc::new(SqliteStore::open(dir.path()).await.expect("SQLite"));
+                let (chat_id, sender_id) = chat_of_two(store.as_ref()).await;
+                let events = Arc::new(Events::local(Arc::new(Hub::new())));
+                let pipeline = LocalPipeline::start(store, events);
+                let mut outcomes = Vec::new();
+                for i in 0..SENT {
+                    let draft = Draft {
+                        id: format!("m{i}"),
+                        chat_id: chat_id.clone(),
+                        sender_id: sender_id.clone(),
+                        content: format!("message {i}"),
+                        client_id: None,
+                        first_try: false,
+                        created_at: Utc::now(),
+                    };
+                    let outcome = pipeline
+                        .hand_over(Command::Send { draft })
+                        .await
+                        .expect("queued");
+                    outcomes.push(outcome);
+                }
+                pipeline.stop(Duration::from_secs(60)).await;
+                (chat_id, outcomes)
+            })
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            for outcome in outcomes {
+                let reply = outcome.await.expect("answered before the stop returned");
+                assert!(
+                    matches!(
+                        reply,
+                        Reply::Sent {
+                            duplicate: false,
+                            ..
+                        }
+                    ),
+                    "{reply:?}"
+                );
+            }
+            let store = SqliteStore::open(dir.path()).await.expect("SQLite again");
+            assert_eq!(store.last_seq(&chat_id).await.expect("read"), Some(SENT));
+        });
+    }
+}

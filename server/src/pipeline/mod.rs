@@ -243,13 +243,14 @@ impl Pipeline {
     }
 
     /// For a clean shutdown, once nothing hands messages over any more:
-    /// through RabbitMQ, this process's sequencers store what they
-    /// sequenced and hand their partitions over (`AmqpPipeline::stop`).
-    /// Embedded, nothing waits: a sender is acked only after the commit, so
-    /// what is not stored yet was never acked and its app sends it again.
+    /// this process's sequencers store what they sequenced (it was
+    /// delivered already: left unstored, its seqs would go to other
+    /// messages after the restart) and, through RabbitMQ, hand their
+    /// partitions over (`AmqpPipeline::stop`, `LocalPipeline::stop`).
     pub async fn stop(&self, patience: Duration) {
-        if let Pipeline::Amqp(amqp) = self {
-            amqp.stop(patience).await;
+        match self {
+            Pipeline::Local(local) => local.stop(patience).await,
+            Pipeline::Amqp(amqp) => amqp.stop(patience).await,
         }
     }
 

@@ -9,6 +9,7 @@
 //! It only talks to the servers given with `--server`.
 
 mod cpu;
+mod inbox;
 mod memory;
 mod setup;
 mod sockets;
@@ -31,7 +32,7 @@ use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
 use crate::setup::{Crowd, Setup};
-use crate::sockets::{Route, Writer};
+use crate::sockets::{Login, Outgoing, Route, Shared, Writer};
 use crate::tally::{Tally, content, histogram, number_in};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -204,8 +205,9 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         .map(|&pid| memory::rss_kib(pid))
         .collect();
     let socket_count = args.sockets.unwrap_or(crowd.users.len());
-    let routes: Vec<(Route, String)> = (0..socket_count)
-        .map(|index| (index, &crowd.users[index % crowd.users.len()]))
+    let chats_of = crowd.chats_of();
+    let logins: Vec<Login> = (0..socket_count)
+        .map(|index| (index, index % crowd.users.len()))
         .map(|(index, user)| {
             let source = Ipv4Addr::new(
                 127,
@@ -217,17 +219,24 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
                 server: addrs[index % addrs.len()],
                 source: IpAddr::V4(source),
             };
-            (route, user.token.clone())
+            Login {
+                route,
+                token: crowd.users[user].token.clone(),
+                chats: chats_of[user]
+                    .iter()
+                    .map(|&chat| crowd.chats[chat].id.clone())
+                    .collect(),
+            }
         })
         .collect();
-    let (sockets, connect_time) = sockets::open_all(
-        routes,
-        args.connect_parallel.max(1),
-        run_tag,
-        tally.clone(),
-        stopped.clone(),
-    )
-    .await?;
+    let shared = Shared {
+        run: run_tag,
+        tally: tally.clone(),
+        http: http.clone(),
+        stop: stopped.clone(),
+    };
+    let (sockets, connect_time) =
+        sockets::open_all(logins, args.connect_parallel.max(1), shared).await?;
     let rss_after: Vec<Option<u64>> = args
         .server_pids
         .iter()
@@ -363,8 +372,8 @@ async fn send(
                         // Never resent: the server need not look for a copy.
                         first_try: !args.no_first_try,
                     };
-                    let text = serde_json::to_string(&frame).unwrap_or_default();
-                    if writers[user].try_send(text).is_err() {
+                    let frame = serde_json::to_string(&frame).unwrap_or_default().into();
+                    if writers[user].try_send(Outgoing { k, frame }).is_err() {
                         tally.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -594,6 +603,11 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
         "deliveries": deliveries,
         "deliveriesPerSecond": deliveries as f64 / input.delivery_time.as_secs_f64(),
         "allDelivered": input.settled,
+        "socketDrops": tally.drops.load(Ordering::Relaxed),
+        "reconnects": tally.reconnects.load(Ordering::Relaxed),
+        "caughtUp": tally.caught_up.load(Ordering::Relaxed),
+        "resent": tally.resent.load(Ordering::Relaxed),
+        "redelivered": tally.redelivered.load(Ordering::Relaxed),
         "lost": tally.missing(),
         "duplicated": tally.duplicated(),
         "latencyMs": {

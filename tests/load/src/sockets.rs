@@ -1,27 +1,32 @@
 //! One authenticated socket per user, opened from several loopback source
 //! addresses when asked (one address has about 28,000 ephemeral ports), each
-//! read by its own task that counts what arrives.
+//! served by its own task that writes its sends and counts what arrives.
+//! A socket the server drops (too slow a reader, a node restarting) is
+//! opened again, as the app would, and catches up (`inbox`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use std::borrow::Cow;
-
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
-use crate::tally::{Tally, number_in};
+use crate::inbox::{Inbox, Latencies};
+use crate::tally::Tally;
 
 /// Frames a socket's writer may have queued before sends count as errors.
 const WRITE_QUEUE: usize = 1024;
+
+/// Waits between attempts to open a dropped socket again: from the first,
+/// doubling up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_LAST: Duration = Duration::from_secs(2);
 
 /// Where a socket connects: host and port of a server, and the source
 /// address to connect from.
@@ -31,20 +36,51 @@ pub struct Route {
     pub source: IpAddr,
 }
 
+/// A socket to open: where, as whom, and the user's chats (to catch up on
+/// after a drop).
+#[derive(Clone, Debug)]
+pub struct Login {
+    pub route: Route,
+    pub token: String,
+    pub chats: Vec<String>,
+}
+
+/// What every socket shares: the run's number, its tally, an HTTP client
+/// for catching up, and the signal to stop.
+#[derive(Clone)]
+pub struct Shared {
+    pub run: u64,
+    pub tally: Arc<Tally>,
+    pub http: reqwest::Client,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// A `send` frame for message `k`.
+pub struct Outgoing {
+    pub k: usize,
+    pub frame: Utf8Bytes,
+}
+
 /// An open socket: frames to write go here.
-pub type Writer = mpsc::Sender<String>;
+pub type Writer = mpsc::Sender<Outgoing>;
 
-/// What a socket's reader measured: send-to-receive latencies in µs.
-pub type Latencies = Vec<u32>;
+type Socket = WebSocketStream<TcpStream>;
 
-/// Connects, waits for `ready`, and starts the reader and the writer.
+/// Connects, waits for `ready`, and starts the socket's task.
 pub async fn open(
-    route: Route,
-    token: &str,
-    run: u64,
-    tally: Arc<Tally>,
-    stop: watch::Receiver<bool>,
+    login: Login,
+    shared: Shared,
 ) -> anyhow::Result<(Writer, tokio::task::JoinHandle<Latencies>)> {
+    let ws = connect(&login).await?;
+    let (writer, frames) = mpsc::channel(WRITE_QUEUE);
+    let inbox = Inbox::new(shared.run, shared.tally.clone(), &login.chats);
+    let task = tokio::spawn(serve(ws, frames, login, shared, inbox));
+    Ok((writer, task))
+}
+
+/// Opens an authenticated socket and waits for its `ready` frame.
+async fn connect(login: &Login) -> anyhow::Result<Socket> {
+    let route = login.route;
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(route.source, 0))?;
     let stream: TcpStream = socket
@@ -52,7 +88,7 @@ pub async fn open(
         .await
         .with_context(|| format!("connecting to {} from {}", route.server, route.source))?;
     stream.set_nodelay(true)?;
-    let url = format!("ws://{}/ws?token={token}", route.server);
+    let url = format!("ws://{}/ws?token={}", route.server, login.token);
     // Small buffers, as the server uses: tens of thousands of sockets in one
     // process would otherwise take 256 KiB each.
     let config = WebSocketConfig::default()
@@ -62,120 +98,92 @@ pub async fn open(
         .await
         .context("WebSocket handshake")?;
     match ws.next().await {
-        Some(Ok(WsMessage::Text(text))) if text.contains(r#""type":"ready""#) => {}
+        Some(Ok(WsMessage::Text(text))) if text.contains(r#""type":"ready""#) => Ok(ws),
         other => bail!("expected a ready frame, got {other:?}"),
     }
-    let (writer, frames) = mpsc::channel(WRITE_QUEUE);
-    let reader = tokio::spawn(serve(ws, frames, run, tally, stop));
-    Ok((writer, reader))
 }
 
-/// Reads and writes until told to stop; returns the latencies it measured.
-/// One task owns the socket whole (no split halves behind a lock), and
-/// latencies go into a plain list, merged into one histogram at the end:
-/// a histogram per socket took ~140 KiB, 1.4 GB for 10,000 sockets.
+/// Writes and reads until told to stop, opening the socket again whenever
+/// it drops; returns the latencies it measured. One task owns the socket
+/// whole (no split halves behind a lock), and latencies go into a plain
+/// list, merged into one histogram at the end: a histogram per socket took
+/// ~140 KiB, 1.4 GB for 10,000 sockets.
 async fn serve(
-    mut ws: WebSocketStream<TcpStream>,
-    mut frames: mpsc::Receiver<String>,
-    run: u64,
-    tally: Arc<Tally>,
-    mut stop: watch::Receiver<bool>,
+    mut ws: Socket,
+    mut frames: mpsc::Receiver<Outgoing>,
+    login: Login,
+    mut shared: Shared,
+    mut inbox: Inbox,
 ) -> Latencies {
-    let mut latencies = Latencies::new();
-    let ack_prefix = format!("{run}-");
     loop {
-        tokio::select! {
+        let dropped = tokio::select! {
             incoming = ws.next() => match incoming {
                 Some(Ok(WsMessage::Text(text))) => {
-                    record(&text, run, &ack_prefix, &tally, &mut latencies);
+                    inbox.record(&text);
+                    false
                 }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    tally.errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
+                Some(Ok(WsMessage::Close(_)) | Err(_)) | None => true,
+                Some(Ok(_)) => false,
             },
-            Some(frame) = frames.recv() => {
-                if ws.send(WsMessage::text(frame)).await.is_err() {
-                    tally.errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
+            Some(Outgoing { k, frame }) = frames.recv() => {
+                inbox.writing(k, frame.clone());
+                ws.send(WsMessage::Text(frame)).await.is_err()
             }
-            _ = stop.changed() => break,
+            _ = shared.stop.changed() => break,
+        };
+        if dropped {
+            shared.tally.drops.fetch_add(1, Ordering::Relaxed);
+            match come_back(&login, &mut shared, &mut inbox).await {
+                Some(again) => ws = again,
+                None => return inbox.latencies,
+            }
         }
     }
     let _ = ws.close(None).await;
-    latencies
+    inbox.latencies
 }
 
-/// The fields of a server frame (`natter_shared::ServerFrame`) that the
-/// tally needs, borrowed from the text. The whole frame, an internally
-/// tagged enum that serde buffers before it picks the variant, with its
-/// sender and dates, was a fifth of the load tool's time, on the cores the
-/// server under test needs.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Peek<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    message: Option<PeekMessage<'a>>,
-    #[serde(borrow)]
-    client_id: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct PeekMessage<'a> {
-    #[serde(borrow)]
-    content: Cow<'a, str>,
-}
-
-fn record(text: &str, run: u64, ack_prefix: &str, tally: &Tally, latencies: &mut Latencies) {
-    let Ok(frame) = serde_json::from_str::<Peek>(text) else {
-        tally.errors.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    match (frame.kind.as_ref(), frame.message, frame.client_id) {
-        ("message", Some(message), _) => match number_in(&message.content, run) {
-            Some(k) => {
-                if let Some(micros) = tally.delivered(k) {
-                    latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
-                }
+/// Opens the socket again (waiting longer after each failure), catches up
+/// and writes the unanswered sends again; `None` once told to stop first.
+async fn come_back(login: &Login, shared: &mut Shared, inbox: &mut Inbox) -> Option<Socket> {
+    let mut pause = RETRY_FIRST;
+    loop {
+        let attempt = async {
+            let mut ws = connect(login).await?;
+            let server = format!("http://{}", login.route.server);
+            inbox.catch_up(&shared.http, &server, &login.token).await?;
+            for frame in inbox.resends() {
+                ws.send(WsMessage::Text(frame)).await?;
+                shared.tally.resent.fetch_add(1, Ordering::Relaxed);
             }
-            None => {
-                tally.other_frames.fetch_add(1, Ordering::Relaxed);
-            }
-        },
-        ("ack", _, Some(client_id)) => {
-            if let Some(Ok(k)) = client_id.strip_prefix(ack_prefix).map(str::parse) {
-                tally.acked(k);
-            }
+            anyhow::Ok(ws)
+        };
+        let mut stop = shared.stop.clone();
+        tokio::select! {
+            result = attempt => if let Ok(ws) = result {
+                shared.tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                return Some(ws);
+            },
+            _ = stop.changed() => return None,
         }
-        ("message" | "ack" | "error", _, _) => {
-            tally.errors.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = shared.stop.changed() => return None,
         }
-        _ => {
-            tally.other_frames.fetch_add(1, Ordering::Relaxed);
-        }
+        pause = (pause * 2).min(RETRY_LAST);
     }
 }
 
 /// Opens every socket, `parallel` handshakes at a time; returns them in
 /// user order with how long it took.
 pub async fn open_all(
-    routes: Vec<(Route, String)>,
+    logins: Vec<Login>,
     parallel: usize,
-    run: u64,
-    tally: Arc<Tally>,
-    stop: watch::Receiver<bool>,
+    shared: Shared,
 ) -> anyhow::Result<(Vec<(Writer, tokio::task::JoinHandle<Latencies>)>, Duration)> {
     let started = Instant::now();
-    let results: Vec<anyhow::Result<_>> = futures_util::stream::iter(routes)
-        .map(|(route, token)| {
-            let tally = tally.clone();
-            let stop = stop.clone();
-            async move { open(route, &token, run, tally, stop).await }
-        })
+    let results: Vec<anyhow::Result<_>> = futures_util::stream::iter(logins)
+        .map(|login| open(login, shared.clone()))
         .buffered(parallel)
         .collect()
         .await;

@@ -21,6 +21,15 @@ pub struct Tally {
     pub deliveries: AtomicU64,
     /// Frames that are not ours (other chats' traffic, chat events).
     pub other_frames: AtomicU64,
+    /// Sockets the server dropped, and how many were opened again.
+    pub drops: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Deliveries a socket read from history after it came back.
+    pub caught_up: AtomicU64,
+    /// Sends written again after their socket dropped unanswered.
+    pub resent: AtomicU64,
+    /// Message frames for a seq the socket had seen already (`inbox`).
+    pub redelivered: AtomicU64,
 }
 
 /// Latencies in µs, from 1 µs to 60 s, 3 significant digits.
@@ -43,6 +52,11 @@ impl Tally {
             errors: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             other_frames: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
         }
     }
 

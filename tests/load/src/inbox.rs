@@ -1,0 +1,288 @@
+//! What one socket has seen, and how it comes back after the server drops
+//! it: frames counted into the tally, the last seq per chat, and the sends
+//! written but not answered yet. After a reconnect the socket reads each
+//! chat's history past the last seq it saw (as the app catches up) and
+//! writes its unanswered sends again with the same client id, so a run
+//! near the server's limits still counts every message once.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use natter_shared::{ClientFrame, Message};
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::setup;
+use crate::tally::{Tally, number_in};
+
+/// What a socket's reader measured: send-to-receive latencies in µs.
+pub type Latencies = Vec<u32>;
+
+/// Messages read per history page while catching up.
+const PAGE: usize = 100;
+
+/// A chat of the socket's user and the last seq the socket saw in it. A
+/// chat's messages reach a socket in seq order, so one at or below it was
+/// seen already: read by a catch-up, or delivered again by the server (it
+/// does so when a resend finds the message stored, in case the first
+/// delivery never happened). Clients show each seq once; the tool counts
+/// such frames apart (`redelivered`), and a message stored twice still
+/// shows as duplicated (two seqs, one number).
+struct Seen {
+    chat_id: String,
+    last: i64,
+}
+
+pub struct Inbox {
+    run: u64,
+    ack_prefix: String,
+    tally: Arc<Tally>,
+    chats: Vec<Seen>,
+    /// Sends written and not answered yet, by message number.
+    unanswered: HashMap<usize, Utf8Bytes>,
+    pub latencies: Latencies,
+}
+
+/// The fields of a server frame (`natter_shared::ServerFrame`) that the
+/// tally needs, borrowed from the text. The whole frame, an internally
+/// tagged enum that serde buffers before it picks the variant, with its
+/// sender and dates, was a fifth of the load tool's time, on the cores the
+/// server under test needs.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Peek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Option<PeekMessage<'a>>,
+    #[serde(borrow)]
+    client_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeekMessage<'a> {
+    #[serde(borrow)]
+    chat_id: Cow<'a, str>,
+    seq: i64,
+    #[serde(borrow)]
+    content: Cow<'a, str>,
+}
+
+impl Inbox {
+    pub fn new(run: u64, tally: Arc<Tally>, chats: &[String]) -> Self {
+        Inbox {
+            run,
+            ack_prefix: format!("{run}-"),
+            tally,
+            chats: chats
+                .iter()
+                .map(|chat_id| Seen {
+                    chat_id: chat_id.clone(),
+                    last: 0,
+                })
+                .collect(),
+            unanswered: HashMap::new(),
+            latencies: Latencies::new(),
+        }
+    }
+
+    /// Send `k` is about to be written.
+    pub fn writing(&mut self, k: usize, frame: Utf8Bytes) {
+        self.unanswered.insert(k, frame);
+    }
+
+    /// Counts one frame from the server.
+    pub fn record(&mut self, text: &str) {
+        let Ok(frame) = serde_json::from_str::<Peek>(text) else {
+            self.tally.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match (frame.kind.as_ref(), frame.message, frame.client_id) {
+            ("message", Some(message), _) => {
+                if self.is_new(&message.chat_id, message.seq) {
+                    self.deliver(&message.content);
+                }
+            }
+            ("ack", _, Some(client_id)) => {
+                if let Some(k) = self.number_of(&client_id) {
+                    self.unanswered.remove(&k);
+                    self.tally.acked(k);
+                }
+            }
+            ("error", _, client_id) => {
+                if let Some(k) = client_id.and_then(|id| self.number_of(&id)) {
+                    self.unanswered.remove(&k);
+                }
+                self.tally.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            ("message" | "ack", _, _) => {
+                self.tally.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.tally.other_frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn number_of(&self, client_id: &str) -> Option<usize> {
+        client_id.strip_prefix(&self.ack_prefix)?.parse().ok()
+    }
+
+    /// Notes `seq` as seen in the chat; false (and counted as redelivered)
+    /// when it was seen already. A chat the user is not known to be in is
+    /// counted as is.
+    fn is_new(&mut self, chat_id: &str, seq: i64) -> bool {
+        let Some(seen) = self.chats.iter_mut().find(|seen| seen.chat_id == chat_id) else {
+            return true;
+        };
+        if seq <= seen.last {
+            self.tally.redelivered.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        seen.last = seq;
+        true
+    }
+
+    fn deliver(&mut self, content: &str) {
+        match number_in(content, self.run) {
+            Some(k) => {
+                if let Some(micros) = self.tally.delivered(k) {
+                    self.latencies
+                        .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                }
+            }
+            None => {
+                self.tally.other_frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Reads every chat's history past the last seq this socket saw, and
+    /// counts what it missed. Call once the new socket is ready, so that
+    /// nothing falls between the history and the live frames.
+    pub async fn catch_up(
+        &mut self,
+        http: &reqwest::Client,
+        server: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        for index in 0..self.chats.len() {
+            loop {
+                let seen = &self.chats[index];
+                let response = http
+                    .get(format!(
+                        "{server}/api/message/{}?after={}&limit={PAGE}",
+                        seen.chat_id, seen.last
+                    ))
+                    .bearer_auth(token)
+                    .send()
+                    .await?;
+                let page: Vec<Message> = setup::json_answer(response, "catching up").await?;
+                let Some(last) = page.last().map(|message| message.seq) else {
+                    break;
+                };
+                for message in &page {
+                    if number_in(&message.content, self.run).is_some() {
+                        self.tally.caught_up.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.deliver(&message.content);
+                }
+                self.chats[index].last = last;
+                if page.len() < PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The unanswered sends, to write again on a new socket: marked as
+    /// resends, so the server looks for the copy it may have stored.
+    pub fn resends(&self) -> Vec<Utf8Bytes> {
+        self.unanswered.values().filter_map(resend).collect()
+    }
+}
+
+/// `frame` (a `send`) with `firstTry` cleared.
+fn resend(frame: &Utf8Bytes) -> Option<Utf8Bytes> {
+    match serde_json::from_str::<ClientFrame>(frame).ok()? {
+        ClientFrame::Send {
+            chat_id,
+            content,
+            client_id,
+            ..
+        } => serde_json::to_string(&ClientFrame::Send {
+            chat_id,
+            content,
+            client_id,
+            first_try: false,
+        })
+        .ok()
+        .map(Utf8Bytes::from),
+        ClientFrame::Typing { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tally::content;
+
+    fn message_frame(chat: &str, seq: i64, run: u64, k: usize) -> String {
+        serde_json::json!({
+            "type": "message",
+            "message": {"id": "m", "chatId": chat, "seq": seq, "content": content(run, k),
+                        "sender": {"id": "u", "name": "U"}, "createdAt": "2026-11-26T00:00:00Z"}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_seq_seen_already_is_not_counted_again() {
+        let tally = Arc::new(Tally::new(4));
+        for k in 0..3 {
+            tally.sending(k, 1);
+            tally.acked(k);
+        }
+        let mut inbox = Inbox::new(9, tally.clone(), &["c".to_owned()]);
+        inbox.record(&message_frame("c", 1, 9, 0));
+        // A catch-up read seqs 2 and 3; a live copy of 2 arrives after it.
+        inbox.chats[0].last = 3;
+        inbox.record(&message_frame("c", 2, 9, 1));
+        inbox.record(&message_frame("c", 4, 9, 2));
+        inbox.record(&message_frame("c", 4, 9, 2));
+        assert_eq!(tally.deliveries.load(Ordering::Relaxed), 2);
+        assert_eq!(tally.redelivered.load(Ordering::Relaxed), 2);
+        assert_eq!(tally.duplicated(), 0);
+        assert_eq!(inbox.chats[0].last, 4);
+    }
+
+    #[test]
+    fn an_answered_send_is_not_written_again_and_a_resend_is_marked() {
+        let tally = Arc::new(Tally::new(4));
+        let mut inbox = Inbox::new(9, tally.clone(), &[]);
+        for k in 0..2 {
+            let frame = ClientFrame::Send {
+                chat_id: "c".into(),
+                content: content(9, k),
+                client_id: format!("9-{k}"),
+                first_try: true,
+            };
+            let text = serde_json::to_string(&frame).expect("a frame serializes");
+            tally.sending(k, 1);
+            inbox.writing(k, text.into());
+        }
+        inbox.record(r#"{"type":"ack","clientId":"9-0","message":null}"#);
+        let resends = inbox.resends();
+        assert_eq!(resends.len(), 1);
+        let again: ClientFrame = serde_json::from_str(&resends[0]).expect("a frame");
+        assert!(matches!(
+            again,
+            ClientFrame::Send { ref client_id, first_try: false, .. } if client_id == "9-1"
+        ));
+        assert_eq!(tally.acks.load(Ordering::Relaxed), 1);
+    }
+}

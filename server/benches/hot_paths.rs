@@ -5,17 +5,19 @@
 //! - encoding a message frame (once per message, whatever the recipients),
 //! - the hub handing an encoded frame to every socket of a chat's members,
 //! - the embedded pipeline: sequence, deliver and store 100 messages sent at
-//!   once (one SQLite transaction per batch).
+//!   once (one SQLite transaction per batch),
+//! - reading what arrives per message: a socket's `send` frame, a partition
+//!   queue's batch of commands and a batch of replies.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use natter_server::pipeline::{Draft, Pipeline};
+use natter_server::pipeline::{Command, Draft, Pipeline, Reply};
 use natter_server::realtime::{Events, Hub, encode};
 use natter_server::store::{NewUser, SqliteStore, Store};
-use natter_shared::{Message, ServerFrame, User};
+use natter_shared::{ClientFrame, Message, ServerFrame, User};
 
 fn frame() -> ServerFrame {
     ServerFrame::Message {
@@ -41,6 +43,57 @@ fn encoding(c: &mut Criterion) {
     c.bench_function("encode a message frame", |b| {
         b.iter(|| encode(black_box(&frame)))
     });
+}
+
+fn draft() -> Draft {
+    Draft {
+        id: "0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d10".into(),
+        chat_id: "0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d11".into(),
+        sender_id: "0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d12".into(),
+        content: "See you at the standup in ten minutes — bring the numbers 📈".into(),
+        client_id: Some("0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d13".into()),
+        first_try: true,
+        created_at: Utc::now(),
+    }
+}
+
+/// Reading JSON per message: each is read as a socket frame, as a command
+/// out of its partition queue, and (on a node other than the sequencer's)
+/// as a reply.
+fn reading(c: &mut Criterion) {
+    let send = serde_json::to_string(&ClientFrame::Send {
+        chat_id: "0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d11".into(),
+        content: "See you at the standup in ten minutes — bring the numbers 📈".into(),
+        client_id: "0194f0c2-7d1e-7c3a-9a55-4e2b1f0a9d13".into(),
+        first_try: true,
+    })
+    .expect("serializes");
+    c.bench_function("read a send frame", |b| {
+        b.iter(|| serde_json::from_str::<ClientFrame>(black_box(&send)).expect("reads"))
+    });
+    let mut group = c.benchmark_group("read a batch");
+    let commands =
+        serde_json::to_vec(&vec![Command::Send { draft: draft() }; 500]).expect("serializes");
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("500 send commands", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<Command>>(black_box(&commands)).expect("reads"))
+    });
+    let ServerFrame::Message { message } = frame() else {
+        unreachable!("frame() is a message")
+    };
+    let replies = serde_json::to_vec(&vec![
+        Reply::Sent {
+            message,
+            duplicate: false
+        };
+        64
+    ])
+    .expect("serializes");
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("64 sent replies", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<Reply>>(black_box(&replies)).expect("reads"))
+    });
+    group.finish();
 }
 
 fn delivering(c: &mut Criterion) {
@@ -114,5 +167,5 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encoding, delivering, pipeline);
+criterion_group!(benches, encoding, reading, delivering, pipeline);
 criterion_main!(benches);

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod limits;
 pub mod socket;
+pub mod tagged;
 
 pub use api::{Chat, ErrorBody, Message, User};
 pub use socket::{ClientFrame, ServerFrame};

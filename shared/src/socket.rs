@@ -1,11 +1,14 @@
 //! Frames on the realtime socket (`GET /ws`): JSON text, each tagged by `type`.
 
-use serde::{Deserialize, Serialize};
+use serde::de::MapAccess;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::api::{Chat, Message};
+use crate::tagged::{self, TagFirst};
 
-/// What a client may send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a client may send. Read tag first (`tagged`): the server reads
+/// one per message sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -26,6 +29,51 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         first_try: bool,
     },
+}
+
+impl<'de> Deserialize<'de> for ClientFrame {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
+}
+
+impl TagFirst for ClientFrame {
+    const VARIANTS: &'static [&'static str] = &["typing", "send"];
+
+    fn variant<'de, A: MapAccess<'de>>(tag: &str, rest: A) -> Result<Self, A::Error> {
+        match tag {
+            "typing" => tagged::fields::<TypingFields, _>(rest).map(|f| ClientFrame::Typing {
+                chat_id: f.chat_id,
+                is_typing: f.is_typing,
+            }),
+            "send" => tagged::fields::<SendFields, _>(rest).map(|f| ClientFrame::Send {
+                chat_id: f.chat_id,
+                content: f.content,
+                client_id: f.client_id,
+                first_try: f.first_try,
+            }),
+            other => Err(tagged::unknown::<Self, _>(other)),
+        }
+    }
+}
+
+/// `ClientFrame::Typing`'s fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingFields {
+    chat_id: String,
+    is_typing: bool,
+}
+
+/// `ClientFrame::Send`'s fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SendFields {
+    chat_id: String,
+    content: String,
+    client_id: String,
+    #[serde(default)]
+    first_try: bool,
 }
 
 /// What the server sends.
@@ -97,6 +145,35 @@ mod tests {
             typing,
             serde_json::json!({"type":"typing","chatId":"c1","isTyping":true})
         );
+    }
+
+    #[test]
+    fn client_frames_read_back_whatever_the_key_order() {
+        let frames = [
+            ClientFrame::Typing {
+                chat_id: "c1".into(),
+                is_typing: true,
+            },
+            ClientFrame::Send {
+                chat_id: "c1".into(),
+                content: "h\u{e9}llo \"you\"".into(),
+                client_id: "k".into(),
+                first_try: true,
+            },
+        ];
+        for frame in frames {
+            let written = serde_json::to_string(&frame).expect("serializes");
+            assert!(written.starts_with(r#"{"type":"#), "{written}");
+            let read: ClientFrame = serde_json::from_str(&written).expect("reads back");
+            assert_eq!(read, frame);
+            // A map sorts its keys: the tag comes after `chatId`.
+            let sorted: std::collections::BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(&written).expect("an object");
+            let reordered = serde_json::to_string(&sorted).expect("serializes");
+            assert!(!reordered.starts_with(r#"{"type":"#), "{reordered}");
+            let read: ClientFrame = serde_json::from_str(&reordered).expect("reads back");
+            assert_eq!(read, frame);
+        }
     }
 
     #[test]

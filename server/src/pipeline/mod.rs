@@ -25,6 +25,7 @@ mod amqp;
 mod batches;
 mod local;
 mod sequencer;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,8 +111,8 @@ pub struct Draft {
     pub created_at: DateTime<Utc>,
 }
 
-/// What a partition's sequencer is asked to do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a partition's sequencer is asked to do. Read tag first (`wire`).
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Command {
     /// Sequence, deliver and store a message.
@@ -135,8 +136,8 @@ impl Command {
     }
 }
 
-/// A sequencer's answer to a command.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A sequencer's answer to a command. Read tag first (`wire`).
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Reply {
     Sent { message: Message, duplicate: bool },

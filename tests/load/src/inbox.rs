@@ -6,7 +6,7 @@
 //! near the server's limits still counts every message once.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -40,8 +40,13 @@ pub struct Inbox {
     ack_prefix: String,
     tally: Arc<Tally>,
     chats: Vec<Seen>,
-    /// Sends written and not answered yet, by message number.
-    unanswered: HashMap<usize, Utf8Bytes>,
+    /// Sends written, oldest first, from the oldest not answered yet on.
+    /// Answered ones leave from the front as sends are written: a hash map
+    /// with an insert and a remove per message cost the tool a quarter
+    /// more processor time at 28,000 msg/s.
+    written: VecDeque<(usize, Utf8Bytes)>,
+    /// Sends the server refused (never acked), so they leave `written`.
+    refused: HashSet<usize>,
     pub latencies: Latencies,
 }
 
@@ -84,14 +89,26 @@ impl Inbox {
                     last: 0,
                 })
                 .collect(),
-            unanswered: HashMap::new(),
+            written: VecDeque::new(),
+            refused: HashSet::new(),
             latencies: Latencies::new(),
         }
     }
 
     /// Send `k` is about to be written.
     pub fn writing(&mut self, k: usize, frame: Utf8Bytes) {
-        self.unanswered.insert(k, frame);
+        while let Some(&(oldest, _)) = self.written.front() {
+            if !self.is_answered(oldest) {
+                break;
+            }
+            self.written.pop_front();
+            self.refused.remove(&oldest);
+        }
+        self.written.push_back((k, frame));
+    }
+
+    fn is_answered(&self, k: usize) -> bool {
+        self.tally.is_acked(k) || self.refused.contains(&k)
     }
 
     /// Counts one frame from the server.
@@ -108,13 +125,12 @@ impl Inbox {
             }
             ("ack", _, Some(client_id)) => {
                 if let Some(k) = self.number_of(&client_id) {
-                    self.unanswered.remove(&k);
                     self.tally.acked(k);
                 }
             }
             ("error", _, client_id) => {
                 if let Some(k) = client_id.and_then(|id| self.number_of(&id)) {
-                    self.unanswered.remove(&k);
+                    self.refused.insert(k);
                 }
                 self.tally.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -202,7 +218,11 @@ impl Inbox {
     /// The unanswered sends, to write again on a new socket: marked as
     /// resends, so the server looks for the copy it may have stored.
     pub fn resends(&self) -> Vec<Utf8Bytes> {
-        self.unanswered.values().filter_map(resend).collect()
+        self.written
+            .iter()
+            .filter(|(k, _)| !self.is_answered(*k))
+            .filter_map(|(_, frame)| resend(frame))
+            .collect()
     }
 }
 
@@ -261,10 +281,10 @@ mod tests {
     }
 
     #[test]
-    fn an_answered_send_is_not_written_again_and_a_resend_is_marked() {
+    fn answered_sends_are_not_written_again_and_a_resend_is_marked() {
         let tally = Arc::new(Tally::new(4));
         let mut inbox = Inbox::new(9, tally.clone(), &[]);
-        for k in 0..2 {
+        let write = |inbox: &mut Inbox, k: usize| {
             let frame = ClientFrame::Send {
                 chat_id: "c".into(),
                 content: content(9, k),
@@ -274,8 +294,12 @@ mod tests {
             let text = serde_json::to_string(&frame).expect("a frame serializes");
             tally.sending(k, 1);
             inbox.writing(k, text.into());
+        };
+        for k in 0..3 {
+            write(&mut inbox, k);
         }
         inbox.record(r#"{"type":"ack","clientId":"9-0","message":null}"#);
+        inbox.record(r#"{"type":"error","error":"no","clientId":"9-2"}"#);
         let resends = inbox.resends();
         assert_eq!(resends.len(), 1);
         let again: ClientFrame = serde_json::from_str(&resends[0]).expect("a frame");
@@ -283,6 +307,11 @@ mod tests {
             again,
             ClientFrame::Send { ref client_id, first_try: false, .. } if client_id == "9-1"
         ));
-        assert_eq!(tally.acks.load(Ordering::Relaxed), 1);
+        // Once the oldest are answered, the next write lets them go.
+        inbox.record(r#"{"type":"ack","clientId":"9-1","message":null}"#);
+        write(&mut inbox, 3);
+        assert_eq!(inbox.written.len(), 1);
+        assert!(inbox.refused.is_empty());
+        assert_eq!(tally.acks.load(Ordering::Relaxed), 2);
     }
 }

@@ -84,6 +84,12 @@ impl Tally {
         }
     }
 
+    pub fn is_acked(&self, k: usize) -> bool {
+        self.acked
+            .get(k)
+            .is_some_and(|acks| acks.load(Ordering::Relaxed) > 0)
+    }
+
     /// A recipient received message `k`: its latency in µs, if it is ours.
     pub fn delivered(&self, k: usize) -> Option<u64> {
         let sent_at = self.sent_at.get(k)?.load(Ordering::Acquire);

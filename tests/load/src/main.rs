@@ -261,7 +261,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         })
     };
     if args.rate > 0 {
-        send(args, &crowd, &writers, &http, run_tag, &tally).await;
+        send(args, &crowd, &chats_of, &writers, &http, run_tag, &tally).await;
     } else {
         hold(args, &tally).await;
     }
@@ -329,12 +329,12 @@ fn watched(args: &Args) -> Vec<cpu::Watched> {
 async fn send(
     args: &Args,
     crowd: &Crowd,
+    chats_of: &[Vec<usize>],
     writers: &[Writer],
     http: &reqwest::Client,
     run: u64,
     tally: &Arc<Tally>,
 ) {
-    let chats_of = crowd.chats_of();
     if crowd.chats.is_empty() {
         eprintln!("no chats: nothing to send");
         return;

@@ -142,7 +142,8 @@ fn pipeline(c: &mut Criterion) {
             .expect("a group");
         let hub = Arc::new(Hub::new());
         let events = Arc::new(Events::local(hub));
-        (Pipeline::local(store, events), chat.id, ids[0].clone())
+        let pipeline = Pipeline::local(store, events).await.expect("started");
+        (pipeline, chat.id, ids[0].clone())
     });
     let mut group = c.benchmark_group("embedded pipeline");
     group.throughput(Throughput::Elements(100));

@@ -226,7 +226,10 @@ async fn open_pipeline(
     events: Arc<Events>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let Some(url) = &config.amqp_url else {
-        return Ok(Arc::new(Pipeline::local(store, events)));
+        let pipeline = Pipeline::local(store, events)
+            .await
+            .context("starting the message pipeline")?;
+        return Ok(Arc::new(pipeline));
     };
     let settings = AmqpSettings {
         url: url.clone(),

@@ -1138,3 +1138,97 @@ async fn events_rabbitmq_refuses_are_sent_again_until_it_takes_them() {
     drop(refusing);
     assert_eq!(bob_socket.next_message().await, during);
 }
+
+/// A `natter-server` on the embedded default (SQLite in `data`, no
+/// RabbitMQ), on `port`.
+async fn start_embedded(data: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_natter-server"))
+        .env("NATTER_DATA_DIR", data)
+        .env("NATTER_ADDR", format!("127.0.0.1:{port}"))
+        .env("NATTER_JWT_SECRET", TEST_SECRET)
+        .env("NATTER_LOG", node_log_filter())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server starts");
+    let http = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/health");
+    wait_until("the server to be healthy", FAULT_PATIENCE, async || {
+        http.get(&health)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    child
+}
+
+/// SQLite's write lock on the server's database, held as a stalled disk
+/// would: the server still reads, sequences and delivers, but its commit
+/// waits. Dropped, the lock goes (the transaction is rolled back).
+async fn hold_write_lock(database: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("the server's database opens");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut connection)
+        .await
+        .expect("the write lock");
+    connection
+}
+
+/// The embedded server is killed (`kill -9`) after delivering a message it
+/// had not stored yet. Started again, it gives that seq to no other
+/// message (apps hold it), and the message itself is stored when its
+/// sender's app resends it (same clientId), under a later seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_server_killed_before_storing_what_it_delivered_reuses_none_of_its_seqs() {
+    let _serial = SERIAL.lock().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut server = start_embedded(data.path(), port).await;
+    let app = TestApp::at(SocketAddr::from(([127, 0, 0, 1], port)));
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let stored = app.send(&ann, &chat, "stored before").await;
+    let mut ann_socket = app.socket(&ann).await;
+    let mut bob_socket = app.socket(&bob).await;
+
+    let lock = hold_write_lock(&data.path().join("natter.db")).await;
+    ann_socket
+        .send_json(json!({"type": "send", "chatId": chat.id, "content": "delivered, not stored", "clientId": "k1"}))
+        .await;
+    let delivered = bob_socket.next_message().await;
+    assert_eq!(delivered.seq, stored.seq + 1);
+    server.start_kill().expect("kill -9");
+    server.wait().await.expect("the server is gone");
+    drop(lock);
+
+    let _server = start_embedded(data.path(), port).await;
+    let history = app.history(&bob, &chat, "").await;
+    assert_eq!(
+        history,
+        std::slice::from_ref(&stored),
+        "the delivered message was lost"
+    );
+    let after = app.send(&bob, &chat, "after the restart").await;
+    assert!(after.seq > delivered.seq, "seq {} given again", after.seq);
+    // Ann's app resends what was never acked.
+    let response = app
+        .post(
+            &ann,
+            "/api/message",
+            json!({"chatId": chat.id, "content": "delivered, not stored", "clientId": "k1"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let resent: Message = response.json().await.expect("message");
+    assert!(resent.seq > after.seq, "{resent:?}");
+    assert_eq!(
+        app.history(&bob, &chat, "").await,
+        [stored, after, resent],
+        "each once, and no seq the dead server delivered names another message"
+    );
+}

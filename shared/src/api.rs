@@ -27,7 +27,8 @@ pub struct Chat {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One message. `seq` is its position in its chat: 1, 2, 3, ... without gaps.
+/// One message. `seq` is its position in its chat: 1, 2, 3, ..., with a
+/// jump after a server without RabbitMQ died (docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {

@@ -11,6 +11,15 @@
 //! sequenced before it: those messages were delivered already, and a
 //! process that ended without storing them would give their seqs to other
 //! messages after the restart (their senders resend them, unacked).
+//!
+//! A process that dies (a crash, `kill -9`) cannot do that: what it
+//! delivered and did not store is gone, and apps hold it under seqs the
+//! database never heard of. So the pipeline marks the database while it
+//! runs, and a start that finds the mark of a run that never stopped moves
+//! every chat's seqs `SEQS_SKIPPED_AFTER_A_CRASH` ahead: more than were
+//! ever delivered and unstored at once (`MOST_UNSTORED`), so no seq an app
+//! may hold names another message. (The lost messages come back as their
+//! senders resend them, under new seqs; apps drop the copy they held.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +30,18 @@ use super::batches::{Batches, Committed};
 use super::sequencer::Sequencer;
 use super::{Command, Outcome, PipelineError, Reply, SEND_PATIENCE, not_confirmed};
 use crate::realtime::Events;
-use crate::store::{Store, Stored};
+use crate::store::{Store, StoreError, Stored};
 
 /// Commands waiting before senders wait to hand theirs over.
 const INBOX: usize = 4096;
 /// Most commands per batch.
 const BATCH: usize = 1000;
+/// Most messages delivered and not yet stored: past this, sends are refused
+/// until the database catches up (memory stays bounded, and so do the seqs
+/// a crash can leave unstored).
+const MOST_UNSTORED: usize = 100_000;
+/// How far each chat's seqs move after a run that did not stop cleanly.
+pub const SEQS_SKIPPED_AFTER_A_CRASH: i64 = MOST_UNSTORED as i64;
 
 struct Job {
     command: Command,
@@ -42,19 +57,33 @@ pub struct LocalPipeline {
 }
 
 impl LocalPipeline {
-    pub fn start(store: Arc<dyn Store>, events: Arc<Events>) -> Self {
+    /// Marks the database as sequenced by this run (moving every chat's
+    /// seqs ahead when the last run died) and starts the partition's task.
+    pub async fn start(store: Arc<dyn Store>, events: Arc<Events>) -> Result<Self, StoreError> {
+        if store.begin_local_run(SEQS_SKIPPED_AFTER_A_CRASH).await? {
+            tracing::warn!(
+                skipped = SEQS_SKIPPED_AFTER_A_CRASH,
+                "the last run did not stop cleanly: every chat's seqs moved ahead"
+            );
+        }
         let (inbox, receiver) = mpsc::channel(INBOX);
         let (stopping, stop) = watch::channel(false);
         let (finish, finished) = watch::channel(false);
         tokio::spawn(async move {
-            run(Sequencer::new(store, events), receiver, stop).await;
+            let sequencer = Sequencer::new(store.clone(), events);
+            if run(sequencer, receiver, stop).await {
+                // Left marked, the next start skips seqs it need not.
+                if let Err(err) = store.end_local_run().await {
+                    tracing::warn!(error = %err, "could not record the clean stop");
+                }
+            }
             finish.send_replace(true);
         });
-        LocalPipeline {
+        Ok(LocalPipeline {
             inbox,
             stopping,
             finished,
-        }
+        })
     }
 
     /// Stops taking commands and waits (at most `patience`) until what was
@@ -93,12 +122,14 @@ impl LocalPipeline {
 /// Sequences and delivers every command as it arrives, while the previous
 /// batch is being stored; answers a batch's senders once it is stored.
 /// Once `stop` is set, takes what is queued already (later senders hear
-/// that the server is shutting down), stores it all and returns.
+/// that the server is shutting down), stores it all and returns whether
+/// everything it delivered was stored.
 async fn run(
     mut sequencer: Sequencer,
     mut inbox: mpsc::Receiver<Job>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> bool {
+    let mut all_stored = true;
     let mut jobs = Vec::with_capacity(BATCH);
     // Answers waiting for the next commit; those of the commit in flight
     // travel with it.
@@ -132,7 +163,8 @@ async fn run(
                     waiting.splice(0..0, answers);
                 }
                 // The batch went with the task; its senders hear nothing and retry.
-                Some(Committed::Lost(_)) | None => {}
+                Some(Committed::Lost(_)) => all_stored = false,
+                None => {}
             },
             received = inbox.recv_many(&mut jobs, BATCH), if open => {
                 if received == 0 {
@@ -148,10 +180,14 @@ async fn run(
             }
         }
     }
+    all_stored
 }
 
 async fn handle(sequencer: &mut Sequencer, command: Command) -> Reply {
     match command {
+        Command::Send { .. } if sequencer.unstored() >= MOST_UNSTORED => Reply::Failed {
+            error: "the database is not keeping up: try again".into(),
+        },
         Command::Send { draft } => match sequencer.sequence(&draft, false).await {
             Ok(Ok(Stored::New(message))) => Reply::Sent {
                 message,
@@ -212,31 +248,70 @@ mod tests {
         (chat.id, ids[0].clone())
     }
 
+    fn draft(i: i64, chat_id: &str, sender_id: &str) -> Draft {
+        Draft {
+            id: format!("m{i}"),
+            chat_id: chat_id.to_owned(),
+            sender_id: sender_id.to_owned(),
+            content: format!("message {i}"),
+            client_id: None,
+            first_try: false,
+            created_at: Utc::now(),
+        }
+    }
+
+    async fn start(dir: &std::path::Path) -> (Arc<dyn Store>, LocalPipeline) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).await.expect("SQLite"));
+        let events = Arc::new(Events::local(Arc::new(Hub::new())));
+        let pipeline = LocalPipeline::start(store.clone(), events)
+            .await
+            .expect("started");
+        (store, pipeline)
+    }
+
+    /// Starts a pipeline on `dir`, sends message `i` and stops cleanly;
+    /// returns the message's seq and the chat's latest seq as the pipeline
+    /// found it.
+    fn send_after_a_start(
+        dir: &std::path::Path,
+        chat_id: &str,
+        sender_id: &str,
+        i: i64,
+    ) -> (i64, i64) {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            let (store, pipeline) = start(dir).await;
+            let chat = store.chat(chat_id).await.expect("read").expect("the chat");
+            let latest = chat.latest_message.expect("a latest message").seq;
+            let reply = pipeline
+                .ask(Command::Send {
+                    draft: draft(i, chat_id, sender_id),
+                })
+                .await
+                .expect("answered");
+            pipeline.stop(Duration::from_secs(60)).await;
+            match reply {
+                Reply::Sent { message, .. } => (message.seq, latest),
+                other => panic!("not sent: {other:?}"),
+            }
+        })
+    }
+
     /// Messages handed over before `stop` are stored and answered by the
     /// time it returns: the runtime (and with it the pipeline's task) is
-    /// dropped right after, as when the process ends.
+    /// dropped right after, as when the process ends. The next start goes
+    /// on from the last seq: the stop was clean.
     #[test]
     fn a_clean_stop_stores_and_answers_what_was_handed_over() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let (chat_id, outcomes) = {
+        let (chat_id, sender_id, outcomes) = {
             let runtime = tokio::runtime::Runtime::new().expect("a runtime");
             runtime.block_on(async {
-                let store: Arc<dyn Store> =
-                    Arc::new(SqliteStore::open(dir.path()).await.expect("SQLite"));
+                let (store, pipeline) = start(dir.path()).await;
                 let (chat_id, sender_id) = chat_of_two(store.as_ref()).await;
-                let events = Arc::new(Events::local(Arc::new(Hub::new())));
-                let pipeline = LocalPipeline::start(store, events);
                 let mut outcomes = Vec::new();
                 for i in 0..SENT {
-                    let draft = Draft {
-                        id: format!("m{i}"),
-                        chat_id: chat_id.clone(),
-                        sender_id: sender_id.clone(),
-                        content: format!("message {i}"),
-                        client_id: None,
-                        first_try: false,
-                        created_at: Utc::now(),
-                    };
+                    let draft = draft(i, &chat_id, &sender_id);
                     let outcome = pipeline
                         .hand_over(Command::Send { draft })
                         .await
@@ -244,7 +319,7 @@ mod tests {
                     outcomes.push(outcome);
                 }
                 pipeline.stop(Duration::from_secs(60)).await;
-                (chat_id, outcomes)
+                (chat_id, sender_id, outcomes)
             })
         };
         let runtime = tokio::runtime::Runtime::new().expect("a runtime");
@@ -265,5 +340,48 @@ mod tests {
             let store = SqliteStore::open(dir.path()).await.expect("SQLite again");
             assert_eq!(store.last_seq(&chat_id).await.expect("read"), Some(SENT));
         });
+        drop(runtime);
+        assert_eq!(
+            send_after_a_start(dir.path(), &chat_id, &sender_id, SENT),
+            (SENT + 1, SENT)
+        );
+    }
+
+    /// A run that ends without `stop` (the process died) may have delivered
+    /// messages it never stored: the next start gives no chat a seq that
+    /// run could have handed out, and the chat's latest message is still
+    /// the last one stored.
+    #[test]
+    fn after_a_run_that_did_not_stop_seqs_go_on_past_what_it_may_have_delivered() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (chat_id, sender_id) = {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(async {
+                let (store, pipeline) = start(dir.path()).await;
+                let (chat_id, sender_id) = chat_of_two(store.as_ref()).await;
+                let mut outcomes = Vec::new();
+                for i in 0..SENT {
+                    let draft = draft(i, &chat_id, &sender_id);
+                    let outcome = pipeline.hand_over(Command::Send { draft }).await;
+                    outcomes.push(outcome.expect("queued"));
+                }
+                for outcome in outcomes {
+                    outcome.await.expect("stored and answered");
+                }
+                // No stop: the runtime goes, and the task with it.
+                (chat_id, sender_id)
+            })
+        };
+        // The latest message is the last one stored, whatever the seqs.
+        let skipped = SENT + SEQS_SKIPPED_AFTER_A_CRASH;
+        assert_eq!(
+            send_after_a_start(dir.path(), &chat_id, &sender_id, SENT),
+            (skipped + 1, SENT)
+        );
+        // That start stopped cleanly: the one after it skips nothing.
+        assert_eq!(
+            send_after_a_start(dir.path(), &chat_id, &sender_id, SENT + 1),
+            (skipped + 2, skipped + 1)
+        );
     }
 }

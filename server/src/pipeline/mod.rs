@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::realtime::Events;
-use crate::store::{Store, Stored};
+use crate::store::{Store, StoreError, Stored};
 
 pub use amqp::{AmqpPipeline, AmqpSettings, Request, inbox_queue};
 
@@ -230,8 +230,10 @@ pub enum Pipeline {
 
 impl Pipeline {
     /// The embedded default: partitions as tasks in this process.
-    pub fn local(store: Arc<dyn Store>, events: Arc<Events>) -> Self {
-        Pipeline::Local(local::LocalPipeline::start(store, events))
+    pub async fn local(store: Arc<dyn Store>, events: Arc<Events>) -> Result<Self, StoreError> {
+        Ok(Pipeline::Local(
+            local::LocalPipeline::start(store, events).await?,
+        ))
     }
 
     /// Whether messages can be sent while the database is away: through

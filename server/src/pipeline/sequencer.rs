@@ -64,6 +64,8 @@ pub struct Sequencer {
     remembered: VecDeque<String>,
     /// Sequenced, delivered, not yet stored; in seq order per chat.
     pending: Vec<Message>,
+    /// How many messages the batch being stored holds (`take_batch`).
+    storing: usize,
     /// Optional lookups are skipped until then: the database failed one.
     database_away_until: Option<Instant>,
     /// Drafts whose earlier selves `prepare` looked up already.
@@ -83,6 +85,7 @@ impl Sequencer {
             by_client: HashMap::new(),
             remembered: VecDeque::new(),
             pending: Vec::new(),
+            storing: 0,
             database_away_until: None,
             looked_up: HashSet::new(),
             for_other_nodes: Vec::new(),
@@ -146,18 +149,27 @@ impl Sequencer {
 
     /// Hands over what is to be stored next, oldest first.
     pub fn take_batch(&mut self) -> Vec<Message> {
-        std::mem::take(&mut self.pending)
+        let batch = std::mem::take(&mut self.pending);
+        self.storing = batch.len();
+        batch
     }
 
     /// Takes back a batch that could not be stored, ahead of anything
     /// sequenced since.
     pub fn restore_batch(&mut self, mut batch: Vec<Message>) {
+        self.storing = 0;
         batch.append(&mut self.pending);
         self.pending = batch;
     }
 
+    /// Messages delivered and not stored yet: waiting, and being stored.
+    pub fn unstored(&self) -> usize {
+        self.pending.len() + self.storing
+    }
+
     /// After a batch is stored: memory is bounded between batches.
     pub fn stored(&mut self) {
+        self.storing = 0;
         if self.pending.is_empty() && self.chats.len() > CHATS_REMEMBERED {
             self.forget_all();
         }

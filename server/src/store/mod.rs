@@ -147,6 +147,17 @@ pub trait Store: Send + Sync + 'static {
     /// start decides, even when several start at once).
     async fn agree_setting(&self, name: &str, proposed: &str) -> StoreResult<String>;
 
+    /// Called as the embedded pipeline starts. It delivers a message before
+    /// storing it, so a process that died (a crash, `kill -9`) may have
+    /// delivered messages that were never stored, under seqs apps now hold.
+    /// When the run before never called `end_local_run`, every chat's seqs
+    /// first move `skip` ahead, so that none of those seqs is given to
+    /// another message; then this run is marked as running. Returns whether
+    /// the seqs moved.
+    async fn begin_local_run(&self, skip: i64) -> StoreResult<bool>;
+    /// The embedded pipeline stopped with everything it delivered stored.
+    async fn end_local_run(&self) -> StoreResult<()>;
+
     /// Cheap round trip for the health endpoint.
     async fn ping(&self) -> StoreResult<()>;
 }

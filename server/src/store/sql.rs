@@ -13,6 +13,10 @@ pub(super) const USER_COLS: &str = "u.id, u.name, u.email, u.pic";
 pub(super) const MESSAGE_COLS: &str = "msg.id, msg.chat_id, msg.seq, msg.content, msg.client_id, msg.created_at, \
      u.id, u.name, u.email, u.pic";
 
+/// The setting present while an embedded pipeline runs (its value: when it
+/// started); left behind by a process that died (`Store::begin_local_run`).
+pub(super) const LOCAL_RUN: &str = "local pipeline running since";
+
 /// Which chats to load.
 #[derive(Clone, Copy)]
 pub(super) enum Chats<'a> {
@@ -106,7 +110,7 @@ macro_rules! sql_store {
             use super::$store;
             use crate::blobs::pic_url;
             use crate::store::sql::{
-                Chats, INSERT_CHUNK, LOOKUP_CHUNK, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key,
+                Chats, INSERT_CHUNK, LOCAL_RUN, LOOKUP_CHUNK, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key,
                 is_unique_violation, now_millis, search_key, time_from,
             };
             use crate::store::{
@@ -168,7 +172,8 @@ macro_rules! sql_store {
                     let mut latest: HashMap<String, Message> = HashMap::new();
                     let latest_rows = sqlx::query(&format!(
                         "SELECT {MESSAGE_COLS} FROM chats c \
-                         JOIN messages msg ON msg.chat_id = c.id AND msg.seq = c.last_seq \
+                         JOIN messages msg ON msg.chat_id = c.id \
+                         AND msg.seq = (SELECT MAX(seq) FROM messages WHERE chat_id = c.id) \
                          JOIN users u ON u.id = msg.sender_id WHERE {}",
                         which.condition("c.id")
                     ))
@@ -606,6 +611,39 @@ macro_rules! sql_store {
                             .fetch_one(&self.writer)
                             .await?;
                     Ok(recorded)
+                }
+
+                async fn begin_local_run(&self, skip: i64) -> StoreResult<bool> {
+                    let mut tx = self.writer.begin().await?;
+                    let unfinished: Option<String> =
+                        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                            .bind(LOCAL_RUN)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if unfinished.is_some() {
+                        sqlx::query("UPDATE chats SET last_seq = last_seq + $1")
+                            .bind(skip)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO settings (name, value) VALUES ($1, $2) \
+                         ON CONFLICT (name) DO UPDATE SET value = $2",
+                    )
+                    .bind(LOCAL_RUN)
+                    .bind(chrono::Utc::now().to_rfc3339())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(unfinished.is_some())
+                }
+
+                async fn end_local_run(&self) -> StoreResult<()> {
+                    sqlx::query("DELETE FROM settings WHERE name = $1")
+                        .bind(LOCAL_RUN)
+                        .execute(&self.writer)
+                        .await?;
+                    Ok(())
                 }
 
                 async fn ping(&self) -> StoreResult<()> {

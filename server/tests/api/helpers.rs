@@ -15,6 +15,8 @@ use natter_shared::{Chat, Message, ServerFrame, User};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -31,6 +33,8 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     /// Its PostgreSQL database; None on the embedded SQLite (in `data_dir`).
     pub database_url: Option<String>,
+    /// Ends the server started here (`stop`); None for one started elsewhere.
+    shutdown: Option<(oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>)>,
     _dir: tempfile::TempDir,
 }
 
@@ -63,7 +67,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     adjust(&mut config);
     let app = Application::build(&config).await.expect("server starts");
     let addr = app.local_addr().expect("bound");
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
     TestApp {
         addr,
         http: reqwest::Client::new(),
@@ -72,6 +79,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
             .clone()
             .unwrap_or_else(|| dir.path().to_path_buf()),
         database_url: config.database_url.clone(),
+        shutdown: Some((shutdown, running)),
         _dir: dir,
     }
 }
@@ -197,6 +205,7 @@ impl TestApp {
                 .expect("HTTP client"),
             data_dir: dir.path().to_path_buf(),
             database_url: None,
+            shutdown: None,
             _dir: dir,
         }
     }
@@ -205,6 +214,17 @@ impl TestApp {
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestApp {
+    /// Stops the server as SIGTERM would (it stores what it sequenced) and
+    /// waits until it has; its data folder stays.
+    pub async fn stop(&mut self) {
+        let (shutdown, running) = self.shutdown.take().expect("a server started here");
+        let _ = shutdown.send(());
+        running
+            .await
+            .expect("the server's task")
+            .expect("a clean stop");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

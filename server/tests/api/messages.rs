@@ -274,7 +274,7 @@ async fn a_retried_client_id_is_stored_once() {
 
 #[tokio::test]
 async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_database() {
-    let first_server = spawn_app().await;
+    let mut first_server = spawn_app().await;
     let (ann, _, chat) = first_server.ann_and_bob().await;
     // Marked as first tries, as the app marks a message's first send: the
     // server does not look for earlier copies of these.
@@ -287,8 +287,9 @@ async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_dat
     }
 
     // Another server on the same database, whose sequencer has seen none of
-    // them (as after a restart): three retries and a new one, all at once,
-    // so that they may be sequenced as one batch.
+    // them (a restart): three retries and a new one, all at once, so that
+    // they may be sequenced as one batch.
+    first_server.stop().await;
     let (data_dir, database_url) = (
         first_server.data_dir.clone(),
         first_server.database_url.clone(),

@@ -41,6 +41,20 @@ pub enum Stored {
     New,
     /// Already cached (a retry's announcement, a catch-up overlap).
     Known,
+    /// It replaced a copy of the same send that a server delivered and
+    /// died before storing: the user has seen it already.
+    Replaced,
+}
+
+/// What the server said of a message it sent us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Delivered as it happened: the server may not have stored it yet, so
+    /// our own stays in the outbox, to be sent again should the server die
+    /// before storing it.
+    Delivered,
+    /// Stored: an ack, or read from history.
+    Stored,
 }
 
 #[derive(Clone)]
@@ -211,29 +225,68 @@ impl Cache {
     // ---- messages ----
 
     /// Stores a message from the server once (by id), makes it its chat's
-    /// latest when it is, and removes the matching outbox entry of ours in
-    /// the same transaction: a message is never both pending and sent.
-    pub async fn put_message(&self, message: &Message, me: &str) -> CoreResult<Stored> {
-        let mut tx = self.pool.begin().await?;
+    /// latest when it is, and, once the server says it is stored
+    /// (`Source::Stored`), removes the matching outbox entry of ours in the
+    /// same transaction: a message is never both pending and sent.
+    ///
+    /// The server's newest word wins over what a server that died had said
+    /// before storing it: another message at the same seq goes, and so does
+    /// an earlier copy of the same send (same sender and clientId) at a
+    /// lower seq (`Stored::Replaced`); a copy at a lower seq than the one
+    /// held is not kept (`Stored::Known`).
+    pub async fn put_message(
+        &self,
+        message: &Message,
+        me: &str,
+        source: Source,
+    ) -> CoreResult<Stored> {
+        // It reads before it writes: a deferred transaction would fail to
+        // upgrade (SQLITE_BUSY) once another connection wrote after its read.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut replaced = false;
+        if let Some(client_id) = &message.client_id {
+            let copies: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT id, seq FROM messages WHERE sender_id = ?1 AND client_id = ?2 AND id <> ?3",
+            )
+            .bind(&message.sender.id)
+            .bind(client_id)
+            .bind(&message.id)
+            .fetch_all(&mut *tx)
+            .await?;
+            if copies.iter().any(|(_, seq)| *seq > message.seq) {
+                forget_sent_outgoing(&mut tx, message, me, source).await?;
+                tx.commit().await?;
+                return Ok(Stored::Known);
+            }
+            for (id, _) in &copies {
+                sqlx::query("DELETE FROM messages WHERE id = ?1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            replaced = !copies.is_empty();
+        }
+        sqlx::query("DELETE FROM messages WHERE chat_id = ?1 AND seq = ?2 AND id <> ?3")
+            .bind(&message.chat_id)
+            .bind(message.seq)
+            .bind(&message.id)
+            .execute(&mut *tx)
+            .await?;
         let inserted = sqlx::query(
-            "INSERT INTO messages (id, chat_id, seq, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            "INSERT INTO messages (id, chat_id, seq, body, sender_id, client_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&message.id)
         .bind(&message.chat_id)
         .bind(message.seq)
         .bind(serde_json::to_string(message)?)
+        .bind(&message.sender.id)
+        .bind(&message.client_id)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             > 0;
-        if message.sender.id == me
-            && let Some(client_id) = &message.client_id
-        {
-            sqlx::query("DELETE FROM outbox WHERE client_id = ?1")
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        forget_sent_outgoing(&mut tx, message, me, source).await?;
         if inserted {
             let row = sqlx::query("SELECT body FROM chats WHERE id = ?1")
                 .bind(&message.chat_id)
@@ -241,10 +294,11 @@ impl Cache {
                 .await?;
             if let Some(row) = row {
                 let mut chat: Chat = serde_json::from_str(row.get::<&str, _>(0))?;
+                // At the same seq, this one replaced the latest.
                 let newer = chat
                     .latest_message
                     .as_ref()
-                    .is_none_or(|latest| latest.seq < message.seq);
+                    .is_none_or(|latest| latest.seq <= message.seq);
                 if newer {
                     chat.latest_message = Some(message.clone());
                     chat.updated_at = chat.updated_at.max(message.created_at);
@@ -258,7 +312,11 @@ impl Cache {
             }
         }
         tx.commit().await?;
-        Ok(if inserted { Stored::New } else { Stored::Known })
+        Ok(match (inserted, replaced) {
+            (false, _) => Stored::Known,
+            (true, false) => Stored::New,
+            (true, true) => Stored::Replaced,
+        })
     }
 
     /// The highest seq cached for each chat that has messages.
@@ -335,6 +393,22 @@ impl Cache {
         Ok(rows.iter().map(outgoing_row).collect())
     }
 
+    /// A chat's outbox as the user sees it: without the messages the
+    /// server delivered already (they show as sent) while their ack is on
+    /// its way.
+    pub async fn unsent(&self, chat_id: &str, me: &str) -> CoreResult<Vec<Outgoing>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox o WHERE chat_id = ?1 AND NOT EXISTS \
+             (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id) \
+             ORDER BY created_at, rowid"
+        ))
+        .bind(chat_id)
+        .bind(me)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(outgoing_row).collect())
+    }
+
     pub async fn outgoing(&self, client_id: &str) -> CoreResult<Option<Outgoing>> {
         let row = sqlx::query(&format!(
             "SELECT {OUTBOX_COLS} FROM outbox WHERE client_id = ?1"
@@ -384,6 +458,25 @@ fn chat_row(row: &sqlx::sqlite::SqliteRow) -> CoreResult<(Chat, u32)> {
 
 fn millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Removes our own message from the outbox once the server stored it.
+async fn forget_sent_outgoing(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    message: &Message,
+    me: &str,
+    source: Source,
+) -> CoreResult<()> {
+    if source == Source::Stored
+        && message.sender.id == me
+        && let Some(client_id) = &message.client_id
+    {
+        sqlx::query("DELETE FROM outbox WHERE client_id = ?1")
+            .bind(client_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -450,5 +543,145 @@ mod tests {
         assert!(cache.chat("gone").await.expect("chat").is_none());
         assert_eq!(cache.outbox(None).await.expect("outbox").len(), 1);
         assert!(cache.forget_chat("gone").await.expect("again").is_none());
+    }
+
+    fn user(id: &str) -> natter_shared::User {
+        natter_shared::User {
+            id: id.into(),
+            name: id.into(),
+            email: format!("{id}@example.org"),
+            pic: None,
+        }
+    }
+
+    fn message(id: &str, seq: i64, sender: &str, client_id: Option<&str>) -> Message {
+        Message {
+            id: id.into(),
+            chat_id: "c".into(),
+            seq,
+            sender: user(sender),
+            content: format!("message {id}"),
+            client_id: client_id.map(Into::into),
+            created_at: millis(1_700_000_000_000 + seq),
+        }
+    }
+
+    async fn cache_with_a_chat(dir: &Path) -> Cache {
+        let cache = Cache::open(&dir.join("cache.db")).await.expect("open");
+        cache.put_chat(&chat("c")).await.expect("chat");
+        cache
+    }
+
+    async fn cached(cache: &Cache) -> Vec<(String, i64)> {
+        let messages = cache.messages("c", None, 100).await.expect("messages");
+        messages.into_iter().map(|m| (m.id, m.seq)).collect()
+    }
+
+    /// A message delivered live may not be stored yet (the server may die
+    /// first): ours stays in the outbox, to be sent again, until the ack or
+    /// history says it is stored. Meanwhile it shows once, as sent.
+    #[tokio::test]
+    async fn our_message_leaves_the_outbox_once_stored_not_once_delivered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        cache
+            .push_outgoing(&outgoing("k1", "c", millis(1_700_000_000_000)))
+            .await
+            .expect("push");
+        let mine = message("m1", 1, "me", Some("k1"));
+
+        let delivered = cache.put_message(&mine, "me", Source::Delivered).await;
+        assert_eq!(delivered.expect("put"), Stored::New);
+        assert_eq!(cache.outbox(None).await.expect("outbox").len(), 1);
+        assert!(cache.unsent("c", "me").await.expect("unsent").is_empty());
+
+        let acked = cache.put_message(&mine, "me", Source::Stored).await;
+        assert_eq!(acked.expect("put"), Stored::Known);
+        assert!(cache.outbox(None).await.expect("outbox").is_empty());
+    }
+
+    /// A server that died before storing what it delivered stores it when
+    /// its sender resends it: another id, a later seq. The cache keeps that
+    /// copy only, and a copy at a lower seq arriving later is not kept.
+    #[tokio::test]
+    async fn a_send_stored_again_under_a_later_seq_replaces_the_copy_delivered_before() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        let delivered = message("lost", 3, "bob", Some("k"));
+        let put = cache.put_message(&delivered, "me", Source::Delivered).await;
+        assert_eq!(put.expect("put"), Stored::New);
+
+        let again = message("stored", 100_003, "bob", Some("k"));
+        let put = cache.put_message(&again, "me", Source::Delivered).await;
+        assert_eq!(put.expect("put"), Stored::Replaced);
+        assert_eq!(cached(&cache).await, [("stored".to_owned(), 100_003)]);
+        let (chat, _) = cache.chat("c").await.expect("read").expect("the chat");
+        assert_eq!(chat.latest_message.expect("latest").id, "stored");
+
+        let older = message("older", 2, "bob", Some("k"));
+        let put = cache.put_message(&older, "me", Source::Stored).await;
+        assert_eq!(put.expect("put"), Stored::Known);
+        // Another sender's clientId is another send.
+        let other = message("other", 4, "zoe", Some("k"));
+        let put = cache.put_message(&other, "me", Source::Stored).await;
+        assert_eq!(put.expect("put"), Stored::New);
+        assert_eq!(
+            cached(&cache).await,
+            [("other".to_owned(), 4), ("stored".to_owned(), 100_003)]
+        );
+    }
+
+    /// A seq names one message on the server: a message at a seq the cache
+    /// holds under another id (one delivered by a server that died before
+    /// storing it) replaces that one rather than being dropped.
+    #[tokio::test]
+    async fn a_message_at_a_seq_held_under_another_id_replaces_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        let put = cache
+            .put_message(&message("lost", 5, "bob", None), "me", Source::Delivered)
+            .await;
+        assert_eq!(put.expect("put"), Stored::New);
+        let put = cache
+            .put_message(&message("real", 5, "zoe", None), "me", Source::Stored)
+            .await;
+        assert_eq!(put.expect("put"), Stored::New);
+        assert_eq!(cached(&cache).await, [("real".to_owned(), 5)]);
+        let (chat, _) = cache.chat("c").await.expect("read").expect("the chat");
+        assert_eq!(chat.latest_message.expect("latest").id, "real");
+    }
+
+    /// A cache written before the clientId column had one: the upgrade
+    /// reads sender and clientId from the bodies of what it holds.
+    #[tokio::test]
+    async fn a_cache_from_before_the_client_id_column_recognises_copies_of_what_it_held() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir_all(&old).expect("folder");
+        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        std::fs::copy(all.join("0001_cache.sql"), old.join("0001_cache.sql")).expect("copied");
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .expect("options")
+            .filename(dir.path().join("cache.db"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.expect("opened");
+        let migrator = sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .expect("old");
+        migrator.run(&pool).await.expect("migrated");
+        let held = message("lost", 3, "bob", Some("k"));
+        sqlx::query("INSERT INTO messages (id, chat_id, seq, body) VALUES (?1, 'c', 3, ?2)")
+            .bind(&held.id)
+            .bind(serde_json::to_string(&held).expect("json"))
+            .execute(&pool)
+            .await
+            .expect("a message cached");
+        pool.close().await;
+
+        let cache = cache_with_a_chat(dir.path()).await;
+        let again = message("stored", 100_003, "bob", Some("k"));
+        let put = cache.put_message(&again, "me", Source::Stored).await;
+        assert_eq!(put.expect("put"), Stored::Replaced);
+        assert_eq!(cached(&cache).await, [("stored".to_owned(), 100_003)]);
     }
 }

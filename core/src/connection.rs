@@ -369,12 +369,13 @@ async fn handle(ctx: &Context, text: &str) -> CoreResult<bool> {
                 let chat = ctx.api.chat(&message.chat_id).await?;
                 ctx.cache.put_chat(&chat).await?;
             }
-            return Ok(ctx.receive(&message, Arrival::Live).await?.stored == Stored::New);
+            return Ok(ctx.receive(&message, Arrival::Live).await?.stored != Stored::Known);
         }
-        // The `message` frame comes first and has stored it (and told the
-        // UI); the ack matters when that frame was lost.
+        // The `message` frame comes first and has cached it (and told the
+        // UI); the ack says it is stored, so it leaves the outbox, and
+        // matters too when that frame was lost.
         ServerFrame::Ack { message, .. } => {
-            return Ok(ctx.receive(&message, Arrival::Live).await?.stored == Stored::New);
+            return Ok(ctx.receive(&message, Arrival::Ack).await?.stored != Stored::Known);
         }
         ServerFrame::Error {
             error,

@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 
 use crate::api::ServerApi;
 use crate::backoff::Backoff;
-use crate::cache::{Cache, Forgotten, Stored};
+use crate::cache::{Cache, Forgotten, Source, Stored};
 use crate::error::CoreResult;
 use crate::notices::Notices;
 use crate::typing::Typing;
@@ -45,8 +45,10 @@ pub(crate) struct Received {
 /// Where a message came from, which decides whether it may notify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Arrival {
-    /// Pushed by the server as it happened.
+    /// Pushed by the server as it happened, maybe before it was stored.
     Live,
+    /// The server's answer to our own send: stored.
+    Ack,
     /// Fetched while catching up after being away.
     CatchUp,
     /// An older page the user scrolled to, or the first page of a chat.
@@ -81,12 +83,29 @@ impl Context {
     /// live message not seen notifies (`notify`); one caught up comes back
     /// as `missed`, for `catch_up` to tell once per chat.
     pub async fn receive(&self, message: &Message, arrival: Arrival) -> CoreResult<Received> {
-        let stored = self.cache.put_message(message, &self.me.id).await?;
-        if stored == Stored::Known {
-            return Ok(Received {
-                stored,
-                missed: None,
-            });
+        let source = match arrival {
+            Arrival::Live => Source::Delivered,
+            Arrival::Ack | Arrival::CatchUp | Arrival::Backfill => Source::Stored,
+        };
+        let stored = self.cache.put_message(message, &self.me.id, source).await?;
+        match stored {
+            Stored::New => {}
+            Stored::Known => {
+                return Ok(Received {
+                    stored,
+                    missed: None,
+                });
+            }
+            // Shown (and counted) already, under the copy's id and seq.
+            Stored::Replaced => {
+                self.emit(Event::Message {
+                    message: MessageView::sent(message, &self.me.id),
+                });
+                return Ok(Received {
+                    stored,
+                    missed: None,
+                });
+            }
         }
         let view = self.view();
         let unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;

@@ -435,7 +435,7 @@ impl Engine {
             .map(|message| MessageView::sent(message, &ctx.me.id))
             .collect();
         if before.is_none() {
-            for outgoing in ctx.cache.outbox(Some(chat_id)).await? {
+            for outgoing in ctx.cache.unsent(chat_id, &ctx.me.id).await? {
                 views.push(MessageView::outgoing(&outgoing, &ctx.me));
             }
         }

@@ -27,6 +27,14 @@ describe("merge", () => {
     expect(merge(loaded, older).map((m) => m.seq)).toEqual([49, 50, 51, null]);
   });
 
+  it("moves a copy stored again under a later seq to its new place", () => {
+    const delivered = message(3, ann, "hello", day1, { clientId: "k1" });
+    const later = message(4, bob, "hi", day1);
+    const stored = { ...message(100_005, ann, "hello", day1, { clientId: "k1" }), id: "again" };
+    const merged = merge([delivered, later], [stored]);
+    expect(merged.map((m) => [m.id, m.seq])).toEqual([["m4", 4], ["again", 100_005]]);
+  });
+
   it("ignores a message it already has", () => {
     const m = message(1, bob, "once", day1);
     expect(merge([m], [m])).toHaveLength(1);

@@ -308,8 +308,17 @@ async fn serve_frames(
                 match message {
                     WsMessage::Text(text) => match handle(ctx, text.as_str()).await {
                         Ok(stale) => chat_list.stale |= stale,
+                        // A frame we cannot read is skipped (a newer server's, say).
+                        Err(err @ CoreError::Protocol(_)) => {
+                            tracing::warn!(error = %err, "a frame from the server was not understood");
+                        }
+                        // One we could not keep (the cache or the server
+                        // failed us) would leave a hole that catch-up, which
+                        // reads from the newest seq held, never fills: the
+                        // link goes, and the next one catches up from here.
                         Err(err) => {
-                            tracing::warn!(error = %err, "a frame from the server was not handled");
+                            tracing::warn!(error = %err, "a frame from the server was not kept; reconnecting");
+                            return;
                         }
                     },
                     WsMessage::Close(frame) => {

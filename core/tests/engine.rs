@@ -420,6 +420,57 @@ async fn an_engine_offline_while_messages_arrive_catches_up_once() {
     );
 }
 
+/// Holds the write lock of `user_id`'s cache in the app folder `dir`, as
+/// another program (or a stalled disk) could: the app's writes wait out
+/// their busy timeout, then fail. Dropped, the lock goes.
+async fn lock_cache(dir: &Path, user_id: &str) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let path = natter_core::session::Files::new(dir).cache(user_id);
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("the cache opens");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut connection)
+        .await
+        .expect("the write lock");
+    connection
+}
+
+/// A live message the cache could not keep would be a hole catch-up never
+/// fills (it reads from the newest seq held): the app drops the link
+/// instead, and the next one catches up from there.
+#[tokio::test]
+async fn a_message_the_cache_could_not_keep_comes_back_through_catch_up() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    online(&bob_app).await;
+    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    ann_app.engine.send(&chat.id, "one").await.expect("sent");
+    eventually("bob has the first", || async {
+        contents(&bob_app, &chat.id).await.len() == 1
+    })
+    .await;
+
+    let lock = lock_cache(&bob_app.dir, &bob.id).await;
+    ann_app.engine.send(&chat.id, "two").await.expect("sent");
+    offline(&bob_app).await;
+    drop(lock);
+    ann_app.engine.send(&chat.id, "three").await.expect("sent");
+    let expected: Vec<(String, Delivery)> = ["one", "two", "three"]
+        .iter()
+        .map(|t| (t.to_string(), Delivery::Sent))
+        .collect();
+    eventually("bob has all three", || async {
+        contents(&bob_app, &chat.id).await == expected
+    })
+    .await;
+    assert_eq!(seqs(&bob_app, &chat.id).await, [Some(1), Some(2), Some(3)]);
+}
+
 #[tokio::test]
 async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_restart() {
     let mut server = Server::spawn().await;

@@ -83,7 +83,7 @@ fn reading(c: &mut Criterion) {
     };
     let replies = serde_json::to_vec(&vec![
         Reply::Sent {
-            message,
+            message: message.into(),
             duplicate: false
         };
         64

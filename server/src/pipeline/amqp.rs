@@ -32,10 +32,10 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::batches::{Batches, Committed};
-use super::sequencer::Sequencer;
+use super::sequencer::{Sequenced, Sequencer};
 use super::{Command, Outcome, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of};
 use crate::realtime::Events;
-use crate::store::{Store, Stored};
+use crate::store::Store;
 
 /// Deliveries a sequencer may hold unacked: what it can sequence and
 /// deliver while the database is away, before senders have to wait.
@@ -746,13 +746,13 @@ impl Partition {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.sequencer.sequence(draft, redelivered).await {
-                Ok(Ok(Stored::New(message))) => {
+                Ok(Ok(Sequenced::New(message))) => {
                     return Reply::Sent {
                         message,
                         duplicate: false,
                     };
                 }
-                Ok(Ok(Stored::Duplicate(message))) => {
+                Ok(Ok(Sequenced::Duplicate(message))) => {
                     // A redelivery's sender may still be waiting for its first answer.
                     return Reply::Sent {
                         message,

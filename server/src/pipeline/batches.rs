@@ -4,6 +4,7 @@
 //! `T`. A batch that fails to store comes back to its owner, which gives it
 //! to the sequencer again, and the next try waits a growing pause.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use natter_shared::Message;
@@ -21,12 +22,12 @@ pub enum Committed<T> {
     /// Stored; the sequencer should hear `stored()`.
     Stored(T),
     /// Not stored: give the batch back with `restore_batch`.
-    Failed(Vec<Message>, T),
+    Failed(Vec<Arc<Message>>, T),
     /// The commit task died and took the batch with it.
     Lost(T),
 }
 
-type Commit = JoinHandle<(Vec<Message>, Result<(), StoreError>)>;
+type Commit = JoinHandle<(Vec<Arc<Message>>, Result<(), StoreError>)>;
 
 pub struct Batches<T> {
     in_flight: Option<(Commit, T)>,

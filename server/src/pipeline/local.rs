@@ -27,10 +27,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batches::{Batches, Committed};
-use super::sequencer::Sequencer;
+use super::sequencer::{Sequenced, Sequencer};
 use super::{Command, Outcome, PipelineError, Reply, SEND_PATIENCE, not_confirmed};
 use crate::realtime::Events;
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{Store, StoreError};
 
 /// Commands waiting before senders wait to hand theirs over.
 const INBOX: usize = 4096;
@@ -189,11 +189,11 @@ async fn handle(sequencer: &mut Sequencer, command: Command) -> Reply {
             error: "the database is not keeping up: try again".into(),
         },
         Command::Send { draft } => match sequencer.sequence(&draft, false).await {
-            Ok(Ok(Stored::New(message))) => Reply::Sent {
+            Ok(Ok(Sequenced::New(message))) => Reply::Sent {
                 message,
                 duplicate: false,
             },
-            Ok(Ok(Stored::Duplicate(message))) => Reply::Sent {
+            Ok(Ok(Sequenced::Duplicate(message))) => Reply::Sent {
                 message,
                 duplicate: true,
             },

@@ -140,10 +140,19 @@ impl Command {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Reply {
-    Sent { message: Message, duplicate: bool },
-    Refused { refusal: Refusal },
+    /// Shared with the sequencer's memory and the batch being stored; the
+    /// sender's side makes its own copy (`into_stored`), off the sequencer.
+    Sent {
+        message: Arc<Message>,
+        duplicate: bool,
+    },
+    Refused {
+        refusal: Refusal,
+    },
     Done,
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// Why a sequencer would not take a message: the sender's mistake.
@@ -189,11 +198,11 @@ impl Reply {
             Reply::Sent {
                 message,
                 duplicate: false,
-            } => Ok(Stored::New(message)),
+            } => Ok(Stored::New(Arc::unwrap_or_clone(message))),
             Reply::Sent {
                 message,
                 duplicate: true,
-            } => Ok(Stored::Duplicate(message)),
+            } => Ok(Stored::Duplicate(Arc::unwrap_or_clone(message))),
             Reply::Refused { refusal } => Err(refusal.into()),
             Reply::Done => Err(unexpected()),
             Reply::Failed { error } => Err(PipelineError::Unavailable(error)),

@@ -18,7 +18,7 @@ use natter_shared::{Message, User};
 
 use super::{Draft, Refusal};
 use crate::realtime::{Event, Events, encode_message};
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{Store, StoreError};
 
 /// Chats remembered before memory is cleared (only between batches: a chat
 /// with uncommitted messages must keep its seq).
@@ -51,19 +51,31 @@ struct ChatState {
     known_since: DateTime<Utc>,
 }
 
+/// What `sequence` made of a draft. One message, shared: remembered, waiting
+/// to be stored and answering its sender, without a copy for each.
+#[derive(Debug, Clone)]
+pub enum Sequenced {
+    /// It is new and now has its seq.
+    New(Arc<Message>),
+    /// It was sequenced before: the message it became then.
+    Duplicate(Arc<Message>),
+}
+
 pub struct Sequencer {
     store: Arc<dyn Store>,
     events: Arc<Events>,
     chats: HashMap<String, ChatState>,
     senders: HashMap<String, User>,
-    /// Messages sequenced by this sequencer, by draft id and by
-    /// (sender, clientId), to recognise a message seen twice.
-    by_id: HashMap<String, Message>,
-    by_client: HashMap<(String, String), String>,
+    /// Messages sequenced by this sequencer, by draft id and by sender
+    /// then clientId, to recognise a message seen twice. (Two levels, so
+    /// that a lookup borrows the draft's strings rather than copy them
+    /// into a key.)
+    by_id: HashMap<String, Arc<Message>>,
+    by_client: HashMap<String, HashMap<String, String>>,
     /// Ids in `by_id`, oldest first, so that memory stays bounded.
     remembered: VecDeque<String>,
     /// Sequenced, delivered, not yet stored; in seq order per chat.
-    pending: Vec<Message>,
+    pending: Vec<Arc<Message>>,
     /// How many messages the batch being stored holds (`take_batch`).
     storing: usize,
     /// Optional lookups are skipped until then: the database failed one.
@@ -100,7 +112,7 @@ impl Sequencer {
         &mut self,
         draft: &Draft,
         redelivered: bool,
-    ) -> Result<Result<Stored, Refusal>, StoreError> {
+    ) -> Result<Result<Sequenced, Refusal>, StoreError> {
         if let Some(known) = self.known(draft, redelivered).await? {
             let message = match known {
                 Ok(message) => message,
@@ -109,7 +121,7 @@ impl Sequencer {
             if let Ok(Ok(members)) = self.members_of(&message.chat_id).await {
                 self.deliver(&message, &members);
             }
-            return Ok(Ok(Stored::Duplicate(message)));
+            return Ok(Ok(Sequenced::Duplicate(message)));
         }
         let members = match self.members_of(&draft.chat_id).await? {
             Ok(members) => members,
@@ -125,7 +137,7 @@ impl Sequencer {
             return Ok(Err(Refusal::NoSuchChat));
         };
         chat.last_seq += 1;
-        let message = Message {
+        let message = Arc::new(Message {
             id: draft.id.clone(),
             chat_id: draft.chat_id.clone(),
             seq: chat.last_seq,
@@ -133,11 +145,11 @@ impl Sequencer {
             content: draft.content.clone(),
             client_id: draft.client_id.clone(),
             created_at: draft.created_at,
-        };
-        self.remember(&message);
+        });
+        self.remember(message.clone());
         self.pending.push(message.clone());
         self.deliver(&message, &members);
-        Ok(Ok(Stored::New(message)))
+        Ok(Ok(Sequenced::New(message)))
     }
 
     /// The members' cached list is stale: reload it for the next message.
@@ -148,7 +160,7 @@ impl Sequencer {
     }
 
     /// Hands over what is to be stored next, oldest first.
-    pub fn take_batch(&mut self) -> Vec<Message> {
+    pub fn take_batch(&mut self) -> Vec<Arc<Message>> {
         let batch = std::mem::take(&mut self.pending);
         self.storing = batch.len();
         batch
@@ -156,7 +168,7 @@ impl Sequencer {
 
     /// Takes back a batch that could not be stored, ahead of anything
     /// sequenced since.
-    pub fn restore_batch(&mut self, mut batch: Vec<Message>) {
+    pub fn restore_batch(&mut self, mut batch: Vec<Arc<Message>>) {
         self.storing = 0;
         batch.append(&mut self.pending);
         self.pending = batch;
@@ -285,7 +297,7 @@ impl Sequencer {
                 // Found by id and by clientId alike, a message comes twice.
                 for message in messages {
                     if !self.by_id.contains_key(&message.id) {
-                        self.remember(&message);
+                        self.remember(Arc::new(message));
                     }
                 }
                 self.looked_up.extend(covered);
@@ -303,7 +315,7 @@ impl Sequencer {
         &mut self,
         draft: &Draft,
         redelivered: bool,
-    ) -> Result<Option<Result<Message, Refusal>>, StoreError> {
+    ) -> Result<Option<Result<Arc<Message>, Refusal>>, StoreError> {
         if let Some(found) = self.remembered_as(draft) {
             return Ok(Some(found));
         }
@@ -313,12 +325,12 @@ impl Sequencer {
         }
         if redelivered {
             if let Some(message) = self.store.message(&draft.id).await? {
-                return Ok(Some(Ok(message)));
+                return Ok(Some(Ok(Arc::new(message))));
             }
         } else if self.maybe_earlier(draft) {
             let store = self.store.clone();
             if let Some(Some(message)) = self.optional(store.message(&draft.id)).await {
-                return Ok(Some(Ok(message)));
+                return Ok(Some(Ok(Arc::new(message))));
             }
         }
         if let Some(client_id) = resent_client_id(draft) {
@@ -333,20 +345,20 @@ impl Sequencer {
                 .await
                 .map(|found| found.into_iter().next())
             {
-                return Ok(Some(same_chat(message, draft)));
+                return Ok(Some(same_chat(Arc::new(message), draft)));
             }
         }
         Ok(None)
     }
 
     /// What memory knows this draft became.
-    fn remembered_as(&self, draft: &Draft) -> Option<Result<Message, Refusal>> {
+    fn remembered_as(&self, draft: &Draft) -> Option<Result<Arc<Message>, Refusal>> {
         if let Some(message) = self.by_id.get(&draft.id) {
             return Some(Ok(message.clone()));
         }
         let client_id = draft.client_id.as_ref()?;
-        let key = (draft.sender_id.clone(), client_id.clone());
-        let message = self.by_client.get(&key).and_then(|id| self.by_id.get(id))?;
+        let id = self.by_client.get(&draft.sender_id)?.get(client_id)?;
+        let message = self.by_id.get(id)?;
         Some(same_chat(message.clone(), draft))
     }
 
@@ -428,24 +440,42 @@ impl Sequencer {
         Ok(user)
     }
 
-    fn remember(&mut self, message: &Message) {
+    fn remember(&mut self, message: Arc<Message>) {
         if let Some(client_id) = &message.client_id {
             // A clientId's first message is the one it stands for.
-            self.by_client
-                .entry((message.sender.id.clone(), client_id.clone()))
-                .or_insert_with(|| message.id.clone());
+            let of_sender = match self.by_client.get_mut(&message.sender.id) {
+                Some(of_sender) => of_sender,
+                None => self.by_client.entry(message.sender.id.clone()).or_default(),
+            };
+            if !of_sender.contains_key(client_id) {
+                of_sender.insert(client_id.clone(), message.id.clone());
+            }
         }
-        self.by_id.insert(message.id.clone(), message.clone());
         self.remembered.push_back(message.id.clone());
+        self.by_id.insert(message.id.clone(), message);
         while self.remembered.len() > MESSAGES_REMEMBERED {
             let Some(oldest) = self.remembered.pop_front() else {
                 break;
             };
-            if let Some(message) = self.by_id.remove(&oldest)
-                && let Some(client_id) = message.client_id
-            {
-                self.by_client.remove(&(message.sender.id, client_id));
+            if let Some(message) = self.by_id.remove(&oldest) {
+                self.forget_client_id(&message);
             }
+        }
+    }
+
+    /// Forgets which message `message`'s clientId stands for, if it is that one.
+    fn forget_client_id(&mut self, message: &Message) {
+        let Some(client_id) = &message.client_id else {
+            return;
+        };
+        let Some(of_sender) = self.by_client.get_mut(&message.sender.id) else {
+            return;
+        };
+        if of_sender.get(client_id) == Some(&message.id) {
+            of_sender.remove(client_id);
+        }
+        if of_sender.is_empty() {
+            self.by_client.remove(&message.sender.id);
         }
     }
 
@@ -466,7 +496,7 @@ impl Sequencer {
 }
 
 /// Stores a batch in one transaction.
-pub async fn store_batch(store: &dyn Store, batch: &[Message]) -> Result<(), StoreError> {
+pub async fn store_batch(store: &dyn Store, batch: &[Arc<Message>]) -> Result<(), StoreError> {
     let stored = store.store_messages(batch).await?;
     if stored < batch.len() as u64 {
         tracing::debug!(
@@ -485,7 +515,7 @@ fn resent_client_id(draft: &Draft) -> Option<&str> {
     draft.client_id.as_deref().filter(|_| !draft.first_try)
 }
 
-fn same_chat(message: Message, draft: &Draft) -> Result<Message, Refusal> {
+fn same_chat(message: Arc<Message>, draft: &Draft) -> Result<Arc<Message>, Refusal> {
     if message.chat_id == draft.chat_id {
         Ok(message)
     } else {

@@ -5,6 +5,8 @@
 //! unchanged (serde writes them), so nodes of earlier releases read what
 //! these nodes write and the other way round.
 
+use std::sync::Arc;
+
 use natter_shared::Message;
 use natter_shared::tagged::{self, TagFirst};
 use serde::de::MapAccess;
@@ -73,7 +75,7 @@ impl TagFirst for Reply {
     fn variant<'de, A: MapAccess<'de>>(tag: &str, rest: A) -> Result<Self, A::Error> {
         match tag {
             "sent" => tagged::fields::<SentFields, _>(rest).map(|f| Reply::Sent {
-                message: f.message,
+                message: Arc::new(f.message),
                 duplicate: f.duplicate,
             }),
             "refused" => tagged::fields::<RefusedFields, _>(rest)
@@ -170,7 +172,7 @@ mod tests {
     #[test]
     fn replies_read_back_as_written() {
         for read in read_back(&Reply::Sent {
-            message: message(),
+            message: Arc::new(message()),
             duplicate: true,
         }) {
             assert!(

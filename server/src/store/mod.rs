@@ -7,6 +7,8 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use natter_shared::{Chat, Message, User};
 
@@ -139,7 +141,7 @@ pub trait Store: Send + Sync + 'static {
     /// each chat's last seq and activity time forward. A message whose id is
     /// already stored is skipped (a redelivery), so this can be repeated;
     /// returns how many were new.
-    async fn store_messages(&self, batch: &[Message]) -> StoreResult<u64>;
+    async fn store_messages(&self, batch: &[Arc<Message>]) -> StoreResult<u64>;
     async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>>;
 
     /// A setting every node of a deployment must share: the value recorded,

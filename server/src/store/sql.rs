@@ -517,7 +517,7 @@ macro_rules! sql_store {
                     Ok(found)
                 }
 
-                async fn store_messages(&self, batch: &[Message]) -> StoreResult<u64> {
+                async fn store_messages(&self, batch: &[std::sync::Arc<Message>]) -> StoreResult<u64> {
                     let mut tx = self.writer.begin().await?;
                     let mut inserted = 0;
                     for chunk in batch.chunks(INSERT_CHUNK) {

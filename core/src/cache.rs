@@ -147,6 +147,14 @@ impl Cache {
     /// reported or was never queued, never lost unseen.
     pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Forgotten>> {
         let mut tx = self.pool.begin().await?;
+        // Delivered already (only its ack was still to come): not unsent.
+        sqlx::query(
+            "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND EXISTS \
+             (SELECT 1 FROM messages m WHERE m.chat_id = ?1 AND m.client_id = outbox.client_id)",
+        )
+        .bind(chat_id)
+        .execute(&mut *tx)
+        .await?;
         let unsent_rows = sqlx::query(&format!(
             "DELETE FROM outbox WHERE chat_id = ?1 RETURNING {OUTBOX_COLS}, rowid"
         ))
@@ -231,7 +239,7 @@ impl Cache {
     ///
     /// The server's newest word wins over what a server that died had said
     /// before storing it: another message at the same seq goes, and so does
-    /// an earlier copy of the same send (same sender and clientId) at a
+    /// an earlier copy of the same send (same chat, sender and clientId) at a
     /// lower seq (`Stored::Replaced`); a copy at a lower seq than the one
     /// held is not kept (`Stored::Known`).
     pub async fn put_message(
@@ -246,10 +254,12 @@ impl Cache {
         let mut replaced = false;
         if let Some(client_id) = &message.client_id {
             let copies: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT id, seq FROM messages WHERE sender_id = ?1 AND client_id = ?2 AND id <> ?3",
+                "SELECT id, seq FROM messages \
+                 WHERE sender_id = ?1 AND client_id = ?2 AND chat_id = ?3 AND id <> ?4",
             )
             .bind(&message.sender.id)
             .bind(client_id)
+            .bind(&message.chat_id)
             .bind(&message.id)
             .fetch_all(&mut *tx)
             .await?;
@@ -395,11 +405,11 @@ impl Cache {
 
     /// A chat's outbox as the user sees it: without the messages the
     /// server delivered already (they show as sent) while their ack is on
-    /// its way.
+    /// its way, unless a resend was refused since.
     pub async fn unsent(&self, chat_id: &str, me: &str) -> CoreResult<Vec<Outgoing>> {
         let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLS} FROM outbox o WHERE chat_id = ?1 AND NOT EXISTS \
-             (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id) \
+            "SELECT {OUTBOX_COLS} FROM outbox o WHERE chat_id = ?1 AND (error IS NOT NULL OR NOT EXISTS \
+             (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id)) \
              ORDER BY created_at, rowid"
         ))
         .bind(chat_id)
@@ -600,6 +610,41 @@ mod tests {
         assert!(cache.outbox(None).await.expect("outbox").is_empty());
     }
 
+    /// A delivered message whose ack has not come is not "unsent" when the
+    /// chat goes; one whose resend was refused shows, with its error.
+    #[tokio::test]
+    async fn a_delivered_message_awaiting_its_ack_is_neither_unsent_nor_hidden_once_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        let at = millis(1_700_000_000_000);
+        for client_id in ["k1", "k2", "k3"] {
+            let outgoing = outgoing(client_id, "c", at);
+            cache.push_outgoing(&outgoing).await.expect("push");
+        }
+        for (id, seq, client_id) in [("m1", 1, "k1"), ("m2", 2, "k2")] {
+            let delivered = message(id, seq, "me", Some(client_id));
+            let put = cache.put_message(&delivered, "me", Source::Delivered).await;
+            assert_eq!(put.expect("put"), Stored::New);
+        }
+        cache.fail_outgoing("k2", "refused").await.expect("failed");
+        let shown: Vec<_> = cache.unsent("c", "me").await.expect("unsent");
+        let shown: Vec<_> = shown.iter().map(|o| o.client_id.as_str()).collect();
+        assert_eq!(shown, ["k2", "k3"]);
+
+        let forgotten = cache
+            .forget_chat("c")
+            .await
+            .expect("forget")
+            .expect("cached");
+        let unsent: Vec<_> = forgotten
+            .unsent
+            .iter()
+            .map(|o| o.client_id.as_str())
+            .collect();
+        assert_eq!(unsent, ["k2", "k3"]);
+        assert!(cache.outbox(None).await.expect("outbox").is_empty());
+    }
+
     /// A server that died before storing what it delivered stores it when
     /// its sender resends it: another id, a later seq. The cache keeps that
     /// copy only, and a copy at a lower seq arriving later is not kept.
@@ -629,6 +674,14 @@ mod tests {
             cached(&cache).await,
             [("other".to_owned(), 4), ("stored".to_owned(), 100_003)]
         );
+        // And the same clientId in another chat is another send too.
+        let elsewhere = Message {
+            chat_id: "d".into(),
+            ..message("elsewhere", 200_000, "bob", Some("k"))
+        };
+        let put = cache.put_message(&elsewhere, "me", Source::Stored).await;
+        assert_eq!(put.expect("put"), Stored::New);
+        assert_eq!(cached(&cache).await.len(), 2);
     }
 
     /// A seq names one message on the server: a message at a seq the cache

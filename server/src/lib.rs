@@ -50,6 +50,11 @@ pub struct Application {
 impl Application {
     /// Opens the storage, loads the signing secret and binds the listener.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        // First: a second server started by mistake (its port taken) stops
+        // here, before it touches the database the first one is using.
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("listening on {}", config.addr))?;
         let data_dir = config.data_dir()?;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
@@ -83,9 +88,6 @@ impl Application {
                 ws_timeout: config.ws_timeout(),
             }),
         };
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("listening on {}", config.addr))?;
         Ok(Application { listener, state })
     }
 

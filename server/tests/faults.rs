@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use helpers::{
     TEST_QUEUE_EXPIRY_MS, TEST_SECRET, TestApp, TestSocket, TestUser, amqp_url, free_port,
-    new_postgres_database, wait_until,
+    hold_write_lock, new_postgres_database, wait_until,
 };
 use natter_shared::{Message, ServerFrame};
 use reqwest::StatusCode;
@@ -1162,22 +1162,6 @@ async fn start_embedded(data: &std::path::Path, port: u16) -> Child {
     })
     .await;
     child
-}
-
-/// SQLite's write lock on the server's database, held as a stalled disk
-/// would: the server still reads, sequences and delivers, but its commit
-/// waits. Dropped, the lock goes (the transaction is rolled back).
-async fn hold_write_lock(database: &std::path::Path) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database);
-    let mut connection = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .expect("the server's database opens");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut connection)
-        .await
-        .expect("the write lock");
-    connection
 }
 
 /// The embedded server is killed (`kill -9`) after delivering a message it

@@ -282,14 +282,11 @@ impl Pipeline {
         Ok(Box::pin(async move { reply.await?.into_stored() }))
     }
 
-    /// Returns once every message acked so far in `chat_id` can be read
-    /// from the database.
+    /// Returns once every message delivered so far in `chat_id` can be
+    /// read from the database: a history read after it (an app catching
+    /// up) sees every message its sockets may have been sent, acked or not.
     pub async fn settle(&self, chat_id: &str) -> Result<(), PipelineError> {
-        match self {
-            // Senders there are acked after the commit already.
-            Pipeline::Local(_) => Ok(()),
-            Pipeline::Amqp(_) => self.ask(chat_id, Command::Settle).await?.into_done(),
-        }
+        self.ask(chat_id, Command::Settle).await?.into_done()
     }
 
     /// Tells the chat's sequencer that its members changed, so that the next

@@ -474,3 +474,19 @@ impl TestSocket {
         }
     }
 }
+
+/// SQLite's write lock on the server's database, held as a stalled disk
+/// would: the server still reads, sequences and delivers, but its commit
+/// waits. Dropped, the lock goes (the transaction is rolled back).
+pub async fn hold_write_lock(database: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("the server's database opens");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut connection)
+        .await
+        .expect("the write lock");
+    connection
+}

@@ -1,5 +1,6 @@
-//! The message pipeline through RabbitMQ: what the partition queues may do
-//! to a message (deliver it twice) never shows in the chat.
+//! The message pipeline: what the partition queues may do to a message
+//! (deliver it twice) never shows in the chat, and a message delivered
+//! before it is stored is never missing from a history read.
 
 use chrono::Utc;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -10,7 +11,10 @@ use natter_server::pipeline::{
     Command, DEFAULT_PARTITIONS, Draft, Request, inbox_queue, partition_of,
 };
 
-use crate::helpers::{Deployment, amqp_url, spawn_named_cluster, test_config};
+use crate::helpers::{
+    Deployment, amqp_url, hold_write_lock, spawn_app, spawn_app_with, spawn_named_cluster,
+    test_config,
+};
 
 /// A new message from `sender` in `chat`, as a node would queue it.
 fn new_draft(chat_id: &str, sender_id: &str, content: &str) -> Draft {
@@ -194,4 +198,67 @@ async fn a_deployment_keeps_the_partition_count_its_first_node_chose() {
         refusal.contains("NATTER_PARTITIONS is 3") && refusal.contains("over 2 partitions"),
         "{refusal}"
     );
+}
+
+/// The embedded pipeline delivers a message before it stores it. A history
+/// read (an app catching up) waits until what was delivered is stored: an
+/// app that missed it live would otherwise never see it, since catch-up
+/// reads on from the newest seq it holds. (SQLite's write lock, held from
+/// outside, keeps the commit waiting; a read answered meanwhile would be
+/// one that did not wait.)
+#[tokio::test]
+async fn a_history_read_waits_until_what_was_delivered_is_stored() {
+    let app = spawn_app().await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let mut ann_socket = app.socket(&ann).await;
+    let mut bob_socket = app.socket(&bob).await;
+    let lock = hold_write_lock(&app.data_dir.join("natter.db")).await;
+    ann_socket
+        .send_json(serde_json::json!({"type": "send", "chatId": chat.id, "content": "delivered first", "clientId": "k1"}))
+        .await;
+    let delivered = bob_socket.next_message().await;
+
+    let mut read = tokio::spawn(
+        app.http
+            .get(app.url(&format!("/api/message/{}", chat.id)))
+            .bearer_auth(&bob.token)
+            .send(),
+    );
+    let answered_while_locked =
+        tokio::time::timeout(std::time::Duration::from_millis(500), &mut read)
+            .await
+            .is_ok();
+    drop(lock);
+    assert!(
+        !answered_while_locked,
+        "the read did not wait for the commit"
+    );
+    let response = read.await.expect("the read's task").expect("an answer");
+    let page: Vec<natter_shared::Message> = response.json().await.expect("messages");
+    assert_eq!(page, [delivered]);
+}
+
+/// A second server started by mistake on the first one's port and data
+/// stops at the port, before it touches the database: had it started its
+/// pipeline, it would have taken the first one's running mark for a crash
+/// and moved every chat's seqs ahead.
+#[tokio::test]
+async fn a_second_server_on_a_taken_port_leaves_the_database_alone() {
+    let mut app = spawn_app().await;
+    let (ann, _, chat) = app.ann_and_bob().await;
+    assert_eq!(app.send(&ann, &chat, "one").await.seq, 1);
+    let mut config = test_config(&app.data_dir);
+    config.addr = app.addr;
+    config.database_url = app.database_url.clone();
+    let second = Application::build(&config).await;
+    assert!(second.is_err(), "the port is taken");
+
+    app.stop().await;
+    let (data_dir, database_url) = (app.data_dir.clone(), app.database_url.clone());
+    let again = spawn_app_with(|config| {
+        config.data_dir = Some(data_dir);
+        config.database_url = database_url;
+    })
+    .await;
+    assert_eq!(again.send(&ann, &chat, "two").await.seq, 2);
 }

@@ -212,7 +212,7 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
 /// engine queued meanwhile is among them, and is not sent again.
 async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<HashSet<String>> {
     let mut sent = HashSet::new();
-    for outgoing in ctx.cache.outbox(None).await? {
+    for outgoing in ctx.cache.outbox().await? {
         if outgoing.error.is_some() {
             continue;
         }

@@ -88,24 +88,18 @@ impl Context {
             Arrival::Ack | Arrival::CatchUp | Arrival::Backfill => Source::Stored,
         };
         let stored = self.cache.put_message(message, &self.me.id, source).await?;
-        match stored {
-            Stored::New => {}
-            Stored::Known => {
-                return Ok(Received {
-                    stored,
-                    missed: None,
-                });
-            }
-            // Shown (and counted) already, under the copy's id and seq.
-            Stored::Replaced => {
+        if stored != Stored::New {
+            // A replaced copy was shown (and counted) already, under the
+            // copy's id and seq: the UI hears of the change only.
+            if stored == Stored::Replaced {
                 self.emit(Event::Message {
                     message: MessageView::sent(message, &self.me.id),
                 });
-                return Ok(Received {
-                    stored,
-                    missed: None,
-                });
             }
+            return Ok(Received {
+                stored,
+                missed: None,
+            });
         }
         let view = self.view();
         let unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use natter_core::notices::NOTICE_EVERY;
 use natter_core::{
-    Backoff, ConnectionState, Delivery, Engine, EngineOptions, Event, MessageView, Notification,
-    SignUp, Trust,
+    Backoff, ChatSummary, ConnectionState, Delivery, Engine, EngineOptions, Event, MessageView,
+    Notification, SignUp, Trust,
 };
 use natter_server::Application;
 use natter_server::config::Config;
@@ -364,11 +364,13 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
     .await;
 }
 
-#[tokio::test]
-async fn an_engine_offline_while_messages_arrive_catches_up_once() {
-    let server = Server::spawn().await;
-    let ann_app = app(&server).await;
-    let bob_app = app(&server).await;
+/// Ann and Bob, each with an app on `server`, Bob online, and their chat
+/// with Ann's first message ("one") in Bob's cache.
+async fn ann_and_bob_after_one_message(
+    server: &Server,
+) -> (App, App, natter_shared::User, ChatSummary) {
+    let ann_app = app(server).await;
+    let bob_app = app(server).await;
     sign_up(&ann_app, "Ann").await;
     let bob = sign_up(&bob_app, "Bob").await;
     online(&bob_app).await;
@@ -378,6 +380,13 @@ async fn an_engine_offline_while_messages_arrive_catches_up_once() {
         contents(&bob_app, &chat.id).await.len() == 1
     })
     .await;
+    (ann_app, bob_app, bob, chat)
+}
+
+#[tokio::test]
+async fn an_engine_offline_while_messages_arrive_catches_up_once() {
+    let server = Server::spawn().await;
+    let (ann_app, bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
 
     // Bob's app is closed; Ann writes on.
     let bob_dir = bob_app.dir.clone();
@@ -420,42 +429,16 @@ async fn an_engine_offline_while_messages_arrive_catches_up_once() {
     );
 }
 
-/// Holds the write lock of `user_id`'s cache in the app folder `dir`, as
-/// another program (or a stalled disk) could: the app's writes wait out
-/// their busy timeout, then fail. Dropped, the lock goes.
-async fn lock_cache(dir: &Path, user_id: &str) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let path = natter_core::session::Files::new(dir).cache(user_id);
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-    let mut connection = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .expect("the cache opens");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut connection)
-        .await
-        .expect("the write lock");
-    connection
-}
-
 /// A live message the cache could not keep would be a hole catch-up never
 /// fills (it reads from the newest seq held): the app drops the link
 /// instead, and the next one catches up from there.
 #[tokio::test]
 async fn a_message_the_cache_could_not_keep_comes_back_through_catch_up() {
     let server = Server::spawn().await;
-    let ann_app = app(&server).await;
-    let bob_app = app(&server).await;
-    sign_up(&ann_app, "Ann").await;
-    let bob = sign_up(&bob_app, "Bob").await;
-    online(&bob_app).await;
-    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
-    ann_app.engine.send(&chat.id, "one").await.expect("sent");
-    eventually("bob has the first", || async {
-        contents(&bob_app, &chat.id).await.len() == 1
-    })
-    .await;
+    let (ann_app, bob_app, bob, chat) = ann_and_bob_after_one_message(&server).await;
 
-    let lock = lock_cache(&bob_app.dir, &bob.id).await;
+    let cache = natter_core::session::Files::new(&bob_app.dir).cache(&bob.id);
+    let lock = natter_test_support::hold_write_lock(&cache).await;
     ann_app.engine.send(&chat.id, "two").await.expect("sent");
     offline(&bob_app).await;
     drop(lock);

@@ -82,20 +82,25 @@ async fn start_node_with(
         .envs(settings.iter().copied())
         .spawn()
         .expect("node starts");
+    wait_healthy(port).await;
+    Node {
+        child,
+        port,
+        _data: data,
+    }
+}
+
+/// Waits until the server on `port` answers its health check.
+async fn wait_healthy(port: u16) {
     let http = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{port}/health");
-    wait_until("a node to be healthy", FAULT_PATIENCE, async || {
+    wait_until("a server to be healthy", FAULT_PATIENCE, async || {
         http.get(&health)
             .send()
             .await
             .is_ok_and(|response| response.status().is_success())
     })
     .await;
-    Node {
-        child,
-        port,
-        _data: data,
-    }
 }
 
 /// Stops `node` as an operator would (SIGTERM) and checks that it exits
@@ -1152,15 +1157,7 @@ async fn start_embedded(data: &std::path::Path, port: u16) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("the server starts");
-    let http = reqwest::Client::new();
-    let health = format!("http://127.0.0.1:{port}/health");
-    wait_until("the server to be healthy", FAULT_PATIENCE, async || {
-        http.get(&health)
-            .send()
-            .await
-            .is_ok_and(|response| response.status().is_success())
-    })
-    .await;
+    wait_healthy(port).await;
     child
 }
 

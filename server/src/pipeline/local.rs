@@ -269,6 +269,21 @@ mod tests {
         (store, pipeline)
     }
 
+    /// Hands messages 0..SENT over, all queued before any is answered.
+    async fn hand_over_all(
+        pipeline: &LocalPipeline,
+        chat_id: &str,
+        sender_id: &str,
+    ) -> Vec<Outcome<Reply>> {
+        let mut outcomes = Vec::new();
+        for i in 0..SENT {
+            let draft = draft(i, chat_id, sender_id);
+            let outcome = pipeline.hand_over(Command::Send { draft }).await;
+            outcomes.push(outcome.expect("queued"));
+        }
+        outcomes
+    }
+
     /// Starts a pipeline on `dir`, sends message `i` and stops cleanly;
     /// returns the message's seq and the chat's latest seq as the pipeline
     /// found it.
@@ -309,15 +324,7 @@ mod tests {
             runtime.block_on(async {
                 let (store, pipeline) = start(dir.path()).await;
                 let (chat_id, sender_id) = chat_of_two(store.as_ref()).await;
-                let mut outcomes = Vec::new();
-                for i in 0..SENT {
-                    let draft = draft(i, &chat_id, &sender_id);
-                    let outcome = pipeline
-                        .hand_over(Command::Send { draft })
-                        .await
-                        .expect("queued");
-                    outcomes.push(outcome);
-                }
+                let outcomes = hand_over_all(&pipeline, &chat_id, &sender_id).await;
                 pipeline.stop(Duration::from_secs(60)).await;
                 (chat_id, sender_id, outcomes)
             })
@@ -359,13 +366,7 @@ mod tests {
             runtime.block_on(async {
                 let (store, pipeline) = start(dir.path()).await;
                 let (chat_id, sender_id) = chat_of_two(store.as_ref()).await;
-                let mut outcomes = Vec::new();
-                for i in 0..SENT {
-                    let draft = draft(i, &chat_id, &sender_id);
-                    let outcome = pipeline.hand_over(Command::Send { draft }).await;
-                    outcomes.push(outcome.expect("queued"));
-                }
-                for outcome in outcomes {
+                for outcome in hand_over_all(&pipeline, &chat_id, &sender_id).await {
                     outcome.await.expect("stored and answered");
                 }
                 // No stop: the runtime goes, and the task with it.

@@ -442,7 +442,8 @@ impl Sequencer {
 
     fn remember(&mut self, message: Arc<Message>) {
         if let Some(client_id) = &message.client_id {
-            // A clientId's first message is the one it stands for.
+            // A clientId's first message is the one it stands for. (Looked
+            // up before `entry`, which would copy the sender's id each time.)
             let of_sender = match self.by_client.get_mut(&message.sender.id) {
                 Some(of_sender) => of_sender,
                 None => self.by_client.entry(message.sender.id.clone()).or_default(),

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub use natter_test_support::free_port;
+pub use natter_test_support::{free_port, hold_write_lock};
 
 /// How long any wait for a condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -473,20 +473,4 @@ impl TestSocket {
             _ => unreachable!(),
         }
     }
-}
-
-/// SQLite's write lock on the server's database, held as a stalled disk
-/// would: the server still reads, sequences and delivers, but its commit
-/// waits. Dropped, the lock goes (the transaction is rolled back).
-pub async fn hold_write_lock(database: &std::path::Path) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database);
-    let mut connection = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .expect("the server's database opens");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut connection)
-        .await
-        .expect("the write lock");
-    connection
 }

@@ -1,6 +1,6 @@
 //! `natter-test-support`: small helpers the test suites of several crates
-//! share (the server's integration and fault tests, the desktop app's
-//! end-to-end tests). Dev-dependency only.
+//! share (the server's integration and fault tests, the desktop core's
+//! engine tests, the desktop app's end-to-end tests). Dev-dependency only.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -18,6 +18,23 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// Holds the write lock of the SQLite database at `path`, as another
+/// program or a stalled disk could: the owner still reads, but its writes
+/// wait out their busy timeout (and then fail). Dropped, the lock goes (the
+/// transaction is rolled back).
+pub async fn hold_write_lock(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let mut connection = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("the database opens");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut connection)
+        .await
+        .expect("the write lock");
+    connection
 }
 
 #[cfg(test)]

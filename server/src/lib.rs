@@ -1,6 +1,7 @@
 //! `natter-server`: Natter's self-hosted server.
 //!
 //! - `config`: settings from flags and environment.
+//! - `data_lock`: one embedded server per data folder.
 //! - `domain`: input parsed once into types that are valid by construction.
 //! - `auth`: passwords, session tokens, the authenticated-caller extractor.
 //! - `store`: persistence behind the `Store` trait (SQLite by default).
@@ -17,6 +18,7 @@ pub mod blobs;
 pub mod broker;
 pub mod chats;
 pub mod config;
+pub mod data_lock;
 pub mod domain;
 pub mod error;
 pub mod http;
@@ -36,6 +38,7 @@ use tokio::net::TcpListener;
 use crate::auth::{Passwords, Tokens, load_or_create_secret};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::config::Config;
+use crate::data_lock::{DataLock, LOCK_PATIENCE};
 use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline, agree_partitions};
 use crate::realtime::{AmqpFanout, Events, FanoutOptions, Hub};
 use crate::state::{AppState, Settings};
@@ -45,6 +48,8 @@ use crate::store::{PgStore, SqliteStore, Store};
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Held until the pipeline has stored what it sequenced (embedded only).
+    data_lock: Option<DataLock>,
 }
 
 impl Application {
@@ -58,6 +63,11 @@ impl Application {
         let data_dir = config.data_dir()?;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
+        // Then: one on another port stops here, if its database is ours.
+        let data_lock = match config.database_url {
+            None => Some(DataLock::acquire(&data_dir, LOCK_PATIENCE).await?),
+            Some(_) => None,
+        };
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
         let store = open_store(config, &data_dir).await?;
         let partitions = partitions(config, store.as_ref()).await?;
@@ -88,7 +98,11 @@ impl Application {
                 ws_timeout: config.ws_timeout(),
             }),
         };
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            state,
+            data_lock,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -104,6 +118,7 @@ impl Application {
         let hub = self.state.hub.clone();
         let events = self.state.events.clone();
         let pipeline = self.state.pipeline.clone();
+        let data_lock = self.data_lock;
         let router = http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "natter-server listening");
         axum::serve(self.listener, router)
@@ -114,6 +129,7 @@ impl Application {
             })
             .await?;
         stop_pipeline_then_events(&pipeline, &events).await;
+        drop(data_lock);
         Ok(())
     }
 }

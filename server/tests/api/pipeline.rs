@@ -2,17 +2,20 @@
 //! (deliver it twice) never shows in the chat, and a message delivered
 //! before it is stored is never missing from a history read.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use natter_server::Application;
+use natter_server::data_lock::DataLock;
 use natter_server::pipeline::{
     Command, DEFAULT_PARTITIONS, Draft, Request, inbox_queue, partition_of,
 };
 
 use crate::helpers::{
-    Deployment, amqp_url, hold_write_lock, spawn_app, spawn_app_with, spawn_named_cluster,
+    Deployment, TestApp, amqp_url, hold_write_lock, spawn_app, spawn_app_with, spawn_named_cluster,
     test_config,
 };
 
@@ -224,10 +227,9 @@ async fn a_history_read_waits_until_what_was_delivered_is_stored() {
             .bearer_auth(&bob.token)
             .send(),
     );
-    let answered_while_locked =
-        tokio::time::timeout(std::time::Duration::from_millis(500), &mut read)
-            .await
-            .is_ok();
+    let answered_while_locked = tokio::time::timeout(Duration::from_millis(500), &mut read)
+        .await
+        .is_ok();
     drop(lock);
     assert!(
         !answered_while_locked,
@@ -261,4 +263,35 @@ async fn a_second_server_on_a_taken_port_leaves_the_database_alone() {
     })
     .await;
     assert_eq!(again.send(&ann, &chat, "two").await.seq, 2);
+}
+
+/// A second embedded server on another port but the first one's data folder
+/// waits for the folder instead of opening its database: it starts once
+/// the first has stopped (and stored everything), and goes on from the
+/// first's last seq. Had it opened the database while the first ran, it
+/// would have taken the first's running mark for a crash (seqs 100,000
+/// ahead), and both would have sequenced the same chats.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_folder_waits_until_the_first_has_stopped() {
+    let mut app = spawn_app().await;
+    let (ann, _, chat) = app.ann_and_bob().await;
+    assert_eq!(app.send(&ann, &chat, "one").await.seq, 1);
+    let refused = DataLock::acquire(&app.data_dir, Duration::from_millis(100)).await;
+    assert!(refused.is_err(), "the running server holds its data folder");
+
+    let mut config = test_config(&app.data_dir);
+    config.database_url = app.database_url.clone();
+    let second = Application::build(&config);
+    tokio::pin!(second);
+    let started_meanwhile = tokio::time::timeout(Duration::from_millis(500), &mut second)
+        .await
+        .is_ok();
+    app.stop().await;
+    assert!(!started_meanwhile, "the second server did not wait");
+    let second = second.await.expect("it starts once the folder is free");
+    let addr = second.local_addr().expect("bound");
+    let serving = tokio::spawn(second.run_until(std::future::pending()));
+    let again = TestApp::at(addr);
+    assert_eq!(again.send(&ann, &chat, "two").await.seq, 2);
+    serving.abort();
 }

@@ -14,9 +14,11 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::Page;
+use crate::cache::Outgoing;
 use crate::cache::Stored;
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
+use crate::resends::Resends;
 use crate::views::{ConnectionState, Event, MessageView};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -216,23 +218,47 @@ async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<HashSet<S
         if outgoing.error.is_some() {
             continue;
         }
-        let frame = ClientFrame::Send {
-            chat_id: outgoing.chat_id,
-            content: outgoing.content,
-            client_id: outgoing.client_id.clone(),
-            first_try: false,
-        };
-        socket
-            .feed(WsMessage::Text(serde_json::to_string(&frame)?.into()))
-            .await
-            .map_err(|err| CoreError::Protocol(err.to_string()))?;
-        sent.insert(outgoing.client_id);
+        let client_id = outgoing.client_id.clone();
+        feed_resend(socket, outgoing).await?;
+        sent.insert(client_id);
     }
+    flush(socket).await?;
+    Ok(sent)
+}
+
+/// Writes `outgoing` as a resend: the server may have it already, and then
+/// answers with the stored message rather than storing it twice.
+async fn feed_resend(socket: &mut Socket, outgoing: Outgoing) -> CoreResult<()> {
+    let frame = ClientFrame::Send {
+        chat_id: outgoing.chat_id,
+        content: outgoing.content,
+        client_id: outgoing.client_id,
+        first_try: false,
+    };
+    socket
+        .feed(WsMessage::Text(serde_json::to_string(&frame)?.into()))
+        .await
+        .map_err(|err| CoreError::Protocol(err.to_string()))
+}
+
+async fn flush(socket: &mut Socket) -> CoreResult<()> {
     socket
         .flush()
         .await
-        .map_err(|err| CoreError::Protocol(err.to_string()))?;
-    Ok(sent)
+        .map_err(|err| CoreError::Protocol(err.to_string()))
+}
+
+/// Makes again the sends the server refused for now whose wait is over,
+/// those still in the outbox and not refused for good since.
+async fn resend_due(ctx: &Context, socket: &mut Socket, resends: &mut Resends) -> CoreResult<()> {
+    for client_id in resends.take_due(tokio::time::Instant::now()) {
+        match ctx.cache.outgoing(&client_id).await? {
+            Some(outgoing) if outgoing.error.is_none() => feed_resend(socket, outgoing).await?,
+            // Stored meanwhile (a copy acked), refused for good, or discarded.
+            _ => resends.answered(&client_id),
+        }
+    }
+    flush(socket).await
 }
 
 /// Whether `frame` is a send `send_outbox` has already made on this link.
@@ -241,7 +267,8 @@ fn sent_already(frame: &ClientFrame, resent: &HashSet<String>) -> bool {
 }
 
 /// Live: frames from the server, frames from the engine, and a clock for
-/// typing expiry and the silence limit. A chat list made stale by new
+/// typing expiry and the silence limit; sends the server refused for now
+/// are made again when their wait is over (`Resends`). A chat list made stale by new
 /// messages is sent when `CHAT_LIST_EVERY` has passed since the last one,
 /// and before returning; held-back notifications (`Notices`) when their
 /// time comes, and all of them before returning.
@@ -299,14 +326,16 @@ async fn serve_frames(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut resends = Resends::new(ctx.backoff);
     loop {
         let notice_due = lock(&ctx.notices).due().map(tokio::time::Instant::from_std);
+        let resend_due_at = resends.next_due();
         tokio::select! {
             incoming = socket.next() => {
                 let Some(Ok(message)) = incoming else { return };
                 last_heard = Instant::now();
                 match message {
-                    WsMessage::Text(text) => match handle(ctx, text.as_str()).await {
+                    WsMessage::Text(text) => match handle(ctx, text.as_str(), &mut resends).await {
                         Ok(stale) => chat_list.stale |= stale,
                         // A frame we cannot read is skipped (a newer server's, say).
                         Err(err @ CoreError::Protocol(_)) => {
@@ -344,6 +373,13 @@ async fn serve_frames(
             _ = sleep_until_some(notice_due), if notice_due.is_some() => {
                 ctx.notify_waiting(false);
             }
+            _ = sleep_until_some(resend_due_at), if resend_due_at.is_some() => {
+                if let Err(err) = resend_due(ctx, socket, &mut resends).await {
+                    // The next link sends the whole outbox again.
+                    tracing::debug!(error = %err, "sending again failed; reconnecting");
+                    return;
+                }
+            }
             _ = tick.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     tracing::info!("the server went silent; reconnecting");
@@ -368,8 +404,9 @@ async fn sleep_until_some(when: Option<tokio::time::Instant>) {
 }
 
 /// Handles one frame; returns whether it changed the chat list (sent to the
-/// UI by `serve`, at most every `CHAT_LIST_EVERY`).
-async fn handle(ctx: &Context, text: &str) -> CoreResult<bool> {
+/// UI by `serve`, at most every `CHAT_LIST_EVERY`). A send refused for now
+/// is scheduled in `resends`.
+async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<bool> {
     match serde_json::from_str::<ServerFrame>(text)? {
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
@@ -383,13 +420,31 @@ async fn handle(ctx: &Context, text: &str) -> CoreResult<bool> {
         // The `message` frame comes first and has cached it (and told the
         // UI); the ack says it is stored, so it leaves the outbox, and
         // matters too when that frame was lost.
-        ServerFrame::Ack { message, .. } => {
+        ServerFrame::Ack { message, client_id } => {
+            resends.answered(&client_id);
             return Ok(ctx.receive(&message, Arrival::Ack).await?.stored != Stored::Known);
+        }
+        // It stays in the outbox, shown as waiting and why, and is sent
+        // again after a while.
+        ServerFrame::Error {
+            error,
+            client_id: Some(client_id),
+            retry: true,
+        } => {
+            let wait = resends.refused(&client_id, tokio::time::Instant::now(), &mut rand::rng());
+            tracing::info!(%error, ?wait, "the server cannot take a message now; sending it again");
+            if let Some(outgoing) = ctx.cache.outgoing(&client_id).await? {
+                ctx.emit(Event::Message {
+                    message: MessageView::waiting(&outgoing, &ctx.me, &error),
+                });
+            }
         }
         ServerFrame::Error {
             error,
             client_id: Some(client_id),
+            retry: false,
         } => {
+            resends.answered(&client_id);
             if ctx.cache.fail_outgoing(&client_id, &error).await?
                 && let Some(outgoing) = ctx.cache.outgoing(&client_id).await?
             {
@@ -401,6 +456,7 @@ async fn handle(ctx: &Context, text: &str) -> CoreResult<bool> {
         ServerFrame::Error {
             error,
             client_id: None,
+            ..
         } => {
             tracing::warn!(%error, "the server refused a frame");
         }

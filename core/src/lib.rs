@@ -8,6 +8,7 @@
 //! - `tls`: which `https` servers are trusted, for the API and the socket.
 //! - `session`: the files kept between runs (settings, session, caches).
 //! - `views`: what the UI is given: chat rows, messages, events.
+//! - `resends`: when to send again what the server refused for now.
 //! - `typing`, `notices`, `backoff`, `server_url`: small rules, each on its own.
 
 pub mod api;
@@ -18,6 +19,7 @@ mod context;
 pub mod engine;
 pub mod error;
 pub mod notices;
+mod resends;
 pub mod server_url;
 pub mod session;
 pub mod tls;

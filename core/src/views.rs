@@ -24,7 +24,8 @@ pub struct MessageView {
     /// Sent by the logged-in user.
     pub mine: bool,
     pub status: Delivery,
-    /// Why the server refused it, when `status` is `failed`.
+    /// Why the server refused it: for good when `status` is `failed`; for
+    /// now when `pending` (it is being sent again, and waits meanwhile).
     pub error: Option<String>,
 }
 
@@ -71,6 +72,16 @@ impl MessageView {
                 Delivery::Pending
             },
             error: outgoing.error.clone(),
+        }
+    }
+
+    /// A message of ours the server refused for now, for `reason`: still
+    /// pending, sent again after a wait.
+    pub fn waiting(outgoing: &Outgoing, me: &User, reason: &str) -> Self {
+        MessageView {
+            status: Delivery::Pending,
+            error: Some(reason.to_owned()),
+            ..MessageView::outgoing(outgoing, me)
         }
     }
 }

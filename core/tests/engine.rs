@@ -454,6 +454,61 @@ async fn a_message_the_cache_could_not_keep_comes_back_through_catch_up() {
     assert_eq!(seqs(&bob_app, &chat.id).await, [Some(1), Some(2), Some(3)]);
 }
 
+/// A send the server cannot take for now (its database stays locked past
+/// the server's patience, so it answers "try again") is not failed: the
+/// app shows it waiting with the reason, sends it again after a while on
+/// the same link, and it is stored once.
+#[tokio::test]
+async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
+    let server = Server::spawn().await;
+    let (mut ann_app, bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
+
+    let lock = natter_test_support::hold_write_lock(&server.data.path().join("natter.db")).await;
+    ann_app.engine.send(&chat.id, "two").await.expect("written");
+    let refused = next_event(&mut ann_app, "the server's answer to the send", |event| {
+        matches!(event, Event::Message { message } if message.content == "two" && message.error.is_some())
+    })
+    .await;
+    let Event::Message { message } = refused else {
+        unreachable!("next_event returned only what was wanted")
+    };
+    assert_eq!(
+        message.status,
+        Delivery::Pending,
+        "refused for now, not for good: {message:?}"
+    );
+    drop(lock);
+
+    let sent: Vec<(String, Delivery)> = ["one", "two"]
+        .iter()
+        .map(|t| (t.to_string(), Delivery::Sent))
+        .collect();
+    // Delivered before the refusal, it shows as sent all along; the ack
+    // of the resend is what takes it out of the outbox.
+    let ann = ann_app.engine.me().await.expect("logged in");
+    let ann_cache = natter_core::session::Files::new(&ann_app.dir).cache(&ann.id);
+    let ann_cache = natter_core::cache::Cache::open(&ann_cache)
+        .await
+        .expect("ann's cache");
+    eventually("ann's resend is acked", || async {
+        ann_cache.outbox().await.expect("outbox").is_empty()
+    })
+    .await;
+    assert_eq!(contents(&ann_app, &chat.id).await, sent);
+    assert_eq!(seqs(&ann_app, &chat.id).await, [Some(1), Some(2)]);
+    // Sent again on the same link: it never went offline meanwhile.
+    while let Ok(event) = ann_app.events.try_recv() {
+        assert!(
+            !matches!(event, Event::Connection { state } if state != ConnectionState::Online),
+            "the link dropped: {event:?}"
+        );
+    }
+    eventually("bob has it once", || async {
+        seqs(&bob_app, &chat.id).await == [Some(1), Some(2)]
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_restart() {
     let mut server = Server::spawn().await;

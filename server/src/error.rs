@@ -54,6 +54,12 @@ impl ApiError {
         }
     }
 
+    /// Whether the same request may succeed later as it is: a service we
+    /// depend on is down or behind, nothing was wrong with the request.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, ApiError::Unavailable(_))
+    }
+
     pub fn bad_request(reason: impl Into<String>) -> Self {
         ApiError::BadRequest(reason.into())
     }

@@ -104,6 +104,12 @@ pub enum ServerFrame {
         error: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
+        /// The refusal is for now, not for good (the database or the
+        /// message broker is not keeping up, say): send the same frame
+        /// again later, with the same `client_id`. False (and left out)
+        /// when the frame itself was wrong, which a resend cannot mend.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry: bool,
     },
 }
 
@@ -177,12 +183,35 @@ mod tests {
     }
 
     #[test]
-    fn error_frames_omit_a_missing_client_id() {
+    fn error_frames_omit_a_missing_client_id_and_a_final_refusal() {
         let text = serde_json::to_string(&ServerFrame::Error {
             error: "nope".into(),
             client_id: None,
+            retry: false,
         })
         .expect("serializes");
         assert_eq!(text, r#"{"type":"error","error":"nope"}"#);
+    }
+
+    #[test]
+    fn a_refusal_for_now_says_so_and_one_without_the_field_is_final() {
+        let later = ServerFrame::Error {
+            error: "busy".into(),
+            client_id: Some("k".into()),
+            retry: true,
+        };
+        let text = serde_json::to_string(&later).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"type":"error","error":"busy","clientId":"k","retry":true}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ServerFrame>(&text).expect("reads back"),
+            later
+        );
+        // What a server from before the field sends: a refusal for good.
+        let old: ServerFrame =
+            serde_json::from_str(r#"{"type":"error","error":"no","clientId":"k"}"#).expect("reads");
+        assert!(matches!(old, ServerFrame::Error { retry: false, .. }));
     }
 }

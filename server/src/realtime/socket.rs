@@ -264,10 +264,22 @@ enum Handled {
     Later(Later),
 }
 
+/// A refusal of a frame that was wrong: sending it again cannot help.
 fn error_frame(error: impl Into<String>, client_id: Option<String>) -> ServerFrame {
     ServerFrame::Error {
         error: error.into(),
         client_id,
+        retry: false,
+    }
+}
+
+/// A refusal for `err`, which says whether the same frame may be sent
+/// again later (a service we depend on is down or behind for now).
+fn refusal(err: &ApiError, client_id: Option<String>) -> ServerFrame {
+    ServerFrame::Error {
+        error: err.to_string(),
+        client_id,
+        retry: err.is_temporary(),
     }
 }
 
@@ -289,7 +301,7 @@ async fn handle_text(state: &AppState, user_id: &str, text: &str) -> Handled {
             now(chats::typing(state, user_id, &chat_id, is_typing)
                 .await
                 .err()
-                .map(|err| error_frame(err.to_string(), None)))
+                .map(|err| refusal(&err, None)))
         }
         ClientFrame::Send {
             chat_id,
@@ -316,14 +328,11 @@ async fn send(
             let tag = ClientTag { id, first_try };
             chats::submit_message(state, user_id, chat_id, content, Some(tag)).await
         }
-        Err(err) => Err(err.into()),
+        Err(err) => Err(ApiError::from(err)),
     };
     let outcome = match submitted {
         Ok(outcome) => outcome,
-        Err(err) => {
-            let refused = error_frame(err.to_string(), Some(client_id));
-            return Handled::Now(Some(encode(&refused)));
-        }
+        Err(err) => return Handled::Now(Some(encode(&refusal(&err, Some(client_id))))),
     };
     Handled::Later(Box::pin(async move {
         let answer = match outcome.await {
@@ -331,7 +340,7 @@ async fn send(
                 client_id,
                 message: stored.into_message(),
             },
-            Err(err) => error_frame(ApiError::from(err).to_string(), Some(client_id)),
+            Err(err) => refusal(&ApiError::from(err), Some(client_id)),
         };
         encode(&answer)
     }))

@@ -156,10 +156,14 @@ async fn a_removed_member_hears_nothing_more_and_cannot_send() {
             json!({"type": "send", "chatId": group.id, "content": "hello?", "clientId": "e1"}),
         )
         .await;
-    let ServerFrame::Error { client_id, .. } = eve_socket.next_frame().await else {
+    let ServerFrame::Error {
+        client_id, retry, ..
+    } = eve_socket.next_frame().await
+    else {
         panic!("the send is refused")
     };
     assert_eq!(client_id.as_deref(), Some("e1"));
+    assert!(!retry, "refused for good: sending it again cannot help");
     let history = app.get(&eve, &format!("/api/message/{}", group.id)).await;
     assert_eq!(history.status(), StatusCode::FORBIDDEN);
 }

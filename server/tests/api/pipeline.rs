@@ -11,12 +11,13 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use natter_server::Application;
 use natter_server::data_lock::DataLock;
 use natter_server::pipeline::{
-    Command, DEFAULT_PARTITIONS, Draft, Request, inbox_queue, partition_of,
+    Command, DEFAULT_PARTITIONS, Draft, Request, SEND_PATIENCE, inbox_queue, partition_of,
 };
+use natter_shared::ServerFrame;
 
 use crate::helpers::{
-    Deployment, TestApp, amqp_url, hold_write_lock, spawn_app, spawn_app_with, spawn_named_cluster,
-    test_config,
+    Deployment, PATIENCE, TestApp, amqp_url, hold_write_lock, spawn_app, spawn_app_with,
+    spawn_named_cluster, test_config,
 };
 
 /// A new message from `sender` in `chat`, as a node would queue it.
@@ -237,6 +238,59 @@ async fn a_history_read_waits_until_what_was_delivered_is_stored() {
     );
     let response = read.await.expect("the read's task").expect("an answer");
     let page: Vec<natter_shared::Message> = response.json().await.expect("messages");
+    assert_eq!(page, [delivered]);
+}
+
+/// A send the database cannot store within the server's patience is
+/// refused for now (`retry`), not for good: nothing was wrong with it. Sent
+/// again with its clientId once the database is back, it is acked as the
+/// message that was delivered before, stored once.
+#[tokio::test]
+async fn a_send_not_stored_in_time_is_refused_for_now_and_its_resend_is_acked() {
+    let app = spawn_app().await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let mut ann_socket = app.socket(&ann).await;
+    let mut bob_socket = app.socket(&bob).await;
+    let lock = hold_write_lock(&app.data_dir.join("natter.db")).await;
+    let send =
+        serde_json::json!({"type": "send", "chatId": chat.id, "content": "slow", "clientId": "k1"});
+    ann_socket.send_json(send.clone()).await;
+    let delivered = bob_socket.next_message().await;
+
+    // Her own copy of the message comes first, then the refusal, once the
+    // server has waited its patience.
+    let refused = tokio::time::timeout(SEND_PATIENCE + PATIENCE, async {
+        loop {
+            match ann_socket.next_frame_or_close().await {
+                Some(ServerFrame::Message { .. }) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("an answer in time");
+    drop(lock);
+    let Some(ServerFrame::Error {
+        error,
+        client_id,
+        retry,
+    }) = refused
+    else {
+        panic!("the send is refused: {refused:?}")
+    };
+    assert_eq!(client_id.as_deref(), Some("k1"));
+    assert!(retry, "refused for now, not for good: {error}");
+
+    ann_socket.send_json(send).await;
+    let ServerFrame::Ack { message, .. } = ann_socket
+        .next_where(|frame| matches!(frame, ServerFrame::Ack { .. }))
+        .await
+    else {
+        unreachable!("next_where returned only what was wanted")
+    };
+    assert_eq!(message, delivered);
+    let history = app.get(&bob, &format!("/api/message/{}", chat.id)).await;
+    let page: Vec<natter_shared::Message> = history.json().await.expect("messages");
     assert_eq!(page, [delivered]);
 }
 

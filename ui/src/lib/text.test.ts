@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
-import { dayLabel, fullTimeLabel, initials, listTimeLabel, timeLabel, typingText } from "./text";
+import { ann, message } from "./fixtures";
+import { dayLabel, deliveryLabel, deliveryTooltip, fullTimeLabel, initials, listTimeLabel, timeLabel, typingText } from "./text";
 
 describe("typingText", () => {
   it("names one, two, or two and the rest", () => {
@@ -52,5 +53,26 @@ describe("timeLabel and fullTimeLabel", () => {
       expect(fullTimeLabel(at.toISOString())).toBe(at.toLocaleString([], { dateStyle: "medium", timeStyle: "medium" }));
     }
     expect(fullTimeLabel(at.toISOString())).toContain("2026");
+  });
+});
+
+describe("deliveryLabel and deliveryTooltip", () => {
+  const at = "2026-03-04T14:05:00Z";
+  it("tell a sent message's time, and where an unsent one stands", () => {
+    const sent = message(1, ann, "hi", at);
+    expect(deliveryLabel(sent)).toBe(timeLabel(at));
+    expect(deliveryTooltip(sent)).toBe(fullTimeLabel(at));
+    const sending = message(null, ann, "hi", at);
+    expect(deliveryLabel(sending)).toBe("Sending…");
+    expect(deliveryTooltip(sending)).toBe(fullTimeLabel(at));
+    const failed = message(null, ann, "hi", at, { status: "failed", error: "you are not a member of this chat" });
+    expect(deliveryLabel(failed)).toBe("Not sent: you are not a member of this chat");
+  });
+
+  it("say a message refused for now is waiting, and why in the tooltip", () => {
+    const waiting = message(null, ann, "hi", at, { error: "the database is not answering: try again" });
+    expect(waiting.status).toBe("pending");
+    expect(deliveryLabel(waiting)).toBe("Waiting to send…");
+    expect(deliveryTooltip(waiting)).toBe("the database is not answering: try again");
   });
 });

@@ -1,5 +1,7 @@
 // Small pure rules of what the UI shows, kept apart to be tested alone.
 
+import type { MessageView } from "./backend";
+
 /** "Ann is typing…", "Ann and Bob are typing…", "Ann, Bob and 2 others are typing…". */
 export function typingText(names: string[]): string {
   if (names.length === 0) return "";
@@ -34,6 +36,21 @@ const dateAndTime = formatter({ dateStyle: "medium", timeStyle: "medium" });
 /** "14:05": a message's time of day in the user's locale. */
 export function timeLabel(iso: string): string {
   return timeOfDay(new Date(iso));
+}
+
+/** Under a message: its time once sent, else where it stands ("Sending…";
+ *  "Waiting to send…" when the server could not take it for now and it is
+ *  being sent again; "Not sent: <reason>" when refused for good). */
+export function deliveryLabel(message: MessageView): string {
+  if (message.status === "pending") return message.error ? "Waiting to send…" : "Sending…";
+  if (message.status === "failed") return `Not sent: ${message.error ?? "refused"}`;
+  return timeLabel(message.createdAt);
+}
+
+/** The tooltip of that line: why a pending message waits, else the full date and time. */
+export function deliveryTooltip(message: MessageView): string {
+  if (message.status === "pending" && message.error) return message.error;
+  return fullTimeLabel(message.createdAt);
 }
 
 /** A message's full date and time, for its tooltip. */

@@ -64,6 +64,8 @@ struct Peek<'a> {
     message: Option<PeekMessage<'a>>,
     #[serde(borrow)]
     client_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    retry: bool,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +119,9 @@ impl Inbox {
             self.tally.errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if frame.retry {
+            self.tally.refused_for_now.fetch_add(1, Ordering::Relaxed);
+        }
         match (frame.kind.as_ref(), frame.message, frame.client_id) {
             ("message", Some(message), _) => {
                 if self.is_new(&message.chat_id, message.seq) {
@@ -300,6 +305,7 @@ mod tests {
         }
         inbox.record(r#"{"type":"ack","clientId":"9-0","message":null}"#);
         inbox.record(r#"{"type":"error","error":"no","clientId":"9-2"}"#);
+        assert_eq!(tally.refused_for_now.load(Ordering::Relaxed), 0);
         let resends = inbox.resends();
         assert_eq!(resends.len(), 1);
         let again: ClientFrame = serde_json::from_str(&resends[0]).expect("a frame");
@@ -313,5 +319,9 @@ mod tests {
         assert_eq!(inbox.written.len(), 1);
         assert!(inbox.refused.is_empty());
         assert_eq!(tally.acks.load(Ordering::Relaxed), 2);
+        // A refusal for now is an error too, counted apart.
+        inbox.record(r#"{"type":"error","error":"busy","clientId":"9-3","retry":true}"#);
+        assert_eq!(tally.errors.load(Ordering::Relaxed), 2);
+        assert_eq!(tally.refused_for_now.load(Ordering::Relaxed), 1);
     }
 }

@@ -600,6 +600,7 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
         "unacked": sent.saturating_sub(acks),
         "doubleAcks": tally.double_acks(),
         "errors": tally.errors.load(Ordering::Relaxed),
+        "refusedForNow": tally.refused_for_now.load(Ordering::Relaxed),
         "deliveries": deliveries,
         "deliveriesPerSecond": deliveries as f64 / input.delivery_time.as_secs_f64(),
         "allDelivered": input.settled,

@@ -18,6 +18,9 @@ pub struct Tally {
     pub sent: AtomicU64,
     pub acks: AtomicU64,
     pub errors: AtomicU64,
+    /// Of the errors, those the server said were for now (`retry`): it
+    /// could not keep up, rather than the send being wrong.
+    pub refused_for_now: AtomicU64,
     pub deliveries: AtomicU64,
     /// Frames that are not ours (other chats' traffic, chat events).
     pub other_frames: AtomicU64,
@@ -50,6 +53,7 @@ impl Tally {
             sent: AtomicU64::new(0),
             acks: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            refused_for_now: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             other_frames: AtomicU64::new(0),
             drops: AtomicU64::new(0),

@@ -662,7 +662,8 @@ struct Partition {
     /// The newest delivery handled, and the newest acked.
     handled: u64,
     acked: u64,
-    /// `Settle` requests (delivery, reply queue, correlation), answered once
+    /// `Settle` requests (delivery, reply queue, correlation) that came
+    /// while messages before them were still to be stored, answered once
     /// their delivery is acked.
     settles: Vec<(u64, ShortString, String)>,
 }
@@ -722,11 +723,23 @@ impl Partition {
             let reply = match request.command {
                 Command::Send { draft } => self.send(&draft, delivery.redelivered).await,
                 Command::Settle => {
-                    if let (Some(queue), Some(correlation)) =
+                    let (Some(queue), Some(correlation)) =
                         (delivery.properties.reply_to(), request.correlation)
-                    {
+                    else {
+                        continue;
+                    };
+                    // Everything queued before the marker has been
+                    // sequenced; when none of it waits to be stored, it is
+                    // in the database already and the read may go on now
+                    // (the marker's own delivery is acked with the next commit).
+                    if self.sequencer.unstored() > 0 {
                         self.settles
                             .push((delivery.delivery_tag, queue.clone(), correlation));
+                    } else {
+                        answers.push(Answer {
+                            correlation,
+                            reply: Reply::Done,
+                        });
                     }
                     continue;
                 }

@@ -19,7 +19,7 @@
 //!
 //! Reads see every acked message (`settle`): a history read first passes a
 //! marker through the chat's partition and waits for its sequencer to have
-//! committed everything before it.
+//! committed everything before it (at once when nothing is left to commit).
 
 mod amqp;
 mod batches;

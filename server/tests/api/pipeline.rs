@@ -241,6 +241,44 @@ async fn a_history_read_waits_until_what_was_delivered_is_stored() {
     assert_eq!(page, [delivered]);
 }
 
+/// Through RabbitMQ the sender is acked before the commit (the queue holds
+/// the message): a history read right after still waits until the commit,
+/// here held back by a lock on PostgreSQL's messages table, and then has it.
+#[tokio::test]
+async fn through_rabbitmq_a_history_read_waits_for_the_commit_of_what_was_acked() {
+    use sqlx::{Connection, Executor};
+
+    let (nodes, _) = spawn_named_cluster(1).await;
+    let app = &nodes[0];
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let url = app.database_url.clone().expect("a PostgreSQL deployment");
+    let mut lock = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("PostgreSQL answers");
+    lock.execute("BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE")
+        .await
+        .expect("the messages table locked");
+    let acked = app.send(&ann, &chat, "acked before stored").await;
+
+    let mut read = tokio::spawn(
+        app.http
+            .get(app.url(&format!("/api/message/{}", chat.id)))
+            .bearer_auth(&bob.token)
+            .send(),
+    );
+    let answered_while_locked = tokio::time::timeout(Duration::from_millis(500), &mut read)
+        .await
+        .is_ok();
+    lock.close().await.expect("the lock let go");
+    assert!(
+        !answered_while_locked,
+        "the read did not wait for the commit"
+    );
+    let response = read.await.expect("the read's task").expect("an answer");
+    let page: Vec<natter_shared::Message> = response.json().await.expect("messages");
+    assert_eq!(page, [acked]);
+}
+
 /// A send the database cannot store within the server's patience is
 /// refused for now (`retry`), not for good: nothing was wrong with it. Sent
 /// again with its clientId once the database is back, it is acked as the

@@ -431,13 +431,22 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
             client_id: Some(client_id),
             retry: true,
         } => {
+            // Gone from the outbox (another copy acked) or refused for
+            // good since (another copy's answer): nothing to send again.
+            let Some(outgoing) = ctx
+                .cache
+                .outgoing(&client_id)
+                .await?
+                .filter(|outgoing| outgoing.error.is_none())
+            else {
+                resends.answered(&client_id);
+                return Ok(false);
+            };
             let wait = resends.refused(&client_id, tokio::time::Instant::now(), &mut rand::rng());
             tracing::info!(%error, ?wait, "the server cannot take a message now; sending it again");
-            if let Some(outgoing) = ctx.cache.outgoing(&client_id).await? {
-                ctx.emit(Event::Message {
-                    message: MessageView::waiting(&outgoing, &ctx.me, &error),
-                });
-            }
+            ctx.emit(Event::Message {
+                message: MessageView::waiting(&outgoing, &ctx.me, &error),
+            });
         }
         ServerFrame::Error {
             error,

@@ -3,7 +3,8 @@
 //! the other's running mark for a crash (moving every chat's seqs ahead).
 //! The port check stops a second server on the same port; this stops one
 //! on another port: the first holds an OS lock on `natter.lock` in the
-//! folder while it runs, and a second waits a while for it (a restart
+//! folder for as long as its database is open (its `SqliteStore`, until the
+//! pipeline's last commit at shutdown), and a second waits a while for it (a restart
 //! whose predecessor is still storing what it sequenced) and then refuses
 //! to start, saying why. The OS lets go of the lock with the process, so a
 //! crash never leaves it behind.

@@ -48,8 +48,6 @@ use crate::store::{PgStore, SqliteStore, Store};
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    /// Held until the pipeline has stored what it sequenced (embedded only).
-    data_lock: Option<DataLock>,
 }
 
 impl Application {
@@ -63,13 +61,13 @@ impl Application {
         let data_dir = config.data_dir()?;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
-        // Then: one on another port stops here, if its database is ours.
+        // Then: one on another port waits here, if its database is ours.
         let data_lock = match config.database_url {
             None => Some(DataLock::acquire(&data_dir, LOCK_PATIENCE).await?),
             Some(_) => None,
         };
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
-        let store = open_store(config, &data_dir).await?;
+        let store = open_store(config, &data_dir, data_lock).await?;
         let partitions = partitions(config, store.as_ref()).await?;
         let blobs = open_blobs(config, &data_dir)?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
@@ -98,11 +96,7 @@ impl Application {
                 ws_timeout: config.ws_timeout(),
             }),
         };
-        Ok(Application {
-            listener,
-            state,
-            data_lock,
-        })
+        Ok(Application { listener, state })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -118,7 +112,6 @@ impl Application {
         let hub = self.state.hub.clone();
         let events = self.state.events.clone();
         let pipeline = self.state.pipeline.clone();
-        let data_lock = self.data_lock;
         let router = http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "natter-server listening");
         axum::serve(self.listener, router)
@@ -129,13 +122,18 @@ impl Application {
             })
             .await?;
         stop_pipeline_then_events(&pipeline, &events).await;
-        drop(data_lock);
         Ok(())
     }
 }
 
-/// PostgreSQL when a database URL is configured, else SQLite in the data folder.
-async fn open_store(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+/// PostgreSQL when a database URL is configured, else SQLite in the data
+/// folder, which keeps `data_lock` for as long as anything (the pipeline's
+/// last commits included) holds the store.
+async fn open_store(
+    config: &Config,
+    data_dir: &std::path::Path,
+    data_lock: Option<DataLock>,
+) -> anyhow::Result<Arc<dyn Store>> {
     match config.database_url.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::connect(url, config.database_max_connections)
@@ -148,7 +146,8 @@ async fn open_store(config: &Config, data_dir: &std::path::Path) -> anyhow::Resu
         None => {
             let store = SqliteStore::open(data_dir)
                 .await
-                .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+                .with_context(|| format!("opening the database in {}", data_dir.display()))?
+                .holding(data_lock);
             tracing::info!(data_dir = %data_dir.display(), "storage: embedded SQLite");
             Ok(Arc::new(store))
         }
@@ -189,7 +188,7 @@ pub async fn persist_until(
         anyhow::bail!("`persist` needs NATTER_AMQP_URL and NATTER_DATABASE_URL");
     }
     let data_dir = config.data_dir()?;
-    let store = open_store(config, &data_dir).await?;
+    let store = open_store(config, &data_dir, None).await?;
     let partitions = partitions(config, store.as_ref()).await?;
     let node_id = node_id(config);
     let events = open_events(config, &node_id, Arc::new(Hub::new())).await?;

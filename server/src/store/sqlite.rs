@@ -13,10 +13,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::StoreResult;
 use super::sql::sql_store;
+use crate::data_lock::DataLock;
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The data folder's lock, when a server opened it (`holding`).
+    _lock: Option<DataLock>,
 }
 
 impl SqliteStore {
@@ -38,7 +41,19 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            _lock: None,
+        })
+    }
+
+    /// Keeps `lock` for as long as the store lives: the folder stays this
+    /// server's until the last writer (a pipeline still storing at
+    /// shutdown, say) lets go of the store.
+    pub fn holding(mut self, lock: Option<DataLock>) -> Self {
+        self._lock = lock;
+        self
     }
 }
 

@@ -14,8 +14,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::Page;
-use crate::cache::Outgoing;
-use crate::cache::Stored;
+use crate::cache::{Outgoing, Stored};
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
 use crate::resends::Resends;

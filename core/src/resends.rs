@@ -14,48 +14,56 @@ use crate::backoff::Backoff;
 
 pub(crate) struct Resends {
     backoff: Backoff,
-    /// Refusals for now so far, per client id: the next wait doubles.
-    refusals: HashMap<String, u32>,
-    /// Sends waiting to be made again, and when. Few at a time (the ones
-    /// written while the server could not take them), so a list.
-    waiting: Vec<(Instant, String)>,
+    /// Per client id refused for now: how often so far (the next wait
+    /// doubles), and when it goes again unless it has gone already.
+    refused: HashMap<String, Refused>,
+}
+
+struct Refused {
+    times: u32,
+    due: Option<Instant>,
 }
 
 impl Resends {
     pub fn new(backoff: Backoff) -> Self {
         Resends {
             backoff,
-            refusals: HashMap::new(),
-            waiting: Vec::new(),
+            refused: HashMap::new(),
         }
     }
 
     /// The server refused `client_id` for now at `now`: it is made again
     /// after the returned wait.
     pub fn refused(&mut self, client_id: &str, now: Instant, rng: &mut impl Rng) -> Duration {
-        let refusals = self.refusals.entry(client_id.to_owned()).or_insert(0);
-        let wait = self.backoff.delay(*refusals, rng);
-        *refusals = refusals.saturating_add(1);
-        self.waiting.retain(|(_, waiting)| waiting != client_id);
-        self.waiting.push((now + wait, client_id.to_owned()));
+        let refused = self.refused.entry(client_id.to_owned()).or_insert(Refused {
+            times: 0,
+            due: None,
+        });
+        let wait = self.backoff.delay(refused.times, rng);
+        refused.times = refused.times.saturating_add(1);
+        refused.due = Some(now + wait);
         wait
     }
 
     /// When the next send is due, if any is waiting.
     pub fn next_due(&self) -> Option<Instant> {
-        self.waiting.iter().map(|(due, _)| *due).min()
+        self.refused
+            .values()
+            .filter_map(|refused| refused.due)
+            .min()
     }
 
     /// The sends due at `now`, in the order they fell due; they wait no more.
     pub fn take_due(&mut self, now: Instant) -> Vec<String> {
-        let mut due: Vec<(Instant, String)> = Vec::new();
-        self.waiting.retain(|(at, client_id)| {
-            let is_due = *at <= now;
-            if is_due {
-                due.push((*at, client_id.clone()));
-            }
-            !is_due
-        });
+        let mut due: Vec<(Instant, String)> = self
+            .refused
+            .iter_mut()
+            .filter_map(|(client_id, refused)| {
+                let at = refused.due.filter(|at| *at <= now)?;
+                refused.due = None;
+                Some((at, client_id.clone()))
+            })
+            .collect();
         due.sort();
         due.into_iter().map(|(_, client_id)| client_id).collect()
     }
@@ -63,8 +71,7 @@ impl Resends {
     /// The server answered `client_id` for good (stored, or refused): it
     /// is neither waited for nor counted any more.
     pub fn answered(&mut self, client_id: &str) {
-        self.refusals.remove(client_id);
-        self.waiting.retain(|(_, waiting)| waiting != client_id);
+        self.refused.remove(client_id);
     }
 }
 

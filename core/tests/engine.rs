@@ -468,6 +468,11 @@ async fn a_message_the_cache_could_not_keep_comes_back_through_catch_up() {
 /// the server's patience, so it answers "try again") is not failed: the
 /// app shows it waiting with the reason, sends it again after a while on
 /// the same link, and it is stored once.
+/// The engine went from online to anything else.
+fn link_dropped(event: &Event) -> bool {
+    matches!(event, Event::Connection { state } if *state != ConnectionState::Online)
+}
+
 #[tokio::test]
 async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
     let server = Server::spawn().await;
@@ -482,7 +487,7 @@ async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
     let patience = natter_server::pipeline::SEND_PATIENCE + PATIENCE;
     let answer = next_event_within(&mut ann_app, "the server's answer to the send", patience, |event| {
         matches!(event, Event::Message { message } if message.content == "two" && message.error.is_some())
-            || matches!(event, Event::Connection { state } if *state != ConnectionState::Online)
+            || link_dropped(event)
     })
     .await;
     let Event::Message { message } = answer else {
@@ -515,10 +520,7 @@ async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
     // Sent again on the same link: it never went offline meanwhile.
     loop {
         match ann_app.events.try_recv() {
-            Ok(event) => assert!(
-                !matches!(event, Event::Connection { state } if state != ConnectionState::Online),
-                "the link dropped: {event:?}"
-            ),
+            Ok(event) => assert!(!link_dropped(&event), "the link dropped: {event:?}"),
             Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
                 panic!("{skipped} events went unread: the check cannot tell")
             }

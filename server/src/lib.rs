@@ -61,13 +61,10 @@ impl Application {
         let data_dir = config.data_dir()?;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
-        // Then: one on another port waits here, if its database is ours.
-        let data_lock = match config.database_url {
-            None => Some(DataLock::acquire(&data_dir, LOCK_PATIENCE).await?),
-            Some(_) => None,
-        };
+        // Then: one on another port waits for the embedded database here,
+        // before it writes anything to the folder.
+        let store = open_store(config, &data_dir).await?;
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
-        let store = open_store(config, &data_dir, data_lock).await?;
         let partitions = partitions(config, store.as_ref()).await?;
         let blobs = open_blobs(config, &data_dir)?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
@@ -127,13 +124,10 @@ impl Application {
 }
 
 /// PostgreSQL when a database URL is configured, else SQLite in the data
-/// folder, which keeps `data_lock` for as long as anything (the pipeline's
-/// last commits included) holds the store.
-async fn open_store(
-    config: &Config,
-    data_dir: &std::path::Path,
-    data_lock: Option<DataLock>,
-) -> anyhow::Result<Arc<dyn Store>> {
+/// folder, once this server holds the folder's lock (`data_lock`), which
+/// the store keeps for as long as anything (the pipeline's last commits
+/// included) holds it.
+async fn open_store(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
     match config.database_url.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = PgStore::connect(url, config.database_max_connections)
@@ -144,10 +138,11 @@ async fn open_store(
         }
         Some(_) => anyhow::bail!("NATTER_DATABASE_URL must be a postgres:// URL"),
         None => {
+            let lock = DataLock::acquire(data_dir, LOCK_PATIENCE).await?;
             let store = SqliteStore::open(data_dir)
                 .await
                 .with_context(|| format!("opening the database in {}", data_dir.display()))?
-                .holding(data_lock);
+                .holding(lock);
             tracing::info!(data_dir = %data_dir.display(), "storage: embedded SQLite");
             Ok(Arc::new(store))
         }
@@ -188,7 +183,7 @@ pub async fn persist_until(
         anyhow::bail!("`persist` needs NATTER_AMQP_URL and NATTER_DATABASE_URL");
     }
     let data_dir = config.data_dir()?;
-    let store = open_store(config, &data_dir, None).await?;
+    let store = open_store(config, &data_dir).await?;
     let partitions = partitions(config, store.as_ref()).await?;
     let node_id = node_id(config);
     let events = open_events(config, &node_id, Arc::new(Hub::new())).await?;

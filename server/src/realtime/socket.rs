@@ -266,11 +266,7 @@ enum Handled {
 
 /// A refusal of a frame that was wrong: sending it again cannot help.
 fn error_frame(error: impl Into<String>, client_id: Option<String>) -> ServerFrame {
-    ServerFrame::Error {
-        error: error.into(),
-        client_id,
-        retry: false,
-    }
+    refusal(&ApiError::bad_request(error), client_id)
 }
 
 /// A refusal for `err`, which says whether the same frame may be sent

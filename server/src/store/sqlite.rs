@@ -51,8 +51,8 @@ impl SqliteStore {
     /// Keeps `lock` for as long as the store lives: the folder stays this
     /// server's until the last writer (a pipeline still storing at
     /// shutdown, say) lets go of the store.
-    pub fn holding(mut self, lock: Option<DataLock>) -> Self {
-        self._lock = lock;
+    pub fn holding(mut self, lock: DataLock) -> Self {
+        self._lock = Some(lock);
         self
     }
 }

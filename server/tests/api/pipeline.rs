@@ -16,7 +16,7 @@ use natter_server::pipeline::{
 use natter_shared::ServerFrame;
 
 use crate::helpers::{
-    Deployment, PATIENCE, TestApp, amqp_url, hold_write_lock, spawn_app, spawn_app_with,
+    Deployment, PATIENCE, TestApp, TestUser, amqp_url, hold_write_lock, spawn_app, spawn_app_with,
     spawn_named_cluster, test_config,
 };
 
@@ -222,23 +222,33 @@ async fn a_history_read_waits_until_what_was_delivered_is_stored() {
         .await;
     let delivered = bob_socket.next_message().await;
 
+    let page = history_read_held_back(&app, &bob, &chat, async move { drop(lock) }).await;
+    assert_eq!(page, [delivered]);
+}
+
+/// Bob's read of the chat's history, which must not answer while the
+/// database's commits are held back (for 500 ms; an answer later than that
+/// would let the check pass wrongly, never fail), nor fail once `release`
+/// lets them go.
+async fn history_read_held_back(
+    app: &TestApp,
+    reader: &TestUser,
+    chat: &natter_shared::Chat,
+    release: impl Future<Output = ()>,
+) -> Vec<natter_shared::Message> {
     let mut read = tokio::spawn(
         app.http
             .get(app.url(&format!("/api/message/{}", chat.id)))
-            .bearer_auth(&bob.token)
+            .bearer_auth(&reader.token)
             .send(),
     );
-    let answered_while_locked = tokio::time::timeout(Duration::from_millis(500), &mut read)
+    let answered_while_held = tokio::time::timeout(Duration::from_millis(500), &mut read)
         .await
         .is_ok();
-    drop(lock);
-    assert!(
-        !answered_while_locked,
-        "the read did not wait for the commit"
-    );
+    release.await;
+    assert!(!answered_while_held, "the read did not wait for the commit");
     let response = read.await.expect("the read's task").expect("an answer");
-    let page: Vec<natter_shared::Message> = response.json().await.expect("messages");
-    assert_eq!(page, [delivered]);
+    response.json().await.expect("messages")
 }
 
 /// Through RabbitMQ the sender is acked before the commit (the queue holds
@@ -260,22 +270,8 @@ async fn through_rabbitmq_a_history_read_waits_for_the_commit_of_what_was_acked(
         .expect("the messages table locked");
     let acked = app.send(&ann, &chat, "acked before stored").await;
 
-    let mut read = tokio::spawn(
-        app.http
-            .get(app.url(&format!("/api/message/{}", chat.id)))
-            .bearer_auth(&bob.token)
-            .send(),
-    );
-    let answered_while_locked = tokio::time::timeout(Duration::from_millis(500), &mut read)
-        .await
-        .is_ok();
-    lock.close().await.expect("the lock let go");
-    assert!(
-        !answered_while_locked,
-        "the read did not wait for the commit"
-    );
-    let response = read.await.expect("the read's task").expect("an answer");
-    let page: Vec<natter_shared::Message> = response.json().await.expect("messages");
+    let release = async move { lock.close().await.expect("the lock let go") };
+    let page = history_read_held_back(app, &bob, &chat, release).await;
     assert_eq!(page, [acked]);
 }
 

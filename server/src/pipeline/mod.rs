@@ -173,6 +173,10 @@ pub enum PipelineError {
     /// Nothing was acked: the sender may try again (with the same clientId).
     #[error("{0}")]
     Unavailable(String),
+    /// The pipeline broke its own rules (a reply that does not answer the
+    /// command): a bug, which sending again would only repeat.
+    #[error("{0}")]
+    Broken(&'static str),
 }
 
 impl From<PipelineError> for ApiError {
@@ -188,6 +192,7 @@ impl From<PipelineError> for ApiError {
                 ApiError::Conflict(refusal.to_string())
             }
             PipelineError::Unavailable(reason) => ApiError::Unavailable(reason),
+            PipelineError::Broken(what) => ApiError::Internal(anyhow::anyhow!(what)),
         }
     }
 }
@@ -219,7 +224,7 @@ impl Reply {
 }
 
 fn unexpected() -> PipelineError {
-    PipelineError::Unavailable("the message pipeline answered out of turn".into())
+    PipelineError::Broken("the message pipeline answered out of turn")
 }
 
 pub(crate) fn not_confirmed() -> PipelineError {
@@ -352,5 +357,26 @@ mod tests {
         })
         .unwrap_or_default();
         assert_eq!(text, r#"{"type":"changed","chatId":"c1"}"#);
+    }
+
+    #[test]
+    fn a_reply_out_of_turn_is_a_failure_for_good_and_a_lost_one_is_for_now() {
+        // Out of turn is a bug: a client told to retry would loop on it.
+        let out_of_turn = ApiError::from(Reply::Done.into_stored().expect_err("refused"));
+        assert!(!out_of_turn.is_temporary(), "{out_of_turn:?}");
+        assert_eq!(out_of_turn.to_string(), "internal error");
+        let out_of_turn = ApiError::from(
+            Reply::Refused {
+                refusal: Refusal::NotMember,
+            }
+            .into_done()
+            .expect_err("refused"),
+        );
+        assert!(!out_of_turn.is_temporary(), "{out_of_turn:?}");
+        let failed = Reply::Failed {
+            error: "the database is down".into(),
+        };
+        let failed = ApiError::from(failed.into_stored().expect_err("refused"));
+        assert!(failed.is_temporary(), "{failed:?}");
     }
 }

@@ -210,13 +210,18 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
 
 /// Sends every message still waiting in the outbox, as a resend (it may
 /// have left before this connection). Returns their client ids: a send the
-/// engine queued meanwhile is among them, and is not sent again.
+/// engine queued meanwhile is among them, and is not sent again. Each is
+/// shown as being sent again: one the last link's server refused for now
+/// no longer waits for that reason.
 async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<HashSet<String>> {
     let mut sent = HashSet::new();
     for outgoing in ctx.cache.outbox().await? {
         if outgoing.error.is_some() {
             continue;
         }
+        ctx.emit(Event::Message {
+            message: MessageView::outgoing(&outgoing, &ctx.me),
+        });
         let client_id = outgoing.client_id.clone();
         feed_resend(socket, outgoing).await?;
         sent.insert(client_id);

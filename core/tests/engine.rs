@@ -464,28 +464,27 @@ async fn a_message_the_cache_could_not_keep_comes_back_through_catch_up() {
     assert_eq!(seqs(&bob_app, &chat.id).await, [Some(1), Some(2), Some(3)]);
 }
 
-/// A send the server cannot take for now (its database stays locked past
-/// the server's patience, so it answers "try again") is not failed: the
-/// app shows it waiting with the reason, sends it again after a while on
-/// the same link, and it is stored once.
 /// The engine went from online to anything else.
 fn link_dropped(event: &Event) -> bool {
     matches!(event, Event::Connection { state } if *state != ConnectionState::Online)
 }
 
-#[tokio::test]
-async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
-    let server = Server::spawn().await;
-    let (mut ann_app, bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
-
+/// Ann sends "two" while the server's database stays locked past the
+/// server's patience, and waits for its answer: "try again", shown as the
+/// message waiting, with the reason. Returns the lock, still held.
+async fn a_send_refused_for_now(
+    server: &Server,
+    ann_app: &mut App,
+    chat: &ChatSummary,
+) -> sqlx::SqliteConnection {
     // From here on, a connection going other than online means the link dropped.
-    online(&ann_app).await;
+    online(ann_app).await;
     while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = ann_app.events.try_recv() {}
     let lock = natter_test_support::hold_write_lock(&server.data.path().join("natter.db")).await;
     ann_app.engine.send(&chat.id, "two").await.expect("written");
     // The server answers once its patience is over.
     let patience = natter_server::pipeline::SEND_PATIENCE + PATIENCE;
-    let answer = next_event_within(&mut ann_app, "the server's answer to the send", patience, |event| {
+    let answer = next_event_within(ann_app, "the server's answer to the send", patience, |event| {
         matches!(event, Event::Message { message } if message.content == "two" && message.error.is_some())
             || link_dropped(event)
     })
@@ -498,6 +497,17 @@ async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
         Delivery::Pending,
         "refused for now, not for good: {message:?}"
     );
+    lock
+}
+
+/// A send the server cannot take for now is not failed: the app shows it
+/// waiting with the reason, sends it again after a while on the same link,
+/// and it is stored once.
+#[tokio::test]
+async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
+    let server = Server::spawn().await;
+    let (mut ann_app, bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
+    let lock = a_send_refused_for_now(&server, &mut ann_app, &chat).await;
     drop(lock);
 
     let sent: Vec<(String, Delivery)> = ["one", "two"]
@@ -533,6 +543,47 @@ async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
         seqs(&bob_app, &chat.id).await == [Some(1), Some(2)]
     })
     .await;
+}
+
+/// A message waiting to be sent again when the link drops is sent on the
+/// next link, and shown so: the last server's reason no longer holds.
+#[tokio::test]
+async fn a_send_waiting_when_the_link_drops_is_shown_sending_on_the_next() {
+    let mut server = Server::spawn().await;
+    let (mut ann_app, _bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
+    let lock = a_send_refused_for_now(&server, &mut ann_app, &chat).await;
+
+    // The server stops (its sockets close first, then it stores what it
+    // sequenced, which waits for the lock) and comes back.
+    tokio::join!(server.stop(), async {
+        next_event(&mut ann_app, "the link drops", link_dropped).await;
+        drop(lock);
+    });
+    server.start().await;
+    let shown = next_event(
+        &mut ann_app,
+        "\"two\" shown on the next link",
+        |event| matches!(event, Event::Message { message } if message.content == "two"),
+    )
+    .await;
+    let Event::Message { message } = shown else {
+        unreachable!("next_event returned only what was wanted")
+    };
+    assert_eq!(
+        (message.status, message.error),
+        (Delivery::Pending, None),
+        "being sent again, no longer waiting"
+    );
+    let ann = ann_app.engine.me().await.expect("logged in");
+    let ann_cache = natter_core::session::Files::new(&ann_app.dir).cache(&ann.id);
+    let ann_cache = natter_core::cache::Cache::open(&ann_cache)
+        .await
+        .expect("ann's cache");
+    eventually("ann's resend is acked", || async {
+        ann_cache.outbox().await.expect("outbox").is_empty()
+    })
+    .await;
+    assert_eq!(seqs(&ann_app, &chat.id).await, [Some(1), Some(2)]);
 }
 
 #[tokio::test]

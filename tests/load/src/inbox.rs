@@ -3,12 +3,15 @@
 //! written but not answered yet. After a reconnect the socket reads each
 //! chat's history past the last seq it saw (as the app catches up) and
 //! writes its unanswered sends again with the same client id, so a run
-//! near the server's limits still counts every message once.
+//! near the server's limits still counts every message once. A send the
+//! server refused for now (`retry`: it could not keep up) is written again
+//! after `RETRY_AFTER` on the same socket, as the app does.
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use natter_shared::{ClientFrame, Message};
 use serde::Deserialize;
@@ -22,6 +25,12 @@ pub type Latencies = Vec<u32>;
 
 /// Messages read per history page while catching up.
 const PAGE: usize = 100;
+
+/// How long a send the server refused for now waits before it goes again.
+/// One wait for all (the app doubles its wait per message): a run past
+/// capacity should show what the server keeps up with, not how patient the
+/// tool is.
+pub const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// A chat of the socket's user and the last seq the socket saw in it. A
 /// chat's messages reach a socket in seq order, so one at or below it was
@@ -45,8 +54,12 @@ pub struct Inbox {
     /// with an insert and a remove per message cost the tool a quarter
     /// more processor time at 28,000 msg/s.
     written: VecDeque<(usize, Utf8Bytes)>,
-    /// Sends the server refused (never acked), so they leave `written`.
+    /// Sends the server refused for good (never acked), so they leave
+    /// `written`.
     refused: HashSet<usize>,
+    /// Sends the server refused for now, and when each goes again: in the
+    /// order they are due, since all wait the same.
+    retries: VecDeque<(Instant, usize)>,
     pub latencies: Latencies,
 }
 
@@ -93,6 +106,7 @@ impl Inbox {
                 .collect(),
             written: VecDeque::new(),
             refused: HashSet::new(),
+            retries: VecDeque::new(),
             latencies: Latencies::new(),
         }
     }
@@ -133,12 +147,18 @@ impl Inbox {
                     self.tally.acked(k);
                 }
             }
-            ("error", _, client_id) => {
-                if let Some(k) = client_id.and_then(|id| self.number_of(&id)) {
-                    self.refused.insert(k);
+            ("error", _, client_id) => match client_id.and_then(|id| self.number_of(&id)) {
+                Some(k) if frame.retry => {
+                    self.retries.push_back((Instant::now() + RETRY_AFTER, k));
                 }
-                self.tally.errors.fetch_add(1, Ordering::Relaxed);
-            }
+                Some(k) => {
+                    self.refused.insert(k);
+                    self.tally.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    self.tally.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
             ("message" | "ack", _, _) => {
                 self.tally.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -221,13 +241,40 @@ impl Inbox {
     }
 
     /// The unanswered sends, to write again on a new socket: marked as
-    /// resends, so the server looks for the copy it may have stored.
-    pub fn resends(&self) -> Vec<Utf8Bytes> {
+    /// resends, so the server looks for the copy it may have stored. Those
+    /// refused for now are among them, and wait no more.
+    pub fn resends(&mut self) -> Vec<Utf8Bytes> {
+        self.retries.clear();
         self.written
             .iter()
             .filter(|(k, _)| !self.is_answered(*k))
             .filter_map(|(_, frame)| resend(frame))
             .collect()
+    }
+
+    /// When the next send refused for now is due to go again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.front().map(|&(at, _)| at)
+    }
+
+    /// The sends refused for now whose wait is over at `now`, as resends;
+    /// one answered meanwhile (a copy acked) is not sent again.
+    pub fn due_retries(&mut self, now: Instant) -> Vec<Utf8Bytes> {
+        let mut due = Vec::new();
+        while let Some(&(at, k)) = self.retries.front() {
+            if at > now {
+                break;
+            }
+            self.retries.pop_front();
+            if self.is_answered(k) {
+                continue;
+            }
+            let written = self.written.iter().find(|(written, _)| *written == k);
+            if let Some(frame) = written.and_then(|(_, frame)| resend(frame)) {
+                due.push(frame);
+            }
+        }
+        due
     }
 }
 
@@ -319,9 +366,25 @@ mod tests {
         assert_eq!(inbox.written.len(), 1);
         assert!(inbox.refused.is_empty());
         assert_eq!(tally.acks.load(Ordering::Relaxed), 2);
-        // A refusal for now is an error too, counted apart.
+        // A refusal for now is counted apart, not as an error: the send
+        // goes again once its wait is over, and not before.
         inbox.record(r#"{"type":"error","error":"busy","clientId":"9-3","retry":true}"#);
-        assert_eq!(tally.errors.load(Ordering::Relaxed), 2);
+        assert_eq!(tally.errors.load(Ordering::Relaxed), 1);
         assert_eq!(tally.refused_for_now.load(Ordering::Relaxed), 1);
+        let due = inbox.next_retry().expect("a retry is scheduled");
+        assert!(inbox.due_retries(due - Duration::from_millis(1)).is_empty());
+        let again = inbox.due_retries(due);
+        assert_eq!(again.len(), 1);
+        let again: ClientFrame = serde_json::from_str(&again[0]).expect("a frame");
+        assert!(matches!(
+            again,
+            ClientFrame::Send { ref client_id, first_try: false, .. } if client_id == "9-3"
+        ));
+        assert_eq!(inbox.next_retry(), None);
+        // Refused for now again, then acked before its wait is over: it
+        // does not go again.
+        inbox.record(r#"{"type":"error","error":"busy","clientId":"9-3","retry":true}"#);
+        inbox.record(r#"{"type":"ack","clientId":"9-3","message":null}"#);
+        assert!(inbox.due_retries(Instant::now() + RETRY_AFTER).is_empty());
     }
 }

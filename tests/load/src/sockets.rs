@@ -129,6 +129,9 @@ async fn serve(
                 inbox.writing(k, frame.clone());
                 ws.send(WsMessage::Text(frame)).await.is_err()
             }
+            () = sleep_until_some(inbox.next_retry()) => {
+                retry_due(&mut ws, &mut inbox, &shared.tally).await.is_err()
+            }
             _ = shared.stop.changed() => break,
         };
         if dropped {
@@ -141,6 +144,27 @@ async fn serve(
     }
     let _ = ws.close(None).await;
     inbox.latencies
+}
+
+/// Writes again the sends refused for now whose wait is over.
+async fn retry_due(
+    ws: &mut Socket,
+    inbox: &mut Inbox,
+    tally: &Tally,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for frame in inbox.due_retries(Instant::now()) {
+        ws.feed(WsMessage::Text(frame)).await?;
+        tally.resent.fetch_add(1, Ordering::Relaxed);
+    }
+    ws.flush().await
+}
+
+/// Sleeps until `at`, or for ever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Opens the socket again (waiting longer after each failure), catches up

@@ -18,8 +18,9 @@ pub struct Tally {
     pub sent: AtomicU64,
     pub acks: AtomicU64,
     pub errors: AtomicU64,
-    /// Of the errors, those the server said were for now (`retry`): it
-    /// could not keep up, rather than the send being wrong.
+    /// Refusals the server said were for now (`retry`: it could not keep
+    /// up, the send was not wrong); not errors, since each goes again
+    /// (`inbox::RETRY_AFTER`) until acked.
     pub refused_for_now: AtomicU64,
     pub deliveries: AtomicU64,
     /// Frames that are not ours (other chats' traffic, chat events).
@@ -29,7 +30,8 @@ pub struct Tally {
     pub reconnects: AtomicU64,
     /// Deliveries a socket read from history after it came back.
     pub caught_up: AtomicU64,
-    /// Sends written again after their socket dropped unanswered.
+    /// Sends written again: after their socket dropped unanswered, or
+    /// refused for now.
     pub resent: AtomicU64,
     /// Message frames for a seq the socket had seen already (`inbox`).
     pub redelivered: AtomicU64,

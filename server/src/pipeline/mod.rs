@@ -24,6 +24,7 @@
 mod amqp;
 mod batches;
 mod local;
+mod memory;
 mod sequencer;
 mod wire;
 

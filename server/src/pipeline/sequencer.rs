@@ -7,7 +7,6 @@
 //! away, so sending goes on from memory, and the batch is stored once it is
 //! back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tokio::time::Instant;
 use chrono::{DateTime, Utc};
 use natter_shared::{Message, User};
 
+use super::memory::{Map, Memory, Set, same_chat};
 use super::{Draft, Refusal};
 use crate::realtime::{Event, Events, encode_message};
 use crate::store::{Store, StoreError};
@@ -64,16 +64,10 @@ pub enum Sequenced {
 pub struct Sequencer {
     store: Arc<dyn Store>,
     events: Arc<Events>,
-    chats: HashMap<String, ChatState>,
-    senders: HashMap<String, User>,
-    /// Messages sequenced by this sequencer, by draft id and by sender
-    /// then clientId, to recognise a message seen twice. (Two levels, so
-    /// that a lookup borrows the draft's strings rather than copy them
-    /// into a key.)
-    by_id: HashMap<String, Arc<Message>>,
-    by_client: HashMap<String, HashMap<String, String>>,
-    /// Ids in `by_id`, oldest first, so that memory stays bounded.
-    remembered: VecDeque<String>,
+    chats: Map<String, ChatState>,
+    senders: Map<String, User>,
+    /// Messages sequenced by this sequencer, to recognise one seen twice.
+    memory: Memory,
     /// Sequenced, delivered, not yet stored; in seq order per chat.
     pending: Vec<Arc<Message>>,
     /// How many messages the batch being stored holds (`take_batch`).
@@ -81,7 +75,7 @@ pub struct Sequencer {
     /// Optional lookups are skipped until then: the database failed one.
     database_away_until: Option<Instant>,
     /// Drafts whose earlier selves `prepare` looked up already.
-    looked_up: HashSet<String>,
+    looked_up: Set<String>,
     /// Delivered here, not yet told to the other nodes (`flush`).
     for_other_nodes: Vec<Event>,
 }
@@ -91,15 +85,13 @@ impl Sequencer {
         Sequencer {
             store,
             events,
-            chats: HashMap::new(),
-            senders: HashMap::new(),
-            by_id: HashMap::new(),
-            by_client: HashMap::new(),
-            remembered: VecDeque::new(),
+            chats: Map::default(),
+            senders: Map::default(),
+            memory: Memory::new(MESSAGES_REMEMBERED),
             pending: Vec::new(),
             storing: 0,
             database_away_until: None,
-            looked_up: HashSet::new(),
+            looked_up: Set::default(),
             for_other_nodes: Vec::new(),
         }
     }
@@ -146,7 +138,7 @@ impl Sequencer {
             client_id: draft.client_id.clone(),
             created_at: draft.created_at,
         });
-        self.remember(message.clone());
+        self.memory.remember(message.clone());
         self.pending.push(message.clone());
         self.deliver(&message, &members);
         Ok(Ok(Sequenced::New(message)))
@@ -194,9 +186,7 @@ impl Sequencer {
     fn forget_all(&mut self) {
         self.chats.clear();
         self.senders.clear();
-        self.by_id.clear();
-        self.by_client.clear();
-        self.remembered.clear();
+        self.memory.clear();
     }
 
     /// Before sequencing a batch of drafts: asks the database, a round trip
@@ -270,7 +260,7 @@ impl Sequencer {
         let mut clients = Vec::new();
         let mut covered = Vec::new();
         for draft in drafts {
-            if self.remembered_as(draft).is_some() {
+            if self.memory.recall(draft).is_some() {
                 continue;
             }
             if redelivered || self.maybe_earlier(draft) {
@@ -296,8 +286,8 @@ impl Sequencer {
             Some(messages) => {
                 // Found by id and by clientId alike, a message comes twice.
                 for message in messages {
-                    if !self.by_id.contains_key(&message.id) {
-                        self.remember(Arc::new(message));
+                    if !self.memory.knows(&message.id) {
+                        self.memory.remember(Arc::new(message));
                     }
                 }
                 self.looked_up.extend(covered);
@@ -316,7 +306,7 @@ impl Sequencer {
         draft: &Draft,
         redelivered: bool,
     ) -> Result<Option<Result<Arc<Message>, Refusal>>, StoreError> {
-        if let Some(found) = self.remembered_as(draft) {
+        if let Some(found) = self.memory.recall(draft) {
             return Ok(Some(found));
         }
         // `prepare` looked already, and remembered what it found.
@@ -349,17 +339,6 @@ impl Sequencer {
             }
         }
         Ok(None)
-    }
-
-    /// What memory knows this draft became.
-    fn remembered_as(&self, draft: &Draft) -> Option<Result<Arc<Message>, Refusal>> {
-        if let Some(message) = self.by_id.get(&draft.id) {
-            return Some(Ok(message.clone()));
-        }
-        let client_id = draft.client_id.as_ref()?;
-        let id = self.by_client.get(&draft.sender_id)?.get(client_id)?;
-        let message = self.by_id.get(id)?;
-        Some(same_chat(message.clone(), draft))
     }
 
     /// Whether an earlier sequencer may have stored this draft already: one
@@ -440,46 +419,6 @@ impl Sequencer {
         Ok(user)
     }
 
-    fn remember(&mut self, message: Arc<Message>) {
-        if let Some(client_id) = &message.client_id {
-            // A clientId's first message is the one it stands for. (Looked
-            // up before `entry`, which would copy the sender's id each time.)
-            let of_sender = match self.by_client.get_mut(&message.sender.id) {
-                Some(of_sender) => of_sender,
-                None => self.by_client.entry(message.sender.id.clone()).or_default(),
-            };
-            if !of_sender.contains_key(client_id) {
-                of_sender.insert(client_id.clone(), message.id.clone());
-            }
-        }
-        self.remembered.push_back(message.id.clone());
-        self.by_id.insert(message.id.clone(), message);
-        while self.remembered.len() > MESSAGES_REMEMBERED {
-            let Some(oldest) = self.remembered.pop_front() else {
-                break;
-            };
-            if let Some(message) = self.by_id.remove(&oldest) {
-                self.forget_client_id(&message);
-            }
-        }
-    }
-
-    /// Forgets which message `message`'s clientId stands for, if it is that one.
-    fn forget_client_id(&mut self, message: &Message) {
-        let Some(client_id) = &message.client_id else {
-            return;
-        };
-        let Some(of_sender) = self.by_client.get_mut(&message.sender.id) else {
-            return;
-        };
-        if of_sender.get(client_id) == Some(&message.id) {
-            of_sender.remove(client_id);
-        }
-        if of_sender.is_empty() {
-            self.by_client.remove(&message.sender.id);
-        }
-    }
-
     /// Hands the message to this node's sockets now, and keeps it for the
     /// other nodes until `flush`.
     fn deliver(&mut self, message: &Message, members: &Arc<[String]>) {
@@ -514,12 +453,4 @@ pub async fn store_batch(store: &dyn Store, batch: &[Arc<Message>]) -> Result<()
 /// still recognised from memory).
 fn resent_client_id(draft: &Draft) -> Option<&str> {
     draft.client_id.as_deref().filter(|_| !draft.first_try)
-}
-
-fn same_chat(message: Arc<Message>, draft: &Draft) -> Result<Arc<Message>, Refusal> {
-    if message.chat_id == draft.chat_id {
-        Ok(message)
-    } else {
-        Err(Refusal::ClientIdReused)
-    }
 }

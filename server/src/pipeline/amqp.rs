@@ -119,7 +119,12 @@ struct Link {
     replies: String,
 }
 
-type Waiting = Mutex<HashMap<String, oneshot::Sender<Reply>>>;
+type Waiting = Mutex<ByCorrelation>;
+
+/// Senders waiting for their reply, by the correlation id this node gave
+/// their command; hashed with foldhash (two lookups per message, and the
+/// keys are ours).
+type ByCorrelation = HashMap<String, oneshot::Sender<Reply>, foldhash::fast::RandomState>;
 
 pub struct AmqpPipeline {
     settings: AmqpSettings,
@@ -165,7 +170,7 @@ impl AmqpPipeline {
             store,
             events,
             link: Mutex::new(None),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(ByCorrelation::default()),
             lanes: (0..partitions).map(|_| Lane::default()).collect(),
             stopping: watch::Sender::new(false),
             sequencing: watch::Sender::new(0),
@@ -363,7 +368,7 @@ impl AmqpPipeline {
         *crate::sync::lock(&self.link) = link;
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Reply>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, ByCorrelation> {
         crate::sync::lock(&self.waiting)
     }
 

@@ -12,11 +12,16 @@ use tokio::sync::{Notify, mpsc};
 /// than letting its queue grow without end.
 pub const SOCKET_QUEUE: usize = 1024;
 
+/// Sockets by user id, hashed with foldhash rather than std's SipHash: a
+/// message to a group of 10 is 10 lookups, and the ids are the server's own
+/// (no one outside chooses a key).
+type ByUser = HashMap<String, Vec<Socket>, foldhash::fast::RandomState>;
+
 /// The open sockets of this node, by user. Locks are never held across an
 /// await: delivery only pushes onto bounded queues.
 #[derive(Default)]
 pub struct Hub {
-    sockets: RwLock<HashMap<String, Vec<Socket>>>,
+    sockets: RwLock<ByUser>,
     next_id: AtomicU64,
     closing: AtomicBool,
 }
@@ -125,11 +130,11 @@ impl Hub {
         self.closing.load(Ordering::SeqCst)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Vec<Socket>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ByUser> {
         crate::sync::read(&self.sockets)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<Socket>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ByUser> {
         crate::sync::write(&self.sockets)
     }
 }

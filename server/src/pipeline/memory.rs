@@ -10,13 +10,18 @@ use natter_shared::Message;
 
 use super::{Draft, Refusal};
 
-/// Maps hashed with foldhash seeded per process rather than std's SipHash:
-/// each message sequenced costs about a dozen lookups by id, and SipHash
-/// was 3% of the server's time at 28,000 msg/s (fourteenth round,
-/// docs/benchmarks.md). The keys a sender chooses (clientIds) sit under
-/// that sender's own map, and the seed is not known outside the process.
+/// Maps keyed by ids the server made (messages, chats, users), hashed with
+/// foldhash rather than std's SipHash: each message sequenced costs about a
+/// dozen such lookups, and SipHash was 3% of the server's time at 28,000
+/// msg/s (fourteenth round, docs/benchmarks.md). foldhash does not claim to
+/// resist keys chosen to collide, so a map that keys what a client chose
+/// (its clientIds) keeps std's hasher (`ByClientId`): one sender's crafted
+/// ids would slow its whole partition.
 pub(super) type Map<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
 pub(super) type Set<K> = std::collections::HashSet<K, foldhash::quality::RandomState>;
+
+/// A sender's messages by the clientIds it chose: std's keyed SipHash.
+type ByClientId = std::collections::HashMap<String, Arc<Message>>;
 
 pub(super) struct Memory {
     /// The most messages remembered.
@@ -24,7 +29,7 @@ pub(super) struct Memory {
     by_id: Map<String, Arc<Message>>,
     /// By sender, then clientId. (Two levels, so that a lookup borrows the
     /// draft's strings rather than copy them into a key.)
-    by_client: Map<String, Map<String, Arc<Message>>>,
+    by_client: Map<String, ByClientId>,
     /// What `by_id` holds, oldest first.
     order: VecDeque<Arc<Message>>,
 }
@@ -107,7 +112,30 @@ impl Memory {
 
     #[cfg(test)]
     fn len(&self) -> usize {
+        self.assert_consistent();
         self.by_id.len()
+    }
+
+    /// Every message remembered by clientId is remembered by id, and every
+    /// one remembered by id is in the age order.
+    #[cfg(test)]
+    fn assert_consistent(&self) {
+        for (sender, of_sender) in &self.by_client {
+            assert!(!of_sender.is_empty(), "{sender} has an empty map");
+            for message in of_sender.values() {
+                assert!(
+                    self.by_id.contains_key(&message.id),
+                    "{} by clientId only",
+                    message.id
+                );
+            }
+        }
+        for id in self.by_id.keys() {
+            assert!(
+                self.order.iter().any(|message| &message.id == id),
+                "{id} not in order"
+            );
+        }
     }
 }
 

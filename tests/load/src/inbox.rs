@@ -5,7 +5,8 @@
 //! writes its unanswered sends again with the same client id, so a run
 //! near the server's limits still counts every message once. A send the
 //! server refused for now (`retry`: it could not keep up) is written again
-//! after `RETRY_AFTER` on the same socket, as the app does.
+//! after `RETRY_AFTER` on the same socket (the app waits longer each time,
+//! with jitter; the tool a fixed time).
 
 use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
@@ -133,9 +134,6 @@ impl Inbox {
             self.tally.errors.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if frame.retry {
-            self.tally.refused_for_now.fetch_add(1, Ordering::Relaxed);
-        }
         match (frame.kind.as_ref(), frame.message, frame.client_id) {
             ("message", Some(message), _) => {
                 if self.is_new(&message.chat_id, message.seq) {
@@ -149,6 +147,7 @@ impl Inbox {
             }
             ("error", _, client_id) => match client_id.and_then(|id| self.number_of(&id)) {
                 Some(k) if frame.retry => {
+                    self.tally.refused_for_now.fetch_add(1, Ordering::Relaxed);
                     self.retries.push_back((Instant::now() + RETRY_AFTER, k));
                 }
                 Some(k) => {
@@ -385,6 +384,8 @@ mod tests {
         // does not go again.
         inbox.record(r#"{"type":"error","error":"busy","clientId":"9-3","retry":true}"#);
         inbox.record(r#"{"type":"ack","clientId":"9-3","message":null}"#);
+        assert!(inbox.next_retry().is_some());
         assert!(inbox.due_retries(Instant::now() + RETRY_AFTER).is_empty());
+        assert_eq!(inbox.next_retry(), None);
     }
 }

@@ -18,9 +18,9 @@ pub struct Tally {
     pub sent: AtomicU64,
     pub acks: AtomicU64,
     pub errors: AtomicU64,
-    /// Refusals the server said were for now (`retry`: it could not keep
-    /// up, the send was not wrong); not errors, since each goes again
-    /// (`inbox::RETRY_AFTER`) until acked.
+    /// Refusals of our socket sends the server said were for now (`retry`:
+    /// it could not keep up, the send was not wrong); not errors, since
+    /// each goes again (`inbox::RETRY_AFTER`) until acked.
     pub refused_for_now: AtomicU64,
     pub deliveries: AtomicU64,
     /// Frames that are not ours (other chats' traffic, chat events).

@@ -469,6 +469,20 @@ fn link_dropped(event: &Event) -> bool {
     matches!(event, Event::Connection { state } if *state != ConnectionState::Online)
 }
 
+/// Waits until `app`'s outbox is empty: every send acked (read from its
+/// cache, since a message delivered before its ack already shows as sent).
+async fn outbox_emptied(app: &App, what: &str) {
+    let me = app.engine.me().await.expect("logged in");
+    let cache = natter_core::session::Files::new(&app.dir).cache(&me.id);
+    let cache = natter_core::cache::Cache::open(&cache)
+        .await
+        .expect("the cache");
+    eventually(what, || async {
+        cache.outbox().await.expect("outbox").is_empty()
+    })
+    .await;
+}
+
 /// Ann sends "two" while the server's database stays locked past the
 /// server's patience, and waits for its answer: "try again", shown as the
 /// message waiting, with the reason. Returns the lock, still held.
@@ -516,15 +530,7 @@ async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
         .collect();
     // Delivered before the refusal, it shows as sent all along; the ack
     // of the resend is what takes it out of the outbox.
-    let ann = ann_app.engine.me().await.expect("logged in");
-    let ann_cache = natter_core::session::Files::new(&ann_app.dir).cache(&ann.id);
-    let ann_cache = natter_core::cache::Cache::open(&ann_cache)
-        .await
-        .expect("ann's cache");
-    eventually("ann's resend is acked", || async {
-        ann_cache.outbox().await.expect("outbox").is_empty()
-    })
-    .await;
+    outbox_emptied(&ann_app, "ann's resend is acked").await;
     assert_eq!(contents(&ann_app, &chat.id).await, sent);
     assert_eq!(seqs(&ann_app, &chat.id).await, [Some(1), Some(2)]);
     // Sent again on the same link: it never went offline meanwhile.
@@ -574,15 +580,7 @@ async fn a_send_waiting_when_the_link_drops_is_shown_sending_on_the_next() {
         (Delivery::Pending, None),
         "being sent again, no longer waiting"
     );
-    let ann = ann_app.engine.me().await.expect("logged in");
-    let ann_cache = natter_core::session::Files::new(&ann_app.dir).cache(&ann.id);
-    let ann_cache = natter_core::cache::Cache::open(&ann_cache)
-        .await
-        .expect("ann's cache");
-    eventually("ann's resend is acked", || async {
-        ann_cache.outbox().await.expect("outbox").is_empty()
-    })
-    .await;
+    outbox_emptied(&ann_app, "ann's resend is acked").await;
     assert_eq!(seqs(&ann_app, &chat.id).await, [Some(1), Some(2)]);
 }
 

@@ -73,11 +73,20 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
+impl ApiError {
+    /// Logs the cause of an internal error: the answer says only "internal
+    /// error". Every way an error goes back to a client (an HTTP answer, a
+    /// socket's error frame) calls this.
+    pub fn log_if_internal(&self) {
+        if let ApiError::Internal(cause) = self {
             tracing::error!(error = ?cause, "request failed");
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
         let body = ErrorBody {
             error: self.to_string(),
         };

@@ -22,6 +22,7 @@ pub mod data_lock;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod id_map;
 pub mod pipeline;
 pub mod realtime;
 pub mod state;

@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use super::batches::{Batches, Committed};
 use super::sequencer::{Sequenced, Sequencer};
 use super::{Command, Outcome, PipelineError, Reply, SEND_PATIENCE, not_confirmed, partition_of};
+use crate::id_map::IdMap;
 use crate::realtime::Events;
 use crate::store::Store;
 
@@ -122,9 +123,8 @@ struct Link {
 type Waiting = Mutex<ByCorrelation>;
 
 /// Senders waiting for their reply, by the correlation id this node gave
-/// their command; hashed with foldhash (two lookups per message, and the
-/// keys are ours).
-type ByCorrelation = HashMap<String, oneshot::Sender<Reply>, foldhash::fast::RandomState>;
+/// their command.
+type ByCorrelation = IdMap<String, oneshot::Sender<Reply>>;
 
 pub struct AmqpPipeline {
     settings: AmqpSettings,

@@ -9,27 +9,19 @@ use std::sync::Arc;
 use natter_shared::Message;
 
 use super::{Draft, Refusal};
+use crate::id_map::IdMap;
 
-/// Maps keyed by ids the server made (messages, chats, users), hashed with
-/// foldhash rather than std's SipHash: each message sequenced costs about a
-/// dozen such lookups, and SipHash was 3% of the server's time at 28,000
-/// msg/s (fourteenth round, docs/benchmarks.md). foldhash does not claim to
-/// resist keys chosen to collide, so a map that keys what a client chose
-/// (its clientIds) keeps std's hasher (`ByClientId`): one sender's crafted
-/// ids would slow its whole partition.
-pub(super) type Map<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
-pub(super) type Set<K> = std::collections::HashSet<K, foldhash::quality::RandomState>;
-
-/// A sender's messages by the clientIds it chose: std's keyed SipHash.
+/// A sender's messages by the clientIds it chose: std's keyed SipHash, not
+/// an `IdMap` (one sender's crafted ids would slow its whole partition).
 type ByClientId = std::collections::HashMap<String, Arc<Message>>;
 
 pub(super) struct Memory {
     /// The most messages remembered.
     limit: usize,
-    by_id: Map<String, Arc<Message>>,
+    by_id: IdMap<String, Arc<Message>>,
     /// By sender, then clientId. (Two levels, so that a lookup borrows the
     /// draft's strings rather than copy them into a key.)
-    by_client: Map<String, ByClientId>,
+    by_client: IdMap<String, ByClientId>,
     /// What `by_id` holds, oldest first.
     order: VecDeque<Arc<Message>>,
 }
@@ -38,8 +30,8 @@ impl Memory {
     pub fn new(limit: usize) -> Self {
         Memory {
             limit,
-            by_id: Map::default(),
-            by_client: Map::default(),
+            by_id: IdMap::default(),
+            by_client: IdMap::default(),
             order: VecDeque::new(),
         }
     }

@@ -193,12 +193,7 @@ impl From<PipelineError> for ApiError {
                 ApiError::Conflict(refusal.to_string())
             }
             PipelineError::Unavailable(reason) => ApiError::Unavailable(reason),
-            PipelineError::Broken(what) => {
-                // The answer says only "internal error", and a socket's
-                // refusal is not logged as an HTTP answer is.
-                tracing::error!(error = what, "the message pipeline broke its rules");
-                ApiError::Internal(anyhow::anyhow!(what))
-            }
+            PipelineError::Broken(what) => ApiError::Internal(anyhow::anyhow!(what)),
         }
     }
 }

@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use chrono::{DateTime, Utc};
 use natter_shared::{Message, User};
 
-use super::memory::{Map, Memory, Set, same_chat};
+use super::memory::{Memory, same_chat};
 use super::{Draft, Refusal};
+use crate::id_map::{IdMap, IdSet};
 use crate::realtime::{Event, Events, encode_message};
 use crate::store::{Store, StoreError};
 
@@ -64,8 +65,8 @@ pub enum Sequenced {
 pub struct Sequencer {
     store: Arc<dyn Store>,
     events: Arc<Events>,
-    chats: Map<String, ChatState>,
-    senders: Map<String, User>,
+    chats: IdMap<String, ChatState>,
+    senders: IdMap<String, User>,
     /// Messages sequenced by this sequencer, to recognise one seen twice.
     memory: Memory,
     /// Sequenced, delivered, not yet stored; in seq order per chat.
@@ -75,7 +76,7 @@ pub struct Sequencer {
     /// Optional lookups are skipped until then: the database failed one.
     database_away_until: Option<Instant>,
     /// Drafts whose earlier selves `prepare` looked up already.
-    looked_up: Set<String>,
+    looked_up: IdSet<String>,
     /// Delivered here, not yet told to the other nodes (`flush`).
     for_other_nodes: Vec<Event>,
 }
@@ -85,13 +86,13 @@ impl Sequencer {
         Sequencer {
             store,
             events,
-            chats: Map::default(),
-            senders: Map::default(),
+            chats: IdMap::default(),
+            senders: IdMap::default(),
             memory: Memory::new(MESSAGES_REMEMBERED),
             pending: Vec::new(),
             storing: 0,
             database_away_until: None,
-            looked_up: Set::default(),
+            looked_up: IdSet::default(),
             for_other_nodes: Vec::new(),
         }
     }

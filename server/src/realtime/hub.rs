@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -7,15 +6,15 @@ use natter_shared::{Message, ServerFrame};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 
+use crate::id_map::IdMap;
+
 /// Frames waiting for one socket. A socket whose queue is full is too slow to
 /// keep up; it is dropped (the app reconnects and catches up by seq) rather
 /// than letting its queue grow without end.
 pub const SOCKET_QUEUE: usize = 1024;
 
-/// Sockets by user id, hashed with foldhash rather than std's SipHash: a
-/// message to a group of 10 is 10 lookups, and the ids are the server's own
-/// (no one outside chooses a key).
-type ByUser = HashMap<String, Vec<Socket>, foldhash::fast::RandomState>;
+/// Sockets by user id: a message to a group of 10 is 10 lookups.
+type ByUser = IdMap<String, Vec<Socket>>;
 
 /// The open sockets of this node, by user. Locks are never held across an
 /// await: delivery only pushes onto bounded queues.

@@ -272,6 +272,7 @@ fn error_frame(error: impl Into<String>, client_id: Option<String>) -> ServerFra
 /// A refusal for `err`, which says whether the same frame may be sent
 /// again later (a service we depend on is down or behind for now).
 fn refusal(err: &ApiError, client_id: Option<String>) -> ServerFrame {
+    err.log_if_internal();
     ServerFrame::Error {
         error: err.to_string(),
         client_id,

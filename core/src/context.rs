@@ -12,7 +12,10 @@ use crate::cache::{Cache, Forgotten, Source, Stored};
 use crate::error::CoreResult;
 use crate::notices::Notices;
 use crate::typing::Typing;
-use crate::views::{ChatSummary, ConnectionState, Event, MessageView, Notification, View};
+use crate::views::{
+    ChatList, ChatListVersions, ChatSummary, ConnectionState, Event, MessageView, Notification,
+    View,
+};
 
 pub(crate) struct Context {
     pub me: User,
@@ -21,6 +24,8 @@ pub(crate) struct Context {
     pub events: broadcast::Sender<Event>,
     /// Shared with the engine: survives logins.
     pub view: Arc<Mutex<View>>,
+    /// Shared with the engine: numbers the chat list's readings.
+    pub list_versions: ChatListVersions,
     pub typing: Mutex<Typing>,
     pub notices: Mutex<Notices>,
     pub state: Mutex<ConnectionState>,
@@ -198,22 +203,25 @@ impl Context {
         });
     }
 
-    pub async fn chat_list(&self) -> CoreResult<(Vec<ChatSummary>, u32)> {
+    /// The chat list, read now; numbered before reading (`ChatListVersions`).
+    pub async fn chat_list(&self) -> CoreResult<ChatList> {
+        let version = self.list_versions.next();
         let chats = self.cache.chats().await?;
-        let total = chats.iter().map(|(_, unread)| *unread).sum();
-        let list = chats
+        let unread_total = chats.iter().map(|(_, unread)| *unread).sum();
+        let chats = chats
             .iter()
             .map(|(chat, unread)| ChatSummary::new(chat, *unread, &self.me.id))
             .collect();
-        Ok((list, total))
+        Ok(ChatList {
+            chats,
+            unread_total,
+            version,
+        })
     }
 
     pub async fn emit_chats(&self) -> CoreResult<()> {
-        let (chats, unread_total) = self.chat_list().await?;
-        self.emit(Event::Chats {
-            chats,
-            unread_total,
-        });
+        let list = self.chat_list().await?;
+        self.emit(Event::Chats(list));
         Ok(())
     }
 

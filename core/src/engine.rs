@@ -23,7 +23,9 @@ use crate::server_url::ServerUrl;
 use crate::session::{Files, Session, Settings};
 use crate::tls::Trust;
 use crate::typing::{TYPING_REFRESH, Typing};
-use crate::views::{ChatSummary, ConnectionState, Event, MessageView, View};
+use crate::views::{
+    ChatList, ChatListVersions, ChatSummary, ConnectionState, Event, MessageView, View,
+};
 
 /// How the engine behaves; the defaults suit the app, tests shorten waits.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +47,7 @@ struct Inner {
     events: broadcast::Sender<Event>,
     settings: Mutex<Settings>,
     view: Arc<Mutex<View>>,
+    list_versions: ChatListVersions,
     live: RwLock<Option<Live>>,
 }
 
@@ -81,6 +84,7 @@ impl Engine {
                     active_chat: None,
                     focused: true,
                 })),
+                list_versions: ChatListVersions::default(),
                 live: RwLock::new(None),
             }),
         };
@@ -162,10 +166,9 @@ impl Engine {
         self.emit(Event::Connection {
             state: ConnectionState::Offline,
         });
-        self.emit(Event::Chats {
-            chats: Vec::new(),
-            unread_total: 0,
-        });
+        self.emit(Event::Chats(ChatList::empty(
+            self.inner.list_versions.next(),
+        )));
         Ok(())
     }
 
@@ -197,6 +200,7 @@ impl Engine {
             )?,
             events: self.inner.events.clone(),
             view: self.inner.view.clone(),
+            list_versions: self.inner.list_versions.clone(),
             typing: Mutex::new(Typing::default()),
             notices: Mutex::new(Notices::default()),
             state: Mutex::new(ConnectionState::Offline),
@@ -311,7 +315,7 @@ impl Engine {
     // ---- chats ----
 
     /// The chat list from the cache, most recent first, with the unread total.
-    pub async fn chats(&self) -> CoreResult<(Vec<ChatSummary>, u32)> {
+    pub async fn chats(&self) -> CoreResult<ChatList> {
         self.ctx().await?.chat_list().await
     }
 

@@ -32,4 +32,6 @@ pub use engine::{Engine, EngineOptions};
 pub use error::{CoreError, CoreResult};
 pub use server_url::ServerUrl;
 pub use tls::Trust;
-pub use views::{ChatSummary, ConnectionState, Delivery, Event, MessageView, Notification};
+pub use views::{
+    ChatList, ChatSummary, ConnectionState, Delivery, Event, MessageView, Notification,
+};

@@ -2,6 +2,9 @@
 //! messages, and the events that say something changed. The shell forwards
 //! them as they are; the UI renders them.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use natter_shared::{Chat, Message, User};
 use serde::Serialize;
@@ -177,6 +180,51 @@ impl Notification {
     }
 }
 
+/// The chat list as the UI shows it, from one reading of the cache.
+///
+/// `version` orders the readings: the engine numbers each one, across
+/// logins. The UI gets lists two ways, as events and as answers to its own
+/// requests, which travel separately and may overtake each other; a list
+/// whose version is lower than one already shown was read before it, and
+/// is older (`ChatListVersions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatList {
+    pub chats: Vec<ChatSummary>,
+    pub unread_total: u32,
+    pub version: u64,
+}
+
+impl ChatList {
+    /// No chats: logged out.
+    pub fn empty(version: u64) -> Self {
+        ChatList {
+            chats: Vec::new(),
+            unread_total: 0,
+            version,
+        }
+    }
+}
+
+/// Numbers the chat list's readings (`ChatList::version`); one per engine,
+/// shared by its sessions, so a new login's lists are newer than the last
+/// one's.
+///
+/// Why a number taken before reading is enough: every change to the list
+/// is followed by a reading (an event, or the UI asking), taken after the
+/// change was written; any reading numbered higher began later still, so
+/// it sees that change too. The list with the highest number is never
+/// older than a change the UI has been told of.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChatListVersions(Arc<AtomicU64>);
+
+impl ChatListVersions {
+    /// The next reading's version (the first is 1).
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
 /// Something changed. Sent to every `Engine::subscribe`r.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(
@@ -189,10 +237,7 @@ pub enum Event {
         state: ConnectionState,
     },
     /// The chat list changed (order, names, members, last message, unread).
-    Chats {
-        chats: Vec<ChatSummary>,
-        unread_total: u32,
-    },
+    Chats(ChatList),
     /// A message appeared or changed state (pending to sent or failed).
     Message {
         message: MessageView,

@@ -288,7 +288,7 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
         bob_app.engine.unread_total().await.expect("unread") == 1
     })
     .await;
-    let (bob_chats, _) = bob_app.engine.chats().await.expect("chats");
+    let bob_chats = bob_app.engine.chats().await.expect("chats").chats;
     assert_eq!(bob_chats[0].name, "Ann");
     assert_eq!(
         bob_chats[0].pic, ann.pic,
@@ -626,7 +626,12 @@ async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_rest
         ],
         "the cache and the outbox serve history with the server down"
     );
-    let (chats, _) = ann_app.engine.chats().await.expect("chats from the cache");
+    let chats = ann_app
+        .engine
+        .chats()
+        .await
+        .expect("chats from the cache")
+        .chats;
     assert_eq!(chats.len(), 1);
 
     server.start().await;
@@ -739,7 +744,7 @@ async fn leaving_and_being_removed_take_the_chat_off_the_list() {
                 .chats()
                 .await
                 .expect("chats")
-                .0
+                .chats
                 .iter()
                 .any(|c| c.name == "Team")
         })
@@ -754,11 +759,25 @@ async fn leaving_and_being_removed_take_the_chat_off_the_list() {
         .await
         .expect("removed");
     eventually("cid no longer lists it", || async {
-        cid_app.engine.chats().await.expect("chats").0.is_empty()
+        cid_app
+            .engine
+            .chats()
+            .await
+            .expect("chats")
+            .chats
+            .is_empty()
     })
     .await;
     bob_app.engine.leave_group(&group.id).await.expect("left");
-    assert!(bob_app.engine.chats().await.expect("chats").0.is_empty());
+    assert!(
+        bob_app
+            .engine
+            .chats()
+            .await
+            .expect("chats")
+            .chats
+            .is_empty()
+    );
     eventually("ann sees only herself left", || async {
         ann_app
             .engine
@@ -777,7 +796,18 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
     online(&ann_app).await;
     let cache = ann_app.dir.join(format!("cache-{}.sqlite", ann.id));
     assert!(cache.exists());
+    let listed = ann_app.engine.chats().await.expect("chats").version;
+    let mut events = ann_app.engine.subscribe();
     ann_app.engine.logout().await.expect("logout");
+    // The emptied list is numbered after every list of the session (the UI
+    // shows the highest number it has seen).
+    let emptied = loop {
+        match events.recv().await.expect("events") {
+            Event::Chats(list) => break list,
+            _ => continue,
+        }
+    };
+    assert!(emptied.chats.is_empty() && emptied.version > listed);
     assert!(ann_app.engine.me().await.is_none());
     assert!(!cache.exists() && !ann_app.dir.join("session.json").exists());
     let again = reopen(&ann_app.dir).await;
@@ -796,6 +826,11 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
         .await
         .expect("login");
     online(&ann_app).await;
+    let relisted = ann_app.engine.chats().await.expect("chats").version;
+    assert!(
+        relisted > emptied.version,
+        "a new login's lists are newer than the last one's"
+    );
     server.stop().await;
     server.secret = "another-secret-0123456789abcdefghijklmn".into();
     server.start().await;
@@ -881,7 +916,7 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
         notification.body,
         "Not sent, you are no longer in this group: \u{201c}written offline\u{201d}"
     );
-    let (chats, _) = ann_app.engine.chats().await.expect("chats");
+    let chats = ann_app.engine.chats().await.expect("chats").chats;
     assert!(
         chats.iter().all(|chat| chat.id != group.id),
         "the chat went"
@@ -908,9 +943,11 @@ async fn a_burst_of_messages_sends_fewer_chat_lists_and_notifications_and_the_la
     online(&ann_app).await;
     online(&bob_app).await;
     let chat = bob_app.engine.open_direct(&ann.id).await.expect("chat");
-    next_event(&mut ann_app, "the chat on Ann's list", |event| {
-        matches!(event, Event::Chats { chats, .. } if chats.iter().any(|c| c.id == chat.id))
-    })
+    next_event(
+        &mut ann_app,
+        "the chat on Ann's list",
+        |event| matches!(event, Event::Chats(list) if list.chats.iter().any(|c| c.id == chat.id)),
+    )
     .await;
 
     // Every notification of the burst is emitted between here and the end
@@ -932,9 +969,9 @@ async fn a_burst_of_messages_sends_fewer_chat_lists_and_notifications_and_the_la
         while !(all_counted && last_notified) {
             match ann_app.events.recv().await.expect("no event missed") {
                 Event::Message { message } if message.chat_id == chat.id => messages += 1,
-                Event::Chats { unread_total, .. } => {
+                Event::Chats(list) => {
                     lists += 1;
-                    all_counted = unread_total == MESSAGES;
+                    all_counted = list.unread_total == MESSAGES;
                 }
                 Event::Notify { notification } => {
                     last_notified = notification.body == last_body;

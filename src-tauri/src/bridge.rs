@@ -35,7 +35,7 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
                 Err(RecvError::Closed) => return,
             };
             match &event {
-                Event::Chats { unread_total, .. } => tray.set_unread(*unread_total),
+                Event::Chats(list) => tray.set_unread(list.unread_total),
                 Event::ChatRead { chat_id } => notifier.read(chat_id.clone()),
                 Event::Notify { notification } => notifier.show(notification.clone()),
                 _ => {}

@@ -2,7 +2,7 @@
 //! the engine. Arguments arrive camelCase from JavaScript; errors go back as
 //! `{ "error": "..." }`. docs/desktop.md lists them.
 
-use natter_core::{ChatSummary, ConnectionState, CoreError, Engine, MessageView, SignUp};
+use natter_core::{ChatList, ChatSummary, ConnectionState, CoreError, Engine, MessageView, SignUp};
 use natter_shared::User;
 use serde::Serialize;
 use tauri::State;
@@ -77,20 +77,9 @@ pub async fn logout(engine: State<'_, Engine>) -> Answer<()> {
     engine.logout().await
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChatList {
-    pub chats: Vec<ChatSummary>,
-    pub unread_total: u32,
-}
-
 #[tauri::command]
 pub async fn chats(engine: State<'_, Engine>) -> Answer<ChatList> {
-    let (chats, unread_total) = engine.chats().await?;
-    Ok(ChatList {
-        chats,
-        unread_total,
-    })
+    engine.chats().await
 }
 
 #[tauri::command]

@@ -1,8 +1,8 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import type { ChatSummary, MessageView } from "./backend";
+import type { ChatList, EngineEvent, MessageView } from "./backend";
 import { ann, bob, chat, message } from "./fixtures";
 
-const chats = vi.fn(async () => ({ chats: [] as ChatSummary[], unreadTotal: 0 }));
+const chats = vi.fn<() => Promise<ChatList>>(async () => ({ chats: [], unreadTotal: 0, version: 1 }));
 const history = vi.fn<(chatId: string, before: number | null) => Promise<MessageView[]>>();
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
@@ -68,11 +68,30 @@ describe("AppState", () => {
     history.mockResolvedValueOnce(page(51, 60));
     await app.openChat("a");
     const list = [chat("a", "A", day), chat("b", "B", day), chat("c", "C", day)];
-    chats.mockResolvedValueOnce({ chats: list, unreadTotal: 3 });
+    chats.mockResolvedValueOnce({ chats: list, unreadTotal: 3, version: 2 });
     history.mockResolvedValueOnce(page(53, 62));
     await app.resync();
     expect(app.chats.map((c) => c.id)).toEqual(["a", "b", "c"]);
     expect(app.unreadTotal).toBe(3);
     expect(app.messages.map((m) => m.seq)).toEqual([51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62]);
+  });
+
+  it("keeps the newest reading of the chat list when an older one arrives after it", async () => {
+    // Just logged in: the app asks for the list while the engine is still
+    // catching up, and the caught-up list (an event) overtakes the answer.
+    const app = new AppState();
+    app.me = ann;
+    const answer = later<ChatList>();
+    chats.mockReturnValueOnce(answer.promise);
+    const loading = app.loadChats();
+    const caughtUp: EngineEvent = { type: "chats", chats: [chat("a", "A", day)], unreadTotal: 2, version: 8 };
+    app.handle(caughtUp);
+    answer.resolve({ chats: [], unreadTotal: 0, version: 7 });
+    await loading;
+    expect(app.chats.map((c) => c.id)).toEqual(["a"]);
+    expect(app.unreadTotal).toBe(2);
+    // A newer one is shown.
+    app.handle({ type: "chats", chats: [chat("a", "A", day), chat("b", "B", day)], unreadTotal: 0, version: 9 });
+    expect(app.chats.map((c) => c.id)).toEqual(["a", "b"]);
   });
 });

@@ -3,7 +3,7 @@
 // only this file and backend.ts know that Tauri exists.
 import {
   backend, errorText, onEvent, onOpenChat, onResync,
-  type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
+  type ChatList, type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
 import { firstUnread, merge, oldestSeq } from "./history";
 
@@ -42,6 +42,9 @@ export class AppState {
   /** Counts chat openings: an answer for an earlier opening (even of the
    *  same chat, A→B→A) is dropped rather than merged into the new view. */
   private opened = 0;
+  /** The version of the chat list shown (`ChatList`): an older list that
+   *  arrives later is dropped. */
+  private chatsVersion = 0;
 
   active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
 
@@ -65,7 +68,7 @@ export class AppState {
   handle(event: EngineEvent): void {
     switch (event.type) {
       case "connection": this.connection = event.state; break;
-      case "chats": this.setChats(event.chats, event.unreadTotal); break;
+      case "chats": this.setChats(event); break;
       case "message":
         if (event.message.chatId === this.activeId) this.messages = merge(this.messages, [event.message]);
         break;
@@ -76,16 +79,18 @@ export class AppState {
     }
   }
 
-  private setChats(chats: ChatSummary[], unreadTotal: number): void {
-    this.chats = chats;
-    this.unreadTotal = unreadTotal;
+  /** Shows `list` unless a later reading is shown already. */
+  private setChats(list: ChatList): void {
+    if (list.version < this.chatsVersion) return;
+    this.chatsVersion = list.version;
+    this.chats = list.chats;
+    this.unreadTotal = list.unreadTotal;
     // Removed from a group, or left it: its view closes.
-    if (this.activeId && !chats.some((chat) => chat.id === this.activeId)) this.closeChat();
+    if (this.activeId && !list.chats.some((chat) => chat.id === this.activeId)) this.closeChat();
   }
 
   async loadChats(): Promise<void> {
-    const list = await backend.chats();
-    this.setChats(list.chats, list.unreadTotal);
+    this.setChats(await backend.chats());
   }
 
   /** Events were missed (the UI fell behind): the chat list and the open

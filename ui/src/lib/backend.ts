@@ -14,13 +14,17 @@ export interface ChatSummary {
   id: string; name: string; isGroup: boolean; pic: string | null; members: User[];
   adminId: string | null; lastMessage: MessageView | null; updatedAt: string; unread: number;
 }
+/** The chat list from one reading of the engine's cache. `version` orders
+ *  readings: a list lower than one already shown is older (events and
+ *  answers to commands may overtake each other). */
+export interface ChatList { chats: ChatSummary[]; unreadTotal: number; version: number }
 export type ConnectionState = "offline" | "connecting" | "online";
 export interface Limits { contentMaxChars: number; nameMaxChars: number; passwordMinChars: number; chatNameMaxChars: number }
 export interface Startup { serverUrl: string; me: User | null; connection: ConnectionState; limits: Limits }
 
 export type EngineEvent =
   | { type: "connection"; state: ConnectionState }
-  | { type: "chats"; chats: ChatSummary[]; unreadTotal: number }
+  | ({ type: "chats" } & ChatList)
   | { type: "message"; message: MessageView }
   | { type: "typing"; chatId: string; names: string[] }
   | { type: "notify"; notification: { chatId: string; title: string; body: string } }
@@ -41,7 +45,7 @@ export const backend = {
     invoke<User>("sign_up", { name, email, password, pic: pic ? Array.from(pic) : null }),
   login: (email: string, password: string) => invoke<User>("login", { email, password }),
   logout: () => invoke<void>("logout"),
-  chats: () => invoke<{ chats: ChatSummary[]; unreadTotal: number }>("chats"),
+  chats: () => invoke<ChatList>("chats"),
   history: (chatId: string, before: number | null) => invoke<MessageView[]>("history", { chatId, before }),
   send: (chatId: string, content: string) => invoke<MessageView>("send", { chatId, content }),
   discard: (clientId: string) => invoke<void>("discard", { clientId }),

@@ -282,19 +282,19 @@ async fn serve(
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
     resent: HashSet<String>,
 ) {
-    let mut chat_list = ChatList::new();
+    let mut chat_list = ListThrottle::new();
     serve_frames(ctx, socket, outgoing, resent, &mut chat_list).await;
     chat_list.send_if_stale(ctx).await;
     ctx.notify_waiting(true);
 }
 
 /// Whether the UI's chat list is behind, and when it was last sent.
-struct ChatList {
+struct ListThrottle {
     stale: bool,
     sent: Option<tokio::time::Instant>,
 }
 
-impl ChatList {
+impl ListThrottle {
     fn new() -> Self {
         Self {
             stale: false,
@@ -325,7 +325,7 @@ async fn serve_frames(
     socket: &mut Socket,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
     resent: HashSet<String>,
-    chat_list: &mut ChatList,
+    chat_list: &mut ListThrottle,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

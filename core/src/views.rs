@@ -214,7 +214,8 @@ impl ChatList {
 /// is followed by a reading (an event, or the UI asking), taken after the
 /// change was written; any reading numbered higher began later still, so
 /// it sees that change too. The list with the highest number is never
-/// older than a change the UI has been told of.
+/// older than a change the UI has been told of. So code that changes what
+/// the list shows reads it afterwards (`Context::emit_chats`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ChatListVersions(Arc<AtomicU64>);
 

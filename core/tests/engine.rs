@@ -796,18 +796,23 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
     online(&ann_app).await;
     let cache = ann_app.dir.join(format!("cache-{}.sqlite", ann.id));
     assert!(cache.exists());
-    let listed = ann_app.engine.chats().await.expect("chats").version;
+    let bob_app = app(&server).await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    let listed = ann_app.engine.chats().await.expect("chats");
+    assert_eq!(listed.chats.len(), 1);
     let mut events = ann_app.engine.subscribe();
     ann_app.engine.logout().await.expect("logout");
-    // The emptied list is numbered after every list of the session (the UI
-    // shows the highest number it has seen).
+    // The emptied list (the only empty one: her session's lists hold the
+    // chat) is numbered after every list of the session: the UI shows the
+    // highest number it has seen.
     let emptied = loop {
         match events.recv().await.expect("events") {
-            Event::Chats(list) => break list,
+            Event::Chats(list) if list.chats.is_empty() => break list,
             _ => continue,
         }
     };
-    assert!(emptied.chats.is_empty() && emptied.version > listed);
+    assert!(emptied.version > listed.version);
     assert!(ann_app.engine.me().await.is_none());
     assert!(!cache.exists() && !ann_app.dir.join("session.json").exists());
     let again = reopen(&ann_app.dir).await;

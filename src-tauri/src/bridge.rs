@@ -23,6 +23,9 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
         if let Ok(total) = engine.unread_total().await {
             tray.set_unread(total);
         }
+        // The tray's count comes from the newest reading of the list, as
+        // the UI's does: two readings may be broadcast out of their order.
+        let mut tray_version = 0;
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
@@ -35,7 +38,10 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
                 Err(RecvError::Closed) => return,
             };
             match &event {
-                Event::Chats(list) => tray.set_unread(list.unread_total),
+                Event::Chats(list) if list.version > tray_version => {
+                    tray_version = list.version;
+                    tray.set_unread(list.unread_total);
+                }
                 Event::ChatRead { chat_id } => notifier.read(chat_id.clone()),
                 Event::Notify { notification } => notifier.show(notification.clone()),
                 _ => {}

@@ -1,12 +1,18 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import type { ChatList, EngineEvent, MessageView } from "./backend";
+import type { ChatList, EngineEvent, MessageView, Startup } from "./backend";
 import { ann, bob, chat, message } from "./fixtures";
 
 const chats = vi.fn<() => Promise<ChatList>>(async () => ({ chats: [], unreadTotal: 0, version: 1 }));
 const history = vi.fn<(chatId: string, before: number | null) => Promise<MessageView[]>>();
+const startup = vi.fn<() => Promise<Startup>>();
+/** The UI's event handler, once it listens. */
+let deliver: ((event: EngineEvent) => void) | null = null;
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, chats, setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, startup, setActiveChat: vi.fn(async () => {}) },
+  onEvent: vi.fn(async (handler: (event: EngineEvent) => void) => { deliver = handler; return () => {}; }),
+  onOpenChat: vi.fn(async () => () => {}),
+  onResync: vi.fn(async () => () => {}),
 }));
 
 const { AppState } = await import("./app.svelte");
@@ -93,5 +99,19 @@ describe("AppState", () => {
     // A newer one is shown.
     app.handle({ type: "chats", chats: [chat("a", "A", day), chat("b", "B", day)], unreadTotal: 0, version: 9 });
     expect(app.chats.map((c) => c.id)).toEqual(["a", "b"]);
+  });
+
+  it("at boot, keeps what events said while startup's answer was on its way", async () => {
+    const app = new AppState();
+    const answer = later<Startup>();
+    startup.mockReturnValueOnce(answer.promise);
+    const booting = app.boot();
+    await vi.waitFor(() => expect(startup).toHaveBeenCalled());
+    // Listening before asking: the link came up after startup read "connecting".
+    deliver?.({ type: "connection", state: "online" });
+    answer.resolve({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    await booting;
+    expect(app.connection).toBe("online");
+    expect(app.me).toEqual(ann);
   });
 });

@@ -45,19 +45,24 @@ export class AppState {
   /** The version of the chat list shown (`ChatList`): an older list that
    *  arrives later is dropped. */
   private chatsVersion = 0;
+  /** Events that say what `startup` answers, once heard: boot keeps what
+   *  an event said while the answer was on its way. */
+  private heard = { connection: false, sessionEnded: false };
 
   active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
 
   async boot(): Promise<void> {
     try {
-      const start = await backend.startup();
-      this.serverUrl = start.serverUrl;
-      this.limits = start.limits;
-      this.me = start.me;
-      this.connection = start.connection;
+      // Listening first: a change while startup's answer is on its way
+      // comes as an event (the answer, read before it, would be older).
       await onEvent((event) => this.handle(event));
       await onOpenChat((chatId) => void this.openChat(chatId));
       await onResync(() => void this.resync().catch((err) => { this.notice = errorText(err); }));
+      const start = await backend.startup();
+      this.serverUrl = start.serverUrl;
+      this.limits = start.limits;
+      if (!this.heard.connection) this.connection = start.connection;
+      if (!this.heard.sessionEnded) this.me = start.me;
       if (this.me) await this.loadChats();
     } catch (err) {
       this.fatal = errorText(err);
@@ -67,13 +72,19 @@ export class AppState {
 
   handle(event: EngineEvent): void {
     switch (event.type) {
-      case "connection": this.connection = event.state; break;
+      case "connection":
+        this.connection = event.state;
+        this.heard.connection = true;
+        break;
       case "chats": this.setChats(event); break;
       case "message":
         if (event.message.chatId === this.activeId) this.messages = merge(this.messages, [event.message]);
         break;
       case "typing": this.typing = { ...this.typing, [event.chatId]: event.names }; break;
-      case "sessionEnded": this.signedOut(event.reason); break;
+      case "sessionEnded":
+        this.signedOut(event.reason);
+        this.heard.sessionEnded = true;
+        break;
       case "notify": break;
       case "chatRead": break;
     }

@@ -236,20 +236,23 @@ export class AppState {
     await this.openChat(chat.id);
   }
 
-  private replaceChat(chat: ChatSummary): void {
-    this.chats = this.chats.map((c) => (c.id === chat.id ? chat : c));
-  }
+  // A group changed by the user: the list is read again, numbered after
+  // the change (the answer's chat, built from the server's, is not: shown
+  // as it is, it could be older than a list already shown).
 
   async renameGroup(chatId: string, name: string): Promise<void> {
-    this.replaceChat(await backend.renameGroup(chatId, name));
+    await backend.renameGroup(chatId, name);
+    await this.loadChats();
   }
 
   async addMember(chatId: string, userId: string): Promise<void> {
-    this.replaceChat(await backend.addMember(chatId, userId));
+    await backend.addMember(chatId, userId);
+    await this.loadChats();
   }
 
   async removeMember(chatId: string, userId: string): Promise<void> {
-    this.replaceChat(await backend.removeMember(chatId, userId));
+    await backend.removeMember(chatId, userId);
+    await this.loadChats();
   }
 
   async leaveGroup(chatId: string): Promise<void> {

@@ -21,6 +21,13 @@ describe("merge", () => {
     expect(merged).toEqual([sent]);
   });
 
+  it("keeps a failed message failed when a page read before the refusal arrives late", () => {
+    const failed = message(null, ann, "hello", day1, { clientId: "k1", status: "failed", error: "too long" });
+    const pending = message(null, ann, "hello", day1, { clientId: "k1" });
+    const merged = merge([failed], [pending]);
+    expect(merged.map((m) => [m.status, m.error])).toEqual([["failed", "too long"]]);
+  });
+
   it("puts an older page before what is loaded and keeps pending messages last", () => {
     const loaded = [message(51, bob, "x", day2), message(null, ann, "later", day2, { clientId: "k" })];
     const older = [message(49, bob, "a", day1), message(50, bob, "b", day1)];

@@ -38,15 +38,16 @@ function order(a: MessageView, b: MessageView): number {
 /** `messages` with `incoming` added or, where already there, replaced
  *  (a pending message becoming sent; a copy a server delivered and died
  *  before storing, stored later under another seq), in order. Returns a new
- *  array. A sent message never goes back to pending: the answer to "send"
- *  (pending) can arrive after the ack's event (sent). */
+ *  array. A sent or failed message never goes back to pending: the answer
+ *  to "send" (pending) can arrive after the ack's event (sent), a page read
+ *  before a refusal for good after its event (failed). */
 export function merge(messages: MessageView[], incoming: MessageView[]): MessageView[] {
   const next = messages.slice();
   let sorted = true;
   for (const message of incoming) {
     const i = next.findIndex((m) => sameMessage(m, message));
     if (i >= 0) {
-      if (next[i].status !== "sent" || message.status === "sent") {
+      if (next[i].status === "pending" || message.status === "sent") {
         if (next[i].seq !== message.seq) sorted = false;
         next[i] = message;
       }

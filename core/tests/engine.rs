@@ -117,6 +117,11 @@ async fn open(dir: &Path, trust: Trust) -> App {
     }
 }
 
+/// The app's chat list, from its cache.
+async fn listed(app: &App) -> Vec<ChatSummary> {
+    app.engine.chats().await.expect("chats").chats
+}
+
 async fn sign_up(app: &App, name: &str) -> natter_shared::User {
     app.engine
         .sign_up(SignUp {
@@ -288,7 +293,7 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
         bob_app.engine.unread_total().await.expect("unread") == 1
     })
     .await;
-    let bob_chats = bob_app.engine.chats().await.expect("chats").chats;
+    let bob_chats = listed(&bob_app).await;
     assert_eq!(bob_chats[0].name, "Ann");
     assert_eq!(
         bob_chats[0].pic, ann.pic,
@@ -626,12 +631,7 @@ async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_rest
         ],
         "the cache and the outbox serve history with the server down"
     );
-    let chats = ann_app
-        .engine
-        .chats()
-        .await
-        .expect("chats from the cache")
-        .chats;
+    let chats = listed(&ann_app).await;
     assert_eq!(chats.len(), 1);
 
     server.start().await;
@@ -739,14 +739,7 @@ async fn leaving_and_being_removed_take_the_chat_off_the_list() {
     assert_eq!(group.admin_id, ann_app.engine.me().await.map(|u| u.id));
     for member in [&bob_app, &cid_app] {
         eventually("the group is listed", || async {
-            member
-                .engine
-                .chats()
-                .await
-                .expect("chats")
-                .chats
-                .iter()
-                .any(|c| c.name == "Team")
+            listed(member).await.iter().any(|c| c.name == "Team")
         })
         .await;
     }
@@ -759,25 +752,11 @@ async fn leaving_and_being_removed_take_the_chat_off_the_list() {
         .await
         .expect("removed");
     eventually("cid no longer lists it", || async {
-        cid_app
-            .engine
-            .chats()
-            .await
-            .expect("chats")
-            .chats
-            .is_empty()
+        listed(&cid_app).await.is_empty()
     })
     .await;
     bob_app.engine.leave_group(&group.id).await.expect("left");
-    assert!(
-        bob_app
-            .engine
-            .chats()
-            .await
-            .expect("chats")
-            .chats
-            .is_empty()
-    );
+    assert!(listed(&bob_app).await.is_empty());
     eventually("ann sees only herself left", || async {
         ann_app
             .engine
@@ -921,7 +900,7 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
         notification.body,
         "Not sent, you are no longer in this group: \u{201c}written offline\u{201d}"
     );
-    let chats = ann_app.engine.chats().await.expect("chats").chats;
+    let chats = listed(&ann_app).await;
     assert!(
         chats.iter().all(|chat| chat.id != group.id),
         "the chat went"

@@ -9,7 +9,7 @@ const startup = vi.fn<() => Promise<Startup>>();
 let deliver: ((event: EngineEvent) => void) | null = null;
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, chats, startup, renameGroup: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, startup, setActiveChat: vi.fn(async () => {}) },
   onEvent: vi.fn(async (handler: (event: EngineEvent) => void) => { deliver = handler; return () => {}; }),
   onOpenChat: vi.fn(async () => () => {}),
   onResync: vi.fn(async () => () => {}),
@@ -99,16 +99,6 @@ describe("AppState", () => {
     // A newer one is shown.
     app.handle({ type: "chats", chats: [chat("a", "A", day), chat("b", "B", day)], unreadTotal: 0, version: 9 });
     expect(app.chats.map((c) => c.id)).toEqual(["a", "b"]);
-  });
-
-  it("after renaming a group, shows the list read after the change, and an older one does not undo it", async () => {
-    const app = new AppState();
-    app.me = ann;
-    app.handle({ type: "chats", chats: [chat("g", "Lunch", day)], unreadTotal: 0, version: 3 });
-    chats.mockResolvedValueOnce({ chats: [chat("g", "Lunch crew", day)], unreadTotal: 0, version: 5 });
-    await app.renameGroup("g", "Lunch crew");
-    app.handle({ type: "chats", chats: [chat("g", "Lunch", day)], unreadTotal: 0, version: 4 });
-    expect(app.chats.map((c) => c.name)).toEqual(["Lunch crew"]);
   });
 
   it("at boot, keeps what events said while startup's answer was on its way", async () => {

@@ -236,23 +236,20 @@ export class AppState {
     await this.openChat(chat.id);
   }
 
-  // A group changed by the user: the list is read again, numbered after
-  // the change (the answer's chat, built from the server's, is not: shown
-  // as it is, it could be older than a list already shown).
+  // A group changed by the user: the engine has sent the chat list, read
+  // after the change and numbered, before it answers, so the answer (built
+  // from the server's chat, unnumbered) is not put into the list.
 
   async renameGroup(chatId: string, name: string): Promise<void> {
     await backend.renameGroup(chatId, name);
-    await this.loadChats();
   }
 
   async addMember(chatId: string, userId: string): Promise<void> {
     await backend.addMember(chatId, userId);
-    await this.loadChats();
   }
 
   async removeMember(chatId: string, userId: string): Promise<void> {
     await backend.removeMember(chatId, userId);
-    await this.loadChats();
   }
 
   async leaveGroup(chatId: string): Promise<void> {

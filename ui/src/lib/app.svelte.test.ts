@@ -5,11 +5,12 @@ import { ann, bob, chat, message } from "./fixtures";
 const chats = vi.fn<() => Promise<ChatList>>(async () => ({ chats: [], unreadTotal: 0, version: 1 }));
 const history = vi.fn<(chatId: string, before: number | null) => Promise<MessageView[]>>();
 const startup = vi.fn<() => Promise<Startup>>();
+const discard = vi.fn<(clientId: string) => Promise<void>>(async () => {});
 /** The UI's event handler, once it listens. */
 let deliver: ((event: EngineEvent) => void) | null = null;
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, chats, startup, setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, startup, discard, setActiveChat: vi.fn(async () => {}) },
   onEvent: vi.fn(async (handler: (event: EngineEvent) => void) => { deliver = handler; return () => {}; }),
   onOpenChat: vi.fn(async () => () => {}),
   onResync: vi.fn(async () => () => {}),
@@ -36,7 +37,7 @@ function appWithChats() {
   return app;
 }
 
-beforeEach(() => { history.mockReset(); chats.mockClear(); });
+beforeEach(() => { history.mockReset(); chats.mockClear(); discard.mockClear(); });
 
 describe("AppState", () => {
   it("stops asking for older pages after one fails, and says why", async () => {
@@ -113,5 +114,33 @@ describe("AppState", () => {
     await booting;
     expect(app.connection).toBe("online");
     expect(app.me).toEqual(ann);
+  });
+
+  it("keeps a discarded message out when a page read before the discard arrives after it", async () => {
+    const app = appWithChats();
+    const failed = { ...message(null, ann, "too long", day, { clientId: "k1", status: "failed", error: "too long" }), chatId: "a" };
+    history.mockResolvedValueOnce([...page(1, 3), failed]);
+    await app.openChat("a");
+    chats.mockResolvedValueOnce({ chats: app.chats, unreadTotal: 0, version: 2 });
+    const inFlight = later<MessageView[]>();
+    history.mockReturnValueOnce(inFlight.promise);
+    const resyncing = app.resync();
+    await app.discard(failed);
+    expect(discard).toHaveBeenCalledWith("k1");
+    expect(app.messages.map((m) => m.content)).toEqual(["m1", "m2", "m3"]);
+    inFlight.resolve([...page(1, 3), failed]);
+    await resyncing;
+    expect(app.messages.map((m) => m.content)).toEqual(["m1", "m2", "m3"]);
+  });
+
+  it("shows a message again, and why, when the app could not discard it", async () => {
+    const app = appWithChats();
+    const failed = { ...message(null, ann, "too long", day, { clientId: "k1", status: "failed", error: "too long" }), chatId: "a" };
+    history.mockResolvedValueOnce([...page(1, 2), failed]);
+    await app.openChat("a");
+    discard.mockRejectedValueOnce({ error: "the local cache is busy" });
+    await app.discard(failed);
+    expect(app.messages.map((m) => m.content)).toEqual(["m1", "m2", "too long"]);
+    expect(app.notice).toBe("the local cache is busy");
   });
 });

@@ -5,7 +5,7 @@ import {
   backend, errorText, onEvent, onOpenChat, onResync,
   type ChatList, type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
-import { firstUnread, merge, oldestSeq } from "./history";
+import { firstUnread, merge, oldestSeq, withoutDiscarded } from "./history";
 
 /** The side panel over the chat list, if one is open. */
 export type Panel = null | "search" | "newGroup" | "info";
@@ -48,6 +48,9 @@ export class AppState {
   /** Events that say what `startup` answers, once heard: boot keeps what
    *  an event said while the answer was on its way. */
   private heard = { connection: false, sessionEnded: false };
+  /** Client ids of messages the user discarded: kept out of the view when
+   *  a page or event read before the discard arrives after it. */
+  private discarded = new Set<string>();
 
   active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
 
@@ -78,7 +81,7 @@ export class AppState {
         break;
       case "chats": this.setChats(event); break;
       case "message":
-        if (event.message.chatId === this.activeId) this.messages = merge(this.messages, [event.message]);
+        if (event.message.chatId === this.activeId) this.show(merge(this.messages, [event.message]));
         break;
       case "typing": this.typing = { ...this.typing, [event.chatId]: event.names }; break;
       case "sessionEnded":
@@ -113,7 +116,7 @@ export class AppState {
     if (!chatId) return;
     const opening = this.opened;
     const page = await backend.history(chatId, null);
-    if (this.opened === opening) this.messages = merge(this.messages, page);
+    if (this.opened === opening) this.show(merge(this.messages, page));
   }
 
   async signedIn(me: User): Promise<void> {
@@ -126,6 +129,7 @@ export class AppState {
     this.me = null;
     this.loginNote = reason;
     this.chats = [];
+    this.discarded.clear();
     this.closeChat();
     this.panel = null;
   }
@@ -150,7 +154,7 @@ export class AppState {
       const page = await backend.history(chatId, null);
       if (this.opened !== opening) return;
       // Events that came in while the page was on its way stay.
-      this.messages = merge(page, this.messages);
+      this.show(merge(page, this.messages));
       this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
       this.historyLoaded = true;
       this.unreadCount = unread;
@@ -179,7 +183,7 @@ export class AppState {
     try {
       const page = await backend.history(chatId, before);
       if (this.opened !== opening) return;
-      this.messages = merge(this.messages, page);
+      this.show(merge(this.messages, page));
       const oldest = oldestSeq(this.messages) ?? 1;
       this.hasOlder = page.length > 0 && oldest > 1;
     } catch (err) {
@@ -199,7 +203,7 @@ export class AppState {
     try {
       const message = await backend.send(chatId, content);
       if (this.opened !== opening) return true;
-      this.messages = merge(this.messages, [message]);
+      this.show(merge(this.messages, [message]));
       this.unreadFrom = null;
       this.scrollToEnd += 1;
       this.notice = "";
@@ -210,11 +214,25 @@ export class AppState {
     }
   }
 
+  /** Drops a failed (or pending) message. It leaves the view at once and
+   *  stays out (`show`); if the app could not drop it, it comes back. */
   async discard(message: MessageView): Promise<void> {
-    if (!message.clientId) return;
-    await backend.discard(message.clientId);
     const key = message.clientId;
-    this.messages = this.messages.filter((m) => m.clientId !== key);
+    if (!key) return;
+    this.discarded.add(key);
+    this.show(this.messages);
+    try {
+      await backend.discard(key);
+    } catch (err) {
+      this.discarded.delete(key);
+      if (message.chatId === this.activeId) this.show(merge(this.messages, [message]));
+      this.notice = errorText(err);
+    }
+  }
+
+  /** Puts `messages` on view, less any the user discarded. */
+  private show(messages: MessageView[]): void {
+    this.messages = withoutDiscarded(messages, this.discarded);
   }
 
   typingIn(chatId: string): string[] {

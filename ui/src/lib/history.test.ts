@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ann, bob, message, zoe } from "./fixtures";
-import { firstUnread, merge, messageKey, oldestSeq, rows } from "./history";
+import { firstUnread, merge, messageKey, oldestSeq, rows, withoutDiscarded } from "./history";
 
 const day1 = "2026-03-02T10:00:00";
 const day2 = "2026-03-03T10:00:00";
@@ -45,6 +45,17 @@ describe("merge", () => {
   it("ignores a message it already has", () => {
     const m = message(1, bob, "once", day1);
     expect(merge([m], [m])).toHaveLength(1);
+  });
+});
+
+describe("withoutDiscarded", () => {
+  it("leaves out a discarded message unless the server stored it", () => {
+    const failed = message(null, ann, "refused", day1, { clientId: "k1", status: "failed", error: "too long" });
+    const pending = message(null, ann, "waiting", day1, { clientId: "k2" });
+    const stored = message(7, ann, "left before the discard", day1, { clientId: "k3" });
+    const other = message(8, bob, "hi", day1);
+    const kept = withoutDiscarded([failed, pending, stored, other], new Set(["k1", "k2", "k3"]));
+    expect(kept.map((m) => m.content)).toEqual(["left before the discard", "hi"]);
   });
 });
 

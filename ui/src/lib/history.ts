@@ -61,6 +61,16 @@ export function merge(messages: MessageView[], incoming: MessageView[]): Message
   return next;
 }
 
+/** `messages` without those the user discarded (by clientId). A page read
+ *  before a discard can arrive after it and would bring one back. One the
+ *  server stored meanwhile (sent: it left before the discard) is real, and
+ *  stays. */
+export function withoutDiscarded(messages: MessageView[], discarded: ReadonlySet<string>): MessageView[] {
+  if (discarded.size === 0) return messages;
+  const kept = messages.filter((m) => m.status === "sent" || m.clientId === null || !discarded.has(m.clientId));
+  return kept.length === messages.length ? messages : kept;
+}
+
 /** The lowest seq loaded: where the next older page ends. */
 export function oldestSeq(messages: MessageView[]): number | null {
   for (const message of messages) if (message.seq !== null) return message.seq;

@@ -5,7 +5,8 @@
 //! body of queries for each concrete sqlx database. A macro rather than
 //! generics: sqlx's generic executor bounds would hide the SQL under a page of
 //! `where` clauses, while the macro keeps it plain. What really differs (pools,
-//! schema, connection settings) lives in `sqlite.rs` and `postgres.rs`.
+//! schema, connection settings, how a batch of messages is written) lives in
+//! `sqlite.rs` and `postgres.rs`.
 
 use chrono::{DateTime, Utc};
 
@@ -49,8 +50,8 @@ impl<'a> Chats<'a> {
     }
 }
 
-/// Messages per INSERT statement: 7 parameters each stays far below both
-/// databases' limit on parameters per statement.
+/// Messages per INSERT statement in SQLite: 7 parameters each stays far
+/// below its limit on parameters per statement.
 pub(super) const INSERT_CHUNK: usize = 1000;
 
 /// Keys per lookup or update statement (3 parameters each at most).
@@ -110,7 +111,7 @@ macro_rules! sql_store {
             use super::$store;
             use crate::blobs::pic_url;
             use crate::store::sql::{
-                Chats, INSERT_CHUNK, LOCAL_RUN, LOOKUP_CHUNK, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key,
+                Chats, LOCAL_RUN, LOOKUP_CHUNK, MESSAGE_COLS, USER_COLS, contains_pattern, direct_key,
                 is_unique_violation, now_millis, search_key, time_from,
             };
             use crate::store::{
@@ -519,46 +520,15 @@ macro_rules! sql_store {
 
                 async fn store_messages(&self, batch: &[std::sync::Arc<Message>]) -> StoreResult<u64> {
                     let mut tx = self.writer.begin().await?;
-                    let mut inserted = 0;
-                    for chunk in batch.chunks(INSERT_CHUNK) {
-                        let mut insert = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO messages (id, chat_id, seq, sender_id, content, client_id, created_at) ",
-                        );
-                        insert.push_values(chunk, |mut row, message| {
-                            row.push_bind(&message.id)
-                                .push_bind(&message.chat_id)
-                                .push_bind(message.seq)
-                                .push_bind(&message.sender.id)
-                                .push_bind(&message.content)
-                                .push_bind(&message.client_id)
-                                .push_bind(message.created_at.timestamp_millis());
-                        });
-                        // A message delivered twice by the broker is stored once.
-                        insert.push(" ON CONFLICT DO NOTHING");
-                        inserted += insert.build().execute(&mut *tx).await?.rows_affected();
-                    }
+                    let inserted = $store::insert_messages(&mut tx, batch).await?;
                     let mut latest: HashMap<&str, (i64, i64)> = HashMap::new();
                     for message in batch {
                         let entry = latest.entry(message.chat_id.as_str()).or_insert((0, 0));
                         entry.0 = entry.0.max(message.seq);
                         entry.1 = entry.1.max(message.created_at.timestamp_millis());
                     }
-                    // One statement for all the batch's chats (VALUES names
-                    // its columns column1.. in both databases).
-                    let latest: Vec<_> = latest.into_iter().collect();
-                    for chunk in latest.chunks(LOOKUP_CHUNK) {
-                        let mut update = sqlx::QueryBuilder::<$db>::new(
-                            "UPDATE chats SET \
-                             last_seq = CASE WHEN last_seq < v.column2 THEN v.column2 ELSE last_seq END, \
-                             updated_at = CASE WHEN updated_at < v.column3 THEN v.column3 ELSE updated_at END \
-                             FROM (",
-                        );
-                        update.push_values(chunk, |mut row, (chat_id, (seq, at))| {
-                            row.push_bind(*chat_id).push_bind(*seq).push_bind(*at);
-                        });
-                        update.push(") AS v WHERE chats.id = v.column1");
-                        update.build().execute(&mut *tx).await?;
-                    }
+                    let latest: Vec<_> = latest.into_iter().map(|(chat, (seq, at))| (chat, seq, at)).collect();
+                    $store::advance_chats(&mut tx, &latest).await?;
                     tx.commit().await?;
                     Ok(inserted)
                 }

@@ -6,13 +6,15 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use natter_shared::Message;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::StoreResult;
-use super::sql::sql_store;
+use super::sql::{INSERT_CHUNK, LOOKUP_CHUNK, sql_store};
 use crate::data_lock::DataLock;
 
 pub struct SqliteStore {
@@ -54,6 +56,59 @@ impl SqliteStore {
     pub fn holding(mut self, lock: DataLock) -> Self {
         self._lock = Some(lock);
         self
+    }
+}
+
+/// How a batch of messages is written (`Store::store_messages`): SQLite
+/// has no arrays to bind, so a batch goes as rows of parameters.
+impl SqliteStore {
+    /// Inserts `batch`, skipping ids stored already; returns how many were new.
+    async fn insert_messages(
+        conn: &mut SqliteConnection,
+        batch: &[Arc<Message>],
+    ) -> Result<u64, sqlx::Error> {
+        let mut inserted = 0;
+        for chunk in batch.chunks(INSERT_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO messages (id, chat_id, seq, sender_id, content, client_id, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, message| {
+                row.push_bind(&message.id)
+                    .push_bind(&message.chat_id)
+                    .push_bind(message.seq)
+                    .push_bind(&message.sender.id)
+                    .push_bind(&message.content)
+                    .push_bind(&message.client_id)
+                    .push_bind(message.created_at.timestamp_millis());
+            });
+            // A message delivered twice by the broker is stored once.
+            insert.push(" ON CONFLICT DO NOTHING");
+            inserted += insert.build().execute(&mut *conn).await?.rows_affected();
+        }
+        Ok(inserted)
+    }
+
+    /// Moves each chat's last seq and activity time forward to
+    /// `(chat, seq, at)`, never back, one statement per 500 chats
+    /// (VALUES names its columns column1..).
+    async fn advance_chats(
+        conn: &mut SqliteConnection,
+        latest: &[(&str, i64, i64)],
+    ) -> Result<(), sqlx::Error> {
+        for chunk in latest.chunks(LOOKUP_CHUNK) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE chats SET \
+                 last_seq = CASE WHEN last_seq < v.column2 THEN v.column2 ELSE last_seq END, \
+                 updated_at = CASE WHEN updated_at < v.column3 THEN v.column3 ELSE updated_at END \
+                 FROM (",
+            );
+            update.push_values(chunk, |mut row, (chat_id, seq, at)| {
+                row.push_bind(*chat_id).push_bind(*seq).push_bind(*at);
+            });
+            update.push(") AS v WHERE chats.id = v.column1");
+            update.build().execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 }
 

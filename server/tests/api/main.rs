@@ -12,3 +12,4 @@ mod operations;
 mod pipeline;
 mod s3;
 mod socket;
+mod store;

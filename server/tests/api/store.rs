@@ -1,0 +1,121 @@
+//! The store's batch write, on both databases: PostgreSQL writes a batch as
+//! one array per column, SQLite as rows of parameters, and both must keep
+//! `Store::store_messages`'s promises.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use natter_server::store::{NewUser, Page, PgStore, SqliteStore, Store};
+use natter_shared::{Message, User};
+
+use crate::helpers::new_postgres_database;
+
+/// More than one of SQLite's statements (1,000 messages each).
+const BATCH: i64 = 2_500;
+
+async fn user(store: &dyn Store, name: &str) -> User {
+    store
+        .create_user(NewUser {
+            id: format!("u-{name}"),
+            name: name.into(),
+            email: format!("{name}@example.org"),
+            password_hash: "not used here".into(),
+            pic: None,
+        })
+        .await
+        .expect("user created")
+}
+
+fn at(seq: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(4_000_000_000_000 + seq).expect("a time")
+}
+
+/// Message `seq` of `chat_id` by `sender`: every other one with a client
+/// id, and text that needs escaping in any encoding.
+fn message(chat_id: &str, sender: &User, seq: i64) -> Arc<Message> {
+    Arc::new(Message {
+        id: format!("m-{seq:05}"),
+        chat_id: chat_id.into(),
+        seq,
+        sender: sender.clone(),
+        content: format!("n°{seq} \"quoted\" 'single' \\ back\nslash ✓"),
+        client_id: (seq % 2 == 0).then(|| format!("k-{seq}")),
+        created_at: at(seq),
+    })
+}
+
+/// Everything stored in `chat_id`, oldest first.
+async fn history(store: &dyn Store, chat_id: &str) -> Vec<Message> {
+    let mut all = Vec::new();
+    loop {
+        let seq = all.last().map_or(0, |message: &Message| message.seq);
+        let page = store
+            .messages(chat_id, Page::After { seq, limit: 200 })
+            .await
+            .expect("a page");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+async fn a_batch_is_stored_once_whatever_its_size(store: &dyn Store) {
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let (chat, _) = store
+        .open_direct_chat("c-1", &ann.id, &bob.id)
+        .await
+        .expect("chat");
+
+    let batch: Vec<_> = (1..=BATCH)
+        .map(|seq| message(&chat.id, &ann, seq))
+        .collect();
+    assert_eq!(store.store_messages(&batch).await.expect("stored"), 2_500);
+
+    // A broker's redelivery: old messages (one twice in the same batch)
+    // beside ten new ones, the newest first.
+    let mut again: Vec<_> = batch[..100].to_vec();
+    again.push(batch[7].clone());
+    again.extend(
+        (BATCH + 1..=BATCH + 10)
+            .rev()
+            .map(|seq| message(&chat.id, &bob, seq)),
+    );
+    assert_eq!(store.store_messages(&again).await.expect("stored"), 10);
+
+    let wanted: Vec<Message> = (1..=BATCH + 10)
+        .map(|seq| {
+            message(&chat.id, if seq > BATCH { &bob } else { &ann }, seq)
+                .as_ref()
+                .clone()
+        })
+        .collect();
+    assert_eq!(history(store, &chat.id).await, wanted);
+    // The chat moved to its newest message, and a later batch of older
+    // messages does not move it back.
+    store
+        .store_messages(&batch[..1])
+        .await
+        .expect("stored again");
+    assert_eq!(
+        store.last_seq(&chat.id).await.expect("read"),
+        Some(BATCH + 10)
+    );
+    let chat = store.chat(&chat.id).await.expect("read").expect("a chat");
+    assert_eq!(chat.updated_at, at(BATCH + 10));
+}
+
+#[tokio::test]
+async fn postgres_stores_a_batch_once_whatever_its_size() {
+    let url = new_postgres_database().await;
+    let store = PgStore::connect(&url, 4).await.expect("PostgreSQL");
+    a_batch_is_stored_once_whatever_its_size(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_stores_a_batch_once_whatever_its_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).await.expect("SQLite");
+    a_batch_is_stored_once_whatever_its_size(&store).await;
+}

@@ -45,6 +45,25 @@ pub async fn chat_for_member(state: &AppState, me: &str, chat_id: &str) -> Resul
     Ok(chat)
 }
 
+/// The ids of a chat's members, for one of them: one query, where
+/// `chat_for_member` reads the whole chat with its latest message, for what
+/// is asked often (every history page an app reads, every typing signal).
+/// Only a refusal reads the chat, to say which (no such chat, or not a member).
+async fn members_for_member(
+    state: &AppState,
+    me: &str,
+    chat_id: &str,
+) -> Result<Vec<String>, ApiError> {
+    let members = state.store.members(chat_id).await?;
+    if members.iter().any(|id| id == me) {
+        return Ok(members);
+    }
+    Err(chat_for_member(state, me, chat_id)
+        .await
+        .err()
+        .unwrap_or(StoreError::NotMember.into()))
+}
+
 /// A group chat the caller administers.
 async fn group_for_admin(state: &AppState, me: &str, chat_id: &str) -> Result<Chat, ApiError> {
     let chat = chat_for_member(state, me, chat_id).await?;
@@ -224,13 +243,7 @@ pub async fn typing(
     chat_id: &str,
     is_typing: bool,
 ) -> Result<(), ApiError> {
-    let members = state.store.members(chat_id).await?;
-    if !members.iter().any(|id| id == me) {
-        return Err(chat_for_member(state, me, chat_id)
-            .await
-            .err()
-            .unwrap_or(StoreError::NotMember.into()));
-    }
+    let members = members_for_member(state, me, chat_id).await?;
     let frame = ServerFrame::Typing {
         chat_id: chat_id.to_owned(),
         user_id: me.to_owned(),
@@ -248,7 +261,7 @@ pub async fn history(
     chat_id: &str,
     page: Page,
 ) -> Result<Vec<Message>, ApiError> {
-    chat_for_member(state, me, chat_id).await?;
+    members_for_member(state, me, chat_id).await?;
     state.pipeline.settle(chat_id).await?;
     Ok(state.store.messages(chat_id, page).await?)
 }

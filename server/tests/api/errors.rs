@@ -138,6 +138,8 @@ async fn message_and_search_limits_are_enforced() {
         )
         .await;
     assert_error(unknown_chat, StatusCode::NOT_FOUND).await;
+    let unknown_history = app.get(&ann, "/api/message/nope").await;
+    assert_error(unknown_history, StatusCode::NOT_FOUND).await;
 
     let long_search = app
         .get(&ann, &format!("/api/user?search={}", "q".repeat(101)))

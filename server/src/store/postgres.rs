@@ -38,8 +38,10 @@ impl PgStore {
 /// How a batch of messages is written (`Store::store_messages`): one array
 /// per column, unnested, so the statement's text is the same whatever the
 /// batch's size. PostgreSQL parses and plans it once per connection; rows
-/// of parameters were a new statement for most batches, parsed and planned
-/// each time (in isolation, 10-20% of its time per message stored).
+/// of parameters were a new statement for most batches, prepared and
+/// planned each time (in isolation 10-20% less of PostgreSQL's time per row;
+/// in the whole pipeline ~3%, within the spread of runs: docs/benchmarks.md,
+/// sixteenth round).
 impl PgStore {
     /// Inserts `batch`, skipping ids stored already; returns how many were new.
     async fn insert_messages(

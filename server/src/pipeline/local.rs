@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn after_a_run_that_did_not_stop_seqs_go_on_past_what_it_may_have_delivered() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let (chat_id, sender_id) = {
+        let (chat_id, sender_id, pipeline) = {
             let runtime = tokio::runtime::Runtime::new().expect("a runtime");
             runtime.block_on(async {
                 let (store, pipeline) = start(dir.path()).await;
@@ -369,10 +369,15 @@ mod tests {
                 for outcome in hand_over_all(&pipeline, &chat_id, &sender_id).await {
                     outcome.await.expect("stored and answered");
                 }
-                // No stop: the runtime goes, and the task with it.
-                (chat_id, sender_id)
+                // No stop: the runtime goes, and the task with it. The
+                // pipeline outlives the runtime: dropped inside it, it
+                // would tell its task to finish, which could then record
+                // a clean stop before the runtime ends (a dying process
+                // runs no such code).
+                (chat_id, sender_id, pipeline)
             })
         };
+        drop(pipeline);
         // The latest message is the last one stored, whatever the seqs.
         let skipped = SENT + SEQS_SKIPPED_AFTER_A_CRASH;
         assert_eq!(

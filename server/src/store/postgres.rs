@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
 use super::StoreResult;
-use super::sql::sql_store;
+use super::sql::{INSERT_CHUNK, MESSAGE_COLS, sql_store};
 
 pub struct PgStore {
     writer: PgPool,
@@ -37,49 +37,70 @@ impl PgStore {
 
 /// How a batch of messages is written (`Store::store_messages`): one array
 /// per column, unnested, so the statement's text is the same whatever the
-/// batch's size. PostgreSQL parses and plans it once per connection; rows
-/// of parameters were a new statement for most batches, prepared and
-/// planned each time (in isolation 10-20% less of PostgreSQL's time per row;
-/// in the whole pipeline ~3%, within the spread of runs: docs/benchmarks.md,
-/// sixteenth round).
+/// batch's size and each connection prepares it once; rows of parameters
+/// were a new statement for most batches, prepared and planned each time
+/// (in isolation 26-30 against 28-35 µs of PostgreSQL's time per row; in
+/// the whole pipeline ~3%, within the spread of runs: docs/benchmarks.md,
+/// sixteenth round). And how each chat's latest message is found.
 impl PgStore {
-    /// Inserts `batch`, skipping ids stored already; returns how many were new.
+    /// Inserts `batch`, skipping ids stored already; returns how many were
+    /// new. A thousand at a time: a batch held back while the database was
+    /// away can grow to many thousands of messages, and one statement must
+    /// stay far below PostgreSQL's limit of 1 GB per message.
     async fn insert_messages(
         conn: &mut PgConnection,
         batch: &[Arc<Message>],
     ) -> Result<u64, sqlx::Error> {
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut chats = Vec::with_capacity(batch.len());
-        let mut seqs = Vec::with_capacity(batch.len());
-        let mut senders = Vec::with_capacity(batch.len());
-        let mut contents = Vec::with_capacity(batch.len());
-        let mut clients = Vec::with_capacity(batch.len());
-        let mut times = Vec::with_capacity(batch.len());
-        for message in batch {
-            ids.push(message.id.as_str());
-            chats.push(message.chat_id.as_str());
-            seqs.push(message.seq);
-            senders.push(message.sender.id.as_str());
-            contents.push(message.content.as_str());
-            clients.push(message.client_id.as_deref());
-            times.push(message.created_at.timestamp_millis());
+        let mut inserted = 0;
+        for chunk in batch.chunks(INSERT_CHUNK) {
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut chats = Vec::with_capacity(chunk.len());
+            let mut seqs = Vec::with_capacity(chunk.len());
+            let mut senders = Vec::with_capacity(chunk.len());
+            let mut contents = Vec::with_capacity(chunk.len());
+            let mut clients = Vec::with_capacity(chunk.len());
+            let mut times = Vec::with_capacity(chunk.len());
+            for message in chunk {
+                ids.push(message.id.as_str());
+                chats.push(message.chat_id.as_str());
+                seqs.push(message.seq);
+                senders.push(message.sender.id.as_str());
+                contents.push(message.content.as_str());
+                clients.push(message.client_id.as_deref());
+                times.push(message.created_at.timestamp_millis());
+            }
+            // A message delivered twice by the broker is stored once.
+            let done = sqlx::query(
+                "INSERT INTO messages (id, chat_id, seq, sender_id, content, client_id, created_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::int8[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(ids)
+            .bind(chats)
+            .bind(seqs)
+            .bind(senders)
+            .bind(contents)
+            .bind(clients)
+            .bind(times)
+            .execute(&mut *conn)
+            .await?;
+            inserted += done.rows_affected();
         }
-        let done = sqlx::query(
-            "INSERT INTO messages (id, chat_id, seq, sender_id, content, client_id, created_at) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::int8[]) \
-             ON CONFLICT DO NOTHING",
+        Ok(inserted)
+    }
+
+    /// The latest message of each chat that `condition` (on `c.id`) picks,
+    /// as `MESSAGE_COLS`. One index probe per chat, ordered by seq and
+    /// limited to one, whatever the statistics say: PostgreSQL caches a
+    /// prepared statement's plan, and a plan made while `messages` was
+    /// nearly empty joined all of a chat's messages against their maximum
+    /// (30-65 ms a chat once the table had grown, until an ANALYZE).
+    fn latest_messages_sql(condition: &str) -> String {
+        format!(
+            "SELECT {MESSAGE_COLS} FROM chats c \
+             CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.chat_id = c.id ORDER BY m.seq DESC LIMIT 1) msg \
+             JOIN users u ON u.id = msg.sender_id WHERE {condition}"
         )
-        .bind(ids)
-        .bind(chats)
-        .bind(seqs)
-        .bind(senders)
-        .bind(contents)
-        .bind(clients)
-        .bind(times)
-        .execute(conn)
-        .await?;
-        // A message delivered twice by the broker is stored once.
-        Ok(done.rows_affected())
     }
 
     /// Moves each chat's last seq and activity time forward to

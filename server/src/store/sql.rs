@@ -5,8 +5,8 @@
 //! body of queries for each concrete sqlx database. A macro rather than
 //! generics: sqlx's generic executor bounds would hide the SQL under a page of
 //! `where` clauses, while the macro keeps it plain. What really differs (pools,
-//! schema, connection settings, how a batch of messages is written) lives in
-//! `sqlite.rs` and `postgres.rs`.
+//! schema, connection settings, how a batch of messages is written, how a
+//! chat's latest message is found) lives in `sqlite.rs` and `postgres.rs`.
 
 use chrono::{DateTime, Utc};
 
@@ -50,8 +50,9 @@ impl<'a> Chats<'a> {
     }
 }
 
-/// Messages per INSERT statement in SQLite: 7 parameters each stays far
-/// below its limit on parameters per statement.
+/// Messages per INSERT statement: in SQLite 7 parameters each stays far
+/// below its limit on parameters per statement, in PostgreSQL a statement
+/// of arrays far below its limit on a message's size.
 pub(super) const INSERT_CHUNK: usize = 1000;
 
 /// Keys per lookup or update statement (3 parameters each at most).
@@ -171,13 +172,7 @@ macro_rules! sql_store {
                     }
 
                     let mut latest: HashMap<String, Message> = HashMap::new();
-                    let latest_rows = sqlx::query(&format!(
-                        "SELECT {MESSAGE_COLS} FROM chats c \
-                         JOIN messages msg ON msg.chat_id = c.id \
-                         AND msg.seq = (SELECT MAX(seq) FROM messages WHERE chat_id = c.id) \
-                         JOIN users u ON u.id = msg.sender_id WHERE {}",
-                        which.condition("c.id")
-                    ))
+                    let latest_rows = sqlx::query(&$store::latest_messages_sql(&which.condition("c.id")))
                     .bind(which.key())
                     .fetch_all(&self.reader)
                     .await?;

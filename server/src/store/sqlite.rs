@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::StoreResult;
-use super::sql::{INSERT_CHUNK, LOOKUP_CHUNK, sql_store};
+use super::sql::{INSERT_CHUNK, LOOKUP_CHUNK, MESSAGE_COLS, sql_store};
 use crate::data_lock::DataLock;
 
 pub struct SqliteStore {
@@ -60,7 +60,8 @@ impl SqliteStore {
 }
 
 /// How a batch of messages is written (`Store::store_messages`): SQLite
-/// has no arrays to bind, so a batch goes as rows of parameters.
+/// has no arrays to bind, so a batch goes as rows of parameters. And how
+/// each chat's latest message is found.
 impl SqliteStore {
     /// Inserts `batch`, skipping ids stored already; returns how many were new.
     async fn insert_messages(
@@ -86,6 +87,18 @@ impl SqliteStore {
             inserted += insert.build().execute(&mut *conn).await?.rows_affected();
         }
         Ok(inserted)
+    }
+
+    /// The latest message of each chat that `condition` (on `c.id`) picks,
+    /// as `MESSAGE_COLS` (SQLite has no LATERAL; its planner probes the
+    /// `(chat_id, seq)` index for the maximum).
+    fn latest_messages_sql(condition: &str) -> String {
+        format!(
+            "SELECT {MESSAGE_COLS} FROM chats c \
+             JOIN messages msg ON msg.chat_id = c.id \
+             AND msg.seq = (SELECT MAX(seq) FROM messages WHERE chat_id = c.id) \
+             JOIN users u ON u.id = msg.sender_id WHERE {condition}"
+        )
     }
 
     /// Moves each chat's last seq and activity time forward to

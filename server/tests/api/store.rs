@@ -10,8 +10,10 @@ use natter_shared::{Message, User};
 
 use crate::helpers::new_postgres_database;
 
-/// More than one of SQLite's statements (1,000 messages each).
+/// More than one statement's worth (1,000 messages each).
 const BATCH: i64 = 2_500;
+/// Messages of a second chat in the same batch.
+const GROUP: i64 = 40;
 
 async fn user(store: &dyn Store, name: &str) -> User {
     store
@@ -34,7 +36,7 @@ fn at(seq: i64) -> DateTime<Utc> {
 /// id, and text that needs escaping in any encoding.
 fn message(chat_id: &str, sender: &User, seq: i64) -> Arc<Message> {
     Arc::new(Message {
-        id: format!("m-{seq:05}"),
+        id: format!("{chat_id}-m{seq:05}"),
         chat_id: chat_id.into(),
         seq,
         sender: sender.clone(),
@@ -68,10 +70,23 @@ async fn a_batch_is_stored_once_whatever_its_size(store: &dyn Store) {
         .await
         .expect("chat");
 
+    let group = store
+        .create_group("g-1", "Group", &ann.id, std::slice::from_ref(&bob.id))
+        .await
+        .expect("group");
+
+    // One batch for both chats, their messages interleaved.
     let batch: Vec<_> = (1..=BATCH)
         .map(|seq| message(&chat.id, &ann, seq))
         .collect();
-    assert_eq!(store.store_messages(&batch).await.expect("stored"), 2_500);
+    let mut both = batch.clone();
+    for (i, seq) in (1..=GROUP).enumerate() {
+        both.insert(i * 7, message(&group.id, &bob, seq));
+    }
+    assert_eq!(
+        store.store_messages(&both).await.expect("stored"),
+        (BATCH + GROUP) as u64
+    );
 
     // A broker's redelivery: old messages (one twice in the same batch)
     // beside ten new ones, the newest first.
@@ -104,6 +119,25 @@ async fn a_batch_is_stored_once_whatever_its_size(store: &dyn Store) {
     );
     let chat = store.chat(&chat.id).await.expect("read").expect("a chat");
     assert_eq!(chat.updated_at, at(BATCH + 10));
+    assert_eq!(chat.latest_message.map(|m| m.seq), Some(BATCH + 10));
+
+    // The other chat moved to its own newest, and both show theirs in a
+    // member's chat list.
+    assert_eq!(store.last_seq(&group.id).await.expect("read"), Some(GROUP));
+    let listed: Vec<(String, Option<i64>)> = store
+        .chats_of(&bob.id)
+        .await
+        .expect("chats")
+        .into_iter()
+        .map(|chat| (chat.id, chat.latest_message.map(|m| m.seq)))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (chat.id.clone(), Some(BATCH + 10)),
+            (group.id.clone(), Some(GROUP))
+        ]
+    );
 }
 
 #[tokio::test]

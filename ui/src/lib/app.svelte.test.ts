@@ -143,4 +143,28 @@ describe("AppState", () => {
     expect(app.messages.map((m) => m.content)).toEqual(["m1", "m2", "too long"]);
     expect(app.notice).toBe("the local cache is busy");
   });
+
+  it("discards once when clicked twice, and forgets discards at logout", async () => {
+    const app = appWithChats();
+    const failed = { ...message(null, ann, "too long", day, { clientId: "k1", status: "failed", error: "too long" }), chatId: "a" };
+    history.mockResolvedValueOnce([...page(1, 2), failed]);
+    await app.openChat("a");
+    const first = later<void>();
+    discard.mockReturnValueOnce(first.promise);
+    const clicked = app.discard(failed);
+    await app.discard(failed);
+    first.resolve();
+    await clicked;
+    expect(discard).toHaveBeenCalledTimes(1);
+    // An event read before the discard, arriving after it, stays out.
+    app.handle({ type: "message", message: failed });
+    expect(app.messages.map((m) => m.content)).toEqual(["m1", "m2"]);
+    // Another account's session starts with nothing discarded.
+    app.handle({ type: "sessionEnded", reason: "" });
+    app.me = ann;
+    app.chats = [chat("a", "A", day)];
+    history.mockResolvedValueOnce([failed]);
+    await app.openChat("a");
+    expect(app.messages.map((m) => m.content)).toEqual(["too long"]);
+  });
 });

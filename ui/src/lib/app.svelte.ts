@@ -218,14 +218,16 @@ export class AppState {
    *  stays out (`show`); if the app could not drop it, it comes back. */
   async discard(message: MessageView): Promise<void> {
     const key = message.clientId;
-    if (!key) return;
+    // A second click while the first is on its way changes nothing.
+    if (!key || this.discarded.has(key)) return;
     this.discarded.add(key);
     this.show(this.messages);
     try {
       await backend.discard(key);
     } catch (err) {
       this.discarded.delete(key);
-      if (message.chatId === this.activeId) this.show(merge(this.messages, [message]));
+      if (message.chatId !== this.activeId) return;
+      this.show(merge(this.messages, [message]));
       this.notice = errorText(err);
     }
   }

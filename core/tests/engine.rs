@@ -770,7 +770,7 @@ async fn leaving_and_being_removed_take_the_chat_off_the_list() {
 #[tokio::test]
 async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() {
     let mut server = Server::spawn().await;
-    let ann_app = app(&server).await;
+    let mut ann_app = app(&server).await;
     let ann = sign_up(&ann_app, "Ann").await;
     online(&ann_app).await;
     let cache = ann_app.dir.join(format!("cache-{}.sqlite", ann.id));
@@ -778,20 +778,24 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
     let bob_app = app(&server).await;
     let bob = sign_up(&bob_app, "Bob").await;
     ann_app.engine.open_direct(&bob.id).await.expect("chat");
-    let listed = ann_app.engine.chats().await.expect("chats");
-    assert_eq!(listed.chats.len(), 1);
-    let mut events = ann_app.engine.subscribe();
+    let before = ann_app.engine.chats().await.expect("chats");
+    assert_eq!(before.chats.len(), 1);
+    // Events from here on: the lists before the chat was opened were empty too.
+    ann_app.events = ann_app.engine.subscribe();
     ann_app.engine.logout().await.expect("logout");
-    // The emptied list (the only empty one: her session's lists hold the
-    // chat) is numbered after every list of the session: the UI shows the
-    // highest number it has seen.
-    let emptied = loop {
-        match events.recv().await.expect("events") {
-            Event::Chats(list) if list.chats.is_empty() => break list,
-            _ => continue,
-        }
+    // The emptied list (the only empty one: her session's lists now hold
+    // the chat) is numbered after every list of the session: the UI shows
+    // the highest number it has seen.
+    let Event::Chats(emptied) = next_event(
+        &mut ann_app,
+        "the emptied list",
+        |event| matches!(event, Event::Chats(list) if list.chats.is_empty()),
+    )
+    .await
+    else {
+        unreachable!("next_event returns a matching event")
     };
-    assert!(emptied.version > listed.version);
+    assert!(emptied.version > before.version);
     assert!(ann_app.engine.me().await.is_none());
     assert!(!cache.exists() && !ann_app.dir.join("session.json").exists());
     let again = reopen(&ann_app.dir).await;
@@ -803,7 +807,6 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
 
     // Logged in again; the server then changes its signing secret: the
     // session is over, and the app says so and logs out.
-    let mut ann_app = ann_app;
     ann_app
         .engine
         .login("ann@example.org", "correct horse battery")

@@ -108,6 +108,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotMember => {
                 ApiError::Forbidden("you are not a member of this chat".into())
             }
+            StoreError::Invalid(what) => ApiError::BadRequest(what),
             StoreError::Database(cause) => ApiError::Internal(cause.into()),
             StoreError::Migration(cause) => ApiError::Internal(cause.into()),
         }

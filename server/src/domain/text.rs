@@ -99,6 +99,12 @@ impl Content {
             return Err(ValidationError("message must not be empty".into()));
         }
         bounded(raw, "message", 1, CONTENT_MAX_CHARS)?;
+        // Any other character is the author's; PostgreSQL cannot store NUL.
+        if raw.contains('\0') {
+            return Err(ValidationError(
+                "message must not contain the NUL character (\\u0000)".into(),
+            ));
+        }
         Ok(Content(raw.to_owned()))
     }
 }
@@ -122,6 +128,7 @@ impl SearchQuery {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let query = raw.trim();
         bounded(query, "search", 1, SEARCH_MAX_CHARS)?;
+        no_control_chars(query, "search")?;
         Ok(SearchQuery(query.to_owned()))
     }
 }
@@ -166,6 +173,15 @@ mod tests {
         assert_eq!(Content::parse(text).expect("valid").as_str(), text);
         assert!(Content::parse(" \n\t").is_err());
         assert!(Content::parse(&"a".repeat(CONTENT_MAX_CHARS + 1)).is_err());
+        assert!(Content::parse("a\0b").is_err());
+        assert!(Content::parse("tab\tand bell\u{7}").is_ok());
+    }
+
+    #[test]
+    fn searches_are_one_line_of_text() {
+        assert_eq!(SearchQuery::parse(" ann ").expect("valid").as_str(), "ann");
+        assert!(SearchQuery::parse("a\0").is_err());
+        assert!(SearchQuery::parse("a\nb").is_err());
     }
 
     #[test]

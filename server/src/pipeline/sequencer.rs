@@ -388,8 +388,12 @@ impl Sequencer {
         chat_id: &str,
     ) -> Result<Result<Arc<[String]>, Refusal>, StoreError> {
         if !self.chats.contains_key(chat_id) {
-            let Some(last_seq) = self.store.last_seq(chat_id).await? else {
-                return Ok(Err(Refusal::NoSuchChat));
+            let last_seq = match self.store.last_seq(chat_id).await {
+                Ok(Some(last_seq)) => last_seq,
+                // An id no chat can have (PostgreSQL refuses to compare a
+                // NUL): no such chat, for good, not a database to wait for.
+                Ok(None) | Err(StoreError::Invalid(_)) => return Ok(Err(Refusal::NoSuchChat)),
+                Err(err) => return Err(err),
             };
             self.chats.insert(
                 chat_id.to_owned(),

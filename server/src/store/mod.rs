@@ -26,13 +26,36 @@ pub enum StoreError {
     /// The caller is not (or no longer) a member of the chat.
     #[error("not a member of this chat")]
     NotMember,
+    /// Text the database cannot hold (PostgreSQL refuses the NUL
+    /// character), in an id or a field no domain type checked. The text is
+    /// shown to users.
+    #[error("{0}")]
+    Invalid(String),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// PostgreSQL's SQLSTATE for a character its encoding cannot hold: NUL in
+/// any text, which SQLite stores. Such input is the client's error, not
+/// the database's, and asking again cannot succeed.
+const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some(CHARACTER_NOT_IN_REPERTOIRE) =>
+            {
+                StoreError::Invalid("text must not contain the NUL character (\\u0000)".into())
+            }
+            _ => StoreError::Database(err),
+        }
+    }
+}
 
 /// A user as stored, with what only the server may see.
 #[derive(Debug, Clone)]

@@ -105,6 +105,74 @@ async fn invalid_sign_ups_are_refused_with_reasons() {
     assert_error(broken, StatusCode::BAD_REQUEST).await;
 }
 
+/// PostgreSQL refuses the NUL character in any text (SQLite stores it): a
+/// NUL anywhere a client can put one is a 4xx on both, and what is sent
+/// after it is stored as usual.
+#[tokio::test]
+async fn nul_characters_are_refused_wherever_a_client_can_put_one() {
+    let app = spawn_app().await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let content = app
+        .post(
+            &ann,
+            "/api/message",
+            json!({"chatId": chat.id, "content": "a\u{0}b"}),
+        )
+        .await;
+    let error = assert_error(content, StatusCode::BAD_REQUEST).await;
+    assert!(error.contains("NUL"), "{error}");
+    let unknown_chat = app
+        .post(
+            &ann,
+            "/api/message",
+            json!({"chatId": "x\u{0}", "content": "hi"}),
+        )
+        .await;
+    assert_error(unknown_chat, StatusCode::NOT_FOUND).await;
+    for path in [
+        "/api/message/x%00",
+        "/api/chat/x%00",
+        "/api/user/x%00",
+        "/api/user?search=a%00",
+    ] {
+        let status = app.get(&ann, path).await.status();
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+    let bodies = [
+        ("/api/chat", json!({"userId": "x\u{0}"})),
+        (
+            "/api/chat/group",
+            json!({"name": "Team", "users": [bob.id, "x\u{0}"]}),
+        ),
+    ];
+    for (path, body) in bodies {
+        let status = app.post(&ann, path, body.clone()).await.status();
+        assert!(status.is_client_error(), "{path} {body}: {status}");
+    }
+    let puts = [
+        (
+            "/api/chat/rename",
+            json!({"chatId": "x\u{0}", "name": "Team"}),
+        ),
+        (
+            "/api/chat/groupadd",
+            json!({"chatId": "x\u{0}", "userId": bob.id}),
+        ),
+        (
+            "/api/chat/groupremove",
+            json!({"chatId": chat.id, "userId": "x\u{0}"}),
+        ),
+    ];
+    for (path, body) in puts {
+        let status = app.put(&ann, path, body.clone()).await.status();
+        assert!(status.is_client_error(), "{path} {body}: {status}");
+    }
+
+    let after = app.send(&ann, &chat, "after the refusals").await;
+    let stored = app.history(&bob, &chat, "").await;
+    assert_eq!(stored.last().map(|m| &m.id), Some(&after.id));
+}
+
 #[tokio::test]
 async fn message_and_search_limits_are_enforced() {
     let app = spawn_app().await;

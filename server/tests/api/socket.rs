@@ -93,6 +93,10 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
         json!({"type": "send", "chatId": chat.id, "content": "hi", "clientId": "has spaces"}),
         json!({"type": "send", "chatId": "no-such-chat", "content": "hi", "clientId": "k3"}),
         json!({"type": "typing", "chatId": "no-such-chat", "isTyping": true}),
+        // PostgreSQL cannot hold NUL: refused, never a batch that cannot be stored.
+        json!({"type": "send", "chatId": chat.id, "content": "a\u{0}b", "clientId": "k4"}),
+        json!({"type": "send", "chatId": "x\u{0}", "content": "hi", "clientId": "k5"}),
+        json!({"type": "typing", "chatId": "x\u{0}", "isTyping": true}),
     ];
     for frame in bad_frames {
         socket.send_json(frame.clone()).await;

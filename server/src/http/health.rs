@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use crate::state::AppState;
 
-/// How long the health check waits for the database.
+/// How long the health check waits for the database and the picture store,
+/// each: a load balancer's check must get an answer, even when one of them
+/// does not (the S3 client alone would retry for minutes).
 const PING_PATIENCE: Duration = Duration::from_secs(2);
 
 /// `GET /health`, for load balancers: 200 while the database answers, or
@@ -18,14 +20,13 @@ const PING_PATIENCE: Duration = Duration::from_secs(2);
 /// unhealthy: chatting still works.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let connections = state.hub.connections();
-    let database = match tokio::time::timeout(PING_PATIENCE, state.store.ping()).await {
-        Ok(result) => result.map_err(|err| err.to_string()),
-        Err(_) => Err("no answer in time".to_owned()),
-    };
+    let (database, blobs) = tokio::join!(
+        within_patience(state.store.ping()),
+        within_patience(state.blobs.ping())
+    );
     if let Err(err) = &database {
         tracing::warn!(error = %err, "health check: database unreachable");
     }
-    let blobs = state.blobs.ping().await;
     if let Err(err) = &blobs {
         tracing::warn!(error = %err, "health check: picture store unreachable");
     }
@@ -46,4 +47,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         body["nodes"] = json!(up(nodes));
     }
     (status, Json(body))
+}
+
+/// `ping`'s answer, or "no answer in time" after `PING_PATIENCE`.
+async fn within_patience<E: std::fmt::Display>(
+    ping: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(PING_PATIENCE, ping).await {
+        Ok(result) => result.map_err(|err| err.to_string()),
+        Err(_) => Err("no answer in time".to_owned()),
+    }
 }

@@ -67,9 +67,13 @@ async fn start_s3() -> S3Server {
 }
 
 async fn app_on(s3: &S3Server) -> TestApp {
+    app_on_endpoint(&s3.endpoint).await
+}
+
+async fn app_on_endpoint(endpoint: &str) -> TestApp {
     spawn_app_with(|config| {
         config.blob_url = Some(format!("s3://{BUCKET}"));
-        config.s3_endpoint = Some(s3.endpoint.clone());
+        config.s3_endpoint = Some(endpoint.to_owned());
         config.s3_region = Some("us-east-1".into());
         config.s3_access_key_id = Some("natter-test".into());
         config.s3_secret_access_key = Some("natter-test-secret".into());
@@ -127,4 +131,34 @@ async fn refused_pictures_leave_nothing_in_the_bucket() {
         .await
         .expect("request");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+/// A picture store that takes connections and never answers (as one behind
+/// a firewall that drops packets would): the health check still answers,
+/// pictures "unreachable", the node healthy. The S3 client alone would wait
+/// and retry for minutes.
+#[tokio::test]
+async fn a_picture_store_that_never_answers_leaves_the_health_check_answering() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let endpoint = format!("http://{}", silent.local_addr().expect("address"));
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let app = app_on_endpoint(&endpoint).await;
+    let response = tokio::time::timeout(PATIENCE, app.http.get(app.url("/health")).send())
+        .await
+        .expect("the health check answers")
+        .expect("health");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        (body["status"].as_str(), body["pictures"].as_str()),
+        (Some("ok"), Some("unreachable"))
+    );
+    holding.abort();
 }

@@ -155,6 +155,14 @@ impl Clock {
     }
 }
 
+/// How long a close frame may take to leave: a socket being dropped whose
+/// client does not read must not hold up its task (or a shutdown).
+const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Writes the socket's queued frames and pings, and closes it when kicked.
+/// Every write has a deadline (`ws_timeout`) and gives way to a kick: a
+/// client that stops reading fills the TCP window, and a write without
+/// either would then hold this task, and the socket, for good.
 async fn write(
     state: &AppState,
     mut sink: SplitSink<WebSocket, WsMessage>,
@@ -162,6 +170,7 @@ async fn write(
     kick: &tokio::sync::Notify,
     clock: &Clock,
 ) {
+    let limit = state.settings.ws_timeout;
     let mut ping = tokio::time::interval(state.settings.ws_ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
@@ -175,21 +184,26 @@ async fn write(
                     (1013, "reconnect and catch up")
                 };
                 let close = CloseFrame { code, reason: reason.into() };
-                let _ = sink.send(WsMessage::Close(Some(close))).await;
+                let _ = tokio::time::timeout(CLOSE_PATIENCE, sink.send(WsMessage::Close(Some(close)))).await;
                 return;
             }
             frame = frames.recv() => {
                 let Some(frame) = frame else { return };
-                // Write everything already queued in one flush.
-                if sink.feed(WsMessage::Text(frame)).await.is_err() {
-                    return;
-                }
-                while let Ok(frame) = frames.try_recv() {
-                    if sink.feed(WsMessage::Text(frame)).await.is_err() {
-                        return;
+                let written = tokio::select! {
+                    // The write first: most are done at once, with no waiter
+                    // registered for the kick.
+                    biased;
+                    written = tokio::time::timeout(limit, write_queued(&mut sink, frame, &mut frames)) => {
+                        matches!(written, Ok(Ok(())))
                     }
-                }
-                if sink.flush().await.is_err() {
+                    () = kick.notified() => {
+                        // Taken here, told again: the loop's first branch closes.
+                        kick.notify_one();
+                        true
+                    }
+                };
+                if !written {
+                    tracing::debug!("dropping a socket whose client does not read");
                     return;
                 }
             }
@@ -198,12 +212,26 @@ async fn write(
                     tracing::debug!("dropping a socket that stopped answering pings");
                     return;
                 }
-                if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                let pinged = tokio::time::timeout(limit, sink.send(WsMessage::Ping(Default::default()))).await;
+                if !matches!(pinged, Ok(Ok(()))) {
                     return;
                 }
             }
         }
     }
+}
+
+/// Writes `first` and everything queued behind it, in one flush.
+async fn write_queued(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    first: Utf8Bytes,
+    frames: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    sink.feed(WsMessage::Text(first)).await?;
+    while let Ok(frame) = frames.try_recv() {
+        sink.feed(WsMessage::Text(frame)).await?;
+    }
+    sink.flush().await
 }
 
 /// Sends one socket may have on their way at once; past it, the socket

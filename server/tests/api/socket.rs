@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use natter_shared::ServerFrame;
 use natter_shared::limits::FRAME_MAX_BYTES;
@@ -174,4 +176,47 @@ async fn the_server_pings_and_drops_a_socket_that_stops_answering() {
     let keep_reading = tokio::spawn(async move { while live.ws.next().await.is_some() {} });
     app.wait_for_connections(1).await;
     keep_reading.abort();
+}
+
+/// A client that keeps talking but stops reading fills its TCP window, and
+/// the server's writes to it wait. They have a deadline, and a kick (the
+/// hub's slow-consumer drop) cuts them short: the socket is dropped, not
+/// held with its task and file for good.
+#[tokio::test]
+async fn a_socket_whose_client_stops_reading_is_dropped() {
+    use futures_util::SinkExt;
+    let app = spawn_app_with(|config| {
+        config.ws_ping_ms = 50;
+        config.ws_timeout_ms = 500;
+    })
+    .await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    // A small receive buffer: the window is full after a few frames.
+    let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+    tcp.set_recv_buffer_size(4096).expect("buffer size");
+    let stream = tcp.connect(app.addr).await.expect("connected");
+    let url = format!("ws://{}/ws?token={}", app.addr, ann.token);
+    let (mut ann_ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("socket opens");
+    // Ann's app reads nothing from here on, but pings (it is never silent).
+    let text = "x".repeat(4000);
+    let dropped = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let sends = (0..8).map(|_| app.send(&bob, &chat, &text));
+            futures_util::future::join_all(sends).await;
+            if ann_ws
+                .send(WsMessage::Ping(Default::default()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        dropped.is_ok(),
+        "the server still holds a socket whose client does not read"
+    );
 }

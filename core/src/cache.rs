@@ -84,6 +84,28 @@ impl Cache {
         self.pool.close().await;
     }
 
+    // ---- facts about the cache ----
+
+    /// Whether a catch-up has completed with this cache (migration 0003).
+    pub async fn has_caught_up(&self) -> CoreResult<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT value FROM facts WHERE name = 'caught_up'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Records that a catch-up has completed.
+    pub async fn set_caught_up(&self) -> CoreResult<()> {
+        sqlx::query(
+            "INSERT INTO facts (name, value) VALUES ('caught_up', 'yes') \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     // ---- users ----
 
     pub async fn put_users(&self, users: &[User]) -> CoreResult<()> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use natter_shared::api::Chat;
 use natter_shared::{ClientFrame, ServerFrame};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -18,7 +19,7 @@ use crate::cache::{Outgoing, Stored};
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
 use crate::resends::Resends;
-use crate::views::{ConnectionState, Event, MessageView};
+use crate::views::{ConnectionState, Event, MessageView, Notification};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -164,48 +165,88 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 /// Brings the cache up to date: the chat list, then every chat's messages
 /// after the last one cached. What arrived unseen meanwhile is told in one
 /// notification per chat, its newest message (titled with the count).
+///
+/// Once the new list is in the cache it is told, and so is what was missed,
+/// even when a page fails halfway: the next catch-up reads on from what was
+/// stored and would neither list nor notify it again.
 pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
-    let mut missed = HashMap::new();
+    let first = !ctx.cache.has_caught_up().await?;
     let chats = ctx.api.chats().await?;
     for forgotten in ctx.cache.replace_chats(&chats).await? {
         ctx.tell_unsent(&forgotten);
     }
-    let held = ctx.cache.max_seqs().await?;
-    for chat in &chats {
-        let cursor = held.get(&chat.id).copied();
-        // A chat whose latest message we already hold needs no request.
-        let latest = chat.latest_message.as_ref().map(|message| message.seq);
-        match cursor {
-            Some(cursor) if Some(cursor) >= latest => {}
-            Some(mut cursor) => loop {
-                let page = ctx
-                    .api
-                    .messages(&chat.id, Page::After(cursor), CATCH_UP_PAGE)
-                    .await?;
-                for message in &page {
-                    if let Some(notification) = ctx.receive(message, Arrival::CatchUp).await?.missed
-                    {
-                        missed.insert(message.chat_id.clone(), notification);
-                    }
-                    cursor = cursor.max(message.seq);
-                }
-                if page.len() < CATCH_UP_PAGE as usize {
-                    break;
-                }
-            },
-            None if latest.is_some() => {
-                let page = ctx.api.messages(&chat.id, Page::Newest, FIRST_PAGE).await?;
-                for message in &page {
-                    ctx.receive(message, Arrival::Backfill).await?;
-                }
-            }
-            None => {}
-        }
-    }
+    let mut missed = HashMap::new();
+    let read = read_missed(ctx, &chats, first, &mut missed).await;
     for notification in missed.into_values() {
         ctx.notify(notification);
     }
-    ctx.emit_chats().await
+    let told = ctx.emit_chats().await;
+    read.and(told)?;
+    if first {
+        ctx.cache.set_caught_up().await?;
+    }
+    Ok(())
+}
+
+/// Reads each chat's messages the cache lacks; a notification for each chat
+/// with unseen ones goes into `missed`, the newest per chat.
+///
+/// A chat with no messages cached starts with its newest page. On the
+/// cache's `first` catch-up that page is the past (a new login); after
+/// that the chat is new since the last catch-up, or was empty then, and
+/// its messages were not seen: they count as unread and notify.
+async fn read_missed(
+    ctx: &Context,
+    chats: &[Chat],
+    first: bool,
+    missed: &mut HashMap<String, Notification>,
+) -> CoreResult<()> {
+    let held = ctx.cache.max_seqs().await?;
+    for chat in chats {
+        let cursor = held.get(&chat.id).copied();
+        // A chat whose latest message we already hold needs no request.
+        let latest = chat.latest_message.as_ref().map(|message| message.seq);
+        let (page, arrival) = match cursor {
+            Some(cursor) if Some(cursor) >= latest => continue,
+            Some(cursor) => (Page::After(cursor), Arrival::CatchUp),
+            None if latest.is_none() => continue,
+            None if first => (Page::Newest, Arrival::Backfill),
+            None => (Page::Newest, Arrival::CatchUp),
+        };
+        read_chat(ctx, &chat.id, page, arrival, missed).await?;
+    }
+    Ok(())
+}
+
+/// Reads one chat from `page` on: after a cursor, page after page until the
+/// newest; the newest page alone otherwise.
+async fn read_chat(
+    ctx: &Context,
+    chat_id: &str,
+    mut page: Page,
+    arrival: Arrival,
+    missed: &mut HashMap<String, Notification>,
+) -> CoreResult<()> {
+    loop {
+        let limit = match page {
+            Page::After(_) => CATCH_UP_PAGE,
+            Page::Newest | Page::Before(_) => FIRST_PAGE,
+        };
+        let messages = ctx.api.messages(chat_id, page, limit).await?;
+        let mut cursor = None;
+        for message in &messages {
+            if let Some(notification) = ctx.receive(message, arrival).await?.missed {
+                missed.insert(message.chat_id.clone(), notification);
+            }
+            cursor = cursor.max(Some(message.seq));
+        }
+        match (page, cursor) {
+            (Page::After(_), Some(cursor)) if messages.len() == limit as usize => {
+                page = Page::After(cursor);
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Sends every message still waiting in the outbox, as a resend (it may

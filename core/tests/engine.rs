@@ -1138,3 +1138,276 @@ async fn a_server_address_that_redirects_says_where_to_instead() {
     );
     redirector.abort();
 }
+
+/// A chat started while the app was away, and one that was empty then: what
+/// they hold was not seen, so it counts as unread and notifies, as what a
+/// known chat missed does. On a new login the same history is the past.
+#[tokio::test]
+async fn chats_started_or_first_written_while_away_count_as_unread_and_notify() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    online(&ann_app).await;
+    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    eventually("ann lists the empty chat", || async {
+        listed(&ann_app)
+            .await
+            .iter()
+            .any(|chat| chat.id == direct.id)
+    })
+    .await;
+
+    // Ann's app is closed; Bob writes in the empty chat and starts a group.
+    let ann_dir = ann_app.dir.clone();
+    let _ann_temp = ann_app._temp;
+    drop(ann_app.engine);
+    bob_app.engine.send(&direct.id, "hi").await.expect("sent");
+    let group = bob_app
+        .engine
+        .create_group("Plans", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app
+        .engine
+        .send(&group.id, "tomorrow?")
+        .await
+        .expect("sent");
+    eventually("bob's messages are acked", || async {
+        let mut all = contents(&bob_app, &direct.id).await;
+        all.extend(contents(&bob_app, &group.id).await);
+        all.len() == 2 && all.iter().all(|(_, d)| *d == Delivery::Sent)
+    })
+    .await;
+
+    let mut ann_app = reopen(&ann_dir).await;
+    let mut told = std::collections::HashMap::new();
+    while told.len() < 2 {
+        let notification = next_notification(&mut ann_app, "both chats told", |_| true).await;
+        told.insert(notification.chat_id, notification.body);
+    }
+    assert_eq!(told[&direct.id], "hi");
+    assert_eq!(told[&group.id], "Bob: tomorrow?");
+    assert_eq!(ann_app.engine.unread_total().await.expect("unread"), 2);
+
+    // Ann logs in on another computer: the history is there, all read.
+    let elsewhere = app(&server).await;
+    elsewhere
+        .engine
+        .login("ann@example.org", "correct horse battery")
+        .await
+        .expect("logged in");
+    eventually("the other computer has both chats' messages", || async {
+        contents(&elsewhere, &direct.id).await.len() == 1
+            && contents(&elsewhere, &group.id).await.len() == 1
+    })
+    .await;
+    online(&elsewhere).await;
+    assert_eq!(elsewhere.engine.unread_total().await.expect("unread"), 0);
+}
+
+/// What a `FaultyFront` does to the connections through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cut {
+    Nothing,
+    /// Every connection, open or new: the network is gone.
+    Everything,
+    /// A connection once the client writes these bytes (a request line):
+    /// one request fails while everything else works.
+    Asking(Vec<u8>),
+}
+
+/// A plain TCP front to a server that plays the network failing, as a
+/// flaky link or a proxy would: the server itself stays up and unchanged.
+struct FaultyFront {
+    url: String,
+    cut: tokio::sync::watch::Sender<Cut>,
+    task: JoinHandle<()>,
+}
+
+impl FaultyFront {
+    async fn start(backend: SocketAddr) -> FaultyFront {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (cut, watching) = tokio::sync::watch::channel(Cut::Nothing);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Self::pass(client, backend, watching.clone()));
+            }
+        });
+        FaultyFront { url, cut, task }
+    }
+
+    fn set(&self, cut: Cut) {
+        self.cut.send_replace(cut);
+    }
+
+    /// Forwards one connection both ways until either side ends it or the
+    /// cut says to drop it (dropping both ends resets them).
+    async fn pass(
+        client: TcpStream,
+        backend: SocketAddr,
+        mut cut: tokio::sync::watch::Receiver<Cut>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if *cut.borrow_and_update() == Cut::Everything {
+            return;
+        }
+        let Ok(server) = TcpStream::connect(backend).await else {
+            return;
+        };
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_server, mut to_server) = server.into_split();
+        let asking = cut.clone();
+        let up = async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            // The end of the last read too, for a request line split in two.
+            let mut seen: Vec<u8> = Vec::new();
+            loop {
+                let n = from_client.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if let Cut::Asking(needle) = &*asking.borrow() {
+                    if seen
+                        .windows(needle.len())
+                        .any(|window| window == needle.as_slice())
+                    {
+                        return Ok(());
+                    }
+                    let keep = seen.len().saturating_sub(needle.len());
+                    seen.drain(..keep);
+                } else {
+                    seen.clear();
+                }
+                to_server.write_all(&buf[..n]).await?;
+            }
+        };
+        let down = tokio::io::copy(&mut from_server, &mut to_client);
+        let gone = async move {
+            while cut.changed().await.is_ok() {
+                if *cut.borrow() == Cut::Everything {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+            () = gone => {}
+        }
+    }
+}
+
+impl Drop for FaultyFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A catch-up that fails halfway has already put the new chat list in the
+/// cache and stored some of what was missed: both are told then, not left
+/// for a later catch-up that would not tell them again.
+#[tokio::test]
+async fn a_catch_up_that_fails_halfway_still_tells_the_new_list_and_what_it_read() {
+    let server = Server::spawn().await;
+    let front = FaultyFront::start(server.addr).await;
+    let mut ann_app = app_at(&front.url, Trust::default()).await;
+    let bob_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    online(&ann_app).await;
+    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    bob_app.engine.send(&direct.id, "one").await.expect("sent");
+    eventually("ann has the first", || async {
+        contents(&ann_app, &direct.id).await.len() == 1
+    })
+    .await;
+
+    // Ann's link goes; Bob writes in their chat, then starts a group with her.
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    bob_app.engine.send(&direct.id, "two").await.expect("sent");
+    eventually("bob's second is acked", || async {
+        contents(&bob_app, &direct.id)
+            .await
+            .iter()
+            .all(|(_, d)| *d == Delivery::Sent)
+    })
+    .await;
+    // The server lists the most recent chat first, to the millisecond: the
+    // group must be later than "two" (the server runs on this clock).
+    let two_at = bob_app
+        .engine
+        .chat(&direct.id)
+        .await
+        .expect("chat")
+        .updated_at;
+    eventually("a millisecond past the second", || async {
+        chrono::Utc::now().timestamp_millis() > two_at.timestamp_millis()
+    })
+    .await;
+    let group = bob_app
+        .engine
+        .create_group("Late news", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app.engine.send(&group.id, "hello").await.expect("sent");
+    eventually("bob's hello is acked", || async {
+        contents(&bob_app, &group.id).await == [("hello".to_owned(), Delivery::Sent)]
+    })
+    .await;
+
+    // The link is back, except that reading the direct chat's history fails,
+    // every time: catch-up lists the chats, reads the group (listed first),
+    // then fails, and starts again.
+    front.set(Cut::Asking(
+        format!("GET /api/message/{}?", direct.id).into_bytes(),
+    ));
+    let notification = next_notification(&mut ann_app, "the group's message told", |n| {
+        n.chat_id == group.id
+    })
+    .await;
+    assert_eq!(notification.body, "Bob: hello");
+    let listed_with_group = next_event(&mut ann_app, "a list with the group", |event| {
+        matches!(event, Event::Chats(list) if list.chats.iter().any(|chat| chat.id == group.id))
+    })
+    .await;
+    let Event::Chats(list) = listed_with_group else {
+        unreachable!("next_event returned only what was wanted")
+    };
+    let unread = |id: &str| {
+        list.chats
+            .iter()
+            .find(|chat| chat.id == id)
+            .map(|chat| chat.unread)
+    };
+    assert_eq!(
+        unread(&group.id),
+        Some(1),
+        "the group's message, read before the failure"
+    );
+    assert_eq!(
+        unread(&direct.id),
+        Some(1),
+        "the first (live) only: the second is not read yet"
+    );
+    assert_ne!(
+        ann_app.engine.connection_state().await,
+        ConnectionState::Online,
+        "catch-up has not finished"
+    );
+
+    // With the link whole, catch-up ends: the rest arrives, nothing twice.
+    front.set(Cut::Nothing);
+    online(&ann_app).await;
+    eventually("ann has the second", || async {
+        contents(&ann_app, &direct.id).await.len() == 2
+    })
+    .await;
+    assert_eq!(seqs(&ann_app, &direct.id).await, [Some(1), Some(2)]);
+    assert_eq!(ann_app.engine.unread_total().await.expect("unread"), 3);
+}

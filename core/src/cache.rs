@@ -11,7 +11,7 @@ use natter_shared::{Chat, Message, User};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::error::CoreResult;
+use crate::error::{CoreError, CoreResult};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -57,6 +57,51 @@ pub enum Source {
     Stored,
 }
 
+/// SQLite's result codes for a file that is not a database, or a damaged one.
+const SQLITE_CORRUPT: &str = "11";
+const SQLITE_NOTADB: &str = "26";
+
+/// Whether opening failed because of what the file holds (not because of
+/// the disk, or another process holding it), so a new cache would do.
+fn is_unreadable(err: &CoreError) -> bool {
+    use sqlx::migrate::MigrateError;
+    let damaged = |err: &sqlx::Error| match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some(SQLITE_CORRUPT | SQLITE_NOTADB))
+        }
+        _ => false,
+    };
+    match err {
+        CoreError::Cache(err) => damaged(err),
+        CoreError::Migrate(
+            MigrateError::VersionMissing(_)
+            | MigrateError::VersionMismatch(_)
+            | MigrateError::Dirty(_),
+        ) => true,
+        CoreError::Migrate(MigrateError::Execute(err) | MigrateError::ExecuteMigration(err, _)) => {
+            damaged(err)
+        }
+        _ => false,
+    }
+}
+
+/// Renames the cache's file (and SQLite's files beside it) to `.unreadable`,
+/// replacing any set aside before.
+fn set_aside(path: &Path) -> CoreResult<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let mut to = from.clone();
+        to.push(".unreadable");
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Cache {
     pool: SqlitePool,
@@ -76,8 +121,32 @@ impl Cache {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        MIGRATIONS.run(&pool).await?;
+        if let Err(err) = MIGRATIONS.run(&pool).await {
+            pool.close().await;
+            return Err(err.into());
+        }
         Ok(Cache { pool })
+    }
+
+    /// Opens the cache at `path`. One that cannot be read as this release's
+    /// cache (damaged, or written by a newer release before a downgrade)
+    /// is set aside (`<file>.unreadable`) and a new one started: it is a
+    /// cache, and the app must start. What it held comes back from the
+    /// server, except what was still in its outbox, which stays in the
+    /// file set aside. Any other failure (a full disk, say) is an error.
+    pub async fn open_or_start_over(path: &Path) -> CoreResult<Self> {
+        match Self::open(path).await {
+            Err(err) if is_unreadable(&err) => {
+                tracing::warn!(
+                    error = %err,
+                    path = %path.display(),
+                    "the local cache cannot be read: setting it aside and starting a new one"
+                );
+                set_aside(path)?;
+                Self::open(path).await
+            }
+            opened => opened,
+        }
     }
 
     pub async fn close(&self) {
@@ -534,6 +603,56 @@ mod tests {
             created_at: at,
             error: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_cannot_be_read_is_set_aside_and_a_new_one_started() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cache.db");
+        std::fs::write(
+            &path,
+            b"not a database, but long enough to be read as one".repeat(100),
+        )
+        .expect("written");
+        assert!(Cache::open(&path).await.is_err());
+        let cache = Cache::open_or_start_over(&path).await.expect("a new cache");
+        cache.put_chat(&chat("c")).await.expect("usable");
+        assert!(dir.path().join("cache.db.unreadable").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_cache_from_a_newer_release_is_set_aside_and_a_new_one_started() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cache.db");
+        let cache = Cache::open(&path).await.expect("open");
+        cache.put_chat(&chat("c")).await.expect("chat");
+        // What a later release's migration leaves in the ledger.
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from the future', TRUE, X'00', 0)",
+        )
+        .execute(&cache.pool)
+        .await
+        .expect("recorded");
+        cache.close().await;
+
+        let err = Cache::open(&path).await.err().expect("refused as it is");
+        assert!(is_unreadable(&err), "{err}");
+        let cache = Cache::open_or_start_over(&path).await.expect("a new cache");
+        assert!(cache.chats().await.expect("chats").is_empty());
+        assert!(dir.path().join("cache.db.unreadable").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_opens_is_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cache.db");
+        let cache = Cache::open(&path).await.expect("open");
+        cache.put_chat(&chat("c")).await.expect("chat");
+        cache.close().await;
+        let cache = Cache::open_or_start_over(&path).await.expect("open");
+        assert_eq!(cache.chats().await.expect("chats").len(), 1);
+        assert!(!dir.path().join("cache.db.unreadable").exists());
     }
 
     #[tokio::test]

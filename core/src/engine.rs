@@ -188,7 +188,7 @@ impl Engine {
     }
 
     async fn start(&self, session: Session) -> CoreResult<()> {
-        let cache = Cache::open(&self.inner.files.cache(&session.user.id)).await?;
+        let cache = Cache::open_or_start_over(&self.inner.files.cache(&session.user.id)).await?;
         cache.put_users(std::slice::from_ref(&session.user)).await?;
         let ctx = Arc::new(Context {
             me: session.user.clone(),

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use natter_shared::limits::FRAME_MAX_BYTES;
 use natter_shared::{ClientFrame, ServerFrame};
 use tokio::sync::mpsc;
@@ -175,7 +175,7 @@ async fn write(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     loop {
-        tokio::select! {
+        let written = tokio::select! {
             biased;
             () = kick.notified() => {
                 let (code, reason) = if state.hub.is_closing() {
@@ -189,46 +189,57 @@ async fn write(
             }
             frame = frames.recv() => {
                 let Some(frame) = frame else { return };
-                let written = tokio::select! {
-                    // The write first: most are done at once, with no waiter
-                    // registered for the kick.
-                    biased;
-                    written = tokio::time::timeout(limit, write_queued(&mut sink, frame, &mut frames)) => {
-                        matches!(written, Ok(Ok(())))
-                    }
-                    () = kick.notified() => {
-                        // Taken here, told again: the loop's first branch closes.
-                        kick.notify_one();
-                        true
-                    }
-                };
-                if !written {
-                    tracing::debug!("dropping a socket whose client does not read");
-                    return;
-                }
+                // What is queued now, no more: a client that reads, fed
+                // faster than the deadline, is not taken for one that does not.
+                let queued = frames.len();
+                written_in_time(write_queued(&mut sink, frame, &mut frames, queued), limit, kick).await
             }
             _ = ping.tick() => {
                 if clock.silent_for() > state.settings.ws_timeout {
                     tracing::debug!("dropping a socket that stopped answering pings");
                     return;
                 }
-                let pinged = tokio::time::timeout(limit, sink.send(WsMessage::Ping(Default::default()))).await;
-                if !matches!(pinged, Ok(Ok(()))) {
-                    return;
-                }
+                written_in_time(sink.send(WsMessage::Ping(Default::default())), limit, kick).await
             }
+        };
+        if !written {
+            tracing::debug!("dropping a socket whose client does not read");
+            return;
         }
     }
 }
 
-/// Writes `first` and everything queued behind it, in one flush.
+/// Whether `write` finished, and in time. Most writes finish at once, and
+/// pay for no timer; one that waits gets `limit`, and gives way to a kick
+/// (which it tells again, for the writer's loop to close the socket).
+async fn written_in_time(
+    write: impl Future<Output = Result<(), axum::Error>>,
+    limit: Duration,
+    kick: &tokio::sync::Notify,
+) -> bool {
+    let mut write = std::pin::pin!(write);
+    if let Some(done) = (&mut write).now_or_never() {
+        return done.is_ok();
+    }
+    tokio::select! {
+        done = tokio::time::timeout(limit, write) => matches!(done, Ok(Ok(()))),
+        () = kick.notified() => {
+            kick.notify_one();
+            true
+        }
+    }
+}
+
+/// Writes `first` and up to `more` frames queued behind it, in one flush.
 async fn write_queued(
     sink: &mut SplitSink<WebSocket, WsMessage>,
     first: Utf8Bytes,
     frames: &mut mpsc::Receiver<Utf8Bytes>,
+    more: usize,
 ) -> Result<(), axum::Error> {
     sink.feed(WsMessage::Text(first)).await?;
-    while let Ok(frame) = frames.try_recv() {
+    for _ in 0..more {
+        let Ok(frame) = frames.try_recv() else { break };
         sink.feed(WsMessage::Text(frame)).await?;
     }
     sink.flush().await

@@ -179,15 +179,28 @@ async fn the_server_pings_and_drops_a_socket_that_stops_answering() {
 }
 
 /// A client that keeps talking but stops reading fills its TCP window, and
-/// the server's writes to it wait. They have a deadline, and a kick (the
-/// hub's slow-consumer drop) cuts them short: the socket is dropped, not
-/// held with its task and file for good.
+/// the server's writes to it wait. They have a deadline: the socket is
+/// dropped, not held with its task and file for good.
 #[tokio::test]
-async fn a_socket_whose_client_stops_reading_is_dropped() {
+async fn a_socket_whose_client_stops_reading_is_dropped_when_a_write_waits_too_long() {
+    dropped_once_it_stops_reading(500).await;
+}
+
+/// The same client with the default deadline (a minute): the hub's
+/// slow-consumer drop, once 1,024 frames wait for it, cuts the waiting
+/// write short and the socket goes long before that.
+#[tokio::test]
+async fn a_socket_whose_client_stops_reading_is_dropped_when_its_queue_fills() {
+    dropped_once_it_stops_reading(60_000).await;
+}
+
+/// Ann's socket stops reading while Bob writes to her, until the server
+/// drops it (her next ping fails); fails after 30 s.
+async fn dropped_once_it_stops_reading(ws_timeout_ms: u64) {
     use futures_util::SinkExt;
     let app = spawn_app_with(|config| {
         config.ws_ping_ms = 50;
-        config.ws_timeout_ms = 500;
+        config.ws_timeout_ms = ws_timeout_ms;
     })
     .await;
     let (ann, bob, chat) = app.ann_and_bob().await;
@@ -196,22 +209,36 @@ async fn a_socket_whose_client_stops_reading_is_dropped() {
     tcp.set_recv_buffer_size(4096).expect("buffer size");
     let stream = tcp.connect(app.addr).await.expect("connected");
     let url = format!("ws://{}/ws?token={}", app.addr, ann.token);
-    let (mut ann_ws, _) = tokio_tungstenite::client_async(url, stream)
+    let (ann_ws, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .expect("socket opens");
-    // Ann's app reads nothing from here on, but pings (it is never silent).
-    let text = "x".repeat(4000);
-    let dropped = tokio::time::timeout(Duration::from_secs(60), async {
+    let (mut ann_out, _never_read) = ann_ws.split();
+    // Ann's app reads nothing from here on, but pings on its own clock, so
+    // the server never finds it silent.
+    let pinging = async {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
         loop {
-            let sends = (0..8).map(|_| app.send(&bob, &chat, &text));
-            futures_util::future::join_all(sends).await;
-            if ann_ws
+            every.tick().await;
+            if ann_out
                 .send(WsMessage::Ping(Default::default()))
                 .await
                 .is_err()
             {
                 return;
             }
+        }
+    };
+    let text = "x".repeat(4000);
+    let writing = async {
+        loop {
+            let sends = (0..8).map(|_| app.send(&bob, &chat, &text));
+            futures_util::future::join_all(sends).await;
+        }
+    };
+    let dropped = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            () = pinging => {}
+            () = writing => {}
         }
     })
     .await;

@@ -210,6 +210,9 @@ impl Sequencer {
         let mut chats: Vec<&str> = drafts
             .iter()
             .map(|draft| draft.chat_id.as_str())
+            // An id no chat can have would fail the whole query on
+            // PostgreSQL (NUL); its draft is refused on its own.
+            .filter(|id| !id.contains('\0'))
             .filter(|id| {
                 self.chats
                     .get(*id)

@@ -2,6 +2,7 @@
 //! share one database. Reads and writes use one pool; PostgreSQL's row locks
 //! keep per-chat seqs consecutive across nodes.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +58,7 @@ impl PgStore {
             let mut chats = Vec::with_capacity(chunk.len());
             let mut seqs = Vec::with_capacity(chunk.len());
             let mut senders = Vec::with_capacity(chunk.len());
-            let mut contents = Vec::with_capacity(chunk.len());
+            let mut contents: Vec<Cow<'_, str>> = Vec::with_capacity(chunk.len());
             let mut clients = Vec::with_capacity(chunk.len());
             let mut times = Vec::with_capacity(chunk.len());
             for message in chunk {
@@ -65,7 +66,7 @@ impl PgStore {
                 chats.push(message.chat_id.as_str());
                 seqs.push(message.seq);
                 senders.push(message.sender.id.as_str());
-                contents.push(message.content.as_str());
+                contents.push(storable(&message.content));
                 clients.push(message.client_id.as_deref());
                 times.push(message.created_at.timestamp_millis());
             }
@@ -128,3 +129,16 @@ impl PgStore {
 }
 
 sql_store!(PgStore, sqlx::Postgres);
+
+/// `text` as PostgreSQL can hold it: NUL, which it refuses (and the edge
+/// refuses since it was found), replaced by U+FFFD. A message holding one
+/// that was queued before is acked and delivered already; refusing it here
+/// would fail its batch, and every batch after it, for good.
+fn storable(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        tracing::warn!("a queued message held NUL: stored with U+FFFD in its place");
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}

@@ -153,3 +153,29 @@ async fn sqlite_stores_a_batch_once_whatever_its_size() {
     let store = SqliteStore::open(dir.path()).await.expect("SQLite");
     a_batch_is_stored_once_whatever_its_size(&store).await;
 }
+
+/// A message holding NUL, queued before the edge refused them, is acked and
+/// delivered already: PostgreSQL, which cannot hold NUL, stores it with
+/// U+FFFD in its place rather than fail its batch (and every batch after
+/// it) for good.
+#[tokio::test]
+async fn postgres_stores_a_queued_message_holding_nul_with_a_replacement() {
+    let url = new_postgres_database().await;
+    let store = PgStore::connect(&url, 4).await.expect("PostgreSQL");
+    let ann = user(&store, "ann").await;
+    let bob = user(&store, "bob").await;
+    let (chat, _) = store
+        .open_direct_chat("c-1", &ann.id, &bob.id)
+        .await
+        .expect("chat");
+    let mut held = message(&chat.id, &ann, 1).as_ref().clone();
+    held.content = "a\u{0}b".into();
+    let batch = [Arc::new(held), message(&chat.id, &bob, 2)];
+    assert_eq!(store.store_messages(&batch).await.expect("stored"), 2);
+    let stored: Vec<String> = history(&store, &chat.id)
+        .await
+        .into_iter()
+        .map(|message| message.content)
+        .collect();
+    assert_eq!(stored, ["a\u{FFFD}b".to_owned(), batch[1].content.clone()]);
+}

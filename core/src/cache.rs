@@ -202,15 +202,29 @@ impl Cache {
     // ---- chats ----
 
     /// Stores a chat as the server described it, keeping its unread count.
+    /// A chat new to the cache came in while the app was in touch (a live
+    /// event, the user's own action): its history so far was not news.
     pub async fn put_chat(&self, chat: &Chat) -> CoreResult<()> {
+        let latest = chat.latest_message.as_ref().map(|message| message.seq);
+        self.put_chat_seen_through(chat, latest).await
+    }
+
+    /// `put_chat`, with `seen_through` for a chat new to the cache (a chat
+    /// already cached keeps its own).
+    async fn put_chat_seen_through(
+        &self,
+        chat: &Chat,
+        seen_through: Option<i64>,
+    ) -> CoreResult<()> {
         self.put_users(&chat.users).await?;
         sqlx::query(
-            "INSERT INTO chats (id, body, updated_at) VALUES (?1, ?2, ?3) \
+            "INSERT INTO chats (id, body, updated_at, seen_through) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (id) DO UPDATE SET body = ?2, updated_at = ?3",
         )
         .bind(&chat.id)
         .bind(serde_json::to_string(chat)?)
         .bind(chat.updated_at.timestamp_millis())
+        .bind(seen_through)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -218,9 +232,19 @@ impl Cache {
 
     /// Makes the cached chat list the server's: chats not in `chats` (the
     /// user left or was removed) go, with their messages; returns those.
-    pub async fn replace_chats(&self, chats: &[Chat]) -> CoreResult<Vec<Forgotten>> {
+    /// With `new_are_unseen` (a catch-up after being away), a chat new to
+    /// the cache was started, or joined, meanwhile: nothing in it was seen.
+    pub async fn replace_chats(
+        &self,
+        chats: &[Chat],
+        new_are_unseen: bool,
+    ) -> CoreResult<Vec<Forgotten>> {
         for chat in chats {
-            self.put_chat(chat).await?;
+            if new_are_unseen {
+                self.put_chat_seen_through(chat, None).await?;
+            } else {
+                self.put_chat(chat).await?;
+            }
         }
         let keep: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
         let mut forgotten = Vec::new();
@@ -230,6 +254,15 @@ impl Cache {
             }
         }
         Ok(forgotten)
+    }
+
+    /// Per chat, how far its history was not news when it entered the
+    /// cache (migration 0003); `None` for all of it being news.
+    pub async fn seen_through(&self) -> CoreResult<HashMap<String, Option<i64>>> {
+        let rows = sqlx::query("SELECT id, seen_through FROM chats")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     /// Deletes a chat with its messages and outbox; returns what it was, if

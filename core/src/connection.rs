@@ -170,13 +170,14 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 /// even when a page fails halfway: the next catch-up reads on from what was
 /// stored and would neither list nor notify it again.
 pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
+    // A login's first catch-up finds history, not news.
     let first = !ctx.cache.has_caught_up().await?;
     let chats = ctx.api.chats().await?;
-    for forgotten in ctx.cache.replace_chats(&chats).await? {
+    for forgotten in ctx.cache.replace_chats(&chats, !first).await? {
         ctx.tell_unsent(&forgotten);
     }
     let mut missed = HashMap::new();
-    let read = read_missed(ctx, &chats, first, &mut missed).await;
+    let read = read_missed(ctx, &chats, &mut missed).await;
     for notification in missed.into_values() {
         ctx.notify(notification);
     }
@@ -189,42 +190,42 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
 }
 
 /// Reads each chat's messages the cache lacks; a notification for each chat
-/// with unseen ones goes into `missed`, the newest per chat.
-///
-/// A chat with no messages cached starts with its newest page. On the
-/// cache's `first` catch-up that page is the past (a new login); after
-/// that the chat is new since the last catch-up, or was empty then, and
-/// its messages were not seen: they count as unread and notify.
+/// with unseen ones goes into `missed`, the newest per chat. A chat with
+/// messages cached is read on from its highest seq, all of it news; one
+/// with none from its newest page, news past its `seen_through`.
 async fn read_missed(
     ctx: &Context,
     chats: &[Chat],
-    first: bool,
     missed: &mut HashMap<String, Notification>,
 ) -> CoreResult<()> {
     let held = ctx.cache.max_seqs().await?;
+    let seen_through = ctx.cache.seen_through().await?;
     for chat in chats {
         let cursor = held.get(&chat.id).copied();
         // A chat whose latest message we already hold needs no request.
         let latest = chat.latest_message.as_ref().map(|message| message.seq);
-        let (page, arrival) = match cursor {
+        let (page, news_after) = match cursor {
             Some(cursor) if Some(cursor) >= latest => continue,
-            Some(cursor) => (Page::After(cursor), Arrival::CatchUp),
+            Some(cursor) => (Page::After(cursor), cursor),
             None if latest.is_none() => continue,
-            None if first => (Page::Newest, Arrival::Backfill),
-            None => (Page::Newest, Arrival::CatchUp),
+            None => {
+                let seen = seen_through.get(&chat.id).copied().flatten();
+                (Page::Newest, seen.unwrap_or(0))
+            }
         };
-        read_chat(ctx, &chat.id, page, arrival, missed).await?;
+        read_chat(ctx, &chat.id, page, news_after, missed).await?;
     }
     Ok(())
 }
 
 /// Reads one chat from `page` on: after a cursor, page after page until the
-/// newest; the newest page alone otherwise.
+/// newest; the newest page alone otherwise. Messages past `news_after` are
+/// news (unread and notified when unseen); the others are history.
 async fn read_chat(
     ctx: &Context,
     chat_id: &str,
     mut page: Page,
-    arrival: Arrival,
+    news_after: i64,
     missed: &mut HashMap<String, Notification>,
 ) -> CoreResult<()> {
     loop {
@@ -235,6 +236,11 @@ async fn read_chat(
         let messages = ctx.api.messages(chat_id, page, limit).await?;
         let mut cursor = None;
         for message in &messages {
+            let arrival = if message.seq > news_after {
+                Arrival::CatchUp
+            } else {
+                Arrival::Backfill
+            };
             if let Some(notification) = ctx.receive(message, arrival).await?.missed {
                 missed.insert(message.chat_id.clone(), notification);
             }

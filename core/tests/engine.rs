@@ -1207,6 +1207,59 @@ async fn chats_started_or_first_written_while_away_count_as_unread_and_notify() 
     assert_eq!(elsewhere.engine.unread_total().await.expect("unread"), 0);
 }
 
+/// Being added to a group while online: its history is not news, also when
+/// a later catch-up is the first to read it (nothing of it was cached).
+#[tokio::test]
+async fn a_group_one_is_added_to_while_online_brings_no_old_messages_as_unread() {
+    let server = Server::spawn().await;
+    let front = FaultyFront::start(server.addr).await;
+    let ann_app = app_at(&front.url, Trust::default()).await;
+    let bob_app = app(&server).await;
+    let cid_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    let cid = sign_up(&cid_app, "Cid").await;
+    online(&ann_app).await;
+    let group = bob_app
+        .engine
+        .create_group("Old hands", std::slice::from_ref(&cid.id))
+        .await
+        .expect("group");
+    bob_app
+        .engine
+        .send(&group.id, "before you came")
+        .await
+        .expect("sent");
+    eventually("bob's message is acked", || async {
+        contents(&bob_app, &group.id).await == [("before you came".to_owned(), Delivery::Sent)]
+    })
+    .await;
+    bob_app
+        .engine
+        .add_member(&group.id, &ann.id)
+        .await
+        .expect("added");
+    eventually("ann lists the group", || async {
+        listed(&ann_app)
+            .await
+            .iter()
+            .any(|chat| chat.id == group.id)
+    })
+    .await;
+
+    // Ann's link drops and comes back: catch-up reads the group's newest page.
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    front.set(Cut::Nothing);
+    online(&ann_app).await;
+    // Online means caught up; the cache, not a history read, has it.
+    assert_eq!(ann_app.engine.unread_total().await.expect("unread"), 0);
+    assert_eq!(
+        contents(&ann_app, &group.id).await,
+        [("before you came".to_owned(), Delivery::Sent)]
+    );
+}
+
 /// What a `FaultyFront` does to the connections through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Cut {

@@ -57,18 +57,28 @@ pub enum Source {
     Stored,
 }
 
-/// SQLite's result codes for a file that is not a database, or a damaged one.
-const SQLITE_CORRUPT: &str = "11";
-const SQLITE_NOTADB: &str = "26";
+/// SQLite's primary result codes for a damaged file and for one that is
+/// not a database; the extended codes (779, SQLITE_CORRUPT_INDEX, say)
+/// hold them in their low byte.
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_NOTADB: i32 = 26;
+
+/// What SQLite keeps beside a database file: `<file>-wal` and `<file>-shm`.
+pub const SQLITE_SUFFIXES: [&str; 3] = ["", "-wal", "-shm"];
+
+/// Appended to a cache file's name (before SQLite's suffixes) when it is
+/// set aside, so that it opens as a database of its own.
+pub const SET_ASIDE: &str = ".unreadable";
 
 /// Whether opening failed because of what the file holds (not because of
 /// the disk, or another process holding it), so a new cache would do.
 fn is_unreadable(err: &CoreError) -> bool {
     use sqlx::migrate::MigrateError;
     let damaged = |err: &sqlx::Error| match err {
-        sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some(SQLITE_CORRUPT | SQLITE_NOTADB))
-        }
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB)),
         _ => false,
     };
     match err {
@@ -85,14 +95,16 @@ fn is_unreadable(err: &CoreError) -> bool {
     }
 }
 
-/// Renames the cache's file (and SQLite's files beside it) to `.unreadable`,
-/// replacing any set aside before.
+/// Renames the cache's file and SQLite's files beside it to
+/// `<file>.unreadable`, `<file>.unreadable-wal`, ..., replacing any set
+/// aside before.
 fn set_aside(path: &Path) -> CoreResult<()> {
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in SQLITE_SUFFIXES {
         let mut from = path.as_os_str().to_owned();
         from.push(suffix);
-        let mut to = from.clone();
-        to.push(".unreadable");
+        let mut to = path.as_os_str().to_owned();
+        to.push(SET_ASIDE);
+        to.push(suffix);
         match std::fs::rename(&from, &to) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -673,7 +685,20 @@ mod tests {
         assert!(is_unreadable(&err), "{err}");
         let cache = Cache::open_or_start_over(&path).await.expect("a new cache");
         assert!(cache.chats().await.expect("chats").is_empty());
-        assert!(dir.path().join("cache.db.unreadable").is_file());
+        // What was set aside opens as a database, with what it held.
+        let aside = Cache::open(&dir.path().join("cache.db.unreadable")).await;
+        let err = aside.err().expect("still from the future");
+        assert!(is_unreadable(&err), "{err}");
+        let pool = SqlitePool::connect_with(
+            SqliteConnectOptions::new().filename(dir.path().join("cache.db.unreadable")),
+        )
+        .await
+        .expect("opens");
+        let chats: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chats")
+            .fetch_one(&pool)
+            .await
+            .expect("readable");
+        assert_eq!(chats, 1);
     }
 
     #[tokio::test]

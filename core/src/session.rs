@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use natter_shared::User;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{SET_ASIDE, SQLITE_SUFFIXES};
 use crate::error::CoreResult;
 use crate::server_url::ServerUrl;
 
@@ -81,15 +82,19 @@ impl Files {
         )
     }
 
-    /// Forgets the session and that user's cache (and SQLite's side files).
+    /// Forgets the session and that user's cache (SQLite's side files and
+    /// a cache set aside as unreadable too: nothing of theirs stays).
     pub fn forget_session(&self, user_id: Option<&str>) -> CoreResult<()> {
         remove_if_there(&self.dir.join("session.json"))?;
         if let Some(user_id) = user_id {
             let cache = self.cache(user_id);
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = cache.clone().into_os_string();
-                path.push(suffix);
-                remove_if_there(Path::new(&path))?;
+            for aside in ["", SET_ASIDE] {
+                for suffix in SQLITE_SUFFIXES {
+                    let mut path = cache.clone().into_os_string();
+                    path.push(aside);
+                    path.push(suffix);
+                    remove_if_there(Path::new(&path))?;
+                }
             }
         }
         Ok(())
@@ -158,7 +163,23 @@ mod tests {
             },
         };
         files.save_session(&session).expect("saved");
-        std::fs::write(files.cache("u1"), b"cache").expect("cache file");
+        let cache = files.cache("u1");
+        let beside = |suffix: &str| {
+            let mut path = cache.clone().into_os_string();
+            path.push(suffix);
+            PathBuf::from(path)
+        };
+        let cache_files = [
+            "",
+            "-wal",
+            ".unreadable",
+            ".unreadable-wal",
+            ".unreadable-shm",
+        ]
+        .map(beside);
+        for file in &cache_files {
+            std::fs::write(file, b"cache").expect("cache file");
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -171,7 +192,9 @@ mod tests {
         assert_eq!(files.session().map(|s| s.user.id), Some("u1".into()));
         files.forget_session(Some("u1")).expect("forgotten");
         assert!(files.session().is_none());
-        assert!(!files.cache("u1").exists());
+        for file in &cache_files {
+            assert!(!file.exists(), "{} is left", file.display());
+        }
     }
 
     #[test]

@@ -285,17 +285,27 @@ impl Engine {
         Ok(())
     }
 
-    /// The window gained or lost focus.
-    pub async fn set_focused(&self, focused: bool) -> CoreResult<()> {
+    /// The window gained or lost focus. The view changes here, at the
+    /// call, not when the returned future runs: the shell spawns one per
+    /// window event, and spawned tasks may run out of order (a quick blur
+    /// and focus must leave the window focused). The future reads the
+    /// active chat when focus came back.
+    pub fn set_focused(
+        &self,
+        focused: bool,
+    ) -> impl Future<Output = CoreResult<()>> + Send + 'static {
         let active = {
             let mut view = lock(&self.inner.view);
             view.focused = focused;
             view.active_chat.clone()
         };
-        if let (Some(chat_id), true) = (active, focused) {
-            self.mark_read(&chat_id).await?;
+        let engine = self.clone();
+        async move {
+            if let (Some(chat_id), true) = (active, focused) {
+                engine.mark_read(&chat_id).await?;
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     async fn mark_read(&self, chat_id: &str) -> CoreResult<()> {

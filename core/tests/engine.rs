@@ -379,6 +379,38 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
     .await;
 }
 
+/// Focus changes count in the order they are made, whatever order their
+/// futures run in: the shell spawns one per window event.
+#[tokio::test]
+async fn focus_changes_count_in_the_order_made() {
+    let server = Server::spawn().await;
+    let (ann_app, bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
+    bob_app
+        .engine
+        .set_active_chat(Some(chat.id.clone()))
+        .await
+        .expect("looking");
+    // A quick blur and focus, their futures run in reverse.
+    let blur = bob_app.engine.set_focused(false);
+    let focus = bob_app.engine.set_focused(true);
+    focus.await.expect("focused");
+    blur.await.expect("unfocused");
+    ann_app
+        .engine
+        .send(&chat.id, "seen at once")
+        .await
+        .expect("sent");
+    eventually("bob has it", || async {
+        contents(&bob_app, &chat.id).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        bob_app.engine.unread_total().await.expect("unread"),
+        0,
+        "the window has focus, on that chat"
+    );
+}
+
 /// Ann and Bob, each with an app on `server`, Bob online, and their chat
 /// with Ann's first message ("one") in Bob's cache.
 async fn ann_and_bob_after_one_message(

@@ -81,10 +81,11 @@ pub fn run() {
                 let _ = window.hide();
             }
             WindowEvent::Focused(focused) => {
-                let engine = window.state::<Engine>().inner().clone();
-                let focused = *focused;
+                // Recorded now, in the events' order; only reading the
+                // active chat waits.
+                let reading = window.state::<Engine>().set_focused(*focused);
                 tauri::async_runtime::spawn(async move {
-                    if let Err(err) = engine.set_focused(focused).await {
+                    if let Err(err) = reading.await {
                         tracing::warn!(error = %err, "recording window focus");
                     }
                 });

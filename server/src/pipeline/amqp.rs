@@ -219,7 +219,10 @@ impl AmqpPipeline {
 
     /// Publishes a command nobody waits for an answer to. Once RabbitMQ
     /// confirmed it, every later command to the partition comes after it.
-    /// While that fails, it is tried again in the background, for a while.
+    /// While that fails, it is tried again in the background, for as long
+    /// as this node runs: a member removed from a group must stop getting
+    /// its messages however long the link is away (it gave up after about
+    /// five minutes, and the sequencer kept the old members).
     pub async fn tell_until_heard(self: Arc<Self>, chat_id: &str, command: Command) {
         if self.tell(chat_id, &command).await.is_ok() {
             return;
@@ -227,14 +230,16 @@ impl AmqpPipeline {
         let chat_id = chat_id.to_owned();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
-            for _ in 0..60 {
+            for tries in 1u64.. {
                 tokio::time::sleep(pause).await;
                 if self.tell(&chat_id, &command).await.is_ok() {
                     return;
                 }
                 pause = (pause * 2).min(Duration::from_secs(5));
+                if tries % 60 == 0 {
+                    tracing::warn!(chat = %chat_id, tries, "a chat change has not reached its sequencer yet");
+                }
             }
-            tracing::error!(chat = %chat_id, "a chat change never reached its sequencer");
         });
     }
 

@@ -66,3 +66,28 @@ describe("Composer, left with a draft", () => {
     expect(ontyping).toHaveBeenLastCalledWith(false);
   });
 });
+
+describe("Composer's draft", () => {
+  it("starts from the chat's draft and keeps each change, until it is sent", async () => {
+    const ondraft = vi.fn();
+    const onsend = vi.fn(async (_text: string) => true);
+    render(Composer, { maxChars: 20, onsend, ontyping: () => {}, draft: "half", ondraft });
+    const box = screen.getByLabelText("Message") as HTMLTextAreaElement;
+    expect(box.value).toBe("half");
+    await type(box, "half done");
+    expect(ondraft).toHaveBeenLastCalledWith("half done");
+    await fireEvent.keyDown(box, { key: "Enter" });
+    expect(onsend).toHaveBeenCalledWith("half done");
+    expect(ondraft).toHaveBeenLastCalledWith("");
+  });
+
+  it("keeps the text as the draft when it could not be sent", async () => {
+    const ondraft = vi.fn();
+    render(Composer, { maxChars: 20, onsend: async () => false, ontyping: () => {}, ondraft });
+    const box = screen.getByLabelText("Message") as HTMLTextAreaElement;
+    await type(box, "not yet");
+    await fireEvent.keyDown(box, { key: "Enter" });
+    await vi.waitFor(() => expect(ondraft).toHaveBeenLastCalledWith("not yet"));
+    expect(box.value).toBe("not yet");
+  });
+});

@@ -83,6 +83,32 @@ describe("AppState", () => {
     expect(app.messages.map((m) => m.seq)).toEqual([51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62]);
   });
 
+  it("after missing more than a page, shows the newest page alone and pages up from it", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    chats.mockResolvedValueOnce({ chats: app.chats, unreadTotal: 0, version: 2 });
+    history.mockResolvedValueOnce(page(121, 170));
+    await app.resync();
+    // 61 to 120 are not shown between 60 and 121: the view starts at 121.
+    expect(app.messages.map((m) => m.seq)).toEqual(page(121, 170).map((m) => m.seq));
+    expect(app.hasOlder).toBe(true);
+    history.mockResolvedValueOnce(page(71, 120));
+    await app.loadOlder();
+    expect(history).toHaveBeenLastCalledWith("a", 121);
+    expect(app.messages.map((m) => m.seq)).toEqual(page(71, 170).map((m) => m.seq));
+  });
+
+  it("keeps each chat's draft until it is emptied or the session ends", () => {
+    const app = appWithChats();
+    app.setDraft("a", "half a thought");
+    app.setDraft("b", "x");
+    app.setDraft("b", "");
+    expect([app.draftOf("a"), app.draftOf("b")]).toEqual(["half a thought", ""]);
+    app.handle({ type: "sessionEnded", reason: "" });
+    expect(app.draftOf("a")).toBe("");
+  });
+
   it("keeps the newest reading of the chat list when an older one arrives after it", async () => {
     // Just logged in: the app asks for the list while the engine is still
     // catching up, and the caught-up list (an event) overtakes the answer.

@@ -5,7 +5,7 @@ import {
   backend, errorText, onEvent, onOpenChat, onResync,
   type ChatList, type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
-import { firstUnread, merge, oldestSeq, withoutDiscarded } from "./history";
+import { firstUnread, merge, newestSeq, oldestSeq, withoutDiscarded } from "./history";
 
 /** The side panel over the chat list, if one is open. */
 export type Panel = null | "search" | "newGroup" | "info";
@@ -51,6 +51,9 @@ export class AppState {
   /** Client ids of messages the user discarded: kept out of the view when
    *  a page or event read before the discard arrives after it. */
   private discarded = new Set<string>();
+  /** What the user was writing in each chat, kept when they switch chats
+   *  (as WhatsApp and Signal keep a draft) until it is sent or logout. */
+  private drafts = new Map<string, string>();
 
   active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
 
@@ -108,7 +111,11 @@ export class AppState {
   }
 
   /** Events were missed (the UI fell behind): the chat list and the open
-   *  chat's newest page are read again; the rest of the view stays. */
+   *  chat's newest page are read again; the rest of the view stays, unless
+   *  the page does not reach it. Then what was missed is more than a page,
+   *  and the view starts again from the page: older pages load from its
+   *  oldest message as the user scrolls up, where a view keeping both
+   *  would have a gap that no page ever fills. */
   async resync(): Promise<void> {
     if (!this.me) return;
     await this.loadChats();
@@ -116,7 +123,15 @@ export class AppState {
     if (!chatId) return;
     const opening = this.opened;
     const page = await backend.history(chatId, null);
-    if (this.opened === opening) this.show(merge(this.messages, page));
+    if (this.opened !== opening) return;
+    const shown = newestSeq(this.messages);
+    const from = oldestSeq(page);
+    if (shown !== null && from !== null && from > shown + 1) {
+      this.show(merge(page, this.messages.filter((m) => m.seq === null || m.seq >= from)));
+      this.hasOlder = from > 1;
+    } else {
+      this.show(merge(this.messages, page));
+    }
   }
 
   async signedIn(me: User): Promise<void> {
@@ -130,6 +145,7 @@ export class AppState {
     this.loginNote = reason;
     this.chats = [];
     this.discarded.clear();
+    this.drafts.clear();
     this.closeChat();
     this.panel = null;
   }
@@ -209,9 +225,21 @@ export class AppState {
       this.notice = "";
       return true;
     } catch (err) {
-      this.notice = errorText(err);
+      // The composer keeps the text as the chat's draft; the reason shows
+      // only in that chat.
+      if (this.opened === opening) this.notice = errorText(err);
       return false;
     }
+  }
+
+  /** The text being written in `chatId`, "" when none. */
+  draftOf(chatId: string): string {
+    return this.drafts.get(chatId) ?? "";
+  }
+
+  setDraft(chatId: string, text: string): void {
+    if (text) this.drafts.set(chatId, text);
+    else this.drafts.delete(chatId);
   }
 
   /** Drops a failed (or pending) message. It leaves the view at once and

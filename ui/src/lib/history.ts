@@ -77,6 +77,15 @@ export function oldestSeq(messages: MessageView[]): number | null {
   return null;
 }
 
+/** The highest seq shown (pending messages have none), or null. */
+export function newestSeq(messages: MessageView[]): number | null {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const seq = messages[i].seq;
+    if (seq !== null) return seq;
+  }
+  return null;
+}
+
 /** The first of the `unread` newest messages from others, where the
  *  "new messages" marker goes; null when nothing is unread. */
 export function firstUnread(messages: MessageView[], unread: number): string | null {

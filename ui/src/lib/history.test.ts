@@ -82,6 +82,15 @@ describe("rows", () => {
     expect(shown.filter((r) => r.unread !== null).map((r) => [r.message.seq, r.unread])).toEqual([[4, 2]]);
   });
 
+  it("with more unread than loaded, puts the marker on the oldest loaded from others", () => {
+    const from = firstUnread(messages, 80);
+    const oldestFromOthers = messages.find((m) => !m.mine);
+    expect(oldestFromOthers).toBeDefined();
+    expect(from).toBe(messageKey(oldestFromOthers!));
+    const shown = rows(messages, { isGroup: true, unreadFrom: from, unreadCount: 80 });
+    expect(shown.filter((r) => r.unread !== null).map((r) => r.unread)).toEqual([80]);
+  });
+
   it("has no marker when nothing is unread", () => {
     expect(firstUnread(messages, 0)).toBeNull();
   });

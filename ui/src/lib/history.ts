@@ -87,16 +87,20 @@ export function newestSeq(messages: MessageView[]): number | null {
 }
 
 /** The first of the `unread` newest messages from others, where the
- *  "new messages" marker goes; null when nothing is unread. */
+ *  "new messages" marker goes; null when nothing is unread. With more
+ *  unread than loaded, the oldest loaded from others: the marker (with
+ *  the whole count) says the unread go on above it. */
 export function firstUnread(messages: MessageView[], unread: number): string | null {
   if (unread <= 0) return null;
   let seen = 0;
+  let oldest: string | null = null;
   for (let i = messages.length - 1; i >= 0; i--) {
     if (messages[i].mine) continue;
     seen += 1;
-    if (seen === unread) return messageKey(messages[i]);
+    oldest = messageKey(messages[i]);
+    if (seen === unread) return oldest;
   }
-  return null;
+  return oldest;
 }
 
 /** The rows to draw for `messages`: a date separator where the day

@@ -109,6 +109,14 @@ describe("AppState", () => {
     expect(app.draftOf("a")).toBe("");
   });
 
+  it("forgets who was typing when the session ends", () => {
+    const app = appWithChats();
+    app.handle({ type: "typing", chatId: "a", names: ["Bob"] });
+    expect(app.typingIn("a")).toEqual(["Bob"]);
+    app.handle({ type: "sessionEnded", reason: "" });
+    expect(app.typingIn("a")).toEqual([]);
+  });
+
   it("keeps the newest reading of the chat list when an older one arrives after it", async () => {
     // Just logged in: the app asks for the list while the engine is still
     // catching up, and the caught-up list (an event) overtakes the answer.

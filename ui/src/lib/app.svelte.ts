@@ -146,6 +146,7 @@ export class AppState {
     this.chats = [];
     this.discarded.clear();
     this.drafts.clear();
+    this.typing = {};
     this.closeChat();
     this.panel = null;
   }

@@ -99,6 +99,39 @@ describe("AppState", () => {
     expect(app.messages.map((m) => m.seq)).toEqual(page(71, 170).map((m) => m.seq));
   });
 
+  it("scrolled past the cache while offline, asks for older messages again once online", async () => {
+    const app = appWithChats();
+    app.connection = "offline";
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    // Offline, the app has nothing older: it says so with an empty page.
+    history.mockResolvedValueOnce([]);
+    await app.loadOlder();
+    expect(app.hasOlder).toBe(true);
+    await app.loadOlder();
+    expect(history).toHaveBeenCalledTimes(2);
+    history.mockResolvedValueOnce(page(1, 50));
+    app.handle({ type: "connection", state: "online" });
+    await vi.waitFor(() => expect(app.messages.map((m) => m.seq)).toEqual(page(1, 60).map((m) => m.seq)));
+    expect(history).toHaveBeenLastCalledWith("a", 51);
+    expect(app.hasOlder).toBe(false);
+  });
+
+  it("asks again at once when the link came back while an offline answer was on its way", async () => {
+    const app = appWithChats();
+    app.connection = "offline";
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    const empty = later<MessageView[]>();
+    history.mockReturnValueOnce(empty.promise);
+    const asking = app.loadOlder();
+    app.handle({ type: "connection", state: "online" });
+    history.mockResolvedValueOnce(page(1, 50));
+    empty.resolve([]);
+    await asking;
+    await vi.waitFor(() => expect(app.messages.map((m) => m.seq)).toEqual(page(1, 60).map((m) => m.seq)));
+  });
+
   it("keeps each chat's draft until it is emptied or the session ends", () => {
     const app = appWithChats();
     app.setDraft("a", "half a thought");

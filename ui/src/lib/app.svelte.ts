@@ -54,6 +54,10 @@ export class AppState {
   /** What the user was writing in each chat, kept when they switch chats
    *  (as WhatsApp and Signal keep a draft) until it is sent or logout. */
   private drafts = new Map<string, string>();
+  /** An older page came back empty while offline: the cache ran out, not
+   *  the chat. It is asked for again when the link is back, not before
+   *  (the message list would otherwise ask again and again). */
+  private olderWhenOnline = false;
 
   active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
 
@@ -81,6 +85,10 @@ export class AppState {
       case "connection":
         this.connection = event.state;
         this.heard.connection = true;
+        if (event.state === "online" && this.olderWhenOnline) {
+          this.olderWhenOnline = false;
+          void this.loadOlder();
+        }
         break;
       case "chats": this.setChats(event); break;
       case "message":
@@ -159,6 +167,7 @@ export class AppState {
   async openChat(chatId: string): Promise<void> {
     const chat = this.chats.find((c) => c.id === chatId);
     const opening = ++this.opened;
+    this.olderWhenOnline = false;
     this.activeId = chatId;
     this.messages = [];
     this.historyLoaded = false;
@@ -184,6 +193,7 @@ export class AppState {
 
   closeChat(): void {
     this.opened += 1;
+    this.olderWhenOnline = false;
     this.activeId = null;
     this.messages = [];
     this.unreadFrom = null;
@@ -195,11 +205,20 @@ export class AppState {
     const chatId = this.activeId;
     const opening = this.opened;
     const before = oldestSeq(this.messages);
-    if (!chatId || !this.hasOlder || this.loadingOlder || before === null) return;
+    if (!chatId || !this.hasOlder || this.loadingOlder || this.olderWhenOnline || before === null) return;
     this.loadingOlder = true;
+    // Asked offline, the engine answers from the cache alone.
+    const offline = this.connection !== "online";
     try {
       const page = await backend.history(chatId, before);
       if (this.opened !== opening) return;
+      if (page.length === 0 && offline) {
+        // Back online meanwhile: asked again below, at once.
+        this.olderWhenOnline = this.connection !== "online";
+        if (this.olderWhenOnline) return;
+        queueMicrotask(() => void this.loadOlder());
+        return;
+      }
       this.show(merge(this.messages, page));
       const oldest = oldestSeq(this.messages) ?? 1;
       this.hasOlder = page.length > 0 && oldest > 1;

@@ -81,13 +81,19 @@ describe("Composer's draft", () => {
     expect(ondraft).toHaveBeenLastCalledWith("");
   });
 
-  it("keeps the text as the draft when it could not be sent", async () => {
-    const ondraft = vi.fn();
-    render(Composer, { maxChars: 20, onsend: async () => false, ontyping: () => {}, ondraft });
+  it("puts the text back when it could not be sent, unless something new was begun", async () => {
+    const answer = { resolve: (_sent: boolean) => {} };
+    const onsend = () => new Promise<boolean>((resolve) => { answer.resolve = resolve; });
+    render(Composer, { maxChars: 20, onsend, ontyping: () => {} });
     const box = screen.getByLabelText("Message") as HTMLTextAreaElement;
     await type(box, "not yet");
     await fireEvent.keyDown(box, { key: "Enter" });
-    await vi.waitFor(() => expect(ondraft).toHaveBeenLastCalledWith("not yet"));
-    expect(box.value).toBe("not yet");
+    answer.resolve(false);
+    await vi.waitFor(() => expect(box.value).toBe("not yet"));
+    await fireEvent.keyDown(box, { key: "Enter" });
+    await type(box, "begun meanwhile");
+    answer.resolve(false);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(box.value).toBe("begun meanwhile");
   });
 });

@@ -6,11 +6,12 @@ const chats = vi.fn<() => Promise<ChatList>>(async () => ({ chats: [], unreadTot
 const history = vi.fn<(chatId: string, before: number | null) => Promise<MessageView[]>>();
 const startup = vi.fn<() => Promise<Startup>>();
 const discard = vi.fn<(clientId: string) => Promise<void>>(async () => {});
+const send = vi.fn<(chatId: string, content: string) => Promise<MessageView>>();
 /** The UI's event handler, once it listens. */
 let deliver: ((event: EngineEvent) => void) | null = null;
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, chats, startup, discard, setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, startup, discard, send, setActiveChat: vi.fn(async () => {}) },
   onEvent: vi.fn(async (handler: (event: EngineEvent) => void) => { deliver = handler; return () => {}; }),
   onOpenChat: vi.fn(async () => () => {}),
   onResync: vi.fn(async () => () => {}),
@@ -130,6 +131,57 @@ describe("AppState", () => {
     empty.resolve([]);
     await asking;
     await vi.waitFor(() => expect(app.messages.map((m) => m.seq)).toEqual(page(1, 60).map((m) => m.seq)));
+  });
+
+  it("puts a send that failed back as its chat's draft, unless one was begun there or the session ended", async () => {
+    const app = appWithChats();
+    history.mockResolvedValue([]);
+    await app.openChat("a");
+    send.mockRejectedValueOnce({ error: "too long" });
+    expect(await app.send("first try")).toBe(false);
+    expect(app.draftOf("a")).toBe("first try");
+    app.setDraft("a", "");
+    const failing = later<MessageView>();
+    send.mockReturnValueOnce(failing.promise);
+    const sending = app.send("second try");
+    await app.openChat("b");
+    app.setDraft("a", "something newer");
+    failing.reject({ error: "too long" });
+    expect(await sending).toBe(false);
+    expect(app.draftOf("a")).toBe("something newer");
+    expect(app.notice).toBe("");
+    const late = later<MessageView>();
+    send.mockReturnValueOnce(late.promise);
+    const lastSend = app.send("after logout");
+    app.handle({ type: "sessionEnded", reason: "" });
+    late.reject({ error: "not logged in" });
+    await lastSend;
+    expect(app.draftOf("b")).toBe("");
+    history.mockReset();
+  });
+
+  it("drops an older page that comes back after a resync started the view again", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    const older = later<MessageView[]>();
+    history.mockReturnValueOnce(older.promise);
+    const loading = app.loadOlder();
+    chats.mockResolvedValueOnce({ chats: app.chats, unreadTotal: 0, version: 2 });
+    history.mockResolvedValueOnce(page(121, 170));
+    await app.resync();
+    older.resolve(page(1, 50));
+    await loading;
+    expect(app.messages.map((m) => m.seq)).toEqual(page(121, 170).map((m) => m.seq));
+    expect(app.hasOlder).toBe(true);
+  });
+
+  it("forgets the draft of a chat that leaves the list", () => {
+    const app = appWithChats();
+    app.setDraft("a", "for a");
+    app.setDraft("b", "for b");
+    app.handle({ type: "chats", chats: [chat("a", "A", day)], unreadTotal: 0, version: 5 });
+    expect([app.draftOf("a"), app.draftOf("b")]).toEqual(["for a", ""]);
   });
 
   it("keeps each chat's draft until it is emptied or the session ends", () => {

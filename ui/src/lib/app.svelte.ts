@@ -58,6 +58,8 @@ export class AppState {
    *  the chat. It is asked for again when the link is back, not before
    *  (the message list would otherwise ask again and again). */
   private olderWhenOnline = false;
+  /** Counts sessions ended: an answer for an earlier one changes nothing. */
+  private session = 0;
 
   active = $derived(this.chats.find((chat) => chat.id === this.activeId) ?? null);
 
@@ -110,6 +112,8 @@ export class AppState {
     this.chatsVersion = list.version;
     this.chats = list.chats;
     this.unreadTotal = list.unreadTotal;
+    // A chat left, or one was removed from, takes its draft along.
+    for (const id of [...this.drafts.keys()]) if (!list.chats.some((chat) => chat.id === id)) this.drafts.delete(id);
     // Removed from a group, or left it: its view closes.
     if (this.activeId && !list.chats.some((chat) => chat.id === this.activeId)) this.closeChat();
   }
@@ -152,6 +156,7 @@ export class AppState {
     this.me = null;
     this.loginNote = reason;
     this.chats = [];
+    this.session += 1;
     this.discarded.clear();
     this.drafts.clear();
     this.typing = {};
@@ -211,8 +216,9 @@ export class AppState {
     const offline = this.connection !== "online";
     try {
       const page = await backend.history(chatId, before);
-      if (this.opened !== opening) return;
-      if (page.length === 0 && offline) {
+      // Another opening, or a view a resync started again: not this page's.
+      if (this.opened !== opening || oldestSeq(this.messages) !== before) return;
+      if (page.length === 0 && (offline || this.connection !== "online")) {
         // Back online meanwhile: asked again below, at once.
         this.olderWhenOnline = this.connection !== "online";
         if (this.olderWhenOnline) return;
@@ -235,6 +241,7 @@ export class AppState {
   async send(content: string): Promise<boolean> {
     const chatId = this.activeId;
     const opening = this.opened;
+    const session = this.session;
     if (!chatId) return false;
     try {
       const message = await backend.send(chatId, content);
@@ -245,8 +252,10 @@ export class AppState {
       this.notice = "";
       return true;
     } catch (err) {
-      // The composer keeps the text as the chat's draft; the reason shows
-      // only in that chat.
+      // The text goes back as the chat's draft, unless a newer one was
+      // begun there (or the session ended); the reason shows only in that
+      // chat.
+      if (this.session === session && !this.drafts.get(chatId)) this.drafts.set(chatId, content);
       if (this.opened === opening) this.notice = errorText(err);
       return false;
     }

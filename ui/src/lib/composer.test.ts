@@ -6,6 +6,9 @@ describe("keyAction", () => {
     expect(keyAction({ key: "Enter", shiftKey: false, isComposing: false })).toBe("send");
     expect(keyAction({ key: "Enter", shiftKey: true, isComposing: false })).toBe("none");
     expect(keyAction({ key: "Enter", shiftKey: false, isComposing: true })).toBe("none");
+    // WebKit on macOS: an input method's Enter, not marked as composing.
+    expect(keyAction({ key: "Enter", shiftKey: false, isComposing: false, keyCode: 229 })).toBe("none");
+    expect(keyAction({ key: "Enter", shiftKey: false, isComposing: false, keyCode: 13 })).toBe("send");
     expect(keyAction({ key: "a", shiftKey: false, isComposing: false })).toBe("none");
   });
 });

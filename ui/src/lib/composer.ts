@@ -1,10 +1,16 @@
 // What the composer does with a key and whether its text may be sent.
 import { charCount } from "./text";
 
+/** An input method's key: WebKit on macOS reports the Enter that picks a
+ *  CJK candidate with `isComposing` false, but with keyCode 229 (WebKit
+ *  bug 165004). */
+const IME_KEY_CODE = 229;
+
 /** Enter sends; Shift+Enter (and Enter while an input method is composing,
  *  e.g. picking an emoji or a CJK character) stays in the text. */
-export function keyAction(event: { key: string; shiftKey: boolean; isComposing: boolean }): "send" | "none" {
-  return event.key === "Enter" && !event.shiftKey && !event.isComposing ? "send" : "none";
+export function keyAction(event: { key: string; shiftKey: boolean; isComposing: boolean; keyCode?: number }): "send" | "none" {
+  const composing = event.isComposing || event.keyCode === IME_KEY_CODE;
+  return event.key === "Enter" && !event.shiftKey && !composing ? "send" : "none";
 }
 
 export type Check =

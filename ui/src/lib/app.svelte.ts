@@ -219,10 +219,9 @@ export class AppState {
       // Another opening, or a view a resync started again: not this page's.
       if (this.opened !== opening || oldestSeq(this.messages) !== before) return;
       if (page.length === 0 && (offline || this.connection !== "online")) {
-        // Back online meanwhile: asked again below, at once.
-        this.olderWhenOnline = this.connection !== "online";
-        if (this.olderWhenOnline) return;
-        queueMicrotask(() => void this.loadOlder());
+        // Back online meanwhile: asked again at once (once this call is done).
+        if (this.connection === "online") queueMicrotask(() => void this.loadOlder());
+        else this.olderWhenOnline = true;
         return;
       }
       this.show(merge(this.messages, page));

@@ -387,6 +387,19 @@ impl Cache {
         // It reads before it writes: a deferred transaction would fail to
         // upgrade (SQLITE_BUSY) once another connection wrote after its read.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // A chat no longer cached (left, or removed from, while this was on
+        // its way: an ack, a page) keeps no messages: one kept would stand
+        // alone, and if the chat came back, catch-up and older pages would
+        // read around it and leave a gap.
+        let cached: Option<i64> = sqlx::query_scalar("SELECT 1 FROM chats WHERE id = ?1")
+            .bind(&message.chat_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if cached.is_none() {
+            forget_sent_outgoing(&mut tx, message, me, source).await?;
+            tx.commit().await?;
+            return Ok(Stored::Known);
+        }
         let mut replaced = false;
         if let Some(client_id) = &message.client_id {
             let copies: Vec<(String, i64)> = sqlx::query_as(
@@ -471,6 +484,16 @@ impl Cache {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// The highest seq cached for a chat.
+    pub async fn max_seq(&self, chat_id: &str) -> CoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE chat_id = ?1")
+                .bind(chat_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// The lowest seq cached for a chat.
@@ -859,8 +882,8 @@ mod tests {
         let put = cache.put_message(&again, "me", Source::Delivered).await;
         assert_eq!(put.expect("put"), Stored::Replaced);
         assert_eq!(cached(&cache).await, [("stored".to_owned(), 100_003)]);
-        let (chat, _) = cache.chat("c").await.expect("read").expect("the chat");
-        assert_eq!(chat.latest_message.expect("latest").id, "stored");
+        let (held, _) = cache.chat("c").await.expect("read").expect("the chat");
+        assert_eq!(held.latest_message.expect("latest").id, "stored");
 
         let older = message("older", 2, "bob", Some("k"));
         let put = cache.put_message(&older, "me", Source::Stored).await;
@@ -878,9 +901,30 @@ mod tests {
             chat_id: "d".into(),
             ..message("elsewhere", 200_000, "bob", Some("k"))
         };
+        cache.put_chat(&chat("d")).await.expect("chat");
         let put = cache.put_message(&elsewhere, "me", Source::Stored).await;
         assert_eq!(put.expect("put"), Stored::New);
         assert_eq!(cached(&cache).await.len(), 2);
+    }
+
+    /// A message for a chat no longer cached (an ack, or a page, that was
+    /// on its way when the user left the group) is not kept: it would stand
+    /// alone, and catch-up and older pages would read around it if the chat
+    /// came back. Ours still leaves the outbox.
+    #[tokio::test]
+    async fn a_message_for_a_chat_no_longer_cached_is_not_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        cache
+            .push_outgoing(&outgoing("k1", "c", millis(1_700_000_000_000)))
+            .await
+            .expect("push");
+        cache.forget_chat("c").await.expect("forget");
+        let acked = message("m1", 7, "me", Some("k1"));
+        let put = cache.put_message(&acked, "me", Source::Stored).await;
+        assert_eq!(put.expect("put"), Stored::Known);
+        assert!(cache.max_seqs().await.expect("seqs").is_empty());
+        assert!(cache.outbox().await.expect("outbox").is_empty());
     }
 
     /// A seq names one message on the server: a message at a seq the cache

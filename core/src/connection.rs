@@ -100,7 +100,14 @@ async fn connect_and_serve(
     };
     let connecting =
         tokio_tungstenite::connect_async_tls_with_config(url.as_str(), None, false, connector);
-    let mut socket = match connecting.await {
+    // A server or proxy that takes the connection and never answers (or a
+    // network gone mid-handshake) would otherwise hold this attempt, and
+    // the app "connecting", for as long as TCP takes to give up.
+    let Ok(connected) = tokio::time::timeout(ctx.connect_timeout, connecting).await else {
+        tracing::debug!("no answer to the socket's upgrade in time");
+        return Ended::Dropped { was_online: false };
+    };
+    let mut socket = match connected {
         Ok((socket, _)) => socket,
         Err(tungstenite::Error::Http(response)) if response.status() == 401 => {
             return Ended::Unauthorized("the server no longer accepts this login".into());
@@ -461,12 +468,19 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
     match serde_json::from_str::<ServerFrame>(text)? {
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
+            let mut filled = false;
             if ctx.cache.chat(&message.chat_id).await?.is_none() {
                 // A chat we have not heard of (its `chat` frame was missed).
                 let chat = ctx.api.chat(&message.chat_id).await?;
                 ctx.cache.put_chat(&chat).await?;
+            } else if let Some(held) = ctx.cache.max_seq(&message.chat_id).await?
+                && message.seq > held + 1
+            {
+                fill_gap(ctx, &message.chat_id, held).await?;
+                filled = true;
             }
-            return Ok(ctx.receive(&message, Arrival::Live).await?.stored != Stored::Known);
+            let stored = ctx.receive(&message, Arrival::Live).await?.stored;
+            return Ok(filled || stored != Stored::Known);
         }
         // The `message` frame comes first and has cached it (and told the
         // UI); the ack says it is stored, so it leaves the outbox, and
@@ -532,6 +546,27 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
         }
     }
     Ok(false)
+}
+
+/// A live message came past a gap: the cache holds a chat up to `held`,
+/// and messages between never came. The last link may have dropped as they
+/// were sent, and the chat list that catch-up read from the database did
+/// not have them yet (the server delivers before it stores). The cache
+/// keeps one run of seqs per chat and catch-up reads on from its top, so
+/// the gap is read now, from history, which has every message delivered.
+/// What was missed counts and notifies as a catch-up's would.
+async fn fill_gap(ctx: &Context, chat_id: &str, held: i64) -> CoreResult<()> {
+    tracing::info!(
+        chat_id,
+        held,
+        "a live message came past a gap; reading the gap"
+    );
+    let mut missed = HashMap::new();
+    read_chat(ctx, chat_id, Page::After(held), held, &mut missed).await?;
+    for notification in missed.into_values() {
+        ctx.notify(notification);
+    }
+    Ok(())
 }
 
 async fn clear_typing(ctx: &Context) {

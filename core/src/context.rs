@@ -30,6 +30,8 @@ pub(crate) struct Context {
     pub notices: Mutex<Notices>,
     pub state: Mutex<ConnectionState>,
     pub backoff: Backoff,
+    /// How long opening the socket may take (`EngineOptions`).
+    pub connect_timeout: std::time::Duration,
 }
 
 /// A poisoned lock only means another task panicked while holding it; the
@@ -107,17 +109,28 @@ impl Context {
             });
         }
         let view = self.view();
-        let unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
-        let unread = if unseen {
-            self.cache.add_unread(&message.chat_id).await?
-        } else {
-            0
-        };
+        let mut unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
+        let mut unread = 0;
+        if unseen {
+            unread = self.cache.add_unread(&message.chat_id).await?;
+            // The user may have opened the chat while it was counted:
+            // opening changes the view, then marks the chat read, and that
+            // marking may have run before this count. Looking again after
+            // counting leaves no gap: an opening not seen here marks the
+            // chat read after it.
+            if self.view().is_looking_at(&message.chat_id) {
+                self.cache.mark_read(&message.chat_id).await?;
+                unseen = false;
+            }
+        }
         self.emit(Event::Message {
             message: MessageView::sent(message, &self.me.id),
         });
-        // A message ends its sender's "typing…".
-        if self.typing_changed(&message.chat_id, &message.sender.id, false) {
+        // A message just sent ends its sender's "typing…" (an old one, on
+        // an older page or caught up, says nothing of now).
+        if arrival == Arrival::Live
+            && self.typing_changed(&message.chat_id, &message.sender.id, false)
+        {
             self.emit_typing(&message.chat_id).await;
         }
         let mut missed = None;

@@ -28,11 +28,24 @@ use crate::views::{
 };
 
 /// How the engine behaves; the defaults suit the app, tests shorten waits.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub backoff: Backoff,
     /// Which `https` servers to trust (the system's roots by default).
     pub trust: Trust,
+    /// How long opening the socket (TCP, TLS and the upgrade) may take
+    /// before the attempt counts as failed and is made again (15 s).
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            backoff: Backoff::default(),
+            trust: Trust::default(),
+            connect_timeout: std::time::Duration::from_secs(15),
+        }
+    }
 }
 
 /// Cheap to clone: all clones are the same engine.
@@ -43,6 +56,8 @@ pub struct Engine {
 
 struct Inner {
     files: Files,
+    /// Holds the data folder for this process (`Files::claim`).
+    _claim: std::fs::File,
     options: EngineOptions,
     events: broadcast::Sender<Event>,
     settings: Mutex<Settings>,
@@ -72,11 +87,12 @@ impl Engine {
     /// at once from the cache while the socket connects in the background.
     pub async fn open(dir: impl Into<PathBuf>, options: EngineOptions) -> CoreResult<Self> {
         let files = Files::new(dir);
-        std::fs::create_dir_all(files.dir())?;
+        let claim = files.claim()?;
         let (events, _) = broadcast::channel(1024);
         let engine = Engine {
             inner: Arc::new(Inner {
                 settings: Mutex::new(files.settings()),
+                _claim: claim,
                 files,
                 options,
                 events,
@@ -161,15 +177,20 @@ impl Engine {
             }
             None => None,
         };
-        self.inner.files.forget_session(user_id.as_deref())?;
+        // The session is over here whether or not its files go: the UI
+        // hears so either way, and the error says what is left on disk.
+        let forgotten = self.inner.files.forget_session(user_id.as_deref());
         drop(live);
+        if user_id.is_some() {
+            self.emit(Event::SignedOut);
+        }
         self.emit(Event::Connection {
             state: ConnectionState::Offline,
         });
         self.emit(Event::Chats(ChatList::empty(
             self.inner.list_versions.next(),
         )));
-        Ok(())
+        forgotten
     }
 
     async fn begin(&self, auth: AuthResponse) -> CoreResult<User> {
@@ -205,6 +226,7 @@ impl Engine {
             notices: Mutex::new(Notices::default()),
             state: Mutex::new(ConnectionState::Offline),
             backoff: self.inner.options.backoff,
+            connect_timeout: self.inner.options.connect_timeout,
         });
         let (to_socket, from_engine) = mpsc::unbounded_channel();
         let weak = Arc::downgrade(&self.inner);
@@ -272,17 +294,26 @@ impl Engine {
     // ---- what the user looks at ----
 
     /// The chat on screen (or none): its messages do not count as unread
-    /// or notify while the window has focus.
-    pub async fn set_active_chat(&self, chat_id: Option<String>) -> CoreResult<()> {
+    /// or notify while the window has focus. Like `set_focused`, the view
+    /// changes here, at the call, and the returned future marks the chat
+    /// read: the UI's invokes may run as tasks in any order, and opening
+    /// one chat then another must leave the second on screen.
+    pub fn set_active_chat(
+        &self,
+        chat_id: Option<String>,
+    ) -> impl Future<Output = CoreResult<()>> + Send + 'static {
         let focused = {
             let mut view = lock(&self.inner.view);
             view.active_chat = chat_id.clone();
             view.focused
         };
-        if let (Some(chat_id), true) = (chat_id, focused) {
-            self.mark_read(&chat_id).await?;
+        let engine = self.clone();
+        async move {
+            if let (Some(chat_id), true) = (chat_id, focused) {
+                engine.mark_read(&chat_id).await?;
+            }
+            Ok(())
         }
-        Ok(())
     }
 
     /// The window gained or lost focus. The view changes here, at the

@@ -25,6 +25,9 @@ pub enum CoreError {
     /// Reading or writing the app's files failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Another copy of the app holds the data folder.
+    #[error("Natter is already running with its data in {0}")]
+    AlreadyRunning(String),
     /// The server sent something we do not understand.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),

@@ -10,7 +10,7 @@ use natter_shared::User;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{SET_ASIDE, SQLITE_SUFFIXES};
-use crate::error::CoreResult;
+use crate::error::{CoreError, CoreResult};
 use crate::server_url::ServerUrl;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -42,6 +42,27 @@ impl Files {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Claims the folder for this process, for as long as the returned file
+    /// is open: a second copy of the app on the same folder (started again
+    /// from the menu while the first sits in the tray) would share its
+    /// session and cache, and each would take, and hide from its window,
+    /// part of the other's messages.
+    pub fn claim(&self) -> CoreResult<std::fs::File> {
+        std::fs::create_dir_all(&self.dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("natter.lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(CoreError::AlreadyRunning(self.dir.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(err)) => Err(err.into()),
+        }
     }
 
     pub fn cache(&self, user_id: &str) -> PathBuf {

@@ -261,6 +261,9 @@ pub enum Event {
     SessionEnded {
         reason: String,
     },
+    /// The session is over here (logout, or the server ended it): what it
+    /// showed outside the window (notifications) goes.
+    SignedOut,
 }
 
 /// What the user is looking at: decides unread counts and notifications.

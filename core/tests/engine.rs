@@ -107,6 +107,7 @@ async fn open(dir: &Path, trust: Trust) -> App {
             max: Duration::from_millis(300),
         },
         trust,
+        connect_timeout: Duration::from_secs(2),
     };
     let engine = Engine::open(dir, options).await.expect("engine opens");
     App {
@@ -411,6 +412,38 @@ async fn focus_changes_count_in_the_order_made() {
     );
 }
 
+/// Opening and closing a chat count in the order made, whatever order
+/// their futures run in: the UI's invokes may run as tasks.
+#[tokio::test]
+async fn chat_openings_count_in_the_order_made() {
+    let server = Server::spawn().await;
+    let (ann_app, bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
+    // Bob opens the chat and closes it; the two futures run in reverse.
+    let open = bob_app.engine.set_active_chat(Some(chat.id.clone()));
+    let close = bob_app.engine.set_active_chat(None);
+    close.await.expect("closed");
+    open.await.expect("opened");
+    assert_eq!(
+        bob_app.engine.unread_total().await.expect("unread"),
+        0,
+        "opened: read"
+    );
+    ann_app
+        .engine
+        .send(&chat.id, "while closed")
+        .await
+        .expect("sent");
+    eventually("bob has it", || async {
+        contents(&bob_app, &chat.id).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        bob_app.engine.unread_total().await.expect("unread"),
+        1,
+        "no chat is open: the message is unread"
+    );
+}
+
 /// Ann and Bob, each with an app on `server`, Bob online, and their chat
 /// with Ann's first message ("one") in Bob's cache.
 async fn ann_and_bob_after_one_message(
@@ -499,6 +532,40 @@ async fn a_message_the_cache_could_not_keep_comes_back_through_catch_up() {
     })
     .await;
     assert_eq!(seqs(&bob_app, &chat.id).await, [Some(1), Some(2), Some(3)]);
+}
+
+/// A live message past a gap in the cache (one the socket never brought:
+/// the link dropped as it was sent, and catch-up's chat list did not have
+/// it yet) brings the gap from history, counted and notified.
+#[tokio::test]
+async fn a_live_message_past_a_gap_brings_the_gap() {
+    let server = Server::spawn().await;
+    let (ann_app, mut bob_app, bob, chat) = ann_and_bob_after_one_message(&server).await;
+    ann_app.engine.send(&chat.id, "two").await.expect("sent");
+    eventually("bob has two", || async {
+        contents(&bob_app, &chat.id).await.len() == 2
+    })
+    .await;
+    // Bob's cache loses "two", as if it had never come.
+    let cache = natter_core::session::Files::new(&bob_app.dir).cache(&bob.id);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", cache.display()))
+        .await
+        .expect("bob's cache");
+    sqlx::query("DELETE FROM messages WHERE chat_id = ?1 AND seq = 2")
+        .bind(&chat.id)
+        .execute(&pool)
+        .await
+        .expect("deleted");
+    pool.close().await;
+    bob_app.events = bob_app.engine.subscribe();
+
+    ann_app.engine.send(&chat.id, "three").await.expect("sent");
+    eventually("bob has all three", || async {
+        seqs(&bob_app, &chat.id).await == [Some(1), Some(2), Some(3)]
+    })
+    .await;
+    let notification = next_notification(&mut bob_app, "the newest", |_| true).await;
+    assert_eq!(notification.body, "three");
 }
 
 /// The engine went from online to anything else.
@@ -735,6 +802,13 @@ async fn older_pages_come_from_the_server_when_the_cache_runs_out() {
             .is_ok_and(|h| h.last().and_then(|m| m.seq) == Some(120))
     })
     .await;
+    // Ann types meanwhile: her old messages in the pages do not end it.
+    online(&fresh).await;
+    ann_app.engine.typing(&chat.id, true).await.expect("typing");
+    eventually("bob sees ann typing", || async {
+        fresh.engine.typists(&chat.id).await.expect("typists") == ["Ann"]
+    })
+    .await;
     let mut before = fresh.engine.history(&chat.id, None).await.expect("history")[0].seq;
     let mut seen = 50;
     while let Some(seq) = before.filter(|seq| *seq > 1) {
@@ -743,6 +817,11 @@ async fn older_pages_come_from_the_server_when_the_cache_runs_out() {
             .history(&chat.id, Some(seq))
             .await
             .expect("older page");
+        assert_eq!(
+            fresh.engine.typists(&chat.id).await.expect("typists"),
+            ["Ann"],
+            "old messages end no one's typing"
+        );
         let seqs: Vec<i64> = page.iter().filter_map(|m| m.seq).collect();
         let expected: Vec<i64> = ((seq - 50).max(1)..seq).collect();
         assert_eq!(seqs, expected, "the page just before {seq}");
@@ -830,12 +909,14 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
     assert!(emptied.version > before.version);
     assert!(ann_app.engine.me().await.is_none());
     assert!(!cache.exists() && !ann_app.dir.join("session.json").exists());
-    let again = reopen(&ann_app.dir).await;
+    // What a restart would resume from (a second engine cannot open the
+    // folder while this one runs).
     assert!(
-        again.engine.me().await.is_none(),
+        natter_core::session::Files::new(&ann_app.dir)
+            .session()
+            .is_none(),
         "a restart does not log back in"
     );
-    drop(again);
 
     // Logged in again; the server then changes its signing secret: the
     // session is over, and the app says so and logs out.
@@ -887,6 +968,59 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
 /// Removed from a group while a message to it waits in the outbox: the
 /// chat goes (as when removed online), and the unsent message is not
 /// dropped without a word: a notification says it was not sent.
+/// One copy of the app per data folder: a second, started while the first
+/// runs (in the tray, say), is refused with the reason, and may start once
+/// the first has stopped.
+#[tokio::test]
+async fn a_second_engine_on_the_same_folder_is_refused_until_the_first_stops() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let first = open(temp.path(), Trust::default()).await;
+    let second = Engine::open(temp.path(), EngineOptions::default()).await;
+    let Err(err) = second else {
+        panic!("a second engine opened the same folder")
+    };
+    assert!(
+        err.to_string().starts_with("Natter is already running"),
+        "{err}"
+    );
+    drop(first);
+    let again = Engine::open(temp.path(), EngineOptions::default()).await;
+    assert!(again.is_ok(), "the folder is free once the first stopped");
+}
+
+/// A logout whose files cannot be deleted still ends the session, tells
+/// the UI so, and says what is left.
+#[tokio::test]
+async fn a_logout_that_cannot_delete_the_session_file_ends_the_session_and_says_so() {
+    let server = Server::spawn().await;
+    let mut ann_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    online(&ann_app).await;
+    // A directory where the session file was: deleting it fails (as root too).
+    let session = ann_app.dir.join("session.json");
+    std::fs::remove_file(&session).expect("session file");
+    std::fs::create_dir_all(session.join("in-the-way")).expect("a directory instead");
+    ann_app.events = ann_app.engine.subscribe();
+    let err = ann_app.engine.logout().await.expect_err("the file stays");
+    assert!(!err.to_string().is_empty());
+    assert!(ann_app.engine.me().await.is_none(), "the session is over");
+    next_event(&mut ann_app, "offline", |event| {
+        matches!(
+            event,
+            Event::Connection {
+                state: ConnectionState::Offline
+            }
+        )
+    })
+    .await;
+    next_event(
+        &mut ann_app,
+        "the emptied list",
+        |event| matches!(event, Event::Chats(list) if list.chats.is_empty()),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
     let mut server = Server::spawn().await;
@@ -1301,6 +1435,9 @@ enum Cut {
     /// A connection once the client writes these bytes (a request line):
     /// one request fails while everything else works.
     Asking(Vec<u8>),
+    /// Like `Asking`, but the connection is held open and never answered,
+    /// as by a proxy that hangs.
+    Stalling(Vec<u8>),
 }
 
 /// A plain TCP front to a server that plays the network failing, as a
@@ -1308,6 +1445,8 @@ enum Cut {
 struct FaultyFront {
     url: String,
     cut: tokio::sync::watch::Sender<Cut>,
+    /// Connections held unanswered so far (`Cut::Stalling`).
+    stalled: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -1316,12 +1455,28 @@ impl FaultyFront {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let (cut, watching) = tokio::sync::watch::channel(Cut::Nothing);
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let counting = stalled.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(Self::pass(client, backend, watching.clone()));
+                tokio::spawn(Self::pass(
+                    client,
+                    backend,
+                    watching.clone(),
+                    counting.clone(),
+                ));
             }
         });
-        FaultyFront { url, cut, task }
+        FaultyFront {
+            url,
+            cut,
+            stalled,
+            task,
+        }
+    }
+
+    fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
     }
 
     fn set(&self, cut: Cut) {
@@ -1334,6 +1489,7 @@ impl FaultyFront {
         client: TcpStream,
         backend: SocketAddr,
         mut cut: tokio::sync::watch::Receiver<Cut>,
+        stalled: Arc<AtomicUsize>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         if *cut.borrow_and_update() == Cut::Everything {
@@ -1355,11 +1511,20 @@ impl FaultyFront {
                     return Ok::<(), std::io::Error>(());
                 }
                 seen.extend_from_slice(&buf[..n]);
-                if let Cut::Asking(needle) = &*asking.borrow() {
+                let (needle, stall) = match &*asking.borrow() {
+                    Cut::Asking(needle) => (Some(needle.clone()), false),
+                    Cut::Stalling(needle) => (Some(needle.clone()), true),
+                    Cut::Nothing | Cut::Everything => (None, false),
+                };
+                if let Some(needle) = needle {
                     if seen
                         .windows(needle.len())
                         .any(|window| window == needle.as_slice())
                     {
+                        if stall {
+                            stalled.fetch_add(1, Ordering::SeqCst);
+                            std::future::pending::<()>().await;
+                        }
                         return Ok(());
                     }
                     let keep = seen.len().saturating_sub(needle.len());
@@ -1396,6 +1561,24 @@ impl Drop for FaultyFront {
 /// A catch-up that fails halfway has already put the new chat list in the
 /// cache and stored some of what was missed: both are told then, not left
 /// for a later catch-up that would not tell them again.
+/// A socket upgrade that is never answered (a proxy that hangs) counts as
+/// a failed attempt after the connect timeout, and the next one is made:
+/// the app does not stay "connecting" for good.
+#[tokio::test]
+async fn an_unanswered_socket_upgrade_is_given_up_and_tried_again() {
+    let server = Server::spawn().await;
+    let front = FaultyFront::start(server.addr).await;
+    let ann_app = app_at(&front.url, Trust::default()).await;
+    sign_up(&ann_app, "Ann").await;
+    online(&ann_app).await;
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    front.set(Cut::Stalling(b"GET /ws".to_vec()));
+    eventually("an attempt that hangs", || async { front.stalled() > 0 }).await;
+    front.set(Cut::Nothing);
+    online(&ann_app).await;
+}
+
 #[tokio::test]
 async fn a_catch_up_that_fails_halfway_still_tells_the_new_list_and_what_it_read() {
     let server = Server::spawn().await;

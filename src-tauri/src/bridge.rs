@@ -44,6 +44,7 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
                 }
                 Event::ChatRead { chat_id } => notifier.read(chat_id.clone()),
                 Event::Notify { notification } => notifier.show(notification.clone()),
+                Event::SignedOut => notifier.close_all(),
                 _ => {}
             }
             if let Err(err) = app.emit(EVENT, &event) {

@@ -105,9 +105,17 @@ pub async fn discard(engine: State<'_, Engine>, client_id: String) -> Answer<()>
     engine.discard(&client_id).await
 }
 
+/// Not async: Tauri runs a plain command on the main thread, in the order
+/// the UI invoked it (async ones run as tasks, in any order), so the chat
+/// opened last is the one on screen. Marking it read runs on its own.
 #[tauri::command]
-pub async fn set_active_chat(engine: State<'_, Engine>, chat_id: Option<String>) -> Answer<()> {
-    engine.set_active_chat(chat_id).await
+pub fn set_active_chat(engine: State<'_, Engine>, chat_id: Option<String>) {
+    let reading = engine.set_active_chat(chat_id);
+    tauri::async_runtime::spawn(async move {
+        if let Err(err) = reading.await {
+            tracing::warn!(error = %err, "marking the open chat read");
+        }
+    });
 }
 
 #[tauri::command]

@@ -25,6 +25,8 @@ enum Command {
     Show(Notification),
     /// The user read this chat.
     Read(String),
+    /// The session ended: nothing of it stays on screen.
+    CloseAll,
 }
 
 /// The handle the app keeps; cheap to clone.
@@ -50,6 +52,13 @@ impl Notifier {
     /// Closes the notification of a chat the user has read.
     pub fn read(&self, chat_id: String) {
         let _ = self.commands.send(Command::Read(chat_id));
+    }
+
+    /// Closes every notification on screen: at logout, the last user's
+    /// messages must not stay there for the next (nor open their chats in
+    /// the next one's session when clicked).
+    pub fn close_all(&self) {
+        let _ = self.commands.send(Command::CloseAll);
     }
 }
 
@@ -98,17 +107,27 @@ mod freedesktop {
                 }
                 Command::Read(chat_id) => {
                     if let Some(chat) = shown.remove(&chat_id) {
-                        chat.waiter.abort();
-                        let closing = chat.handle.close_async();
-                        if tokio::time::timeout(SERVICE_PATIENCE, closing)
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!("the notification service did not close one in time");
-                        }
+                        close(chat).await;
+                    }
+                }
+                Command::CloseAll => {
+                    for (_, chat) in shown.drain() {
+                        close(chat).await;
                     }
                 }
             }
+        }
+    }
+
+    /// Takes a notification off the screen; its click is no longer awaited.
+    async fn close(chat: Shown) {
+        chat.waiter.abort();
+        let closing = chat.handle.close_async();
+        if tokio::time::timeout(SERVICE_PATIENCE, closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the notification service did not close one in time");
         }
     }
 

@@ -248,4 +248,12 @@ async fn notifications_reach_the_service_replace_open_close_and_outlast_a_hung_s
     notifier.show(notification("chat-4", "Dee", "still shown"));
     let after = next_shown(&mut heard).await;
     assert_eq!(after.summary, "Dee");
+
+    // Logging out closes what is on screen (chat-1's was clicked, and
+    // chat-3's never shown): the next user sees none of it.
+    notifier.close_all();
+    match next_seen(&mut heard).await {
+        Seen::Closed(id) => assert_eq!(id, after.id),
+        other => panic!("expected chat-4's notification closed, got {other:?}"),
+    }
 }

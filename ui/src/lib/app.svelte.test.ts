@@ -7,11 +7,12 @@ const history = vi.fn<(chatId: string, before: number | null) => Promise<Message
 const startup = vi.fn<() => Promise<Startup>>();
 const discard = vi.fn<(clientId: string) => Promise<void>>(async () => {});
 const send = vi.fn<(chatId: string, content: string) => Promise<MessageView>>();
+const logout = vi.fn<() => Promise<void>>(async () => {});
 /** The UI's event handler, once it listens. */
 let deliver: ((event: EngineEvent) => void) | null = null;
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, chats, startup, discard, send, setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, startup, discard, send, logout, setActiveChat: vi.fn(async () => {}) },
   onEvent: vi.fn(async (handler: (event: EngineEvent) => void) => { deliver = handler; return () => {}; }),
   onOpenChat: vi.fn(async () => () => {}),
   onResync: vi.fn(async () => () => {}),
@@ -285,5 +286,18 @@ describe("AppState", () => {
     history.mockResolvedValueOnce([failed]);
     await app.openChat("a");
     expect(app.messages.map((m) => m.content)).toEqual(["too long"]);
+  });
+
+  it("a logout that fails to delete the saved session still logs out, and says so", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(1, 2));
+    await app.openChat("a");
+    logout.mockRejectedValueOnce({ error: "Is a directory (os error 21)" });
+    await app.logout();
+    expect(app.me).toBeNull();
+    expect(app.activeId).toBeNull();
+    expect(app.loginNote).toBe("Logged out, but the saved session could not be deleted: Is a directory (os error 21)");
+    await app.logout();
+    expect(app.loginNote).toBe("");
   });
 });

@@ -103,6 +103,9 @@ export class AppState {
         break;
       case "notify": break;
       case "chatRead": break;
+      // The shell closes the notifications; the login screen comes from
+      // logout's answer or sessionEnded.
+      case "signedOut": break;
     }
   }
 
@@ -164,9 +167,16 @@ export class AppState {
     this.panel = null;
   }
 
+  /** Logs out. The engine ends the session even when its files cannot
+   *  be deleted; the login screen then says so, as the app would resume
+   *  that session at its next start. */
   async logout(): Promise<void> {
-    await backend.logout();
-    this.signedOut("");
+    try {
+      await backend.logout();
+      this.signedOut("");
+    } catch (err) {
+      this.signedOut(`Logged out, but the saved session could not be deleted: ${errorText(err)}`);
+    }
   }
 
   async openChat(chatId: string): Promise<void> {

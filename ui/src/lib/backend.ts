@@ -29,7 +29,8 @@ export type EngineEvent =
   | { type: "typing"; chatId: string; names: string[] }
   | { type: "notify"; notification: { chatId: string; title: string; body: string } }
   | { type: "chatRead"; chatId: string }
-  | { type: "sessionEnded"; reason: string };
+  | { type: "sessionEnded"; reason: string }
+  | { type: "signedOut" };
 
 /** Errors from the Rust side come as `{ error }`; this gives their text. */
 export function errorText(err: unknown): string {

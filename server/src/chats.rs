@@ -83,6 +83,18 @@ async fn require_user(state: &AppState, user_id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The caller's own account, before a chat names them as a member: a
+/// token outlives a database restored from before its user signed up (or
+/// one shared by two servers), and would otherwise fail as a 500.
+async fn require_caller(state: &AppState, me: &str) -> Result<(), ApiError> {
+    match state.store.user(me).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::Unauthorized(
+            "this session's account does not exist here: log in again".into(),
+        )),
+    }
+}
+
 /// The one-to-one chat of `me` and `other`, created the first time.
 pub async fn open_direct(
     state: &AppState,
@@ -95,6 +107,7 @@ pub async fn open_direct(
         ));
     }
     require_user(state, other).await?;
+    require_caller(state, me).await?;
     let (chat, created) = state.store.open_direct_chat(&new_id(), me, other).await?;
     if created {
         announce(state, &chat, None).await;
@@ -127,6 +140,7 @@ pub async fn create_group(
     for member in &members {
         require_user(state, member).await?;
     }
+    require_caller(state, me).await?;
     let chat = state
         .store
         .create_group(&new_id(), name.as_str(), me, &members)

@@ -103,6 +103,16 @@ pub struct Config {
     #[arg(long, env = "NATTER_PUBLISH_BACKLOG", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub publish_backlog: u32,
 
+    /// Most messages one partition's sequencer holds delivered and not yet
+    /// stored, with RabbitMQ (the embedded pipeline stops at 100,000): past
+    /// it, while the database is away or behind, the sequencer takes no more
+    /// from its queue until a commit goes through. Those messages wait in
+    /// RabbitMQ; their senders are told to try again after 10 s, and their
+    /// retries are recognised. Each held message is about its text plus 300
+    /// bytes.
+    #[arg(long, env = "NATTER_UNSTORED_LIMIT", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub unstored_limit: u32,
+
     /// Delete this deployment's partition queues after they have been unused
     /// for this many milliseconds. Only for throwaway deployments (tests):
     /// unset, queues live until deleted by hand.
@@ -144,10 +154,12 @@ pub struct Config {
     pub jwt_secret: Option<String>,
 
     /// How long a session token stays valid, in seconds (default 7 days).
-    #[arg(long, env = "NATTER_TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    #[arg(long, env = "NATTER_TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub token_ttl_secs: u64,
 
-    /// How often the server pings each socket, in milliseconds.
+    /// How often the server pings each socket, in milliseconds (less than
+    /// `NATTER_WS_TIMEOUT_MS`: a socket's last pong would otherwise be older
+    /// than the timeout at every other ping).
     #[arg(long, env = "NATTER_WS_PING_MS", default_value_t = 20_000)]
     pub ws_ping_ms: u64,
 
@@ -184,6 +196,33 @@ impl Config {
         Duration::from_millis(self.ws_timeout_ms.max(20))
     }
 
+    /// Refuses settings that each pass on their own but not together, and
+    /// warns of a cluster whose nodes cannot stand in for one another.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.ws_ping_interval() < self.ws_timeout(),
+            "NATTER_WS_PING_MS ({} ms) must be less than NATTER_WS_TIMEOUT_MS ({} ms): \
+             every idle socket would be dropped",
+            self.ws_ping_interval().as_millis(),
+            self.ws_timeout().as_millis()
+        );
+        if self.amqp_url.is_some() {
+            if self.jwt_secret.is_none() {
+                tracing::warn!(
+                    "NATTER_AMQP_URL without NATTER_JWT_SECRET: this node signs tokens with a \
+                     secret of its own, which the other nodes of the deployment refuse"
+                );
+            }
+            if self.blob_url.is_none() {
+                tracing::warn!(
+                    "NATTER_AMQP_URL without NATTER_BLOB_URL: pictures are kept in this node's \
+                     folder, out of the other nodes' reach"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// A configuration with every default and the given data folder, for tests
     /// and embedding.
     pub fn with_data_dir(data_dir: PathBuf) -> Self {
@@ -208,11 +247,30 @@ mod tests {
             ["--partitions", "0"],
             ["--partitions", "65"],
             ["--publish-backlog", "0"],
+            ["--token-ttl-secs", "0"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");
         }
         let cli = Cli::try_parse_from(["natter-server", "--partitions", "2"]);
         assert_eq!(cli.map(|cli| cli.config.partitions).ok(), Some(Some(2)));
+    }
+
+    #[test]
+    fn a_ping_no_more_often_than_the_timeout_is_refused() {
+        let parse = |ping: &str, timeout: &str| {
+            Cli::try_parse_from([
+                "natter-server",
+                "--ws-ping-ms",
+                ping,
+                "--ws-timeout-ms",
+                timeout,
+            ])
+            .expect("each in range")
+            .config
+        };
+        let err = parse("60000", "30000").check().expect_err("refused");
+        assert!(err.to_string().contains("NATTER_WS_PING_MS"), "{err}");
+        assert!(parse("20000", "60000").check().is_ok());
     }
 }

@@ -102,6 +102,12 @@ impl From<ValidationError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if err.is_temporary() {
+            tracing::warn!(error = %err, "the database cannot answer for now");
+            return ApiError::Unavailable(
+                "the database is unavailable for a moment: try again".into(),
+            );
+        }
         match err {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::NotFound(what) => ApiError::NotFound(what),

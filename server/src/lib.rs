@@ -54,6 +54,7 @@ pub struct Application {
 impl Application {
     /// Opens the storage, loads the signing secret and binds the listener.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        config.check()?;
         // First: a second server started by mistake (its port taken) stops
         // here, before it touches the database the first one is using.
         let listener = TcpListener::bind(config.addr)
@@ -251,6 +252,7 @@ async fn open_pipeline(
         partitions,
         persist,
         backlog: usize::try_from(config.publish_backlog).unwrap_or(usize::MAX),
+        unstored_limit: usize::try_from(config.unstored_limit).unwrap_or(usize::MAX),
         queue_expiry: config
             .amqp_queue_expiry_ms
             .map(std::time::Duration::from_millis),

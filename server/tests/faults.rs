@@ -661,6 +661,63 @@ async fn with_postgresql_stopped_for_ten_seconds_sends_are_acked_and_delivered_t
     .await;
 }
 
+/// While PostgreSQL is away, a sequencer holds at most its limit of
+/// messages delivered and unstored (`NATTER_UNSTORED_LIMIT`, 3 here): the
+/// next send waits in RabbitMQ, its sender is told to try again, and once
+/// the database is back it is stored, once, and its retry says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_unstored_limit_sends_wait_in_rabbitmq_until_the_database_is_back() {
+    let _serial = SERIAL.lock().await;
+    let TwoNodes {
+        _nodes,
+        a,
+        ann,
+        bob,
+        chat,
+        mut bob_socket,
+        before,
+        ..
+    } = two_nodes(&[("NATTER_UNSTORED_LIMIT", "3")]).await;
+    let patient = reqwest::Client::builder()
+        .timeout(FAULT_PATIENCE)
+        .build()
+        .expect("client");
+    let send = |n: usize| {
+        let body = json!({"chatId": chat.id, "content": format!("held {n}"), "clientId": format!("unstored-{n}")});
+        patient
+            .post(a.url("/api/message"))
+            .bearer_auth(&ann.token)
+            .json(&body)
+            .send()
+    };
+
+    let outage = PostgresOutage::begin();
+    for n in 0..3 {
+        let answer = send(n).await.expect("an answer");
+        assert_eq!(answer.status(), StatusCode::CREATED, "within the limit");
+        bob_socket.next_message().await;
+    }
+    let past = send(3).await.expect("an answer in time");
+    assert_eq!(past.status(), StatusCode::SERVICE_UNAVAILABLE);
+    outage.end();
+
+    wait_until("the retry to be acked", FAULT_PATIENCE, async || {
+        send(3)
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
+    let history = a
+        .history(&bob, &chat, &format!("?after={}", before.seq))
+        .await;
+    let contents: Vec<_> = history.iter().map(|m| m.content.clone()).collect();
+    assert_eq!(
+        contents,
+        ["held 0", "held 1", "held 2", "held 3"],
+        "each stored once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persist_process_sequences_and_stores_for_nodes_that_do_not() {
     let _serial = SERIAL.lock().await;

@@ -66,8 +66,13 @@ impl Tokens {
 
     /// The user id the token was issued to, if it is genuine and unexpired.
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+        self.claims(token).map(|claims| claims.sub)
+    }
+
+    /// What the token says, if it is genuine and unexpired.
+    pub fn claims(&self, token: &str) -> Result<Claims, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims.sub),
+            Ok(data) => Ok(data.claims),
             Err(err) => match err.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(TokenError::Expired),
                 _ => Err(TokenError::Invalid),

@@ -31,7 +31,12 @@ pub async fn sign_up(
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("multipart/form-data"));
+        // Media types ignore case (RFC 9110): `Multipart/Form-Data` too.
+        .is_some_and(|value| {
+            value
+                .get(..19)
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("multipart/form-data"))
+        });
     let form = if is_multipart {
         read_multipart(
             Multipart::from_request(request, &state)

@@ -108,6 +108,10 @@ pub struct AmqpSettings {
     /// confirm (a memory alarm blocks publishers): past it, senders are told
     /// to try again, rather than the node's memory growing without end.
     pub backlog: usize,
+    /// Most messages a partition's sequencer holds delivered and unstored:
+    /// past it, it takes nothing more from its queue until a commit goes
+    /// through (the database is away or behind; memory stays bounded).
+    pub unstored_limit: usize,
     /// Queues unused for this long are deleted by RabbitMQ (for tests).
     pub queue_expiry: Option<Duration>,
 }
@@ -579,7 +583,10 @@ impl AmqpPipeline {
                 },
                 // Only wakes the loop, which sees the flag.
                 _ = stopping.changed(), if !stop => {}
-                delivery = deliveries.next(), if !stop => {
+                // Past the limit, deliveries wait (in RabbitMQ, and up to
+                // PREFETCH of them in this process) until a commit goes
+                // through; the branch above still runs, so it does.
+                delivery = deliveries.next(), if !stop && state.sequencer.unstored() < self.settings.unstored_limit => {
                     let Some(delivery) = delivery else { return Ok(()) };
                     // What already arrived behind it joins this round, so
                     // that the other nodes hear of all of it in one event

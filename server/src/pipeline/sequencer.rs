@@ -66,6 +66,8 @@ pub struct Sequencer {
     store: Arc<dyn Store>,
     events: Arc<Events>,
     chats: IdMap<String, ChatState>,
+    /// `CHATS_REMEMBERED`, but for tests.
+    chats_remembered: usize,
     senders: IdMap<String, User>,
     /// Messages sequenced by this sequencer, to recognise one seen twice.
     memory: Memory,
@@ -87,6 +89,7 @@ impl Sequencer {
             store,
             events,
             chats: IdMap::default(),
+            chats_remembered: CHATS_REMEMBERED,
             senders: IdMap::default(),
             memory: Memory::new(MESSAGES_REMEMBERED),
             pending: Vec::new(),
@@ -106,13 +109,34 @@ impl Sequencer {
         draft: &Draft,
         redelivered: bool,
     ) -> Result<Result<Sequenced, Refusal>, StoreError> {
+        // The chat's last seq is read before looking for earlier copies
+        // (`prepare` does the same): a commit of the sequencer before this
+        // one that lands in between is then seen in the copies, and moves
+        // the seq on (below), rather than in the seq alone.
+        if !self.chats.contains_key(&draft.chat_id)
+            && let Err(refusal) = self.members_of(&draft.chat_id).await?
+        {
+            return Ok(Err(refusal));
+        }
         if let Some(known) = self.known(draft, redelivered).await? {
             let message = match known {
                 Ok(message) => message,
                 Err(refusal) => return Ok(Err(refusal)),
             };
-            if let Ok(Ok(members)) = self.members_of(&message.chat_id).await {
-                self.deliver(&message, &members);
+            // Stored by the sequencer before this one, maybe after this
+            // one read the chat's last seq: the next seq is past it.
+            if let Some(chat) = self.chats.get_mut(&message.chat_id) {
+                chat.last_seq = chat.last_seq.max(message.seq);
+            }
+            match self.members_of(&message.chat_id).await {
+                // Removed since: the sender hears no more of the chat, and
+                // its members hear no more of the sender (a replayed
+                // clientId would deliver the message again every time).
+                Ok(Ok(members)) if !members.contains(&draft.sender_id) => {
+                    return Ok(Err(Refusal::NotMember));
+                }
+                Ok(Ok(members)) => self.deliver(&message, &members),
+                _ => {}
             }
             return Ok(Ok(Sequenced::Duplicate(message)));
         }
@@ -175,7 +199,7 @@ impl Sequencer {
     /// After a batch is stored: memory is bounded between batches.
     pub fn stored(&mut self) {
         self.storing = 0;
-        if self.pending.is_empty() && self.chats.len() > CHATS_REMEMBERED {
+        if self.chats.len() > self.chats_remembered {
             self.forget_all();
         }
     }
@@ -184,19 +208,39 @@ impl Sequencer {
         self.store.clone()
     }
 
+    /// Forgets every chat, sender and message, but what waits to be
+    /// stored: a chat with messages not stored keeps its seq (the database
+    /// does not have it yet), and those messages stay remembered (a retry
+    /// of one would otherwise be looked for in the database, not found, and
+    /// sequenced twice). Under steady load something always waits, so this
+    /// cannot wait for nothing to.
     fn forget_all(&mut self) {
-        self.chats.clear();
+        let waiting: IdSet<&str> = self
+            .pending
+            .iter()
+            .map(|message| message.chat_id.as_str())
+            .collect();
+        self.chats.retain(|id, _| waiting.contains(id.as_str()));
         self.senders.clear();
         self.memory.clear();
+        for message in &self.pending {
+            self.memory.remember(message.clone());
+        }
     }
 
     /// Before sequencing a batch of drafts: asks the database, a round trip
     /// for the whole batch rather than one per draft, for what the drafts'
     /// own checks would ask it: their chats and senders not known yet, and
     /// what any of them may have become before.
+    ///
+    /// Chats are learned first: a commit of the sequencer before this one
+    /// (it died, or lost the queue, with a commit on its way) may land at
+    /// any moment. Landing after the last seqs were read, its messages are
+    /// found as earlier copies, which move the seqs on; read the other way
+    /// round, its messages would be taken as new, under seqs past its own.
     pub async fn prepare(&mut self, drafts: &[&Draft], redelivered: bool) {
-        self.look_up_earlier_copies(drafts, redelivered).await;
         self.learn_chats_and_senders(drafts).await;
+        self.look_up_earlier_copies(drafts, redelivered).await;
     }
 
     /// Loads, in one round trip each, the chats and senders among `drafts`
@@ -461,4 +505,160 @@ pub async fn store_batch(store: &dyn Store, batch: &[Arc<Message>]) -> Result<()
 /// still recognised from memory).
 fn resent_client_id(draft: &Draft) -> Option<&str> {
     draft.client_id.as_deref().filter(|_| !draft.first_try)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::realtime::Hub;
+    use crate::store::{NewUser, SqliteStore};
+
+    fn draft(id: &str, chat_id: &str, sender_id: &str) -> Draft {
+        Draft {
+            id: id.into(),
+            chat_id: chat_id.into(),
+            sender_id: sender_id.into(),
+            content: id.into(),
+            client_id: None,
+            first_try: false,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn seq_of(sequenced: Sequenced) -> i64 {
+        match sequenced {
+            Sequenced::New(message) | Sequenced::Duplicate(message) => message.seq,
+        }
+    }
+
+    /// Past its limit of chats, a sequencer under steady load (a message
+    /// always waiting) still forgets: all but the chats of what waits, whose
+    /// seqs the database does not have yet, and which go on from them.
+    #[tokio::test]
+    async fn memory_is_bounded_while_messages_keep_waiting() {
+        let (_dir, store, chats) = store_with_chats(3).await;
+        let events = Arc::new(Events::local(Arc::new(Hub::new())));
+        let mut sequencer = Sequencer::new(store.clone(), events);
+        sequencer.chats_remembered = 2;
+        for chat in &chats {
+            let first = draft(&format!("{chat}-1"), chat, "ann");
+            let sent = sequencer.sequence(&first, false).await;
+            assert_eq!(seq_of(sent.expect("db").expect("sequenced")), 1);
+        }
+        let batch = sequencer.take_batch();
+        let waiting = draft("waits", &chats[0], "ann");
+        let sent = sequencer.sequence(&waiting, false).await;
+        assert_eq!(seq_of(sent.expect("db").expect("sequenced")), 2);
+        store_batch(store.as_ref(), &batch).await.expect("stored");
+        sequencer.stored();
+        assert_eq!(sequencer.chats.len(), 1, "only the chat of what waits");
+        assert!(
+            sequencer.memory.recall(&waiting).is_some(),
+            "what waits stays known"
+        );
+        for (chat, seq) in [(&chats[0], 3), (&chats[1], 2)] {
+            let next = draft(&format!("{chat}-next"), chat, "ann");
+            let sent = sequencer.sequence(&next, false).await;
+            assert_eq!(seq_of(sent.expect("db").expect("sequenced")), seq);
+        }
+    }
+
+    /// A store (in the folder returned) with user ann and `n` direct chats
+    /// of hers.
+    async fn store_with_chats(n: usize) -> (tempfile::TempDir, Arc<dyn Store>, Vec<String>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
+        let mut chats = Vec::new();
+        for i in 0..=n {
+            let name = if i == 0 {
+                "ann".to_owned()
+            } else {
+                format!("u{i}")
+            };
+            store
+                .create_user(NewUser {
+                    id: name.clone(),
+                    name: name.clone(),
+                    email: format!("{name}@example.org"),
+                    password_hash: "unused".into(),
+                    pic: None,
+                })
+                .await
+                .expect("user");
+            if i > 0 {
+                let (chat, _) = store
+                    .open_direct_chat(&format!("c{i}"), "ann", &name)
+                    .await
+                    .expect("chat");
+                chats.push(chat.id);
+            }
+        }
+        (dir, store, chats)
+    }
+
+    /// The sequencer before this one (it lost the queue with a commit on
+    /// its way) stores seqs 2 and 3 after this one learned the chat at 1.
+    /// Their drafts, redelivered, are found stored; the next new message
+    /// takes seq 4, not one of theirs (its insert would be skipped, and the
+    /// message lost, under a seq apps hold for another).
+    #[tokio::test]
+    async fn a_late_commit_of_the_sequencer_before_moves_the_seqs_past_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
+        let mut users = Vec::new();
+        for name in ["ann", "bob"] {
+            let user = store
+                .create_user(NewUser {
+                    id: name.into(),
+                    name: name.into(),
+                    email: format!("{name}@example.org"),
+                    password_hash: "unused".into(),
+                    pic: None,
+                })
+                .await
+                .expect("user");
+            users.push(user);
+        }
+        let (chat, _) = store
+            .open_direct_chat("chat", "ann", "bob")
+            .await
+            .expect("chat");
+        let events = Arc::new(Events::local(Arc::new(Hub::new())));
+        let mut sequencer = Sequencer::new(store.clone(), events);
+
+        let one = draft("m1", &chat.id, "ann");
+        let first = sequencer.sequence(&one, false).await.expect("db");
+        assert_eq!(seq_of(first.expect("sequenced")), 1);
+        let late: Vec<Arc<Message>> = [("m2", 2), ("m3", 3)]
+            .into_iter()
+            .map(|(id, seq)| {
+                Arc::new(Message {
+                    id: id.into(),
+                    chat_id: chat.id.clone(),
+                    seq,
+                    sender: users[0].clone(),
+                    content: id.into(),
+                    client_id: None,
+                    created_at: Utc::now(),
+                })
+            })
+            .collect();
+        store.store_messages(&late).await.expect("stored late");
+
+        for (id, seq) in [("m2", 2), ("m3", 3)] {
+            let again = sequencer
+                .sequence(&draft(id, &chat.id, "ann"), true)
+                .await
+                .expect("db")
+                .expect("sequenced");
+            assert!(matches!(again, Sequenced::Duplicate(_)));
+            assert_eq!(seq_of(again), seq);
+        }
+        let next = sequencer
+            .sequence(&draft("m4", &chat.id, "ann"), false)
+            .await
+            .expect("db")
+            .expect("sequenced");
+        assert_eq!(seq_of(next), 4);
+    }
 }

@@ -48,9 +48,16 @@ impl Hub {
         Self::default()
     }
 
-    pub fn register(&self, user_id: &str) -> Registration {
+    /// Adds a socket of `user_id`; from here on it gets every frame sent
+    /// to the user. `first` is queued before that (`ready`: a client waits
+    /// for it before anything else).
+    pub fn register(&self, user_id: &str, first: Option<Utf8Bytes>) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, frames) = mpsc::channel(SOCKET_QUEUE);
+        if let Some(first) = first {
+            // The queue is new and empty: this cannot fail.
+            let _ = queue.try_send(first);
+        }
         let kick = Arc::new(Notify::new());
         let socket = Socket {
             id,
@@ -179,9 +186,9 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_every_socket_of_the_named_users_only() {
         let hub = Hub::new();
-        let mut ann_laptop = hub.register("ann");
-        let mut ann_phone = hub.register("ann");
-        let mut bob = hub.register("bob");
+        let mut ann_laptop = hub.register("ann", None);
+        let mut ann_phone = hub.register("ann", None);
+        let mut bob = hub.register("bob", None);
         hub.deliver_text(["ann"], &encode(&typing("bob")));
         assert!(ann_laptop.frames.recv().await.is_some());
         assert!(ann_phone.frames.recv().await.is_some());
@@ -200,9 +207,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sockets_first_frame_comes_before_any_delivery() {
+        let hub = Hub::new();
+        let ready = encode(&ServerFrame::Ready {
+            user_id: "ann".into(),
+        });
+        let mut ann = hub.register("ann", Some(ready.clone()));
+        let typing = encode(&typing("bob"));
+        hub.deliver_text(["ann"], &typing);
+        assert_eq!(ann.frames.recv().await, Some(ready));
+        assert_eq!(ann.frames.recv().await, Some(typing));
+    }
+
+    #[tokio::test]
     async fn a_socket_that_falls_behind_is_dropped() {
         let hub = Hub::new();
-        let slow = hub.register("ann");
+        let slow = hub.register("ann", None);
         let text = encode(&typing("bob"));
         for _ in 0..=SOCKET_QUEUE {
             hub.deliver_text(["ann"], &text);

@@ -41,7 +41,7 @@ pub async fn upgrade(
     caller: Caller,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let user_id = caller.0;
+    let Caller { user_id, expires } = caller;
     let ws =
         ws.map_err(|rejection| ApiError::Rejected(rejection.status(), rejection.body_text()))?;
     Ok(ws
@@ -49,11 +49,15 @@ pub async fn upgrade(
         .write_buffer_size(SOCKET_BUFFER)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| run(state, user_id, socket)))
+        .on_upgrade(move |socket| run(state, user_id, expires, socket)))
 }
 
-/// The user a socket upgrade is for.
-pub struct Caller(String);
+/// The user a socket upgrade is for, and when their token expires.
+pub struct Caller {
+    user_id: String,
+    /// None when too far ahead to matter.
+    expires: Option<tokio::time::Instant>,
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -67,11 +71,24 @@ impl FromRequestParts<AppState> for Caller {
                     "not logged in: pass ?token=<token> or a bearer token".into(),
                 )
             })?;
-        state
+        let claims = state
             .tokens
-            .verify(&token)
-            .map(Caller)
-            .map_err(|err| ApiError::Unauthorized(err.to_string()))
+            .claims(&token)
+            .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
+        // The token is refused from the second after `exp` on (its
+        // checks count whole seconds): the socket closes then, so that the
+        // app, reconnecting, is refused too.
+        let left_ms = claims
+            .exp
+            .saturating_add(1)
+            .saturating_mul(1000)
+            .saturating_sub(chrono::Utc::now().timestamp_millis())
+            .max(0);
+        Ok(Caller {
+            user_id: claims.sub,
+            expires: tokio::time::Instant::now()
+                .checked_add(Duration::from_millis(left_ms.unsigned_abs())),
+        })
     }
 }
 
@@ -84,19 +101,24 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-async fn run(state: AppState, user_id: String, socket: WebSocket) {
-    let registration = state.hub.register(&user_id);
+async fn run(
+    state: AppState,
+    user_id: String,
+    expires: Option<tokio::time::Instant>,
+    socket: WebSocket,
+) {
+    // `ready` goes first, ahead of anything sent to the user meanwhile: the
+    // app takes any other first frame as a broken link.
+    let ready = ServerFrame::Ready {
+        user_id: user_id.clone(),
+    };
+    let registration = state.hub.register(&user_id, Some(encode(&ready)));
     let id = registration.id;
     let (sink, stream) = socket.split();
     if !state.events.ready_for_sockets() {
         close_unready(&state, &user_id, id, sink).await;
         return;
     }
-    let ready = ServerFrame::Ready {
-        user_id: user_id.clone(),
-    };
-    // The queue is new and far from full: this cannot block.
-    let _ = registration.reply.try_send(encode(&ready));
     tracing::debug!(user = %user_id, socket = id, "socket opened");
     let clock = Clock::new();
     let Registration {
@@ -106,7 +128,7 @@ async fn run(state: AppState, user_id: String, socket: WebSocket) {
         ..
     } = registration;
     tokio::select! {
-        () = write(&state, sink, frames, &kick, &clock) => {}
+        () = write(&state, sink, frames, &kick, &clock, expires) => {}
         () = read(&state, &user_id, stream, &reply, &clock) => {}
     }
     state.hub.unregister(&user_id, id);
@@ -159,7 +181,9 @@ impl Clock {
 /// client does not read must not hold up its task (or a shutdown).
 const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Writes the socket's queued frames and pings, and closes it when kicked.
+/// Writes the socket's queued frames and pings, and closes it when kicked
+/// or when its token expires (the app then reconnects, is refused, and asks
+/// the user to log in again, as any request with that token would be).
 /// Every write has a deadline (`ws_timeout`) and gives way to a kick: a
 /// client that stops reading fills the TCP window, and a write without
 /// either would then hold this task, and the socket, for good.
@@ -169,11 +193,20 @@ async fn write(
     mut frames: mpsc::Receiver<Utf8Bytes>,
     kick: &tokio::sync::Notify,
     clock: &Clock,
+    expires: Option<tokio::time::Instant>,
 ) {
     let limit = state.settings.ws_timeout;
     let mut ping = tokio::time::interval(state.settings.ws_ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
+    // One timer for the socket's life, not one per write.
+    let expiry = async move {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expiry = std::pin::pin!(expiry);
     loop {
         let written = tokio::select! {
             biased;
@@ -183,8 +216,11 @@ async fn write(
                 } else {
                     (1013, "reconnect and catch up")
                 };
-                let close = CloseFrame { code, reason: reason.into() };
-                let _ = tokio::time::timeout(CLOSE_PATIENCE, sink.send(WsMessage::Close(Some(close)))).await;
+                close(&mut sink, code, reason).await;
+                return;
+            }
+            () = &mut expiry => {
+                close(&mut sink, 1008, "the session token has expired: log in again").await;
                 return;
             }
             frame = frames.recv() => {
@@ -207,6 +243,15 @@ async fn write(
             return;
         }
     }
+}
+
+/// Sends a close frame, waiting for it at most `CLOSE_PATIENCE`.
+async fn close(sink: &mut SplitSink<WebSocket, WsMessage>, code: u16, reason: &'static str) {
+    let close = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_PATIENCE, sink.send(WsMessage::Close(Some(close)))).await;
 }
 
 /// Whether `write` finished, and in time. Most writes finish at once, and

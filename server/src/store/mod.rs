@@ -57,6 +57,47 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// The database could not answer for now (down, restarting, out of
+    /// connections, or busy past our patience): the same request may
+    /// succeed later as it is.
+    pub fn is_temporary(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return false;
+        };
+        match err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+                db.code()
+                    .is_some_and(|code| is_temporary_code(&code, sqlite))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// SQLite's busy and locked (extended codes keep the primary one in the
+/// low byte); PostgreSQL's connection exceptions (class 08), shutdowns and
+/// start-ups (57P01-57P03), too many connections, and transactions rolled
+/// back to be run again (serialization failure, deadlock).
+fn is_temporary_code(code: &str, sqlite: bool) -> bool {
+    if sqlite {
+        return code
+            .parse::<i32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
+    }
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+        )
+}
+
 /// A user as stored, with what only the server may see.
 #[derive(Debug, Clone)]
 pub struct UserRecord {
@@ -185,4 +226,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap round trip for the health endpoint.
     async fn ping(&self) -> StoreResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_temporary_code;
+
+    #[test]
+    fn busy_and_connection_codes_are_temporary_and_others_not() {
+        // SQLite: busy, busy (snapshot), locked; a constraint and a corrupt file.
+        assert!(is_temporary_code("5", true));
+        assert!(is_temporary_code("517", true));
+        assert!(is_temporary_code("6", true));
+        assert!(!is_temporary_code("2067", true));
+        assert!(!is_temporary_code("11", true));
+        // PostgreSQL: a lost connection, shutting down, too many clients; a
+        // unique violation and a NUL (all-digit codes are not SQLite's).
+        assert!(is_temporary_code("08006", false));
+        assert!(is_temporary_code("57P01", false));
+        assert!(is_temporary_code("53300", false));
+        assert!(!is_temporary_code("23505", false));
+        assert!(!is_temporary_code("22021", false));
+    }
 }

@@ -388,7 +388,17 @@ macro_rules! sql_store {
                 }
 
                 async fn remove_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
+                    let now = now_millis();
                     let mut tx = self.writer.begin().await?;
+                    // The chat's row first: two removals at once then run
+                    // one after the other. Otherwise, on PostgreSQL, each
+                    // would pick the next admin from a view taken before
+                    // the other's removal, and could pick the other leaver.
+                    sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(chat_id)
+                        .execute(&mut *tx)
+                        .await?;
                     let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
                         .bind(chat_id)
                         .bind(user_id)
@@ -398,11 +408,10 @@ macro_rules! sql_store {
                         return Err(StoreError::NotFound("that user is not a member of this chat".into()));
                     }
                     sqlx::query(
-                        "UPDATE chats SET updated_at = $1, admin_id = CASE WHEN admin_id = $2 THEN \
+                        "UPDATE chats SET admin_id = CASE WHEN admin_id = $1 THEN \
                          (SELECT user_id FROM chat_members WHERE chat_id = chats.id ORDER BY id LIMIT 1) \
-                         ELSE admin_id END WHERE id = $3",
+                         ELSE admin_id END WHERE id = $2",
                     )
-                    .bind(now_millis())
                     .bind(user_id)
                     .bind(chat_id)
                     .execute(&mut *tx)

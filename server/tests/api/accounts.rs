@@ -228,3 +228,25 @@ async fn user_info_is_protected_and_unknown_ids_are_404() {
         .expect("request");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// Media types ignore case: a form sent as `Multipart/Form-Data` is a form.
+#[tokio::test]
+async fn a_multipart_sign_up_is_read_whatever_the_case_of_its_media_type() {
+    let app = spawn_app().await;
+    let body = [
+        "--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nAnn\r\n",
+        "--XyZ\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nann@example.org\r\n",
+        "--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\na long enough password\r\n",
+        "--XyZ--\r\n",
+    ]
+    .concat();
+    let response = app
+        .http
+        .post(app.url("/api/user"))
+        .header("content-type", "Multipart/Form-Data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::CREATED);
+}

@@ -291,3 +291,33 @@ async fn chat_changes_reach_every_member_and_the_removed_one() {
         assert!(chat.users.iter().all(|user| user.id != carol.id));
     }
 }
+
+/// Two members leaving at once, the admin one of them: the one who stays
+/// becomes admin, never one of those who left (on PostgreSQL, each removal
+/// could pick the other leaver from a view taken before it left).
+#[tokio::test]
+async fn when_the_admin_and_another_leave_at_once_the_one_who_stays_is_admin() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let cid = app.sign_up("Cid").await;
+    for _ in 0..20 {
+        let group = app.create_group(&ann, "Team", &[&bob, &cid]).await;
+        let leave = |who: &crate::helpers::TestUser| {
+            let who = who.clone();
+            let body = json!({"chatId": group.id, "userId": who.id});
+            let app = &app;
+            async move { app.put(&who, "/api/chat/groupremove", body).await }
+        };
+        let (left_ann, left_bob) = tokio::join!(leave(&ann), leave(&bob));
+        assert_eq!(left_ann.status(), StatusCode::OK);
+        assert_eq!(left_bob.status(), StatusCode::OK);
+        let now: Chat = app
+            .get(&cid, &format!("/api/chat/{}", group.id))
+            .await
+            .json()
+            .await
+            .expect("chat");
+        assert_eq!(now.group_admin.map(|admin| admin.id), Some(cid.id.clone()));
+    }
+}

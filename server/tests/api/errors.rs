@@ -318,3 +318,65 @@ async fn unknown_routes_and_methods_answer_json() {
         .expect("request");
     assert_error(bad_pic, StatusCode::NOT_FOUND).await;
 }
+
+/// A database busy past the server's patience (SQLite's write lock, held
+/// from outside for longer than its 10 s busy timeout) is a 503: try again,
+/// not an internal error.
+#[tokio::test]
+async fn a_database_busy_for_too_long_answers_503() {
+    let app = spawn_app().await;
+    if app.database_url.is_some() {
+        return; // SQLite's lock; PostgreSQL's outages are in tests/faults.rs.
+    }
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let group = app.create_group(&ann, "Team", &[&bob]).await;
+    let lock = crate::helpers::hold_write_lock(&app.data_dir.join("natter.db")).await;
+    let rename = app
+        .put(
+            &ann,
+            "/api/chat/rename",
+            json!({"chatId": group.id, "chatName": "Renamed"}),
+        )
+        .await;
+    drop(lock);
+    assert_eq!(rename.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = rename.json().await.expect("json");
+    assert_eq!(
+        body["error"],
+        "the database is unavailable for a moment: try again"
+    );
+}
+
+/// A genuine token whose account this server does not have (a database
+/// restored from before its sign-up, or another server with the same
+/// secret) starts no chat: 401, log in again, not a 500.
+#[tokio::test]
+async fn a_token_for_an_account_not_here_starts_no_chat() {
+    let app = spawn_app().await;
+    let bob = app.sign_up("Bob").await;
+    let now = chrono::Utc::now().timestamp();
+    let ghost = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "no-such-account", "iat": now, "exp": now + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .expect("token");
+    for (path, body) in [
+        ("/api/chat", json!({"userId": bob.id})),
+        (
+            "/api/chat/group",
+            json!({"name": "Team", "users": [bob.id]}),
+        ),
+    ] {
+        let response = app
+            .http
+            .post(app.url(path))
+            .bearer_auth(&ghost)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_error(response, StatusCode::UNAUTHORIZED).await;
+    }
+}

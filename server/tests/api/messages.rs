@@ -276,6 +276,38 @@ async fn a_retried_client_id_is_stored_once() {
     assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
 }
 
+/// A removed member's retry of a message sent before the removal is
+/// refused like any send, and does not reach the group again.
+#[tokio::test]
+async fn a_removed_member_cannot_replay_an_earlier_client_id() {
+    let app = spawn_app().await;
+    let admin = app.sign_up("Admin").await;
+    let bob = app.sign_up("Bob").await;
+    let carol = app.sign_up("Carol").await;
+    let group = app.create_group(&admin, "Team", &[&bob, &carol]).await;
+    let side_chat = app.open_direct(&admin, &carol).await;
+    let body = json!({"chatId": group.id, "content": "before", "clientId": "b1"});
+    let first = app.post(&bob, "/api/message", body.clone()).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let removed = app
+        .put(
+            &admin,
+            "/api/chat/groupremove",
+            json!({"chatId": group.id, "userId": bob.id}),
+        )
+        .await;
+    assert_eq!(removed.status(), StatusCode::OK);
+    let mut carol_socket = app.socket(&carol).await;
+    app.wait_for_connections(1).await;
+
+    let replay = app.post(&bob, "/api/message", body).await;
+    assert_eq!(replay.status(), StatusCode::FORBIDDEN);
+    // Frames arrive in order: the side chat's message is the next Carol
+    // gets, so the replay did not reach her.
+    let marker = app.send(&admin, &side_chat, "only this").await;
+    assert_eq!(carol_socket.next_message().await, marker);
+}
+
 #[tokio::test]
 async fn client_ids_retried_at_a_server_that_never_saw_them_are_found_in_the_database() {
     let mut first_server = spawn_app().await;

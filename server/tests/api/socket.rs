@@ -247,3 +247,31 @@ async fn dropped_once_it_stops_reading(ws_timeout_ms: u64) {
         "the server still holds a socket whose client does not read"
     );
 }
+
+/// A socket lives no longer than its token: at expiry it closes, saying
+/// why, and the same token is refused when the app reconnects.
+#[tokio::test]
+async fn a_socket_closes_when_its_token_expires() {
+    let app = spawn_app_with(|config| config.token_ttl_secs = 2).await;
+    let ann = app.sign_up("Ann").await;
+    let mut socket = app.socket(&ann).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.ws.next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("closed without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed in time")
+    .expect("a close frame");
+    assert_eq!(u16::from(closed.code), 1008);
+    assert_eq!(
+        closed.reason.as_str(),
+        "the session token has expired: log in again"
+    );
+    let again = format!("ws://{}/ws?token={}", app.addr, ann.token);
+    assert_eq!(handshake_status(again).await, 401);
+}

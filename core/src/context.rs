@@ -95,6 +95,14 @@ impl Context {
             Arrival::Ack | Arrival::CatchUp | Arrival::Backfill => Source::Stored,
         };
         let stored = self.cache.put_message(message, &self.me.id, source).await?;
+        // A message just sent ends its sender's "typing…", also when it is
+        // here already (a gap read moments before brought it); an old one,
+        // on an older page or caught up, says nothing of now.
+        if arrival == Arrival::Live
+            && self.typing_changed(&message.chat_id, &message.sender.id, false)
+        {
+            self.emit_typing(&message.chat_id).await;
+        }
         if stored != Stored::New {
             // A replaced copy was shown (and counted) already, under the
             // copy's id and seq: the UI hears of the change only.
@@ -126,13 +134,6 @@ impl Context {
         self.emit(Event::Message {
             message: MessageView::sent(message, &self.me.id),
         });
-        // A message just sent ends its sender's "typing…" (an old one, on
-        // an older page or caught up, says nothing of now).
-        if arrival == Arrival::Live
-            && self.typing_changed(&message.chat_id, &message.sender.id, false)
-        {
-            self.emit_typing(&message.chat_id).await;
-        }
         let mut missed = None;
         if unseen {
             let chat = self

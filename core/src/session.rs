@@ -49,20 +49,42 @@ impl Files {
     /// from the menu while the first sits in the tray) would share its
     /// session and cache, and each would take, and hide from its window,
     /// part of the other's messages.
+    /// The file holds the claiming process's id (`claimant`).
     pub fn claim(&self) -> CoreResult<std::fs::File> {
+        use std::io::Write;
+
         std::fs::create_dir_all(&self.dir)?;
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(self.dir.join("natter.lock"))?;
+            .open(self.lock_file())?;
         match file.try_lock() {
-            Ok(()) => Ok(file),
+            Ok(()) => {
+                file.set_len(0)?;
+                write!(file, "{}", std::process::id())?;
+                Ok(file)
+            }
             Err(std::fs::TryLockError::WouldBlock) => {
                 Err(CoreError::AlreadyRunning(self.dir.display().to_string()))
             }
             Err(std::fs::TryLockError::Error(err)) => Err(err.into()),
         }
+    }
+
+    /// The process that claimed the folder last (`claim`), when it says;
+    /// whether it still runs is for the caller to find out.
+    pub fn claimant(&self) -> Option<u32> {
+        std::fs::read_to_string(self.lock_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn lock_file(&self) -> PathBuf {
+        self.dir.join("natter.lock")
     }
 
     pub fn cache(&self, user_id: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! `natter-desktop`: the Tauri shell. All logic lives in `natter-core`; this
 //! crate wires it to a window:
 //! - `commands`: what the UI can ask for;
+//! - `instance`: one app per data folder (a second start shows the first);
 //! - `bridge`: the engine's events, forwarded to the UI, the tray and notifications;
 //! - `tray`: the tray icon and its menu;
 //! - `notify`: native notifications;
@@ -9,6 +10,7 @@
 
 pub mod bridge;
 pub mod commands;
+pub mod instance;
 pub mod notify;
 pub mod pictures;
 pub mod tray;
@@ -58,6 +60,8 @@ pub fn run() {
         ])
         .setup(|app| {
             let dir = data_dir(app.handle())?;
+            instance::hand_over_if_running(&dir);
+            instance::listen(app.handle().clone(), &dir);
             let trust = trust()?;
             // The window first, as Tauri would: a WebDriver session (the
             // end-to-end tests) attaches to the first webview, and must

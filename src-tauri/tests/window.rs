@@ -129,3 +129,93 @@ fn a_ca_file_without_a_certificate_stops_the_app_with_the_reason() {
         "says which setting and why: {stderr}"
     );
 }
+
+/// The app started again on the same data folder (from the menu, while the
+/// first sits in the tray) asks the first to show its window and stops:
+/// one window, one app holding the session and cache.
+#[test]
+fn a_second_start_on_the_same_folder_hands_over_to_the_first_and_stops() {
+    let (_xvfb, display) = virtual_display();
+    let data = tempfile::tempdir().expect("temp dir");
+    let app = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_natter-desktop"));
+        command
+            .env("DISPLAY", &display)
+            .env("NATTER_DESKTOP_DIR", data.path())
+            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+            .env("NO_COLOR", "1")
+            .env_remove("WAYLAND_DISPLAY");
+        command
+    };
+    let mut first = Killed(
+        app()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the app starts"),
+    );
+    // The first's log, line by line (its tracing goes to stdout).
+    let (lines, log) = std::sync::mpsc::channel();
+    let stdout = first.0.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    while windows_titled(&display, "Natter").is_empty() {
+        assert!(
+            first.0.try_wait().expect("status").is_none(),
+            "the first app exited before showing its window"
+        );
+        assert!(started.elapsed() < PATIENCE, "no window titled Natter");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut second = Killed(
+        app()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the app starts again"),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.0.try_wait().expect("status") {
+            break status;
+        }
+        assert!(started.elapsed() < PATIENCE, "the second app did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr read");
+    assert!(status.success(), "stops without an error: {status}");
+    assert!(
+        stderr.contains(&format!(
+            "already running (process {}): showing its window",
+            first.0.id()
+        )),
+        "says which copy runs: {stderr}"
+    );
+    // The first heard the request, and still shows its one window.
+    let heard = loop {
+        match log.recv_timeout(PATIENCE) {
+            Ok(line) if line.contains("another copy of the app was started") => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(heard, "the first app says it was asked to show its window");
+    assert!(
+        first.0.try_wait().expect("status").is_none(),
+        "the first app keeps running"
+    );
+    assert_eq!(windows_titled(&display, "Natter").len(), 1);
+}

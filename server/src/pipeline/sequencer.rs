@@ -308,7 +308,10 @@ impl Sequencer {
         let mut clients = Vec::new();
         let mut covered = Vec::new();
         for draft in drafts {
-            if self.memory.recall(draft).is_some() {
+            // A chat not learned (the database away, or no such chat):
+            // its draft looks for itself in `sequence`, after its chat's
+            // seq is read, not before.
+            if self.memory.recall(draft).is_some() || !self.chats.contains_key(&draft.chat_id) {
                 continue;
             }
             if redelivered || self.maybe_earlier(draft) {

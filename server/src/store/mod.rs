@@ -66,10 +66,10 @@ impl StoreError {
             return false;
         };
         match err {
+            // Not TLS: a certificate refused stays refused.
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Database(db) => {
                 let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
@@ -83,8 +83,9 @@ impl StoreError {
 
 /// SQLite's busy and locked (extended codes keep the primary one in the
 /// low byte); PostgreSQL's connection exceptions (class 08), shutdowns and
-/// start-ups (57P01-57P03), too many connections, and transactions rolled
-/// back to be run again (serialization failure, deadlock).
+/// start-ups (57P01-57P03), too many connections, transactions rolled back
+/// to be run again (serialization failure, deadlock), and a read-only
+/// server (a standby, as a failover moves the address).
 fn is_temporary_code(code: &str, sqlite: bool) -> bool {
     if sqlite {
         return code
@@ -94,7 +95,7 @@ fn is_temporary_code(code: &str, sqlite: bool) -> bool {
     code.starts_with("08")
         || matches!(
             code,
-            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "25006"
         )
 }
 
@@ -245,6 +246,7 @@ mod tests {
         assert!(is_temporary_code("08006", false));
         assert!(is_temporary_code("57P01", false));
         assert!(is_temporary_code("53300", false));
+        assert!(is_temporary_code("25006", false));
         assert!(!is_temporary_code("23505", false));
         assert!(!is_temporary_code("22021", false));
     }

@@ -472,6 +472,12 @@ impl Engine {
                 }
                 // Offline: what the cache has is what there is.
                 Err(CoreError::Unreachable { .. }) => {}
+                // The server failing for now (a proxy's 502 while it
+                // restarts, a 503 while its database is away): a chat
+                // being opened shows what the cache has rather than only
+                // the error; an older page says why it did not come.
+                Err(CoreError::Server { status, .. })
+                    if status >= 500 && before.is_none() && !messages.is_empty() => {}
                 Err(err) => return Err(err),
             }
         }

@@ -1438,6 +1438,9 @@ enum Cut {
     /// Like `Asking`, but the connection is held open and never answered,
     /// as by a proxy that hangs.
     Stalling(Vec<u8>),
+    /// Like `Asking`, but answered with 502 Bad Gateway, as by a proxy
+    /// whose server is restarting.
+    Failing(Vec<u8>),
 }
 
 /// A plain TCP front to a server that plays the network failing, as a
@@ -1501,6 +1504,7 @@ impl FaultyFront {
         let (mut from_client, mut to_client) = client.into_split();
         let (mut from_server, mut to_server) = server.into_split();
         let asking = cut.clone();
+        // Whether the request is to be answered with 502 (`Cut::Failing`).
         let up = async move {
             let mut buf = vec![0u8; 16 * 1024];
             // The end of the last read too, for a request line split in two.
@@ -1508,13 +1512,14 @@ impl FaultyFront {
             loop {
                 let n = from_client.read(&mut buf).await?;
                 if n == 0 {
-                    return Ok::<(), std::io::Error>(());
+                    return Ok::<bool, std::io::Error>(false);
                 }
                 seen.extend_from_slice(&buf[..n]);
-                let (needle, stall) = match &*asking.borrow() {
-                    Cut::Asking(needle) => (Some(needle.clone()), false),
-                    Cut::Stalling(needle) => (Some(needle.clone()), true),
-                    Cut::Nothing | Cut::Everything => (None, false),
+                let (needle, stall, fail) = match &*asking.borrow() {
+                    Cut::Asking(needle) => (Some(needle.clone()), false, false),
+                    Cut::Stalling(needle) => (Some(needle.clone()), true, false),
+                    Cut::Failing(needle) => (Some(needle.clone()), false, true),
+                    Cut::Nothing | Cut::Everything => (None, false, false),
                 };
                 if let Some(needle) = needle {
                     if seen
@@ -1525,7 +1530,7 @@ impl FaultyFront {
                             stalled.fetch_add(1, Ordering::SeqCst);
                             std::future::pending::<()>().await;
                         }
-                        return Ok(());
+                        return Ok(fail);
                     }
                     let keep = seen.len().saturating_sub(needle.len());
                     seen.drain(..keep);
@@ -1544,10 +1549,18 @@ impl FaultyFront {
             }
             std::future::pending::<()>().await
         };
-        tokio::select! {
-            _ = up => {}
-            _ = down => {}
-            () = gone => {}
+        let fail = tokio::select! {
+            answer = up => matches!(answer, Ok(true)),
+            _ = down => false,
+            () = gone => false,
+        };
+        if fail {
+            let _ = to_client
+                .write_all(
+                    b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            let _ = to_client.shutdown().await;
         }
     }
 }
@@ -1556,6 +1569,72 @@ impl Drop for FaultyFront {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Opening a chat while the server fails for now (a proxy's 502 as it
+/// restarts) shows what the cache has, not only an error; an older page
+/// says why it did not come.
+#[tokio::test]
+async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
+    let server = Server::spawn().await;
+    let front = FaultyFront::start(server.addr).await;
+    let ann_app = app_at(&front.url, Trust::default()).await;
+    let bob_app = app(&server).await;
+    let cid_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    let cid = sign_up(&cid_app, "Cid").await;
+    online(&ann_app).await;
+    // A group with history from before Ann: her cache starts at what
+    // comes after she joins, so opening it asks the server for the rest.
+    let group = bob_app
+        .engine
+        .create_group("Old hands", std::slice::from_ref(&cid.id))
+        .await
+        .expect("group");
+    bob_app
+        .engine
+        .send(&group.id, "before you came")
+        .await
+        .expect("sent");
+    eventually("bob's first is acked", || async {
+        contents(&bob_app, &group.id).await == [("before you came".to_owned(), Delivery::Sent)]
+    })
+    .await;
+    bob_app
+        .engine
+        .add_member(&group.id, &ann.id)
+        .await
+        .expect("ann added");
+    eventually("ann has the group", || async {
+        ann_app.engine.chat(&group.id).await.is_ok()
+    })
+    .await;
+    for text in ["one", "two"] {
+        bob_app.engine.send(&group.id, text).await.expect("sent");
+    }
+    // Read from her cache: asking the engine would fetch the page before.
+    let cache = natter_core::session::Files::new(&ann_app.dir).cache(&ann.id);
+    let cache = natter_core::cache::Cache::open(&cache)
+        .await
+        .expect("ann's cache");
+    eventually("ann has both", || async {
+        cache.max_seqs().await.expect("seqs").get(&group.id) == Some(&3)
+    })
+    .await;
+    assert_eq!(cache.min_seq(&group.id).await.expect("seq"), Some(2));
+    cache.close().await;
+
+    front.set(Cut::Failing(
+        format!("GET /api/message/{}", group.id).into_bytes(),
+    ));
+    let shown = ann_app
+        .engine
+        .history(&group.id, None)
+        .await
+        .expect("the cache, not the error");
+    let shown: Vec<&str> = shown.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(shown, ["one", "two"]);
 }
 
 /// A socket upgrade that is never answered (a proxy that hangs) counts as

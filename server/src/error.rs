@@ -116,6 +116,9 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Invalid(what) => ApiError::BadRequest(what),
             StoreError::Database(cause) => ApiError::Internal(cause.into()),
+            StoreError::TimedOut => {
+                ApiError::Unavailable("the database is unavailable for a moment: try again".into())
+            }
             StoreError::Migration(cause) => ApiError::Internal(cause.into()),
         }
     }

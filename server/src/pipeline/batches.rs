@@ -14,6 +14,13 @@ use tokio::time::Instant;
 use super::sequencer::{Sequencer, store_batch};
 use crate::store::StoreError;
 
+/// How long a commit may take before it counts as failed and is tried
+/// again: a database machine gone without closing its connections would
+/// hold it, and every ack and history read waiting on it, for as long as
+/// TCP takes to give up. Far above what a commit of a batch held back by
+/// an outage takes (100,000 messages in a few seconds). A commit that did
+/// go through is harmless to repeat: stored ids are skipped.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(60);
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const LONGEST_PAUSE: Duration = Duration::from_secs(2);
 
@@ -63,7 +70,9 @@ impl<T> Batches<T> {
             let outcome = if batch.is_empty() {
                 Ok(())
             } else {
-                store_batch(store.as_ref(), &batch).await
+                tokio::time::timeout(COMMIT_PATIENCE, store_batch(store.as_ref(), &batch))
+                    .await
+                    .unwrap_or(Err(StoreError::TimedOut))
             };
             (batch, outcome)
         });

@@ -39,6 +39,13 @@ fn clock_slack() -> chrono::TimeDelta {
 
 /// How long sending waits for a lookup it can do without.
 const OPTIONAL_PATIENCE: Duration = Duration::from_millis(250);
+/// How long a lookup sending needs may take (a chat's seq, its members, a
+/// sender, a redelivered draft's earlier copy): the partition waits on it,
+/// and a database machine gone without closing its connections would hold
+/// it, and every chat of the partition, for as long as TCP takes to give
+/// up. Well within a sender's patience (10 s), so the sends behind it in
+/// the partition still go.
+const REQUIRED_PATIENCE: Duration = Duration::from_secs(4);
 /// How long such lookups are skipped after the database failed one.
 const AWAY_PAUSE: Duration = Duration::from_secs(2);
 
@@ -77,6 +84,9 @@ pub struct Sequencer {
     storing: usize,
     /// Optional lookups are skipped until then: the database failed one.
     database_away_until: Option<Instant>,
+    /// Required lookups fail at once until then: one got no answer in time
+    /// (the next would wait as long, and hold up the partition again).
+    database_gone_until: Option<Instant>,
     /// Drafts whose earlier selves `prepare` looked up already.
     looked_up: IdSet<String>,
     /// Delivered here, not yet told to the other nodes (`flush`).
@@ -95,6 +105,7 @@ impl Sequencer {
             pending: Vec::new(),
             storing: 0,
             database_away_until: None,
+            database_gone_until: None,
             looked_up: IdSet::default(),
             for_other_nodes: Vec::new(),
         }
@@ -265,8 +276,9 @@ impl Sequencer {
             .collect();
         chats.sort_unstable();
         chats.dedup();
+        let store = self.store.clone();
         if !chats.is_empty()
-            && let Ok(found) = self.store.chats_to_sequence(&chats).await
+            && let Ok(found) = self.required(store.chats_to_sequence(&chats)).await
         {
             let now = Utc::now();
             for chat in found {
@@ -288,7 +300,7 @@ impl Sequencer {
         senders.sort_unstable();
         senders.dedup();
         if !senders.is_empty()
-            && let Ok(found) = self.store.users(&senders).await
+            && let Ok(found) = self.required(store.users(&senders)).await
         {
             for user in found {
                 self.senders.insert(user.id.clone(), user);
@@ -329,7 +341,7 @@ impl Sequencer {
         let store = self.store.clone();
         let lookup = store.messages_sent_before(&ids, &clients);
         let found = if redelivered {
-            lookup.await.ok()
+            self.required(lookup).await.ok()
         } else {
             self.optional(lookup).await
         };
@@ -365,7 +377,8 @@ impl Sequencer {
             return Ok(None);
         }
         if redelivered {
-            if let Some(message) = self.store.message(&draft.id).await? {
+            let store = self.store.clone();
+            if let Some(message) = self.required(store.message(&draft.id)).await? {
                 return Ok(Some(Ok(Arc::new(message))));
             }
         } else if self.maybe_earlier(draft) {
@@ -426,6 +439,31 @@ impl Sequencer {
         }
     }
 
+    /// A lookup sending needs: its answer, or `TimedOut` after
+    /// `REQUIRED_PATIENCE` (then, for a while, optional lookups are skipped
+    /// and required ones fail at once).
+    async fn required<T>(
+        &mut self,
+        lookup: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if self
+            .database_gone_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Err(StoreError::TimedOut);
+        }
+        match tokio::time::timeout(REQUIRED_PATIENCE, lookup).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::warn!("the database did not answer a lookup in time");
+                let until = Instant::now() + AWAY_PAUSE;
+                self.database_away_until = Some(until);
+                self.database_gone_until = Some(until);
+                Err(StoreError::TimedOut)
+            }
+        }
+    }
+
     /// Whether a lookup failed lately (optional ones are skipped then).
     fn database_seems_away(&self) -> bool {
         self.database_away_until
@@ -438,7 +476,8 @@ impl Sequencer {
         chat_id: &str,
     ) -> Result<Result<Arc<[String]>, Refusal>, StoreError> {
         if !self.chats.contains_key(chat_id) {
-            let last_seq = match self.store.last_seq(chat_id).await {
+            let store = self.store.clone();
+            let last_seq = match self.required(store.last_seq(chat_id)).await {
                 Ok(Some(last_seq)) => last_seq,
                 // An id no chat can have (PostgreSQL refuses to compare a
                 // NUL): no such chat, for good, not a database to wait for.
@@ -458,7 +497,12 @@ impl Sequencer {
             return Ok(Err(Refusal::NoSuchChat));
         };
         if chat.members.is_none() {
-            chat.members = Some(self.store.members(chat_id).await?.into());
+            let store = self.store.clone();
+            let members: Arc<[String]> = self.required(store.members(chat_id)).await?.into();
+            if let Some(chat) = self.chats.get_mut(chat_id) {
+                chat.members = Some(members.clone());
+            }
+            return Ok(Ok(members));
         }
         Ok(Ok(chat.members.clone().unwrap_or_else(|| Arc::new([]))))
     }
@@ -467,7 +511,8 @@ impl Sequencer {
         if let Some(user) = self.senders.get(user_id) {
             return Ok(Some(user.clone()));
         }
-        let user = self.store.user(user_id).await?;
+        let store = self.store.clone();
+        let user = self.required(store.user(user_id)).await?;
         if let Some(user) = &user {
             self.senders.insert(user_id.to_owned(), user.clone());
         }

@@ -33,6 +33,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("database: {0}")]
     Database(sqlx::Error),
+    /// The database did not answer within our patience (a machine gone
+    /// without closing its connections answers nothing for many minutes).
+    #[error("the database did not answer in time")]
+    TimedOut,
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }
@@ -62,8 +66,10 @@ impl StoreError {
     /// connections, or busy past our patience): the same request may
     /// succeed later as it is.
     pub fn is_temporary(&self) -> bool {
-        let StoreError::Database(err) = self else {
-            return false;
+        let err = match self {
+            StoreError::Database(err) => err,
+            StoreError::TimedOut => return true,
+            _ => return false,
         };
         match err {
             // Not TLS: a certificate refused stays refused.

@@ -383,3 +383,156 @@ async fn a_second_server_on_the_same_data_folder_waits_until_the_first_has_stopp
     assert_eq!(again.send(&ann, &chat, "two").await.seq, 2);
     serving.abort();
 }
+
+/// A TCP relay to PostgreSQL that can stop answering without closing
+/// anything, as a database machine that is gone does: every query on it
+/// waits until TCP gives up (many minutes).
+struct FreezingRelay {
+    addr: std::net::SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingRelay {
+    async fn start(backend: std::net::SocketAddr) -> FreezingRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let addr = listener.local_addr().expect("address");
+        let (frozen, watching) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Self::relay(client, backend, watching.clone()));
+            }
+        });
+        FreezingRelay { addr, frozen, task }
+    }
+
+    fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Copies both ways while not frozen; frozen, it holds everything.
+    async fn relay(
+        client: tokio::net::TcpStream,
+        backend: std::net::SocketAddr,
+        frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let Ok(server) = tokio::net::TcpStream::connect(backend).await else {
+            return;
+        };
+        let (from_client, to_client) = client.into_split();
+        let (from_server, to_server) = server.into_split();
+        tokio::select! {
+            () = Self::copy(from_client, to_server, frozen.clone()) => {}
+            () = Self::copy(from_server, to_client, frozen) => {}
+        }
+    }
+
+    async fn copy(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(n) = from.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            if *frozen.borrow_and_update() {
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for FreezingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The database stops answering (its machine is gone): a send that needs
+/// it (to a chat the sequencer has not learned) is refused for now after a
+/// few seconds, and the sends behind it in its partition, to chats the
+/// sequencer knows, are still acked (they wait for nothing but memory),
+/// rather than the partition waiting for TCP to give up.
+#[tokio::test]
+async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() {
+    let deployment = Deployment::new().await;
+    // postgres://[user@]host:port/database: the same, through the relay.
+    let (scheme, rest) = deployment
+        .database
+        .split_once("://")
+        .expect("a database URL");
+    let (authority, database) = rest.split_once('/').expect("a database name");
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), authority),
+    };
+    let host = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    let backend = tokio::net::lookup_host(host)
+        .await
+        .expect("resolved")
+        .next()
+        .expect("an address");
+    let relay = FreezingRelay::start(backend).await;
+    let through_relay = format!("{scheme}://{user}{}/{database}", relay.addr);
+    let app = deployment
+        .spawn_node(0, |config| {
+            config.database_url = Some(through_relay);
+            config.partitions = Some(1);
+        })
+        .await;
+    let (ann, bob, known) = app.ann_and_bob().await;
+    let cid = app.sign_up("Cid").await;
+    let unknown = app.open_direct(&ann, &cid).await;
+    app.send(&ann, &known, "the sequencer learns this chat")
+        .await;
+    let mut ann_socket = app.socket(&ann).await;
+    let _ = bob;
+
+    relay.freeze();
+    // In this order, into the one partition: the first needs the database.
+    for (chat, client_id) in [(&unknown, "needs-db"), (&known, "from-memory")] {
+        ann_socket
+            .send_json(serde_json::json!({"type": "send", "chatId": chat.id, "content": client_id, "clientId": client_id}))
+            .await;
+    }
+    let mut answers = std::collections::HashMap::new();
+    let waited = tokio::time::timeout(SEND_PATIENCE, async {
+        while answers.len() < 2 {
+            match ann_socket.next_frame().await {
+                ServerFrame::Ack { client_id, .. } => {
+                    answers.insert(client_id, "acked".to_owned());
+                }
+                ServerFrame::Error {
+                    client_id: Some(client_id),
+                    retry,
+                    ..
+                } => {
+                    answers.insert(client_id, format!("refused, retry {retry}"));
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "both answered within a sender's patience: {answers:?}"
+    );
+    assert_eq!(answers["from-memory"], "acked");
+    assert_eq!(answers["needs-db"], "refused, retry true");
+}

@@ -17,15 +17,26 @@ fn socket_path(dir: &Path) -> PathBuf {
     dir.join("natter.sock")
 }
 
-/// When another copy of the app holds `dir`: asks it to show its window
-/// and ends this process. Otherwise returns, the folder free for the engine.
-pub fn hand_over_if_running(dir: &Path) {
-    let files = Files::new(dir);
-    // Claimed and let go at once: the engine claims it for good.
-    let Err(CoreError::AlreadyRunning(_)) = files.claim() else {
-        return;
-    };
-    let running = match files.claimant() {
+/// Claims `dir` for this process until the engine takes it over (drop it
+/// just before `Engine::open`): a second start meanwhile finds it taken,
+/// rather than both starting. When another copy holds it already, hands
+/// over (`hand_over`) and does not return. None when it cannot be claimed
+/// for another reason (a folder we cannot write): the engine says why.
+pub fn claim_or_hand_over(dir: &Path) -> Option<std::fs::File> {
+    match Files::new(dir).claim() {
+        Ok(claim) => Some(claim),
+        Err(CoreError::AlreadyRunning(_)) => hand_over(dir),
+        Err(err) => {
+            tracing::warn!(error = %err, "claiming the data folder");
+            None
+        }
+    }
+}
+
+/// Another copy of the app holds `dir`: asks it to show its window, says
+/// so, and ends this process.
+pub fn hand_over(dir: &Path) -> ! {
+    let running = match Files::new(dir).claimant() {
         Some(pid) => format!("already running (process {pid})"),
         None => "already running".to_owned(),
     };
@@ -50,9 +61,9 @@ fn ask_to_show(_dir: &Path) -> bool {
     false
 }
 
-/// Shows the window whenever another copy asks (`hand_over_if_running`).
-/// Call it once the folder is this process's: a socket file left by a copy
-/// that died is replaced.
+/// Shows the window whenever another copy asks (`hand_over`). Call it once
+/// the engine holds the folder: a socket file there is then one a copy
+/// that died left behind, and is replaced.
 pub fn listen<R: Runtime>(app: AppHandle<R>, dir: &Path) {
     #[cfg(unix)]
     {
@@ -61,7 +72,7 @@ pub fn listen<R: Runtime>(app: AppHandle<R>, dir: &Path) {
         let listener = match std::os::unix::net::UnixListener::bind(&path) {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::warn!(error = %err, path = %path.display(), "listening for other copies of the app");
+                tracing::warn!(error = %err, path = %path.display(), "listening for other copies of the app: a second start will not show this window");
                 return;
             }
         };
@@ -76,7 +87,16 @@ pub fn listen<R: Runtime>(app: AppHandle<R>, dir: &Path) {
                     return;
                 }
             };
-            while let Ok((mut stream, _)) = listener.accept().await {
+            loop {
+                let mut stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        // Out of file descriptors, say: it passes.
+                        tracing::warn!(error = %err, "another copy of the app could not be heard");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 // Its line read (a second at most), so that its write does
                 // not meet a closed socket.
                 let mut line = [0u8; 16];

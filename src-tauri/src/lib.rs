@@ -60,8 +60,8 @@ pub fn run() {
         ])
         .setup(|app| {
             let dir = data_dir(app.handle())?;
-            instance::hand_over_if_running(&dir);
-            instance::listen(app.handle().clone(), &dir);
+            // Held until the engine claims the folder for good.
+            let claim = instance::claim_or_hand_over(&dir);
             let trust = trust()?;
             // The window first, as Tauri would: a WebDriver session (the
             // end-to-end tests) attaches to the first webview, and must
@@ -72,7 +72,14 @@ pub fn run() {
                 trust,
                 ..EngineOptions::default()
             };
-            let engine = tauri::async_runtime::block_on(Engine::open(dir.clone(), options))?;
+            drop(claim);
+            let engine = match tauri::async_runtime::block_on(Engine::open(dir.clone(), options)) {
+                Ok(engine) => engine,
+                // Another start won the folder in the moment between.
+                Err(natter_core::CoreError::AlreadyRunning(_)) => instance::hand_over(&dir),
+                Err(err) => return Err(err.into()),
+            };
+            instance::listen(app.handle().clone(), &dir);
             app.manage(engine.clone());
             let tray = tray::build(app.handle())?;
             bridge::start(app.handle().clone(), engine, tray);

@@ -477,7 +477,10 @@ impl Engine {
                 // being opened shows what the cache has rather than only
                 // the error; an older page says why it did not come.
                 Err(CoreError::Server { status, .. })
-                    if status >= 500 && before.is_none() && !messages.is_empty() => {}
+                    if status >= 500
+                        && before.is_none()
+                        && (!messages.is_empty()
+                            || !ctx.cache.unsent(chat_id, &ctx.me.id).await?.is_empty()) => {}
                 Err(err) => return Err(err),
             }
         }

@@ -174,6 +174,7 @@ pub async fn add_member(
             "a group can have at most {GROUP_MAX_MEMBERS} members"
         )));
     }
+    state.pipeline.ready_for_member_changes(chat_id).await?;
     let chat = state.store.add_member(chat_id, user_id).await?;
     announce(state, &chat, None).await;
     Ok(chat)
@@ -195,6 +196,7 @@ pub async fn remove_member(
     } else {
         group_for_admin(state, me, chat_id).await?;
     }
+    state.pipeline.ready_for_member_changes(chat_id).await?;
     let chat = state.store.remove_member(chat_id, user_id).await?;
     announce(state, &chat, Some(user_id)).await;
     Ok(chat)

@@ -478,9 +478,34 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
         mut bob_socket,
         ..
     } = two_nodes(&[]).await;
+    let group = a.create_group(&ann, "Team", &[&bob]).await;
+    // Bob hears of the group (the socket's frames are in order from here).
+    bob_socket
+        .next_where(|frame| matches!(frame, ServerFrame::Chat { .. }))
+        .await;
 
     let _restart = RestartRabbitOnDrop;
     rabbitmqctl(&["stop_app"]);
+
+    // A member is not removed while the chat's sequencer (maybe on another
+    // node) cannot hear of it: it would go on with the members it knew.
+    let remove = json!({"chatId": group.id, "userId": bob.id});
+    wait_until("a refused removal", FAULT_PATIENCE, async || {
+        let response = a.put(&ann, "/api/chat/groupremove", remove.clone()).await;
+        assert_ne!(response.status(), StatusCode::OK, "not removed unheard");
+        response.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let still: natter_shared::Chat = a
+        .get(&ann, &format!("/api/chat/{}", group.id))
+        .await
+        .json()
+        .await
+        .expect("chat");
+    assert!(
+        still.users.iter().any(|user| user.id == bob.id),
+        "bob is still in"
+    );
 
     // During the outage: a clear error, never a false ack.
     let during = json!({"chatId": chat.id, "content": "during", "clientId": "outage-1"});

@@ -247,7 +247,7 @@ impl AmqpPipeline {
         });
     }
 
-    async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
+    pub async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
         let request = Request {
             command: command.clone(),
             correlation: None,

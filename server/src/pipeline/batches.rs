@@ -17,10 +17,13 @@ use crate::store::StoreError;
 /// How long a commit may take before it counts as failed and is tried
 /// again: a database machine gone without closing its connections would
 /// hold it, and every ack and history read waiting on it, for as long as
-/// TCP takes to give up. Far above what a commit of a batch held back by
-/// an outage takes (100,000 messages in a few seconds). A commit that did
-/// go through is harmless to repeat: stored ids are skipped.
-const COMMIT_PATIENCE: Duration = Duration::from_secs(60);
+/// TCP takes to give up (about 15 minutes). Far above what the largest
+/// batch takes on a database that answers (100,000 messages held back by
+/// an outage: seconds), since a retry of a commit cut short while its
+/// database still works on it waits for that work, and grows: a short
+/// patience could keep a slow database from ever catching up. A commit
+/// that did go through is harmless to repeat: stored ids are skipped.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(300);
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const LONGEST_PAUSE: Duration = Duration::from_secs(2);
 

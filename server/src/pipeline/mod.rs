@@ -253,6 +253,25 @@ impl Pipeline {
 
     /// Whether messages can be sent while the database is away: through
     /// RabbitMQ, while linked to it.
+    /// Before a membership change: refuses it while the chat's sequencer
+    /// cannot hear of it now (RabbitMQ away or not confirming). Made
+    /// anyway, the sequencer, which may run on another node, would go on
+    /// with the members it knew, and a member removed could still send
+    /// and receive there until the link came back. Through RabbitMQ this
+    /// tells the sequencer once (confirmed) before the change, and
+    /// `chat_changed` tells it again after.
+    pub async fn ready_for_member_changes(&self, chat_id: &str) -> Result<(), PipelineError> {
+        match self {
+            Pipeline::Local(_) => Ok(()),
+            Pipeline::Amqp(amqp) => {
+                let command = Command::Changed {
+                    chat_id: chat_id.to_owned(),
+                };
+                amqp.tell(chat_id, &command).await
+            }
+        }
+    }
+
     pub fn works_without_database(&self) -> bool {
         match self {
             Pipeline::Local(_) => false,

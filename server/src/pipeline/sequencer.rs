@@ -40,11 +40,14 @@ fn clock_slack() -> chrono::TimeDelta {
 /// How long sending waits for a lookup it can do without.
 const OPTIONAL_PATIENCE: Duration = Duration::from_millis(250);
 /// How long a lookup sending needs may take (a chat's seq, its members, a
-/// sender, a redelivered draft's earlier copy): the partition waits on it,
-/// and a database machine gone without closing its connections would hold
-/// it, and every chat of the partition, for as long as TCP takes to give
-/// up. Well within a sender's patience (10 s), so the sends behind it in
-/// the partition still go.
+/// sender, a redelivered draft's earlier copy), waiting for a connection
+/// included: the partition waits on it, and a database machine gone
+/// without closing its connections would hold it, and every chat of the
+/// partition, for as long as TCP takes to give up. Within a sender's
+/// patience (10 s), so the sends behind one such lookup still go. The
+/// price: a database so busy that a lookup waits longer is taken for gone
+/// for `AWAY_PAUSE`, and sends that need it are refused for now (senders
+/// try again; redelivered ones wait).
 const REQUIRED_PATIENCE: Duration = Duration::from_secs(4);
 /// How long such lookups are skipped after the database failed one.
 const AWAY_PAUSE: Duration = Duration::from_secs(2);

@@ -182,8 +182,9 @@ impl Clock {
 const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Writes the socket's queued frames and pings, and closes it when kicked
-/// or when its token expires (the app then reconnects, is refused, and asks
-/// the user to log in again, as any request with that token would be).
+/// or, at the first ping after, when its token expires (the app then
+/// reconnects, is refused, and asks the user to log in again, as any
+/// request with that token would be).
 /// Every write has a deadline (`ws_timeout`) and gives way to a kick: a
 /// client that stops reading fills the TCP window, and a write without
 /// either would then hold this task, and the socket, for good.
@@ -199,14 +200,6 @@ async fn write(
     let mut ping = tokio::time::interval(state.settings.ws_ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
-    // One timer for the socket's life, not one per write.
-    let expiry = async move {
-        match expires {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    let mut expiry = std::pin::pin!(expiry);
     loop {
         let written = tokio::select! {
             biased;
@@ -219,10 +212,6 @@ async fn write(
                 close(&mut sink, code, reason).await;
                 return;
             }
-            () = &mut expiry => {
-                close(&mut sink, 1008, "the session token has expired: log in again").await;
-                return;
-            }
             frame = frames.recv() => {
                 let Some(frame) = frame else { return };
                 // What is queued now, no more: a client that reads, fed
@@ -231,6 +220,12 @@ async fn write(
                 written_in_time(write_queued(&mut sink, frame, &mut frames, queued), limit, kick).await
             }
             _ = ping.tick() => {
+                // Checked at each ping, not with a timer of its own: one
+                // per socket would cost every idle socket its memory.
+                if expires.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    close(&mut sink, 1008, "the session token has expired: log in again").await;
+                    return;
+                }
                 if clock.silent_for() > state.settings.ws_timeout {
                     tracing::debug!("dropping a socket that stopped answering pings");
                     return;

@@ -248,11 +248,17 @@ async fn dropped_once_it_stops_reading(ws_timeout_ms: u64) {
     );
 }
 
-/// A socket lives no longer than its token: at expiry it closes, saying
-/// why, and the same token is refused when the app reconnects.
+/// A socket lives no longer than its token: at the first ping after expiry
+/// it closes, saying why, and the same token is refused when the app
+/// reconnects.
 #[tokio::test]
 async fn a_socket_closes_when_its_token_expires() {
-    let app = spawn_app_with(|config| config.token_ttl_secs = 2).await;
+    let app = spawn_app_with(|config| {
+        config.token_ttl_secs = 2;
+        // Expiry is checked at each ping.
+        config.ws_ping_ms = 100;
+    })
+    .await;
     let ann = app.sign_up("Ann").await;
     let mut socket = app.socket(&ann).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), async {

@@ -375,14 +375,26 @@ macro_rules! sql_store {
                 async fn add_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
                     let now = now_millis();
                     let mut tx = self.writer.begin().await?;
-                    if Self::insert_members(&mut tx, chat_id, &[user_id], now).await? == 0 {
-                        return Err(StoreError::Conflict("that user is already a member".into()));
-                    }
+                    // The chat's row first: additions at once run one after
+                    // the other, so each counts the members the others left
+                    // (two at 255 members would both pass a count made
+                    // outside, and make 257).
                     sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2")
                         .bind(now)
                         .bind(chat_id)
                         .execute(&mut *tx)
                         .await?;
+                    if Self::insert_members(&mut tx, chat_id, &[user_id], now).await? == 0 {
+                        return Err(StoreError::Conflict("that user is already a member".into()));
+                    }
+                    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chat_members WHERE chat_id = $1")
+                        .bind(chat_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let most = natter_shared::limits::GROUP_MAX_MEMBERS;
+                    if usize::try_from(members).unwrap_or(usize::MAX) > most {
+                        return Err(StoreError::Invalid(format!("a group can have at most {most} members")));
+                    }
                     tx.commit().await?;
                     self.one_chat(chat_id).await
                 }

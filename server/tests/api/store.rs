@@ -179,3 +179,48 @@ async fn postgres_stores_a_queued_message_holding_nul_with_a_replacement() {
         .collect();
     assert_eq!(stored, ["a\u{FFFD}b".to_owned(), batch[1].content.clone()]);
 }
+
+/// Two members added at once to a group one short of the limit: one is,
+/// the other refused (counted outside the transaction, both passed).
+async fn a_group_never_grows_past_its_limit(store: &dyn Store) {
+    use natter_shared::limits::GROUP_MAX_MEMBERS;
+    let mut ids = Vec::new();
+    for n in 0..=GROUP_MAX_MEMBERS {
+        ids.push(user(store, &format!("member{n}")).await.id);
+    }
+    let (admin, others) = ids.split_first().expect("users");
+    let (two, first) = others.split_at(2);
+    let first = &first[..GROUP_MAX_MEMBERS - 2];
+    let group = store
+        .create_group("crowd", "Crowd", admin, first)
+        .await
+        .expect("a group one short of the limit");
+    assert_eq!(group.users.len(), GROUP_MAX_MEMBERS - 1);
+    let (a, b) = tokio::join!(
+        store.add_member(&group.id, &two[0]),
+        store.add_member(&group.id, &two[1])
+    );
+    assert_eq!(
+        usize::from(a.is_ok()) + usize::from(b.is_ok()),
+        1,
+        "one added, one refused: {a:?} {b:?}"
+    );
+    assert_eq!(
+        store.members(&group.id).await.expect("members").len(),
+        GROUP_MAX_MEMBERS
+    );
+}
+
+#[tokio::test]
+async fn postgres_keeps_a_group_within_its_limit() {
+    let url = new_postgres_database().await;
+    let store = PgStore::connect(&url, 4).await.expect("PostgreSQL");
+    a_group_never_grows_past_its_limit(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_a_group_within_its_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).await.expect("SQLite");
+    a_group_never_grows_past_its_limit(&store).await;
+}

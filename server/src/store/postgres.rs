@@ -42,8 +42,14 @@ impl PgStore {
 /// were a new statement for most batches, prepared and planned each time
 /// (in isolation 26-30 against 28-35 µs of PostgreSQL's time per row; in
 /// the whole pipeline ~3%, within the spread of runs: docs/benchmarks.md,
-/// sixteenth round). And how each chat's latest message is found.
+/// sixteenth round). And how each chat's latest message is found, and
+/// how text compares.
 impl PgStore {
+    /// Compares text byte by byte, as SQLite does: a database's own
+    /// collation would order (and, past a page, pick) search results
+    /// differently from SQLite's.
+    const BYTEWISE: &'static str = " COLLATE \"C\"";
+
     /// Inserts `batch`, skipping ids stored already; returns how many were
     /// new. A thousand at a time: a batch held back while the database was
     /// away can grow to many thousands of messages, and one statement must

@@ -281,9 +281,13 @@ macro_rules! sql_store {
                 }
 
                 async fn search_users(&self, query: &str, exclude: &str, limit: u32) -> StoreResult<Vec<User>> {
+                    // By name ignoring case (the key is lower-cased in Rust),
+                    // then email, compared byte by byte on both databases:
+                    // the same page of results from either.
                     let rows = sqlx::query(&format!(
                         "SELECT {USER_COLS} FROM users u WHERE u.search_key LIKE $1 ESCAPE '\\' \
-                         AND u.id <> $2 ORDER BY u.name, u.id LIMIT $3"
+                         AND u.id <> $2 ORDER BY u.search_key{}, u.id LIMIT $3",
+                        $store::BYTEWISE
                     ))
                     .bind(contains_pattern(query))
                     .bind(exclude)

@@ -61,8 +61,11 @@ impl SqliteStore {
 
 /// How a batch of messages is written (`Store::store_messages`): SQLite
 /// has no arrays to bind, so a batch goes as rows of parameters. And how
-/// each chat's latest message is found.
+/// each chat's latest message is found, and how text compares.
 impl SqliteStore {
+    /// Compares text byte by byte (SQLite's default), as `PgStore` does.
+    const BYTEWISE: &'static str = "";
+
     /// Inserts `batch`, skipping ids stored already; returns how many were new.
     async fn insert_messages(
         conn: &mut SqliteConnection,

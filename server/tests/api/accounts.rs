@@ -250,3 +250,26 @@ async fn a_multipart_sign_up_is_read_whatever_the_case_of_its_media_type() {
         .expect("request");
     assert_eq!(response.status(), StatusCode::CREATED);
 }
+
+/// Search results come in the same order on both databases: by name
+/// ignoring case, whatever the database's collation (SQLite put "Bob"
+/// before "alice", PostgreSQL after; past a page they picked different
+/// users).
+#[tokio::test]
+async fn search_results_are_ordered_by_name_ignoring_case() {
+    let app = spawn_app().await;
+    let zed = app.sign_up("Zed").await;
+    app.sign_up("Bob").await;
+    app.sign_up("alice").await;
+    let found: Vec<Value> = app
+        .get(&zed, "/api/user?search=example")
+        .await
+        .json()
+        .await
+        .expect("users");
+    let names: Vec<&str> = found
+        .iter()
+        .filter_map(|user| user["name"].as_str())
+        .collect();
+    assert_eq!(names, ["alice", "Bob"]);
+}

@@ -88,6 +88,17 @@ impl Engine {
     pub async fn open(dir: impl Into<PathBuf>, options: EngineOptions) -> CoreResult<Self> {
         let files = Files::new(dir);
         let claim = files.claim()?;
+        Self::open_claimed(files, claim, options).await
+    }
+
+    /// Like `open`, on a folder the caller has claimed already
+    /// (`Files::claim`, held from before anything else it does at start),
+    /// so that no other start can take it in between.
+    pub async fn open_claimed(
+        files: Files,
+        claim: std::fs::File,
+        options: EngineOptions,
+    ) -> CoreResult<Self> {
         let (events, _) = broadcast::channel(1024);
         let engine = Engine {
             inner: Arc::new(Inner {

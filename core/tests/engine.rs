@@ -1373,10 +1373,20 @@ async fn chats_started_or_first_written_while_away_count_as_unread_and_notify() 
     assert_eq!(elsewhere.engine.unread_total().await.expect("unread"), 0);
 }
 
-/// Being added to a group while online: its history is not news, also when
-/// a later catch-up is the first to read it (nothing of it was cached).
-#[tokio::test]
-async fn a_group_one_is_added_to_while_online_brings_no_old_messages_as_unread() {
+/// Ann (through a `FaultyFront`, online) and Bob, and a group Bob started
+/// with Cid and wrote "before you came" in, acked, before he added Ann:
+/// she lists it, and holds none of its messages.
+struct OldGroup {
+    _server: Server,
+    front: FaultyFront,
+    ann_app: App,
+    bob_app: App,
+    _cid_app: App,
+    ann: natter_shared::User,
+    group: ChatSummary,
+}
+
+async fn ann_added_to_an_old_group() -> OldGroup {
     let server = Server::spawn().await;
     let front = FaultyFront::start(server.addr).await;
     let ann_app = app_at(&front.url, Trust::default()).await;
@@ -1412,6 +1422,28 @@ async fn a_group_one_is_added_to_while_online_brings_no_old_messages_as_unread()
             .any(|chat| chat.id == group.id)
     })
     .await;
+    OldGroup {
+        _server: server,
+        front,
+        ann_app,
+        bob_app,
+        _cid_app: cid_app,
+        ann,
+        group,
+    }
+}
+
+/// Being added to a group while online: its history is not news, also when
+/// a later catch-up is the first to read it (nothing of it was cached).
+#[tokio::test]
+async fn a_group_one_is_added_to_while_online_brings_no_old_messages_as_unread() {
+    let OldGroup {
+        _server,
+        front,
+        ann_app,
+        group,
+        ..
+    } = ann_added_to_an_old_group().await;
 
     // Ann's link drops and comes back: catch-up reads the group's newest page.
     front.set(Cut::Everything);
@@ -1576,40 +1608,17 @@ impl Drop for FaultyFront {
 /// says why it did not come.
 #[tokio::test]
 async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
-    let server = Server::spawn().await;
-    let front = FaultyFront::start(server.addr).await;
-    let ann_app = app_at(&front.url, Trust::default()).await;
-    let bob_app = app(&server).await;
-    let cid_app = app(&server).await;
-    let ann = sign_up(&ann_app, "Ann").await;
-    sign_up(&bob_app, "Bob").await;
-    let cid = sign_up(&cid_app, "Cid").await;
-    online(&ann_app).await;
     // A group with history from before Ann: her cache starts at what
     // comes after she joins, so opening it asks the server for the rest.
-    let group = bob_app
-        .engine
-        .create_group("Old hands", std::slice::from_ref(&cid.id))
-        .await
-        .expect("group");
-    bob_app
-        .engine
-        .send(&group.id, "before you came")
-        .await
-        .expect("sent");
-    eventually("bob's first is acked", || async {
-        contents(&bob_app, &group.id).await == [("before you came".to_owned(), Delivery::Sent)]
-    })
-    .await;
-    bob_app
-        .engine
-        .add_member(&group.id, &ann.id)
-        .await
-        .expect("ann added");
-    eventually("ann has the group", || async {
-        ann_app.engine.chat(&group.id).await.is_ok()
-    })
-    .await;
+    let OldGroup {
+        _server,
+        front,
+        ann_app,
+        bob_app,
+        ann,
+        group,
+        ..
+    } = ann_added_to_an_old_group().await;
     for text in ["one", "two"] {
         bob_app.engine.send(&group.id, text).await.expect("sent");
     }
@@ -1635,6 +1644,14 @@ async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
         .expect("the cache, not the error");
     let shown: Vec<&str> = shown.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(shown, ["one", "two"]);
+    let older = ann_app.engine.history(&group.id, Some(2)).await;
+    assert!(
+        matches!(
+            older,
+            Err(natter_core::CoreError::Server { status: 502, .. })
+        ),
+        "an older page says why it did not come: {older:?}"
+    );
 }
 
 /// A socket upgrade that is never answered (a proxy that hangs) counts as

@@ -563,6 +563,23 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
     );
 }
 
+/// `user`'s `POST /api/message` of `body` to `node`, waiting as long as a
+/// fault may take (a send may wait out the server's patience and more).
+fn send_patiently(
+    node: &TestApp,
+    user: &TestUser,
+    body: &serde_json::Value,
+) -> impl Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    reqwest::Client::builder()
+        .timeout(FAULT_PATIENCE)
+        .build()
+        .expect("client")
+        .post(node.url("/api/message"))
+        .bearer_auth(&user.token)
+        .json(body)
+        .send()
+}
+
 /// Controls the test PostgreSQL server: `NATTER_TEST_POSTGRES_CTL <action>`
 /// when scripts/test started a private one, else Debian's pg_ctlcluster for
 /// each cluster it knows. True when it worked.
@@ -703,17 +720,9 @@ async fn past_the_unstored_limit_sends_wait_in_rabbitmq_until_the_database_is_ba
         before,
         ..
     } = two_nodes(&[("NATTER_UNSTORED_LIMIT", "3")]).await;
-    let patient = reqwest::Client::builder()
-        .timeout(FAULT_PATIENCE)
-        .build()
-        .expect("client");
     let send = |n: usize| {
         let body = json!({"chatId": chat.id, "content": format!("held {n}"), "clientId": format!("unstored-{n}")});
-        patient
-            .post(a.url("/api/message"))
-            .bearer_auth(&ann.token)
-            .json(&body)
-            .send()
+        send_patiently(&a, &ann, &body)
     };
 
     let outage = PostgresOutage::begin();
@@ -998,17 +1007,7 @@ async fn while_rabbitmq_blocks_publishers_a_send_fails_in_time_and_its_retry_is_
     let restore = raise_memory_alarm();
 
     let body = json!({"chatId": chat.id, "content": "during the alarm", "clientId": "alarm-1"});
-    let patient = reqwest::Client::builder()
-        .timeout(FAULT_PATIENCE)
-        .build()
-        .expect("client");
-    let send = || {
-        patient
-            .post(a.url("/api/message"))
-            .bearer_auth(&ann.token)
-            .json(&body)
-            .send()
-    };
+    let send = || send_patiently(&a, &ann, &body);
     let refused = send().await.expect("an answer in time");
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let error: serde_json::Value = refused.json().await.expect("json");
@@ -1052,17 +1051,9 @@ async fn past_the_publish_backlog_a_send_is_refused_at_once_and_retries_are_stor
     } = two_nodes(&[("NATTER_PUBLISH_BACKLOG", "2")]).await;
     let restore = raise_memory_alarm();
 
-    let patient = reqwest::Client::builder()
-        .timeout(FAULT_PATIENCE)
-        .build()
-        .expect("client");
     let send = |n: usize| {
         let body = json!({"chatId": chat.id, "content": format!("held {n}"), "clientId": format!("held-{n}")});
-        patient
-            .post(a.url("/api/message"))
-            .bearer_auth(&ann.token)
-            .json(&body)
-            .send()
+        send_patiently(&a, &ann, &body)
     };
     // At most two in the message RabbitMQ holds back and two waiting
     // behind it: of six sends to one chat, at least two are refused.

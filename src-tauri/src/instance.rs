@@ -17,8 +17,8 @@ fn socket_path(dir: &Path) -> PathBuf {
     dir.join("natter.sock")
 }
 
-/// Claims `dir` for this process until the engine takes it over (drop it
-/// just before `Engine::open`): a second start meanwhile finds it taken,
+/// Claims `dir` for this process, for the engine to keep
+/// (`Engine::open_claimed`): a second start from now on finds it taken,
 /// rather than both starting. When another copy holds it already, hands
 /// over (`hand_over`) and does not return. None when it cannot be claimed
 /// for another reason (a folder we cannot write): the engine says why.
@@ -35,7 +35,7 @@ pub fn claim_or_hand_over(dir: &Path) -> Option<std::fs::File> {
 
 /// Another copy of the app holds `dir`: asks it to show its window, says
 /// so, and ends this process.
-pub fn hand_over(dir: &Path) -> ! {
+fn hand_over(dir: &Path) -> ! {
     let running = match Files::new(dir).claimant() {
         Some(pid) => format!("already running (process {pid})"),
         None => "already running".to_owned(),

@@ -19,6 +19,7 @@ pub mod webkit;
 
 use std::path::{Path, PathBuf};
 
+use natter_core::session::Files;
 use natter_core::{Engine, EngineOptions, Trust};
 use tauri::{Manager, WindowEvent};
 
@@ -60,7 +61,7 @@ pub fn run() {
         ])
         .setup(|app| {
             let dir = data_dir(app.handle())?;
-            // Held until the engine claims the folder for good.
+            // Claimed before anything else, and handed to the engine.
             let claim = instance::claim_or_hand_over(&dir);
             let trust = trust()?;
             // The window first, as Tauri would: a WebDriver session (the
@@ -72,13 +73,14 @@ pub fn run() {
                 trust,
                 ..EngineOptions::default()
             };
-            drop(claim);
-            let engine = match tauri::async_runtime::block_on(Engine::open(dir.clone(), options)) {
-                Ok(engine) => engine,
-                // Another start won the folder in the moment between.
-                Err(natter_core::CoreError::AlreadyRunning(_)) => instance::hand_over(&dir),
-                Err(err) => return Err(err.into()),
-            };
+            let engine = tauri::async_runtime::block_on(async {
+                match claim {
+                    Some(claim) => Engine::open_claimed(Files::new(&dir), claim, options).await,
+                    // It could not be claimed (not for another copy): the
+                    // engine tries again, and says why.
+                    None => Engine::open(dir.clone(), options).await,
+                }
+            })?;
             instance::listen(app.handle().clone(), &dir);
             app.manage(engine.clone());
             let tray = tray::build(app.handle())?;

@@ -654,30 +654,13 @@ mod tests {
     /// message lost, under a seq apps hold for another).
     #[tokio::test]
     async fn a_late_commit_of_the_sequencer_before_moves_the_seqs_past_it() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
-        let mut users = Vec::new();
-        for name in ["ann", "bob"] {
-            let user = store
-                .create_user(NewUser {
-                    id: name.into(),
-                    name: name.into(),
-                    email: format!("{name}@example.org"),
-                    password_hash: "unused".into(),
-                    pic: None,
-                })
-                .await
-                .expect("user");
-            users.push(user);
-        }
-        let (chat, _) = store
-            .open_direct_chat("chat", "ann", "bob")
-            .await
-            .expect("chat");
+        let (_dir, store, chats) = store_with_chats(1).await;
+        let chat = &chats[0];
+        let ann = store.user("ann").await.expect("db").expect("ann");
         let events = Arc::new(Events::local(Arc::new(Hub::new())));
         let mut sequencer = Sequencer::new(store.clone(), events);
 
-        let one = draft("m1", &chat.id, "ann");
+        let one = draft("m1", chat, "ann");
         let first = sequencer.sequence(&one, false).await.expect("db");
         assert_eq!(seq_of(first.expect("sequenced")), 1);
         let late: Vec<Arc<Message>> = [("m2", 2), ("m3", 3)]
@@ -685,9 +668,9 @@ mod tests {
             .map(|(id, seq)| {
                 Arc::new(Message {
                     id: id.into(),
-                    chat_id: chat.id.clone(),
+                    chat_id: chat.clone(),
                     seq,
-                    sender: users[0].clone(),
+                    sender: ann.clone(),
                     content: id.into(),
                     client_id: None,
                     created_at: Utc::now(),
@@ -698,7 +681,7 @@ mod tests {
 
         for (id, seq) in [("m2", 2), ("m3", 3)] {
             let again = sequencer
-                .sequence(&draft(id, &chat.id, "ann"), true)
+                .sequence(&draft(id, chat, "ann"), true)
                 .await
                 .expect("db")
                 .expect("sequenced");
@@ -706,7 +689,7 @@ mod tests {
             assert_eq!(seq_of(again), seq);
         }
         let next = sequencer
-            .sequence(&draft("m4", &chat.id, "ann"), false)
+            .sequence(&draft("m4", chat, "ann"), false)
             .await
             .expect("db")
             .expect("sequenced");

@@ -38,6 +38,15 @@ impl CoreError {
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, CoreError::Server { status: 401, .. })
     }
+
+    /// The server refused this one request, and asking again soon would
+    /// not change its answer: a refusal (403, 404) or its own failure (500).
+    /// Not an expired session (401), nor a "not now" from it or a proxy in
+    /// front (408, 429, 502, 503, 504), nor a network error.
+    pub fn is_lasting_refusal(&self) -> bool {
+        matches!(self, CoreError::Server { status, .. }
+            if *status != 401 && !matches!(status, 408 | 429 | 502..=504))
+    }
 }
 
 impl From<serde_json::Error> for CoreError {
@@ -57,3 +66,27 @@ impl Serialize for CoreError {
 }
 
 pub type CoreResult<T> = Result<T, CoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_answer_that_would_not_change_soon_is_a_lasting_refusal() {
+        let answered = |status| CoreError::Server {
+            status,
+            message: String::new(),
+        };
+        for status in [400, 403, 404, 409, 500, 501] {
+            assert!(answered(status).is_lasting_refusal(), "{status}");
+        }
+        for status in [401, 408, 429, 502, 503, 504] {
+            assert!(!answered(status).is_lasting_refusal(), "{status}");
+        }
+        let unreachable = CoreError::Unreachable {
+            url: "http://natter.invalid".into(),
+            reason: "gone".into(),
+        };
+        assert!(!unreachable.is_lasting_refusal());
+    }
+}

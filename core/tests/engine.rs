@@ -1473,7 +1473,14 @@ enum Cut {
     /// Like `Asking`, but answered with 502 Bad Gateway, as by a proxy
     /// whose server is restarting.
     Failing(Vec<u8>),
+    /// Like `Asking`, but answered with 500 and an error, as by a server
+    /// that fails at that one request every time.
+    Refusing(Vec<u8>),
 }
+
+const BAD_GATEWAY: &[u8] =
+    b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const BROKEN: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 18\r\nconnection: close\r\n\r\n{\"error\":\"broken\"}";
 
 /// A plain TCP front to a server that plays the network failing, as a
 /// flaky link or a proxy would: the server itself stays up and unchanged.
@@ -1536,7 +1543,8 @@ impl FaultyFront {
         let (mut from_client, mut to_client) = client.into_split();
         let (mut from_server, mut to_server) = server.into_split();
         let asking = cut.clone();
-        // Whether the request is to be answered with 502 (`Cut::Failing`).
+        // What the request is to be answered with, if not by the server
+        // (`Cut::Failing`, `Cut::Refusing`).
         let up = async move {
             let mut buf = vec![0u8; 16 * 1024];
             // The end of the last read too, for a request line split in two.
@@ -1544,14 +1552,15 @@ impl FaultyFront {
             loop {
                 let n = from_client.read(&mut buf).await?;
                 if n == 0 {
-                    return Ok::<bool, std::io::Error>(false);
+                    return Ok::<Option<&[u8]>, std::io::Error>(None);
                 }
                 seen.extend_from_slice(&buf[..n]);
-                let (needle, stall, fail) = match &*asking.borrow() {
-                    Cut::Asking(needle) => (Some(needle.clone()), false, false),
-                    Cut::Stalling(needle) => (Some(needle.clone()), true, false),
-                    Cut::Failing(needle) => (Some(needle.clone()), false, true),
-                    Cut::Nothing | Cut::Everything => (None, false, false),
+                let (needle, stall, answer) = match &*asking.borrow() {
+                    Cut::Asking(needle) => (Some(needle.clone()), false, None),
+                    Cut::Stalling(needle) => (Some(needle.clone()), true, None),
+                    Cut::Failing(needle) => (Some(needle.clone()), false, Some(BAD_GATEWAY)),
+                    Cut::Refusing(needle) => (Some(needle.clone()), false, Some(BROKEN)),
+                    Cut::Nothing | Cut::Everything => (None, false, None),
                 };
                 if let Some(needle) = needle {
                     if seen
@@ -1562,7 +1571,7 @@ impl FaultyFront {
                             stalled.fetch_add(1, Ordering::SeqCst);
                             std::future::pending::<()>().await;
                         }
-                        return Ok(fail);
+                        return Ok(answer);
                     }
                     let keep = seen.len().saturating_sub(needle.len());
                     seen.drain(..keep);
@@ -1581,17 +1590,13 @@ impl FaultyFront {
             }
             std::future::pending::<()>().await
         };
-        let fail = tokio::select! {
-            answer = up => matches!(answer, Ok(true)),
-            _ = down => false,
-            () = gone => false,
+        let answer = tokio::select! {
+            answer = up => answer.ok().flatten(),
+            _ = down => None,
+            () = gone => None,
         };
-        if fail {
-            let _ = to_client
-                .write_all(
-                    b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                )
-                .await;
+        if let Some(answer) = answer {
+            let _ = to_client.write_all(answer).await;
             let _ = to_client.shutdown().await;
         }
     }
@@ -1652,6 +1657,114 @@ async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
         ),
         "an older page says why it did not come: {older:?}"
     );
+}
+
+/// A chat whose history the server will not read out (it fails at that
+/// one request every time) does not keep the app offline: catch-up skips
+/// it, the rest is read and the link is live; its live messages wait for
+/// the gap, and once the server reads it out a catch-up brings all of it.
+#[tokio::test]
+async fn a_chat_the_server_will_not_read_out_does_not_keep_the_app_offline() {
+    let server = Server::spawn().await;
+    let front = FaultyFront::start(server.addr).await;
+    let ann_app = app_at(&front.url, Trust::default()).await;
+    let bob_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    online(&ann_app).await;
+    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    let group = bob_app
+        .engine
+        .create_group("News", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app.engine.send(&direct.id, "one").await.expect("sent");
+    eventually("ann has the first", || async {
+        contents(&ann_app, &direct.id).await.len() == 1
+    })
+    .await;
+
+    // Ann's link goes; Bob writes in both chats.
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    for (chat, text) in [(&direct.id, "two"), (&group.id, "hello")] {
+        bob_app.engine.send(chat, text).await.expect("sent");
+    }
+    eventually("bob's are acked", || async {
+        for chat in [&direct.id, &group.id] {
+            if contents(&bob_app, chat)
+                .await
+                .iter()
+                .any(|(_, d)| *d != Delivery::Sent)
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    // The link is back, but the direct chat's history fails every time.
+    front.set(Cut::Refusing(
+        format!("GET /api/message/{}?", direct.id).into_bytes(),
+    ));
+    online(&ann_app).await;
+    eventually("ann has the group's message", || async {
+        contents(&ann_app, &group.id).await.len() == 1
+    })
+    .await;
+    assert_eq!(
+        contents(&ann_app, &direct.id).await.len(),
+        1,
+        "the direct chat skipped"
+    );
+    // Bob's next there comes live past the gap the server will not fill:
+    // it waits with the gap, and the link stays.
+    let mut watching = ann_app.engine.subscribe();
+    bob_app
+        .engine
+        .send(&direct.id, "three")
+        .await
+        .expect("sent");
+    // Acked once delivered: what Bob sends next reaches Ann's socket after.
+    eventually("bob's third is acked", || async {
+        contents(&bob_app, &direct.id)
+            .await
+            .iter()
+            .all(|(_, d)| *d == Delivery::Sent)
+    })
+    .await;
+    bob_app
+        .engine
+        .send(&group.id, "still here")
+        .await
+        .expect("sent");
+    eventually("the group's second, live", || async {
+        contents(&ann_app, &group.id).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        seqs(&ann_app, &direct.id).await,
+        [Some(1)],
+        "nothing past the gap"
+    );
+    while let Ok(event) = watching.try_recv() {
+        assert!(
+            !matches!(event, Event::Connection { .. }),
+            "the link stayed: {event:?}"
+        );
+    }
+
+    // The server reads it out again; the next catch-up brings it all.
+    front.set(Cut::Nothing);
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    front.set(Cut::Nothing);
+    online(&ann_app).await;
+    eventually("ann has the direct chat whole", || async {
+        seqs(&ann_app, &direct.id).await == [Some(1), Some(2), Some(3)]
+    })
+    .await;
 }
 
 /// A socket upgrade that is never answered (a proxy that hangs) counts as

@@ -222,12 +222,14 @@ async fn read_missed(
         };
         match read_chat(ctx, &chat.id, page, news_after, missed).await {
             Ok(()) => {}
-            // One chat the server will not read out keeps neither the others
-            // nor the app's link back: it is read again at the next
-            // catch-up, past a gap when its next message comes, or when it
-            // is opened.
-            Err(err) if err.is_lasting_refusal() => {
-                tracing::warn!(chat_id = %chat.id, error = %err, "catching up: skipping a chat the server will not read out");
+            // A chat the server refuses us (we left it, or it is gone, since
+            // the list was read) keeps neither the others nor the link back:
+            // the next `chat` frame or list forgets it. Anything else (the
+            // server failing, "not now", the network) fails the catch-up,
+            // which starts again: skipping a chat then would leave its news
+            // unread for as long as the link stays.
+            Err(err) if err.is_chat_refused() => {
+                tracing::info!(chat_id = %chat.id, error = %err, "catching up: skipping a chat the server refuses");
             }
             Err(err) => return Err(err),
         }
@@ -486,17 +488,7 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
             } else if let Some(held) = ctx.cache.max_seq(&message.chat_id).await?
                 && message.seq > held + 1
             {
-                match fill_gap(ctx, &message.chat_id, held).await {
-                    Ok(()) => {}
-                    // As at catch-up, the link stays. The message is not
-                    // kept past the gap (the cache holds one run of seqs
-                    // per chat): a later catch-up reads both.
-                    Err(err) if err.is_lasting_refusal() => {
-                        tracing::warn!(chat_id = %message.chat_id, error = %err, "reading a gap the server will not read out");
-                        return Ok(false);
-                    }
-                    Err(err) => return Err(err),
-                }
+                fill_gap(ctx, &message.chat_id, held).await?;
                 filled = true;
             }
             let stored = ctx.receive(&message, Arrival::Live).await?.stored;

@@ -39,13 +39,17 @@ impl CoreError {
         matches!(self, CoreError::Server { status: 401, .. })
     }
 
-    /// The server refused this one request, and asking again soon would
-    /// not change its answer: a refusal (403, 404) or its own failure (500).
-    /// Not an expired session (401), nor a "not now" from it or a proxy in
-    /// front (408, 429, 502, 503, 504), nor a network error.
-    pub fn is_lasting_refusal(&self) -> bool {
-        matches!(self, CoreError::Server { status, .. }
-            if *status != 401 && !matches!(status, 408 | 429 | 502..=504))
+    /// The server says this chat is not ours to read (403: not a member)
+    /// or is gone (404, 410): asking again will not change it, and the
+    /// chat leaves our list with the next `chat` frame or chat list.
+    pub fn is_chat_refused(&self) -> bool {
+        matches!(
+            self,
+            CoreError::Server {
+                status: 403 | 404 | 410,
+                ..
+            }
+        )
     }
 }
 
@@ -72,21 +76,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_an_answer_that_would_not_change_soon_is_a_lasting_refusal() {
+    fn only_a_refusal_of_the_chat_itself_counts_as_one() {
         let answered = |status| CoreError::Server {
             status,
             message: String::new(),
         };
-        for status in [400, 403, 404, 409, 500, 501] {
-            assert!(answered(status).is_lasting_refusal(), "{status}");
+        for status in [403, 404, 410] {
+            assert!(answered(status).is_chat_refused(), "{status}");
         }
-        for status in [401, 408, 429, 502, 503, 504] {
-            assert!(!answered(status).is_lasting_refusal(), "{status}");
+        // The session, "not now", or the server's or a proxy's failure,
+        // which may pass: not a refusal of the chat.
+        for status in [301, 400, 401, 408, 429, 500, 502, 503, 504, 520] {
+            assert!(!answered(status).is_chat_refused(), "{status}");
         }
         let unreachable = CoreError::Unreachable {
             url: "http://natter.invalid".into(),
             reason: "gone".into(),
         };
-        assert!(!unreachable.is_lasting_refusal());
+        assert!(!unreachable.is_chat_refused());
     }
 }

@@ -55,6 +55,25 @@ describe("AppState", () => {
     expect(history).toHaveBeenCalledTimes(2);
   });
 
+  it("moves the new-messages marker up as older pages bring the unread that were not loaded", async () => {
+    const app = appWithChats();
+    app.chats = [{ ...chat("a", "A", day), unread: 15 }, chat("b", "B", day)];
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    // 15 unread, 10 loaded: the marker on the oldest loaded, for now.
+    expect(app.unreadFrom).toBe("m:a51");
+    expect(app.unreadCount).toBe(15);
+    // Live messages after the opening do not move it.
+    app.handle({ type: "message", message: { ...message(61, bob, "m61", day), chatId: "a", id: "a61" } });
+    expect(app.messages.length).toBe(11);
+    history.mockResolvedValueOnce(page(41, 50));
+    await app.loadOlder();
+    expect(app.unreadFrom).toBe("m:a46");
+    history.mockResolvedValueOnce(page(31, 40));
+    await app.loadOlder();
+    expect(app.unreadFrom).toBe("m:a46");
+  });
+
   it("drops an older page meant for an earlier opening of the same chat", async () => {
     const app = appWithChats();
     history.mockResolvedValueOnce(page(51, 60));

@@ -5,7 +5,7 @@ import {
   backend, errorText, onEvent, onOpenChat, onResync,
   type ChatList, type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
-import { firstUnread, merge, newestSeq, oldestSeq, withoutDiscarded } from "./history";
+import { firstUnread, markerAfterOlder, merge, newestSeq, oldestSeq, unreadNotLoaded, withoutDiscarded } from "./history";
 
 /** The side panel over the chat list, if one is open. */
 export type Panel = null | "search" | "newGroup" | "info";
@@ -32,6 +32,9 @@ export class AppState {
   loadingOlder = $state(false);
   unreadFrom = $state<string | null>(null);
   unreadCount = $state(0);
+  /** Unread messages from others older than any loaded when the chat was
+   *  opened: the marker moves up to them as older pages load. */
+  private unreadShort = 0;
   /** Bumped to ask the message list to scroll to the newest message. */
   scrollToEnd = $state(0);
   typing = $state.raw<Record<string, string[]>>({});
@@ -200,6 +203,7 @@ export class AppState {
       this.historyLoaded = true;
       this.unreadCount = unread;
       this.unreadFrom = firstUnread(this.messages, unread);
+      this.unreadShort = unreadNotLoaded(this.messages, unread);
       this.scrollToEnd += 1;
     } catch (err) {
       this.notice = errorText(err);
@@ -235,6 +239,9 @@ export class AppState {
         return;
       }
       this.show(merge(this.messages, page));
+      if (this.unreadFrom !== null && this.unreadShort > 0) {
+        ({ from: this.unreadFrom, short: this.unreadShort } = markerAfterOlder(this.messages, this.unreadFrom, this.unreadShort));
+      }
       const oldest = oldestSeq(this.messages) ?? 1;
       this.hasOlder = page.length > 0 && oldest > 1;
     } catch (err) {

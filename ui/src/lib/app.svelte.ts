@@ -191,6 +191,10 @@ export class AppState {
     this.historyLoaded = false;
     this.hasOlder = false;
     this.notice = "";
+    // No marker of an earlier opening: an older page must not move it.
+    this.unreadFrom = null;
+    this.unreadCount = 0;
+    this.unreadShort = 0;
     if (this.panel === "info") this.panel = null;
     const unread = chat?.unread ?? 0;
     try {
@@ -216,6 +220,7 @@ export class AppState {
     this.activeId = null;
     this.messages = [];
     this.unreadFrom = null;
+    this.unreadShort = 0;
     void backend.setActiveChat(null).catch(() => {});
   }
 

@@ -222,19 +222,26 @@ async fn read_missed(
         };
         match read_chat(ctx, &chat.id, page, news_after, missed).await {
             Ok(()) => {}
-            // A chat the server refuses us (we left it, or it is gone, since
-            // the list was read) keeps neither the others nor the link back:
-            // the next `chat` frame or list forgets it. Anything else (the
+            // A chat the server refuses us (we were removed since the list
+            // was read) keeps neither the others nor the link back: the
+            // `chat` frame of the removal forgets it. Only when the chat
+            // itself is refused too: a proxy or firewall refusing history
+            // alone must not have every chat skipped. Anything else (the
             // server failing, "not now", the network) fails the catch-up,
             // which starts again: skipping a chat then would leave its news
             // unread for as long as the link stays.
-            Err(err) if err.is_chat_refused() => {
+            Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat.id).await => {
                 tracing::info!(chat_id = %chat.id, error = %err, "catching up: skipping a chat the server refuses");
             }
             Err(err) => return Err(err),
         }
     }
     Ok(())
+}
+
+/// Whether the server refuses us `chat_id` itself, not only its history.
+async fn chat_refused(ctx: &Context, chat_id: &str) -> bool {
+    matches!(ctx.api.chat(chat_id).await, Err(err) if err.is_chat_refused())
 }
 
 /// Reads one chat from `page` on: after a cursor, page after page until the

@@ -39,17 +39,11 @@ impl CoreError {
         matches!(self, CoreError::Server { status: 401, .. })
     }
 
-    /// The server says this chat is not ours to read (403: not a member)
-    /// or is gone (404, 410): asking again will not change it, and the
-    /// chat leaves our list with the next `chat` frame or chat list.
+    /// The server says this is not ours to read (403: not a member). A
+    /// proxy or firewall in front may answer so too: callers ask again
+    /// elsewhere before they take it for the server's word.
     pub fn is_chat_refused(&self) -> bool {
-        matches!(
-            self,
-            CoreError::Server {
-                status: 403 | 404 | 410,
-                ..
-            }
-        )
+        matches!(self, CoreError::Server { status: 403, .. })
     }
 }
 
@@ -81,12 +75,10 @@ mod tests {
             status,
             message: String::new(),
         };
-        for status in [403, 404, 410] {
-            assert!(answered(status).is_chat_refused(), "{status}");
-        }
+        assert!(answered(403).is_chat_refused());
         // The session, "not now", or the server's or a proxy's failure,
         // which may pass: not a refusal of the chat.
-        for status in [301, 400, 401, 408, 429, 500, 502, 503, 504, 520] {
+        for status in [301, 400, 401, 404, 408, 410, 429, 500, 502, 503, 504, 520] {
             assert!(!answered(status).is_chat_refused(), "{status}");
         }
         let unreachable = CoreError::Unreachable {

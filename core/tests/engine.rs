@@ -1474,7 +1474,7 @@ enum Cut {
     /// whose server is restarting.
     Failing(Vec<u8>),
     /// Like `Asking`, but answered with 403 "not a member", as by a server
-    /// whose group Ann has just left.
+    /// that has just removed Ann from the chat.
     Refusing(Vec<u8>),
 }
 
@@ -1659,10 +1659,11 @@ async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
     );
 }
 
-/// A chat the server refuses to read out at catch-up (403: Ann left it
-/// since the list was read) does not keep the app offline: catch-up skips
-/// it, reads the rest and goes live. A catch-up that can read it again
-/// brings what it missed, counted unread.
+/// A chat the server refuses at catch-up (403 for its history and for the
+/// chat: Ann removed since the list was read) does not keep the app
+/// offline: catch-up skips it, reads the rest and goes live. History alone
+/// refused (a proxy's rule) does keep it offline. A catch-up that can read
+/// the chat again brings what it missed, counted unread.
 #[tokio::test]
 async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
     let server = Server::spawn().await;
@@ -1704,10 +1705,33 @@ async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
     })
     .await;
 
-    // The link is back, but the direct chat's history is refused.
+    // The link is back, but the direct chat's history alone is refused:
+    // catch-up asks for the chat, which the server gives, and fails (the
+    // link drops and is tried again).
+    let mut watching = ann_app.engine.subscribe();
     front.set(Cut::Refusing(
         format!("GET /api/message/{}?", direct.id).into_bytes(),
     ));
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match watching.recv().await {
+                Ok(Event::Connection {
+                    state: ConnectionState::Offline,
+                }) => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("engine gone"),
+            }
+        }
+    })
+    .await
+    .expect("the catch-up failed and the link dropped");
+    assert_eq!(
+        contents(&ann_app, &direct.id).await.len(),
+        1,
+        "the direct chat not read"
+    );
+    // Every request naming the chat refused, as to one removed from it.
+    front.set(Cut::Refusing(direct.id.clone().into_bytes()));
     online(&ann_app).await;
     eventually("ann has the group's message", || async {
         contents(&ann_app, &group.id).await.len() == 1

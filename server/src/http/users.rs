@@ -148,6 +148,21 @@ pub async fn login(
     Ok(Json(AuthResponse { user, token }))
 }
 
+/// `POST /api/user/token`: a new session token for the caller's own, as
+/// logging in would give. An app renews its token while it is good, so that
+/// a session in use does not end when the first token does; one that has
+/// expired is refused (401), and the user logs in again.
+pub async fn renew_token(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+) -> Result<Json<AuthResponse>, ApiError> {
+    let user = state.store.user(&me).await?.ok_or_else(|| {
+        ApiError::Unauthorized("this session's account does not exist here: log in again".into())
+    })?;
+    let token = state.tokens.issue(&user.id)?;
+    Ok(Json(AuthResponse { user, token }))
+}
+
 #[derive(Deserialize)]
 pub struct SearchParams {
     search: Option<String>,

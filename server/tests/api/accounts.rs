@@ -273,3 +273,81 @@ async fn search_results_are_ordered_by_name_ignoring_case() {
         .collect();
     assert_eq!(names, ["alice", "Bob"]);
 }
+
+/// What a token says about itself (its payload, unverified).
+fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+async fn renew(app: &crate::helpers::TestApp, token: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/user/token"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// A session in use need not end with its first token: a good token is
+/// renewed for one that expires later and works, for the same user. An
+/// expired one, or one for an account this server lacks, is not.
+#[tokio::test]
+async fn a_good_token_is_renewed_and_an_expired_one_is_not() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    let first = claims_of(&ann.token);
+    // Tokens count in seconds: the renewal comes a second later.
+    let issued = first["iat"].as_i64().expect("iat");
+    while chrono::Utc::now().timestamp() <= issued {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let response = renew(&app, &ann.token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let renewed: Value = response.json().await.expect("json");
+    assert_eq!(renewed["id"], ann.id.as_str());
+    let token = renewed["token"].as_str().expect("token");
+    let second = claims_of(token);
+    assert_eq!(second["sub"], ann.id.as_str());
+    assert!(
+        second["exp"].as_i64() > first["exp"].as_i64(),
+        "expires later: {first} then {second}"
+    );
+    let chats = app
+        .http
+        .get(app.url("/api/chat"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(chats.status(), StatusCode::OK, "the new token works");
+
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(crate::helpers::TEST_SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let expired = sign(json!({"sub": ann.id, "iat": now - 7200, "exp": now - 3600}));
+    let response = renew(&app, &expired).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("expired")),
+        "says why: {body}"
+    );
+    let stranger = sign(json!({"sub": "no-such-user", "iat": now, "exp": now + 3600}));
+    assert_eq!(
+        renew(&app, &stranger).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

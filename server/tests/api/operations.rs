@@ -34,6 +34,7 @@ async fn the_openapi_document_describes_every_endpoint() {
     let expected = [
         ("/api/user", &["post", "get"][..]),
         ("/api/user/login", &["post"]),
+        ("/api/user/token", &["post"]),
         ("/api/user/{id}", &["get"]),
         ("/api/pic/{key}", &["get"]),
         ("/api/chat", &["post", "get"]),

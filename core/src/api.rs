@@ -2,6 +2,7 @@
 //! that is not a success becomes `CoreError::Server` with the server's own
 //! `{"error"}` text, so the UI can show it as is.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use natter_shared::api::{
@@ -42,7 +43,9 @@ pub enum Page {
 pub struct ServerApi {
     http: reqwest::Client,
     base: ServerUrl,
-    token: Option<String>,
+    /// The session's token; renewed in place (`set_token`), shared by the
+    /// clones of this client.
+    token: Arc<std::sync::Mutex<Option<String>>>,
     trust: Trust,
 }
 
@@ -68,7 +71,7 @@ impl ServerApi {
         Ok(ServerApi {
             http,
             base,
-            token,
+            token: Arc::new(std::sync::Mutex::new(token)),
             trust: trust.clone(),
         })
     }
@@ -211,9 +214,26 @@ impl ServerApi {
         self.json(request).await
     }
 
+    /// The session's token, as it is now.
+    pub fn token(&self) -> Option<String> {
+        crate::context::lock(&self.token).clone()
+    }
+
+    /// Takes a renewed token for every request from now on.
+    pub fn set_token(&self, token: String) {
+        *crate::context::lock(&self.token) = Some(token);
+    }
+
+    /// A new token for this session's (`POST /api/user/token`), while the
+    /// one it has is good.
+    pub async fn renew_token(&self) -> CoreResult<AuthResponse> {
+        self.json(self.request(Method::POST, "/api/user/token"))
+            .await
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let request = self.http.request(method, self.base.join(path));
-        match &self.token {
+        match self.token() {
             Some(token) => request.bearer_auth(token),
             None => request,
         }

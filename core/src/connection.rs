@@ -46,14 +46,12 @@ enum Ended {
 }
 
 /// Runs until the task is aborted (logout) or the session ends.
-pub(crate) async fn run(
-    ctx: Arc<Context>,
-    token: String,
-    mut outgoing: mpsc::UnboundedReceiver<ClientFrame>,
-) {
+pub(crate) async fn run(ctx: Arc<Context>, mut outgoing: mpsc::UnboundedReceiver<ClientFrame>) {
     let mut attempt: u32 = 0;
     loop {
         ctx.set_state(ConnectionState::Connecting);
+        // The token as it is now: renewed meanwhile, the new one.
+        let token = ctx.api.token().unwrap_or_default();
         let ended = connect_and_serve(&ctx, &token, &mut outgoing).await;
         ctx.set_state(ConnectionState::Offline);
         clear_typing(&ctx).await;

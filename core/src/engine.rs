@@ -71,6 +71,8 @@ struct Live {
     ctx: Arc<Context>,
     to_socket: mpsc::UnboundedSender<ClientFrame>,
     task: JoinHandle<()>,
+    /// Renews the token while the session lasts (`renewal`).
+    renewal: JoinHandle<()>,
     /// When we last told the server "typing" per chat, to send it every
     /// few seconds rather than on every key.
     typing_sent: Mutex<std::collections::HashMap<String, Instant>>,
@@ -79,6 +81,7 @@ struct Live {
 impl Drop for Live {
     fn drop(&mut self) {
         self.task.abort();
+        self.renewal.abort();
     }
 }
 
@@ -183,6 +186,7 @@ impl Engine {
         let user_id = match live.take() {
             Some(ended) => {
                 ended.task.abort();
+                ended.renewal.abort();
                 ended.ctx.cache.close().await;
                 Some(ended.ctx.me.id.clone())
             }
@@ -242,7 +246,8 @@ impl Engine {
         let (to_socket, from_engine) = mpsc::unbounded_channel();
         let weak = Arc::downgrade(&self.inner);
         let this_session = Arc::downgrade(&ctx);
-        let run = connection::run(ctx.clone(), session.token, from_engine);
+        let run = connection::run(ctx.clone(), from_engine);
+        let renewal = tokio::spawn(keep_token_good(weak.clone(), this_session.clone()));
         let task = tokio::spawn(async move {
             run.await;
             // It ends by itself only when the server refused the session: log
@@ -260,6 +265,7 @@ impl Engine {
             ctx,
             to_socket,
             task,
+            renewal,
             typing_sent: Mutex::new(Default::default()),
         });
         Ok(())
@@ -649,5 +655,59 @@ fn image_type(bytes: &[u8]) -> Option<&'static str> {
         Some("image/webp")
     } else {
         None
+    }
+}
+/// Exchanges the session's token for a new one at half its life, for as
+/// long as the session lasts (`renewal`); the session file takes each new
+/// one under the engine's lock, so a logout never finds it written back.
+/// A renewal the server refuses ends nothing here: the session ends when a
+/// request or the socket is refused.
+async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak<Context>) {
+    loop {
+        let Some(ctx) = session.upgrade() else { return };
+        let Some(at) = ctx
+            .api
+            .token()
+            .as_deref()
+            .and_then(crate::renewal::renew_at)
+        else {
+            tracing::debug!("the session's token does not say when it expires: not renewed");
+            return;
+        };
+        drop(ctx);
+        tokio::time::sleep(crate::renewal::wait_until(at, Utc::now())).await;
+        let Some(ctx) = session.upgrade() else { return };
+        let auth = match ctx.api.renew_token().await {
+            Ok(auth) => auth,
+            Err(err) if err.is_unauthorized() => {
+                tracing::info!(error = %err, "the server would not renew the session's token");
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "renewing the session's token: trying again later");
+                drop(ctx);
+                tokio::time::sleep(crate::renewal::RETRY).await;
+                continue;
+            }
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let live = inner.live.read().await;
+        let current = live
+            .as_ref()
+            .is_some_and(|live| Arc::ptr_eq(&live.ctx, &ctx));
+        if !current {
+            return;
+        }
+        let renewed = Session {
+            server_url: ctx.api.base().clone(),
+            token: auth.token.clone(),
+            user: ctx.me.clone(),
+        };
+        if let Err(err) = inner.files.save_session(&renewed) {
+            // Kept in memory all the same: this run goes on with it.
+            tracing::warn!(error = %err, "saving the renewed token");
+        }
+        ctx.api.set_token(auth.token);
+        tracing::info!("renewed the session's token");
     }
 }

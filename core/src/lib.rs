@@ -7,6 +7,7 @@
 //! - `api`: the server's REST API over reqwest.
 //! - `tls`: which `https` servers are trusted, for the API and the socket.
 //! - `session`: the files kept between runs (settings, session, caches).
+//! - `renewal`: when the session's token is exchanged for a new one.
 //! - `views`: what the UI is given: chat rows, messages, events.
 //! - `resends`: when to send again what the server refused for now.
 //! - `typing`, `notices`, `backoff`, `server_url`: small rules, each on its own.
@@ -19,6 +20,7 @@ mod context;
 pub mod engine;
 pub mod error;
 pub mod notices;
+mod renewal;
 mod resends;
 pub mod server_url;
 pub mod session;

@@ -28,15 +28,22 @@ struct Server {
     addr: SocketAddr,
     data: tempfile::TempDir,
     secret: String,
+    /// How long its tokens last, when not its default.
+    token_ttl_secs: Option<u64>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Server {
     async fn spawn() -> Server {
+        Self::spawn_with_token_ttl(None).await
+    }
+
+    async fn spawn_with_token_ttl(token_ttl_secs: Option<u64>) -> Server {
         let mut server = Server {
             addr: "127.0.0.1:0".parse().expect("addr"),
             data: tempfile::tempdir().expect("temp dir"),
             secret: SECRET.into(),
+            token_ttl_secs,
             running: None,
         };
         server.start().await;
@@ -47,6 +54,9 @@ impl Server {
         let mut config = Config::with_data_dir(self.data.path().to_path_buf());
         config.addr = self.addr;
         config.jwt_secret = Some(self.secret.clone());
+        if let Some(ttl) = self.token_ttl_secs {
+            config.token_ttl_secs = ttl;
+        }
         let app = Application::build(&config).await.expect("server starts");
         self.addr = app.local_addr().expect("bound");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -1762,6 +1772,55 @@ async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
         .find(|chat| chat.id == direct.id)
         .map(|chat| chat.unread);
     assert_eq!(unread, Some(2));
+}
+
+/// The token in the app's session file, and when it expires.
+fn saved_token(app: &App) -> (String, i64) {
+    use base64::Engine as _;
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.dir.join("session.json")).expect("session file"))
+            .expect("json");
+    let token = session["token"].as_str().expect("token").to_owned();
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64"),
+    )
+    .expect("claims");
+    let exp = claims["exp"].as_i64().expect("exp");
+    (token, exp)
+}
+
+/// A session outlives its first token: at half its life the app exchanges
+/// it for a new one, which its session file keeps, and past the first
+/// one's expiry the app is still logged in, online and heard by the server.
+#[tokio::test]
+async fn the_session_token_is_renewed_before_it_expires() {
+    let server = Server::spawn_with_token_ttl(Some(4)).await;
+    let ann_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    online(&ann_app).await;
+    let (first, expires) = saved_token(&ann_app);
+    eventually("a renewed token saved", || async {
+        saved_token(&ann_app).0 != first
+    })
+    .await;
+    eventually("the first token expired", || async {
+        chrono::Utc::now().timestamp() > expires
+    })
+    .await;
+    assert!(ann_app.engine.me().await.is_some(), "still logged in");
+    online(&ann_app).await;
+    ann_app
+        .engine
+        .search_users("someone")
+        .await
+        .expect("the server still takes the app's requests");
+    assert!(
+        saved_token(&ann_app).1 > expires,
+        "the saved token outlives the first"
+    );
 }
 
 /// A socket upgrade that is never answered (a proxy that hangs) counts as

@@ -247,7 +247,7 @@ impl Engine {
         let weak = Arc::downgrade(&self.inner);
         let this_session = Arc::downgrade(&ctx);
         let run = connection::run(ctx.clone(), from_engine);
-        let renewal = tokio::spawn(keep_token_good(weak.clone(), this_session.clone()));
+        let renewing = keep_token_good(weak.clone(), this_session.clone());
         let task = tokio::spawn(async move {
             run.await;
             // It ends by itself only when the server refused the session: log
@@ -261,7 +261,11 @@ impl Engine {
                 });
             }
         });
-        *self.inner.live.write().await = Some(Live {
+        // Spawned under the lock its saves take: it cannot find the
+        // session not yet current (and end) before it is.
+        let mut live = self.inner.live.write().await;
+        let renewal = tokio::spawn(renewing);
+        *live = Some(Live {
             ctx,
             to_socket,
             task,
@@ -663,30 +667,42 @@ fn image_type(bytes: &[u8]) -> Option<&'static str> {
 /// A renewal the server refuses ends nothing here: the session ends when a
 /// request or the socket is refused.
 async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak<Context>) {
+    let Some(first) = session.upgrade().and_then(|ctx| ctx.api.token()) else {
+        return;
+    };
+    let Some(mut due) = crate::renewal::renew_at(&first) else {
+        tracing::debug!("the session's token does not say when it expires: not renewed");
+        return;
+    };
     loop {
+        // In naps checked against the wall clock: a suspended machine's
+        // sleep does not count the time it was suspended.
+        loop {
+            let left = crate::renewal::wait_until(due, Utc::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(crate::renewal::LONGEST_NAP)).await;
+        }
         let Some(ctx) = session.upgrade() else { return };
-        let Some(at) = ctx
-            .api
-            .token()
-            .as_deref()
-            .and_then(crate::renewal::renew_at)
-        else {
-            tracing::debug!("the session's token does not say when it expires: not renewed");
-            return;
-        };
-        drop(ctx);
-        tokio::time::sleep(crate::renewal::wait_until(at, Utc::now())).await;
-        let Some(ctx) = session.upgrade() else { return };
+        let token = ctx.api.token().unwrap_or_default();
         let auth = match ctx.api.renew_token().await {
             Ok(auth) => auth,
             Err(err) if err.is_unauthorized() => {
                 tracing::info!(error = %err, "the server would not renew the session's token");
                 return;
             }
+            Err(CoreError::Server {
+                status: 404 | 405, ..
+            }) => {
+                tracing::info!("the server does not renew tokens: the session ends with its token");
+                return;
+            }
             Err(err) => {
                 tracing::debug!(error = %err, "renewing the session's token: trying again later");
-                drop(ctx);
-                tokio::time::sleep(crate::renewal::RETRY).await;
+                let retry = chrono::Duration::from_std(crate::renewal::retry_after(&token))
+                    .unwrap_or_else(|_| chrono::Duration::seconds(60));
+                due = Utc::now() + retry;
                 continue;
             }
         };
@@ -707,7 +723,12 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
             // Kept in memory all the same: this run goes on with it.
             tracing::warn!(error = %err, "saving the renewed token");
         }
+        let Some(next) = crate::renewal::next_after_renewal(&auth.token, Utc::now()) else {
+            ctx.api.set_token(auth.token);
+            return;
+        };
         ctx.api.set_token(auth.token);
         tracing::info!("renewed the session's token");
+        due = next;
     }
 }

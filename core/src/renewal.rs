@@ -16,8 +16,20 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-/// After a renewal that failed for now (the server unreachable), the next try.
-pub(crate) const RETRY: Duration = Duration::from_secs(60);
+/// After a renewal that failed for now (the server unreachable), the next
+/// try: this, or sooner for a short-lived token (`retry_after`).
+const RETRY: Duration = Duration::from_secs(60);
+
+/// The least time between two renewals, whatever the tokens say: a token
+/// whose half-life is nothing (a one-second TTL), or a clock far off the
+/// server's, must not have the app renew without pause.
+const LEAST_GAP: Duration = Duration::from_secs(30);
+
+/// The longest single sleep: the clock it counts stops while the machine
+/// is suspended, so a long wait is made of short ones, each checked
+/// against the wall clock (a laptop closed for the night must not wake
+/// past its token's expiry still waiting).
+pub(crate) const LONGEST_NAP: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Deserialize)]
 struct Claims {
@@ -25,15 +37,42 @@ struct Claims {
     exp: i64,
 }
 
-/// When `token` is half through its life, or `None` if it does not say.
-pub(crate) fn renew_at(token: &str) -> Option<DateTime<Utc>> {
+fn claims(token: &str) -> Option<Claims> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Half of `token`'s life, by its own claims.
+fn half_life(token: &str) -> Option<Duration> {
+    let claims = claims(token)?;
+    let life = u64::try_from(claims.exp.checked_sub(claims.iat)?).ok()?;
+    Some(Duration::from_secs(life / 2))
+}
+
+/// When a token the app found (at start, from its session file) is half
+/// through its life, or `None` if it does not say.
+pub(crate) fn renew_at(token: &str) -> Option<DateTime<Utc>> {
+    let claims = claims(token)?;
     let half = claims.exp.checked_sub(claims.iat)? / 2;
     DateTime::from_timestamp(claims.iat.checked_add(half)?, 0)
+}
+
+/// When to renew a token just received: half its life from now, by this
+/// machine's clock (the server's may differ), and never sooner than
+/// `LEAST_GAP`. `None` if it does not say.
+pub(crate) fn next_after_renewal(token: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let wait = half_life(token)?.max(LEAST_GAP);
+    Some(now + chrono::Duration::from_std(wait).ok()?)
+}
+
+/// After a failed try, how long until the next: `RETRY`, or a quarter of
+/// the token's half-life if that is shorter (but at least a second).
+pub(crate) fn retry_after(token: &str) -> Duration {
+    let quarter = half_life(token).map_or(RETRY, |half| half / 4);
+    RETRY.min(quarter).max(Duration::from_secs(1))
 }
 
 /// How long from `now` until `at` (nothing if it is past).
@@ -78,5 +117,37 @@ mod tests {
             wait_until(now + chrono::Duration::seconds(5), now),
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn after_a_renewal_the_next_is_half_a_life_away_by_this_clock_and_never_at_once() {
+        let now = Utc::now();
+        // Issued by a server whose clock is a day behind: still 300 s on.
+        let behind = now.timestamp() - 86_400;
+        let skewed = token(&format!(r#"{{"iat":{behind},"exp":{}}}"#, behind + 600));
+        assert_eq!(
+            next_after_renewal(&skewed, now),
+            Some(now + chrono::Duration::seconds(300))
+        );
+        // A one-second token: not renewed without pause.
+        let brief = token(r#"{"iat":1000,"exp":1001}"#);
+        assert_eq!(
+            next_after_renewal(&brief, now),
+            Some(now + chrono::Duration::seconds(30))
+        );
+    }
+
+    #[test]
+    fn a_failed_renewal_is_tried_again_within_the_token_s_life() {
+        assert_eq!(retry_after(&token(r#"{"iat":0,"exp":604800}"#)), RETRY);
+        assert_eq!(
+            retry_after(&token(r#"{"iat":0,"exp":8}"#)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            retry_after(&token(r#"{"iat":0,"exp":80}"#)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(retry_after("unreadable"), RETRY);
     }
 }

@@ -56,6 +56,8 @@ impl Server {
         config.jwt_secret = Some(self.secret.clone());
         if let Some(ttl) = self.token_ttl_secs {
             config.token_ttl_secs = ttl;
+            // A socket outliving its token is closed at the next ping.
+            config.ws_ping_ms = 200;
         }
         let app = Application::build(&config).await.expect("server starts");
         self.addr = app.local_addr().expect("bound");
@@ -1793,14 +1795,16 @@ fn saved_token(app: &App) -> (String, i64) {
 }
 
 /// A session outlives its first token: at half its life the app exchanges
-/// it for a new one, which its session file keeps, and past the first
-/// one's expiry the app is still logged in, online and heard by the server.
+/// it for a new one, which its session file keeps. When the server closes
+/// the socket opened with the first token (at its expiry), the app comes
+/// back with the new one, still logged in, online and heard.
 #[tokio::test]
 async fn the_session_token_is_renewed_before_it_expires() {
-    let server = Server::spawn_with_token_ttl(Some(4)).await;
+    let server = Server::spawn_with_token_ttl(Some(6)).await;
     let ann_app = app(&server).await;
     sign_up(&ann_app, "Ann").await;
     online(&ann_app).await;
+    let mut watching = ann_app.engine.subscribe();
     let (first, expires) = saved_token(&ann_app);
     eventually("a renewed token saved", || async {
         saved_token(&ann_app).0 != first
@@ -1810,8 +1814,26 @@ async fn the_session_token_is_renewed_before_it_expires() {
         chrono::Utc::now().timestamp() > expires
     })
     .await;
+    // The first socket closed, and the next one was let in.
+    tokio::time::timeout(PATIENCE, async {
+        let mut dropped = false;
+        loop {
+            match watching.recv().await {
+                Ok(Event::Connection {
+                    state: ConnectionState::Offline,
+                }) => dropped = true,
+                Ok(Event::Connection {
+                    state: ConnectionState::Online,
+                }) if dropped => return,
+                Ok(Event::SessionEnded { reason }) => panic!("the session ended: {reason}"),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("engine gone"),
+            }
+        }
+    })
+    .await
+    .expect("the socket came back after the first token expired");
     assert!(ann_app.engine.me().await.is_some(), "still logged in");
-    online(&ann_app).await;
     ann_app
         .engine
         .search_users("someone")

@@ -1,0 +1,54 @@
+import { fireEvent, render, screen } from "@testing-library/svelte";
+import { flushSync } from "svelte";
+import { describe, expect, it, vi } from "vitest";
+import { ann, chat } from "../lib/fixtures";
+
+vi.mock("../lib/backend", async (original) => ({
+  ...(await original<typeof import("../lib/backend")>()),
+  backend: { typing: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}), history: vi.fn(async () => []) },
+}));
+
+// jsdom has no ResizeObserver, which the message list's virtualizer asks
+// for; nothing here depends on sizes.
+globalThis.ResizeObserver ??= class {
+  observe() {}
+  unobserve() {}
+  disconnect() {}
+};
+
+const { AppState } = await import("../lib/app.svelte");
+const ChatView = (await import("./ChatView.svelte")).default;
+
+const day = "2026-03-02T10:00:00";
+
+function appIn(chatId: string) {
+  const app = new AppState();
+  app.me = ann;
+  app.chats = [chat("a", "Bob", day), chat("b", "Zoë", day)];
+  app.activeId = chatId;
+  return app;
+}
+
+describe("ChatView", () => {
+  it("keeps what is written in a chat as its draft, and gives it back when the chat is opened again", async () => {
+    const app = appIn("a");
+    render(ChatView, { app });
+    const box = () => screen.getByRole("textbox") as HTMLTextAreaElement;
+    await fireEvent.input(box(), { target: { value: "half a thought" } });
+    expect(app.draftOf("a")).toBe("half a thought");
+
+    // Another chat: its own, empty composer; nothing carried over.
+    app.activeId = "b";
+    flushSync();
+    expect(box().value).toBe("");
+    await fireEvent.input(box(), { target: { value: "for Zoë" } });
+
+    // Back: each chat's draft where it was left.
+    app.activeId = "a";
+    flushSync();
+    expect(box().value).toBe("half a thought");
+    app.activeId = "b";
+    flushSync();
+    expect(box().value).toBe("for Zoë");
+  });
+});

@@ -1671,13 +1671,18 @@ async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
     );
 }
 
-/// A chat the server refuses at catch-up (403 for its history and for the
-/// chat: Ann removed since the list was read) does not keep the app
-/// offline: catch-up skips it, reads the rest and goes live. History alone
-/// refused (a proxy's rule) does keep it offline. A catch-up that can read
-/// the chat again brings what it missed, counted unread.
-#[tokio::test]
-async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
+/// Ann (through a `FaultyFront`) and Bob with a one-to-one chat whose
+/// first message ("one") she has; then her link goes, and she is offline.
+struct AwayFromBob {
+    _server: Server,
+    front: FaultyFront,
+    ann_app: App,
+    bob_app: App,
+    ann: natter_shared::User,
+    direct: ChatSummary,
+}
+
+async fn ann_away_from_bob() -> AwayFromBob {
     let server = Server::spawn().await;
     let front = FaultyFront::start(server.addr).await;
     let ann_app = app_at(&front.url, Trust::default()).await;
@@ -1686,57 +1691,79 @@ async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
     sign_up(&bob_app, "Bob").await;
     online(&ann_app).await;
     let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
-    let group = bob_app
-        .engine
-        .create_group("News", std::slice::from_ref(&ann.id))
-        .await
-        .expect("group");
     bob_app.engine.send(&direct.id, "one").await.expect("sent");
     eventually("ann has the first", || async {
         contents(&ann_app, &direct.id).await.len() == 1
     })
     .await;
-
-    // Ann's link goes; Bob writes in both chats.
     front.set(Cut::Everything);
     offline(&ann_app).await;
-    for (chat, text) in [(&direct.id, "two"), (&group.id, "hello")] {
-        bob_app.engine.send(chat, text).await.expect("sent");
+    AwayFromBob {
+        _server: server,
+        front,
+        ann_app,
+        bob_app,
+        ann,
+        direct,
     }
+}
+
+/// Whether everything `app` wrote in `chat` is acked.
+async fn all_sent(app: &App, chat: &str) -> bool {
+    contents(app, chat)
+        .await
+        .iter()
+        .all(|(_, delivery)| *delivery == Delivery::Sent)
+}
+
+/// A chat the server refuses at catch-up (403 for its history and for the
+/// chat: Ann removed since the list was read) does not keep the app
+/// offline: catch-up skips it, reads the rest and goes live. History alone
+/// refused (a proxy's rule) does keep it offline. A catch-up that can read
+/// the chat again brings what it missed, counted unread.
+#[tokio::test]
+async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
+    let AwayFromBob {
+        _server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+        direct,
+    } = ann_away_from_bob().await;
+    // While Ann is away, Bob writes to her and starts a group with her.
+    bob_app.engine.send(&direct.id, "two").await.expect("sent");
+    let group = bob_app
+        .engine
+        .create_group("News", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app.engine.send(&group.id, "hello").await.expect("sent");
     eventually("bob's are acked", || async {
-        for chat in [&direct.id, &group.id] {
-            if contents(&bob_app, chat)
-                .await
-                .iter()
-                .any(|(_, d)| *d != Delivery::Sent)
-            {
-                return false;
-            }
-        }
-        true
+        all_sent(&bob_app, &direct.id).await && all_sent(&bob_app, &group.id).await
     })
     .await;
 
     // The link is back, but the direct chat's history alone is refused:
     // catch-up asks for the chat, which the server gives, and fails (the
     // link drops and is tried again).
-    let mut watching = ann_app.engine.subscribe();
+    ann_app.events = ann_app.engine.subscribe();
     front.set(Cut::Refusing(
         format!("GET /api/message/{}?", direct.id).into_bytes(),
     ));
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            match watching.recv().await {
-                Ok(Event::Connection {
-                    state: ConnectionState::Offline,
-                }) => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("engine gone"),
-            }
-        }
-    })
-    .await
-    .expect("the catch-up failed and the link dropped");
+    next_event(
+        &mut ann_app,
+        "the catch-up failing, the link dropped",
+        |event| {
+            matches!(
+                event,
+                Event::Connection {
+                    state: ConnectionState::Offline
+                }
+            )
+        },
+    )
+    .await;
     assert_eq!(
         contents(&ann_app, &direct.id).await.len(),
         1,
@@ -1801,10 +1828,10 @@ fn saved_token(app: &App) -> (String, i64) {
 #[tokio::test]
 async fn the_session_token_is_renewed_before_it_expires() {
     let server = Server::spawn_with_token_ttl(Some(6)).await;
-    let ann_app = app(&server).await;
+    let mut ann_app = app(&server).await;
     sign_up(&ann_app, "Ann").await;
     online(&ann_app).await;
-    let mut watching = ann_app.engine.subscribe();
+    ann_app.events = ann_app.engine.subscribe();
     let (first, expires) = saved_token(&ann_app);
     eventually("a renewed token saved", || async {
         saved_token(&ann_app).0 != first
@@ -1814,25 +1841,26 @@ async fn the_session_token_is_renewed_before_it_expires() {
         chrono::Utc::now().timestamp() > expires
     })
     .await;
-    // The first socket closed, and the next one was let in.
-    tokio::time::timeout(PATIENCE, async {
-        let mut dropped = false;
-        loop {
-            match watching.recv().await {
-                Ok(Event::Connection {
-                    state: ConnectionState::Offline,
-                }) => dropped = true,
-                Ok(Event::Connection {
-                    state: ConnectionState::Online,
-                }) if dropped => return,
-                Ok(Event::SessionEnded { reason }) => panic!("the session ended: {reason}"),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("engine gone"),
+    // The first socket closed, and the next one was let in (with the first
+    // token the session would have ended instead).
+    next_event(&mut ann_app, "the first socket closed", |event| {
+        matches!(
+            event,
+            Event::Connection {
+                state: ConnectionState::Offline
             }
-        }
+        )
     })
-    .await
-    .expect("the socket came back after the first token expired");
+    .await;
+    next_event(&mut ann_app, "the next socket let in", |event| {
+        matches!(
+            event,
+            Event::Connection {
+                state: ConnectionState::Online
+            }
+        )
+    })
+    .await;
     assert!(ann_app.engine.me().await.is_some(), "still logged in");
     ann_app
         .engine
@@ -1868,29 +1896,19 @@ async fn an_unanswered_socket_upgrade_is_given_up_and_tried_again() {
 /// for a later catch-up that would not tell them again.
 #[tokio::test]
 async fn a_catch_up_that_fails_halfway_still_tells_the_new_list_and_what_it_read() {
-    let server = Server::spawn().await;
-    let front = FaultyFront::start(server.addr).await;
-    let mut ann_app = app_at(&front.url, Trust::default()).await;
-    let bob_app = app(&server).await;
-    let ann = sign_up(&ann_app, "Ann").await;
-    sign_up(&bob_app, "Bob").await;
-    online(&ann_app).await;
-    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
-    bob_app.engine.send(&direct.id, "one").await.expect("sent");
-    eventually("ann has the first", || async {
-        contents(&ann_app, &direct.id).await.len() == 1
-    })
-    .await;
+    let AwayFromBob {
+        _server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+        direct,
+    } = ann_away_from_bob().await;
 
-    // Ann's link goes; Bob writes in their chat, then starts a group with her.
-    front.set(Cut::Everything);
-    offline(&ann_app).await;
+    // While Ann is away, Bob writes in their chat, then starts a group with her.
     bob_app.engine.send(&direct.id, "two").await.expect("sent");
     eventually("bob's second is acked", || async {
-        contents(&bob_app, &direct.id)
-            .await
-            .iter()
-            .all(|(_, d)| *d == Delivery::Sent)
+        all_sent(&bob_app, &direct.id).await
     })
     .await;
     // The server lists the most recent chat first, to the millisecond: the

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use natter_shared::limits::GROUP_MAX_MEMBERS;
-use natter_shared::{Chat, Message, ServerFrame};
+use natter_shared::{Chat, Message, ServerFrame, User};
 
 use crate::domain::{ChatName, ClientId, Content};
 use crate::error::ApiError;
@@ -83,16 +83,14 @@ async fn require_user(state: &AppState, user_id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The caller's own account, before a chat names them as a member: a
-/// token outlives a database restored from before its user signed up (or
-/// one shared by two servers), and would otherwise fail as a 500.
-async fn require_caller(state: &AppState, me: &str) -> Result<(), ApiError> {
-    match state.store.user(me).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::Unauthorized(
-            "this session's account does not exist here: log in again".into(),
-        )),
-    }
+/// The caller's own account, before a chat names them as a member or a
+/// token is renewed: a token outlives a database restored from before its
+/// user signed up (or one shared by two servers), and would otherwise fail
+/// as a 500, or be renewed for no one.
+pub async fn caller_account(state: &AppState, me: &str) -> Result<User, ApiError> {
+    state.store.user(me).await?.ok_or_else(|| {
+        ApiError::Unauthorized("this session's account does not exist here: log in again".into())
+    })
 }
 
 /// The one-to-one chat of `me` and `other`, created the first time.
@@ -107,7 +105,7 @@ pub async fn open_direct(
         ));
     }
     require_user(state, other).await?;
-    require_caller(state, me).await?;
+    caller_account(state, me).await?;
     let (chat, created) = state.store.open_direct_chat(&new_id(), me, other).await?;
     if created {
         announce(state, &chat, None).await;
@@ -140,7 +138,7 @@ pub async fn create_group(
     for member in &members {
         require_user(state, member).await?;
     }
-    require_caller(state, me).await?;
+    caller_account(state, me).await?;
     let chat = state
         .store
         .create_group(&new_id(), name.as_str(), me, &members)

@@ -116,9 +116,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Invalid(what) => ApiError::BadRequest(what),
             StoreError::Database(cause) => ApiError::Internal(cause.into()),
-            StoreError::TimedOut => {
-                ApiError::Unavailable("the database is unavailable for a moment: try again".into())
-            }
+            // Temporary (`is_temporary`): answered above.
+            StoreError::TimedOut => unreachable!("a timed-out query is temporary"),
             StoreError::Migration(cause) => ApiError::Internal(cause.into()),
         }
     }

@@ -156,9 +156,7 @@ pub async fn renew_token(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> Result<Json<AuthResponse>, ApiError> {
-    let user = state.store.user(&me).await?.ok_or_else(|| {
-        ApiError::Unauthorized("this session's account does not exist here: log in again".into())
-    })?;
+    let user = crate::chats::caller_account(&state, &me).await?;
     let token = state.tokens.issue(&user.id)?;
     Ok(Json(AuthResponse { user, token }))
 }

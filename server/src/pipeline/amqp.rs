@@ -247,7 +247,7 @@ impl AmqpPipeline {
         });
     }
 
-    pub async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
+    pub(super) async fn tell(&self, chat_id: &str, command: &Command) -> Result<(), PipelineError> {
         let request = Request {
             command: command.clone(),
             correlation: None,

@@ -251,8 +251,6 @@ impl Pipeline {
         ))
     }
 
-    /// Whether messages can be sent while the database is away: through
-    /// RabbitMQ, while linked to it.
     /// Before a membership change: refuses it while the chat's sequencer
     /// cannot hear of it now (RabbitMQ away or not confirming). Made
     /// anyway, the sequencer, which may run on another node, would go on
@@ -272,6 +270,8 @@ impl Pipeline {
         }
     }
 
+    /// Whether messages can be sent while the database is away: through
+    /// RabbitMQ, while linked to it.
     pub fn works_without_database(&self) -> bool {
         match self {
             Pipeline::Local(_) => false,

@@ -2,7 +2,7 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{signed_token, spawn_app};
 
 const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
 
@@ -327,15 +327,7 @@ async fn a_good_token_is_renewed_and_an_expired_one_is_not() {
     assert_eq!(chats.status(), StatusCode::OK, "the new token works");
 
     let now = chrono::Utc::now().timestamp();
-    let sign = |claims: Value| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(crate::helpers::TEST_SECRET.as_bytes()),
-        )
-        .expect("token")
-    };
-    let expired = sign(json!({"sub": ann.id, "iat": now - 7200, "exp": now - 3600}));
+    let expired = signed_token(&json!({"sub": ann.id, "iat": now - 7200, "exp": now - 3600}));
     let response = renew(&app, &expired).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let body: Value = response.json().await.expect("json");
@@ -345,7 +337,7 @@ async fn a_good_token_is_renewed_and_an_expired_one_is_not() {
             .is_some_and(|error| error.contains("expired")),
         "says why: {body}"
     );
-    let stranger = sign(json!({"sub": "no-such-user", "iat": now, "exp": now + 3600}));
+    let stranger = signed_token(&json!({"sub": "no-such-user", "iat": now, "exp": now + 3600}));
     assert_eq!(
         renew(&app, &stranger).await.status(),
         StatusCode::UNAUTHORIZED

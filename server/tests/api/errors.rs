@@ -4,7 +4,7 @@ use natter_shared::limits::PIC_MAX_BYTES;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_SECRET, TestApp, spawn_app};
+use crate::helpers::{TestApp, signed_token, spawn_app};
 
 /// Asserts the answer has `status` and a readable JSON error.
 async fn assert_error(response: reqwest::Response, status: StatusCode) -> String {
@@ -253,12 +253,7 @@ async fn tampered_expired_and_unsigned_tokens_are_refused() {
         json!({"sub": bob.id, "iat": now, "exp": now + 3600}),
         "",
     );
-    let expired = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": ann.id, "iat": now - 7200, "exp": now - 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
-    )
-    .expect("token");
+    let expired = signed_token(&json!({"sub": ann.id, "iat": now - 7200, "exp": now - 3600}));
 
     for token in [tampered, unsigned, expired.clone(), "not.a.token".into()] {
         let response = app
@@ -356,12 +351,7 @@ async fn a_token_for_an_account_not_here_starts_no_chat() {
     let app = spawn_app().await;
     let bob = app.sign_up("Bob").await;
     let now = chrono::Utc::now().timestamp();
-    let ghost = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": "no-such-account", "iat": now, "exp": now + 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
-    )
-    .expect("token");
+    let ghost = signed_token(&json!({"sub": "no-such-account", "iat": now, "exp": now + 3600}));
     for (path, body) in [
         ("/api/chat", json!({"userId": bob.id})),
         (

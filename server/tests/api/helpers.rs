@@ -27,6 +27,17 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub const TEST_SECRET: &str = "integration-tests-secret-0123456789abcdef";
 
+/// A token with `claims`, signed as the test servers sign theirs: what a
+/// server issued long ago, or another server with the same secret.
+pub fn signed_token(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,

@@ -495,13 +495,12 @@ async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() 
             config.partitions = Some(1);
         })
         .await;
-    let (ann, bob, known) = app.ann_and_bob().await;
+    let (ann, _, known) = app.ann_and_bob().await;
     let cid = app.sign_up("Cid").await;
     let unknown = app.open_direct(&ann, &cid).await;
     app.send(&ann, &known, "the sequencer learns this chat")
         .await;
     let mut ann_socket = app.socket(&ann).await;
-    let _ = bob;
 
     relay.freeze();
     // In this order, into the one partition: the first needs the database.

@@ -480,6 +480,11 @@ impl Engine {
         let ctx = self.ctx().await?;
         let limit = PAGE_DEFAULT;
         let mut messages = ctx.cache.messages(chat_id, before, limit).await?;
+        // The outbox shows under the newest page only.
+        let unsent = match before {
+            None => ctx.cache.unsent(chat_id, &ctx.me.id).await?,
+            Some(_) => Vec::new(),
+        };
         if messages.len() < limit as usize
             && let Some(page) = self.missing_page(&ctx, chat_id).await?
         {
@@ -500,8 +505,7 @@ impl Engine {
                 Err(CoreError::Server { status, .. })
                     if status >= 500
                         && before.is_none()
-                        && (!messages.is_empty()
-                            || !ctx.cache.unsent(chat_id, &ctx.me.id).await?.is_empty()) => {}
+                        && (!messages.is_empty() || !unsent.is_empty()) => {}
                 Err(err) => return Err(err),
             }
         }
@@ -509,10 +513,8 @@ impl Engine {
             .iter()
             .map(|message| MessageView::sent(message, &ctx.me.id))
             .collect();
-        if before.is_none() {
-            for outgoing in ctx.cache.unsent(chat_id, &ctx.me.id).await? {
-                views.push(MessageView::outgoing(&outgoing, &ctx.me));
-            }
+        for outgoing in &unsent {
+            views.push(MessageView::outgoing(outgoing, &ctx.me));
         }
         Ok(views)
     }
@@ -661,6 +663,7 @@ fn image_type(bytes: &[u8]) -> Option<&'static str> {
         None
     }
 }
+
 /// Exchanges the session's token for a new one at half its life, for as
 /// long as the session lasts (`renewal`); the session file takes each new
 /// one under the engine's lock, so a logout never finds it written back.
@@ -723,12 +726,10 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
             // Kept in memory all the same: this run goes on with it.
             tracing::warn!(error = %err, "saving the renewed token");
         }
-        let Some(next) = crate::renewal::next_after_renewal(&auth.token, Utc::now()) else {
-            ctx.api.set_token(auth.token);
-            return;
-        };
+        let next = crate::renewal::next_after_renewal(&auth.token, Utc::now());
         ctx.api.set_token(auth.token);
         tracing::info!("renewed the session's token");
+        let Some(next) = next else { return };
         due = next;
     }
 }

@@ -37,27 +37,33 @@ struct Claims {
     exp: i64,
 }
 
-fn claims(token: &str) -> Option<Claims> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
+impl Claims {
+    /// What `token` says of itself, if it says.
+    fn of(token: &str) -> Option<Claims> {
+        let payload = token.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Half of the token's life, in seconds.
+    fn half_life(&self) -> Option<i64> {
+        Some(self.exp.checked_sub(self.iat)?.max(0) / 2)
+    }
 }
 
 /// Half of `token`'s life, by its own claims.
 fn half_life(token: &str) -> Option<Duration> {
-    let claims = claims(token)?;
-    let life = u64::try_from(claims.exp.checked_sub(claims.iat)?).ok()?;
-    Some(Duration::from_secs(life / 2))
+    let half = Claims::of(token)?.half_life()?;
+    Some(Duration::from_secs(u64::try_from(half).ok()?))
 }
 
 /// When a token the app found (at start, from its session file) is half
 /// through its life, or `None` if it does not say.
 pub(crate) fn renew_at(token: &str) -> Option<DateTime<Utc>> {
-    let claims = claims(token)?;
-    let half = claims.exp.checked_sub(claims.iat)? / 2;
-    DateTime::from_timestamp(claims.iat.checked_add(half)?, 0)
+    let claims = Claims::of(token)?;
+    DateTime::from_timestamp(claims.iat.checked_add(claims.half_life()?)?, 0)
 }
 
 /// When to renew a token just received: half its life from now, by this

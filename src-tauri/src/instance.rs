@@ -20,16 +20,12 @@ fn socket_path(dir: &Path) -> PathBuf {
 /// Claims `dir` for this process, for the engine to keep
 /// (`Engine::open_claimed`): a second start from now on finds it taken,
 /// rather than both starting. When another copy holds it already, hands
-/// over (`hand_over`) and does not return. None when it cannot be claimed
-/// for another reason (a folder we cannot write): the engine says why.
-pub fn claim_or_hand_over(dir: &Path) -> Option<std::fs::File> {
+/// over (`hand_over`) and does not return; any other failure (a folder we
+/// cannot write) is the start's.
+pub fn claim_or_hand_over(dir: &Path) -> Result<std::fs::File, CoreError> {
     match Files::new(dir).claim() {
-        Ok(claim) => Some(claim),
         Err(CoreError::AlreadyRunning(_)) => hand_over(dir),
-        Err(err) => {
-            tracing::warn!(error = %err, "claiming the data folder");
-            None
-        }
+        claimed => claimed,
     }
 }
 

@@ -62,7 +62,7 @@ pub fn run() {
         .setup(|app| {
             let dir = data_dir(app.handle())?;
             // Claimed before anything else, and handed to the engine.
-            let claim = instance::claim_or_hand_over(&dir);
+            let claim = instance::claim_or_hand_over(&dir)?;
             let trust = trust()?;
             // The window first, as Tauri would: a WebDriver session (the
             // end-to-end tests) attaches to the first webview, and must
@@ -73,14 +73,11 @@ pub fn run() {
                 trust,
                 ..EngineOptions::default()
             };
-            let engine = tauri::async_runtime::block_on(async {
-                match claim {
-                    Some(claim) => Engine::open_claimed(Files::new(&dir), claim, options).await,
-                    // It could not be claimed (not for another copy): the
-                    // engine tries again, and says why.
-                    None => Engine::open(dir.clone(), options).await,
-                }
-            })?;
+            let engine = tauri::async_runtime::block_on(Engine::open_claimed(
+                Files::new(&dir),
+                claim,
+                options,
+            ))?;
             instance::listen(app.handle().clone(), &dir);
             app.manage(engine.clone());
             let tray = tray::build(app.handle())?;

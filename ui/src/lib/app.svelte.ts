@@ -5,7 +5,7 @@ import {
   backend, errorText, onEvent, onOpenChat, onResync,
   type ChatList, type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
-import { firstUnread, markerAfterOlder, merge, newestSeq, oldestSeq, unreadNotLoaded, withoutDiscarded } from "./history";
+import { firstUnread, merge, messageKey, newestSeq, oldestSeq, withoutDiscarded } from "./history";
 
 /** The side panel over the chat list, if one is open. */
 export type Panel = null | "search" | "newGroup" | "info";
@@ -32,9 +32,10 @@ export class AppState {
   loadingOlder = $state(false);
   unreadFrom = $state<string | null>(null);
   unreadCount = $state(0);
-  /** Unread messages from others older than any loaded when the chat was
-   *  opened: the marker moves up to them as older pages load. */
-  private unreadShort = 0;
+  /** The newest message when the chat was opened: the unread counted
+   *  then are at or above it, so the marker is found among the messages up
+   *  to it (again as older pages load; live ones after it do not count). */
+  private unreadThrough: string | null = null;
   /** Bumped to ask the message list to scroll to the newest message. */
   scrollToEnd = $state(0);
   typing = $state.raw<Record<string, string[]>>({});
@@ -194,7 +195,7 @@ export class AppState {
     // No marker of an earlier opening: an older page must not move it.
     this.unreadFrom = null;
     this.unreadCount = 0;
-    this.unreadShort = 0;
+    this.unreadThrough = null;
     if (this.panel === "info") this.panel = null;
     const unread = chat?.unread ?? 0;
     try {
@@ -207,7 +208,8 @@ export class AppState {
       this.historyLoaded = true;
       this.unreadCount = unread;
       this.unreadFrom = firstUnread(this.messages, unread);
-      this.unreadShort = unreadNotLoaded(this.messages, unread);
+      const newest = this.messages.at(-1);
+      this.unreadThrough = newest ? messageKey(newest) : null;
       this.scrollToEnd += 1;
     } catch (err) {
       this.notice = errorText(err);
@@ -220,7 +222,7 @@ export class AppState {
     this.activeId = null;
     this.messages = [];
     this.unreadFrom = null;
-    this.unreadShort = 0;
+    this.unreadThrough = null;
     void backend.setActiveChat(null).catch(() => {});
   }
 
@@ -244,9 +246,7 @@ export class AppState {
         return;
       }
       this.show(merge(this.messages, page));
-      if (this.unreadFrom !== null && this.unreadShort > 0) {
-        ({ from: this.unreadFrom, short: this.unreadShort } = markerAfterOlder(this.messages, this.unreadFrom, this.unreadShort));
-      }
+      this.placeMarkerAgain();
       const oldest = oldestSeq(this.messages) ?? 1;
       this.hasOlder = page.length > 0 && oldest > 1;
     } catch (err) {
@@ -257,6 +257,15 @@ export class AppState {
     } finally {
       this.loadingOlder = false;
     }
+  }
+
+  /** After an older page: the marker above the first of the unread counted
+   *  at the opening, which may be among the messages just loaded. */
+  private placeMarkerAgain(): void {
+    if (this.unreadFrom === null || this.unreadThrough === null) return;
+    const through = this.messages.findIndex((m) => messageKey(m) === this.unreadThrough);
+    if (through < 0) return;
+    this.unreadFrom = firstUnread(this.messages.slice(0, through + 1), this.unreadCount);
   }
 
   async send(content: string): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ann, bob, message, zoe } from "./fixtures";
-import { firstUnread, markerAfterOlder, merge, messageKey, oldestSeq, rows, unreadNotLoaded, withoutDiscarded } from "./history";
+import { firstUnread, merge, messageKey, oldestSeq, rows, withoutDiscarded } from "./history";
 
 const day1 = "2026-03-02T10:00:00";
 const day2 = "2026-03-03T10:00:00";
@@ -89,21 +89,6 @@ describe("rows", () => {
     expect(from).toBe(messageKey(oldestFromOthers!));
     const shown = rows(messages, { isGroup: true, unreadFrom: from, unreadCount: 80 });
     expect(shown.filter((r) => r.unread !== null).map((r) => r.unread)).toEqual([80]);
-  });
-
-  it("moves the marker up through an older page by as many as were not loaded", () => {
-    const loaded = [message(50, bob, "a", day1), message(51, ann, "mine", day1), message(52, bob, "b", day1)];
-    // Four unread from Bob, two of them loaded: two are older.
-    expect(unreadNotLoaded(loaded, 4)).toBe(2);
-    const from = firstUnread(loaded, 4)!;
-    expect(from).toBe(messageKey(loaded[0]));
-    const older = [message(46, bob, "w", day1), message(47, bob, "x", day1), message(48, ann, "mine too", day1), message(49, bob, "y", day1)];
-    const all = merge(loaded, older);
-    // Bob's 49 and 47 (Ann's 48 passed over): the marker at 47, none short.
-    expect(markerAfterOlder(all, from, 2)).toEqual({ from: messageKey(all[1]), short: 0 });
-    // A page with only one of them: the marker at it, one still short.
-    const one = merge(loaded, [message(49, bob, "y", day1)]);
-    expect(markerAfterOlder(one, from, 2)).toEqual({ from: messageKey(one[0]), short: 1 });
   });
 
   it("has no marker when nothing is unread", () => {

@@ -103,28 +103,6 @@ export function firstUnread(messages: MessageView[], unread: number): string | n
   return oldest;
 }
 
-/** How many of the `unread` newest messages from others are not among
- *  `messages`: older than any loaded, so the marker sits at the oldest
- *  loaded until older pages bring them (`markerAfterOlder`). */
-export function unreadNotLoaded(messages: MessageView[], unread: number): number {
-  const fromOthers = messages.filter((m) => !m.mine).length;
-  return Math.max(0, unread - fromOthers);
-}
-
-/** The marker after an older page came in: `from` (the oldest loaded from
- *  others when it was placed) moves up past as many of the newly loaded
- *  messages from others as were `short`. Returns where it goes and how
- *  many are still not loaded. */
-export function markerAfterOlder(messages: MessageView[], from: string, short: number): { from: string; short: number } {
-  let at = messages.findIndex((m) => messageKey(m) === from);
-  for (let i = at - 1; i >= 0 && short > 0; i--) {
-    if (messages[i].mine) continue;
-    at = i;
-    short -= 1;
-  }
-  return { from: at >= 0 ? messageKey(messages[at]) : from, short };
-}
-
 /** The rows to draw for `messages`: a date separator where the day
  *  changes, the marker above `unreadFrom`, and in groups the sender's name
  *  over the first of a run of someone else's messages. */

@@ -157,6 +157,12 @@ pub struct Config {
     #[arg(long, env = "NATTER_TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub token_ttl_secs: u64,
 
+    /// The longest a session lives, in seconds since its login (default 90
+    /// days): the app renews its token while in use, up to this; then the
+    /// user logs in again. Bounds what a stolen token is worth.
+    #[arg(long, env = "NATTER_SESSION_MAX_SECS", default_value_t = 90 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_max_secs: u64,
+
     /// How often the server pings each socket, in milliseconds (less than
     /// `NATTER_WS_TIMEOUT_MS`: a socket's last pong would otherwise be older
     /// than the timeout at every other ping).
@@ -186,6 +192,10 @@ impl Config {
 
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.token_ttl_secs)
+    }
+
+    pub fn longest_session(&self) -> Duration {
+        Duration::from_secs(self.session_max_secs)
     }
 
     pub fn ws_ping_interval(&self) -> Duration {
@@ -248,6 +258,7 @@ mod tests {
             ["--partitions", "65"],
             ["--publish-backlog", "0"],
             ["--token-ttl-secs", "0"],
+            ["--session-max-secs", "0"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");

@@ -88,7 +88,11 @@ impl Application {
             hub,
             events,
             pipeline,
-            tokens: Arc::new(Tokens::new(&secret, config.token_ttl())),
+            tokens: Arc::new(Tokens::new(
+                &secret,
+                config.token_ttl(),
+                config.longest_session(),
+            )),
             passwords: Arc::new(passwords),
             settings: Arc::new(Settings {
                 ws_ping_interval: config.ws_ping_interval(),

@@ -29,6 +29,12 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         first_try: bool,
     },
+    /// The client renewed its session's token (`POST /api/user/token`):
+    /// the socket, which would close when the token it was opened with
+    /// expires, lives as long as this one instead. Answered only when
+    /// refused (`error`: not a good token of this socket's user), and then
+    /// the socket keeps the expiry it had.
+    Token { token: String },
 }
 
 impl<'de> Deserialize<'de> for ClientFrame {
@@ -38,7 +44,7 @@ impl<'de> Deserialize<'de> for ClientFrame {
 }
 
 impl TagFirst for ClientFrame {
-    const VARIANTS: &'static [&'static str] = &["typing", "send"];
+    const VARIANTS: &'static [&'static str] = &["typing", "send", "token"];
 
     fn variant<'de, A: MapAccess<'de>>(tag: &str, rest: A) -> Result<Self, A::Error> {
         match tag {
@@ -52,6 +58,8 @@ impl TagFirst for ClientFrame {
                 client_id: f.client_id,
                 first_try: f.first_try,
             }),
+            "token" => tagged::fields::<TokenFields, _>(rest)
+                .map(|f| ClientFrame::Token { token: f.token }),
             other => Err(tagged::unknown::<Self, _>(other)),
         }
     }
@@ -74,6 +82,12 @@ struct SendFields {
     client_id: String,
     #[serde(default)]
     first_try: bool,
+}
+
+/// `ClientFrame::Token`'s fields.
+#[derive(Deserialize)]
+struct TokenFields {
+    token: String,
 }
 
 /// What the server sends.
@@ -165,6 +179,9 @@ mod tests {
                 content: "h\u{e9}llo \"you\"".into(),
                 client_id: "k".into(),
                 first_try: true,
+            },
+            ClientFrame::Token {
+                token: "a.b.c".into(),
             },
         ];
         for frame in frames {

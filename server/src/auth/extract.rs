@@ -2,6 +2,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use super::Claims;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -14,13 +15,27 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let AuthSession(claims) = AuthSession::from_request_parts(parts, state).await?;
+        Ok(AuthUser(claims.sub))
+    }
+}
+
+/// The whole of the caller's good token, for what needs more than who
+/// (renewing it keeps its session's start).
+#[derive(Debug, Clone)]
+pub struct AuthSession(pub Claims);
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or_else(|| {
             ApiError::Unauthorized("not logged in: send 'Authorization: Bearer <token>'".into())
         })?;
         state
             .tokens
-            .verify(token)
-            .map(AuthUser)
+            .claims(token)
+            .map(AuthSession)
             .map_err(|err| ApiError::Unauthorized(err.to_string()))
     }
 }

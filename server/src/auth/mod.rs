@@ -5,6 +5,6 @@ mod extract;
 mod password;
 mod token;
 
-pub use extract::{AuthUser, bearer_token};
+pub use extract::{AuthSession, AuthUser, bearer_token};
 pub use password::Passwords;
 pub use token::{Claims, TokenError, Tokens, load_or_create_secret};

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-/// What a session token says: who, and until when.
+/// What a session token says: who, since when, and until when.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user's id.
@@ -16,28 +16,54 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, seconds since the epoch.
     pub exp: i64,
+    /// When the user gave their password, seconds since the epoch: kept
+    /// across renewals, so that a session (however often renewed) ends a
+    /// set time after its login. Tokens from before it was added lack it
+    /// and count from `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+impl Claims {
+    /// When the session this token belongs to began.
+    pub fn logged_in_at(&self) -> i64 {
+        self.auth_time.unwrap_or(self.iat)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("the session token has expired: log in again")]
     Expired,
+    #[error("the session has reached the longest this server allows: log in again")]
+    SessionEnded,
     #[error("the session token is not valid")]
     Invalid,
 }
 
 /// Issues and checks HS256 session tokens. Only HS256 is accepted, so a token
 /// that claims `alg: none` or any other algorithm is refused.
+///
+/// A token lives `ttl`; an app renews it while it is good, and a session
+/// lives on through renewals up to `longest_session` after its login. Past
+/// that, every token of it is refused (lowering the setting ends older
+/// sessions at once), so a stolen token cannot be renewed for ever.
 #[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    ttl: Duration,
+    ttl: i64,
+    longest_session: i64,
+}
+
+/// Whole seconds of a duration as a timestamp offset.
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX / 4)
 }
 
 impl Tokens {
-    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+    pub fn new(secret: &[u8], ttl: Duration, longest_session: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -45,17 +71,35 @@ impl Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            ttl,
+            ttl: seconds(ttl),
+            longest_session: seconds(longest_session),
         }
     }
 
+    /// A token for a user who just gave their password: a new session.
     pub fn issue(&self, user_id: &str) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
-        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        self.sign(user_id, now, now)
+    }
+
+    /// A token for the same session as `claims` (checked by `claims`), that
+    /// expires later unless the session's end comes first.
+    pub fn renew(&self, claims: &Claims) -> anyhow::Result<String> {
+        self.sign(
+            &claims.sub,
+            claims.logged_in_at(),
+            chrono::Utc::now().timestamp(),
+        )
+    }
+
+    fn sign(&self, user_id: &str, logged_in_at: i64, now: i64) -> anyhow::Result<String> {
         let claims = Claims {
             sub: user_id.to_owned(),
             iat: now,
-            exp: now.saturating_add(ttl),
+            exp: now
+                .saturating_add(self.ttl)
+                .min(self.session_end(logged_in_at)),
+            auth_time: Some(logged_in_at),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -64,15 +108,30 @@ impl Tokens {
         )?)
     }
 
-    /// The user id the token was issued to, if it is genuine and unexpired.
-    pub fn verify(&self, token: &str) -> Result<String, TokenError> {
-        self.claims(token).map(|claims| claims.sub)
+    /// The last second of a session that began at `logged_in_at`.
+    fn session_end(&self, logged_in_at: i64) -> i64 {
+        logged_in_at.saturating_add(self.longest_session)
     }
 
-    /// What the token says, if it is genuine and unexpired.
+    /// The last second a token with these claims is good for: its own
+    /// expiry or its session's end, whichever comes first.
+    pub fn good_until(&self, claims: &Claims) -> i64 {
+        claims.exp.min(self.session_end(claims.logged_in_at()))
+    }
+
+    /// What the token says, if it is genuine, unexpired, and its session
+    /// has not outlived the longest allowed.
     pub fn claims(&self, token: &str) -> Result<Claims, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims),
+            Ok(data) => {
+                // Like `exp`, good through its last second.
+                let ended =
+                    chrono::Utc::now().timestamp() > self.session_end(data.claims.logged_in_at());
+                if ended {
+                    return Err(TokenError::SessionEnded);
+                }
+                Ok(data.claims)
+            }
             Err(err) => match err.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(TokenError::Expired),
                 _ => Err(TokenError::Invalid),
@@ -121,22 +180,72 @@ pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyho
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn tokens() -> Tokens {
-        Tokens::new(&[7u8; 32], Duration::from_secs(60))
+        Tokens::new(&[7u8; 32], Duration::from_secs(60), HOUR)
+    }
+
+    fn signed(tokens: &Tokens, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &tokens.encoding)
+            .expect("sign")
     }
 
     #[test]
     fn an_issued_token_names_its_user() {
         let tokens = tokens();
         let token = tokens.issue("user-1").expect("issue");
-        assert_eq!(tokens.verify(&token).expect("valid"), "user-1");
+        assert_eq!(tokens.claims(&token).expect("valid").sub, "user-1");
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {
-        let other = Tokens::new(&[8u8; 32], Duration::from_secs(60));
+        let other = Tokens::new(&[8u8; 32], Duration::from_secs(60), HOUR);
         let token = other.issue("user-1").expect("issue");
-        assert!(matches!(tokens().verify(&token), Err(TokenError::Invalid)));
+        assert!(matches!(tokens().claims(&token), Err(TokenError::Invalid)));
+    }
+
+    #[test]
+    fn a_renewed_token_keeps_its_sessions_start_and_end() {
+        let tokens = tokens();
+        let now = chrono::Utc::now().timestamp();
+        let logged_in = now - 3590;
+        let old = signed(
+            &tokens,
+            &serde_json::json!({"sub": "u", "iat": now - 30, "exp": now + 30, "auth_time": logged_in}),
+        );
+        let claims = tokens.claims(&old).expect("still good");
+        let renewed = tokens
+            .claims(&tokens.renew(&claims).expect("renewed"))
+            .expect("good");
+        assert_eq!(renewed.auth_time, Some(logged_in));
+        assert_eq!(
+            renewed.exp,
+            logged_in + 3600,
+            "ends with the session, not a minute on"
+        );
+    }
+
+    #[test]
+    fn a_session_past_its_longest_is_refused_however_fresh_its_token() {
+        let tokens = tokens();
+        let now = chrono::Utc::now().timestamp();
+        let too_old = signed(
+            &tokens,
+            &serde_json::json!({"sub": "u", "iat": now, "exp": now + 60, "auth_time": now - 3601}),
+        );
+        assert!(matches!(
+            tokens.claims(&too_old),
+            Err(TokenError::SessionEnded)
+        ));
+        // A token from before `auth_time` counts its session from `iat`.
+        let older_kind = signed(
+            &tokens,
+            &serde_json::json!({"sub": "u", "iat": now - 10, "exp": now + 60}),
+        );
+        let claims = tokens.claims(&older_kind).expect("good");
+        assert_eq!(claims.logged_in_at(), now - 10);
+        assert_eq!(tokens.good_until(&claims), now + 60);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use natter_shared::limits::SEARCH_MAX_RESULTS;
 use serde::Deserialize;
 
 use super::extract::{JsonBody, PathParam, QueryParams};
-use crate::auth::AuthUser;
+use crate::auth::{AuthSession, AuthUser};
 use crate::blobs::{self, ImageError};
 use crate::domain::{Email, Password, SearchQuery, UserName};
 use crate::error::ApiError;
@@ -148,16 +148,17 @@ pub async fn login(
     Ok(Json(AuthResponse { user, token }))
 }
 
-/// `POST /api/user/token`: a new session token for the caller's own, as
-/// logging in would give. An app renews its token while it is good, so that
-/// a session in use does not end when the first token does; one that has
-/// expired is refused (401), and the user logs in again.
+/// `POST /api/user/token`: a new token for the caller's session. An app
+/// renews its token while it is good, so that a session in use does not end
+/// when its first token does; one that has expired is refused (401), and so
+/// is every token of a session past `NATTER_SESSION_MAX_SECS` since its
+/// login: the user logs in again.
 pub async fn renew_token(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    AuthSession(claims): AuthSession,
 ) -> Result<Json<AuthResponse>, ApiError> {
-    let user = crate::chats::caller_account(&state, &me).await?;
-    let token = state.tokens.issue(&user.id)?;
+    let user = crate::chats::caller_account(&state, &claims.sub).await?;
+    let token = state.tokens.renew(&claims)?;
     Ok(Json(AuthResponse { user, token }))
 }
 

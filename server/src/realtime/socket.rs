@@ -2,7 +2,7 @@
 //! then run a reader (frames from the client) and a writer (frames to it, and
 //! keep-alive pings) side by side until either ends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -41,7 +41,10 @@ pub async fn upgrade(
     caller: Caller,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let Caller { user_id, expires } = caller;
+    let Caller {
+        user_id,
+        good_until,
+    } = caller;
     let ws =
         ws.map_err(|rejection| ApiError::Rejected(rejection.status(), rejection.body_text()))?;
     Ok(ws
@@ -49,14 +52,14 @@ pub async fn upgrade(
         .write_buffer_size(SOCKET_BUFFER)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| run(state, user_id, expires, socket)))
+        .on_upgrade(move |socket| run(state, user_id, good_until, socket)))
 }
 
-/// The user a socket upgrade is for, and when their token expires.
+/// The user a socket upgrade is for, and the last second their token is
+/// good for (seconds since the epoch).
 pub struct Caller {
     user_id: String,
-    /// None when too far ahead to matter.
-    expires: Option<tokio::time::Instant>,
+    good_until: i64,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -75,19 +78,9 @@ impl FromRequestParts<AppState> for Caller {
             .tokens
             .claims(&token)
             .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
-        // The token is refused from the second after `exp` on (its
-        // checks count whole seconds): the socket closes then, so that the
-        // app, reconnecting, is refused too.
-        let left_ms = claims
-            .exp
-            .saturating_add(1)
-            .saturating_mul(1000)
-            .saturating_sub(chrono::Utc::now().timestamp_millis())
-            .max(0);
         Ok(Caller {
+            good_until: state.tokens.good_until(&claims),
             user_id: claims.sub,
-            expires: tokio::time::Instant::now()
-                .checked_add(Duration::from_millis(left_ms.unsigned_abs())),
         })
     }
 }
@@ -101,12 +94,7 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-async fn run(
-    state: AppState,
-    user_id: String,
-    expires: Option<tokio::time::Instant>,
-    socket: WebSocket,
-) {
+async fn run(state: AppState, user_id: String, good_until: i64, socket: WebSocket) {
     // `ready` goes first, ahead of anything sent to the user meanwhile: the
     // app takes any other first frame as a broken link.
     let ready = ServerFrame::Ready {
@@ -120,7 +108,7 @@ async fn run(
         return;
     }
     tracing::debug!(user = %user_id, socket = id, "socket opened");
-    let clock = Clock::new();
+    let clock = Clock::new(good_until);
     let Registration {
         frames,
         reply,
@@ -128,7 +116,7 @@ async fn run(
         ..
     } = registration;
     tokio::select! {
-        () = write(&state, sink, frames, &kick, &clock, expires) => {}
+        () = write(&state, sink, frames, &kick, &clock) => {}
         () = read(&state, &user_id, stream, &reply, &clock) => {}
     }
     state.hub.unregister(&user_id, id);
@@ -152,23 +140,41 @@ async fn close_unready(
     tracing::debug!(user = %user_id, socket = id, "socket refused: no link to the other nodes");
 }
 
-/// When the client was last heard from (any frame, pongs included).
+/// When the client was last heard from (any frame, pongs included), and
+/// until when its session token is good (the reader moves it on when the
+/// client sends a renewed token; the writer closes the socket past it).
 struct Clock {
     start: Instant,
     last_heard_ms: AtomicU64,
+    /// Seconds since the epoch: the last second the token is good for.
+    good_until: AtomicI64,
 }
 
 impl Clock {
-    fn new() -> Self {
+    fn new(good_until: i64) -> Self {
         Clock {
             start: Instant::now(),
             last_heard_ms: AtomicU64::new(0),
+            good_until: AtomicI64::new(good_until),
         }
     }
 
     fn heard(&self) {
         let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_heard_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Whether the token has expired. Tokens are refused from the second
+    /// after the one they are good until (their checks count whole
+    /// seconds): the socket closes then, so that the app, reconnecting,
+    /// is refused too.
+    fn token_expired(&self) -> bool {
+        chrono::Utc::now().timestamp() > self.good_until.load(Ordering::Relaxed)
+    }
+
+    /// A renewed token is good until `second`.
+    fn renewed(&self, second: i64) {
+        self.good_until.fetch_max(second, Ordering::Relaxed);
     }
 
     fn silent_for(&self) -> Duration {
@@ -182,9 +188,9 @@ impl Clock {
 const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Writes the socket's queued frames and pings, and closes it when kicked
-/// or, at the first ping after, when its token expires (the app then
-/// reconnects, is refused, and asks the user to log in again, as any
-/// request with that token would be).
+/// or, at the first ping after, when its token expires, unless the client
+/// renewed it on this socket (the app then reconnects, is refused, and asks
+/// the user to log in again, as any request with that token would be).
 /// Every write has a deadline (`ws_timeout`) and gives way to a kick: a
 /// client that stops reading fills the TCP window, and a write without
 /// either would then hold this task, and the socket, for good.
@@ -194,7 +200,6 @@ async fn write(
     mut frames: mpsc::Receiver<Utf8Bytes>,
     kick: &tokio::sync::Notify,
     clock: &Clock,
-    expires: Option<tokio::time::Instant>,
 ) {
     let limit = state.settings.ws_timeout;
     let mut ping = tokio::time::interval(state.settings.ws_ping_interval);
@@ -222,7 +227,7 @@ async fn write(
             _ = ping.tick() => {
                 // Checked at each ping, not with a timer of its own: one
                 // per socket would cost every idle socket its memory.
-                if expires.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                if clock.token_expired() {
                     close(&mut sink, 1008, "the session token has expired: log in again").await;
                     return;
                 }
@@ -311,7 +316,7 @@ async fn read(
                 let Some(Ok(message)) = message else { return };
                 clock.heard();
                 match message {
-                    WsMessage::Text(text) => match handle_text(state, user_id, text.as_str()).await {
+                    WsMessage::Text(text) => match handle_text(state, user_id, clock, text.as_str()).await {
                         Handled::Now(answer) => answer,
                         Handled::Later(answer) => {
                             in_flight.push(answer);
@@ -360,7 +365,7 @@ fn refusal(err: &ApiError, client_id: Option<String>) -> ServerFrame {
 }
 
 /// Acts on one client frame; the answer, if any, goes back on this socket.
-async fn handle_text(state: &AppState, user_id: &str, text: &str) -> Handled {
+async fn handle_text(state: &AppState, user_id: &str, clock: &Clock, text: &str) -> Handled {
     let now = |frame: Option<ServerFrame>| Handled::Now(frame.as_ref().map(encode));
     if text.len() > FRAME_MAX_BYTES {
         return now(Some(error_frame(
@@ -385,6 +390,25 @@ async fn handle_text(state: &AppState, user_id: &str, text: &str) -> Handled {
             client_id,
             first_try,
         } => send(state, user_id, &chat_id, &content, client_id, first_try).await,
+        ClientFrame::Token { token } => now(renewed_token(state, user_id, clock, &token)),
+    }
+}
+
+/// Takes a renewed token of this socket's user: the socket lives until it
+/// expires. Anything else is refused, and the socket's expiry stays.
+fn renewed_token(
+    state: &AppState,
+    user_id: &str,
+    clock: &Clock,
+    token: &str,
+) -> Option<ServerFrame> {
+    match state.tokens.claims(token) {
+        Ok(claims) if claims.sub == user_id => {
+            clock.renewed(state.tokens.good_until(&claims));
+            None
+        }
+        Ok(_) => Some(error_frame("that token is another user's", None)),
+        Err(err) => Some(error_frame(format!("token not taken: {err}"), None)),
     }
 }
 

@@ -2,7 +2,7 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{signed_token, spawn_app};
+use crate::helpers::{claims_of, renew, signed_token, spawn_app, spawn_app_with, until_past};
 
 const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
 
@@ -274,25 +274,6 @@ async fn search_results_are_ordered_by_name_ignoring_case() {
     assert_eq!(names, ["alice", "Bob"]);
 }
 
-/// What a token says about itself (its payload, unverified).
-fn claims_of(token: &str) -> Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("a payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64");
-    serde_json::from_slice(&bytes).expect("json")
-}
-
-async fn renew(app: &crate::helpers::TestApp, token: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/user/token"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request")
-}
-
 /// A session in use need not end with its first token: a good token is
 /// renewed for one that expires later and works, for the same user. An
 /// expired one, or one for an account this server lacks, is not.
@@ -302,10 +283,7 @@ async fn a_good_token_is_renewed_and_an_expired_one_is_not() {
     let ann = app.sign_up("Ann").await;
     let first = claims_of(&ann.token);
     // Tokens count in seconds: the renewal comes a second later.
-    let issued = first["iat"].as_i64().expect("iat");
-    while chrono::Utc::now().timestamp() <= issued {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_past(first["iat"].as_i64().expect("iat")).await;
     let response = renew(&app, &ann.token).await;
     assert_eq!(response.status(), StatusCode::OK);
     let renewed: Value = response.json().await.expect("json");
@@ -342,4 +320,67 @@ async fn a_good_token_is_renewed_and_an_expired_one_is_not() {
         renew(&app, &stranger).await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// However often it is renewed, a session ends `NATTER_SESSION_MAX_SECS`
+/// after its login: renewals keep its start and never reach past its end,
+/// and then its tokens are refused, renewed or not. Logging in again starts
+/// a new one.
+#[tokio::test]
+async fn a_session_ends_at_its_longest_however_often_renewed() {
+    let app = spawn_app_with(|config| {
+        config.token_ttl_secs = 3600;
+        config.session_max_secs = 3;
+    })
+    .await;
+    let ann = app.sign_up("Ann").await;
+    let first = claims_of(&ann.token);
+    let logged_in = first["auth_time"].as_i64().expect("auth_time");
+    assert_eq!(first["exp"].as_i64(), Some(logged_in + 3), "{first}");
+
+    until_past(logged_in).await;
+    let response = renew(&app, &ann.token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    let renewed = body["token"].as_str().expect("token").to_owned();
+    let second = claims_of(&renewed);
+    assert_eq!(second["auth_time"].as_i64(), Some(logged_in), "{second}");
+    assert_eq!(second["exp"].as_i64(), Some(logged_in + 3), "{second}");
+    assert!(second["iat"].as_i64() > first["iat"].as_i64());
+
+    until_past(logged_in + 3).await;
+    let response = renew(&app, &renewed).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("log in again")),
+        "says why: {body}"
+    );
+    // A token of that session that its own expiry would still allow (as
+    // one signed before the setting was lowered) is refused too.
+    let lasting = signed_token(&json!({
+        "sub": ann.id, "iat": logged_in, "exp": logged_in + 3600, "auth_time": logged_in
+    }));
+    let chats = app
+        .http
+        .get(app.url("/api/chat"))
+        .bearer_auth(&lasting)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(chats.status(), StatusCode::UNAUTHORIZED);
+
+    let login = app
+        .http
+        .post(app.url("/api/user/login"))
+        .json(&json!({"email": ann.email, "password": ann.password}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(login.status(), StatusCode::OK);
+    let body: Value = login.json().await.expect("json");
+    let fresh = claims_of(body["token"].as_str().expect("token"));
+    assert!(fresh["auth_time"].as_i64() > Some(logged_in), "{fresh}");
 }

@@ -22,6 +22,34 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use natter_test_support::{free_port, hold_write_lock};
 
+/// What a token says (its payload, not checked).
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64");
+    serde_json::from_slice(&bytes).expect("json")
+}
+
+/// `POST /api/user/token` with `token`.
+pub async fn renew(app: &TestApp, token: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/user/token"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Waits until the wall clock is past `second` (seconds since the epoch):
+/// tokens count whole seconds.
+pub async fn until_past(second: i64) {
+    while chrono::Utc::now().timestamp() <= second {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// How long any wait for a condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, claims_of, renew, spawn_app, spawn_app_with, until_past};
 
 async fn handshake_status(url: String) -> u16 {
     match tokio_tungstenite::connect_async(url).await {
@@ -245,6 +245,77 @@ async fn dropped_once_it_stops_reading(ws_timeout_ms: u64) {
     assert!(
         dropped.is_ok(),
         "the server still holds a socket whose client does not read"
+    );
+}
+
+/// A socket renewed on the spot lives as long as its new token: the client
+/// sends the renewed token (`token` frame) and the socket outlives the one
+/// it was opened with, then closes when the new one expires. Another
+/// user's token, or no good token at all, is refused and changes nothing.
+#[tokio::test]
+async fn a_socket_given_a_renewed_token_lives_as_long_as_it() {
+    let app = spawn_app_with(|config| {
+        config.token_ttl_secs = 4;
+        config.ws_ping_ms = 100;
+    })
+    .await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let mut socket = app.socket(&ann).await;
+    let first = claims_of(&ann.token);
+    let first_end = first["exp"].as_i64().expect("exp");
+    // Renewed two seconds on: it outlives the first by as much.
+    until_past(first["iat"].as_i64().expect("iat") + 1).await;
+    let response = renew(&app, &ann.token).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let renewed = body["token"].as_str().expect("token").to_owned();
+    let renewed_end = claims_of(&renewed)["exp"].as_i64().expect("exp");
+    assert!(renewed_end >= first_end + 2);
+
+    for (token, refusal) in [
+        (bob.token.as_str(), "another user's"),
+        ("garbage", "token not taken"),
+    ] {
+        socket
+            .send_json(json!({"type": "token", "token": token}))
+            .await;
+        match socket.next_frame().await {
+            ServerFrame::Error { error, .. } => assert!(error.contains(refusal), "{error}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    socket
+        .send_json(json!({"type": "token", "token": renewed}))
+        .await;
+
+    // The first token would have it closed at the first ping (every 0.1 s)
+    // once the clock is past `first_end`: reading on until a second after
+    // that, only pings come.
+    while chrono::Utc::now().timestamp() <= first_end + 1 {
+        match tokio::time::timeout(Duration::from_secs(10), socket.ws.next()).await {
+            Ok(Some(Ok(WsMessage::Ping(_)))) => {}
+            Ok(Some(Ok(WsMessage::Text(text)))) => panic!("unexpected frame: {text}"),
+            other => panic!("the socket did not outlive its first token: {other:?}"),
+        }
+    }
+
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.ws.next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("closed without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed in time")
+    .expect("a close frame");
+    assert_eq!(u16::from(closed.code), 1008);
+    assert!(
+        chrono::Utc::now().timestamp() > renewed_end,
+        "closed when the renewed token expired, not before"
     );
 }
 

@@ -293,7 +293,7 @@ fn resend(frame: &Utf8Bytes) -> Option<Utf8Bytes> {
         })
         .ok()
         .map(Utf8Bytes::from),
-        ClientFrame::Typing { .. } => None,
+        ClientFrame::Typing { .. } | ClientFrame::Token { .. } => None,
     }
 }
 

@@ -711,12 +711,9 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
         };
         let Some(inner) = inner.upgrade() else { return };
         let live = inner.live.read().await;
-        let current = live
-            .as_ref()
-            .is_some_and(|live| Arc::ptr_eq(&live.ctx, &ctx));
-        if !current {
+        let Some(live) = live.as_ref().filter(|live| Arc::ptr_eq(&live.ctx, &ctx)) else {
             return;
-        }
+        };
         let renewed = Session {
             server_url: ctx.api.base().clone(),
             token: auth.token.clone(),
@@ -727,7 +724,15 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
             tracing::warn!(error = %err, "saving the renewed token");
         }
         let next = crate::renewal::next_after_renewal(&auth.token, Utc::now());
-        ctx.api.set_token(auth.token);
+        ctx.api.set_token(auth.token.clone());
+        // The open socket (if any) then lives as long as the new token. Set
+        // first: a socket that read the old token to connect gets this frame
+        // once it is up (frames wait in the channel meanwhile), and one the
+        // frame misses (dropped while waiting to reconnect) opens with the
+        // new token.
+        let _ = live
+            .to_socket
+            .send(ClientFrame::Token { token: auth.token });
         tracing::info!("renewed the session's token");
         let Some(next) = next else { return };
         due = next;

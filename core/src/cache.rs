@@ -486,14 +486,16 @@ impl Cache {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
-    /// The highest seq cached for a chat.
-    pub async fn max_seq(&self, chat_id: &str) -> CoreResult<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT MAX(seq) FROM messages WHERE chat_id = ?1")
-                .bind(chat_id)
-                .fetch_one(&self.pool)
-                .await?,
+    /// Whether a chat is cached (`None` if not) and, if so, the highest seq
+    /// cached for it: what a live message is checked against, in one query.
+    pub async fn known_chat_seq(&self, chat_id: &str) -> CoreResult<Option<Option<i64>>> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT (SELECT MAX(seq) FROM messages WHERE chat_id = ?1) FROM chats WHERE id = ?1",
         )
+        .bind(chat_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(seq,)| seq))
     }
 
     /// The lowest seq cached for a chat.
@@ -920,6 +922,25 @@ mod tests {
         let put = cache.put_message(&acked, "me", Source::Stored).await;
         assert_eq!(put.expect("put"), Stored::Known);
         assert!(cache.max_seqs().await.expect("seqs").is_empty());
+    }
+
+    /// A live message is checked against what the cache knows of its chat:
+    /// unknown, known with no messages, or known up to a seq.
+    #[tokio::test]
+    async fn a_chat_is_known_with_its_highest_seq_in_one_look() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        assert_eq!(cache.known_chat_seq("nowhere").await.expect("read"), None);
+        assert_eq!(cache.known_chat_seq("c").await.expect("read"), Some(None));
+        for seq in [3, 9, 4] {
+            let put = message(&format!("m{seq}"), seq, "bob", None);
+            let put = cache.put_message(&put, "me", Source::Stored).await;
+            assert_eq!(put.expect("put"), Stored::New);
+        }
+        assert_eq!(
+            cache.known_chat_seq("c").await.expect("read"),
+            Some(Some(9))
+        );
     }
 
     /// A seq names one message on the server: a message at a seq the cache

@@ -486,15 +486,17 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
             let mut filled = false;
-            if ctx.cache.chat(&message.chat_id).await?.is_none() {
-                // A chat we have not heard of (its `chat` frame was missed).
-                let chat = ctx.api.chat(&message.chat_id).await?;
-                ctx.cache.put_chat(&chat).await?;
-            } else if let Some(held) = ctx.cache.max_seq(&message.chat_id).await?
-                && message.seq > held + 1
-            {
-                fill_gap(ctx, &message.chat_id, held).await?;
-                filled = true;
+            match ctx.cache.known_chat_seq(&message.chat_id).await? {
+                None => {
+                    // A chat we have not heard of (its `chat` frame was missed).
+                    let chat = ctx.api.chat(&message.chat_id).await?;
+                    ctx.cache.put_chat(&chat).await?;
+                }
+                Some(Some(held)) if message.seq > held + 1 => {
+                    fill_gap(ctx, &message.chat_id, held).await?;
+                    filled = true;
+                }
+                Some(_) => {}
             }
             let stored = ctx.receive(&message, Arrival::Live).await?.stored;
             return Ok(filled || stored != Stored::Known);

@@ -110,7 +110,7 @@ pub struct Config {
     /// RabbitMQ; their senders are told to try again after 10 s, and their
     /// retries are recognised. Each held message is about its text plus 300
     /// bytes.
-    #[arg(long, env = "NATTER_UNSTORED_LIMIT", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "NATTER_UNSTORED_LIMIT", default_value_t = crate::pipeline::MOST_UNSTORED, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub unstored_limit: u32,
 
     /// Delete this deployment's partition queues after they have been unused

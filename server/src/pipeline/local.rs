@@ -39,9 +39,9 @@ const BATCH: usize = 1000;
 /// Most messages delivered and not yet stored: past this, sends are refused
 /// until the database catches up (memory stays bounded, and so do the seqs
 /// a crash can leave unstored).
-const MOST_UNSTORED: usize = 100_000;
+const MOST_UNSTORED: usize = super::MOST_UNSTORED as usize;
 /// How far each chat's seqs move after a run that did not stop cleanly.
-pub const SEQS_SKIPPED_AFTER_A_CRASH: i64 = MOST_UNSTORED as i64;
+pub const SEQS_SKIPPED_AFTER_A_CRASH: i64 = super::MOST_UNSTORED as i64;
 
 struct Job {
     command: Command,

@@ -50,6 +50,11 @@ pub const DEFAULT_PARTITIONS: u16 = 8;
 /// on the node that sequences it, a task and a channel.
 pub const MOST_PARTITIONS: u16 = 64;
 
+/// The most messages a partition's sequencer holds delivered and not yet
+/// stored: fixed on the embedded default (a crash skips this many seqs),
+/// `NATTER_UNSTORED_LIMIT`'s default with RabbitMQ.
+pub const MOST_UNSTORED: u32 = 100_000;
+
 /// How long a sender waits for its message to be sequenced (and, on the
 /// embedded default, stored) before it is told to try again.
 pub const SEND_PATIENCE: Duration = Duration::from_secs(10);

@@ -88,9 +88,29 @@ async fn require_user(state: &AppState, user_id: &str) -> Result<(), ApiError> {
 /// user signed up (or one shared by two servers), and would otherwise fail
 /// as a 500, or be renewed for no one.
 pub async fn caller_account(state: &AppState, me: &str) -> Result<User, ApiError> {
-    state.store.user(me).await?.ok_or_else(|| {
-        ApiError::Unauthorized("this session's account does not exist here: log in again".into())
-    })
+    state.store.user(me).await?.ok_or_else(caller_gone)
+}
+
+fn caller_gone() -> ApiError {
+    ApiError::Unauthorized("this session's account does not exist here: log in again".into())
+}
+
+/// Checks, in one round trip, that each of `others` is a user (404 for the
+/// first that is not) and that the caller's account exists (as
+/// `caller_account`), before a chat names them all.
+async fn require_accounts(state: &AppState, me: &str, others: &[&str]) -> Result<(), ApiError> {
+    let mut ids = Vec::with_capacity(others.len() + 1);
+    ids.extend_from_slice(others);
+    ids.push(me);
+    let found = state.store.users(&ids).await?;
+    let exists = |id: &str| found.iter().any(|user| user.id == id);
+    if let Some(missing) = others.iter().find(|id| !exists(id)) {
+        return Err(ApiError::not_found(format!("no user with id '{missing}'")));
+    }
+    if !exists(me) {
+        return Err(caller_gone());
+    }
+    Ok(())
 }
 
 /// The one-to-one chat of `me` and `other`, created the first time.
@@ -104,8 +124,7 @@ pub async fn open_direct(
             "you cannot open a chat with yourself",
         ));
     }
-    require_user(state, other).await?;
-    caller_account(state, me).await?;
+    require_accounts(state, me, &[other]).await?;
     let (chat, created) = state.store.open_direct_chat(&new_id(), me, other).await?;
     if created {
         announce(state, &chat, None).await;
@@ -135,10 +154,8 @@ pub async fn create_group(
             "a group can have at most {GROUP_MAX_MEMBERS} members"
         )));
     }
-    for member in &members {
-        require_user(state, member).await?;
-    }
-    caller_account(state, me).await?;
+    let others: Vec<&str> = members.iter().map(String::as_str).collect();
+    require_accounts(state, me, &others).await?;
     let chat = state
         .store
         .create_group(&new_id(), name.as_str(), me, &members)

@@ -42,6 +42,34 @@ async fn direct_chats_need_another_existing_user() {
         .post(&ann, "/api/chat", json!({"userId": "nobody"}))
         .await;
     assert_eq!(nobody.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = nobody.json().await.expect("json");
+    assert_eq!(body["error"], "no user with id 'nobody'");
+}
+
+/// A group names only users who exist: the first unknown one is named in
+/// the refusal, and no group is made.
+#[tokio::test]
+async fn groups_need_existing_members() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let refused = app
+        .post(
+            &ann,
+            "/api/chat/group",
+            json!({"name": "Team", "users": [bob.id, "ghost-1", "ghost-2"]}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "no user with id 'ghost-1'");
+    let chats: Vec<Chat> = app
+        .get(&ann, "/api/chat")
+        .await
+        .json()
+        .await
+        .expect("chats");
+    assert!(chats.is_empty(), "no group made: {chats:?}");
 }
 
 #[tokio::test]

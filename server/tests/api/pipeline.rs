@@ -467,28 +467,19 @@ impl Drop for FreezingRelay {
 #[tokio::test]
 async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() {
     let deployment = Deployment::new().await;
-    // postgres://[user@]host:port/database: the same, through the relay.
-    let (scheme, rest) = deployment
-        .database
-        .split_once("://")
-        .expect("a database URL");
-    let (authority, database) = rest.split_once('/').expect("a database name");
-    let (user, host) = match authority.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), authority),
-    };
-    let host = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:5432")
-    };
-    let backend = tokio::net::lookup_host(host)
+    // The same database URL, through the relay.
+    let mut url = reqwest::Url::parse(&deployment.database).expect("a database URL");
+    let host = url.host_str().expect("a host").to_owned();
+    let backend = tokio::net::lookup_host((host, url.port().unwrap_or(5432)))
         .await
         .expect("resolved")
         .next()
         .expect("an address");
     let relay = FreezingRelay::start(backend).await;
-    let through_relay = format!("{scheme}://{user}{}/{database}", relay.addr);
+    url.set_host(Some(&relay.addr.ip().to_string()))
+        .expect("a host");
+    url.set_port(Some(relay.addr.port())).expect("a port");
+    let through_relay = url.to_string();
     let app = deployment
         .spawn_node(0, |config| {
             config.database_url = Some(through_relay);

@@ -563,17 +563,24 @@ async fn a_rabbitmq_restart_gives_clear_errors_then_nodes_reconnect_by_themselve
     );
 }
 
-/// `user`'s `POST /api/message` of `body` to `node`, waiting as long as a
-/// fault may take (a send may wait out the server's patience and more).
-fn send_patiently(
-    node: &TestApp,
-    user: &TestUser,
-    body: &serde_json::Value,
-) -> impl Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+/// A client that waits as long as a fault may take (a send may wait out
+/// the server's patience and more). One per test: a client's pool is tied
+/// to the runtime it first ran on.
+fn patient_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(FAULT_PATIENCE)
         .build()
         .expect("client")
+}
+
+/// `user`'s `POST /api/message` of `body` to `node`, through `patient`.
+fn send_patiently(
+    patient: &reqwest::Client,
+    node: &TestApp,
+    user: &TestUser,
+    body: &serde_json::Value,
+) -> impl Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    patient
         .post(node.url("/api/message"))
         .bearer_auth(&user.token)
         .json(body)
@@ -720,9 +727,10 @@ async fn past_the_unstored_limit_sends_wait_in_rabbitmq_until_the_database_is_ba
         before,
         ..
     } = two_nodes(&[("NATTER_UNSTORED_LIMIT", "3")]).await;
+    let patient = patient_client();
     let send = |n: usize| {
         let body = json!({"chatId": chat.id, "content": format!("held {n}"), "clientId": format!("unstored-{n}")});
-        send_patiently(&a, &ann, &body)
+        send_patiently(&patient, &a, &ann, &body)
     };
 
     let outage = PostgresOutage::begin();
@@ -733,6 +741,11 @@ async fn past_the_unstored_limit_sends_wait_in_rabbitmq_until_the_database_is_ba
     }
     let past = send(3).await.expect("an answer in time");
     assert_eq!(past.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = past.json().await.expect("a JSON error");
+    assert_eq!(
+        body["error"],
+        "the message was not confirmed in time: send it again with the same clientId"
+    );
     outage.end();
 
     wait_until("the retry to be acked", FAULT_PATIENCE, async || {
@@ -1007,7 +1020,8 @@ async fn while_rabbitmq_blocks_publishers_a_send_fails_in_time_and_its_retry_is_
     let restore = raise_memory_alarm();
 
     let body = json!({"chatId": chat.id, "content": "during the alarm", "clientId": "alarm-1"});
-    let send = || send_patiently(&a, &ann, &body);
+    let patient = patient_client();
+    let send = || send_patiently(&patient, &a, &ann, &body);
     let refused = send().await.expect("an answer in time");
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let error: serde_json::Value = refused.json().await.expect("json");
@@ -1051,9 +1065,10 @@ async fn past_the_publish_backlog_a_send_is_refused_at_once_and_retries_are_stor
     } = two_nodes(&[("NATTER_PUBLISH_BACKLOG", "2")]).await;
     let restore = raise_memory_alarm();
 
+    let patient = patient_client();
     let send = |n: usize| {
         let body = json!({"chatId": chat.id, "content": format!("held {n}"), "clientId": format!("held-{n}")});
-        send_patiently(&a, &ann, &body)
+        send_patiently(&patient, &a, &ann, &body)
     };
     // At most two in the message RabbitMQ holds back and two waiting
     // behind it: of six sends to one chat, at least two are refused.

@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Killed, children, virtual_display};
@@ -28,27 +29,27 @@ fn windows_titled(display: &str, title: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_app_starts_shows_a_window_titled_natter_and_loads_its_web_extension() {
-    let (_xvfb, display) = virtual_display();
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut app = Killed(
-        Command::new(env!("CARGO_BIN_EXE_natter-desktop"))
-            .env("DISPLAY", &display)
-            .env("NATTER_DESKTOP_DIR", data.path())
-            // No GPU here: let WebKit draw in software.
-            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-            .env_remove("WAYLAND_DISPLAY")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the app starts"),
-    );
+/// The app binary on `display` with its data in `data`; output goes
+/// nowhere unless the caller says otherwise.
+fn app_command(display: &str, data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_natter-desktop"));
+    command
+        .env("DISPLAY", display)
+        .env("NATTER_DESKTOP_DIR", data)
+        // No GPU here: let WebKit draw in software.
+        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
+        .env("NO_COLOR", "1")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits until `app` shows a window titled Natter; fails if it exits first.
+fn wait_for_window(app: &mut Killed, display: &str) {
     let started = Instant::now();
-    loop {
-        if !windows_titled(&display, "Natter").is_empty() {
-            break;
-        }
-        if let Ok(Some(status)) = app.0.try_wait() {
+    while windows_titled(display, "Natter").is_empty() {
+        if let Some(status) = app.0.try_wait().expect("status") {
             panic!("the app exited before showing its window: {status}");
         }
         assert!(
@@ -57,6 +58,35 @@ fn the_app_starts_shows_a_window_titled_natter_and_loads_its_web_extension() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits for `app` (started with its stderr piped) to stop: its status and
+/// what it wrote to stderr.
+fn wait_for_exit(app: &mut Killed) -> (ExitStatus, String) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = app.0.try_wait().expect("status") {
+            break status;
+        }
+        assert!(started.elapsed() < PATIENCE, "the app did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut app.0.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr read");
+    (status, stderr)
+}
+
+#[test]
+fn the_app_starts_shows_a_window_titled_natter_and_loads_its_web_extension() {
+    let (_xvfb, display) = virtual_display();
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut app = Killed(
+        app_command(&display, data.path())
+            .spawn()
+            .expect("the app starts"),
+    );
+    wait_for_window(&mut app, &display);
     assert!(
         app.0.try_wait().expect("status").is_none(),
         "the app keeps running"
@@ -101,28 +131,13 @@ fn a_ca_file_without_a_certificate_stops_the_app_with_the_reason() {
     let ca_file = data.path().join("ca.pem");
     std::fs::write(&ca_file, "not a certificate").expect("written");
     let mut app = Killed(
-        Command::new(env!("CARGO_BIN_EXE_natter-desktop"))
-            .env("DISPLAY", &display)
-            .env("NATTER_DESKTOP_DIR", data.path())
+        app_command(&display, data.path())
             .env("NATTER_CA_FILE", &ca_file)
-            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-            .env_remove("WAYLAND_DISPLAY")
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the app starts"),
     );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = app.0.try_wait().expect("status") {
-            break status;
-        }
-        assert!(started.elapsed() < PATIENCE, "the app did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut app.0.stderr.take().expect("stderr"), &mut stderr)
-        .expect("stderr read");
+    let (status, stderr) = wait_for_exit(&mut app);
     assert!(!status.success(), "a failure status: {status}");
     assert!(
         stderr.contains("NATTER_CA_FILE") && stderr.contains("no certificate"),
@@ -130,27 +145,63 @@ fn a_ca_file_without_a_certificate_stops_the_app_with_the_reason() {
     );
 }
 
+/// Asks `window` on `display` to close, as a window manager does when its
+/// close button is clicked: a `WM_DELETE_WINDOW` message (GTK takes it
+/// from any client).
+fn ask_to_close(display: &str, window: &str) {
+    use x11::xlib;
+    let name = std::ffi::CString::new(display).expect("a display name");
+    let window: xlib::Window = window.parse().expect("a window id");
+    // SAFETY: plain Xlib calls on a connection opened and closed here; the
+    // event is zeroed, then its client-message fields set, as Xlib expects.
+    unsafe {
+        let connection = xlib::XOpenDisplay(name.as_ptr());
+        assert!(!connection.is_null(), "the virtual display opens");
+        let protocols = xlib::XInternAtom(connection, c"WM_PROTOCOLS".as_ptr(), xlib::False);
+        let delete = xlib::XInternAtom(connection, c"WM_DELETE_WINDOW".as_ptr(), xlib::False);
+        let mut event: xlib::XEvent = std::mem::zeroed();
+        event.client_message.type_ = xlib::ClientMessage;
+        event.client_message.window = window;
+        event.client_message.message_type = protocols;
+        event.client_message.format = 32;
+        event.client_message.data.as_longs_mut()[0] = delete as std::ffi::c_long;
+        event.client_message.data.as_longs_mut()[1] = xlib::CurrentTime as std::ffi::c_long;
+        let sent = xlib::XSendEvent(
+            connection,
+            window,
+            xlib::False,
+            xlib::NoEventMask,
+            &mut event,
+        );
+        assert_ne!(sent, 0, "the close request is sent");
+        xlib::XFlush(connection);
+        xlib::XCloseDisplay(connection);
+    }
+}
+
+/// Waits until no window titled Natter is visible, `app` still running.
+fn wait_for_hidden(app: &mut Killed, display: &str) {
+    let started = Instant::now();
+    while !windows_titled(display, "Natter").is_empty() {
+        if let Some(status) = app.0.try_wait().expect("status") {
+            panic!("the app exited instead of hiding its window: {status}");
+        }
+        assert!(started.elapsed() < PATIENCE, "the window stayed on screen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The app started again on the same data folder (from the menu, while the
 /// first sits in the tray) asks the first to show its window and stops:
-/// one window, one app holding the session and cache.
+/// one window, one app holding the session and cache. Closed to the tray,
+/// the first's window comes back on the next start.
 #[test]
 fn a_second_start_on_the_same_folder_hands_over_to_the_first_and_stops() {
     let (_xvfb, display) = virtual_display();
     let data = tempfile::tempdir().expect("temp dir");
-    let app = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_natter-desktop"));
-        command
-            .env("DISPLAY", &display)
-            .env("NATTER_DESKTOP_DIR", data.path())
-            .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
-            .env("NO_COLOR", "1")
-            .env_remove("WAYLAND_DISPLAY");
-        command
-    };
     let mut first = Killed(
-        app()
+        app_command(&display, data.path())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .expect("the app starts"),
     );
@@ -168,34 +219,15 @@ fn a_second_start_on_the_same_folder_hands_over_to_the_first_and_stops() {
             }
         }
     });
-    let started = Instant::now();
-    while windows_titled(&display, "Natter").is_empty() {
-        assert!(
-            first.0.try_wait().expect("status").is_none(),
-            "the first app exited before showing its window"
-        );
-        assert!(started.elapsed() < PATIENCE, "no window titled Natter");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_window(&mut first, &display);
 
     let mut second = Killed(
-        app()
-            .stdout(Stdio::null())
+        app_command(&display, data.path())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the app starts again"),
     );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = second.0.try_wait().expect("status") {
-            break status;
-        }
-        assert!(started.elapsed() < PATIENCE, "the second app did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.0.stderr.take().expect("stderr"), &mut stderr)
-        .expect("stderr read");
+    let (status, stderr) = wait_for_exit(&mut second);
     assert!(status.success(), "stops without an error: {status}");
     assert!(
         stderr.contains(&format!(
@@ -218,4 +250,22 @@ fn a_second_start_on_the_same_folder_hands_over_to_the_first_and_stops() {
         "the first app keeps running"
     );
     assert_eq!(windows_titled(&display, "Natter").len(), 1);
+
+    // Closing the window hides it (the app stays in the tray); the next
+    // start shows it again.
+    let window = windows_titled(&display, "Natter").remove(0);
+    ask_to_close(&display, &window);
+    wait_for_hidden(&mut first, &display);
+    let mut third = Killed(
+        app_command(&display, data.path())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the app starts a third time"),
+    );
+    let (status, stderr) = wait_for_exit(&mut third);
+    assert!(
+        status.success(),
+        "stops without an error: {status}: {stderr}"
+    );
+    wait_for_window(&mut first, &display);
 }

@@ -74,6 +74,17 @@ describe("AppState", () => {
     expect(app.unreadFrom).toBe("m:a46");
   });
 
+  it("puts the marker above the unread counted, not above messages that came during the opening", async () => {
+    const app = appWithChats();
+    const last = { ...message(60, bob, "m60", day), chatId: "a", id: "a60" };
+    app.chats = [{ ...chat("a", "A", day), unread: 3, lastMessage: last }, chat("b", "B", day)];
+    // a61 and a62 arrived while the page was on its way, after the count.
+    history.mockResolvedValueOnce(page(51, 62));
+    await app.openChat("a");
+    expect(app.unreadFrom).toBe("m:a58");
+    expect(app.unreadCount).toBe(3);
+  });
+
   it("drops an older page meant for an earlier opening of the same chat", async () => {
     const app = appWithChats();
     history.mockResolvedValueOnce(page(51, 60));

@@ -197,7 +197,11 @@ export class AppState {
     this.unreadCount = 0;
     this.unreadThrough = null;
     if (this.panel === "info") this.panel = null;
+    // The unread counted are the newest up to the chat's last message as
+    // the list showed it: what arrives while the page is on its way comes
+    // after them, and must not push the marker down.
     const unread = chat?.unread ?? 0;
+    const lastCounted = chat?.lastMessage ? messageKey(chat.lastMessage) : null;
     try {
       await backend.setActiveChat(chatId);
       const page = await backend.history(chatId, null);
@@ -207,9 +211,10 @@ export class AppState {
       this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
       this.historyLoaded = true;
       this.unreadCount = unread;
-      this.unreadFrom = firstUnread(this.messages, unread);
+      const counted = this.messages.some((m) => messageKey(m) === lastCounted);
       const newest = this.messages.at(-1);
-      this.unreadThrough = newest ? messageKey(newest) : null;
+      this.unreadThrough = counted ? lastCounted : newest ? messageKey(newest) : null;
+      this.placeMarker();
       this.scrollToEnd += 1;
     } catch (err) {
       this.notice = errorText(err);
@@ -246,7 +251,7 @@ export class AppState {
         return;
       }
       this.show(merge(this.messages, page));
-      this.placeMarkerAgain();
+      if (this.unreadFrom !== null) this.placeMarker();
       const oldest = oldestSeq(this.messages) ?? 1;
       this.hasOlder = page.length > 0 && oldest > 1;
     } catch (err) {
@@ -259,10 +264,11 @@ export class AppState {
     }
   }
 
-  /** After an older page: the marker above the first of the unread counted
-   *  at the opening, which may be among the messages just loaded. */
-  private placeMarkerAgain(): void {
-    if (this.unreadFrom === null || this.unreadThrough === null) return;
+  /** The marker above the first of the unread counted at the opening: the
+   *  newest `unreadCount` from others up to `unreadThrough`. Placed again
+   *  after each older page, which may bring the first of them. */
+  private placeMarker(): void {
+    if (this.unreadThrough === null) return;
     const through = this.messages.findIndex((m) => messageKey(m) === this.unreadThrough);
     if (through < 0) return;
     this.unreadFrom = firstUnread(this.messages.slice(0, through + 1), this.unreadCount);

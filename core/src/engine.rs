@@ -723,6 +723,7 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
             // Kept in memory all the same: this run goes on with it.
             tracing::warn!(error = %err, "saving the renewed token");
         }
+        let last = crate::renewal::at_session_end(&auth.token, &token);
         let next = crate::renewal::next_after_renewal(&auth.token, Utc::now());
         ctx.api.set_token(auth.token.clone());
         // The open socket (if any) then lives as long as the new token. Set
@@ -734,6 +735,10 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
             .to_socket
             .send(ClientFrame::Token { token: auth.token });
         tracing::info!("renewed the session's token");
+        if last {
+            tracing::info!("the session has reached its longest: it ends with this token");
+            return;
+        }
         let Some(next) = next else { return };
         due = next;
     }

@@ -2,9 +2,11 @@
 //! expire (7 days by default), and an app left running that long would
 //! otherwise be logged out in the middle of use. At half its life the token
 //! is exchanged for a new one (`POST /api/user/token`), which the session
-//! file keeps for the next start. The socket, opened with the old token, is
-//! closed by the server when that one expires; the app reconnects with the
-//! new one, as after any drop.
+//! file keeps for the next start and the open socket is handed (a `token`
+//! frame), so that the server does not close it when the old one expires.
+//! The server ends a session a set time after its login however often it
+//! is renewed: a renewal that comes back with the same expiry has reached
+//! that end, and is the last.
 //!
 //! The app reads the token's own claims (`iat`, `exp`) to know when, without
 //! checking its signature: that is the server's business, and a token the
@@ -74,6 +76,12 @@ pub(crate) fn next_after_renewal(token: &str, now: DateTime<Utc>) -> Option<Date
     Some(now + chrono::Duration::from_std(wait).ok()?)
 }
 
+/// Whether `renewed` expires when `old` does: the server capped it at the
+/// session's end, and renewing again would bring nothing more.
+pub(crate) fn at_session_end(renewed: &str, old: &str) -> bool {
+    matches!((Claims::of(renewed), Claims::of(old)), (Some(new), Some(old)) if new.exp == old.exp)
+}
+
 /// After a failed try, how long until the next: `RETRY`, or a quarter of
 /// the token's half-life if that is shorter (but at least a second).
 pub(crate) fn retry_after(token: &str) -> Duration {
@@ -110,6 +118,16 @@ mod tests {
         assert_eq!(renew_at("not a token"), None);
         assert_eq!(renew_at(&token(r#"{"sub":"u"}"#)), None);
         assert_eq!(renew_at("a.%%%.b"), None);
+    }
+
+    #[test]
+    fn a_renewal_that_expires_with_the_old_token_is_the_last() {
+        let old = token(r#"{"iat":1000,"exp":1600}"#);
+        assert!(at_session_end(&token(r#"{"iat":1300,"exp":1600}"#), &old));
+        assert!(!at_session_end(&token(r#"{"iat":1300,"exp":1900}"#), &old));
+        // A shorter token (the server's setting lowered) is not the end.
+        assert!(!at_session_end(&token(r#"{"iat":1300,"exp":1400}"#), &old));
+        assert!(!at_session_end("not a token", &old));
     }
 
     #[test]

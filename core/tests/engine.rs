@@ -1828,9 +1828,10 @@ fn saved_token(app: &App) -> (String, i64) {
 /// socket opened later opens with the new token, still logged in.
 #[tokio::test]
 async fn the_session_token_is_renewed_before_it_expires() {
-    // Renewed at 5 s; the first token ends at 10 s, the renewed one at 15:
-    // time enough to restart the server and reconnect in between.
-    let mut server = Server::spawn_with_token_ttl(Some(10)).await;
+    // Renewed at 8 s (the next renewal is 30 s on at the least); the first
+    // token ends at 16 s, the renewed one at 24: the restart below, at 19 s,
+    // has time to reconnect with it.
+    let mut server = Server::spawn_with_token_ttl(Some(16)).await;
     let mut ann_app = app(&server).await;
     sign_up(&ann_app, "Ann").await;
     online(&ann_app).await;
@@ -1857,7 +1858,10 @@ async fn the_session_token_is_renewed_before_it_expires() {
             Ok(Event::Connection { state }) => {
                 panic!("the socket did not outlive the first token: {state:?}")
             }
-            Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Ok(_) => {}
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                panic!("{n} events missed: a connection change may be among them")
+            }
             Err(_) => break,
         }
     }

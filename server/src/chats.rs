@@ -79,8 +79,12 @@ async fn group_for_admin(state: &AppState, me: &str, chat_id: &str) -> Result<Ch
 async fn require_user(state: &AppState, user_id: &str) -> Result<(), ApiError> {
     match state.store.user(user_id).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!("no user with id '{user_id}'"))),
+        None => Err(no_such_user(user_id)),
     }
+}
+
+fn no_such_user(user_id: &str) -> ApiError {
+    ApiError::not_found(format!("no user with id '{user_id}'"))
 }
 
 /// The caller's own account, before a chat names them as a member or a
@@ -105,7 +109,7 @@ async fn require_accounts(state: &AppState, me: &str, others: &[&str]) -> Result
     let found = state.store.users(&ids).await?;
     let exists = |id: &str| found.iter().any(|user| user.id == id);
     if let Some(missing) = others.iter().find(|id| !exists(id)) {
-        return Err(ApiError::not_found(format!("no user with id '{missing}'")));
+        return Err(no_such_user(missing));
     }
     if !exists(me) {
         return Err(caller_gone());

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use natter_shared::ErrorBody;
 
+use crate::auth::TokenError;
 use crate::blobs::BlobError;
 use crate::domain::ValidationError;
 use crate::store::StoreError;
@@ -91,6 +92,13 @@ impl IntoResponse for ApiError {
             error: self.to_string(),
         };
         (self.status(), Json(body)).into_response()
+    }
+}
+
+/// A token refused: 401, saying why (expired, session ended, not valid).
+impl From<TokenError> for ApiError {
+    fn from(err: TokenError) -> Self {
+        ApiError::Unauthorized(err.to_string())
     }
 }
 

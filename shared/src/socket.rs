@@ -31,7 +31,7 @@ pub enum ClientFrame {
     },
     /// The client renewed its session's token (`POST /api/user/token`):
     /// the socket, which would close when the token it was opened with
-    /// expires, lives as long as this one instead. Answered only when
+    /// expires, lives until the latest end of the tokens it was given. Answered only when
     /// refused (`error`: not a good token of this socket's user), and then
     /// the socket keeps the expiry it had.
     Token { token: String },

@@ -32,11 +32,7 @@ impl FromRequestParts<AppState> for AuthSession {
         let token = bearer_token(parts).ok_or_else(|| {
             ApiError::Unauthorized("not logged in: send 'Authorization: Bearer <token>'".into())
         })?;
-        state
-            .tokens
-            .claims(token)
-            .map(AuthSession)
-            .map_err(|err| ApiError::Unauthorized(err.to_string()))
+        Ok(AuthSession(state.tokens.claims(token)?))
     }
 }
 

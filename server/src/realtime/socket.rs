@@ -74,10 +74,7 @@ impl FromRequestParts<AppState> for Caller {
                     "not logged in: pass ?token=<token> or a bearer token".into(),
                 )
             })?;
-        let claims = state
-            .tokens
-            .claims(&token)
-            .map_err(|err| ApiError::Unauthorized(err.to_string()))?;
+        let claims = state.tokens.claims(&token)?;
         Ok(Caller {
             good_until: state.tokens.good_until(&claims),
             user_id: claims.sub,
@@ -228,7 +225,7 @@ async fn write(
                 // Checked at each ping, not with a timer of its own: one
                 // per socket would cost every idle socket its memory.
                 if clock.token_expired() {
-                    close(&mut sink, 1008, "the session token has expired: log in again").await;
+                    close(&mut sink, 1008, "the session has expired: log in again").await;
                     return;
                 }
                 if clock.silent_for() > state.settings.ws_timeout {

@@ -371,6 +371,11 @@ async fn a_session_ends_at_its_longest_however_often_renewed() {
         .await
         .expect("request");
     assert_eq!(chats.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = chats.json().await.expect("json");
+    assert_eq!(
+        body["error"],
+        "the session has reached the longest this server allows: log in again"
+    );
 
     let login = app
         .http

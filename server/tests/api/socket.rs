@@ -5,9 +5,12 @@ use natter_shared::ServerFrame;
 use natter_shared::limits::FRAME_MAX_BYTES;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::helpers::{TestApp, claims_of, renew, spawn_app, spawn_app_with, until_past};
+use crate::helpers::{
+    TestApp, TestSocket, claims_of, renew, spawn_app, spawn_app_with, until_past,
+};
 
 async fn handshake_status(url: String) -> u16 {
     match tokio_tungstenite::connect_async(url).await {
@@ -248,6 +251,23 @@ async fn dropped_once_it_stops_reading(ws_timeout_ms: u64) {
     );
 }
 
+/// The close frame the server ends `socket` with, skipping what comes
+/// before it.
+async fn close_frame(socket: &mut TestSocket) -> CloseFrame {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.ws.next().await {
+                Some(Ok(WsMessage::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("closed without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed in time")
+    .expect("a close frame")
+}
+
 /// A socket renewed on the spot lives as long as its new token: the client
 /// sends the renewed token (`token` frame) and the socket outlives the one
 /// it was opened with, then closes when the new one expires. Another
@@ -300,23 +320,33 @@ async fn a_socket_given_a_renewed_token_lives_as_long_as_it() {
         }
     }
 
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match socket.ws.next().await {
-                Some(Ok(WsMessage::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("closed without a close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("closed in time")
-    .expect("a close frame");
+    let closed = close_frame(&mut socket).await;
     assert_eq!(u16::from(closed.code), 1008);
     assert!(
         chrono::Utc::now().timestamp() > renewed_end,
         "closed when the renewed token expired, not before"
     );
+}
+
+/// Nor longer than its session: a token good for an hour, of a session
+/// allowed two seconds, has its socket closed when the session ends.
+#[tokio::test]
+async fn a_socket_closes_when_its_session_reaches_its_longest() {
+    let app = spawn_app_with(|config| {
+        config.token_ttl_secs = 3600;
+        config.session_max_secs = 2;
+        config.ws_ping_ms = 100;
+    })
+    .await;
+    let ann = app.sign_up("Ann").await;
+    let session_end = claims_of(&ann.token)["auth_time"]
+        .as_i64()
+        .expect("auth_time")
+        + 2;
+    let mut socket = app.socket(&ann).await;
+    let closed = close_frame(&mut socket).await;
+    assert_eq!(u16::from(closed.code), 1008);
+    assert!(chrono::Utc::now().timestamp() > session_end, "not before");
 }
 
 /// A socket lives no longer than its token: at the first ping after expiry
@@ -332,22 +362,11 @@ async fn a_socket_closes_when_its_token_expires() {
     .await;
     let ann = app.sign_up("Ann").await;
     let mut socket = app.socket(&ann).await;
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match socket.ws.next().await {
-                Some(Ok(WsMessage::Close(frame))) => return frame,
-                Some(Ok(_)) => continue,
-                other => panic!("closed without a close frame: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("closed in time")
-    .expect("a close frame");
+    let closed = close_frame(&mut socket).await;
     assert_eq!(u16::from(closed.code), 1008);
     assert_eq!(
         closed.reason.as_str(),
-        "the session token has expired: log in again"
+        "the session has expired: log in again"
     );
     let again = format!("ws://{}/ws?token={}", app.addr, ann.token);
     assert_eq!(handshake_status(again).await, 401);

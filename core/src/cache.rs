@@ -114,6 +114,15 @@ fn set_aside(path: &Path) -> CoreResult<()> {
     Ok(())
 }
 
+/// What the cache holds of a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatHeld {
+    /// Not cached: its `chat` frame was missed, or it was forgotten.
+    Unknown,
+    /// Cached, with messages up to `highest_seq` (none yet: `None`).
+    Known { highest_seq: Option<i64> },
+}
+
 #[derive(Clone)]
 pub struct Cache {
     pool: SqlitePool,
@@ -486,16 +495,19 @@ impl Cache {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
-    /// Whether a chat is cached (`None` if not) and, if so, the highest seq
-    /// cached for it: what a live message is checked against, in one query.
-    pub async fn known_chat_seq(&self, chat_id: &str) -> CoreResult<Option<Option<i64>>> {
+    /// Whether a chat is cached and, if so, the highest seq cached for it:
+    /// what a live message is checked against, in one query.
+    pub async fn chat_held(&self, chat_id: &str) -> CoreResult<ChatHeld> {
         let row: Option<(Option<i64>,)> = sqlx::query_as(
             "SELECT (SELECT MAX(seq) FROM messages WHERE chat_id = ?1) FROM chats WHERE id = ?1",
         )
         .bind(chat_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(seq,)| seq))
+        Ok(match row {
+            None => ChatHeld::Unknown,
+            Some((highest_seq,)) => ChatHeld::Known { highest_seq },
+        })
     }
 
     /// The lowest seq cached for a chat.
@@ -930,17 +942,16 @@ mod tests {
     async fn a_chat_is_known_with_its_highest_seq_in_one_look() {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = cache_with_a_chat(dir.path()).await;
-        assert_eq!(cache.known_chat_seq("nowhere").await.expect("read"), None);
-        assert_eq!(cache.known_chat_seq("c").await.expect("read"), Some(None));
+        let held = |highest_seq| ChatHeld::Known { highest_seq };
+        let unknown = cache.chat_held("nowhere").await.expect("read");
+        assert_eq!(unknown, ChatHeld::Unknown);
+        assert_eq!(cache.chat_held("c").await.expect("read"), held(None));
         for seq in [3, 9, 4] {
             let put = message(&format!("m{seq}"), seq, "bob", None);
             let put = cache.put_message(&put, "me", Source::Stored).await;
             assert_eq!(put.expect("put"), Stored::New);
         }
-        assert_eq!(
-            cache.known_chat_seq("c").await.expect("read"),
-            Some(Some(9))
-        );
+        assert_eq!(cache.chat_held("c").await.expect("read"), held(Some(9)));
     }
 
     /// A seq names one message on the server: a message at a seq the cache

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::Page;
-use crate::cache::{Outgoing, Stored};
+use crate::cache::{ChatHeld, Outgoing, Stored};
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
 use crate::resends::Resends;
@@ -486,17 +486,19 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
             let mut filled = false;
-            match ctx.cache.known_chat_seq(&message.chat_id).await? {
-                None => {
+            match ctx.cache.chat_held(&message.chat_id).await? {
+                ChatHeld::Unknown => {
                     // A chat we have not heard of (its `chat` frame was missed).
                     let chat = ctx.api.chat(&message.chat_id).await?;
                     ctx.cache.put_chat(&chat).await?;
                 }
-                Some(Some(held)) if message.seq > held + 1 => {
+                ChatHeld::Known {
+                    highest_seq: Some(held),
+                } if message.seq > held + 1 => {
                     fill_gap(ctx, &message.chat_id, held).await?;
                     filled = true;
                 }
-                Some(_) => {}
+                ChatHeld::Known { .. } => {}
             }
             let stored = ctx.receive(&message, Arrival::Live).await?.stored;
             return Ok(filled || stored != Stored::Known);

@@ -29,8 +29,8 @@ fn windows_titled(display: &str, title: &str) -> Vec<String> {
         .collect()
 }
 
-/// The app binary on `display` with its data in `data`; output goes
-/// nowhere unless the caller says otherwise.
+/// The app binary on `display` with its data in `data`; its log (stdout)
+/// goes nowhere unless the caller says otherwise, its stderr to the test's.
 fn app_command(display: &str, data: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_natter-desktop"));
     command
@@ -40,8 +40,7 @@ fn app_command(display: &str, data: &Path) -> Command {
         .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
         .env("NO_COLOR", "1")
         .env_remove("WAYLAND_DISPLAY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
     command
 }
 

@@ -85,6 +85,21 @@ describe("AppState", () => {
     expect(app.unreadCount).toBe(3);
   });
 
+  it("keeps the open chat as it is when it is opened again", async () => {
+    const app = appWithChats();
+    app.chats = [{ ...chat("a", "A", day), unread: 2 }, chat("b", "B", day)];
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    history.mockResolvedValueOnce(page(41, 50));
+    await app.loadOlder();
+    const scrolled = app.scrollToEnd;
+    await app.openChat("a");
+    expect(history).toHaveBeenCalledTimes(2);
+    expect(app.messages.length).toBe(20);
+    expect(app.unreadFrom).toBe("m:a59");
+    expect(app.scrollToEnd).toBe(scrolled + 1);
+  });
+
   it("drops an older page meant for an earlier opening of the same chat", async () => {
     const app = appWithChats();
     history.mockResolvedValueOnce(page(51, 60));

@@ -184,6 +184,13 @@ export class AppState {
   }
 
   async openChat(chatId: string): Promise<void> {
+    if (chatId === this.activeId && this.historyLoaded) {
+      // Open already (its row clicked again, its notification): it stays
+      // as it is, older pages and marker included, scrolled to the newest.
+      if (this.panel === "info") this.panel = null;
+      this.scrollToEnd += 1;
+      return;
+    }
     const chat = this.chats.find((c) => c.id === chatId);
     const opening = ++this.opened;
     this.olderWhenOnline = false;

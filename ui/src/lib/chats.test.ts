@@ -13,6 +13,12 @@ describe("visibleChats", () => {
     expect(visibleChats([old, recent], "").map((c) => c.id)).toEqual(["c-new", "c-old"]);
   });
 
+  it("orders by time, not by how many digits of a second the server wrote", () => {
+    const onTheSecond = chat("c-a", "A", "2026-01-01T10:00:05Z");
+    const later = chat("c-b", "B", "2026-01-01T10:00:05.300Z");
+    expect(visibleChats([onTheSecond, later], "").map((c) => c.id)).toEqual(["c-b", "c-a"]);
+  });
+
   it("matches the filter against names and members, ignoring case and accents", () => {
     expect(visibleChats([old, recent], "team").map((c) => c.id)).toEqual(["c-new"]);
     expect(visibleChats([old, recent], "zoe").map((c) => c.id)).toEqual(["c-new"]);

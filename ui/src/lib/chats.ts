@@ -1,10 +1,13 @@
 // The chat list's rules: which chats show for a filter, in which order.
 import type { ChatSummary, User } from "./backend";
 
-/** When a chat last saw activity: its last message, else its own change. */
-export function activity(chat: ChatSummary): string {
-  const last = chat.lastMessage?.createdAt;
-  return last && last > chat.updatedAt ? last : chat.updatedAt;
+/** When a chat last saw activity (ms since the epoch): its last message,
+ *  else its own change. Compared as times, not as text: the server writes
+ *  as many digits of a second as it needs ("10:00:05Z", "10:00:05.300Z"). */
+export function activity(chat: ChatSummary): number {
+  const changed = Date.parse(chat.updatedAt);
+  const last = chat.lastMessage ? Date.parse(chat.lastMessage.createdAt) : NaN;
+  return last > changed ? last : changed;
 }
 
 /** The chats to show, newest activity first, matching `filter` by the
@@ -14,7 +17,7 @@ export function visibleChats(chats: ChatSummary[], filter: string): ChatSummary[
   return chats
     .filter((chat) => !needle || fold(chat.name).includes(needle)
       || chat.members.some((member) => fold(member.name).includes(needle)))
-    .sort((a, b) => (activity(a) < activity(b) ? 1 : activity(a) > activity(b) ? -1 : 0));
+    .sort((a, b) => activity(b) - activity(a));
 }
 
 /** Lower case without accents: "Zoë" matches "zoe". */

@@ -144,6 +144,8 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
     wait_for_text(app, ".members .tag", "admin").await;
     screenshot(app, &shots, "08-group-info").await;
     click(app, "[aria-label='Remove Carol']").await;
+    wait_for_text(app, ".confirm p", "Remove Carol from").await;
+    click(app, "#confirm-yes").await;
     wait_for_count(app, ".members li", 2).await;
     wait_until("Carol to be out of the group", async || {
         let chats: Vec<Chat> = carol.get("/api/chat").await;

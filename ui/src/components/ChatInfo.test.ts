@@ -18,7 +18,14 @@ describe("ChatInfo", () => {
     expect(screen.getByLabelText("Group name")).toBeTruthy();
     expect(screen.getByText("Add a member")).toBeTruthy();
     await fireEvent.click(screen.getByLabelText("Remove Bob"));
+    // Asked again first: "Cancel" leaves Bob in.
+    expect(screen.getByRole("alertdialog").textContent).toContain("Remove Bob from Lunch crew?");
+    await fireEvent.click(screen.getByText("Cancel"));
+    expect(acts.remove).not.toHaveBeenCalled();
+    await fireEvent.click(screen.getByLabelText("Remove Bob"));
+    await fireEvent.click(screen.getByRole("button", { name: "Remove" }));
     expect(acts.remove).toHaveBeenCalledWith(bob.id);
+    expect(screen.queryByRole("alertdialog")).toBeNull();
     expect(screen.queryByLabelText("Remove Ann Lee")).toBeNull();
   });
 
@@ -29,6 +36,9 @@ describe("ChatInfo", () => {
     expect(screen.queryByLabelText("Group name")).toBeNull();
     expect(screen.queryByText("Add a member")).toBeNull();
     await fireEvent.click(screen.getByText("Leave group"));
+    expect(acts.leave).not.toHaveBeenCalled();
+    expect(screen.getByRole("alertdialog").textContent).toContain("Leave Lunch crew?");
+    await fireEvent.click(screen.getByRole("button", { name: "Leave" }));
     expect(acts.leave).toHaveBeenCalled();
   });
 
@@ -37,6 +47,7 @@ describe("ChatInfo", () => {
     acts.remove.mockRejectedValueOnce({ error: "only the group admin can do that" });
     render(ChatInfo, { chat: group, me: ann, limits, actions: acts, onclose: () => {} });
     await fireEvent.click(screen.getByLabelText("Remove Bob"));
+    await fireEvent.click(screen.getByRole("button", { name: "Remove" }));
     await vi.waitFor(() => expect(screen.getByRole("alert").textContent).toBe("only the group admin can do that"));
   });
 

@@ -539,9 +539,11 @@ impl Engine {
 
     /// Sends a message: it goes to the outbox on disk first and shows as
     /// pending; the connection sends it now or as soon as it is back, and
-    /// the server's ack turns it into a sent message, exactly once.
+    /// the server's ack turns it into a sent message, exactly once. Blank
+    /// lines and spaces around the text are left out, as other messengers do.
     pub async fn send(&self, chat_id: &str, content: &str) -> CoreResult<MessageView> {
-        if content.trim().is_empty() {
+        let content = content.trim();
+        if content.is_empty() {
             return Err(CoreError::Invalid("a message cannot be empty".into()));
         }
         let chars = content.chars().count();

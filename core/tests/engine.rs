@@ -293,8 +293,14 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
         .await
         .expect("active");
 
-    let pending = ann_app.engine.send(&chat.id, "hi Bob").await.expect("sent");
+    // Spaces and blank lines around the text are left out.
+    let pending = ann_app
+        .engine
+        .send(&chat.id, "  hi Bob\n\n")
+        .await
+        .expect("sent");
     assert_eq!(pending.status, Delivery::Pending);
+    assert_eq!(pending.content, "hi Bob");
 
     // Bob: a notification (no chat open), one unread, the chat named after Ann.
     let notification = next_notification(&mut bob_app, "notification", |_| true).await;

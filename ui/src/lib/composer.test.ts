@@ -18,6 +18,8 @@ describe("checkMessage", () => {
     expect(checkMessage("  \n", 10)).toMatchObject({ ok: false, reason: "empty" });
     expect(checkMessage("👋".repeat(10), 10)).toEqual({ ok: true, count: 10 });
     expect(checkMessage("👋".repeat(11), 10)).toMatchObject({ ok: false, reason: "tooLong", message: "Too long: 11 of at most 10 characters" });
+    // Spaces and blank lines around the text are not sent, so not counted.
+    expect(checkMessage(`  ${"a".repeat(10)}\n\n`, 10)).toEqual({ ok: true, count: 10 });
   });
 
   it("shows the counter near the limit", () => {

@@ -19,8 +19,9 @@ export type Check =
 
 /** The same rules as the server's: not blank, at most `max` characters. */
 export function checkMessage(text: string, max: number): Check {
-  const count = charCount(text);
-  if (text.trim() === "") return { ok: false, count, reason: "empty", message: "" };
+  // What is sent: the engine leaves out blank lines and spaces around it.
+  const count = charCount(text.trim());
+  if (count === 0) return { ok: false, count, reason: "empty", message: "" };
   if (count > max) {
     return { ok: false, count, reason: "tooLong", message: `Too long: ${count} of at most ${max} characters` };
   }

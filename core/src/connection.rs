@@ -546,6 +546,8 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
                 ctx.emit(Event::Message {
                     message: MessageView::outgoing(&outgoing, &ctx.me),
                 });
+                // The list may show it as its chat's last message.
+                return Ok(true);
             }
         }
         ServerFrame::Error {

@@ -1,6 +1,7 @@
 //! What one logged-in session shares between the engine's methods and its
 //! connection task.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use natter_shared::{Chat, Message, User};
@@ -8,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::api::ServerApi;
 use crate::backoff::Backoff;
-use crate::cache::{Cache, Forgotten, Source, Stored};
+use crate::cache::{Cache, Forgotten, Outgoing, Source, Stored};
 use crate::error::CoreResult;
 use crate::notices::Notices;
 use crate::typing::Typing;
@@ -218,13 +219,33 @@ impl Context {
     }
 
     /// The chat list, read now; numbered before reading (`ChatListVersions`).
+    /// The chat list, each chat with its last message: the newest of one's
+    /// own still unsent (pending, or refused) when it is newer than the
+    /// chat's last stored one, as other messengers show a message waiting
+    /// to go out.
     pub async fn chat_list(&self) -> CoreResult<ChatList> {
         let version = self.list_versions.next();
         let chats = self.cache.chats().await?;
+        // In the order written: the last one per chat is its newest.
+        let unsent: HashMap<String, Outgoing> = self
+            .cache
+            .outbox()
+            .await?
+            .into_iter()
+            .map(|outgoing| (outgoing.chat_id.clone(), outgoing))
+            .collect();
         let unread_total = chats.iter().map(|(_, unread)| *unread).sum();
         let chats = chats
             .iter()
-            .map(|(chat, unread)| ChatSummary::new(chat, *unread, &self.me.id))
+            .map(|(chat, unread)| {
+                let mut summary = ChatSummary::new(chat, *unread, &self.me.id);
+                if let Some(outgoing) = unsent.get(&chat.id)
+                    && waits_after(outgoing, chat.latest_message.as_ref())
+                {
+                    summary.last_message = Some(MessageView::outgoing(outgoing, &self.me));
+                }
+                summary
+            })
             .collect();
         Ok(ChatList {
             chats,
@@ -265,4 +286,14 @@ impl Context {
             names,
         });
     }
+}
+
+/// Whether `outgoing` is a chat's newest message rather than `latest`, the
+/// newest stored: not when it is that very message (delivered, its ack on
+/// the way), nor when the stored one is newer.
+fn waits_after(outgoing: &Outgoing, latest: Option<&Message>) -> bool {
+    latest.is_none_or(|latest| {
+        latest.client_id.as_deref() != Some(outgoing.client_id.as_str())
+            && latest.created_at <= outgoing.created_at
+    })
 }

@@ -570,6 +570,10 @@ impl Engine {
             message: view.clone(),
         });
         lock(&live.typing_sent).remove(chat_id);
+        // The list shows it as the chat's last message until it is stored.
+        if let Err(err) = live.ctx.emit_chats().await {
+            tracing::warn!(error = %err, "telling the chat list after a send");
+        }
         // Offline, the connection drops this and sends the outbox when back
         // (as a resend). This frame is the only one that may carry a first
         // try: the client id was made above, and any other send of it goes
@@ -583,9 +587,12 @@ impl Engine {
         Ok(view)
     }
 
-    /// Drops a message the server refused (or one still pending).
+    /// Drops a message the server refused (or one still pending); the
+    /// chat list no longer shows it.
     pub async fn discard(&self, client_id: &str) -> CoreResult<()> {
-        self.ctx().await?.cache.drop_outgoing(client_id).await
+        let ctx = self.ctx().await?;
+        ctx.cache.drop_outgoing(client_id).await?;
+        ctx.emit_chats().await
     }
 
     /// The user typed (`true`, call on every key) or stopped (`false`).

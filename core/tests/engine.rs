@@ -706,6 +706,70 @@ async fn a_send_waiting_when_the_link_drops_is_shown_sending_on_the_next() {
     assert_eq!(seqs(&ann_app, &chat.id).await, [Some(1), Some(2)]);
 }
 
+/// What the chat list shows as a chat's last message, from Ann's side:
+/// (content, status).
+async fn last_listed(app: &App, chat_id: &str) -> Option<(String, Delivery)> {
+    listed(app)
+        .await
+        .into_iter()
+        .find(|chat| chat.id == chat_id)
+        .and_then(|chat| chat.last_message)
+        .map(|message| (message.content, message.status))
+}
+
+/// A message written offline is its chat's last message in the list at
+/// once, waiting (the list is told, not only the open chat), and the stored
+/// one once it is sent; a discarded one leaves the list as it was.
+#[tokio::test]
+async fn the_chat_list_shows_ones_unsent_message_until_it_is_stored() {
+    let mut server = Server::spawn().await;
+    let (mut ann_app, _bob_app, _, chat) = ann_and_bob_after_one_message(&server).await;
+    eventually("ann's first is stored", || async {
+        last_listed(&ann_app, &chat.id).await == Some(("one".to_owned(), Delivery::Sent))
+    })
+    .await;
+
+    server.stop().await;
+    offline(&ann_app).await;
+    ann_app.events = ann_app.engine.subscribe();
+    let pending = ann_app
+        .engine
+        .send(&chat.id, "two")
+        .await
+        .expect("kept in the outbox");
+    let told = next_event(&mut ann_app, "the list with the unsent message", |event| {
+        matches!(event, Event::Chats(list) if list.chats.iter().any(|listed| {
+            listed.last_message.as_ref().is_some_and(|last| last.content == "two")
+        }))
+    })
+    .await;
+    let Event::Chats(list) = told else {
+        unreachable!()
+    };
+    let last = list.chats[0].last_message.clone().expect("a last message");
+    assert_eq!((last.status, last.mine), (Delivery::Pending, true));
+    ann_app
+        .engine
+        .discard(pending.client_id.as_deref().expect("a client id"))
+        .await
+        .expect("discarded");
+    assert_eq!(
+        last_listed(&ann_app, &chat.id).await,
+        Some(("one".to_owned(), Delivery::Sent))
+    );
+
+    ann_app.engine.send(&chat.id, "three").await.expect("kept");
+    assert_eq!(
+        last_listed(&ann_app, &chat.id).await,
+        Some(("three".to_owned(), Delivery::Pending))
+    );
+    server.start().await;
+    eventually("the list shows it stored", || async {
+        last_listed(&ann_app, &chat.id).await == Some(("three".to_owned(), Delivery::Sent))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_restart() {
     let mut server = Server::spawn().await;

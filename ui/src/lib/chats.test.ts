@@ -38,6 +38,9 @@ describe("preview", () => {
     expect(preview(group)).toBe("Bob: a b");
     expect(preview({ ...group, lastMessage: message(2, ann, "mine", "2026-01-01T00:00:00Z") })).toBe("You: mine");
     expect(preview({ ...group, isGroup: false })).toBe("a b");
+    const unsent = { ...message(3, ann, "later", "2026-01-01T00:00:00Z"), seq: null };
+    expect(preview({ ...group, lastMessage: { ...unsent, status: "pending" } })).toBe("🕓 You: later");
+    expect(preview({ ...group, lastMessage: { ...unsent, status: "failed", error: "no" } })).toBe("Not sent: later");
   });
 });
 

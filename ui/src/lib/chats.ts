@@ -25,11 +25,14 @@ export function fold(text: string): string {
   return text.normalize("NFD").replace(/\p{M}/gu, "").toLowerCase();
 }
 
-/** The preview line under a chat's name: who wrote (in groups) and what. */
+/** The preview line under a chat's name: who wrote (in groups) and what;
+ *  one's own message still to go out with a clock, one refused as not sent. */
 export function preview(chat: ChatSummary): string {
   const last = chat.lastMessage;
   if (!last) return chat.isGroup ? `${chat.members.length} members` : "";
   const text = last.content.replace(/\s+/g, " ");
+  if (last.mine && last.status === "pending") return `🕓 You: ${text}`;
+  if (last.mine && last.status === "failed") return `Not sent: ${text}`;
   if (last.mine) return `You: ${text}`;
   return chat.isGroup ? `${last.sender.name}: ${text}` : text;
 }

@@ -21,6 +21,13 @@ describe("ChatList", () => {
     expect(container.querySelector('[data-chat="c-team"] .preview')?.textContent).toBe("2 members");
   });
 
+  it("says who is typing in place of the last message", () => {
+    const typing = { "c-bob": ["Bob"], "c-team": ["Bob"] };
+    const { container } = render(ChatList, { chats, filter: "", activeId: null, typing, onopen: () => {} });
+    expect(container.querySelector('[data-chat="c-bob"] .preview')?.textContent).toBe("typing…");
+    expect(container.querySelector('[data-chat="c-team"] .preview')?.textContent).toBe("Bob is typing…");
+  });
+
   it("narrows to the filter and says when nothing matches", async () => {
     const { container, rerender } = render(ChatList, { chats, filter: "tea", activeId: null, onopen: () => {} });
     expect(names(container)).toEqual(["Team"]);

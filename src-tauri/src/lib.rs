@@ -6,11 +6,13 @@
 //! - `tray`: the tray icon and its menu;
 //! - `notify`: native notifications;
 //! - `pictures`: the `natter-pic:` scheme that serves avatars from the engine;
+//! - `links`: links leave the window for the user's browser;
 //! - `webkit` (Linux): settings that keep WebKit's web process small.
 
 pub mod bridge;
 pub mod commands;
 pub mod instance;
+pub mod links;
 pub mod notify;
 pub mod pictures;
 pub mod tray;
@@ -120,7 +122,8 @@ fn main_window(app: &tauri::App, data: &Path) -> Result<(), Box<dyn std::error::
         .find(|window| window.label == "main")
         .ok_or("tauri.conf.json has no window labelled main")?
         .clone();
-    let builder = tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?;
+    let builder = tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?
+        .on_navigation(links::allow);
     #[cfg(target_os = "linux")]
     let builder = match webkit::install_extension(data) {
         Ok(extensions) => builder.extensions_path(extensions),

@@ -2,8 +2,9 @@
 //! Xvfb, controlled through tauri-driver and WebKitWebDriver (Debian's
 //! webkit2gtk-driver), against a real natter-server. Ann signs up in the
 //! app with a picture; Bob and Carol use the API and the socket. She chats
-//! with Bob, sees him type, finds Carol, makes a group, sees both type and
-//! removes Carol as the group's admin. Every screen is saved as a PNG in
+//! with Bob, sees him type, opens a link he sent (in her browser, not the
+//! app's window), finds Carol, makes a group, sees both type and removes
+//! Carol as the group's admin. Every screen is saved as a PNG in
 //! `$NATTER_SCREENSHOTS` (default: target/tmp/screenshots); the best of
 //! them are in docs/screenshots.
 //!
@@ -89,6 +90,18 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
         })
     })
     .await;
+
+    // A link in a message opens in her browser (the system's opener); the
+    // window stays on the chat.
+    bob.write(&direct.id, "Menu: https://example.org/menu?day=1.")
+        .await;
+    wait_for_text(app, ".msg.theirs p a", "https://example.org/menu?day=1").await;
+    click(app, ".msg.theirs p a").await;
+    wait_until("the link handed to the browser", async || {
+        opened_links(started.data.path()) == ["https://example.org/menu?day=1"]
+    })
+    .await;
+    wait_for_text(app, ".msg.mine p", "Bringing Carol?").await;
 
     // "New chat": she finds Carol and sees her card.
     click(app, "#new-chat").await;

@@ -317,6 +317,37 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// An Xvfb display with tauri-driver on it: each WebDriver session it
 /// opens starts an app process (and ends it when the session closes).
+/// The links the app opened outside its window, in order (see
+/// `links_opener`).
+pub fn opened_links(data: &Path) -> Vec<String> {
+    std::fs::read_to_string(data.join("opened-links"))
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// A `PATH` whose `xdg-open` (the system's opener, which the app hands
+/// links to) writes each link it is given to `data/opened-links` instead
+/// of starting a browser that is not there.
+fn links_opener(data: &Path) -> std::ffi::OsString {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = data.join("bin");
+    std::fs::create_dir_all(&bin).expect("a bin folder");
+    let opener = bin.join("xdg-open");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n",
+        data.join("opened-links").display()
+    );
+    std::fs::write(&opener, script).expect("the opener written");
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755))
+        .expect("the opener runs");
+    let mut path = bin.into_os_string();
+    if let Some(rest) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(rest);
+    }
+    path
+}
+
 pub struct Host {
     port: u16,
     _driver: KilledGroup,
@@ -328,6 +359,7 @@ impl Host {
     /// the app's folder (`NATTER_DESKTOP_DIR`).
     pub fn start(theme: &str, data: &Path) -> Host {
         let (display_process, display) = virtual_display();
+        let path = links_opener(data);
         let port = free_port();
         let driver = KilledGroup(
             Command::new(tauri_driver())
@@ -342,6 +374,7 @@ impl Host {
                 .env("NATTER_DESKTOP_DIR", data)
                 .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
                 .env("GTK_THEME", theme)
+                .env("PATH", path)
                 .env_remove("WAYLAND_DISPLAY")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -377,7 +410,7 @@ impl Host {
 pub struct App {
     pub client: Client,
     _host: Host,
-    _data: tempfile::TempDir,
+    pub data: tempfile::TempDir,
 }
 
 /// `theme`: GTK's theme for the app ("Adwaita:dark" for a dark desktop).
@@ -388,7 +421,7 @@ pub async fn start_app(theme: &str) -> App {
     App {
         client,
         _host: host,
-        _data: data,
+        data,
     }
 }
 

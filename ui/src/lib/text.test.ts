@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { ann, message } from "./fixtures";
-import { dayLabel, deliveryLabel, deliveryTooltip, fullTimeLabel, initials, listTimeLabel, timeLabel, typingText } from "./text";
+import { dayLabel, deliveryLabel, deliveryTooltip, fullTimeLabel, initials, linkParts, listTimeLabel, timeLabel, typingText } from "./text";
 
 describe("typingText", () => {
   it("names one, two, or two and the rest", () => {
@@ -74,5 +74,27 @@ describe("deliveryLabel and deliveryTooltip", () => {
     expect(waiting.status).toBe("pending");
     expect(deliveryLabel(waiting)).toBe("Waiting to send…");
     expect(deliveryTooltip(waiting)).toBe("the database is not answering: try again");
+  });
+});
+
+describe("linkParts", () => {
+  it("cuts out web links, leaving punctuation after one as text", () => {
+    expect(linkParts("Menu: https://example.org/menu?day=1. See you")).toEqual([
+      { text: "Menu: " },
+      { text: "https://example.org/menu?day=1", url: "https://example.org/menu?day=1" },
+      { text: ". See you" },
+    ]);
+    expect(linkParts("(http://a.example/x) and https://b.example")).toEqual([
+      { text: "(" },
+      { text: "http://a.example/x", url: "http://a.example/x" },
+      { text: ") and " },
+      { text: "https://b.example", url: "https://b.example" },
+    ]);
+  });
+
+  it("leaves text without a link, or with a broken one, as it is", () => {
+    expect(linkParts("no links here")).toEqual([{ text: "no links here" }]);
+    expect(linkParts("just http://. then")).toEqual([{ text: "just http://. then" }]);
+    expect(linkParts("javascript:alert(1) ftp://x.example")).toEqual([{ text: "javascript:alert(1) ftp://x.example" }]);
   });
 });

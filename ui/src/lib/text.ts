@@ -99,3 +99,26 @@ export function dayKey(iso: string): string {
 export function charCount(text: string): number {
   return Array.from(text).length;
 }
+
+/** A piece of a message's text: plain, or a link to show as one. */
+export type Part = { text: string; url?: undefined } | { text: string; url: string };
+
+/** A message's text cut into plain text and the web links in it
+ *  (`http://` and `https://`, as written), so that links can be clicked;
+ *  a full stop, comma or closing bracket right after one is not part of
+ *  it. Clicking one opens the user's browser (the app's window never
+ *  leaves its page). */
+export function linkParts(content: string): Part[] {
+  const parts: Part[] = [];
+  let from = 0;
+  for (const match of content.matchAll(/https?:\/\/[^\s<>"]+/g)) {
+    const url = match[0].replace(/[.,;:!?)\]}'"]+$/, "");
+    const at = match.index ?? 0;
+    if (!URL.canParse(url)) continue;
+    if (at > from) parts.push({ text: content.slice(from, at) });
+    parts.push({ text: url, url });
+    from = at + url.length;
+  }
+  if (from < content.length) parts.push({ text: content.slice(from) });
+  return parts;
+}

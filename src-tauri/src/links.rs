@@ -1,0 +1,94 @@
+//! Links in messages open in the user's browser, never in the app's
+//! window: the window shows the app's own page and nothing else. Every
+//! navigation of the window passes through `navigation`; a link the user
+//! clicked (however: a click, a middle click, a drag) is handed to the
+//! system's opener (`xdg-open` on Linux) and the window stays where it was.
+
+use tauri::Url;
+
+/// What the window does with a navigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Navigation {
+    /// The app's own page (or what it loads itself): go ahead.
+    Stay,
+    /// A web or mail link: to the user's browser or mail app.
+    OpenOutside,
+    /// Anything else (a `file:` path, a custom scheme): nowhere.
+    Refuse,
+}
+
+/// Decides a navigation to `url`.
+pub fn navigation(url: &Url) -> Navigation {
+    match url.scheme() {
+        // The bundled page (Linux and macOS), and what it may load itself.
+        "tauri" | "natter-pic" | "about" | "data" | "blob" => Navigation::Stay,
+        "http" | "https" if is_app_origin(url) => Navigation::Stay,
+        "http" | "https" | "mailto" => Navigation::OpenOutside,
+        _ => Navigation::Refuse,
+    }
+}
+
+/// The bundled page on Windows (`http://tauri.localhost`), or the Vite dev
+/// server while developing (a build without the `custom-protocol` feature).
+fn is_app_origin(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host == "tauri.localhost"
+        || (cfg!(not(feature = "custom-protocol")) && matches!(host, "localhost" | "127.0.0.1"))
+}
+
+/// Hands `url` to the system's opener; the window is not blocked while it
+/// starts, and a failure is logged (there is nobody to tell but the log).
+pub fn open_outside(url: &Url) {
+    if let Err(err) = open::that_detached(url.as_str()) {
+        tracing::warn!(error = %err, %url, "opening a link outside the app");
+    }
+}
+
+/// For the window's navigation handler: whether to let it happen, having
+/// opened it outside when that is where it goes.
+pub fn allow(url: &Url) -> bool {
+    match navigation(url) {
+        Navigation::Stay => true,
+        Navigation::OpenOutside => {
+            open_outside(url);
+            false
+        }
+        Navigation::Refuse => {
+            tracing::warn!(%url, "the window was asked to go elsewhere: refused");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(url: &str) -> Navigation {
+        navigation(&Url::parse(url).expect("a URL"))
+    }
+
+    #[test]
+    fn the_apps_own_page_stays_and_links_go_outside() {
+        assert_eq!(decide("tauri://localhost/"), Navigation::Stay);
+        assert_eq!(
+            decide("http://tauri.localhost/index.html"),
+            Navigation::Stay
+        );
+        assert_eq!(
+            decide("natter-pic://localhost/pics/a.png"),
+            Navigation::Stay
+        );
+        assert_eq!(
+            decide("https://example.org/menu?day=1"),
+            Navigation::OpenOutside
+        );
+        assert_eq!(
+            decide("http://tauri.localhost.example.org/"),
+            Navigation::OpenOutside
+        );
+        assert_eq!(decide("mailto:ann@example.org"), Navigation::OpenOutside);
+        assert_eq!(decide("file:///etc/passwd"), Navigation::Refuse);
+        assert_eq!(decide("javascript:alert(1)"), Navigation::Refuse);
+    }
+}

@@ -579,8 +579,18 @@ impl Cache {
     /// server delivered already (they show as sent) while their ack is on
     /// its way, unless a resend was refused since.
     pub async fn unsent(&self, chat_id: &str, me: &str) -> CoreResult<Vec<Outgoing>> {
+        self.unsent_in(Some(chat_id), me).await
+    }
+
+    /// `unsent` of every chat, in the order written.
+    pub async fn all_unsent(&self, me: &str) -> CoreResult<Vec<Outgoing>> {
+        self.unsent_in(None, me).await
+    }
+
+    async fn unsent_in(&self, chat_id: Option<&str>, me: &str) -> CoreResult<Vec<Outgoing>> {
         let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLS} FROM outbox o WHERE chat_id = ?1 AND (error IS NOT NULL OR NOT EXISTS \
+            "SELECT {OUTBOX_COLS} FROM outbox o WHERE (?1 IS NULL OR chat_id = ?1) \
+             AND (error IS NOT NULL OR NOT EXISTS \
              (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id)) \
              ORDER BY created_at, rowid"
         ))

@@ -508,7 +508,9 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
         // matters too when that frame was lost.
         ServerFrame::Ack { message, client_id } => {
             resends.answered(&client_id);
-            return Ok(ctx.receive(&message, Arrival::Ack).await?.stored != Stored::Known);
+            ctx.receive(&message, Arrival::Ack).await?;
+            // It left the outbox: the list may have shown it as unsent.
+            return Ok(true);
         }
         // It stays in the outbox, shown as waiting and why, and is sent
         // again after a while.

@@ -219,17 +219,17 @@ impl Context {
     }
 
     /// The chat list, read now; numbered before reading (`ChatListVersions`).
-    /// The chat list, each chat with its last message: the newest of one's
-    /// own still unsent (pending, or refused) when it is newer than the
-    /// chat's last stored one, as other messengers show a message waiting
-    /// to go out.
+    /// Each chat comes with its last message: the newest of one's
+    /// own still unsent (pending, or refused; not one delivered whose ack
+    /// is on its way) when it is newer than the chat's last stored one, as
+    /// other messengers show a message waiting to go out.
     pub async fn chat_list(&self) -> CoreResult<ChatList> {
         let version = self.list_versions.next();
         let chats = self.cache.chats().await?;
         // In the order written: the last one per chat is its newest.
         let unsent: HashMap<String, Outgoing> = self
             .cache
-            .outbox()
+            .all_unsent(&self.me.id)
             .await?
             .into_iter()
             .map(|outgoing| (outgoing.chat_id.clone(), outgoing))
@@ -288,12 +288,8 @@ impl Context {
     }
 }
 
-/// Whether `outgoing` is a chat's newest message rather than `latest`, the
-/// newest stored: not when it is that very message (delivered, its ack on
-/// the way), nor when the stored one is newer.
+/// Whether `outgoing` (unsent) is a chat's newest message rather than
+/// `latest`, the newest stored: not when the stored one is newer.
 fn waits_after(outgoing: &Outgoing, latest: Option<&Message>) -> bool {
-    latest.is_none_or(|latest| {
-        latest.client_id.as_deref() != Some(outgoing.client_id.as_str())
-            && latest.created_at <= outgoing.created_at
-    })
+    latest.is_none_or(|latest| latest.created_at <= outgoing.created_at)
 }

@@ -592,7 +592,11 @@ impl Engine {
     pub async fn discard(&self, client_id: &str) -> CoreResult<()> {
         let ctx = self.ctx().await?;
         ctx.cache.drop_outgoing(client_id).await?;
-        ctx.emit_chats().await
+        // Gone already: a list that cannot be told now is told later.
+        if let Err(err) = ctx.emit_chats().await {
+            tracing::warn!(error = %err, "telling the chat list after a discard");
+        }
+        Ok(())
     }
 
     /// The user typed (`true`, call on every key) or stopped (`false`).

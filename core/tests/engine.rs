@@ -737,26 +737,20 @@ async fn the_chat_list_shows_ones_unsent_message_until_it_is_stored() {
         .send(&chat.id, "two")
         .await
         .expect("kept in the outbox");
-    let told = next_event(&mut ann_app, "the list with the unsent message", |event| {
-        matches!(event, Event::Chats(list) if list.chats.iter().any(|listed| {
-            listed.last_message.as_ref().is_some_and(|last| last.content == "two")
-        }))
-    })
+    let last = told_last(
+        &mut ann_app,
+        "the list with the unsent message",
+        "two",
+        Delivery::Pending,
+    )
     .await;
-    let Event::Chats(list) = told else {
-        unreachable!()
-    };
-    let last = list.chats[0].last_message.clone().expect("a last message");
-    assert_eq!((last.status, last.mine), (Delivery::Pending, true));
+    assert!(last.mine);
     ann_app
         .engine
         .discard(pending.client_id.as_deref().expect("a client id"))
         .await
         .expect("discarded");
-    assert_eq!(
-        last_listed(&ann_app, &chat.id).await,
-        Some(("one".to_owned(), Delivery::Sent))
-    );
+    told_last(&mut ann_app, "the list without it", "one", Delivery::Sent).await;
 
     ann_app.engine.send(&chat.id, "three").await.expect("kept");
     assert_eq!(
@@ -764,10 +758,30 @@ async fn the_chat_list_shows_ones_unsent_message_until_it_is_stored() {
         Some(("three".to_owned(), Delivery::Pending))
     );
     server.start().await;
-    eventually("the list shows it stored", || async {
-        last_listed(&ann_app, &chat.id).await == Some(("three".to_owned(), Delivery::Sent))
+    told_last(
+        &mut ann_app,
+        "the list with it stored",
+        "three",
+        Delivery::Sent,
+    )
+    .await;
+}
+
+/// The next chat list told to `app` whose first chat's last message is
+/// `content` with `status`; that message.
+async fn told_last(app: &mut App, what: &str, content: &str, status: Delivery) -> MessageView {
+    let told = next_event(app, what, |event| {
+        matches!(event, Event::Chats(list) if list.chats.first().is_some_and(|listed| {
+            listed.last_message.as_ref().is_some_and(|last| {
+                last.content == content && last.status == status
+            })
+        }))
     })
     .await;
+    let Event::Chats(list) = told else {
+        unreachable!()
+    };
+    list.chats[0].last_message.clone().expect("a last message")
 }
 
 #[tokio::test]

@@ -122,8 +122,16 @@ fn main_window(app: &tauri::App, data: &Path) -> Result<(), Box<dyn std::error::
         .find(|window| window.label == "main")
         .ok_or("tauri.conf.json has no window labelled main")?
         .clone();
+    // While developing (`tauri dev`), the page comes from the dev server.
+    let dev_server = app.config().build.dev_url.clone().filter(|_| cfg!(dev));
+    let for_new_windows = dev_server.clone();
     let builder = tauri::WebviewWindowBuilder::from_config(app.handle(), &config)?
-        .on_navigation(links::allow);
+        .on_navigation(move |url| links::allow(url, dev_server.as_ref()))
+        .on_new_window(move |url, _| {
+            // A link opened "in a new window" goes to the browser too.
+            let _ = links::allow(&url, for_new_windows.as_ref());
+            tauri::webview::NewWindowResponse::Deny
+        });
     #[cfg(target_os = "linux")]
     let builder = match webkit::install_extension(data) {
         Ok(extensions) => builder.extensions_path(extensions),

@@ -1,8 +1,9 @@
 //! Links in messages open in the user's browser, never in the app's
 //! window: the window shows the app's own page and nothing else. Every
-//! navigation of the window passes through `navigation`; a link the user
-//! clicked (however: a click, a middle click, a drag) is handed to the
-//! system's opener (`xdg-open` on Linux) and the window stays where it was.
+//! navigation of the window, and every request for a new window (a link
+//! opened "in a new window"), passes through `navigation`; a link is handed
+//! to the system's opener (`xdg-open` on Linux) and the window stays where
+//! it was.
 
 use tauri::Url;
 
@@ -17,23 +18,23 @@ pub enum Navigation {
     Refuse,
 }
 
-/// Decides a navigation to `url`.
-pub fn navigation(url: &Url) -> Navigation {
+/// Decides a navigation to `url`; `dev_server` is the Vite dev server the
+/// page comes from while developing (`tauri dev`), `None` in a build.
+pub fn navigation(url: &Url, dev_server: Option<&Url>) -> Navigation {
     match url.scheme() {
-        // The bundled page (Linux and macOS), and what it may load itself.
-        "tauri" | "natter-pic" | "about" | "data" | "blob" => Navigation::Stay,
-        "http" | "https" if is_app_origin(url) => Navigation::Stay,
+        // The bundled page (Linux and macOS), and about:blank.
+        "tauri" | "natter-pic" | "about" => Navigation::Stay,
+        "http" | "https" if is_app_origin(url, dev_server) => Navigation::Stay,
         "http" | "https" | "mailto" => Navigation::OpenOutside,
         _ => Navigation::Refuse,
     }
 }
 
-/// The bundled page on Windows (`http://tauri.localhost`), or the Vite dev
-/// server while developing (a build without the `custom-protocol` feature).
-fn is_app_origin(url: &Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    host == "tauri.localhost"
-        || (cfg!(not(feature = "custom-protocol")) && matches!(host, "localhost" | "127.0.0.1"))
+/// The bundled page on Windows (`http://tauri.localhost`), or the dev
+/// server's own origin (not any other port of localhost).
+fn is_app_origin(url: &Url, dev_server: Option<&Url>) -> bool {
+    url.host_str() == Some("tauri.localhost")
+        || dev_server.is_some_and(|dev| dev.origin() == url.origin())
 }
 
 /// Hands `url` to the system's opener; the window is not blocked while it
@@ -46,8 +47,8 @@ pub fn open_outside(url: &Url) {
 
 /// For the window's navigation handler: whether to let it happen, having
 /// opened it outside when that is where it goes.
-pub fn allow(url: &Url) -> bool {
-    match navigation(url) {
+pub fn allow(url: &Url, dev_server: Option<&Url>) -> bool {
+    match navigation(url, dev_server) {
         Navigation::Stay => true,
         Navigation::OpenOutside => {
             open_outside(url);
@@ -65,7 +66,7 @@ mod tests {
     use super::*;
 
     fn decide(url: &str) -> Navigation {
-        navigation(&Url::parse(url).expect("a URL"))
+        navigation(&Url::parse(url).expect("a URL"), None)
     }
 
     #[test]
@@ -90,5 +91,15 @@ mod tests {
         assert_eq!(decide("mailto:ann@example.org"), Navigation::OpenOutside);
         assert_eq!(decide("file:///etc/passwd"), Navigation::Refuse);
         assert_eq!(decide("javascript:alert(1)"), Navigation::Refuse);
+        assert_eq!(decide("data:text/html,hi"), Navigation::Refuse);
+    }
+
+    #[test]
+    fn while_developing_only_the_dev_servers_origin_stays() {
+        let dev = Url::parse("http://localhost:5173/").expect("a URL");
+        let decide = |url: &str| navigation(&Url::parse(url).expect("a URL"), Some(&dev));
+        assert_eq!(decide("http://localhost:5173/index.html"), Navigation::Stay);
+        assert_eq!(decide("http://localhost:8080/"), Navigation::OpenOutside);
+        assert_eq!(decide("http://127.0.0.1:5173/"), Navigation::OpenOutside);
     }
 }

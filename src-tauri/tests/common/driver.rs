@@ -315,8 +315,6 @@ pub fn fixture(name: &str) -> PathBuf {
         .expect("the fixture exists")
 }
 
-/// An Xvfb display with tauri-driver on it: each WebDriver session it
-/// opens starts an app process (and ends it when the session closes).
 /// The links the app opened outside its window, in order (see
 /// `links_opener`).
 pub fn opened_links(data: &Path) -> Vec<String> {
@@ -348,6 +346,8 @@ fn links_opener(data: &Path) -> std::ffi::OsString {
     path
 }
 
+/// An Xvfb display with tauri-driver on it: each WebDriver session it
+/// opens starts an app process (and ends it when the session closes).
 pub struct Host {
     port: u16,
     _driver: KilledGroup,

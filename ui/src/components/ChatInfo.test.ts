@@ -20,6 +20,7 @@ describe("ChatInfo", () => {
     await fireEvent.click(screen.getByLabelText("Remove Bob"));
     // Asked again first: "Cancel" leaves Bob in.
     expect(screen.getByRole("alertdialog").textContent).toContain("Remove Bob from Lunch crew?");
+    expect(document.activeElement?.textContent).toBe("Cancel");
     await fireEvent.click(screen.getByText("Cancel"));
     expect(acts.remove).not.toHaveBeenCalled();
     await fireEvent.click(screen.getByLabelText("Remove Bob"));

@@ -92,12 +92,20 @@ describe("AppState", () => {
     await app.openChat("a");
     history.mockResolvedValueOnce(page(41, 50));
     await app.loadOlder();
+    app.chats = [{ ...chat("a", "A", day), unread: 0 }, chat("b", "B", day)];
     const scrolled = app.scrollToEnd;
     await app.openChat("a");
     expect(history).toHaveBeenCalledTimes(2);
     expect(app.messages.length).toBe(20);
     expect(app.unreadFrom).toBe("m:a59");
     expect(app.scrollToEnd).toBe(scrolled + 1);
+    // With news counted meanwhile (the window was not focused), it opens
+    // afresh, marker and all.
+    app.chats = [{ ...chat("a", "A", day), unread: 1 }, chat("b", "B", day)];
+    history.mockResolvedValueOnce(page(51, 61));
+    await app.openChat("a");
+    expect(history).toHaveBeenCalledTimes(3);
+    expect(app.unreadFrom).toBe("m:a61");
   });
 
   it("drops an older page meant for an earlier opening of the same chat", async () => {

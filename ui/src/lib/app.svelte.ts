@@ -184,14 +184,15 @@ export class AppState {
   }
 
   async openChat(chatId: string): Promise<void> {
-    if (chatId === this.activeId && this.historyLoaded) {
-      // Open already (its row clicked again, its notification): it stays
-      // as it is, older pages and marker included, scrolled to the newest.
+    const chat = this.chats.find((c) => c.id === chatId);
+    // Open already (its row clicked again, its notification) and nothing
+    // new to mark or to try again: it stays as it is, older pages and
+    // marker included, scrolled to the newest.
+    if (chatId === this.activeId && this.historyLoaded && !this.notice && !chat?.unread) {
       if (this.panel === "info") this.panel = null;
       this.scrollToEnd += 1;
       return;
     }
-    const chat = this.chats.find((c) => c.id === chatId);
     const opening = ++this.opened;
     this.olderWhenOnline = false;
     this.activeId = chatId;
@@ -208,7 +209,9 @@ export class AppState {
     // the list showed it: what arrives while the page is on its way comes
     // after them, and must not push the marker down.
     const unread = chat?.unread ?? 0;
-    const lastCounted = chat?.lastMessage ? messageKey(chat.lastMessage) : null;
+    // A stored message: one of ours still to go out sorts after all of them.
+    const listed = chat?.lastMessage;
+    const lastCounted = listed && listed.seq !== null ? messageKey(listed) : null;
     try {
       await backend.setActiveChat(chatId);
       const page = await backend.history(chatId, null);

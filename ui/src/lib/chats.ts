@@ -5,9 +5,9 @@ import type { ChatSummary, User } from "./backend";
  *  else its own change. Compared as times, not as text: the server writes
  *  as many digits of a second as it needs ("10:00:05Z", "10:00:05.300Z"). */
 export function activity(chat: ChatSummary): number {
-  const changed = Date.parse(chat.updatedAt);
-  const last = chat.lastMessage ? Date.parse(chat.lastMessage.createdAt) : NaN;
-  return last > changed ? last : changed;
+  const changed = Date.parse(chat.updatedAt) || 0;
+  const last = chat.lastMessage ? Date.parse(chat.lastMessage.createdAt) || 0 : 0;
+  return Math.max(last, changed);
 }
 
 /** The chats to show, newest activity first, matching `filter` by the

@@ -32,7 +32,8 @@ function sameMessage(a: MessageView, b: MessageView): boolean {
 function order(a: MessageView, b: MessageView): number {
   const seq = (a.seq ?? Number.MAX_SAFE_INTEGER) - (b.seq ?? Number.MAX_SAFE_INTEGER);
   if (seq !== 0) return seq;
-  return a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0;
+  // As times: the text of two equal times may differ in its digits.
+  return (Date.parse(a.createdAt) || 0) - (Date.parse(b.createdAt) || 0);
 }
 
 /** `messages` with `incoming` added or, where already there, replaced

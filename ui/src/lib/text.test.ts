@@ -92,6 +92,14 @@ describe("linkParts", () => {
     ]);
   });
 
+  it("keeps a bracket the link opens itself, and finds links in any case", () => {
+    expect(linkParts("https://en.wikipedia.org/wiki/Tea_(drink))")).toEqual([
+      { text: "https://en.wikipedia.org/wiki/Tea_(drink)", url: "https://en.wikipedia.org/wiki/Tea_(drink)" },
+      { text: ")" },
+    ]);
+    expect(linkParts("HTTPS://Example.org/A")).toEqual([{ text: "HTTPS://Example.org/A", url: "HTTPS://Example.org/A" }]);
+  });
+
   it("leaves text without a link, or with a broken one, as it is", () => {
     expect(linkParts("no links here")).toEqual([{ text: "no links here" }]);
     expect(linkParts("just http://. then")).toEqual([{ text: "just http://. then" }]);

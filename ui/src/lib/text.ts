@@ -104,21 +104,48 @@ export function charCount(text: string): number {
 export type Part = { text: string; url?: undefined } | { text: string; url: string };
 
 /** A message's text cut into plain text and the web links in it
- *  (`http://` and `https://`, as written), so that links can be clicked;
- *  a full stop, comma or closing bracket right after one is not part of
- *  it. Clicking one opens the user's browser (the app's window never
- *  leaves its page). */
+ *  (`http://` and `https://`), so that links can be clicked; punctuation
+ *  right after one is not part of it, nor a closing bracket it does not
+ *  open itself ("(see https://a.example/x)", but
+ *  "https://en.wikipedia.org/wiki/Tea_(drink)" whole). Clicking one opens
+ *  the user's browser (the app's window never leaves its page). */
 export function linkParts(content: string): Part[] {
   const parts: Part[] = [];
   let from = 0;
-  for (const match of content.matchAll(/https?:\/\/[^\s<>"]+/g)) {
-    const url = match[0].replace(/[.,;:!?)\]}'"]+$/, "");
+  for (const match of content.matchAll(/https?:\/\/[^\s<>"]+/gi)) {
+    const url = trimLinkEnd(match[0]);
     const at = match.index ?? 0;
-    if (!URL.canParse(url)) continue;
+    if (!isUrl(url)) continue;
     if (at > from) parts.push({ text: content.slice(from, at) });
     parts.push({ text: url, url });
     from = at + url.length;
   }
   if (from < content.length) parts.push({ text: content.slice(from) });
   return parts;
+}
+
+const CLOSING: Record<string, string> = { ")": "(", "]": "[", "}": "{" };
+
+/** `url` without the punctuation after it, and without closing brackets
+ *  that have no opening one in it. */
+function trimLinkEnd(url: string): string {
+  let end = url.length;
+  for (;;) {
+    const last = url[end - 1];
+    const opening = CLOSING[last];
+    const unmatched = opening !== undefined
+      && url.slice(0, end).split(opening).length <= url.slice(0, end).split(last).length - 1;
+    if (!".,;:!?'\"".includes(last) && !unmatched) return url.slice(0, end);
+    end -= 1;
+  }
+}
+
+/** Whether `text` reads as a URL (`URL.canParse` needs a newer WebKit). */
+function isUrl(text: string): boolean {
+  try {
+    new URL(text);
+    return true;
+  } catch {
+    return false;
+  }
 }

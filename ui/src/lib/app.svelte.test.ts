@@ -108,6 +108,23 @@ describe("AppState", () => {
     expect(app.unreadFrom).toBe("m:a61");
   });
 
+  it("marks what came in the open chat while the window was not focused", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    expect(app.unreadFrom).toBeNull();
+    for (const n of [61, 62]) {
+      app.handle({ type: "message", message: { ...message(n, bob, `m${n}`, day), chatId: "a", id: `a${n}` } });
+    }
+    // Counted unread: the window was not focused.
+    app.handle({ type: "chats", chats: [{ ...chat("a", "A", day), unread: 2 }, chat("b", "B", day)], unreadTotal: 2, version: 10 });
+    expect(app.unreadFrom).toBe("m:a61");
+    expect(app.unreadCount).toBe(2);
+    // Focused again, the engine marks them read: the marker stays.
+    app.handle({ type: "chats", chats: [chat("a", "A", day), chat("b", "B", day)], unreadTotal: 0, version: 11 });
+    expect(app.unreadFrom).toBe("m:a61");
+  });
+
   it("drops an older page meant for an earlier opening of the same chat", async () => {
     const app = appWithChats();
     history.mockResolvedValueOnce(page(51, 60));

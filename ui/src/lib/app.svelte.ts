@@ -123,6 +123,22 @@ export class AppState {
     for (const id of [...this.drafts.keys()]) if (!list.chats.some((chat) => chat.id === id)) this.drafts.delete(id);
     // Removed from a group, or left it: its view closes.
     if (this.activeId && !list.chats.some((chat) => chat.id === this.activeId)) this.closeChat();
+    else this.markNewsInOpenChat();
+  }
+
+  /** The open chat counts unread only while the window is not focused:
+   *  then the marker goes above what came meanwhile, and stays there once
+   *  the window is back (and the engine has marked it read), as at an
+   *  opening. */
+  private markNewsInOpenChat(): void {
+    const unread = this.active?.unread ?? 0;
+    if (unread === 0 || !this.historyLoaded) return;
+    let through = this.messages.length - 1;
+    while (through >= 0 && this.messages[through].seq === null) through -= 1;
+    if (through < 0) return;
+    this.unreadCount = unread;
+    this.unreadThrough = messageKey(this.messages[through]);
+    this.placeMarker();
   }
 
   async loadChats(): Promise<void> {

@@ -232,6 +232,34 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
     let _ = app.clone().close().await;
 }
 
+/// A chat with more news than the window holds opens at its first unread
+/// message, the marker at the top, rather than at the newest (the list is
+/// virtualized: rows far from the view are not in the page at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
+    let (server, _server_data, _stop) = start_server().await;
+    let bob = Person::sign_up(&server, "Bob").await;
+    let started = start_app("Adwaita").await;
+    let app = &started.client;
+    sign_up_in_app(app, &server, "Ann").await;
+
+    let ann: Vec<User> = bob.get("/api/user?search=ann").await;
+    let direct: Chat = bob.post("/api/chat", json!({"userId": ann[0].id})).await;
+    for n in 1..=40 {
+        bob.write(&direct.id, &format!("News {n}")).await;
+    }
+    wait_for_text(app, "ul.chats .badge", "40").await;
+    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    wait_for_text(app, ".unread-marker", "40 new messages").await;
+    wait_for_text(app, ".msg.theirs p", "News 1").await;
+    let newest_shown = texts(app, ".msg.theirs p").await;
+    assert!(
+        !newest_shown.iter().any(|text| text == "News 40"),
+        "the view is at the first unread, not the newest: {newest_shown:?}"
+    );
+    let _ = app.clone().close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_is_dark_on_a_dark_desktop() {
     let (server, _server_data, _stop) = start_server().await;

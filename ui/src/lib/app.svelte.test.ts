@@ -60,9 +60,11 @@ describe("AppState", () => {
     app.chats = [{ ...chat("a", "A", day), unread: 15 }, chat("b", "B", day)];
     history.mockResolvedValueOnce(page(51, 60));
     await app.openChat("a");
-    // 15 unread, 10 loaded: the marker on the oldest loaded, for now.
+    // 15 unread, 10 loaded: the marker on the oldest loaded, for now, and
+    // the view goes there rather than to the newest.
     expect(app.unreadFrom).toBe("m:a51");
     expect(app.unreadCount).toBe(15);
+    expect([app.scrollToUnread, app.scrollToEnd]).toEqual([1, 0]);
     // Live messages after the opening do not move it.
     app.handle({ type: "message", message: { ...message(61, bob, "m61", day), chatId: "a", id: "a61" } });
     expect(app.messages.length).toBe(11);

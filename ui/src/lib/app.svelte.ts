@@ -38,6 +38,8 @@ export class AppState {
   private unreadThrough: string | null = null;
   /** Bumped to ask the message list to scroll to the newest message. */
   scrollToEnd = $state(0);
+  /** Bumped when a chat opens with news: the view shows its marker. */
+  scrollToUnread = $state(0);
   typing = $state.raw<Record<string, string[]>>({});
   panel = $state<Panel>(null);
   /** An action's failure, shown until the next action. */
@@ -241,7 +243,8 @@ export class AppState {
       const newest = this.messages.at(-1);
       this.unreadThrough = counted ? lastCounted : newest ? messageKey(newest) : null;
       this.placeMarker();
-      this.scrollToEnd += 1;
+      if (this.unreadFrom !== null) this.scrollToUnread += 1;
+      else this.scrollToEnd += 1;
     } catch (err) {
       this.notice = errorText(err);
     }

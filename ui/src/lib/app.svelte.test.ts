@@ -118,8 +118,13 @@ describe("AppState", () => {
     for (const n of [61, 62]) {
       app.handle({ type: "message", message: { ...message(n, bob, `m${n}`, day), chatId: "a", id: `a${n}` } });
     }
-    // Counted unread: the window was not focused.
-    app.handle({ type: "chats", chats: [{ ...chat("a", "A", day), unread: 2 }, chat("b", "B", day)], unreadTotal: 2, version: 10 });
+    // Counted unread: the window was not focused. A list ahead of the
+    // messages shown (its last one not here yet) places nothing.
+    const a62 = { ...message(62, bob, "m62", day), chatId: "a", id: "a62" };
+    const a63 = { ...message(63, bob, "m63", day), chatId: "a", id: "a63" };
+    app.handle({ type: "chats", chats: [{ ...chat("a", "A", day), unread: 3, lastMessage: a63 }, chat("b", "B", day)], unreadTotal: 3, version: 9 });
+    expect(app.unreadFrom).toBeNull();
+    app.handle({ type: "chats", chats: [{ ...chat("a", "A", day), unread: 2, lastMessage: a62 }, chat("b", "B", day)], unreadTotal: 2, version: 10 });
     expect(app.unreadFrom).toBe("m:a61");
     expect(app.unreadCount).toBe(2);
     // Focused again, the engine marks them read: the marker stays.

@@ -134,12 +134,14 @@ export class AppState {
    *  opening. */
   private markNewsInOpenChat(): void {
     const unread = this.active?.unread ?? 0;
-    if (unread === 0 || !this.historyLoaded) return;
-    let through = this.messages.length - 1;
-    while (through >= 0 && this.messages[through].seq === null) through -= 1;
-    if (through < 0) return;
+    const listed = this.active?.lastMessage;
+    if (unread === 0 || !this.historyLoaded || !listed || listed.seq === null) return;
+    // Counted up to the list's last message: not placed until the view has
+    // it (a list can come before the message's own event).
+    const through = messageKey(listed);
+    if (!this.messages.some((m) => messageKey(m) === through)) return;
     this.unreadCount = unread;
-    this.unreadThrough = messageKey(this.messages[through]);
+    this.unreadThrough = through;
     this.placeMarker();
   }
 
@@ -169,6 +171,7 @@ export class AppState {
     } else {
       this.show(merge(this.messages, page));
     }
+    this.markNewsInOpenChat();
   }
 
   async signedIn(me: User): Promise<void> {

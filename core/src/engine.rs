@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{Page, ServerApi, SignUp};
 use crate::backoff::Backoff;
-use crate::cache::{Cache, Outgoing};
+use crate::cache::{Cache, ChatHeld, Outgoing};
 use crate::connection;
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
@@ -554,7 +554,7 @@ impl Engine {
         }
         let live = self.inner.live.read().await;
         let live = live.as_ref().ok_or(CoreError::NotLoggedIn)?;
-        if live.ctx.cache.chat(chat_id).await?.is_none() {
+        if live.ctx.cache.chat_held(chat_id).await? == ChatHeld::Unknown {
             return Err(CoreError::Invalid("no such chat".into()));
         }
         let outgoing = Outgoing {

@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::driver::*;
-use natter_shared::{Chat, Message, User};
+use natter_shared::{Chat, Message};
 use serde_json::json;
 
 /// Not a test but a measurement (docs/desktop.md "Scrolling"): a chat of
@@ -33,8 +33,7 @@ async fn scrolling_ten_thousand_messages() {
     let app = &started.client;
     sign_up_in_app(app, &server, "Ann").await;
 
-    let ann: Vec<User> = bob.get("/api/user?search=ann").await;
-    let direct: Chat = bob.post("/api/chat", json!({"userId": ann[0].id})).await;
+    let (_, direct) = bob.direct_chat_with("ann").await;
     write_many(&server, &bob.auth.token, &direct.id, messages).await;
     let loading = Instant::now();
     open_and_load_all(app, &direct.id).await;
@@ -110,12 +109,11 @@ async fn start_and_memory_beside_an_empty_window() {
     // Prepare: Ann signs up in the app; her chats reach its cache.
     let app = host.launch(&natter).await;
     sign_up_in_app(&app, &server, "Ann").await;
-    let ann: Vec<User> = bob.get("/api/user?search=ann").await;
-    let direct: Chat = bob.post("/api/chat", json!({"userId": ann[0].id})).await;
+    let (ann, direct) = bob.direct_chat_with("ann").await;
     write_many(&server, &bob.auth.token, &direct.id, MESSAGES).await;
     for n in 0..10 {
         let other = Person::sign_up(&server, &format!("Friend{n}")).await;
-        let chat: Chat = other.post("/api/chat", json!({"userId": ann[0].id})).await;
+        let chat: Chat = other.post("/api/chat", json!({"userId": ann.id})).await;
         other
             .write(&chat.id, &format!("hello from friend {n}"))
             .await;

@@ -243,8 +243,7 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
     let app = &started.client;
     sign_up_in_app(app, &server, "Ann").await;
 
-    let ann: Vec<User> = bob.get("/api/user?search=ann").await;
-    let direct: Chat = bob.post("/api/chat", json!({"userId": ann[0].id})).await;
+    let (_, direct) = bob.direct_chat_with("ann").await;
     for n in 1..=40 {
         bob.write(&direct.id, &format!("News {n}")).await;
     }
@@ -279,8 +278,7 @@ async fn the_app_is_dark_on_a_dark_desktop() {
     assert_eq!(dark, json!(true), "WebKit sees the desktop's dark theme");
     sign_up_in_app(app, &server, "Ann").await;
 
-    let ann: Vec<User> = bob.get("/api/user?search=ann").await;
-    let direct: Chat = bob.post("/api/chat", json!({"userId": ann[0].id})).await;
+    let (_, direct) = bob.direct_chat_with("ann").await;
     bob.write(&direct.id, "Evening! Dark mode suits you 🌙")
         .await;
     click(app, &format!("[data-chat='{}']", direct.id)).await;

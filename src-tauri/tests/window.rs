@@ -44,19 +44,24 @@ fn app_command(display: &str, data: &Path) -> Command {
     command
 }
 
-/// Waits until `app` shows a window titled Natter; fails if it exits first.
-fn wait_for_window(app: &mut Killed, display: &str) {
+/// Waits until `app` shows a window titled Natter (`shown`) or shows none;
+/// fails if it exits first.
+fn wait_for_window_shown(app: &mut Killed, display: &str, shown: bool) {
     let started = Instant::now();
-    while windows_titled(display, "Natter").is_empty() {
+    while windows_titled(display, "Natter").is_empty() == shown {
         if let Some(status) = app.0.try_wait().expect("status") {
-            panic!("the app exited before showing its window: {status}");
+            panic!("the app exited before its window was shown: {shown}: {status}");
         }
         assert!(
             started.elapsed() < PATIENCE,
-            "no window titled Natter appeared"
+            "a window titled Natter never became shown: {shown}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn wait_for_window(app: &mut Killed, display: &str) {
+    wait_for_window_shown(app, display, true);
 }
 
 /// Waits for `app` (started with its stderr piped) to stop: its status and
@@ -178,18 +183,6 @@ fn ask_to_close(display: &str, window: &str) {
     }
 }
 
-/// Waits until no window titled Natter is visible, `app` still running.
-fn wait_for_hidden(app: &mut Killed, display: &str) {
-    let started = Instant::now();
-    while !windows_titled(display, "Natter").is_empty() {
-        if let Some(status) = app.0.try_wait().expect("status") {
-            panic!("the app exited instead of hiding its window: {status}");
-        }
-        assert!(started.elapsed() < PATIENCE, "the window stayed on screen");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The app started again on the same data folder (from the menu, while the
 /// first sits in the tray) asks the first to show its window and stops:
 /// one window, one app holding the session and cache. Closed to the tray,
@@ -254,7 +247,7 @@ fn a_second_start_on_the_same_folder_hands_over_to_the_first_and_stops() {
     // start shows it again.
     let window = windows_titled(&display, "Natter").remove(0);
     ask_to_close(&display, &window);
-    wait_for_hidden(&mut first, &display);
+    wait_for_window_shown(&mut first, &display, false);
     let mut third = Killed(
         app_command(&display, data.path())
             .stderr(Stdio::piped())

@@ -2,7 +2,9 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{claims_of, renew, signed_token, spawn_app, spawn_app_with, until_past};
+use crate::helpers::{
+    assert_error, claims_of, renew, renewed, signed_token, spawn_app, spawn_app_with, until_past,
+};
 
 const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
 
@@ -295,26 +297,13 @@ async fn a_good_token_is_renewed_and_an_expired_one_is_not() {
         second["exp"].as_i64() > first["exp"].as_i64(),
         "expires later: {first} then {second}"
     );
-    let chats = app
-        .http
-        .get(app.url("/api/chat"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
+    let chats = app.get_with(token, "/api/chat").await;
     assert_eq!(chats.status(), StatusCode::OK, "the new token works");
 
     let now = chrono::Utc::now().timestamp();
     let expired = signed_token(&json!({"sub": ann.id, "iat": now - 7200, "exp": now - 3600}));
-    let response = renew(&app, &expired).await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = response.json().await.expect("json");
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|error| error.contains("expired")),
-        "says why: {body}"
-    );
+    let error = assert_error(renew(&app, &expired).await, StatusCode::UNAUTHORIZED).await;
+    assert!(error.contains("expired"), "says why: {error}");
     let stranger = signed_token(&json!({"sub": "no-such-user", "iat": now, "exp": now + 3600}));
     assert_eq!(
         renew(&app, &stranger).await.status(),
@@ -339,41 +328,26 @@ async fn a_session_ends_at_its_longest_however_often_renewed() {
     assert_eq!(first["exp"].as_i64(), Some(logged_in + 3), "{first}");
 
     until_past(logged_in).await;
-    let response = renew(&app, &ann.token).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.expect("json");
-    let renewed = body["token"].as_str().expect("token").to_owned();
+    let renewed = renewed(&app, &ann.token).await;
     let second = claims_of(&renewed);
     assert_eq!(second["auth_time"].as_i64(), Some(logged_in), "{second}");
     assert_eq!(second["exp"].as_i64(), Some(logged_in + 3), "{second}");
     assert!(second["iat"].as_i64() > first["iat"].as_i64());
 
     until_past(logged_in + 3).await;
-    let response = renew(&app, &renewed).await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = response.json().await.expect("json");
+    let error = assert_error(renew(&app, &renewed).await, StatusCode::UNAUTHORIZED).await;
     assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|error| error.contains("log in again")),
-        "says why: {body}"
+        error.contains("expired"),
+        "the renewed token's own end: {error}"
     );
     // A token of that session that its own expiry would still allow (as
     // one signed before the setting was lowered) is refused too.
     let lasting = signed_token(&json!({
         "sub": ann.id, "iat": logged_in, "exp": logged_in + 3600, "auth_time": logged_in
     }));
-    let chats = app
-        .http
-        .get(app.url("/api/chat"))
-        .bearer_auth(&lasting)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(chats.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = chats.json().await.expect("json");
+    let chats = app.get_with(&lasting, "/api/chat").await;
     assert_eq!(
-        body["error"],
+        assert_error(chats, StatusCode::UNAUTHORIZED).await,
         "the session has reached the longest this server allows: log in again"
     );
 

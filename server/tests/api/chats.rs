@@ -2,7 +2,7 @@ use natter_shared::{Chat, ServerFrame};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{assert_error, spawn_app};
 
 #[tokio::test]
 async fn a_pair_has_exactly_one_direct_chat_from_either_side() {
@@ -41,9 +41,10 @@ async fn direct_chats_need_another_existing_user() {
     let nobody = app
         .post(&ann, "/api/chat", json!({"userId": "nobody"}))
         .await;
-    assert_eq!(nobody.status(), StatusCode::NOT_FOUND);
-    let body: serde_json::Value = nobody.json().await.expect("json");
-    assert_eq!(body["error"], "no user with id 'nobody'");
+    assert_eq!(
+        assert_error(nobody, StatusCode::NOT_FOUND).await,
+        "no user with id 'nobody'"
+    );
 }
 
 /// A group names only users who exist: the first unknown one is named in
@@ -60,9 +61,10 @@ async fn groups_need_existing_members() {
             json!({"name": "Team", "users": [bob.id, "ghost-1", "ghost-2"]}),
         )
         .await;
-    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
-    let body: serde_json::Value = refused.json().await.expect("json");
-    assert_eq!(body["error"], "no user with id 'ghost-1'");
+    assert_eq!(
+        assert_error(refused, StatusCode::NOT_FOUND).await,
+        "no user with id 'ghost-1'"
+    );
     let chats: Vec<Chat> = app
         .get(&ann, "/api/chat")
         .await

@@ -4,16 +4,7 @@ use natter_shared::limits::PIC_MAX_BYTES;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, signed_token, spawn_app};
-
-/// Asserts the answer has `status` and a readable JSON error.
-async fn assert_error(response: reqwest::Response, status: StatusCode) -> String {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.expect("a JSON error body");
-    let error = body["error"].as_str().expect("an error field").to_owned();
-    assert!(!error.is_empty());
-    error
-}
+use crate::helpers::{TestApp, assert_error, signed_token, spawn_app};
 
 fn pics_stored(app: &TestApp) -> usize {
     std::fs::read_dir(app.data_dir.join("pics"))

@@ -42,6 +42,23 @@ pub async fn renew(app: &TestApp, token: &str) -> reqwest::Response {
         .expect("request")
 }
 
+/// A renewal of `token` that must work: the new token.
+pub async fn renewed(app: &TestApp, token: &str) -> String {
+    let response = renew(app, token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    body["token"].as_str().expect("a token").to_owned()
+}
+
+/// Asserts the answer has `status` and a readable JSON error; returns it.
+pub async fn assert_error(response: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("a JSON error body");
+    let error = body["error"].as_str().expect("an error field").to_owned();
+    assert!(!error.is_empty());
+    error
+}
+
 /// Waits until the wall clock is past `second` (seconds since the epoch):
 /// tokens count whole seconds.
 pub async fn until_past(second: i64) {
@@ -291,9 +308,14 @@ impl TestApp {
     }
 
     pub async fn get(&self, user: &TestUser, path: &str) -> reqwest::Response {
+        self.get_with(&user.token, path).await
+    }
+
+    /// `GET path` with `token` as the bearer.
+    pub async fn get_with(&self, token: &str, path: &str) -> reqwest::Response {
         self.http
             .get(self.url(path))
-            .bearer_auth(&user.token)
+            .bearer_auth(token)
             .send()
             .await
             .expect("request")

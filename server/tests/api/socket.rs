@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::helpers::{
-    TestApp, TestSocket, claims_of, renew, spawn_app, spawn_app_with, until_past,
+    TestApp, TestSocket, claims_of, renewed, spawn_app, spawn_app_with, until_past,
 };
 
 async fn handshake_status(url: String) -> u16 {
@@ -286,10 +286,7 @@ async fn a_socket_given_a_renewed_token_lives_as_long_as_it() {
     let first_end = first["exp"].as_i64().expect("exp");
     // Renewed two seconds on: it outlives the first by as much.
     until_past(first["iat"].as_i64().expect("iat") + 1).await;
-    let response = renew(&app, &ann.token).await;
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.expect("json");
-    let renewed = body["token"].as_str().expect("token").to_owned();
+    let renewed = renewed(&app, &ann.token).await;
     let renewed_end = claims_of(&renewed)["exp"].as_i64().expect("exp");
     assert!(renewed_end >= first_end + 2);
 

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{SinkExt, StreamExt};
-use natter_shared::Message;
 use natter_shared::api::AuthResponse;
 use natter_shared::socket::{ClientFrame, ServerFrame};
+use natter_shared::{Chat, Message, User};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
@@ -135,6 +135,15 @@ impl Person {
                 .json(&body),
         )
         .await
+    }
+
+    /// Finds the first user whose name or email holds `search`, and opens
+    /// the one-to-one chat with them.
+    pub async fn direct_chat_with(&self, search: &str) -> (User, Chat) {
+        let found: Vec<User> = self.get(&format!("/api/user?search={search}")).await;
+        let user = found.into_iter().next().expect("someone found");
+        let chat: Chat = self.post("/api/chat", json!({"userId": user.id})).await;
+        (user, chat)
     }
 
     pub async fn write(&self, chat_id: &str, content: &str) -> Message {

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::auth::{Passwords, Tokens, load_or_create_secret};
+use crate::auth::{EndedSessions, Passwords, Tokens, load_or_create_secret, sessions};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::config::Config;
 use crate::data_lock::{DataLock, LOCK_PATIENCE};
@@ -70,6 +70,10 @@ impl Application {
         let partitions = partitions(config, store.as_ref()).await?;
         let blobs = open_blobs(config, &data_dir)?;
         let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
+        let ended = Arc::new(EndedSessions::new());
+        sessions::load(store.as_ref(), &ended)
+            .await
+            .context("reading the sessions logged out")?;
         let hub = Arc::new(Hub::new());
         let node_id = node_id(config);
         let events = open_events(config, &node_id, hub.clone()).await?;
@@ -92,6 +96,7 @@ impl Application {
                 &secret,
                 config.token_ttl(),
                 config.longest_session(),
+                ended,
             )),
             passwords: Arc::new(passwords),
             settings: Arc::new(Settings {
@@ -115,15 +120,23 @@ impl Application {
         let hub = self.state.hub.clone();
         let events = self.state.events.clone();
         let pipeline = self.state.pipeline.clone();
-        let router = http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "natter-server listening");
-        axum::serve(self.listener, router)
+        // Other nodes' logouts (and, on one node, nothing new: its own are
+        // known at once).
+        let following = tokio::spawn(sessions::follow(
+            self.state.store.clone(),
+            self.state.tokens.ended().clone(),
+        ));
+        let router = http::router(self.state);
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets");
                 hub.close_all();
             })
-            .await?;
+            .await;
+        following.abort();
+        served?;
         stop_pipeline_then_events(&pipeline, &events).await;
         Ok(())
     }

@@ -1,10 +1,13 @@
-//! Who is calling: argon2id password hashes, signed session tokens (JWT) and
-//! the extractor that turns a bearer token into the caller's id.
+//! Who is calling: argon2id password hashes, signed session tokens (JWT),
+//! the sessions logged out before their tokens expire, and the extractor
+//! that turns a bearer token into the caller's id.
 
 mod extract;
 mod password;
+pub mod sessions;
 mod token;
 
 pub use extract::{AuthSession, AuthUser, bearer_token};
 pub use password::Passwords;
+pub use sessions::EndedSessions;
 pub use token::{Claims, TokenError, Tokens, load_or_create_secret};

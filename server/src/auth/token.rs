@@ -1,11 +1,14 @@
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+
+use super::sessions::{EndedSessions, SessionKey, session_key};
 
 /// What a session token says: who, since when, and until when.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,12 +25,22 @@ pub struct Claims {
     /// and count from `iat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// The session's id (32 hex digits, random), kept across renewals, so
+    /// that a logout can end every token of it (`sessions`). Tokens from
+    /// before it was added lack it, and end only when they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Claims {
     /// When the session this token belongs to began.
     pub fn logged_in_at(&self) -> i64 {
         self.auth_time.unwrap_or(self.iat)
+    }
+
+    /// The session's id in memory's form, if it has one this server made.
+    pub fn session(&self) -> Option<SessionKey> {
+        self.sid.as_deref().and_then(session_key)
     }
 }
 
@@ -37,6 +50,8 @@ pub enum TokenError {
     Expired,
     #[error("the session has reached the longest this server allows: log in again")]
     SessionEnded,
+    #[error("the session was logged out: log in again")]
+    LoggedOut,
     #[error("the session token is not valid")]
     Invalid,
 }
@@ -47,7 +62,8 @@ pub enum TokenError {
 /// A token lives `ttl`; an app renews it while it is good, and a session
 /// lives on through renewals up to `longest_session` after its login. Past
 /// that, every token of it is refused (lowering the setting ends older
-/// sessions at once), so a stolen token cannot be renewed for ever.
+/// sessions at once), so a stolen token cannot be renewed for ever. A
+/// session logged out is refused at once (`ended`).
 #[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
@@ -55,6 +71,7 @@ pub struct Tokens {
     validation: Validation,
     ttl: i64,
     longest_session: i64,
+    ended: Arc<EndedSessions>,
 }
 
 /// Whole seconds of a duration as a timestamp offset.
@@ -63,7 +80,12 @@ fn seconds(duration: Duration) -> i64 {
 }
 
 impl Tokens {
-    pub fn new(secret: &[u8], ttl: Duration, longest_session: Duration) -> Self {
+    pub fn new(
+        secret: &[u8],
+        ttl: Duration,
+        longest_session: Duration,
+        ended: Arc<EndedSessions>,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -73,13 +95,22 @@ impl Tokens {
             validation,
             ttl: seconds(ttl),
             longest_session: seconds(longest_session),
+            ended,
         }
+    }
+
+    /// The sessions ended early that this node knows of.
+    pub fn ended(&self) -> &Arc<EndedSessions> {
+        &self.ended
     }
 
     /// A token for a user who just gave their password: a new session.
     pub fn issue(&self, user_id: &str) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
-        self.sign(user_id, now, now)
+        let mut sid = [0u8; 16];
+        rand::rng().fill_bytes(&mut sid);
+        let sid = format!("{:032x}", SessionKey::from_be_bytes(sid));
+        self.sign(user_id, Some(sid), now, now)
     }
 
     /// A token for the same session as `claims` (checked by `claims`), that
@@ -87,12 +118,19 @@ impl Tokens {
     pub fn renew(&self, claims: &Claims) -> anyhow::Result<String> {
         self.sign(
             &claims.sub,
+            claims.sid.clone(),
             claims.logged_in_at(),
             chrono::Utc::now().timestamp(),
         )
     }
 
-    fn sign(&self, user_id: &str, logged_in_at: i64, now: i64) -> anyhow::Result<String> {
+    fn sign(
+        &self,
+        user_id: &str,
+        sid: Option<String>,
+        logged_in_at: i64,
+        now: i64,
+    ) -> anyhow::Result<String> {
         let claims = Claims {
             sub: user_id.to_owned(),
             iat: now,
@@ -100,6 +138,7 @@ impl Tokens {
                 .saturating_add(self.ttl)
                 .min(self.session_end(logged_in_at)),
             auth_time: Some(logged_in_at),
+            sid,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -119,8 +158,22 @@ impl Tokens {
         claims.exp.min(self.session_end(claims.logged_in_at()))
     }
 
+    /// The last second any token of the session of `claims` can be good
+    /// for: how long its logout is kept. Not "now plus a token's life": a
+    /// node that has not heard of the logout yet may renew a token of it
+    /// meanwhile, and that one must be refused as long as it lasts.
+    pub fn session_ends_at(&self, claims: &Claims) -> i64 {
+        self.session_end(claims.logged_in_at())
+    }
+
+    /// Whether the session `key` was logged out (`None`: a token without
+    /// one, which cannot be).
+    pub fn is_ended(&self, key: Option<SessionKey>) -> bool {
+        key.is_some_and(|key| self.ended.is_ended(key))
+    }
+
     /// What the token says, if it is genuine, unexpired, and its session
-    /// has not outlived the longest allowed.
+    /// has not outlived the longest allowed nor been logged out.
     pub fn claims(&self, token: &str) -> Result<Claims, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => {
@@ -129,6 +182,9 @@ impl Tokens {
                     chrono::Utc::now().timestamp() > self.session_end(data.claims.logged_in_at());
                 if ended {
                     return Err(TokenError::SessionEnded);
+                }
+                if self.is_ended(data.claims.session()) {
+                    return Err(TokenError::LoggedOut);
                 }
                 Ok(data.claims)
             }
@@ -183,7 +239,7 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn tokens() -> Tokens {
-        Tokens::new(&[7u8; 32], Duration::from_secs(60), HOUR)
+        Tokens::new(&[7u8; 32], Duration::from_secs(60), HOUR, Arc::default())
     }
 
     fn signed(tokens: &Tokens, claims: &serde_json::Value) -> String {
@@ -199,8 +255,26 @@ mod tests {
     }
 
     #[test]
+    fn a_logged_out_session_is_refused_renewed_tokens_too_and_others_are_not() {
+        let tokens = tokens();
+        let token = tokens.issue("user-1").expect("issue");
+        let claims = tokens.claims(&token).expect("good");
+        let renewed = tokens.renew(&claims).expect("renewed");
+        assert_eq!(tokens.claims(&renewed).expect("good").sid, claims.sid);
+        let other = tokens.issue("user-1").expect("another login");
+        assert_ne!(tokens.claims(&other).expect("good").sid, claims.sid);
+
+        let key = claims.session().expect("a session id");
+        tokens.ended().end(key, tokens.session_ends_at(&claims));
+        for token in [&token, &renewed] {
+            assert!(matches!(tokens.claims(token), Err(TokenError::LoggedOut)));
+        }
+        assert!(tokens.claims(&other).is_ok(), "another session goes on");
+    }
+
+    #[test]
     fn a_token_signed_with_another_secret_is_refused() {
-        let other = Tokens::new(&[8u8; 32], Duration::from_secs(60), HOUR);
+        let other = Tokens::new(&[8u8; 32], Duration::from_secs(60), HOUR, Arc::default());
         let token = other.issue("user-1").expect("issue");
         assert!(matches!(tokens().claims(&token), Err(TokenError::Invalid)));
     }

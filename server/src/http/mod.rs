@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/user/login", post(users::login))
         .route("/api/user/token", post(users::renew_token))
+        .route("/api/user/logout", post(users::logout))
         .route("/api/user/{id}", get(users::get_user))
         .route("/api/pic/{key}", get(pics::get_pic))
         .route("/api/chat", post(chats::open_direct).get(chats::list))

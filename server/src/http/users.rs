@@ -162,6 +162,27 @@ pub async fn renew_token(
     Ok(Json(AuthResponse { user, token }))
 }
 
+/// `POST /api/user/logout`: ends the caller's session on every node at
+/// once (its own, at once; the others within about a second): every token
+/// of it, renewed ones too, is refused from then on, and its sockets close
+/// at their next ping. The user's other sessions (another device) go on.
+/// A token from before sessions had ids ends only when it expires.
+pub async fn logout(
+    State(state): State<AppState>,
+    AuthSession(claims): AuthSession,
+) -> Result<StatusCode, ApiError> {
+    if let (Some(sid), Some(key)) = (claims.sid.as_deref(), claims.session()) {
+        let until = state.tokens.session_ends_at(&claims);
+        state
+            .store
+            .end_session(sid, chrono::Utc::now().timestamp(), until)
+            .await?;
+        state.tokens.ended().end(key, until);
+        tracing::debug!(user = %claims.sub, "session logged out");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Deserialize)]
 pub struct SearchParams {
     search: Option<String>,

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::Registration;
 use super::hub::encode;
 use crate::auth::bearer_token;
+use crate::auth::sessions::SessionKey;
 use crate::chats::{self, ClientTag};
 use crate::domain::{ClientId, Content};
 use crate::error::ApiError;
@@ -44,6 +45,7 @@ pub async fn upgrade(
     let Caller {
         user_id,
         good_until,
+        session,
     } = caller;
     let ws =
         ws.map_err(|rejection| ApiError::Rejected(rejection.status(), rejection.body_text()))?;
@@ -52,14 +54,15 @@ pub async fn upgrade(
         .write_buffer_size(SOCKET_BUFFER)
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| run(state, user_id, good_until, socket)))
+        .on_upgrade(move |socket| run(state, user_id, Clock::new(good_until, session), socket)))
 }
 
-/// The user a socket upgrade is for, and the last second their token is
-/// good for (seconds since the epoch).
+/// The user a socket upgrade is for, the last second their token is good
+/// for (seconds since the epoch), and its session (ended by a logout).
 pub struct Caller {
     user_id: String,
     good_until: i64,
+    session: Option<SessionKey>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -77,6 +80,7 @@ impl FromRequestParts<AppState> for Caller {
         let claims = state.tokens.claims(&token)?;
         Ok(Caller {
             good_until: state.tokens.good_until(&claims),
+            session: claims.session(),
             user_id: claims.sub,
         })
     }
@@ -91,7 +95,7 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-async fn run(state: AppState, user_id: String, good_until: i64, socket: WebSocket) {
+async fn run(state: AppState, user_id: String, clock: Clock, socket: WebSocket) {
     // `ready` goes first, ahead of anything sent to the user meanwhile: the
     // app takes any other first frame as a broken link.
     let ready = ServerFrame::Ready {
@@ -105,7 +109,6 @@ async fn run(state: AppState, user_id: String, good_until: i64, socket: WebSocke
         return;
     }
     tracing::debug!(user = %user_id, socket = id, "socket opened");
-    let clock = Clock::new(good_until);
     let Registration {
         frames,
         reply,
@@ -139,20 +142,24 @@ async fn close_unready(
 
 /// When the client was last heard from (any frame, pongs included), and
 /// until when its session token is good (the reader moves it on when the
-/// client sends a renewed token; the writer closes the socket past it).
+/// client sends a renewed token; the writer closes the socket past it, or
+/// once the session it was opened with is logged out).
 struct Clock {
     start: Instant,
     last_heard_ms: AtomicU64,
     /// Seconds since the epoch: the last second the token is good for.
     good_until: AtomicI64,
+    /// The session of the token the socket was opened with.
+    session: Option<SessionKey>,
 }
 
 impl Clock {
-    fn new(good_until: i64) -> Self {
+    fn new(good_until: i64, session: Option<SessionKey>) -> Self {
         Clock {
             start: Instant::now(),
             last_heard_ms: AtomicU64::new(0),
             good_until: AtomicI64::new(good_until),
+            session,
         }
     }
 
@@ -187,7 +194,8 @@ const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 /// Writes the socket's queued frames and pings, and closes it when kicked
 /// or, at the first ping after, when its token expires, unless the client
 /// renewed it on this socket (the app then reconnects, is refused, and asks
-/// the user to log in again, as any request with that token would be).
+/// the user to log in again, as any request with that token would be), or
+/// when its session is logged out.
 /// Every write has a deadline (`ws_timeout`) and gives way to a kick: a
 /// client that stops reading fills the TCP window, and a write without
 /// either would then hold this task, and the socket, for good.
@@ -226,6 +234,10 @@ async fn write(
                 // per socket would cost every idle socket its memory.
                 if clock.token_expired() {
                     close(&mut sink, 1008, "the session has expired: log in again").await;
+                    return;
+                }
+                if state.tokens.is_ended(clock.session) {
+                    close(&mut sink, 1008, "the session was logged out: log in again").await;
                     return;
                 }
                 if clock.silent_for() > state.settings.ws_timeout {
@@ -391,8 +403,10 @@ async fn handle_text(state: &AppState, user_id: &str, clock: &Clock, text: &str)
     }
 }
 
-/// Takes a renewed token of this socket's user: the socket lives until it
-/// expires. Anything else is refused, and the socket's expiry stays.
+/// Takes a renewed token of this socket's session: the socket lives until
+/// it expires. Anything else (another user's, another session's: a logout
+/// of that one would not reach this socket) is refused, and the socket's
+/// expiry stays.
 fn renewed_token(
     state: &AppState,
     user_id: &str,
@@ -400,9 +414,12 @@ fn renewed_token(
     token: &str,
 ) -> Option<ServerFrame> {
     match state.tokens.claims(token) {
-        Ok(claims) if claims.sub == user_id => {
+        Ok(claims) if claims.sub == user_id && claims.session() == clock.session => {
             clock.renewed(state.tokens.good_until(&claims));
             None
+        }
+        Ok(claims) if claims.sub == user_id => {
+            Some(error_frame("that token is another session's", None))
         }
         Ok(_) => Some(error_frame("that token is another user's", None)),
         Err(err) => Some(error_frame(format!("token not taken: {err}"), None)),

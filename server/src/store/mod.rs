@@ -231,6 +231,15 @@ pub trait Store: Send + Sync + 'static {
     /// The embedded pipeline stopped with everything it delivered stored.
     async fn end_local_run(&self) -> StoreResult<()>;
 
+    /// Records a session logged out (`sessions`): its tokens are refused
+    /// until `until`. `ended_at`: now, by which other nodes find it.
+    async fn end_session(&self, sid: &str, ended_at: i64, until: i64) -> StoreResult<()>;
+    /// Sessions logged out at or after `since` whose tokens could still be
+    /// good at `now`: (sid, until).
+    async fn ended_sessions(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    /// Forgets the logouts whose tokens have all expired by `now`.
+    async fn forget_ended_sessions(&self, now: i64) -> StoreResult<()>;
+
     /// Cheap round trip for the health endpoint.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -636,6 +636,41 @@ macro_rules! sql_store {
                     Ok(())
                 }
 
+                async fn end_session(&self, sid: &str, ended_at: i64, until: i64) -> StoreResult<()> {
+                    sqlx::query(
+                        "INSERT INTO ended_sessions (id, ended_at, good_until) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(sid)
+                    .bind(ended_at)
+                    .bind(until)
+                    .execute(&self.writer)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn ended_sessions(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+                    let rows = sqlx::query(
+                        "SELECT id, good_until FROM ended_sessions WHERE ended_at >= $1 AND good_until >= $2",
+                    )
+                    .bind(since)
+                    .bind(now)
+                    .fetch_all(&self.reader)
+                    .await?;
+                    rows.iter()
+                        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                        .collect::<Result<_, sqlx::Error>>()
+                        .map_err(StoreError::from)
+                }
+
+                async fn forget_ended_sessions(&self, now: i64) -> StoreResult<()> {
+                    sqlx::query("DELETE FROM ended_sessions WHERE good_until < $1")
+                        .bind(now)
+                        .execute(&self.writer)
+                        .await?;
+                    Ok(())
+                }
+
                 async fn ping(&self) -> StoreResult<()> {
                     sqlx::query("SELECT 1").execute(&self.reader).await?;
                     Ok(())

@@ -351,15 +351,51 @@ async fn a_session_ends_at_its_longest_however_often_renewed() {
         "the session has reached the longest this server allows: log in again"
     );
 
-    let login = app
-        .http
-        .post(app.url("/api/user/login"))
-        .json(&json!({"email": ann.email, "password": ann.password}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(login.status(), StatusCode::OK);
-    let body: Value = login.json().await.expect("json");
-    let fresh = claims_of(body["token"].as_str().expect("token"));
+    let fresh = claims_of(&app.log_in(&ann).await);
     assert!(fresh["auth_time"].as_i64() > Some(logged_in), "{fresh}");
+}
+
+/// Logging out ends the session there and then: its token and the ones
+/// renewed from it are refused, renewals too, with the reason; the user's
+/// other session (another device) goes on, and a token with no session id
+/// (from before them) is let out without harm.
+#[tokio::test]
+async fn a_logout_ends_its_session_at_once_and_no_other() {
+    let app = spawn_app().await;
+    let ann = app.sign_up("Ann").await;
+    until_past(claims_of(&ann.token)["iat"].as_i64().expect("iat")).await;
+    let renewed = renewed(&app, &ann.token).await;
+    assert_eq!(claims_of(&renewed)["sid"], claims_of(&ann.token)["sid"]);
+    let other_device = app.log_in(&ann).await;
+    assert_ne!(
+        claims_of(&other_device)["sid"],
+        claims_of(&ann.token)["sid"]
+    );
+
+    assert_eq!(
+        app.log_out(&ann.token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    for token in [&ann.token, &renewed] {
+        let chats = app.get_with(token, "/api/chat").await;
+        assert_eq!(
+            assert_error(chats, StatusCode::UNAUTHORIZED).await,
+            "the session was logged out: log in again"
+        );
+        assert_eq!(renew(&app, token).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(app.log_out(token).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let chats = app.get_with(&other_device, "/api/chat").await;
+    assert_eq!(chats.status(), StatusCode::OK, "the other session goes on");
+
+    let now = chrono::Utc::now().timestamp();
+    let older_kind = signed_token(&json!({"sub": ann.id, "iat": now, "exp": now + 60}));
+    assert_eq!(
+        app.log_out(&older_kind).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get_with(&other_device, "/api/chat").await.status(),
+        StatusCode::OK
+    );
 }

@@ -2,9 +2,10 @@
 //! RabbitMQ, with users connected to different nodes.
 
 use natter_shared::ServerFrame;
+use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::spawn_cluster;
+use crate::helpers::{Deployment, PATIENCE, assert_error, spawn_cluster, wait_until};
 
 #[tokio::test]
 async fn users_on_different_nodes_chat_in_real_time() {
@@ -111,4 +112,35 @@ async fn a_user_with_sockets_on_both_nodes_gets_each_event_once_on_each() {
     let third = a.send(&ann, &chat, "three").await;
     assert_eq!(on_a.next_message().await, third);
     assert_eq!(on_b.next_message().await, third);
+}
+
+/// A logout on one node ends the session on every node: one running learns
+/// of it within about a second (`auth::sessions`), one started after it
+/// knows at once; the user's other session goes on everywhere.
+#[tokio::test]
+async fn a_logout_on_one_node_ends_the_session_on_every_node() {
+    let deployment = Deployment::new().await;
+    let a = deployment.spawn_node(0, |_| {}).await;
+    let b = deployment.spawn_node(1, |_| {}).await;
+    let ann = a.sign_up("Ann").await;
+    let other_device = a.log_in(&ann).await;
+    assert_eq!(b.get(&ann, "/api/chat").await.status(), StatusCode::OK);
+
+    assert_eq!(a.log_out(&ann.token).await.status(), StatusCode::NO_CONTENT);
+    wait_until(
+        "node B to refuse the logged-out token",
+        PATIENCE,
+        async || b.get(&ann, "/api/chat").await.status() == StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let c = deployment.spawn_node(2, |_| {}).await;
+    let refused = c.get(&ann, "/api/chat").await;
+    assert_eq!(
+        assert_error(refused, StatusCode::UNAUTHORIZED).await,
+        "the session was logged out: log in again"
+    );
+    for node in [&a, &b, &c] {
+        let chats = node.get_with(&other_device, "/api/chat").await;
+        assert_eq!(chats.status(), StatusCode::OK);
+    }
 }

@@ -307,6 +307,30 @@ impl TestApp {
         }
     }
 
+    /// Logs `user` in again (a new session, as on another device): its token.
+    pub async fn log_in(&self, user: &TestUser) -> String {
+        let response = self
+            .http
+            .post(self.url("/api/user/login"))
+            .json(&json!({"email": user.email, "password": user.password}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("json");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// `POST /api/user/logout` with `token`.
+    pub async fn log_out(&self, token: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/user/logout"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn get(&self, user: &TestUser, path: &str) -> reqwest::Response {
         self.get_with(&user.token, path).await
     }

@@ -35,6 +35,7 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("/api/user", &["post", "get"][..]),
         ("/api/user/login", &["post"]),
         ("/api/user/token", &["post"]),
+        ("/api/user/logout", &["post"]),
         ("/api/user/{id}", &["get"]),
         ("/api/pic/{key}", &["get"]),
         ("/api/chat", &["post", "get"]),

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::helpers::{
-    TestApp, TestSocket, claims_of, renewed, spawn_app, spawn_app_with, until_past,
+    TestApp, TestSocket, TestUser, claims_of, renewed, spawn_app, spawn_app_with, until_past,
 };
 
 async fn handshake_status(url: String) -> u16 {
@@ -271,7 +271,8 @@ async fn close_frame(socket: &mut TestSocket) -> CloseFrame {
 /// A socket renewed on the spot lives as long as its new token: the client
 /// sends the renewed token (`token` frame) and the socket outlives the one
 /// it was opened with, then closes when the new one expires. Another
-/// user's token, or no good token at all, is refused and changes nothing.
+/// user's token, another session's, or no good token at all, is refused
+/// and changes nothing.
 #[tokio::test]
 async fn a_socket_given_a_renewed_token_lives_as_long_as_it() {
     let app = spawn_app_with(|config| {
@@ -290,8 +291,10 @@ async fn a_socket_given_a_renewed_token_lives_as_long_as_it() {
     let renewed_end = claims_of(&renewed)["exp"].as_i64().expect("exp");
     assert!(renewed_end >= first_end + 2);
 
+    let other_session = app.log_in(&ann).await;
     for (token, refusal) in [
         (bob.token.as_str(), "another user's"),
+        (other_session.as_str(), "another session's"),
         ("garbage", "token not taken"),
     ] {
         socket
@@ -344,6 +347,39 @@ async fn a_socket_closes_when_its_session_reaches_its_longest() {
     let closed = close_frame(&mut socket).await;
     assert_eq!(u16::from(closed.code), 1008);
     assert!(chrono::Utc::now().timestamp() > session_end, "not before");
+}
+
+/// Nor past a logout of its session: it closes at its next ping, saying
+/// why, and the token is refused when the app reconnects; a socket of the
+/// user's other session stays open.
+#[tokio::test]
+async fn a_socket_closes_when_its_session_is_logged_out() {
+    let app = spawn_app_with(|config| config.ws_ping_ms = 100).await;
+    let ann = app.sign_up("Ann").await;
+    let other_device = TestUser {
+        token: app.log_in(&ann).await,
+        ..ann.clone()
+    };
+    let mut socket = app.socket(&ann).await;
+    let mut other_socket = app.socket(&other_device).await;
+    assert_eq!(app.log_out(&ann.token).await.status(), 204);
+    let closed = close_frame(&mut socket).await;
+    assert_eq!(u16::from(closed.code), 1008);
+    assert_eq!(
+        closed.reason.as_str(),
+        "the session was logged out: log in again"
+    );
+    let again = format!("ws://{}/ws?token={}", app.addr, ann.token);
+    assert_eq!(handshake_status(again).await, 401);
+
+    // The other session's socket still carries what is sent to Ann.
+    let bob = app.sign_up("Bob").await;
+    let chat = app.open_direct(&bob, &other_device).await;
+    let sent = app.send(&bob, &chat, "still here?").await;
+    let heard = other_socket
+        .next_where(|frame| matches!(frame, ServerFrame::Message { .. }))
+        .await;
+    assert_eq!(heard, ServerFrame::Message { message: sent });
 }
 
 /// A socket lives no longer than its token: at the first ping after expiry

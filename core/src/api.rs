@@ -231,6 +231,18 @@ impl ServerApi {
             .await
     }
 
+    /// Ends this session on the server (`POST /api/user/logout`): its
+    /// tokens are refused from then on, on every node. Waits at most
+    /// `patience`.
+    pub async fn logout(&self, patience: Duration) -> CoreResult<()> {
+        let request = self
+            .request(Method::POST, "/api/user/logout")
+            .timeout(patience);
+        let response = request.send().await.map_err(|err| self.unreachable(&err))?;
+        check(response).await?;
+        Ok(())
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let request = self.http.request(method, self.base.join(path));
         match self.token() {

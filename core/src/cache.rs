@@ -286,7 +286,38 @@ impl Cache {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
-    /// Deletes a chat with its messages and outbox; returns what it was, if
+    /// Keeps `text` as the chat's draft; an empty text removes it. False
+    /// when the chat is not cached (a draft is never kept without its chat).
+    pub async fn set_draft(&self, chat_id: &str, text: &str) -> CoreResult<bool> {
+        if text.is_empty() {
+            sqlx::query("DELETE FROM drafts WHERE chat_id = ?1")
+                .bind(chat_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(true);
+        }
+        // One statement: a chat forgotten meanwhile cannot be left a draft.
+        let kept = sqlx::query(
+            "INSERT INTO drafts (chat_id, text) \
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM chats WHERE id = ?1) \
+             ON CONFLICT (chat_id) DO UPDATE SET text = excluded.text",
+        )
+        .bind(chat_id)
+        .bind(text)
+        .execute(&self.pool)
+        .await?;
+        Ok(kept.rows_affected() > 0)
+    }
+
+    /// Every chat's draft, by chat id.
+    pub async fn drafts(&self) -> CoreResult<HashMap<String, String>> {
+        let rows = sqlx::query("SELECT chat_id, text FROM drafts")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Deletes a chat with its messages, outbox and draft; returns what it was, if
     /// it was cached. What it reports as unsent is what the DELETE removed
     /// (RETURNING), so a message queued while the chat goes is either
     /// reported or was never queued, never lost unseen.
@@ -307,6 +338,10 @@ impl Cache {
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM messages WHERE chat_id = ?1")
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM drafts WHERE chat_id = ?1")
             .bind(chat_id)
             .execute(&mut *tx)
             .await?;

@@ -1,6 +1,7 @@
 //! The engine: everything the desktop app does but drawing. The shell calls
 //! its methods for what the user does and forwards its events to the UI.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -48,6 +49,9 @@ impl Default for EngineOptions {
     }
 }
 
+/// How long a logout's word to the server may take.
+const LOGOUT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Cheap to clone: all clones are the same engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -64,6 +68,11 @@ struct Inner {
     view: Arc<Mutex<View>>,
     list_versions: ChatListVersions,
     live: RwLock<Option<Live>>,
+    /// Drafts asked for and not yet written, the newest per chat
+    /// (`set_draft`).
+    drafts_asked: Mutex<HashMap<String, String>>,
+    /// One draft written at a time.
+    draft_writes: tokio::sync::Mutex<()>,
 }
 
 /// A logged-in session's moving parts; dropping it stops its connection.
@@ -75,7 +84,7 @@ struct Live {
     renewal: JoinHandle<()>,
     /// When we last told the server "typing" per chat, to send it every
     /// few seconds rather than on every key.
-    typing_sent: Mutex<std::collections::HashMap<String, Instant>>,
+    typing_sent: Mutex<HashMap<String, Instant>>,
 }
 
 impl Drop for Live {
@@ -116,6 +125,8 @@ impl Engine {
                 })),
                 list_versions: ChatListVersions::default(),
                 live: RwLock::new(None),
+                drafts_asked: Mutex::new(HashMap::new()),
+                draft_writes: tokio::sync::Mutex::new(()),
             }),
         };
         if let Some(session) = engine.inner.files.session() {
@@ -167,9 +178,24 @@ impl Engine {
         self.begin(auth).await
     }
 
-    /// Ends the session: stops the socket, forgets the token and the cache.
+    /// Ends the session: stops the socket, forgets the token and the
+    /// cache, then tells the server, which refuses the session's tokens
+    /// from then on (a copy of the token elsewhere is worth nothing). The
+    /// server is told in the background, after the session has ended here
+    /// (no socket or renewal left to hear the server end it, and no wait
+    /// for the user); offline, or with a server that does not answer in
+    /// `LOGOUT_PATIENCE`, its token lasts on the server until it expires.
     pub async fn logout(&self) -> CoreResult<()> {
-        self.end(None).await
+        let api = self.ctx().await.ok().map(|ctx| ctx.api.clone());
+        let ended = self.end(None).await;
+        if let Some(api) = api {
+            tokio::spawn(async move {
+                if let Err(err) = api.logout(LOGOUT_PATIENCE).await {
+                    tracing::warn!(error = %err, "the server did not hear the logout: its token lasts until it expires");
+                }
+            });
+        }
+        ended
     }
 
     /// Ends the current session, or only `session` when given (a session
@@ -183,6 +209,8 @@ impl Engine {
             (Some(_), None) => return Ok(()),
             _ => {}
         }
+        // Drafts asked for and not written yet belong to the session ending.
+        lock(&self.inner.drafts_asked).clear();
         let user_id = match live.take() {
             Some(ended) => {
                 ended.task.abort();
@@ -300,7 +328,8 @@ impl Engine {
             self.emit(Event::SessionEnded {
                 reason: err.to_string(),
             });
-            self.logout().await?;
+            // The server refuses the token already: nothing to tell it.
+            self.end(None).await?;
         }
         result
     }
@@ -585,6 +614,48 @@ impl Engine {
             first_try: true,
         });
         Ok(view)
+    }
+
+    /// Keeps what the user is writing in a chat (call on every change; an
+    /// empty text removes it), so that it is there after a restart. Like
+    /// `set_active_chat`, the text is taken at the call and the returned
+    /// future writes the newest text asked for the chat: the UI's invokes
+    /// may run as tasks in any order, and what stays must be the last
+    /// keystroke's text, not one before it. A chat the cache does not
+    /// hold is refused.
+    pub fn set_draft(
+        &self,
+        chat_id: String,
+        text: String,
+    ) -> impl Future<Output = CoreResult<()>> + Send + 'static {
+        lock(&self.inner.drafts_asked).insert(chat_id.clone(), text);
+        let engine = self.clone();
+        async move { engine.write_draft(&chat_id).await }
+    }
+
+    async fn write_draft(&self, chat_id: &str) -> CoreResult<()> {
+        let _one_at_a_time = self.inner.draft_writes.lock().await;
+        let Some(text) = lock(&self.inner.drafts_asked).get(chat_id).cloned() else {
+            // A later call's future wrote the newest already.
+            return Ok(());
+        };
+        let kept = match self.ctx().await {
+            Ok(ctx) => ctx.cache.set_draft(chat_id, &text).await,
+            Err(err) => Err(err),
+        };
+        let mut asked = lock(&self.inner.drafts_asked);
+        if asked.get(chat_id) == Some(&text) {
+            asked.remove(chat_id);
+        }
+        match kept? {
+            true => Ok(()),
+            false => Err(CoreError::Invalid("no such chat".into())),
+        }
+    }
+
+    /// Every chat's draft, by chat id.
+    pub async fn drafts(&self) -> CoreResult<HashMap<String, String>> {
+        self.ctx().await?.cache.drafts().await
     }
 
     /// Drops a message the server refused (or one still pending); the

@@ -1,6 +1,7 @@
 //! The engine against a real `natter-server`, started in this process on a
 //! free port, stopped and started again to play the server going away.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -974,8 +975,88 @@ async fn leaving_and_being_removed_take_the_chat_off_the_list() {
     .await;
 }
 
+/// What the user was writing in a chat is kept in the cache: there after a
+/// restart, the last text asked for a chat is the one kept whatever order
+/// the writes run in (the shell spawns each), and it goes with its chat
+/// (left) and with the cache at logout. A chat the cache does not hold
+/// takes none.
 #[tokio::test]
-async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() {
+async fn drafts_outlast_a_restart_and_go_with_their_chat() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    let direct = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    let group = ann_app
+        .engine
+        .create_group("Team", std::slice::from_ref(&bob.id))
+        .await
+        .expect("group");
+    let earlier = ann_app.engine.set_draft(direct.id.clone(), "half".into());
+    let later = ann_app
+        .engine
+        .set_draft(direct.id.clone(), "half a thought".into());
+    later.await.expect("kept");
+    earlier.await.expect("kept");
+    ann_app
+        .engine
+        .set_draft(group.id.clone(), "for the team".into())
+        .await
+        .expect("kept");
+    let refused = ann_app
+        .engine
+        .set_draft("no-such-chat".into(), "lost".into())
+        .await;
+    assert!(refused.is_err_and(|err| err.to_string().contains("no such chat")));
+
+    let ann_dir = ann_app.dir.clone();
+    let _ann_temp = ann_app._temp;
+    drop(ann_app.engine);
+    let ann_app = reopen(&ann_dir).await;
+    let drafts = |pairs: &[(&String, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(chat, text)| ((*chat).clone(), (*text).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        ann_app.engine.drafts().await.expect("drafts"),
+        drafts(&[(&direct.id, "half a thought"), (&group.id, "for the team")])
+    );
+
+    ann_app.engine.leave_group(&group.id).await.expect("left");
+    assert_eq!(
+        ann_app.engine.drafts().await.expect("drafts"),
+        drafts(&[(&direct.id, "half a thought")])
+    );
+    ann_app
+        .engine
+        .set_draft(direct.id.clone(), String::new())
+        .await
+        .expect("emptied");
+    assert_eq!(ann_app.engine.drafts().await.expect("drafts"), drafts(&[]));
+
+    ann_app
+        .engine
+        .set_draft(direct.id.clone(), "before logging out".into())
+        .await
+        .expect("kept");
+    ann_app.engine.logout().await.expect("logged out");
+    assert!(
+        ann_app.engine.drafts().await.is_err(),
+        "no session, no drafts"
+    );
+    ann_app
+        .engine
+        .login("ann@example.org", "correct horse battery")
+        .await
+        .expect("logged in");
+    assert_eq!(ann_app.engine.drafts().await.expect("drafts"), drafts(&[]));
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_on_the_server_forgets_the_cache_and_a_refused_token_ends_it() {
     let mut server = Server::spawn().await;
     let mut ann_app = app(&server).await;
     let ann = sign_up(&ann_app, "Ann").await;
@@ -989,7 +1070,19 @@ async fn logout_forgets_the_session_and_the_cache_and_a_refused_token_ends_it() 
     assert_eq!(before.chats.len(), 1);
     // Events from here on: the lists before the chat was opened were empty too.
     ann_app.events = ann_app.engine.subscribe();
+    let (token, _) = saved_token(&ann_app);
     ann_app.engine.logout().await.expect("logout");
+    // The server hears (told in the background): a copy of the token is
+    // worth nothing then.
+    eventually("the server to refuse the logged-out token", || async {
+        reqwest::Client::new()
+            .get(format!("{}/api/chat", server.url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .is_ok_and(|answer| answer.status() == reqwest::StatusCode::UNAUTHORIZED)
+    })
+    .await;
     // The emptied list (the only empty one: her session's lists now hold
     // the chat) is numbered after every list of the session: the UI shows
     // the highest number it has seen.

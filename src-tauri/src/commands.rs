@@ -2,6 +2,8 @@
 //! the engine. Arguments arrive camelCase from JavaScript; errors go back as
 //! `{ "error": "..." }`. docs/desktop.md lists them.
 
+use std::collections::HashMap;
+
 use natter_core::{ChatList, ChatSummary, ConnectionState, CoreError, Engine, MessageView, SignUp};
 use natter_shared::User;
 use serde::Serialize;
@@ -114,6 +116,24 @@ pub fn set_active_chat(engine: State<'_, Engine>, chat_id: Option<String>) {
     tauri::async_runtime::spawn(async move {
         if let Err(err) = reading.await {
             tracing::warn!(error = %err, "marking the open chat read");
+        }
+    });
+}
+
+/// Every chat's draft, by chat id: what the user was writing and has not sent.
+#[tauri::command]
+pub async fn drafts(engine: State<'_, Engine>) -> Answer<HashMap<String, String>> {
+    engine.drafts().await
+}
+
+/// Not async, for the same reason: the last keystroke's draft must be the
+/// one kept.
+#[tauri::command]
+pub fn set_draft(engine: State<'_, Engine>, chat_id: String, text: String) {
+    let writing = engine.set_draft(chat_id, text);
+    tauri::async_runtime::spawn(async move {
+        if let Err(err) = writing.await {
+            tracing::warn!(error = %err, "keeping a draft");
         }
     });
 }

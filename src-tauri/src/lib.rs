@@ -50,6 +50,8 @@ pub fn run() {
             commands::history,
             commands::send,
             commands::discard,
+            commands::set_draft,
+            commands::drafts,
             commands::set_active_chat,
             commands::typing,
             commands::search_users,

@@ -1,5 +1,7 @@
-//! The tray icon: its tooltip and menu show the unread total; its menu
-//! brings the window back or quits. Closing the window only hides it.
+//! The tray icon: its tooltip and menu show the unread total, as does the
+//! window's title ("(3) Natter", which the taskbar and the window switcher
+//! show); its menu brings the window back or quits. Closing the window
+//! only hides it.
 
 use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
@@ -51,6 +53,11 @@ impl<R: Runtime> Tray<R> {
         if let Err(err) = self.icon.set_tooltip(Some(tooltip(count))) {
             tracing::warn!(error = %err, "updating the tray tooltip");
         }
+        if let Some(window) = self.icon.app_handle().get_webview_window("main")
+            && let Err(err) = window.set_title(&window_title(count))
+        {
+            tracing::warn!(error = %err, "updating the window's title");
+        }
     }
 }
 
@@ -71,6 +78,15 @@ pub fn unread_text(count: u32) -> String {
     }
 }
 
+/// As WhatsApp's and Signal's windows count: first, where a narrow
+/// taskbar button still shows it.
+pub fn window_title(count: u32) -> String {
+    match count {
+        0 => "Natter".into(),
+        n => format!("({n}) Natter"),
+    }
+}
+
 pub fn tooltip(count: u32) -> String {
     match count {
         0 => "Natter".into(),
@@ -87,5 +103,7 @@ mod tests {
         assert_eq!(unread_text(0), "No unread messages");
         assert_eq!(unread_text(1), "1 unread message");
         assert_eq!(tooltip(12), "Natter (12 unread)");
+        assert_eq!(window_title(0), "Natter");
+        assert_eq!(window_title(3), "(3) Natter");
     }
 }

@@ -11,6 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::alive;
 use common::driver::*;
 use natter_shared::{Chat, Message};
 use serde_json::json;
@@ -309,17 +310,6 @@ fn process_of(binary: &std::path::Path) -> u32 {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
 }
 
 /// When the process started, in ms since the epoch (10 ms resolution).

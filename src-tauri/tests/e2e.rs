@@ -234,7 +234,9 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
 
 /// A chat with more news than the window holds opens at its first unread
 /// message, the marker at the top, rather than at the newest (the list is
-/// virtualized: rows far from the view are not in the page at all).
+/// virtualized: rows far from the view are not in the page at all); the
+/// window's title counts the news until then, and a button below goes to
+/// the newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
     let (server, _server_data, _stop) = start_server().await;
@@ -248,15 +250,75 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
         bob.write(&direct.id, &format!("News {n}")).await;
     }
     wait_for_text(app, "ul.chats .badge", "40").await;
+    // The window's title counts them too (the taskbar shows it), until read.
+    wait_for_window_title(&started, r"\(40\) Natter").await;
     click(app, &format!("[data-chat='{}']", direct.id)).await;
     wait_for_text(app, ".unread-marker", "40 new messages").await;
+    wait_for_window_title(&started, "Natter").await;
     wait_for_text(app, ".msg.theirs p", "News 1").await;
+    // A one-to-one chat shows no sender's name; a screen reader reads one.
+    wait_for_text(app, ".msg.theirs .sr-only", "Bob:").await;
     let newest_shown = texts(app, ".msg.theirs p").await;
     assert!(
         !newest_shown.iter().any(|text| text == "News 40"),
         "the view is at the first unread, not the newest: {newest_shown:?}"
     );
+
+    // A button goes to the newest, counting the news below, and what comes
+    // in while she reads above.
+    wait_for_text(app, ".to-newest .badge", "40").await;
+    bob.write(&direct.id, "News 41").await;
+    wait_for_text(app, ".to-newest .badge", "41").await;
+    click(app, ".to-newest").await;
+    wait_for_text(app, ".msg.theirs p", "News 41").await;
+    wait_for_count(app, ".to-newest", 0).await;
     let _ = app.clone().close().await;
+}
+
+/// What Ann was writing and did not send is still there after the app
+/// restarts: in the chat list ("Draft: ...") and in the chat's composer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_is_still_there_after_a_restart() {
+    let (server, _server_data, _stop) = start_server().await;
+    let bob = Person::sign_up(&server, "Bob").await;
+    let started = start_app("Adwaita").await;
+    let app = &started.client;
+    sign_up_in_app(app, &server, "Ann").await;
+    let (_, direct) = bob.direct_chat_with("ann").await;
+    bob.write(&direct.id, "Plans for Friday?").await;
+    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    wait_for_text(app, ".msg.theirs p", "Plans for Friday?").await;
+    type_into(app, ".composer textarea", "Thinking about it").await;
+    // Each key's draft reaches the cache a moment later; the app is ended
+    // here more abruptly than a user quits it.
+    wait_until("the engine to keep the draft", async || {
+        app.execute_async(
+            "const done = arguments[arguments.length - 1];
+             window.__TAURI_INTERNALS__.invoke('drafts').then(done, () => done(null));",
+            vec![],
+        )
+        .await
+        .is_ok_and(|drafts| drafts[&direct.id] == json!("Thinking about it"))
+    })
+    .await;
+    close_and_wait(app.clone(), started.data.path()).await;
+
+    let app = started.host.launch(&app_binary()).await;
+    let row = format!("[data-chat='{}'] .preview", direct.id);
+    wait_for_text(&app, &row, "Draft: Thinking about it").await;
+    click(&app, &format!("[data-chat='{}']", direct.id)).await;
+    wait_until("the composer to hold the draft", async || {
+        let composer = app.find(Locator::Css(".composer textarea")).await;
+        match composer {
+            Ok(field) => field
+                .prop("value")
+                .await
+                .is_ok_and(|value| value.as_deref() == Some("Thinking about it")),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let _ = app.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,23 +11,10 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Killed, children, virtual_display};
+use common::{Killed, children, virtual_display, windows_titled};
 
 /// The app's first start builds WebKit's caches: give it time on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Ids of the visible windows titled exactly `title`.
-fn windows_titled(display: &str, title: &str) -> Vec<String> {
-    let output = Command::new("xdotool")
-        .args(["search", "--onlyvisible", "--name", &format!("^{title}$")])
-        .env("DISPLAY", display)
-        .output()
-        .expect("xdotool runs (scripts/test installs it)");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
 
 /// The app binary on `display` with its data in `data`; its log (stdout)
 /// goes nowhere unless the caller says otherwise, its stderr to the test's.

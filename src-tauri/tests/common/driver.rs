@@ -358,6 +358,8 @@ fn links_opener(data: &Path) -> std::ffi::OsString {
 /// An Xvfb display with tauri-driver on it: each WebDriver session it
 /// opens starts an app process (and ends it when the session closes).
 pub struct Host {
+    /// The X display its apps' windows are on (":N").
+    pub display: String,
     port: u16,
     _driver: KilledGroup,
     _display: Killed,
@@ -391,6 +393,7 @@ impl Host {
                 .expect("tauri-driver runs (cargo install tauri-driver; scripts/test installs it)"),
         );
         Host {
+            display,
             port,
             _driver: driver,
             _display: display_process,
@@ -418,7 +421,7 @@ impl Host {
 /// The app with its own data, on its own display.
 pub struct App {
     pub client: Client,
-    _host: Host,
+    pub host: Host,
     pub data: tempfile::TempDir,
 }
 
@@ -427,11 +430,26 @@ pub async fn start_app(theme: &str) -> App {
     let data = tempfile::tempdir().expect("temp dir");
     let host = Host::start(theme, data.path());
     let client = host.launch(&app_binary()).await;
-    App {
-        client,
-        _host: host,
-        data,
-    }
+    App { client, host, data }
+}
+
+/// Waits until the app's window is titled `title` (a regular expression).
+pub async fn wait_for_window_title(app: &App, title: &str) {
+    wait_until(&format!("a window titled {title}"), async || {
+        !super::windows_titled(&app.host.display, title).is_empty()
+    })
+    .await;
+}
+
+/// Ends the app's WebDriver session and waits until its process (the one
+/// that claimed `data`) is gone, so that the next start on `data` is not
+/// handed over to it.
+pub async fn close_and_wait(app: Client, data: &Path) {
+    let pid = natter_core::session::Files::new(data)
+        .claimant()
+        .expect("the app claimed its folder");
+    let _ = app.close().await;
+    wait_until("the app to end", async || !super::alive(pid)).await;
 }
 
 /// Signs `name` up in the app's own form, against `server`.

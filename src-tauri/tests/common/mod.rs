@@ -62,6 +62,20 @@ pub fn virtual_display() -> (Killed, String) {
     panic!("Xvfb did not start a display in {ATTEMPTS} attempts");
 }
 
+/// Ids of the visible windows on `display` titled exactly `title` (a
+/// regular expression: brackets need a backslash).
+pub fn windows_titled(display: &str, title: &str) -> Vec<String> {
+    let output = Command::new("xdotool")
+        .args(["search", "--onlyvisible", "--name", &format!("^{title}$")])
+        .env("DISPLAY", display)
+        .output()
+        .expect("xdotool runs (scripts/test installs it)");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A child started as the leader of its own process group
 /// (`CommandExt::process_group(0)`); the whole group is killed when the test
 /// ends, so that the helpers it starts (WebKitWebDriver, the app) go too.
@@ -73,6 +87,18 @@ impl Drop for KilledGroup {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.wait();
     }
+}
+
+/// Whether process `pid` runs (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 /// The processes whose parent is `pid`.

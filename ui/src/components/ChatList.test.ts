@@ -28,6 +28,16 @@ describe("ChatList", () => {
     expect(container.querySelector('[data-chat="c-team"] .preview')?.textContent).toBe("Bob is typing…");
   });
 
+  it("shows a draft in place of the last message, but not the open chat's, and typing first", () => {
+    const draftOf = (id: string) => ({ "c-bob": "half a thought", "c-team": "for the team" })[id] ?? "";
+    const { container } = render(ChatList, { chats, filter: "", activeId: "c-team", draftOf, onopen: () => {} });
+    expect(container.querySelector('[data-chat="c-bob"] .preview')?.textContent).toBe("Draft: half a thought");
+    expect(container.querySelector('[data-chat="c-team"] .preview')?.textContent).toBe("2 members");
+    const typing = { "c-bob": ["Bob"] };
+    const again = render(ChatList, { chats, filter: "", activeId: null, typing, draftOf, onopen: () => {} });
+    expect(again.container.querySelector('[data-chat="c-bob"] .preview')?.textContent).toBe("typing…");
+  });
+
   it("narrows to the filter and says when nothing matches", async () => {
     const { container, rerender } = render(ChatList, { chats, filter: "tea", activeId: null, onopen: () => {} });
     expect(names(container)).toEqual(["Team"]);

@@ -5,7 +5,7 @@ import { ann, chat } from "../lib/fixtures";
 
 vi.mock("../lib/backend", async (original) => ({
   ...(await original<typeof import("../lib/backend")>()),
-  backend: { typing: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}), history: vi.fn(async () => []) },
+  backend: { typing: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}), history: vi.fn(async () => []), setDraft: vi.fn(async () => {}) },
 }));
 
 // jsdom has no ResizeObserver, which the message list's virtualizer asks

@@ -8,11 +8,13 @@ const startup = vi.fn<() => Promise<Startup>>();
 const discard = vi.fn<(clientId: string) => Promise<void>>(async () => {});
 const send = vi.fn<(chatId: string, content: string) => Promise<MessageView>>();
 const logout = vi.fn<() => Promise<void>>(async () => {});
+const drafts = vi.fn<() => Promise<Record<string, string>>>(async () => ({}));
+const setDraft = vi.fn<(chatId: string, text: string) => Promise<void>>(async () => {});
 /** The UI's event handler, once it listens. */
 let deliver: ((event: EngineEvent) => void) | null = null;
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, chats, startup, discard, send, logout, setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, startup, discard, send, logout, drafts, setDraft, setActiveChat: vi.fn(async () => {}) },
   onEvent: vi.fn(async (handler: (event: EngineEvent) => void) => { deliver = handler; return () => {}; }),
   onOpenChat: vi.fn(async () => () => {}),
   onResync: vi.fn(async () => () => {}),
@@ -252,6 +254,37 @@ describe("AppState", () => {
     await loading;
     expect(app.messages.map((m) => m.seq)).toEqual(page(121, 170).map((m) => m.seq));
     expect(app.hasOlder).toBe(true);
+  });
+
+  it("gives each draft to the engine, which keeps it across restarts", () => {
+    const app = appWithChats();
+    setDraft.mockClear();
+    app.setDraft("a", "half");
+    app.setDraft("a", "");
+    expect(setDraft.mock.calls).toEqual([["a", "half"], ["a", ""]]);
+  });
+
+  it("starts with the drafts the engine kept, and one typed meanwhile stays", async () => {
+    const app = new AppState();
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    chats.mockResolvedValueOnce({ chats: [chat("a", "A", day), chat("b", "B", day)], unreadTotal: 0, version: 1 });
+    const saved = later<Record<string, string>>();
+    drafts.mockReturnValueOnce(saved.promise);
+    const booting = app.boot();
+    await vi.waitFor(() => expect(drafts).toHaveBeenCalled());
+    app.setDraft("b", "typed just now");
+    saved.resolve({ a: "from before", b: "older" });
+    await booting;
+    expect([app.draftOf("a"), app.draftOf("b")]).toEqual(["from before", "typed just now"]);
+  });
+
+  it("starts without drafts when they cannot be read", async () => {
+    const app = new AppState();
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    drafts.mockRejectedValueOnce({ error: "the cache is busy" });
+    await app.boot();
+    expect(app.fatal).toBe("");
+    expect(app.draftOf("a")).toBe("");
   });
 
   it("forgets the draft of a chat that leaves the list", () => {

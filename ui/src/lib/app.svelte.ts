@@ -5,6 +5,7 @@ import {
   backend, errorText, onEvent, onOpenChat, onResync,
   type ChatList, type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
+import { SvelteMap } from "svelte/reactivity";
 import { firstUnread, merge, messageKey, newestSeq, oldestSeq, withoutDiscarded } from "./history";
 
 /** The side panel over the chat list, if one is open. */
@@ -58,8 +59,10 @@ export class AppState {
    *  a page or event read before the discard arrives after it. */
   private discarded = new Set<string>();
   /** What the user was writing in each chat, kept when they switch chats
-   *  (as WhatsApp and Signal keep a draft) until it is sent or logout. */
-  private drafts = new Map<string, string>();
+   *  and across restarts (as WhatsApp and Signal keep a draft) until it is
+   *  sent or logout. Each change goes to the engine, which keeps it in the
+   *  cache; the chat list shows the other chats' drafts. */
+  private drafts = new SvelteMap<string, string>();
   /** An older page came back empty while offline: the cache ran out, not
    *  the chat. It is asked for again when the link is back, not before
    *  (the message list would otherwise ask again and again). */
@@ -81,7 +84,7 @@ export class AppState {
       this.limits = start.limits;
       if (!this.heard.connection) this.connection = start.connection;
       if (!this.heard.sessionEnded) this.me = start.me;
-      if (this.me) await this.loadChats();
+      if (this.me) await Promise.all([this.loadChats(), this.loadDrafts()]);
     } catch (err) {
       this.fatal = errorText(err);
     }
@@ -177,7 +180,19 @@ export class AppState {
   async signedIn(me: User): Promise<void> {
     this.me = me;
     this.loginNote = "";
-    await this.loadChats();
+    await Promise.all([this.loadChats(), this.loadDrafts()]);
+  }
+
+  /** The drafts the engine kept (from before a restart); one begun since
+   *  stays as it is. Without them the app still works: a failure to read
+   *  them is no reason to stop. */
+  private async loadDrafts(): Promise<void> {
+    const session = this.session;
+    const saved = await backend.drafts().catch(() => ({}) as Record<string, string>);
+    if (this.session !== session) return;
+    for (const [chatId, text] of Object.entries(saved)) {
+      if (!this.drafts.has(chatId)) this.drafts.set(chatId, text);
+    }
   }
 
   private signedOut(reason: string): void {
@@ -323,7 +338,7 @@ export class AppState {
       // The text goes back as the chat's draft, unless a newer one was
       // begun there (or the session ended); the reason shows only in that
       // chat.
-      if (this.session === session && !this.drafts.get(chatId)) this.drafts.set(chatId, content);
+      if (this.session === session && !this.drafts.get(chatId)) this.setDraft(chatId, content);
       if (this.opened === opening) this.notice = errorText(err);
       return false;
     }
@@ -337,6 +352,8 @@ export class AppState {
   setDraft(chatId: string, text: string): void {
     if (text) this.drafts.set(chatId, text);
     else this.drafts.delete(chatId);
+    // A plain command: the engine keeps the last one asked.
+    void backend.setDraft(chatId, text).catch(() => {});
   }
 
   /** Drops a failed (or pending) message. It leaves the view at once and

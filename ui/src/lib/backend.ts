@@ -50,6 +50,10 @@ export const backend = {
   history: (chatId: string, before: number | null) => invoke<MessageView[]>("history", { chatId, before }),
   send: (chatId: string, content: string) => invoke<MessageView>("send", { chatId, content }),
   discard: (clientId: string) => invoke<void>("discard", { clientId }),
+  /** Kept in the engine's cache ("" removes it), there after a restart. */
+  setDraft: (chatId: string, text: string) => invoke<void>("set_draft", { chatId, text }),
+  /** Every chat's saved draft, by chat id. */
+  drafts: () => invoke<Record<string, string>>("drafts"),
   setActiveChat: (chatId: string | null) => invoke<void>("set_active_chat", { chatId }),
   typing: (chatId: string, isTyping: boolean) => invoke<void>("typing", { chatId, isTyping }),
   searchUsers: (query: string) => invoke<User[]>("search_users", { query }),

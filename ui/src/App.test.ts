@@ -1,0 +1,68 @@
+import { fireEvent, render } from "@testing-library/svelte";
+import { flushSync } from "svelte";
+import { describe, expect, it, vi } from "vitest";
+import { ann, chat } from "./lib/fixtures";
+
+vi.mock("./lib/backend", async (original) => ({
+  ...(await original<typeof import("./lib/backend")>()),
+  backend: {
+    typing: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}), history: vi.fn(async () => []),
+    setDraft: vi.fn(async () => {}), searchUsers: vi.fn(async () => []),
+  },
+}));
+
+// jsdom has no ResizeObserver, which the message list's virtualizer asks
+// for; nothing here depends on sizes.
+globalThis.ResizeObserver ??= class {
+  observe() {}
+  unobserve() {}
+  disconnect() {}
+};
+
+const { AppState } = await import("./lib/app.svelte");
+const App = (await import("./App.svelte")).default;
+
+const day = "2026-03-02T10:00:00";
+
+function signedIn() {
+  const app = new AppState();
+  app.booted = true;
+  app.me = ann;
+  app.chats = [chat("a", "Bob", day), chat("b", "Zoë", day)];
+  return app;
+}
+
+describe("App", () => {
+  it("gives the keyboard back after Escape: to the composer, then to the closed chat's row", async () => {
+    const app = signedIn();
+    await app.openChat("b");
+    app.panel = "search";
+    const { container } = render(App, { app });
+    const search = container.querySelector<HTMLInputElement>(".side input")!;
+    search.focus();
+    expect(document.activeElement).toBe(search);
+    await fireEvent.keyDown(window, { key: "Escape" });
+    await vi.waitFor(() => expect(document.activeElement).toBe(container.querySelector(".composer textarea")));
+    await fireEvent.keyDown(window, { key: "Escape" });
+    flushSync();
+    expect(app.activeId).toBe(null);
+    await vi.waitFor(() => expect((document.activeElement as HTMLElement | null)?.dataset.chat).toBe("b"));
+  });
+
+  it("goes from the filter down into the chat list", async () => {
+    const app = signedIn();
+    const { container } = render(App, { app });
+    const filter = container.querySelector<HTMLInputElement>("input.filter")!;
+    filter.focus();
+    await fireEvent.keyDown(filter, { key: "ArrowDown" });
+    expect(document.activeElement).toBe(container.querySelector("ul.chats button.chat"));
+  });
+
+  it("after Escape closes a panel with no chat open, the filter has the keyboard", async () => {
+    const app = signedIn();
+    app.panel = "newGroup";
+    const { container } = render(App, { app });
+    await fireEvent.keyDown(window, { key: "Escape" });
+    await vi.waitFor(() => expect(document.activeElement).toBe(container.querySelector("input.filter")));
+  });
+});

@@ -582,6 +582,46 @@ mod tests {
         }
     }
 
+    /// A lookup the database does not answer is given up after
+    /// `REQUIRED_PATIENCE`. For `AWAY_PAUSE` after, a required lookup
+    /// fails at once (the next would hold the partition as long) and an
+    /// optional one is skipped, neither asked; then both are asked again.
+    #[tokio::test]
+    async fn after_a_lookup_times_out_lookups_are_not_asked_for_a_while() {
+        let (_dir, store, _) = store_with_chats(0).await;
+        let events = Arc::new(Events::local(Arc::new(Hub::new())));
+        let mut sequencer = Sequencer::new(store, events);
+        tokio::time::pause();
+        let started = Instant::now();
+        let unanswered = std::future::pending::<Result<i64, StoreError>>();
+        let gave_up = sequencer.required(unanswered).await;
+        assert!(matches!(gave_up, Err(StoreError::TimedOut)));
+        // Paused time moves in whole milliseconds past a timer's deadline.
+        let waited = started.elapsed();
+        assert!(
+            waited >= REQUIRED_PATIENCE && waited <= REQUIRED_PATIENCE + Duration::from_millis(1),
+            "{waited:?}"
+        );
+
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let lookup = || async {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<i64, StoreError>(7)
+        };
+        tokio::time::advance(AWAY_PAUSE - Duration::from_millis(1)).await;
+        assert!(matches!(
+            sequencer.required(lookup()).await,
+            Err(StoreError::TimedOut)
+        ));
+        assert_eq!(sequencer.optional(lookup()).await, None);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(sequencer.required(lookup()).await.ok(), Some(7));
+        assert_eq!(sequencer.optional(lookup()).await, Some(7));
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
     /// Past its limit of chats, a sequencer under steady load (a message
     /// always waiting) still forgets: all but the chats of what waits, whose
     /// seqs the database does not have yet, and which go on from them.

@@ -28,14 +28,15 @@ async fn scrolling_ten_thousand_messages() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
-    let (server, _server_data, _stop) = start_server().await;
-    let bob = Person::sign_up(&server, "Bob").await;
-    let started = start_app("Adwaita").await;
+    let AnnWithBob {
+        app: started,
+        bob,
+        direct,
+        server,
+        ..
+    } = &ann_with_bob().await;
     let app = &started.client;
-    sign_up_in_app(app, &server, "Ann").await;
-
-    let (_, direct) = bob.direct_chat_with("ann").await;
-    write_many(&server, &bob.auth.token, &direct.id, messages).await;
+    write_many(server, &bob.auth.token, &direct.id, messages).await;
     let loading = Instant::now();
     open_and_load_all(app, &direct.id).await;
     println!("all pages loaded in {:?}", loading.elapsed());

@@ -239,22 +239,22 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
 /// the newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
-    let (server, _server_data, _stop) = start_server().await;
-    let bob = Person::sign_up(&server, "Bob").await;
-    let started = start_app("Adwaita").await;
+    let AnnWithBob {
+        app: started,
+        bob,
+        direct,
+        ..
+    } = &ann_with_bob().await;
     let app = &started.client;
-    sign_up_in_app(app, &server, "Ann").await;
-
-    let (_, direct) = bob.direct_chat_with("ann").await;
     for n in 1..=40 {
         bob.write(&direct.id, &format!("News {n}")).await;
     }
     wait_for_text(app, "ul.chats .badge", "40").await;
     // The window's title counts them too (the taskbar shows it), until read.
-    wait_for_window_title(&started, r"\(40\) Natter").await;
+    wait_for_window_title(started, r"\(40\) Natter").await;
     click(app, &format!("[data-chat='{}']", direct.id)).await;
     wait_for_text(app, ".unread-marker", "40 new messages").await;
-    wait_for_window_title(&started, "Natter").await;
+    wait_for_window_title(started, "Natter").await;
     wait_for_text(app, ".msg.theirs p", "News 1").await;
     // A one-to-one chat shows no sender's name; a screen reader reads one.
     wait_for_text(app, ".msg.theirs .sr-only", "Bob:").await;
@@ -279,12 +279,13 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
 /// restarts: in the chat list ("Draft: ...") and in the chat's composer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draft_is_still_there_after_a_restart() {
-    let (server, _server_data, _stop) = start_server().await;
-    let bob = Person::sign_up(&server, "Bob").await;
-    let started = start_app("Adwaita").await;
+    let AnnWithBob {
+        app: started,
+        bob,
+        direct,
+        ..
+    } = &ann_with_bob().await;
     let app = &started.client;
-    sign_up_in_app(app, &server, "Ann").await;
-    let (_, direct) = bob.direct_chat_with("ann").await;
     bob.write(&direct.id, "Plans for Friday?").await;
     click(app, &format!("[data-chat='{}']", direct.id)).await;
     wait_for_text(app, ".msg.theirs p", "Plans for Friday?").await;

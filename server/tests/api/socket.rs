@@ -363,14 +363,13 @@ async fn a_socket_closes_when_its_session_is_logged_out() {
     let mut socket = app.socket(&ann).await;
     let mut other_socket = app.socket(&other_device).await;
     assert_eq!(app.log_out(&ann.token).await.status(), 204);
-    let closed = close_frame(&mut socket).await;
-    assert_eq!(u16::from(closed.code), 1008);
-    assert_eq!(
-        closed.reason.as_str(),
-        "the session was logged out: log in again"
-    );
-    let again = format!("ws://{}/ws?token={}", app.addr, ann.token);
-    assert_eq!(handshake_status(again).await, 401);
+    closed_for_good(
+        &app,
+        &mut socket,
+        &ann.token,
+        "the session was logged out: log in again",
+    )
+    .await;
 
     // The other session's socket still carries what is sent to Ann.
     let bob = app.sign_up("Bob").await;
@@ -395,12 +394,21 @@ async fn a_socket_closes_when_its_token_expires() {
     .await;
     let ann = app.sign_up("Ann").await;
     let mut socket = app.socket(&ann).await;
-    let closed = close_frame(&mut socket).await;
+    closed_for_good(
+        &app,
+        &mut socket,
+        &ann.token,
+        "the session has expired: log in again",
+    )
+    .await;
+}
+
+/// Asserts the server closed `socket` as its session's end (1008, saying
+/// `reason`) and refuses `token` when the app reconnects with it.
+async fn closed_for_good(app: &TestApp, socket: &mut TestSocket, token: &str, reason: &str) {
+    let closed = close_frame(socket).await;
     assert_eq!(u16::from(closed.code), 1008);
-    assert_eq!(
-        closed.reason.as_str(),
-        "the session has expired: log in again"
-    );
-    let again = format!("ws://{}/ws?token={}", app.addr, ann.token);
+    assert_eq!(closed.reason.as_str(), reason);
+    let again = format!("ws://{}/ws?token={token}", app.addr);
     assert_eq!(handshake_status(again).await, 401);
 }

@@ -452,6 +452,33 @@ pub async fn close_and_wait(app: Client, data: &Path) {
     wait_until("the app to end", async || !super::alive(pid)).await;
 }
 
+/// Where most app tests start: a server, Bob on its API, the app with Ann
+/// signed up in it, and their one-to-one chat (Bob opened it).
+pub struct AnnWithBob {
+    pub app: App,
+    pub bob: Person,
+    pub direct: Chat,
+    pub server: String,
+    _server_data: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn ann_with_bob() -> AnnWithBob {
+    let (server, server_data, stop) = start_server().await;
+    let bob = Person::sign_up(&server, "Bob").await;
+    let app = start_app("Adwaita").await;
+    sign_up_in_app(&app.client, &server, "Ann").await;
+    let (_, direct) = bob.direct_chat_with("ann").await;
+    AnnWithBob {
+        app,
+        bob,
+        direct,
+        server,
+        _server_data: server_data,
+        _stop: stop,
+    }
+}
+
 /// Signs `name` up in the app's own form, against `server`.
 pub async fn sign_up_in_app(app: &Client, server: &str, name: &str) {
     wait_for_text(app, "#submit", "Log in").await;

@@ -275,6 +275,56 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
     let _ = app.clone().close().await;
 }
 
+/// A link middle-clicked opens in the browser too, and so does one that asks
+/// for a new window (`target="_blank"`: the UI makes none, so the test puts
+/// one in the page, to reach the shell's new-window handler); the app opens
+/// no window of its own for either. (Its own test: WebDriver's pointer
+/// actions leave WebKitWebDriver's keyboard without capitals.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_middle_clicked_or_for_a_new_window_open_in_the_browser() {
+    let AnnWithBob {
+        app: started,
+        bob,
+        direct,
+        ..
+    } = &ann_with_bob().await;
+    let app = &started.client;
+    bob.write(&direct.id, "Tickets: https://example.org/tickets")
+        .await;
+    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    wait_for_text(app, ".msg.theirs p a", "https://example.org/tickets").await;
+    middle_click(app, ".msg.theirs p a").await;
+    wait_until("the link handed to the browser", async || {
+        opened_links(started.data.path()) == ["https://example.org/tickets"]
+    })
+    .await;
+    app.execute(
+        "const a = document.createElement('a');
+         a.id = 'new-window-link'; a.href = 'https://example.org/elsewhere';
+         a.target = '_blank'; a.textContent = 'elsewhere';
+         document.querySelector('.chat-view header').append(a);",
+        vec![],
+    )
+    .await
+    .expect("a link added");
+    click(app, "#new-window-link").await;
+    wait_until("the new window's link handed to the browser", async || {
+        opened_links(started.data.path())
+            == [
+                "https://example.org/tickets",
+                "https://example.org/elsewhere",
+            ]
+    })
+    .await;
+    assert_eq!(
+        app.windows().await.expect("the app's windows").len(),
+        1,
+        "no window of the app's own for a link"
+    );
+    wait_for_text(app, ".msg.theirs p", "Tickets:").await;
+    let _ = app.clone().close().await;
+}
+
 /// What Ann was writing and did not send is still there after the app
 /// restarts: in the chat list ("Draft: ...") and in the chat's composer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -252,6 +252,28 @@ pub async fn wait_for_count(app: &Client, css: &str, count: usize) {
     .await;
 }
 
+/// A middle click on the first `css`: "open in a new window" for a link.
+pub async fn middle_click(app: &Client, css: &str) {
+    use fantoccini::actions::{InputSource, MOUSE_BUTTON_MIDDLE, MouseActions, PointerAction};
+    let element = app.find(Locator::Css(css)).await.expect(css);
+    let click = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_MIDDLE,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_MIDDLE,
+        });
+    app.perform_actions(click).await.expect("middle click");
+    // Input state left behind would change later typing (capitals lost).
+    app.release_actions().await.expect("actions released");
+}
+
 pub async fn type_into(app: &Client, css: &str, text: &str) {
     let field = app.find(Locator::Css(css)).await.expect(css);
     field.clear().await.expect("cleared");

@@ -255,10 +255,16 @@ impl Cache {
     /// user left or was removed) go, with their messages; returns those.
     /// With `new_are_unseen` (a catch-up after being away), a chat new to
     /// the cache was started, or joined, meanwhile: nothing in it was seen.
+    ///
+    /// Only chats in `cached_before` (`chat_ids` read before the list was
+    /// asked for) can go: one that entered the cache since (the user
+    /// started it, or its `chat` frame came) is newer than the list, which
+    /// cannot speak for it.
     pub async fn replace_chats(
         &self,
         chats: &[Chat],
         new_are_unseen: bool,
+        cached_before: &[String],
     ) -> CoreResult<Vec<Forgotten>> {
         for chat in chats {
             if new_are_unseen {
@@ -269,9 +275,9 @@ impl Cache {
         }
         let keep: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
         let mut forgotten = Vec::new();
-        for id in self.chat_ids().await? {
+        for id in cached_before {
             if !keep.contains(&id.as_str()) {
-                forgotten.extend(self.forget_chat(&id).await?);
+                forgotten.extend(self.forget_chat(id).await?);
             }
         }
         Ok(forgotten)
@@ -793,6 +799,32 @@ mod tests {
         let cache = Cache::open_or_start_over(&path).await.expect("open");
         assert_eq!(cache.chats().await.expect("chats").len(), 1);
         assert!(!dir.path().join("cache.db.unreadable").exists());
+    }
+
+    /// A catch-up's list makes the cache the server's, but only for the
+    /// chats cached before the list was asked for: one that came in while
+    /// it was on its way (started by the user, its `chat` frame) stays.
+    #[tokio::test]
+    async fn replacing_the_chats_keeps_one_cached_while_the_list_was_on_its_way() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::open(&dir.path().join("cache.db"))
+            .await
+            .expect("open");
+        cache.put_chat(&chat("kept")).await.expect("chat");
+        cache.put_chat(&chat("left")).await.expect("chat");
+        let before = cache.chat_ids().await.expect("ids");
+        cache.put_chat(&chat("new")).await.expect("chat");
+
+        let forgotten = cache
+            .replace_chats(&[chat("kept")], false, &before)
+            .await
+            .expect("replaced");
+
+        let gone: Vec<_> = forgotten.iter().map(|f| f.chat.id.as_str()).collect();
+        assert_eq!(gone, ["left"]);
+        let mut ids = cache.chat_ids().await.expect("ids");
+        ids.sort();
+        assert_eq!(ids, ["kept", "new"]);
     }
 
     #[tokio::test]

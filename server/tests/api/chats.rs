@@ -23,12 +23,7 @@ async fn a_pair_has_exactly_one_direct_chat_from_either_side() {
     assert_eq!(again.json::<Chat>().await.expect("chat").id, first.id);
     assert_eq!(from_bob.id, first.id);
 
-    let listed: Vec<Chat> = app
-        .get(&bob, "/api/chat")
-        .await
-        .json()
-        .await
-        .expect("chats");
+    let listed = app.chats(&bob).await;
     assert_eq!(listed.len(), 1);
 }
 
@@ -65,12 +60,7 @@ async fn groups_need_existing_members() {
         assert_error(refused, StatusCode::NOT_FOUND).await,
         "no user with id 'ghost-1'"
     );
-    let chats: Vec<Chat> = app
-        .get(&ann, "/api/chat")
-        .await
-        .json()
-        .await
-        .expect("chats");
+    let chats = app.chats(&ann).await;
     assert!(chats.is_empty(), "no group made: {chats:?}");
 }
 
@@ -153,19 +143,9 @@ async fn the_admin_renames_adds_and_removes_others_cannot() {
     );
 
     // Carol no longer sees it; Dave does.
-    let carols: Vec<Chat> = app
-        .get(&carol, "/api/chat")
-        .await
-        .json()
-        .await
-        .expect("chats");
+    let carols = app.chats(&carol).await;
     assert!(carols.iter().all(|chat| chat.id != group.id));
-    let daves: Vec<Chat> = app
-        .get(&dave, "/api/chat")
-        .await
-        .json()
-        .await
-        .expect("chats");
+    let daves = app.chats(&dave).await;
     assert!(daves.iter().any(|chat| chat.id == group.id));
 }
 
@@ -278,12 +258,7 @@ async fn chats_are_listed_by_latest_activity_with_their_last_message() {
     app.send(&carol, &with_carol, "second").await;
     app.send(&bob, &with_bob, "third").await;
 
-    let chats: Vec<Chat> = app
-        .get(&ann, "/api/chat")
-        .await
-        .json()
-        .await
-        .expect("chats");
+    let chats = app.chats(&ann).await;
     let order: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
     assert_eq!(order, [with_bob.id.as_str(), with_carol.id.as_str()]);
     let latest = chats[0].latest_message.as_ref().expect("a latest message");

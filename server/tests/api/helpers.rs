@@ -335,6 +335,13 @@ impl TestApp {
         self.get_with(&user.token, path).await
     }
 
+    /// `user`'s chat list (`GET /api/chat`), most recent first.
+    pub async fn chats(&self, user: &TestUser) -> Vec<Chat> {
+        let response = self.get(user, "/api/chat").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("chats")
+    }
+
     /// `GET path` with `token` as the bearer.
     pub async fn get_with(&self, token: &str, path: &str) -> reqwest::Response {
         self.http

@@ -1575,16 +1575,43 @@ struct OldGroup {
     group: ChatSummary,
 }
 
-async fn ann_added_to_an_old_group() -> OldGroup {
+/// Ann's app reaches the server through a front the test can cut
+/// (`FaultyFront`), Bob's directly; both signed up, Ann online.
+struct AnnBehindAFront {
+    server: Server,
+    front: FaultyFront,
+    ann_app: App,
+    bob_app: App,
+    ann: natter_shared::User,
+}
+
+async fn ann_behind_a_front() -> AnnBehindAFront {
     let server = Server::spawn().await;
     let front = FaultyFront::start(server.addr).await;
     let ann_app = app_at(&front.url, Trust::default()).await;
     let bob_app = app(&server).await;
-    let cid_app = app(&server).await;
     let ann = sign_up(&ann_app, "Ann").await;
     sign_up(&bob_app, "Bob").await;
-    let cid = sign_up(&cid_app, "Cid").await;
     online(&ann_app).await;
+    AnnBehindAFront {
+        server,
+        front,
+        ann_app,
+        bob_app,
+        ann,
+    }
+}
+
+async fn ann_added_to_an_old_group() -> OldGroup {
+    let AnnBehindAFront {
+        server,
+        front,
+        ann_app,
+        bob_app,
+        ann,
+    } = ann_behind_a_front().await;
+    let cid_app = app(&server).await;
+    let cid = sign_up(&cid_app, "Cid").await;
     let group = bob_app
         .engine
         .create_group("Old hands", std::slice::from_ref(&cid.id))
@@ -1860,13 +1887,13 @@ struct AwayFromBob {
 }
 
 async fn ann_away_from_bob() -> AwayFromBob {
-    let server = Server::spawn().await;
-    let front = FaultyFront::start(server.addr).await;
-    let ann_app = app_at(&front.url, Trust::default()).await;
-    let bob_app = app(&server).await;
-    let ann = sign_up(&ann_app, "Ann").await;
-    sign_up(&bob_app, "Bob").await;
-    online(&ann_app).await;
+    let AnnBehindAFront {
+        server,
+        front,
+        ann_app,
+        bob_app,
+        ann,
+    } = ann_behind_a_front().await;
     let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
     bob_app.engine.send(&direct.id, "one").await.expect("sent");
     eventually("ann has the first", || async {

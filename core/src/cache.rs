@@ -251,22 +251,24 @@ impl Cache {
         Ok(())
     }
 
-    /// Makes the cached chat list the server's: chats not in `chats` (the
-    /// user left or was removed) go, with their messages; returns those.
-    /// With `new_are_unseen` (a catch-up after being away), a chat new to
-    /// the cache was started, or joined, meanwhile: nothing in it was seen.
+    /// Makes the cached chat list the server's, as `list` (the request for
+    /// it) answers: chats not in it (the user left or was removed) go, with
+    /// their messages. Returns the list and what went. With
+    /// `new_are_unseen` (a catch-up after being away), a chat new to the
+    /// cache was started, or joined, meanwhile: nothing in it was seen.
     ///
-    /// Only chats in `cached_before` (`chat_ids` read before the list was
-    /// asked for) can go: one that entered the cache since (the user
-    /// started it, or its `chat` frame came) is newer than the list, which
-    /// cannot speak for it.
+    /// Only chats cached before the list was asked for can go: one that
+    /// entered the cache while it was on its way (the user started or
+    /// changed it) is newer than the list, which cannot speak for it. So
+    /// the cache is read here, before `list` runs.
     pub async fn replace_chats(
         &self,
-        chats: &[Chat],
+        list: impl Future<Output = CoreResult<Vec<Chat>>>,
         new_are_unseen: bool,
-        cached_before: &[String],
-    ) -> CoreResult<Vec<Forgotten>> {
-        for chat in chats {
+    ) -> CoreResult<(Vec<Chat>, Vec<Forgotten>)> {
+        let cached_before = self.chat_ids().await?;
+        let chats = list.await?;
+        for chat in &chats {
             if new_are_unseen {
                 self.put_chat_seen_through(chat, None).await?;
             } else {
@@ -275,12 +277,12 @@ impl Cache {
         }
         let keep: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
         let mut forgotten = Vec::new();
-        for id in cached_before {
+        for id in &cached_before {
             if !keep.contains(&id.as_str()) {
                 forgotten.extend(self.forget_chat(id).await?);
             }
         }
-        Ok(forgotten)
+        Ok((chats, forgotten))
     }
 
     /// Per chat, how far its history was not news when it entered the
@@ -803,7 +805,7 @@ mod tests {
 
     /// A catch-up's list makes the cache the server's, but only for the
     /// chats cached before the list was asked for: one that came in while
-    /// it was on its way (started by the user, its `chat` frame) stays.
+    /// it was on its way (the user started it) stays.
     #[tokio::test]
     async fn replacing_the_chats_keeps_one_cached_while_the_list_was_on_its_way() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -812,13 +814,13 @@ mod tests {
             .expect("open");
         cache.put_chat(&chat("kept")).await.expect("chat");
         cache.put_chat(&chat("left")).await.expect("chat");
-        let before = cache.chat_ids().await.expect("ids");
-        cache.put_chat(&chat("new")).await.expect("chat");
 
-        let forgotten = cache
-            .replace_chats(&[chat("kept")], false, &before)
-            .await
-            .expect("replaced");
+        let list = async {
+            cache.put_chat(&chat("new")).await?;
+            Ok(vec![chat("kept")])
+        };
+        let (listed, forgotten) = cache.replace_chats(list, false).await.expect("replaced");
+        assert_eq!(listed.len(), 1);
 
         let gone: Vec<_> = forgotten.iter().map(|f| f.chat.id.as_str()).collect();
         assert_eq!(gone, ["left"]);

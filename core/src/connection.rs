@@ -177,14 +177,8 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
     // A login's first catch-up finds history, not news.
     let first = !ctx.cache.has_caught_up().await?;
-    // Read first: a chat cached while the list is on its way is kept.
-    let cached_before = ctx.cache.chat_ids().await?;
-    let chats = ctx.api.chats().await?;
-    for forgotten in ctx
-        .cache
-        .replace_chats(&chats, !first, &cached_before)
-        .await?
-    {
+    let (chats, forgotten) = ctx.cache.replace_chats(ctx.api.chats(), !first).await?;
+    for forgotten in forgotten {
         ctx.tell_unsent(&forgotten);
     }
     let mut missed = HashMap::new();

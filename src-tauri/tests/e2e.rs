@@ -246,31 +246,47 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
         ..
     } = &ann_with_bob().await;
     let app = &started.client;
-    for n in 1..=40 {
+    // More than the first page holds (50): the marker starts on the page's
+    // oldest message and moves up as the older page brings the rest.
+    for n in 1..=60 {
         bob.write(&direct.id, &format!("News {n}")).await;
     }
-    wait_for_text(app, "ul.chats .badge", "40").await;
+    wait_for_text(app, "ul.chats .badge", "60").await;
     // The window's title counts them too (the taskbar shows it), until read.
-    wait_for_window_title(started, r"\(40\) Natter").await;
+    wait_for_window_title(started, r"\(60\) Natter").await;
     click(app, &format!("[data-chat='{}']", direct.id)).await;
-    wait_for_text(app, ".unread-marker", "40 new messages").await;
+    wait_for_text(app, ".unread-marker", "60 new messages").await;
     wait_for_window_title(started, "Natter").await;
-    wait_for_text(app, ".msg.theirs p", "News 1").await;
+    wait_until("the marker and the first unread on screen", async || {
+        app.execute(
+            "const view = document.querySelector('.messages > div').getBoundingClientRect();
+             const seen = (e) => { const r = e.getBoundingClientRect();
+               return r.top >= view.top - 1 && r.bottom <= view.bottom + 1; };
+             const marker = document.querySelector('.unread-marker');
+             const first = [...document.querySelectorAll('.msg.theirs p')]
+               .find((p) => p.textContent === arguments[0]);
+             return !!marker && !!first && seen(marker) && seen(first);",
+            vec![json!("News 1")],
+        )
+        .await
+        .is_ok_and(|seen| seen == json!(true))
+    })
+    .await;
     // A one-to-one chat shows no sender's name; a screen reader reads one.
     wait_for_text(app, ".msg.theirs .sr-only", "Bob:").await;
     let newest_shown = texts(app, ".msg.theirs p").await;
     assert!(
-        !newest_shown.iter().any(|text| text == "News 40"),
+        !newest_shown.iter().any(|text| text == "News 60"),
         "the view is at the first unread, not the newest: {newest_shown:?}"
     );
 
     // A button goes to the newest, counting the news below, and what comes
     // in while she reads above.
-    wait_for_text(app, ".to-newest .badge", "40").await;
-    bob.write(&direct.id, "News 41").await;
-    wait_for_text(app, ".to-newest .badge", "41").await;
+    wait_for_text(app, ".to-newest .badge", "60").await;
+    bob.write(&direct.id, "News 61").await;
+    wait_for_text(app, ".to-newest .badge", "61").await;
     click(app, ".to-newest").await;
-    wait_for_text(app, ".msg.theirs p", "News 41").await;
+    wait_for_text(app, ".msg.theirs p", "News 61").await;
     wait_for_count(app, ".to-newest", 0).await;
     let _ = app.clone().close().await;
 }
@@ -278,8 +294,8 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
 /// A link middle-clicked opens in the browser too, and so does one that asks
 /// for a new window (`target="_blank"`: the UI makes none, so the test puts
 /// one in the page, to reach the shell's new-window handler); the app opens
-/// no window of its own for either. (Its own test: WebDriver's pointer
-/// actions leave WebKitWebDriver's keyboard without capitals.)
+/// no window of its own for either. (Its own test: typing after WebDriver's
+/// pointer actions lost its capitals in the longer test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_middle_clicked_or_for_a_new_window_open_in_the_browser() {
     let AnnWithBob {
@@ -316,12 +332,12 @@ async fn links_middle_clicked_or_for_a_new_window_open_in_the_browser() {
             ]
     })
     .await;
+    wait_for_text(app, ".msg.theirs p", "Tickets:").await;
     assert_eq!(
         app.windows().await.expect("the app's windows").len(),
         1,
         "no window of the app's own for a link"
     );
-    wait_for_text(app, ".msg.theirs p", "Tickets:").await;
     let _ = app.clone().close().await;
 }
 

@@ -49,6 +49,10 @@ use crate::store::{PgStore, SqliteStore, Store};
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Other nodes may share the database (PostgreSQL): their logouts are
+    /// read from it (`sessions::follow`). On the embedded default this node
+    /// is the only one, and knows its own at once.
+    shared_store: bool,
 }
 
 impl Application {
@@ -104,7 +108,11 @@ impl Application {
                 ws_timeout: config.ws_timeout(),
             }),
         };
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            state,
+            shared_store: config.database_url.is_some(),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -121,12 +129,12 @@ impl Application {
         let events = self.state.events.clone();
         let pipeline = self.state.pipeline.clone();
         tracing::info!(addr = %self.listener.local_addr()?, "natter-server listening");
-        // Other nodes' logouts (and, on one node, nothing new: its own are
-        // known at once).
-        let following = tokio::spawn(sessions::follow(
-            self.state.store.clone(),
-            self.state.tokens.ended().clone(),
-        ));
+        let following = self.shared_store.then(|| {
+            tokio::spawn(sessions::follow(
+                self.state.store.clone(),
+                self.state.tokens.ended().clone(),
+            ))
+        });
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
@@ -135,7 +143,9 @@ impl Application {
                 hub.close_all();
             })
             .await;
-        following.abort();
+        if let Some(following) = following {
+            following.abort();
+        }
         served?;
         stop_pipeline_then_events(&pipeline, &events).await;
         Ok(())

@@ -159,7 +159,7 @@ async fn start_and_memory_beside_an_empty_window() {
         .await;
         starts.push(painted.expect("painted") - started);
         // Opened: its newest page on screen.
-        click(&app, &format!("[data-chat='{}']", direct.id)).await;
+        open_chat(&app, &direct.id).await;
         wait_for_text(&app, ".msg.theirs p", "message ").await;
         opened_pss.push(settled_pss(pid).await);
         if run == 0 {

@@ -60,7 +60,7 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
     screenshot(app, &shots, "03-chat-list").await;
 
     // She opens it: the new messages are marked; Bob types, she sees it.
-    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    open_chat(app, &direct.id).await;
     wait_for_text(app, ".msg.theirs p", "Hi Ann, lunch at one?").await;
     wait_for_text(app, ".unread-marker", "2 new messages").await;
     bob.typing(&direct.id).await;
@@ -190,7 +190,7 @@ async fn ann_chats_one_to_one_and_in_a_group_she_runs() {
     type_into(app, "#password", "ann's password").await;
     click(app, "#submit").await;
     wait_for_text(app, "aside .me", "Ann").await;
-    click(app, &format!("[data-chat='{}']", group.id)).await;
+    open_chat(app, &group.id).await;
     wait_for_text(app, ".msg.theirs p", "Me too!").await;
 
     // The smallest window: nothing sticks out sideways.
@@ -254,7 +254,7 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
     wait_for_text(app, "ul.chats .badge", "60").await;
     // The window's title counts them too (the taskbar shows it), until read.
     wait_for_window_title(started, r"\(60\) Natter").await;
-    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    open_chat(app, &direct.id).await;
     wait_for_text(app, ".unread-marker", "60 new messages").await;
     wait_for_window_title(started, "Natter").await;
     wait_until("the marker and the first unread on screen", async || {
@@ -307,7 +307,7 @@ async fn links_middle_clicked_or_for_a_new_window_open_in_the_browser() {
     let app = &started.client;
     bob.write(&direct.id, "Tickets: https://example.org/tickets")
         .await;
-    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    open_chat(app, &direct.id).await;
     wait_for_text(app, ".msg.theirs p a", "https://example.org/tickets").await;
     middle_click(app, ".msg.theirs p a").await;
     wait_until("the link handed to the browser", async || {
@@ -353,7 +353,7 @@ async fn a_draft_is_still_there_after_a_restart() {
     } = &ann_with_bob().await;
     let app = &started.client;
     bob.write(&direct.id, "Plans for Friday?").await;
-    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    open_chat(app, &direct.id).await;
     wait_for_text(app, ".msg.theirs p", "Plans for Friday?").await;
     type_into(app, ".composer textarea", "Thinking about it").await;
     // Each key's draft reaches the cache a moment later; the app is ended
@@ -373,7 +373,7 @@ async fn a_draft_is_still_there_after_a_restart() {
     let app = started.host.launch(&app_binary()).await;
     let row = format!("[data-chat='{}'] .preview", direct.id);
     wait_for_text(&app, &row, "Draft: Thinking about it").await;
-    click(&app, &format!("[data-chat='{}']", direct.id)).await;
+    open_chat(&app, &direct.id).await;
     wait_until("the composer to hold the draft", async || {
         let composer = app.find(Locator::Css(".composer textarea")).await;
         match composer {
@@ -410,7 +410,7 @@ async fn the_app_is_dark_on_a_dark_desktop() {
     let (_, direct) = bob.direct_chat_with("ann").await;
     bob.write(&direct.id, "Evening! Dark mode suits you 🌙")
         .await;
-    click(app, &format!("[data-chat='{}']", direct.id)).await;
+    open_chat(app, &direct.id).await;
     wait_for_text(app, ".msg.theirs p", "Dark mode suits you").await;
     type_into(app, ".composer textarea", "Easier on the eyes\u{E007}").await;
     wait_for_text(app, ".msg.mine[data-status='sent'] p", "Easier on the eyes").await;

@@ -7,8 +7,8 @@
 //! token of it, however renewed, lasts longer), and every node keeps the
 //! ended ids in memory, so that checking a token costs no query. Nodes
 //! learn of the other nodes' logouts by reading the table every second
-//! (`follow`): a logout takes effect on its own node at once and on the
-//! others within about a second.
+//! (`follow`, when the database is shared): a logout takes effect on its
+//! own node at once and on the others within about a second.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -74,14 +74,6 @@ impl EndedSessions {
             }
         }
         ended.retain(|_, until| *until >= now);
-    }
-
-    pub fn len(&self) -> usize {
-        read(&self.ended).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

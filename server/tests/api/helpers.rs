@@ -34,12 +34,7 @@ pub fn claims_of(token: &str) -> Value {
 
 /// `POST /api/user/token` with `token`.
 pub async fn renew(app: &TestApp, token: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/user/token"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request")
+    app.post_with(token, "/api/user/token").await
 }
 
 /// A renewal of `token` that must work: the new token.
@@ -323,8 +318,13 @@ impl TestApp {
 
     /// `POST /api/user/logout` with `token`.
     pub async fn log_out(&self, token: &str) -> reqwest::Response {
+        self.post_with(token, "/api/user/logout").await
+    }
+
+    /// `POST path` without a body, with `token` as the bearer.
+    pub async fn post_with(&self, token: &str, path: &str) -> reqwest::Response {
         self.http
-            .post(self.url("/api/user/logout"))
+            .post(self.url(path))
             .bearer_auth(token)
             .send()
             .await

@@ -252,6 +252,11 @@ pub async fn wait_for_count(app: &Client, css: &str, count: usize) {
     .await;
 }
 
+/// Opens the chat `chat_id` as a user would: a click on its row in the list.
+pub async fn open_chat(app: &Client, chat_id: &str) {
+    click(app, &format!("[data-chat='{chat_id}']")).await;
+}
+
 /// A middle click on the first `css`: "open in a new window" for a link.
 pub async fn middle_click(app: &Client, css: &str) {
     use fantoccini::actions::{InputSource, MOUSE_BUTTON_MIDDLE, MouseActions, PointerAction};

@@ -12,7 +12,7 @@ use crate::notify::Notifier;
 use crate::tray::{Tray, show_window};
 use crate::{EVENT, OPEN_CHAT};
 
-pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
+pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, mut tray: Tray<R>) {
     let mut events = engine.subscribe();
     tauri::async_runtime::spawn(async move {
         let clicked = app.clone();

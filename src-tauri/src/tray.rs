@@ -11,6 +11,8 @@ use tauri::{AppHandle, Manager, Runtime};
 pub struct Tray<R: Runtime> {
     icon: TrayIcon<R>,
     unread: MenuItem<R>,
+    /// The count shown: most chat lists leave it as it is.
+    shown: Option<u32>,
 }
 
 pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Tray<R>> {
@@ -42,11 +44,18 @@ pub fn build<R: Runtime>(app: &AppHandle<R>) -> tauri::Result<Tray<R>> {
         builder = builder.icon(icon.clone());
     }
     let icon = builder.build(app)?;
-    Ok(Tray { icon, unread })
+    Ok(Tray {
+        icon,
+        unread,
+        shown: None,
+    })
 }
 
 impl<R: Runtime> Tray<R> {
-    pub fn set_unread(&self, count: u32) {
+    pub fn set_unread(&mut self, count: u32) {
+        if self.shown.replace(count) == Some(count) {
+            return;
+        }
         if let Err(err) = self.unread.set_text(unread_text(count)) {
             tracing::warn!(error = %err, "updating the tray menu");
         }

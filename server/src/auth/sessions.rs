@@ -52,11 +52,14 @@ impl EndedSessions {
         Self::default()
     }
 
-    /// Ends `key` here, until `until`.
+    /// Ends `key` here, until `until`, and lets go of what has expired
+    /// (a node on the embedded database reads nothing after its start:
+    /// its own logouts are where the list is kept short).
     pub fn end(&self, key: SessionKey, until: i64) {
         let mut ended = write(&self.ended);
-        let kept = ended.entry(key).or_insert(until);
-        *kept = (*kept).max(until);
+        keep_latest(&mut ended, key, until);
+        let now = chrono::Utc::now().timestamp();
+        ended.retain(|_, until| *until >= now);
     }
 
     pub fn is_ended(&self, key: SessionKey) -> bool {
@@ -69,12 +72,17 @@ impl EndedSessions {
         let mut ended = write(&self.ended);
         for (sid, until) in rows {
             if let Some(key) = session_key(sid) {
-                let kept = ended.entry(key).or_insert(*until);
-                *kept = (*kept).max(*until);
+                keep_latest(&mut ended, key, *until);
             }
         }
         ended.retain(|_, until| *until >= now);
     }
+}
+
+/// Records `key` as ended until `until`, or later if it is already.
+fn keep_latest(ended: &mut HashMap<SessionKey, i64>, key: SessionKey, until: i64) {
+    let kept = ended.entry(key).or_insert(until);
+    *kept = (*kept).max(until);
 }
 
 /// Reads the sessions ended so far (at start, before serving).
@@ -125,14 +133,22 @@ mod tests {
 
     #[test]
     fn an_ended_session_is_kept_until_its_tokens_have_expired() {
+        let now = chrono::Utc::now().timestamp();
         let ended = EndedSessions::new();
-        ended.end(1, 100);
+        ended.end(1, now + 100);
         let sid = format!("{:032x}", 2u128);
-        ended.absorb(&[(sid, 200)], 50);
+        ended.absorb(&[(sid, now + 200)], now);
         assert!(ended.is_ended(1) && ended.is_ended(2));
-        ended.absorb(&[], 150);
+        ended.absorb(&[], now + 150);
         assert!(!ended.is_ended(1), "past its end, let go");
         assert!(ended.is_ended(2));
         assert!(!ended.is_ended(3));
+        // A logout also lets go of what has expired (the embedded database's
+        // node reads nothing after its start).
+        let ended = EndedSessions::new();
+        ended.absorb(&[(format!("{:032x}", 4u128), now + 1)], now);
+        write(&ended.ended).insert(5, now - 1);
+        ended.end(6, now + 60);
+        assert!(!ended.is_ended(5) && ended.is_ended(4) && ended.is_ended(6));
     }
 }

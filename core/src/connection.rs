@@ -18,7 +18,7 @@ use crate::api::Page;
 use crate::cache::{ChatHeld, Outgoing, Stored};
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
-use crate::resends::Resends;
+use crate::retries::Retries;
 use crate::views::{ConnectionState, Event, MessageView, Notification};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -121,13 +121,14 @@ async fn connect_and_serve(
     }
     // Everything from here on reaches this socket; what happened before is
     // fetched now. Live frames wait in the socket meanwhile.
-    if let Err(err) = catch_up(ctx).await {
-        if err.is_unauthorized() {
-            return Ended::Unauthorized(err.to_string());
+    let behind = match catch_up(ctx).await {
+        Ok(behind) => behind,
+        Err(err) if err.is_unauthorized() => return Ended::Unauthorized(err.to_string()),
+        Err(err) => {
+            tracing::warn!(error = %err, "catching up failed");
+            return Ended::Dropped { was_online: false };
         }
-        tracing::warn!(error = %err, "catching up failed");
-        return Ended::Dropped { was_online: false };
-    }
+    };
     let resent = match send_outbox(ctx, &mut socket).await {
         Ok(resent) => resent,
         Err(err) => {
@@ -136,7 +137,7 @@ async fn connect_and_serve(
         }
     };
     ctx.set_state(ConnectionState::Online);
-    serve(ctx, &mut socket, outgoing, resent).await;
+    serve(ctx, &mut socket, outgoing, resent, behind).await;
     Ended::Dropped { was_online: true }
 }
 
@@ -174,7 +175,11 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 /// Once the new list is in the cache it is told, and so is what was missed,
 /// even when a page fails halfway: the next catch-up reads on from what was
 /// stored and would neither list nor notify it again.
-pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
+///
+/// A chat whose history the server fails on alone (an internal error) does
+/// not fail the catch-up: the others are read, and the chat is returned
+/// *behind*, to be read again on the live link after a wait.
+pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<Retries> {
     // A login's first catch-up finds history, not news.
     let first = !ctx.cache.has_caught_up().await?;
     let (chats, forgotten) = ctx.cache.replace_chats(ctx.api.chats(), !first).await?;
@@ -182,7 +187,8 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
         ctx.tell_unsent(&forgotten);
     }
     let mut missed = HashMap::new();
-    let read = read_missed(ctx, &chats, &mut missed).await;
+    let mut behind = Retries::new(ctx.backoff);
+    let read = read_missed(ctx, &chats, &mut missed, &mut behind).await;
     for notification in missed.into_values() {
         ctx.notify(notification);
     }
@@ -191,34 +197,30 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<()> {
     if first {
         ctx.cache.set_caught_up().await?;
     }
-    Ok(())
+    Ok(behind)
 }
 
 /// Reads each chat's messages the cache lacks; a notification for each chat
-/// with unseen ones goes into `missed`, the newest per chat. A chat with
-/// messages cached is read on from its highest seq, all of it news; one
-/// with none from its newest page, news past its `seen_through`.
+/// with unseen ones goes into `missed`, the newest per chat. A chat the
+/// server fails on alone goes into `behind`.
 async fn read_missed(
     ctx: &Context,
     chats: &[Chat],
     missed: &mut HashMap<String, Notification>,
+    behind: &mut Retries,
 ) -> CoreResult<()> {
     let held = ctx.cache.max_seqs().await?;
     let seen_through = ctx.cache.seen_through().await?;
     for chat in chats {
         let cursor = held.get(&chat.id).copied();
-        // A chat whose latest message we already hold needs no request.
+        // A chat whose latest message we already hold, or that has none,
+        // needs no request (`None` sorts first).
         let latest = chat.latest_message.as_ref().map(|message| message.seq);
-        let (page, news_after) = match cursor {
-            Some(cursor) if Some(cursor) >= latest => continue,
-            Some(cursor) => (Page::After(cursor), cursor),
-            None if latest.is_none() => continue,
-            None => {
-                let seen = seen_through.get(&chat.id).copied().flatten();
-                (Page::Newest, seen.unwrap_or(0))
-            }
-        };
-        match read_chat(ctx, &chat.id, page, news_after, missed).await {
+        if cursor >= latest {
+            continue;
+        }
+        let seen = seen_through.get(&chat.id).copied().flatten();
+        match read_from(ctx, &chat.id, cursor, seen, missed).await {
             Ok(()) => {}
             // A chat the server refuses us (we were removed since the list
             // was read) keeps neither the others nor the link back: the
@@ -231,10 +233,82 @@ async fn read_missed(
             Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat.id).await => {
                 tracing::info!(chat_id = %chat.id, error = %err, "catching up: skipping a chat the server refuses");
             }
+            // The server failed on this chat alone (a damaged row, a bug):
+            // the others go on, and so does the link; it is read again
+            // after a wait (`read_behind`), its news unread until then.
+            Err(err) if err.is_chat_failure() => {
+                tracing::warn!(chat_id = %chat.id, error = %err, "catching up: a chat's history failed; reading it again later");
+                behind.failed(&chat.id, tokio::time::Instant::now(), &mut rand::rng());
+            }
             Err(err) => return Err(err),
         }
     }
     Ok(())
+}
+
+/// Reads what the cache lacks of a chat: after `cursor`, the highest seq
+/// cached, all of it news; with nothing cached, its newest page, news past
+/// `seen` (its `seen_through`).
+async fn read_from(
+    ctx: &Context,
+    chat_id: &str,
+    cursor: Option<i64>,
+    seen: Option<i64>,
+    missed: &mut HashMap<String, Notification>,
+) -> CoreResult<()> {
+    let (page, news_after) = match cursor {
+        Some(cursor) => (Page::After(cursor), cursor),
+        None => (Page::Newest, seen.unwrap_or(0)),
+    };
+    read_chat(ctx, chat_id, page, news_after, missed).await
+}
+
+/// Reads again the chats left behind whose wait is over, from what the
+/// cache holds of each now; one the server fails on again waits longer.
+/// Returns whether any was read (the chat list changed). What was missed
+/// is told even when a later chat fails otherwise (the link then drops).
+async fn read_behind(ctx: &Context, behind: &mut Retries) -> CoreResult<bool> {
+    let mut missed = HashMap::new();
+    let read = read_due(ctx, behind, &mut missed).await;
+    for notification in missed.into_values() {
+        ctx.notify(notification);
+    }
+    read
+}
+
+async fn read_due(
+    ctx: &Context,
+    behind: &mut Retries,
+    missed: &mut HashMap<String, Notification>,
+) -> CoreResult<bool> {
+    let mut read = false;
+    for chat_id in behind.take_due(tokio::time::Instant::now()) {
+        let cursor = match ctx.cache.chat_held(&chat_id).await? {
+            // Forgotten meanwhile: left, or removed from it.
+            ChatHeld::Unknown => {
+                behind.done(&chat_id);
+                continue;
+            }
+            ChatHeld::Known { highest_seq } => highest_seq,
+        };
+        let seen = ctx.cache.seen_through().await?;
+        let seen = seen.get(&chat_id).copied().flatten();
+        match read_from(ctx, &chat_id, cursor, seen, missed).await {
+            Ok(()) => {
+                tracing::info!(%chat_id, "a chat left behind is read");
+                behind.done(&chat_id);
+                read = true;
+            }
+            Err(err) if err.is_chat_failure() => {
+                let wait = behind.failed(&chat_id, tokio::time::Instant::now(), &mut rand::rng());
+                tracing::warn!(%chat_id, error = %err, ?wait, "a chat's history failed again");
+                // A page may have come before the failure.
+                read = true;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(read)
 }
 
 /// Whether the server refuses us `chat_id` itself, not only its history.
@@ -325,12 +399,12 @@ async fn flush(socket: &mut Socket) -> CoreResult<()> {
 
 /// Makes again the sends the server refused for now whose wait is over,
 /// those still in the outbox and not refused for good since.
-async fn resend_due(ctx: &Context, socket: &mut Socket, resends: &mut Resends) -> CoreResult<()> {
+async fn resend_due(ctx: &Context, socket: &mut Socket, resends: &mut Retries) -> CoreResult<()> {
     for client_id in resends.take_due(tokio::time::Instant::now()) {
         match ctx.cache.outgoing(&client_id).await? {
             Some(outgoing) if outgoing.error.is_none() => feed_resend(socket, outgoing).await?,
             // Stored meanwhile (a copy acked), refused for good, or discarded.
-            _ => resends.answered(&client_id),
+            _ => resends.done(&client_id),
         }
     }
     flush(socket).await
@@ -343,7 +417,8 @@ fn sent_already(frame: &ClientFrame, resent: &HashSet<String>) -> bool {
 
 /// Live: frames from the server, frames from the engine, and a clock for
 /// typing expiry and the silence limit; sends the server refused for now
-/// are made again when their wait is over (`Resends`). A chat list made stale by new
+/// are made again, and chats left `behind` read again, when their wait is
+/// over (`Retries`). A chat list made stale by new
 /// messages is sent when `CHAT_LIST_EVERY` has passed since the last one,
 /// and before returning; held-back notifications (`Notices`) when their
 /// time comes, and all of them before returning.
@@ -352,9 +427,10 @@ async fn serve(
     socket: &mut Socket,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
     resent: HashSet<String>,
+    mut behind: Retries,
 ) {
     let mut chat_list = ListThrottle::new();
-    serve_frames(ctx, socket, outgoing, resent, &mut chat_list).await;
+    serve_frames(ctx, socket, outgoing, resent, &mut behind, &mut chat_list).await;
     chat_list.send_if_stale(ctx).await;
     ctx.notify_waiting(true);
 }
@@ -396,21 +472,23 @@ async fn serve_frames(
     socket: &mut Socket,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
     resent: HashSet<String>,
+    behind: &mut Retries,
     chat_list: &mut ListThrottle,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut resends = Resends::new(ctx.backoff);
+    let mut resends = Retries::new(ctx.backoff);
     loop {
         let notice_due = lock(&ctx.notices).due().map(tokio::time::Instant::from_std);
         let resend_due_at = resends.next_due();
+        let behind_due_at = behind.next_due();
         tokio::select! {
             incoming = socket.next() => {
                 let Some(Ok(message)) = incoming else { return };
                 last_heard = Instant::now();
                 match message {
-                    WsMessage::Text(text) => match handle(ctx, text.as_str(), &mut resends).await {
+                    WsMessage::Text(text) => match handle(ctx, text.as_str(), &mut resends, behind).await {
                         Ok(stale) => chat_list.stale |= stale,
                         // A frame we cannot read is skipped (a newer server's, say).
                         Err(err @ CoreError::Protocol(_)) => {
@@ -455,6 +533,16 @@ async fn serve_frames(
                     return;
                 }
             }
+            _ = sleep_until_some(behind_due_at), if behind_due_at.is_some() => {
+                match read_behind(ctx, behind).await {
+                    Ok(read) => chat_list.stale |= read,
+                    // The next link catches up with every chat again.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reading a chat left behind failed; reconnecting");
+                        return;
+                    }
+                }
+            }
             _ = tick.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     tracing::info!("the server went silent; reconnecting");
@@ -480,11 +568,22 @@ async fn sleep_until_some(when: Option<tokio::time::Instant>) {
 
 /// Handles one frame; returns whether it changed the chat list (sent to the
 /// UI by `serve`, at most every `CHAT_LIST_EVERY`). A send refused for now
-/// is scheduled in `resends`.
-async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<bool> {
+/// is scheduled in `resends`; a chat whose gap the server fails to give
+/// goes `behind`.
+async fn handle(
+    ctx: &Context,
+    text: &str,
+    resends: &mut Retries,
+    behind: &mut Retries,
+) -> CoreResult<bool> {
     match serde_json::from_str::<ServerFrame>(text)? {
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
+            // A chat left behind is read whole when its wait is over:
+            // stored now, this would leave a hole before it.
+            if behind.contains(&message.chat_id) {
+                return Ok(false);
+            }
             let mut filled = false;
             match ctx.cache.chat_held(&message.chat_id).await? {
                 ChatHeld::Unknown => {
@@ -495,8 +594,17 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
                 ChatHeld::Known {
                     highest_seq: Some(held),
                 } if message.seq > held + 1 => {
-                    fill_gap(ctx, &message.chat_id, held).await?;
-                    filled = true;
+                    match fill_gap(ctx, &message.chat_id, held).await {
+                        Ok(()) => filled = true,
+                        Err(err) if err.is_chat_failure() => {
+                            tracing::warn!(chat_id = %message.chat_id, error = %err, "reading a gap failed; reading the chat again later");
+                            let now = tokio::time::Instant::now();
+                            behind.failed(&message.chat_id, now, &mut rand::rng());
+                            // A page may have come before the failure.
+                            return Ok(true);
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
                 ChatHeld::Known { .. } => {}
             }
@@ -507,7 +615,14 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
         // UI); the ack says it is stored, so it leaves the outbox, and
         // matters too when that frame was lost.
         ServerFrame::Ack { message, client_id } => {
-            resends.answered(&client_id);
+            resends.done(&client_id);
+            // In a chat left behind it stays in the outbox, shown pending,
+            // until the chat is read (history holds it, and takes it out):
+            // stored now, it would leave a hole before it. A new link
+            // sends it again, and the server answers with the stored one.
+            if behind.contains(&message.chat_id) {
+                return Ok(false);
+            }
             ctx.receive(&message, Arrival::Ack).await?;
             // It left the outbox: the list may have shown it as unsent.
             return Ok(true);
@@ -527,10 +642,10 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
                 .await?
                 .filter(|outgoing| outgoing.error.is_none())
             else {
-                resends.answered(&client_id);
+                resends.done(&client_id);
                 return Ok(false);
             };
-            let wait = resends.refused(&client_id, tokio::time::Instant::now(), &mut rand::rng());
+            let wait = resends.failed(&client_id, tokio::time::Instant::now(), &mut rand::rng());
             tracing::info!(%error, ?wait, "the server cannot take a message now; sending it again");
             ctx.emit(Event::Message {
                 message: MessageView::waiting(&outgoing, &ctx.me, &error),
@@ -541,7 +656,7 @@ async fn handle(ctx: &Context, text: &str, resends: &mut Resends) -> CoreResult<
             client_id: Some(client_id),
             retry: false,
         } => {
-            resends.answered(&client_id);
+            resends.done(&client_id);
             if ctx.cache.fail_outgoing(&client_id, &error).await?
                 && let Some(outgoing) = ctx.cache.outgoing(&client_id).await?
             {
@@ -587,11 +702,12 @@ async fn fill_gap(ctx: &Context, chat_id: &str, held: i64) -> CoreResult<()> {
         "a live message came past a gap; reading the gap"
     );
     let mut missed = HashMap::new();
-    read_chat(ctx, chat_id, Page::After(held), held, &mut missed).await?;
+    let read = read_chat(ctx, chat_id, Page::After(held), held, &mut missed).await;
+    // What came before a failure is stored, and told.
     for notification in missed.into_values() {
         ctx.notify(notification);
     }
-    Ok(())
+    read
 }
 
 async fn clear_typing(ctx: &Context) {

@@ -45,6 +45,14 @@ impl CoreError {
     pub fn is_chat_refused(&self) -> bool {
         matches!(self, CoreError::Server { status: 403, .. })
     }
+
+    /// The server failed on this request (500, its internal error): a
+    /// damaged row or a bug in one chat, which another chat's request may
+    /// well not meet. A server whose database is down answers 503, and a
+    /// proxy 502-504, which hold for every chat alike.
+    pub fn is_chat_failure(&self) -> bool {
+        matches!(self, CoreError::Server { status: 500, .. })
+    }
 }
 
 impl From<serde_json::Error> for CoreError {
@@ -86,5 +94,24 @@ mod tests {
             reason: "gone".into(),
         };
         assert!(!unreachable.is_chat_refused());
+    }
+
+    #[test]
+    fn only_the_servers_own_failure_counts_as_one_chats() {
+        let answered = |status| CoreError::Server {
+            status,
+            message: String::new(),
+        };
+        assert!(answered(500).is_chat_failure());
+        // The session, "not now", a proxy's failure, a refusal: each says
+        // something of every chat, or is handled as a refusal.
+        for status in [401, 403, 404, 408, 429, 502, 503, 504] {
+            assert!(!answered(status).is_chat_failure(), "{status}");
+        }
+        let unreachable = CoreError::Unreachable {
+            url: "http://natter.invalid".into(),
+            reason: "gone".into(),
+        };
+        assert!(!unreachable.is_chat_failure());
     }
 }

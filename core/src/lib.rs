@@ -9,7 +9,8 @@
 //! - `session`: the files kept between runs (settings, session, caches).
 //! - `renewal`: when the session's token is exchanged for a new one.
 //! - `views`: what the UI is given: chat rows, messages, events.
-//! - `resends`: when to send again what the server refused for now.
+//! - `retries`: when to try again what the server failed or refused for now
+//!   (a send, a chat's history).
 //! - `typing`, `notices`, `backoff`, `server_url`: small rules, each on its own.
 
 pub mod api;
@@ -21,7 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod notices;
 mod renewal;
-mod resends;
+mod retries;
 pub mod server_url;
 pub mod session;
 pub mod tls;

@@ -1692,10 +1692,14 @@ enum Cut {
     /// Like `Asking`, but answered with 403 "not a member", as by a server
     /// that has just removed Ann from the chat.
     Refusing(Vec<u8>),
+    /// Like `Asking`, but answered with 500 "internal error", as by a
+    /// server that fails on one chat's damaged rows.
+    Breaking(Vec<u8>),
 }
 
 const BAD_GATEWAY: &[u8] =
     b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const INTERNAL_ERROR: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"internal error\"}";
 const NOT_A_MEMBER: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: 24\r\nconnection: close\r\n\r\n{\"error\":\"not a member\"}";
 
 /// A plain TCP front to a server that plays the network failing, as a
@@ -1776,6 +1780,7 @@ impl FaultyFront {
                     Cut::Stalling(needle) => (Some(needle.clone()), true, None),
                     Cut::Failing(needle) => (Some(needle.clone()), false, Some(BAD_GATEWAY)),
                     Cut::Refusing(needle) => (Some(needle.clone()), false, Some(NOT_A_MEMBER)),
+                    Cut::Breaking(needle) => (Some(needle.clone()), false, Some(INTERNAL_ERROR)),
                     Cut::Nothing | Cut::Everything => (None, false, None),
                 };
                 if let Some(needle) = needle {
@@ -2005,6 +2010,106 @@ async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
         .find(|chat| chat.id == direct.id)
         .map(|chat| chat.unread);
     assert_eq!(unread, Some(2));
+}
+
+/// A chat whose history the server fails on (500 every time, as for a
+/// damaged row) is left behind rather than keeping the app offline: the
+/// others are read, the app goes online and sends, and the chat is read
+/// again after a wait. Meanwhile its live messages wait, and one's own
+/// send in it stays pending; once it can be read, all of it comes, in
+/// order, counted unread and told.
+#[tokio::test]
+async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
+    let AwayFromBob {
+        _server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+        direct,
+    } = ann_away_from_bob().await;
+    // While Ann is away, Bob writes to her and starts a group with her.
+    bob_app.engine.send(&direct.id, "two").await.expect("sent");
+    let group = bob_app
+        .engine
+        .create_group("News", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app.engine.send(&group.id, "hello").await.expect("sent");
+    eventually("bob's are acked", || async {
+        all_sent(&bob_app, &direct.id).await && all_sent(&bob_app, &group.id).await
+    })
+    .await;
+
+    // The link is back, but the server fails on the direct chat's history.
+    front.set(Cut::Breaking(
+        format!("GET /api/message/{}?", direct.id).into_bytes(),
+    ));
+    online(&ann_app).await;
+    eventually("ann has the group's message", || async {
+        contents(&ann_app, &group.id).await.len() == 1
+    })
+    .await;
+    ann_app
+        .engine
+        .send(&group.id, "hi all")
+        .await
+        .expect("sent");
+    eventually("ann's group message is acked", || async {
+        all_sent(&ann_app, &group.id).await
+    })
+    .await;
+    // In the chat behind: Ann's send is taken by the server but stays
+    // pending here, and Bob's live message waits.
+    ann_app
+        .engine
+        .send(&direct.id, "three")
+        .await
+        .expect("sent");
+    bob_app.engine.send(&direct.id, "four").await.expect("sent");
+    eventually("bob has both", || async {
+        contents(&bob_app, &direct.id).await.len() == 4 && all_sent(&bob_app, &direct.id).await
+    })
+    .await;
+    assert_eq!(
+        contents(&ann_app, &direct.id).await,
+        [
+            ("one".to_owned(), Delivery::Sent),
+            ("three".to_owned(), Delivery::Pending)
+        ],
+        "nothing of the chat behind is stored past the gap"
+    );
+    assert_eq!(
+        ann_app.engine.connection_state().await,
+        ConnectionState::Online
+    );
+
+    // The server can read it again: the next try brings it whole.
+    ann_app.events = ann_app.engine.subscribe();
+    front.set(Cut::Nothing);
+    let notification = next_notification(&mut ann_app, "the chat behind told", |n| {
+        n.chat_id == direct.id
+    })
+    .await;
+    assert_eq!(notification.body, "four");
+    eventually("ann has the direct chat whole", || async {
+        seqs(&ann_app, &direct.id).await == [Some(1), Some(2), Some(3), Some(4)]
+    })
+    .await;
+    assert!(
+        all_sent(&ann_app, &direct.id).await,
+        "her send stored, not pending"
+    );
+    let unread = ann_app
+        .engine
+        .chats()
+        .await
+        .expect("chats")
+        .chats
+        .iter()
+        .find(|chat| chat.id == direct.id)
+        .map(|chat| chat.unread);
+    assert_eq!(unread, Some(3), "one, two and four");
 }
 
 /// The token in the app's session file, and when it expires.

@@ -11,8 +11,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::alive;
 use common::driver::*;
+use common::{alive, poll_until};
 use natter_shared::{Chat, Message};
 use serde_json::json;
 
@@ -295,22 +295,22 @@ fn example(name: &str) -> std::path::PathBuf {
 /// The one running process of `binary` (the benchmark runs one at a time).
 fn process_of(binary: &std::path::Path) -> u32 {
     let wanted = binary.canonicalize().expect("the binary");
-    let started = Instant::now();
-    loop {
-        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if std::fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == wanted) {
-                return pid;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{wanted:?} never ran"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let what = format!("{wanted:?} to run");
+    // Looked for often: the cold start is timed from the process's start.
+    poll_until(
+        &what,
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || {
+            std::fs::read_dir("/proc")
+                .expect("/proc")
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+                .find(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == wanted)
+                })
+        },
+    )
 }
 
 /// When the process started, in ms since the epoch (10 ms resolution).

@@ -9,12 +9,14 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Killed, children, virtual_display, windows_titled};
+use common::{Killed, children, poll_until, virtual_display, windows_titled};
 
 /// The app's first start builds WebKit's caches: give it time on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// How often a condition is looked at again.
+const EVERY: Duration = Duration::from_millis(100);
 
 /// The app binary on `display` with its data in `data`; its log (stdout)
 /// goes nowhere unless the caller says otherwise, its stderr to the test's.
@@ -34,17 +36,13 @@ fn app_command(display: &str, data: &Path) -> Command {
 /// Waits until `app` shows a window titled Natter (`shown`) or shows none;
 /// fails if it exits first.
 fn wait_for_window_shown(app: &mut Killed, display: &str, shown: bool) {
-    let started = Instant::now();
-    while windows_titled(display, "Natter").is_empty() == shown {
+    let what = format!("a window titled Natter to become shown: {shown}");
+    poll_until(&what, PATIENCE, EVERY, || {
         if let Some(status) = app.0.try_wait().expect("status") {
             panic!("the app exited before its window was shown: {shown}: {status}");
         }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "a window titled Natter never became shown: {shown}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (windows_titled(display, "Natter").is_empty() != shown).then_some(())
+    });
 }
 
 fn wait_for_window(app: &mut Killed, display: &str) {
@@ -54,14 +52,9 @@ fn wait_for_window(app: &mut Killed, display: &str) {
 /// Waits for `app` (started with its stderr piped) to stop: its status and
 /// what it wrote to stderr.
 fn wait_for_exit(app: &mut Killed) -> (ExitStatus, String) {
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = app.0.try_wait().expect("status") {
-            break status;
-        }
-        assert!(started.elapsed() < PATIENCE, "the app did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = poll_until("the app to stop", PATIENCE, EVERY, || {
+        app.0.try_wait().expect("status")
+    });
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut app.0.stderr.take().expect("stderr"), &mut stderr)
         .expect("stderr read");
@@ -82,20 +75,16 @@ fn the_app_starts_shows_a_window_titled_natter_and_loads_its_web_extension() {
         app.0.try_wait().expect("status").is_none(),
         "the app keeps running"
     );
-    let started = Instant::now();
-    let web_process = loop {
-        let loaded = children(app.0.id())
-            .into_iter()
-            .find(|child| maps_library(*child, "libnatter_webext.so"));
-        if let Some(web_process) = loaded {
-            break web_process;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "no web process of the app loaded libnatter_webext.so"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let web_process = poll_until(
+        "a web process of the app to load libnatter_webext.so",
+        PATIENCE,
+        EVERY,
+        || {
+            children(app.0.id())
+                .into_iter()
+                .find(|child| maps_library(*child, "libnatter_webext.so"))
+        },
+    );
     let environment = std::fs::read(format!("/proc/{web_process}/environ")).expect("environ");
     let environment: Vec<&[u8]> = environment.split(|byte| *byte == 0).collect();
     for option in [b"JSC_useDFGJIT=0".as_slice(), b"JSC_useFTLJIT=0"] {

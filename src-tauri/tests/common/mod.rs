@@ -89,6 +89,25 @@ impl Drop for KilledGroup {
     }
 }
 
+/// Calls `found` every `every` until it gives a value, and returns that;
+/// fails saying `what` was awaited once `patience` has passed. For the
+/// blocking tests (the async ones have the driver's `wait_for`).
+pub fn poll_until<T>(
+    what: &str,
+    patience: std::time::Duration,
+    every: std::time::Duration,
+    mut found: impl FnMut() -> Option<T>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(started.elapsed() < patience, "waited in vain for {what}");
+        std::thread::sleep(every);
+    }
+}
+
 /// Whether process `pid` runs (not gone, not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {

@@ -13,6 +13,14 @@ export type Panel = null | "search" | "newGroup" | "info";
 
 const NO_LIMITS: Limits = { contentMaxChars: 4096, nameMaxChars: 64, passwordMinChars: 8, chatNameMaxChars: 64 };
 
+/** The key of a chat's last message as the list shows it, when that one is
+ *  stored (one of ours still to go out sorts after all of them): what the
+ *  list's unread count is counted up to. */
+function lastStoredKey(chat: ChatSummary | null | undefined): string | null {
+  const listed = chat?.lastMessage;
+  return listed && listed.seq !== null ? messageKey(listed) : null;
+}
+
 export class AppState {
   booted = $state(false);
   fatal = $state("");
@@ -137,12 +145,10 @@ export class AppState {
    *  opening. */
   private markNewsInOpenChat(): void {
     const unread = this.active?.unread ?? 0;
-    const listed = this.active?.lastMessage;
-    if (unread === 0 || !this.historyLoaded || !listed || listed.seq === null) return;
     // Counted up to the list's last message: not placed until the view has
     // it (a list can come before the message's own event).
-    const through = messageKey(listed);
-    if (!this.messages.some((m) => messageKey(m) === through)) return;
+    const through = lastStoredKey(this.active);
+    if (unread === 0 || !this.historyLoaded || !this.shows(through)) return;
     this.unreadCount = unread;
     this.unreadThrough = through;
     this.placeMarker();
@@ -245,9 +251,7 @@ export class AppState {
     // the list showed it: what arrives while the page is on its way comes
     // after them, and must not push the marker down.
     const unread = chat?.unread ?? 0;
-    // A stored message: one of ours still to go out sorts after all of them.
-    const listed = chat?.lastMessage;
-    const lastCounted = listed && listed.seq !== null ? messageKey(listed) : null;
+    const lastCounted = lastStoredKey(chat);
     try {
       await backend.setActiveChat(chatId);
       const page = await backend.history(chatId, null);
@@ -257,15 +261,19 @@ export class AppState {
       this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
       this.historyLoaded = true;
       this.unreadCount = unread;
-      const counted = this.messages.some((m) => messageKey(m) === lastCounted);
       const newest = this.messages.at(-1);
-      this.unreadThrough = counted ? lastCounted : newest ? messageKey(newest) : null;
+      this.unreadThrough = this.shows(lastCounted) ? lastCounted : newest ? messageKey(newest) : null;
       this.placeMarker();
       if (this.unreadFrom !== null) this.scrollToUnread += 1;
       else this.scrollToEnd += 1;
     } catch (err) {
       this.notice = errorText(err);
     }
+  }
+
+  /** Whether the view holds the message keyed `key`. */
+  private shows(key: string | null): boolean {
+    return key !== null && this.messages.some((m) => messageKey(m) === key);
   }
 
   closeChat(): void {

@@ -1707,8 +1707,9 @@ const NOT_A_MEMBER: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: applicatio
 struct FaultyFront {
     url: String,
     cut: tokio::sync::watch::Sender<Cut>,
-    /// Connections held unanswered so far (`Cut::Stalling`).
-    stalled: Arc<AtomicUsize>,
+    /// Requests the cut caught so far: dropped, held unanswered or
+    /// answered in the server's place.
+    caught: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -1717,8 +1718,8 @@ impl FaultyFront {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let (cut, watching) = tokio::sync::watch::channel(Cut::Nothing);
-        let stalled = Arc::new(AtomicUsize::new(0));
-        let counting = stalled.clone();
+        let caught = Arc::new(AtomicUsize::new(0));
+        let counting = caught.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 tokio::spawn(Self::pass(
@@ -1732,13 +1733,13 @@ impl FaultyFront {
         FaultyFront {
             url,
             cut,
-            stalled,
+            caught,
             task,
         }
     }
 
-    fn stalled(&self) -> usize {
-        self.stalled.load(Ordering::SeqCst)
+    fn caught(&self) -> usize {
+        self.caught.load(Ordering::SeqCst)
     }
 
     fn set(&self, cut: Cut) {
@@ -1751,7 +1752,7 @@ impl FaultyFront {
         client: TcpStream,
         backend: SocketAddr,
         mut cut: tokio::sync::watch::Receiver<Cut>,
-        stalled: Arc<AtomicUsize>,
+        caught: Arc<AtomicUsize>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         if *cut.borrow_and_update() == Cut::Everything {
@@ -1788,8 +1789,8 @@ impl FaultyFront {
                         .windows(needle.len())
                         .any(|window| window == needle.as_slice())
                     {
+                        caught.fetch_add(1, Ordering::SeqCst);
                         if stall {
-                            stalled.fetch_add(1, Ordering::SeqCst);
                             std::future::pending::<()>().await;
                         }
                         return Ok(answer);
@@ -2112,6 +2113,68 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
     assert_eq!(unread, Some(3), "one, two and four");
 }
 
+/// A live message past a gap whose reading the server fails (500) leaves
+/// its chat behind rather than dropping the link: the app stays online,
+/// and the gap and the message come on the next try, notified.
+#[tokio::test]
+async fn a_gap_the_server_fails_to_give_leaves_its_chat_behind_and_the_link_up() {
+    let AnnBehindAFront {
+        server: _server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+    } = ann_behind_a_front().await;
+    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    for text in ["one", "two"] {
+        bob_app.engine.send(&direct.id, text).await.expect("sent");
+    }
+    eventually("ann has both", || async {
+        seqs(&ann_app, &direct.id).await == [Some(1), Some(2)]
+    })
+    .await;
+    // Ann's cache loses "two", as if it had never come.
+    let cache = natter_core::session::Files::new(&ann_app.dir).cache(&ann.id);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", cache.display()))
+        .await
+        .expect("ann's cache");
+    sqlx::query("DELETE FROM messages WHERE chat_id = ?1 AND seq = 2")
+        .bind(&direct.id)
+        .execute(&pool)
+        .await
+        .expect("deleted");
+    pool.close().await;
+
+    let mut watching = ann_app.engine.subscribe();
+    ann_app.events = ann_app.engine.subscribe();
+    front.set(Cut::Breaking(
+        format!("GET /api/message/{}?", direct.id).into_bytes(),
+    ));
+    bob_app
+        .engine
+        .send(&direct.id, "three")
+        .await
+        .expect("sent");
+    eventually("ann's reading of the gap failed", || async {
+        front.caught() > 0
+    })
+    .await;
+    assert_eq!(
+        seqs(&ann_app, &direct.id).await,
+        [Some(1)],
+        "nothing stored past the gap"
+    );
+    front.set(Cut::Nothing);
+    next_notification(&mut ann_app, "the newest, once read", |n| n.body == "three").await;
+    eventually("ann has all three", || async {
+        seqs(&ann_app, &direct.id).await == [Some(1), Some(2), Some(3)]
+    })
+    .await;
+    while let Ok(event) = watching.try_recv() {
+        assert!(!link_dropped(&event), "the link stayed up: {event:?}");
+    }
+}
+
 /// The token in the app's session file, and when it expires.
 fn saved_token(app: &App) -> (String, i64) {
     use base64::Engine as _;
@@ -2205,7 +2268,7 @@ async fn an_unanswered_socket_upgrade_is_given_up_and_tried_again() {
     front.set(Cut::Everything);
     offline(&ann_app).await;
     front.set(Cut::Stalling(b"GET /ws".to_vec()));
-    eventually("an attempt that hangs", || async { front.stalled() > 0 }).await;
+    eventually("an attempt that hangs", || async { front.caught() > 0 }).await;
     front.set(Cut::Nothing);
     online(&ann_app).await;
 }

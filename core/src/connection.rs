@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::api::Page;
+use crate::behind::Behind;
 use crate::cache::{ChatHeld, Outgoing, Stored};
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
@@ -179,7 +180,7 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 /// A chat whose history the server fails on alone (an internal error) does
 /// not fail the catch-up: the others are read, and the chat is returned
 /// *behind*, to be read again on the live link after a wait.
-pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<Retries> {
+pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<Behind> {
     // A login's first catch-up finds history, not news.
     let first = !ctx.cache.has_caught_up().await?;
     let (chats, forgotten) = ctx.cache.replace_chats(ctx.api.chats(), !first).await?;
@@ -187,7 +188,7 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<Retries> {
         ctx.tell_unsent(&forgotten);
     }
     let mut missed = HashMap::new();
-    let mut behind = Retries::new(ctx.backoff);
+    let mut behind = Behind::new(ctx.backoff);
     let read = read_missed(ctx, &chats, &mut missed, &mut behind).await;
     for notification in missed.into_values() {
         ctx.notify(notification);
@@ -207,7 +208,7 @@ async fn read_missed(
     ctx: &Context,
     chats: &[Chat],
     missed: &mut HashMap<String, Notification>,
-    behind: &mut Retries,
+    behind: &mut Behind,
 ) -> CoreResult<()> {
     let held = ctx.cache.max_seqs().await?;
     let seen_through = ctx.cache.seen_through().await?;
@@ -226,10 +227,7 @@ async fn read_missed(
             // was read) keeps neither the others nor the link back: the
             // `chat` frame of the removal forgets it. Only when the chat
             // itself is refused too: a proxy or firewall refusing history
-            // alone must not have every chat skipped. Anything else (the
-            // server failing, "not now", the network) fails the catch-up,
-            // which starts again: skipping a chat then would leave its news
-            // unread for as long as the link stays.
+            // alone must not have every chat skipped.
             Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat.id).await => {
                 tracing::info!(chat_id = %chat.id, error = %err, "catching up: skipping a chat the server refuses");
             }
@@ -238,8 +236,10 @@ async fn read_missed(
             // after a wait (`read_behind`), its news unread until then.
             Err(err) if err.is_chat_failure() => {
                 tracing::warn!(chat_id = %chat.id, error = %err, "catching up: a chat's history failed; reading it again later");
-                behind.failed(&chat.id, tokio::time::Instant::now(), &mut rand::rng());
+                behind.failed(&chat.id);
             }
+            // Anything else (the link, "not now", a proxy failing) holds
+            // for every chat: the catch-up fails, and starts again.
             Err(err) => return Err(err),
         }
     }
@@ -267,7 +267,7 @@ async fn read_from(
 /// cache holds of each now; one the server fails on again waits longer.
 /// Returns whether any was read (the chat list changed). What was missed
 /// is told even when a later chat fails otherwise (the link then drops).
-async fn read_behind(ctx: &Context, behind: &mut Retries) -> CoreResult<bool> {
+async fn read_behind(ctx: &Context, behind: &mut Behind) -> CoreResult<bool> {
     let mut missed = HashMap::new();
     let read = read_due(ctx, behind, &mut missed).await;
     for notification in missed.into_values() {
@@ -278,11 +278,16 @@ async fn read_behind(ctx: &Context, behind: &mut Retries) -> CoreResult<bool> {
 
 async fn read_due(
     ctx: &Context,
-    behind: &mut Retries,
+    behind: &mut Behind,
     missed: &mut HashMap<String, Notification>,
 ) -> CoreResult<bool> {
+    let due = behind.take_due();
+    if due.is_empty() {
+        return Ok(false);
+    }
+    let seen_through = ctx.cache.seen_through().await?;
     let mut read = false;
-    for chat_id in behind.take_due(tokio::time::Instant::now()) {
+    for chat_id in due {
         let cursor = match ctx.cache.chat_held(&chat_id).await? {
             // Forgotten meanwhile: left, or removed from it.
             ChatHeld::Unknown => {
@@ -291,16 +296,24 @@ async fn read_due(
             }
             ChatHeld::Known { highest_seq } => highest_seq,
         };
-        let seen = ctx.cache.seen_through().await?;
-        let seen = seen.get(&chat_id).copied().flatten();
+        let seen = seen_through.get(&chat_id).copied().flatten();
         match read_from(ctx, &chat_id, cursor, seen, missed).await {
             Ok(()) => {
-                tracing::info!(%chat_id, "a chat left behind is read");
-                behind.done(&chat_id);
+                let held = match ctx.cache.chat_held(&chat_id).await? {
+                    ChatHeld::Known { highest_seq } => highest_seq,
+                    ChatHeld::Unknown => None,
+                };
+                if behind.read(&chat_id, held) {
+                    tracing::info!(%chat_id, "a chat left behind is read");
+                }
                 read = true;
             }
+            // Removed from it since: the removal's `chat` frame forgets it.
+            Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat_id).await => {
+                behind.done(&chat_id);
+            }
             Err(err) if err.is_chat_failure() => {
-                let wait = behind.failed(&chat_id, tokio::time::Instant::now(), &mut rand::rng());
+                let wait = behind.failed(&chat_id);
                 tracing::warn!(%chat_id, error = %err, ?wait, "a chat's history failed again");
                 // A page may have come before the failure.
                 read = true;
@@ -427,7 +440,7 @@ async fn serve(
     socket: &mut Socket,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
     resent: HashSet<String>,
-    mut behind: Retries,
+    mut behind: Behind,
 ) {
     let mut chat_list = ListThrottle::new();
     serve_frames(ctx, socket, outgoing, resent, &mut behind, &mut chat_list).await;
@@ -472,7 +485,7 @@ async fn serve_frames(
     socket: &mut Socket,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
     resent: HashSet<String>,
-    behind: &mut Retries,
+    behind: &mut Behind,
     chat_list: &mut ListThrottle,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -574,22 +587,24 @@ async fn handle(
     ctx: &Context,
     text: &str,
     resends: &mut Retries,
-    behind: &mut Retries,
+    behind: &mut Behind,
 ) -> CoreResult<bool> {
     match serde_json::from_str::<ServerFrame>(text)? {
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
-            // A chat left behind is read whole when its wait is over:
-            // stored now, this would leave a hole before it.
-            if behind.contains(&message.chat_id) {
-                return Ok(false);
-            }
             let mut filled = false;
             match ctx.cache.chat_held(&message.chat_id).await? {
                 ChatHeld::Unknown => {
                     // A chat we have not heard of (its `chat` frame was missed).
                     let chat = ctx.api.chat(&message.chat_id).await?;
                     ctx.cache.put_chat(&chat).await?;
+                }
+                // A chat left behind is read whole when its wait is over:
+                // stored now, this would leave a hole before it.
+                ChatHeld::Known { highest_seq }
+                    if behind.skips(&message.chat_id, highest_seq, message.seq) =>
+                {
+                    return Ok(false);
                 }
                 ChatHeld::Known {
                     highest_seq: Some(held),
@@ -598,8 +613,8 @@ async fn handle(
                         Ok(()) => filled = true,
                         Err(err) if err.is_chat_failure() => {
                             tracing::warn!(chat_id = %message.chat_id, error = %err, "reading a gap failed; reading the chat again later");
-                            let now = tokio::time::Instant::now();
-                            behind.failed(&message.chat_id, now, &mut rand::rng());
+                            behind.failed(&message.chat_id);
+                            behind.skip(&message.chat_id, message.seq);
                             // A page may have come before the failure.
                             return Ok(true);
                         }
@@ -617,10 +632,15 @@ async fn handle(
         ServerFrame::Ack { message, client_id } => {
             resends.done(&client_id);
             // In a chat left behind it stays in the outbox, shown pending,
-            // until the chat is read (history holds it, and takes it out):
-            // stored now, it would leave a hole before it. A new link
-            // sends it again, and the server answers with the stored one.
-            if behind.contains(&message.chat_id) {
+            // until the chat's read reaches it (history holds it, and takes
+            // it out), unless it follows on from the cache: stored now, it
+            // would leave a hole before it. A new link sends it again, and
+            // the server answers with the stored one.
+            if behind.contains(&message.chat_id)
+                && let ChatHeld::Known { highest_seq } =
+                    ctx.cache.chat_held(&message.chat_id).await?
+                && behind.skips(&message.chat_id, highest_seq, message.seq)
+            {
                 return Ok(false);
             }
             ctx.receive(&message, Arrival::Ack).await?;

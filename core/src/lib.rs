@@ -10,11 +10,12 @@
 //! - `renewal`: when the session's token is exchanged for a new one.
 //! - `views`: what the UI is given: chat rows, messages, events.
 //! - `retries`: when to try again what the server failed or refused for now
-//!   (a send, a chat's history).
+//!   (a send, a chat's history); `behind`: the chats whose history failed.
 //! - `typing`, `notices`, `backoff`, `server_url`: small rules, each on its own.
 
 pub mod api;
 pub mod backoff;
+mod behind;
 pub mod cache;
 mod connection;
 mod context;

@@ -2072,6 +2072,17 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
         contents(&bob_app, &direct.id).await.len() == 4 && all_sent(&bob_app, &direct.id).await
     })
     .await;
+    // Ann's socket brings frames in order: once her later send's ack is
+    // handled, so are those of "three" and "four".
+    ann_app
+        .engine
+        .send(&group.id, "still here")
+        .await
+        .expect("sent");
+    eventually("ann's later send is acked", || async {
+        all_sent(&ann_app, &group.id).await
+    })
+    .await;
     assert_eq!(
         contents(&ann_app, &direct.id).await,
         [

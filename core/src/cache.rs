@@ -331,10 +331,11 @@ impl Cache {
     /// reported or was never queued, never lost unseen.
     pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Forgotten>> {
         let mut tx = self.pool.begin().await?;
-        // Delivered already (only its ack was still to come): not unsent.
+        // Delivered already (only its ack was still to come), or stored
+        // (its ack held back): not unsent.
         sqlx::query(
-            "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND EXISTS \
-             (SELECT 1 FROM messages m WHERE m.chat_id = ?1 AND m.client_id = outbox.client_id)",
+            "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND (stored_seq IS NOT NULL \
+             OR EXISTS (SELECT 1 FROM messages m WHERE m.chat_id = ?1 AND m.client_id = outbox.client_id))",
         )
         .bind(chat_id)
         .execute(&mut *tx)
@@ -608,10 +609,11 @@ impl Cache {
         Ok(())
     }
 
-    /// Everything waiting to be sent, oldest first (the order it was written).
+    /// Everything waiting to be sent, oldest first (the order it was
+    /// written): not what the server is known to have stored.
     pub async fn outbox(&self) -> CoreResult<Vec<Outgoing>> {
         let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLS} FROM outbox ORDER BY created_at, rowid"
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE stored_seq IS NULL ORDER BY created_at, rowid"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -642,6 +644,18 @@ impl Cache {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(outgoing_row).collect())
+    }
+
+    /// The server stored `client_id` as `seq`, but the message is not
+    /// cached yet (its ack was held back): it stays in the outbox, neither
+    /// sent again nor reported unsent, until history brings it.
+    pub async fn outgoing_stored(&self, client_id: &str, seq: i64) -> CoreResult<()> {
+        sqlx::query("UPDATE outbox SET stored_seq = ?1 WHERE client_id = ?2")
+            .bind(seq)
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn outgoing(&self, client_id: &str) -> CoreResult<Option<Outgoing>> {

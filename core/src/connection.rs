@@ -634,13 +634,14 @@ async fn handle(
             // In a chat left behind it stays in the outbox, shown pending,
             // until the chat's read reaches it (history holds it, and takes
             // it out), unless it follows on from the cache: stored now, it
-            // would leave a hole before it. A new link sends it again, and
-            // the server answers with the stored one.
+            // would leave a hole before it. Marked stored, it is not sent
+            // again, nor reported unsent if the chat goes meanwhile.
             if behind.contains(&message.chat_id)
                 && let ChatHeld::Known { highest_seq } =
                     ctx.cache.chat_held(&message.chat_id).await?
                 && behind.skips(&message.chat_id, highest_seq, message.seq)
             {
+                ctx.cache.outgoing_stored(&client_id, message.seq).await?;
                 return Ok(false);
             }
             ctx.receive(&message, Arrival::Ack).await?;

@@ -2124,6 +2124,76 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
     assert_eq!(unread, Some(3), "one, two and four");
 }
 
+/// A send in a group left behind is stored by the server while its ack is
+/// held back (it would leave a hole in the cache): it is not sent again on
+/// the next link, and leaving the group does not report it unsent.
+#[tokio::test]
+async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_reported_unsent() {
+    let AwayFromBob {
+        _server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+        direct,
+    } = ann_away_from_bob().await;
+    let group = bob_app
+        .engine
+        .create_group("Team", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app.engine.send(&group.id, "hello").await.expect("sent");
+    eventually("bob's hello is acked", || async {
+        all_sent(&bob_app, &group.id).await
+    })
+    .await;
+    front.set(Cut::Breaking(
+        format!("GET /api/message/{}?", group.id).into_bytes(),
+    ));
+    online(&ann_app).await;
+    ann_app
+        .engine
+        .send(&group.id, "on my way")
+        .await
+        .expect("sent");
+    eventually("bob has it", || async {
+        contents(&bob_app, &group.id).await.len() == 2
+    })
+    .await;
+    // Ann's socket brings frames in order: her later send's ack comes
+    // after the group one's.
+    ann_app.engine.send(&direct.id, "ok").await.expect("sent");
+    eventually("ann's later send is acked", || async {
+        all_sent(&ann_app, &direct.id).await
+    })
+    .await;
+
+    // A new link: the outbox is sent again, but not the stored one.
+    ann_app.events = ann_app.engine.subscribe();
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    front.set(Cut::Breaking(
+        format!("GET /api/message/{}?", group.id).into_bytes(),
+    ));
+    online(&ann_app).await;
+    ann_app.engine.leave_group(&group.id).await.expect("left");
+    while let Ok(event) = ann_app.events.try_recv() {
+        match event {
+            Event::Message { message } => {
+                assert_ne!(message.content, "on my way", "shown as sent again");
+            }
+            Event::Notify { notification } => {
+                assert!(
+                    !notification.body.starts_with("Not sent"),
+                    "reported unsent: {notification:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(contents(&bob_app, &group.id).await.len(), 2, "stored once");
+}
+
 /// A live message past a gap whose reading the server fails (500) leaves
 /// its chat behind rather than dropping the link: the app stays online,
 /// and the gap and the message come on the next try, notified.

@@ -15,10 +15,10 @@ use crate::error::{CoreError, CoreResult};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A chat the cache let go of (the user left or was removed), with what
-/// was still in the outbox for it: gone with the chat, and to be told.
+/// A chat the user is no longer in (left, or removed), with what was
+/// still in the outbox for it: taken out unsent, and to be told.
 #[derive(Debug, Clone)]
-pub struct Forgotten {
+pub struct Left {
     pub chat: Chat,
     pub unsent: Vec<Outgoing>,
 }
@@ -252,20 +252,22 @@ impl Cache {
     }
 
     /// Makes the cached chat list the server's, as `list` (the request for
-    /// it) answers: chats not in it (the user left or was removed) go, with
-    /// their messages. Returns the list and what went. With
+    /// it) answers: a chat not in it that `me` was in, they left or were
+    /// removed from meanwhile (`leave_chat`). Returns the list and the chats
+    /// left. With
     /// `new_are_unseen` (a catch-up after being away), a chat new to the
     /// cache was started, or joined, meanwhile: nothing in it was seen.
     ///
-    /// Only chats cached before the list was asked for can go: one that
-    /// entered the cache while it was on its way (the user started or
+    /// Only chats cached before the list was asked for can be left: one
+    /// that entered the cache while it was on its way (the user started or
     /// changed it) is newer than the list, which cannot speak for it. So
     /// the cache is read here, before `list` runs.
     pub async fn replace_chats(
         &self,
         list: impl Future<Output = CoreResult<Vec<Chat>>>,
         new_are_unseen: bool,
-    ) -> CoreResult<(Vec<Chat>, Vec<Forgotten>)> {
+        me: &str,
+    ) -> CoreResult<(Vec<Chat>, Vec<Left>)> {
         let cached_before = self.chat_ids().await?;
         let chats = list.await?;
         for chat in &chats {
@@ -275,14 +277,46 @@ impl Cache {
                 self.put_chat(chat).await?;
             }
         }
-        let keep: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
-        let mut forgotten = Vec::new();
+        let listed: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
+        let mut left = Vec::new();
         for id in &cached_before {
-            if !keep.contains(&id.as_str()) {
-                forgotten.extend(self.forget_chat(id).await?);
+            if listed.contains(&id.as_str()) {
+                continue;
+            }
+            // Left before (no longer among its members): as it was.
+            if let Some((mut chat, _)) = self.chat(id).await?
+                && chat.has_member(me)
+            {
+                chat.users.retain(|user| user.id != me);
+                left.extend(self.leave_chat(&chat).await?);
             }
         }
-        Ok((chats, forgotten))
+        Ok((chats, left))
+    }
+
+    /// Keeps a chat the user is no longer in (left, or removed) readable
+    /// as it was, as other messengers do: `chat` is the server's last word
+    /// on it, without the user among its members, which is what marks it
+    /// left. Its outbox and draft go; what was unsent is returned with it,
+    /// to be told. `None` when the chat is not cached.
+    pub async fn leave_chat(&self, chat: &Chat) -> CoreResult<Option<Left>> {
+        let mut tx = self.pool.begin().await?;
+        let unsent = take_unsent(&mut tx, &chat.id).await?;
+        sqlx::query("DELETE FROM drafts WHERE chat_id = ?1")
+            .bind(&chat.id)
+            .execute(&mut *tx)
+            .await?;
+        let kept = sqlx::query("UPDATE chats SET body = ?2, updated_at = ?3 WHERE id = ?1")
+            .bind(&chat.id)
+            .bind(serde_json::to_string(chat)?)
+            .bind(chat.updated_at.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((kept.rows_affected() > 0).then(|| Left {
+            chat: chat.clone(),
+            unsent,
+        }))
     }
 
     /// Per chat, how far its history was not news when it entered the
@@ -325,27 +359,11 @@ impl Cache {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
-    /// Deletes a chat with its messages, outbox and draft; returns what it was, if
-    /// it was cached. What it reports as unsent is what the DELETE removed
-    /// (RETURNING), so a message queued while the chat goes is either
-    /// reported or was never queued, never lost unseen.
-    pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Forgotten>> {
+    /// Deletes a chat with its messages, outbox and draft; returns what it
+    /// was, with what was unsent, if it was cached.
+    pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Left>> {
         let mut tx = self.pool.begin().await?;
-        // Delivered already (only its ack was still to come), or stored
-        // (its ack held back): not unsent.
-        sqlx::query(
-            "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND (stored_seq IS NOT NULL \
-             OR EXISTS (SELECT 1 FROM messages m WHERE m.chat_id = ?1 AND m.client_id = outbox.client_id))",
-        )
-        .bind(chat_id)
-        .execute(&mut *tx)
-        .await?;
-        let unsent_rows = sqlx::query(&format!(
-            "DELETE FROM outbox WHERE chat_id = ?1 RETURNING {OUTBOX_COLS}, rowid"
-        ))
-        .bind(chat_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let unsent = take_unsent(&mut tx, chat_id).await?;
         sqlx::query("DELETE FROM messages WHERE chat_id = ?1")
             .bind(chat_id)
             .execute(&mut *tx)
@@ -359,15 +377,8 @@ impl Cache {
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
-        let mut unsent: Vec<(i64, Outgoing)> = unsent_rows
-            .iter()
-            .map(|row| (row.get(5), outgoing_row(row)))
-            .collect();
-        // RETURNING gives no order; the outbox's is creation, then insertion.
-        unsent.sort_by_key(|(rowid, outgoing)| (outgoing.created_at, *rowid));
-        let unsent = unsent.into_iter().map(|(_, outgoing)| outgoing).collect();
         let chat = chat_row_gone.as_ref().map(chat_row).transpose()?;
-        Ok(chat.map(|(chat, _)| Forgotten { chat, unsent }))
+        Ok(chat.map(|(chat, _)| Left { chat, unsent }))
     }
 
     pub async fn chat_ids(&self) -> CoreResult<Vec<String>> {
@@ -689,6 +700,38 @@ impl Cache {
 
 const OUTBOX_COLS: &str = "client_id, chat_id, content, created_at, error";
 
+/// Takes a chat's outbox out, in `tx`: returns what was unsent, in the
+/// order written. What it reports is what the DELETE removed (RETURNING),
+/// so a message queued meanwhile is either reported or was never queued,
+/// never lost unseen.
+async fn take_unsent(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    chat_id: &str,
+) -> CoreResult<Vec<Outgoing>> {
+    // Delivered already (only its ack was still to come), or stored (its
+    // ack held back): not unsent.
+    sqlx::query(
+        "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND (stored_seq IS NOT NULL \
+         OR EXISTS (SELECT 1 FROM messages m WHERE m.chat_id = ?1 AND m.client_id = outbox.client_id))",
+    )
+    .bind(chat_id)
+    .execute(&mut **tx)
+    .await?;
+    let rows = sqlx::query(&format!(
+        "DELETE FROM outbox WHERE chat_id = ?1 RETURNING {OUTBOX_COLS}, rowid"
+    ))
+    .bind(chat_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut unsent: Vec<(i64, Outgoing)> = rows
+        .iter()
+        .map(|row| (row.get(5), outgoing_row(row)))
+        .collect();
+    // RETURNING gives no order; the outbox's is creation, then insertion.
+    unsent.sort_by_key(|(rowid, outgoing)| (outgoing.created_at, *rowid));
+    Ok(unsent.into_iter().map(|(_, outgoing)| outgoing).collect())
+}
+
 fn outgoing_row(row: &sqlx::sqlite::SqliteRow) -> Outgoing {
     Outgoing {
         client_id: row.get(0),
@@ -817,30 +860,105 @@ mod tests {
         assert!(!dir.path().join("cache.db.unreadable").exists());
     }
 
-    /// A catch-up's list makes the cache the server's, but only for the
-    /// chats cached before the list was asked for: one that came in while
-    /// it was on its way (the user started it) stays.
+    /// `chat(id)` with `members`.
+    fn chat_of(id: &str, members: &[&str]) -> Chat {
+        Chat {
+            users: members.iter().map(|member| user(member)).collect(),
+            ..chat(id)
+        }
+    }
+
+    fn members(chat: &Chat) -> Vec<&str> {
+        chat.users.iter().map(|user| user.id.as_str()).collect()
+    }
+
+    /// A catch-up's list makes the cache the server's: a chat the user was
+    /// in and the list lacks is left (kept, without them among its
+    /// members), but only if it was cached before the list was asked for:
+    /// one that came in while it was on its way (the user started it)
+    /// stays as it is, and so does one left before.
     #[tokio::test]
-    async fn replacing_the_chats_keeps_one_cached_while_the_list_was_on_its_way() {
+    async fn replacing_the_chats_leaves_those_not_listed_but_one_cached_while_the_list_was_on_its_way()
+     {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = Cache::open(&dir.path().join("cache.db"))
             .await
             .expect("open");
-        cache.put_chat(&chat("kept")).await.expect("chat");
-        cache.put_chat(&chat("left")).await.expect("chat");
+        cache
+            .put_chat(&chat_of("kept", &["me", "bob"]))
+            .await
+            .expect("chat");
+        cache
+            .put_chat(&chat_of("gone", &["me", "bob"]))
+            .await
+            .expect("chat");
+        cache
+            .put_chat(&chat_of("left-before", &["bob"]))
+            .await
+            .expect("chat");
 
         let list = async {
-            cache.put_chat(&chat("new")).await?;
-            Ok(vec![chat("kept")])
+            cache.put_chat(&chat_of("new", &["me"])).await?;
+            Ok(vec![chat_of("kept", &["me", "bob"])])
         };
-        let (listed, forgotten) = cache.replace_chats(list, false).await.expect("replaced");
+        let (listed, left) = cache
+            .replace_chats(list, false, "me")
+            .await
+            .expect("replaced");
         assert_eq!(listed.len(), 1);
 
-        let gone: Vec<_> = forgotten.iter().map(|f| f.chat.id.as_str()).collect();
-        assert_eq!(gone, ["left"]);
+        let left: Vec<_> = left.iter().map(|left| left.chat.id.as_str()).collect();
+        assert_eq!(left, ["gone"]);
         let mut ids = cache.chat_ids().await.expect("ids");
         ids.sort();
-        assert_eq!(ids, ["kept", "new"]);
+        assert_eq!(ids, ["gone", "kept", "left-before", "new"]);
+        let (gone, _) = cache.chat("gone").await.expect("chat").expect("kept");
+        assert_eq!(members(&gone), ["bob"], "left: not among its members");
+        let (new, _) = cache.chat("new").await.expect("chat").expect("kept");
+        assert_eq!(members(&new), ["me"]);
+    }
+
+    /// Leaving keeps the chat's messages readable; its outbox goes,
+    /// reported, and so does its draft.
+    #[tokio::test]
+    async fn leaving_a_chat_keeps_its_messages_and_takes_its_outbox_and_draft() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::open(&dir.path().join("cache.db"))
+            .await
+            .expect("open");
+        cache
+            .put_chat(&chat_of("c", &["me", "bob"]))
+            .await
+            .expect("chat");
+        cache
+            .put_message(&message("m1", 1, "bob", None), "me", Source::Stored)
+            .await
+            .expect("put");
+        cache
+            .push_outgoing(&outgoing("k1", "c", millis(1_700_000_000_000)))
+            .await
+            .expect("push");
+        assert!(cache.set_draft("c", "half a thought").await.expect("draft"));
+
+        let left = cache
+            .leave_chat(&chat_of("c", &["bob"]))
+            .await
+            .expect("left")
+            .expect("was cached");
+        let unsent: Vec<_> = left.unsent.iter().map(|o| o.client_id.as_str()).collect();
+        assert_eq!(unsent, ["k1"]);
+        assert_eq!(cached(&cache).await, [("m1".to_owned(), 1)]);
+        assert!(cache.outbox().await.expect("outbox").is_empty());
+        assert!(cache.drafts().await.expect("drafts").is_empty());
+        let (chat, _) = cache.chat("c").await.expect("chat").expect("kept");
+        assert_eq!(members(&chat), ["bob"]);
+        assert!(
+            cache
+                .leave_chat(&chat_of("never", &[]))
+                .await
+                .expect("nothing to leave")
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -183,9 +183,12 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<Behind> {
     // A login's first catch-up finds history, not news.
     let first = !ctx.cache.has_caught_up().await?;
-    let (chats, forgotten) = ctx.cache.replace_chats(ctx.api.chats(), !first).await?;
-    for forgotten in forgotten {
-        ctx.tell_unsent(&forgotten);
+    let (chats, left) = ctx
+        .cache
+        .replace_chats(ctx.api.chats(), !first, &ctx.me.id)
+        .await?;
+    for left in left {
+        ctx.tell_unsent(&left);
     }
     let mut missed = HashMap::new();
     let mut behind = Behind::new(ctx.backoff);
@@ -225,7 +228,7 @@ async fn read_missed(
             Ok(()) => {}
             // A chat the server refuses us (we were removed since the list
             // was read) keeps neither the others nor the link back: the
-            // `chat` frame of the removal forgets it. Only when the chat
+            // `chat` frame of the removal marks it left. Only when the chat
             // itself is refused too: a proxy or firewall refusing history
             // alone must not have every chat skipped.
             Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat.id).await => {
@@ -289,7 +292,7 @@ async fn read_due(
     let mut read = false;
     for chat_id in due {
         let cursor = match ctx.cache.chat_held(&chat_id).await? {
-            // Forgotten meanwhile: left, or removed from it.
+            // Deleted meanwhile (a chat left, then deleted).
             ChatHeld::Unknown => {
                 behind.done(&chat_id);
                 continue;
@@ -308,7 +311,7 @@ async fn read_due(
                 }
                 read = true;
             }
-            // Removed from it since: the removal's `chat` frame forgets it.
+            // Removed from it since: the removal's `chat` frame marks it left.
             Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat_id).await => {
                 behind.done(&chat_id);
             }

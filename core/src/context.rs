@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::api::ServerApi;
 use crate::backoff::Backoff;
-use crate::cache::{Cache, Forgotten, Outgoing, Source, Stored};
+use crate::cache::{Cache, Left, Outgoing, Source, Stored};
 use crate::error::CoreResult;
 use crate::notices::Notices;
 use crate::typing::Typing;
@@ -185,23 +185,24 @@ impl Context {
         }
     }
 
-    /// Stores a chat the user is in, or forgets one they left.
+    /// Stores a chat the user is in, or keeps one they left (or were
+    /// removed from) readable as it was, without its outbox.
     pub async fn chat_changed(&self, chat: &Chat) -> CoreResult<()> {
-        if chat.users.iter().any(|user| user.id == self.me.id) {
+        if chat.has_member(&self.me.id) {
             self.cache.put_chat(chat).await?;
-        } else if let Some(forgotten) = self.cache.forget_chat(&chat.id).await? {
-            self.tell_unsent(&forgotten);
+        } else if let Some(left) = self.cache.leave_chat(chat).await? {
+            self.tell_unsent(&left);
         }
         self.emit_chats().await
     }
 
-    /// A chat the user is no longer in goes with its outbox: what was not
-    /// sent yet is said in a notification, not dropped without a word.
-    pub fn tell_unsent(&self, forgotten: &Forgotten) {
-        let Some(first) = forgotten.unsent.first() else {
+    /// A chat the user is no longer in loses its outbox: what was not sent
+    /// yet is said in a notification, not dropped without a word.
+    pub fn tell_unsent(&self, left: &Left) {
+        let Some(first) = left.unsent.first() else {
             return;
         };
-        let body = match forgotten.unsent.len() {
+        let body = match left.unsent.len() {
             1 => format!(
                 "Not sent, you are no longer in this group: \u{201c}{}\u{201d}",
                 first.content
@@ -210,9 +211,9 @@ impl Context {
         };
         self.emit(Event::Notify {
             notification: Notification {
-                chat_id: forgotten.chat.id.clone(),
+                chat_id: left.chat.id.clone(),
                 message_id: first.client_id.clone(),
-                title: forgotten.chat.chat_name.clone(),
+                title: left.chat.chat_name.clone(),
                 body,
             },
         });

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{Page, ServerApi, SignUp};
 use crate::backoff::Backoff;
-use crate::cache::{Cache, ChatHeld, Outgoing};
+use crate::cache::{Cache, Outgoing};
 use crate::connection;
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
@@ -476,13 +476,31 @@ impl Engine {
         self.chat_result(&ctx, chat).await
     }
 
-    /// Leaves a group: it disappears from the list.
+    /// Leaves a group: it stays, readable, until deleted (`delete_chat`).
     pub async fn leave_group(&self, chat_id: &str) -> CoreResult<()> {
         let ctx = self.ctx().await?;
         let chat = self
             .checked(ctx.api.remove_member(chat_id, &ctx.me.id).await)
             .await?;
         ctx.chat_changed(&chat).await
+    }
+
+    /// Deletes a chat the user is no longer in, with its messages, from
+    /// this device. One they are in would come back with the next
+    /// catch-up: it is refused.
+    pub async fn delete_chat(&self, chat_id: &str) -> CoreResult<()> {
+        let ctx = self.ctx().await?;
+        match ctx.cache.chat(chat_id).await? {
+            None => return Err(CoreError::Invalid("no such chat".into())),
+            Some((chat, _)) if chat.has_member(&ctx.me.id) => {
+                return Err(CoreError::Invalid(
+                    "only a chat you are no longer in can be deleted".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        ctx.cache.forget_chat(chat_id).await?;
+        ctx.emit_chats().await
     }
 
     async fn chat_result(&self, ctx: &Context, chat: Chat) -> CoreResult<ChatSummary> {
@@ -551,19 +569,20 @@ impl Engine {
     /// Which page to ask the server for when the cache runs short, if any:
     /// the cache holds one contiguous run of seqs per chat, so it is the one
     /// just below the lowest cached seq, down to seq 1.
+    /// A chat the user is no longer in has none: the server no longer
+    /// gives its history, and what the cache holds is what there is.
     async fn missing_page(&self, ctx: &Context, chat_id: &str) -> CoreResult<Option<Page>> {
-        match ctx.cache.min_seq(chat_id).await? {
-            Some(lowest) if lowest > 1 => Ok(Some(Page::Before(lowest))),
-            Some(_) => Ok(None),
-            None => {
-                let has_messages = ctx
-                    .cache
-                    .chat(chat_id)
-                    .await?
-                    .is_some_and(|(chat, _)| chat.latest_message.is_some());
-                Ok(has_messages.then_some(Page::Newest))
-            }
+        let Some((chat, _)) = ctx.cache.chat(chat_id).await? else {
+            return Ok(None);
+        };
+        if !chat.has_member(&ctx.me.id) {
+            return Ok(None);
         }
+        Ok(match ctx.cache.min_seq(chat_id).await? {
+            Some(lowest) if lowest > 1 => Some(Page::Before(lowest)),
+            Some(_) => None,
+            None => chat.latest_message.is_some().then_some(Page::Newest),
+        })
     }
 
     /// Sends a message: it goes to the outbox on disk first and shows as
@@ -583,8 +602,12 @@ impl Engine {
         }
         let live = self.inner.live.read().await;
         let live = live.as_ref().ok_or(CoreError::NotLoggedIn)?;
-        if live.ctx.cache.chat_held(chat_id).await? == ChatHeld::Unknown {
-            return Err(CoreError::Invalid("no such chat".into()));
+        match live.ctx.cache.chat(chat_id).await? {
+            None => return Err(CoreError::Invalid("no such chat".into())),
+            Some((chat, _)) if !chat.has_member(&live.ctx.me.id) => {
+                return Err(CoreError::Invalid("you are no longer in this group".into()));
+            }
+            Some(_) => {}
         }
         let outgoing = Outgoing {
             client_id: uuid::Uuid::new_v4().to_string(),

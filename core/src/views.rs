@@ -104,6 +104,9 @@ pub struct ChatSummary {
     pub last_message: Option<MessageView>,
     pub updated_at: DateTime<Utc>,
     pub unread: u32,
+    /// The user is no longer in it (left, or removed): readable, not
+    /// writable, and deletable.
+    pub left: bool,
 }
 
 impl ChatSummary {
@@ -127,6 +130,7 @@ impl ChatSummary {
                 .map(|message| MessageView::sent(message, me)),
             updated_at: chat.updated_at,
             unread,
+            left: !chat.has_member(me),
         }
     }
 }

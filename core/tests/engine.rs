@@ -928,8 +928,12 @@ async fn older_pages_come_from_the_server_when_the_cache_runs_out() {
     assert_eq!(seen, 120);
 }
 
+/// Leaving a group, or being removed from it, keeps it readable as it
+/// was, as other messengers do: listed as left, its messages there from
+/// the cache, nothing to send in it; deleting it takes it off this device
+/// (a chat one is in cannot be). Added back, it is one's own again.
 #[tokio::test]
-async fn leaving_and_being_removed_take_the_chat_off_the_list() {
+async fn leaving_or_being_removed_keeps_the_chat_readable_until_deleted() {
     let server = Server::spawn().await;
     let ann_app = app(&server).await;
     let bob_app = app(&server).await;
@@ -945,32 +949,81 @@ async fn leaving_and_being_removed_take_the_chat_off_the_list() {
         .await
         .expect("group");
     assert_eq!(group.admin_id, ann_app.engine.me().await.map(|u| u.id));
+    ann_app
+        .engine
+        .send(&group.id, "hello team")
+        .await
+        .expect("sent");
     for member in [&bob_app, &cid_app] {
-        eventually("the group is listed", || async {
-            listed(member).await.iter().any(|c| c.name == "Team")
+        eventually("the group's message is there", || async {
+            contents(member, &group.id).await.len() == 1
         })
         .await;
     }
     let refused = bob_app.engine.remove_member(&group.id, &cid.id).await;
     assert!(refused.is_err_and(|err| err.to_string().contains("admin")));
+    let refused = bob_app.engine.delete_chat(&group.id).await;
+    assert!(refused.is_err_and(|err| err.to_string().contains("no longer in")));
 
     ann_app
         .engine
         .remove_member(&group.id, &cid.id)
         .await
         .expect("removed");
-    eventually("cid no longer lists it", || async {
-        listed(&cid_app).await.is_empty()
+    eventually("cid lists it as left", || async {
+        listed(&cid_app)
+            .await
+            .iter()
+            .any(|c| c.id == group.id && c.left)
     })
     .await;
+    assert_eq!(
+        contents(&cid_app, &group.id).await,
+        [("hello team".to_owned(), Delivery::Sent)],
+        "readable from the cache"
+    );
+    let refused = cid_app.engine.send(&group.id, "wait").await;
+    assert!(refused.is_err_and(|err| err.to_string().contains("no longer in this group")));
+
     bob_app.engine.leave_group(&group.id).await.expect("left");
-    assert!(listed(&bob_app).await.is_empty());
+    let bobs = listed(&bob_app).await;
+    assert!(bobs.iter().all(|c| c.id == group.id && c.left), "{bobs:?}");
+    assert_eq!(bobs.len(), 1);
     eventually("ann sees only herself left", || async {
         ann_app
             .engine
             .chat(&group.id)
             .await
-            .is_ok_and(|c| c.members.len() == 1)
+            .is_ok_and(|c| c.members.len() == 1 && !c.left)
+    })
+    .await;
+
+    cid_app
+        .engine
+        .delete_chat(&group.id)
+        .await
+        .expect("deleted");
+    assert!(listed(&cid_app).await.is_empty());
+
+    // Bob added back: his again, and he can write.
+    ann_app
+        .engine
+        .add_member(&group.id, &bob.id)
+        .await
+        .expect("added");
+    eventually("bob lists it as his again", || async {
+        listed(&bob_app)
+            .await
+            .iter()
+            .any(|c| c.id == group.id && !c.left)
+    })
+    .await;
+    bob_app.engine.send(&group.id, "back").await.expect("sent");
+    eventually("ann has bob's", || async {
+        contents(&ann_app, &group.id)
+            .await
+            .iter()
+            .any(|(content, _)| content == "back")
     })
     .await;
 }
@@ -1207,9 +1260,10 @@ async fn a_logout_that_cannot_delete_the_session_file_ends_the_session_and_says_
     .await;
 }
 
-/// Removed from a group while a message to it waits in the outbox: the
-/// chat goes (as when removed online), and the unsent message is not
-/// dropped without a word: a notification says it was not sent.
+/// Removed from a group while away, with a message to it waiting in the
+/// outbox: the next catch-up finds the chat gone from the server's list
+/// and keeps it as left (as when removed online), and the unsent message
+/// is not dropped without a word: a notification says it was not sent.
 #[tokio::test]
 async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
     let mut server = Server::spawn().await;
@@ -1260,8 +1314,8 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
     );
     let chats = listed(&ann_app).await;
     assert!(
-        chats.iter().all(|chat| chat.id != group.id),
-        "the chat went"
+        chats.iter().any(|chat| chat.id == group.id && chat.left),
+        "kept, as left: {chats:?}"
     );
     let bobs = bob_app
         .engine

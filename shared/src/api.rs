@@ -27,6 +27,13 @@ pub struct Chat {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Chat {
+    /// Whether `user_id` is among its members.
+    pub fn has_member(&self, user_id: &str) -> bool {
+        self.users.iter().any(|user| user.id == user_id)
+    }
+}
+
 /// One message. `seq` is its position in its chat: 1, 2, 3, ..., with a
 /// jump after a server without RabbitMQ died (docs/protocol.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

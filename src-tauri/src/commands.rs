@@ -198,3 +198,8 @@ pub async fn remove_member(
 pub async fn leave_group(engine: State<'_, Engine>, chat_id: String) -> Answer<()> {
     engine.leave_group(&chat_id).await
 }
+
+#[tauri::command]
+pub async fn delete_chat(engine: State<'_, Engine>, chat_id: String) -> Answer<()> {
+    engine.delete_chat(&chat_id).await
+}

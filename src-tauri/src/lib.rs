@@ -62,6 +62,7 @@ pub fn run() {
             commands::add_member,
             commands::remove_member,
             commands::leave_group,
+            commands::delete_chat,
         ])
         .setup(|app| {
             let dir = data_dir(app.handle())?;

@@ -388,6 +388,51 @@ async fn a_draft_is_still_there_after_a_restart() {
     let _ = app.close().await;
 }
 
+/// Removed from a group, Ann can still read it, has nothing to write in,
+/// and can delete it from her computer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_ann_is_removed_from_stays_readable_until_she_deletes_it() {
+    let AnnWithBob {
+        app: started,
+        bob,
+        direct,
+        server,
+        ..
+    } = &ann_with_bob().await;
+    let app = &started.client;
+    let ann = direct
+        .users
+        .iter()
+        .find(|user| user.id != bob.id())
+        .expect("ann in the chat");
+    let carol = Person::sign_up(server, "Carol").await;
+    let group: Chat = bob
+        .post(
+            "/api/chat/group",
+            json!({"name": "Team", "users": [ann.id, carol.id()]}),
+        )
+        .await;
+    bob.write(&group.id, "Welcome").await;
+    open_chat(app, &group.id).await;
+    wait_for_text(app, ".msg.theirs p", "Welcome").await;
+
+    let _: Chat = bob
+        .put(
+            "/api/chat/groupremove",
+            json!({"chatId": group.id, "userId": ann.id}),
+        )
+        .await;
+    wait_for_text(app, ".left-note p", "You're no longer in this group.").await;
+    wait_for_count(app, ".composer", 0).await;
+    wait_for_text(app, ".msg.theirs p", "Welcome").await;
+    screenshot(app, &screenshot_dir(), "12-left-group").await;
+    click(app, "#delete-chat").await;
+    click(app, "#delete-yes").await;
+    wait_for_count(app, &format!("[data-chat='{}']", group.id), 0).await;
+    wait_for_count(app, ".chat-view", 0).await;
+    let _ = app.clone().close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_is_dark_on_a_dark_desktop() {
     let (server, _server_data, _stop) = start_server().await;

@@ -1,4 +1,4 @@
-import { fireEvent, render } from "@testing-library/svelte";
+import { fireEvent, render, screen } from "@testing-library/svelte";
 import { flushSync } from "svelte";
 import { describe, expect, it, vi } from "vitest";
 import { ann, chat } from "./lib/fixtures";
@@ -7,7 +7,7 @@ vi.mock("./lib/backend", async (original) => ({
   ...(await original<typeof import("./lib/backend")>()),
   backend: {
     typing: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}), history: vi.fn(async () => []),
-    setDraft: vi.fn(async () => {}), searchUsers: vi.fn(async () => []),
+    setDraft: vi.fn(async () => {}), searchUsers: vi.fn(async () => []), deleteChat: vi.fn(async () => {}),
   },
 }));
 
@@ -19,6 +19,7 @@ globalThis.ResizeObserver ??= class {
   disconnect() {}
 };
 
+const { backend } = await import("./lib/backend");
 const { AppState } = await import("./lib/app.svelte");
 const App = (await import("./App.svelte")).default;
 
@@ -47,6 +48,25 @@ describe("App", () => {
     flushSync();
     expect(app.activeId).toBe(null);
     await vi.waitFor(() => expect((document.activeElement as HTMLElement | null)?.dataset.chat).toBe("b"));
+  });
+
+  it("shows a group one is no longer in without a composer, and deletes it after a second yes", async () => {
+    const app = signedIn();
+    app.chats = [chat("a", "Team", day, { isGroup: true, left: true }), chat("b", "Zoë", day)];
+    await app.openChat("a");
+    const { container } = render(App, { app });
+    expect(container.querySelector(".composer")).toBeNull();
+    expect(container.querySelector(".left-note")?.textContent).toContain("You're no longer in this group.");
+
+    await fireEvent.click(screen.getByRole("button", { name: "Delete chat" }));
+    await fireEvent.click(screen.getByRole("button", { name: "Cancel" }));
+    expect(backend.deleteChat).not.toHaveBeenCalled();
+    await fireEvent.click(screen.getByRole("button", { name: "Delete chat" }));
+    await fireEvent.click(screen.getByRole("button", { name: "Delete" }));
+    await vi.waitFor(() => expect(app.activeId).toBeNull());
+    expect(backend.deleteChat).toHaveBeenCalledWith("a");
+    expect(app.chats.map((c) => c.id)).toEqual(["b"]);
+    expect(container.querySelector(".chat-view")).toBeNull();
   });
 
   it("goes from the filter down into the chat list", async () => {

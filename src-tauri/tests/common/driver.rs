@@ -128,9 +128,22 @@ impl Person {
     }
 
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> T {
+        self.send(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: Value) -> T {
+        self.send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> T {
         answer(
             self.http
-                .post(format!("{}{path}", self.server))
+                .request(method, format!("{}{path}", self.server))
                 .bearer_auth(&self.auth.token)
                 .json(&body),
         )

@@ -43,6 +43,15 @@ describe("ChatInfo", () => {
     expect(acts.leave).toHaveBeenCalled();
   });
 
+  it("gives a group one is no longer in neither admin controls nor leaving", () => {
+    const left = { ...group, members: [bob, zoe], left: true };
+    const { container } = render(ChatInfo, { chat: left, me: ann, limits, actions: actions(), onclose: () => {} });
+    expect(container.querySelectorAll(".remove")).toHaveLength(0);
+    expect(screen.queryByLabelText("Group name")).toBeNull();
+    expect(screen.queryByText("Add a member")).toBeNull();
+    expect(screen.queryByText("Leave group")).toBeNull();
+  });
+
   it("shows the server's refusal", async () => {
     const acts = actions();
     acts.remove.mockRejectedValueOnce({ error: "only the group admin can do that" });

@@ -422,9 +422,15 @@ export class AppState {
     await backend.removeMember(chatId, userId);
   }
 
+  /** The group stays, readable, as left (the engine's list says so). */
   async leaveGroup(chatId: string): Promise<void> {
     await backend.leaveGroup(chatId);
     this.panel = null;
+  }
+
+  /** A chat one is no longer in, off this device. */
+  async deleteChat(chatId: string): Promise<void> {
+    await backend.deleteChat(chatId);
     this.chats = this.chats.filter((c) => c.id !== chatId);
     if (this.activeId === chatId) this.closeChat();
   }

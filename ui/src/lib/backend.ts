@@ -13,6 +13,8 @@ export interface MessageView {
 export interface ChatSummary {
   id: string; name: string; isGroup: boolean; pic: string | null; members: User[];
   adminId: string | null; lastMessage: MessageView | null; updatedAt: string; unread: number;
+  /** The user is no longer in it (left, or removed): readable, not writable. */
+  left: boolean;
 }
 /** The chat list from one reading of the engine's cache. `version` orders
  *  readings: a list lower than one already shown is older (events and
@@ -63,6 +65,7 @@ export const backend = {
   addMember: (chatId: string, userId: string) => invoke<ChatSummary>("add_member", { chatId, userId }),
   removeMember: (chatId: string, userId: string) => invoke<ChatSummary>("remove_member", { chatId, userId }),
   leaveGroup: (chatId: string) => invoke<void>("leave_group", { chatId }),
+  deleteChat: (chatId: string) => invoke<void>("delete_chat", { chatId }),
 };
 
 export function onEvent(handler: (event: EngineEvent) => void): Promise<UnlistenFn> {

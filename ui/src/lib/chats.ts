@@ -39,5 +39,5 @@ export function preview(chat: ChatSummary): string {
 
 /** Whether `me` may rename the group and add or remove its members. */
 export function isAdmin(chat: ChatSummary, me: User | null): boolean {
-  return chat.isGroup && me !== null && chat.adminId === me.id;
+  return chat.isGroup && !chat.left && me !== null && chat.adminId === me.id;
 }

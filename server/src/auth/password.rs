@@ -33,8 +33,7 @@ impl Passwords {
 
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let password = password.expose().to_owned();
-        let _turn = self.running.acquire().await?;
-        tokio::task::spawn_blocking(move || hash_blocking(&password)).await?
+        self.on_a_core(move || hash_blocking(&password)).await?
     }
 
     /// Checks `password` against `hash`, or against the decoy when there is no
@@ -43,10 +42,26 @@ impl Passwords {
         let known = hash.is_some();
         let hash = hash.unwrap_or(&self.decoy).to_owned();
         let password = password.to_owned();
-        let _turn = self.running.acquire().await?;
-        let matches =
-            tokio::task::spawn_blocking(move || verify_blocking(&password, &hash)).await??;
+        let matches = self
+            .on_a_core(move || verify_blocking(&password, &hash))
+            .await??;
         Ok(known && matches)
+    }
+
+    /// Runs `work` on the blocking pool once a core is free. The turn goes
+    /// with the work, not with the caller: a request dropped while its hash
+    /// runs (its client gone, as a flood of logins that hang up at once
+    /// would do) must not free the turn for another hash beside it.
+    async fn on_a_core<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let turn = self.running.clone().acquire_owned().await?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            work()
+        })
+        .await?)
     }
 }
 
@@ -154,6 +169,46 @@ mod tests {
             argon2().verify_password(b"correct horse", &parsed).is_ok(),
             "and the crate reads ours"
         );
+    }
+
+    /// A caller dropped while its work runs leaves the turn with the work:
+    /// no more hashes run at once than there are turns, however many
+    /// requests hang up.
+    #[tokio::test]
+    async fn a_turn_stays_with_running_work_when_its_caller_is_dropped() {
+        let passwords = Passwords::new().expect("decoy");
+        let turns = passwords.running.available_permits();
+        let (started, running) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let caller = tokio::spawn({
+            let passwords = passwords.clone();
+            async move {
+                passwords
+                    .on_a_core(move || {
+                        let _ = started.send(());
+                        let _ = released.recv();
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || running.recv())
+            .await
+            .expect("joined")
+            .expect("the work started");
+        caller.abort();
+        assert!(caller.await.is_err_and(|err| err.is_cancelled()));
+        assert_eq!(
+            passwords.running.available_permits(),
+            turns - 1,
+            "the work still holds its turn"
+        );
+        release.send(()).expect("released");
+        let all = u32::try_from(turns).expect("a few turns");
+        let back = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            passwords.running.acquire_many(all),
+        );
+        let _all = back.await.expect("the turn comes back when the work ends");
     }
 
     #[tokio::test]

@@ -24,11 +24,21 @@ fn member_ids(chat: &Chat) -> impl Iterator<Item = &str> {
 /// Tells every member of `chat` (and `also`, e.g. a user just removed) that
 /// it changed, after telling its sequencer, so that no message sent from now
 /// on goes to a member who left.
+///
+/// In a task of its own: the change is committed, and a request dropped
+/// now (its client gone, a proxy's timeout) must not leave the sequencer
+/// with the old members, or the members unaware. The caller waits for it
+/// all the same, so that its answer comes after.
 async fn announce(state: &AppState, chat: &Chat, also: Option<&str>) {
-    state.pipeline.chat_changed(&chat.id).await;
-    let frame = ServerFrame::Chat { chat: chat.clone() };
     let users: Vec<String> = member_ids(chat).chain(also).map(str::to_owned).collect();
-    state.events.publish(&users, &frame);
+    let (state, chat) = (state.clone(), chat.clone());
+    let telling = tokio::spawn(async move {
+        state.pipeline.chat_changed(&chat.id).await;
+        state.events.publish(&users, &ServerFrame::Chat { chat });
+    });
+    if let Err(err) = telling.await {
+        tracing::error!(error = %err, "telling of a chat's change failed");
+    }
 }
 
 /// A chat the caller is a member of: 404 when there is no such chat, 403 when
@@ -299,4 +309,52 @@ pub async fn history(
     members_for_member(state, me, chat_id).await?;
     state.pipeline.settle(chat_id).await?;
     Ok(state.store.messages(chat_id, page).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Application;
+    use crate::config::Config;
+
+    /// A change's request dropped after its commit (its client gone) still
+    /// has the change told: here dropped at its first wait, which is for
+    /// the sequencer.
+    #[tokio::test]
+    async fn a_change_is_told_even_when_its_request_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            addr: "127.0.0.1:0".parse().expect("address"),
+            ..Config::with_data_dir(dir.path().to_path_buf())
+        };
+        let app = Application::build(&config).await.expect("built");
+        let state = app.state.clone();
+        let mut removed = state.hub.register("cid", None);
+        let chat = Chat {
+            id: "c1".into(),
+            chat_name: "Team".into(),
+            is_group_chat: true,
+            users: Vec::new(),
+            group_admin: None,
+            latest_message: None,
+            updated_at: Utc::now(),
+        };
+        {
+            let mut telling = pin!(announce(&state, &chat, Some("cid")));
+            let first_step = futures_util::poll!(telling.as_mut());
+            assert!(first_step.is_pending(), "it waits for the sequencer");
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(10), removed.frames.recv())
+            .await
+            .expect("told in time")
+            .expect("a frame");
+        assert!(
+            frame.as_str().contains("\"type\":\"chat\""),
+            "{}",
+            frame.as_str()
+        );
+    }
 }

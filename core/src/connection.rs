@@ -46,8 +46,12 @@ enum Ended {
     Dropped { was_online: bool },
 }
 
-/// Runs until the task is aborted (logout) or the session ends.
-pub(crate) async fn run(ctx: Arc<Context>, mut outgoing: mpsc::UnboundedReceiver<ClientFrame>) {
+/// Runs until the task is aborted (logout) or the session ends; returns
+/// why the server ended it (`None`: the engine is gone).
+pub(crate) async fn run(
+    ctx: Arc<Context>,
+    mut outgoing: mpsc::UnboundedReceiver<ClientFrame>,
+) -> Option<String> {
     let mut attempt: u32 = 0;
     loop {
         ctx.set_state(ConnectionState::Connecting);
@@ -59,8 +63,7 @@ pub(crate) async fn run(ctx: Arc<Context>, mut outgoing: mpsc::UnboundedReceiver
         match ended {
             Ended::Unauthorized(reason) => {
                 tracing::info!(%reason, "the server ended the session");
-                ctx.emit(Event::SessionEnded { reason });
-                return;
+                return Some(reason);
             }
             Ended::Dropped { was_online } => {
                 if was_online {
@@ -78,7 +81,8 @@ pub(crate) async fn run(ctx: Arc<Context>, mut outgoing: mpsc::UnboundedReceiver
         loop {
             tokio::select! {
                 () = &mut pause => break,
-                frame = outgoing.recv() => if frame.is_none() { return },
+                // None: the engine is gone.
+                frame = outgoing.recv() => { frame?; }
             }
         }
     }

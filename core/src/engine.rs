@@ -187,7 +187,7 @@ impl Engine {
     /// `LOGOUT_PATIENCE`, its token lasts on the server until it expires.
     pub async fn logout(&self) -> CoreResult<()> {
         let api = self.ctx().await.ok().map(|ctx| ctx.api.clone());
-        let ended = self.end(None).await;
+        let ended = self.end(None, None).await;
         if let Some(api) = api {
             tokio::spawn(async move {
                 if let Err(err) = api.logout(LOGOUT_PATIENCE).await {
@@ -199,8 +199,14 @@ impl Engine {
     }
 
     /// Ends the current session, or only `session` when given (a session
-    /// that ended by itself must not take a newer login with it).
-    async fn end(&self, session: Option<&std::sync::Weak<Context>>) -> CoreResult<()> {
+    /// that ended by itself must not take a newer login with it). With a
+    /// `reason`, the server ended it: the UI hears why (`SessionEnded`),
+    /// if it was still the current one.
+    async fn end(
+        &self,
+        session: Option<&std::sync::Weak<Context>>,
+        reason: Option<String>,
+    ) -> CoreResult<()> {
         // Held to the end, so nobody sees the session gone but its files there.
         let mut live = self.inner.live.write().await;
         let current = live.as_ref().map(|live| Arc::downgrade(&live.ctx));
@@ -208,6 +214,11 @@ impl Engine {
             (Some(wanted), Some(current)) if !wanted.ptr_eq(&current) => return Ok(()),
             (Some(_), None) => return Ok(()),
             _ => {}
+        }
+        if let Some(reason) = reason
+            && live.is_some()
+        {
+            self.emit(Event::SessionEnded { reason });
         }
         // Drafts asked for and not written yet belong to the session ending.
         lock(&self.inner.drafts_asked).clear();
@@ -277,13 +288,13 @@ impl Engine {
         let run = connection::run(ctx.clone(), from_engine);
         let renewing = keep_token_good(weak.clone(), this_session.clone());
         let task = tokio::spawn(async move {
-            run.await;
+            let reason = run.await;
             // It ends by itself only when the server refused the session: log
             // out, from a task of its own, since logging out stops this one.
             if let Some(inner) = weak.upgrade() {
                 tokio::spawn(async move {
                     let engine = Engine { inner };
-                    if let Err(err) = engine.end(Some(&this_session)).await {
+                    if let Err(err) = engine.end(Some(&this_session), reason).await {
                         tracing::warn!(error = %err, "logging out after the session ended");
                     }
                 });
@@ -318,18 +329,17 @@ impl Engine {
         let _ = self.inner.events.send(event);
     }
 
-    /// Passes a server answer through, ending the session when the server
-    /// says the token is no longer good.
-    async fn checked<T>(&self, result: CoreResult<T>) -> CoreResult<T> {
+    /// Passes a server answer to a request of the session `ctx` through,
+    /// ending that session when the server says its token is no longer
+    /// good: that one only, not a newer login (a late answer to a request
+    /// of a session logged out since must not end the next).
+    async fn checked<T>(&self, ctx: &Arc<Context>, result: CoreResult<T>) -> CoreResult<T> {
         if let Err(err) = &result
             && err.is_unauthorized()
-            && self.me().await.is_some()
         {
-            self.emit(Event::SessionEnded {
-                reason: err.to_string(),
-            });
             // The server refuses the token already: nothing to tell it.
-            self.end(None).await?;
+            self.end(Some(&Arc::downgrade(ctx)), Some(err.to_string()))
+                .await?;
         }
         result
     }
@@ -426,7 +436,7 @@ impl Engine {
 
     pub async fn search_users(&self, query: &str) -> CoreResult<Vec<User>> {
         let ctx = self.ctx().await?;
-        self.checked(ctx.api.search_users(query).await).await
+        self.checked(&ctx, ctx.api.search_users(query).await).await
     }
 
     pub async fn user(&self, user_id: &str) -> CoreResult<User> {
@@ -434,20 +444,22 @@ impl Engine {
         if let Some(user) = ctx.cache.user(user_id).await? {
             return Ok(user);
         }
-        self.checked(ctx.api.user(user_id).await).await
+        self.checked(&ctx, ctx.api.user(user_id).await).await
     }
 
     /// Opens (creating once) the 1:1 chat with a user.
     pub async fn open_direct(&self, user_id: &str) -> CoreResult<ChatSummary> {
         let ctx = self.ctx().await?;
-        let chat = self.checked(ctx.api.open_direct(user_id).await).await?;
+        let chat = self
+            .checked(&ctx, ctx.api.open_direct(user_id).await)
+            .await?;
         self.chat_result(&ctx, chat).await
     }
 
     pub async fn create_group(&self, name: &str, members: &[String]) -> CoreResult<ChatSummary> {
         let ctx = self.ctx().await?;
         let chat = self
-            .checked(ctx.api.create_group(name, members).await)
+            .checked(&ctx, ctx.api.create_group(name, members).await)
             .await?;
         self.chat_result(&ctx, chat).await
     }
@@ -455,7 +467,7 @@ impl Engine {
     pub async fn rename_group(&self, chat_id: &str, name: &str) -> CoreResult<ChatSummary> {
         let ctx = self.ctx().await?;
         let chat = self
-            .checked(ctx.api.rename_group(chat_id, name).await)
+            .checked(&ctx, ctx.api.rename_group(chat_id, name).await)
             .await?;
         self.chat_result(&ctx, chat).await
     }
@@ -463,7 +475,7 @@ impl Engine {
     pub async fn add_member(&self, chat_id: &str, user_id: &str) -> CoreResult<ChatSummary> {
         let ctx = self.ctx().await?;
         let chat = self
-            .checked(ctx.api.add_member(chat_id, user_id).await)
+            .checked(&ctx, ctx.api.add_member(chat_id, user_id).await)
             .await?;
         self.chat_result(&ctx, chat).await
     }
@@ -471,7 +483,7 @@ impl Engine {
     pub async fn remove_member(&self, chat_id: &str, user_id: &str) -> CoreResult<ChatSummary> {
         let ctx = self.ctx().await?;
         let chat = self
-            .checked(ctx.api.remove_member(chat_id, user_id).await)
+            .checked(&ctx, ctx.api.remove_member(chat_id, user_id).await)
             .await?;
         self.chat_result(&ctx, chat).await
     }
@@ -480,7 +492,7 @@ impl Engine {
     pub async fn leave_group(&self, chat_id: &str) -> CoreResult<()> {
         let ctx = self.ctx().await?;
         let chat = self
-            .checked(ctx.api.remove_member(chat_id, &ctx.me.id).await)
+            .checked(&ctx, ctx.api.remove_member(chat_id, &ctx.me.id).await)
             .await?;
         ctx.chat_changed(&chat).await
     }
@@ -527,16 +539,12 @@ impl Engine {
         let ctx = self.ctx().await?;
         let limit = PAGE_DEFAULT;
         let mut messages = ctx.cache.messages(chat_id, before, limit).await?;
-        // The outbox shows under the newest page only.
-        let unsent = match before {
-            None => ctx.cache.unsent(chat_id, &ctx.me.id).await?,
-            Some(_) => Vec::new(),
-        };
+        let mut failed = None;
         if messages.len() < limit as usize
             && let Some(page) = self.missing_page(&ctx, chat_id).await?
         {
             let fetched = ctx.api.messages(chat_id, page, limit).await;
-            match self.checked(fetched).await {
+            match self.checked(&ctx, fetched).await {
                 Ok(page) => {
                     for message in &page {
                         ctx.receive(message, Arrival::Backfill).await?;
@@ -549,12 +557,26 @@ impl Engine {
                 // restarts, a 503 while its database is away): a chat
                 // being opened shows what the cache has rather than only
                 // the error; an older page says why it did not come.
-                Err(CoreError::Server { status, .. })
-                    if status >= 500
-                        && before.is_none()
-                        && (!messages.is_empty() || !unsent.is_empty()) => {}
+                Err(err @ CoreError::Server { status, .. })
+                    if status >= 500 && before.is_none() =>
+                {
+                    failed = Some(err);
+                }
                 Err(err) => return Err(err),
             }
+        }
+        // The outbox shows under the newest page only, read after the
+        // messages: one of ours stored while the page was on its way is
+        // among them then, and not shown twice.
+        let unsent = match before {
+            None => ctx.cache.unsent(chat_id, &ctx.me.id).await?,
+            Some(_) => Vec::new(),
+        };
+        if let Some(err) = failed
+            && messages.is_empty()
+            && unsent.is_empty()
+        {
+            return Err(err);
         }
         let mut views: Vec<MessageView> = messages
             .iter()
@@ -747,11 +769,15 @@ impl Engine {
         {
             return Ok((bytes, kind.to_owned()));
         }
-        let (bytes, kind) = self.checked(ctx.api.picture(path).await).await?;
+        let (bytes, kind) = self.checked(&ctx, ctx.api.picture(path).await).await?;
         if let Some(dir) = file.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        tokio::fs::write(&file, &bytes).await?;
+        // Written whole under a name of its own, then renamed: a crash, or
+        // two requests for it at once, never leave a part of it to serve.
+        let part = file.with_file_name(format!("{key}.{}.part", uuid::Uuid::new_v4()));
+        tokio::fs::write(&part, &bytes).await?;
+        tokio::fs::rename(&part, &file).await?;
         Ok((bytes, kind))
     }
 }

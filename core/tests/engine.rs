@@ -1749,11 +1749,16 @@ enum Cut {
     /// Like `Asking`, but answered with 500 "internal error", as by a
     /// server that fails on one chat's damaged rows.
     Breaking(Vec<u8>),
+    /// Like `Stalling`, but once the cut changes the held requests are
+    /// answered 401, as a request that took long is by a server that no
+    /// longer takes its token.
+    Expiring(Vec<u8>),
 }
 
 const BAD_GATEWAY: &[u8] =
     b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 const INTERNAL_ERROR: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"internal error\"}";
+const UNAUTHORIZED: &[u8] = b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 33\r\nconnection: close\r\n\r\n{\"error\":\"the session is over\"}";
 const NOT_A_MEMBER: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: 24\r\nconnection: close\r\n\r\n{\"error\":\"not a member\"}";
 
 /// A plain TCP front to a server that plays the network failing, as a
@@ -1836,6 +1841,7 @@ impl FaultyFront {
                     Cut::Failing(needle) => (Some(needle.clone()), false, Some(BAD_GATEWAY)),
                     Cut::Refusing(needle) => (Some(needle.clone()), false, Some(NOT_A_MEMBER)),
                     Cut::Breaking(needle) => (Some(needle.clone()), false, Some(INTERNAL_ERROR)),
+                    Cut::Expiring(needle) => (Some(needle.clone()), true, Some(UNAUTHORIZED)),
                     Cut::Nothing | Cut::Everything => (None, false, None),
                 };
                 if let Some(needle) = needle {
@@ -1845,7 +1851,16 @@ impl FaultyFront {
                     {
                         caught.fetch_add(1, Ordering::SeqCst);
                         if stall {
-                            std::future::pending::<()>().await;
+                            // Held until the cut changes, then answered
+                            // (`Expiring`); held for good otherwise.
+                            let mut changes = asking.clone();
+                            // The cut as it is now counts as seen: a
+                            // connection kept from before it was set must
+                            // wait for the next change too.
+                            changes.borrow_and_update();
+                            if answer.is_none() || changes.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
                         }
                         return Ok(answer);
                     }
@@ -2246,6 +2261,45 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
         }
     }
     assert_eq!(contents(&bob_app, &group.id).await.len(), 2, "stored once");
+}
+
+/// A 401 that comes late, to a request of a session logged out since,
+/// does not end the login that came after it.
+#[tokio::test]
+async fn a_late_refusal_to_an_ended_session_does_not_end_the_next_login() {
+    let AnnBehindAFront {
+        server: _server,
+        front,
+        mut ann_app,
+        ..
+    } = ann_behind_a_front().await;
+    front.set(Cut::Expiring(b"GET /api/user?search".to_vec()));
+    let engine = ann_app.engine.clone();
+    let late = tokio::spawn(async move { engine.search_users("bo").await });
+    eventually("the search is held", || async { front.caught() > 0 }).await;
+    ann_app.engine.logout().await.expect("logged out");
+    let cid = sign_up(&ann_app, "Cid").await;
+    online(&ann_app).await;
+    ann_app.events = ann_app.engine.subscribe();
+    assert!(!late.is_finished(), "the search is still on its way");
+
+    front.set(Cut::Nothing);
+    let answer = late.await.expect("joined");
+    assert!(
+        answer.as_ref().is_err_and(|err| err.is_unauthorized()),
+        "{answer:?}"
+    );
+    assert_eq!(ann_app.engine.me().await.map(|me| me.id), Some(cid.id));
+    assert_eq!(
+        ann_app.engine.connection_state().await,
+        ConnectionState::Online
+    );
+    while let Ok(event) = ann_app.events.try_recv() {
+        assert!(
+            !matches!(event, Event::SessionEnded { .. } | Event::SignedOut),
+            "the new login was told it ended: {event:?}"
+        );
+    }
 }
 
 /// A live message past a gap whose reading the server fails (500) leaves

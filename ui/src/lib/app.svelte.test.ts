@@ -287,12 +287,13 @@ describe("AppState", () => {
     expect(app.draftOf("a")).toBe("");
   });
 
-  it("forgets the draft of a chat that leaves the list", () => {
+  it("forgets the draft of a chat that leaves the list, or that the user left", () => {
     const app = appWithChats();
     app.setDraft("a", "for a");
     app.setDraft("b", "for b");
-    app.handle({ type: "chats", chats: [chat("a", "A", day)], unreadTotal: 0, version: 5 });
-    expect([app.draftOf("a"), app.draftOf("b")]).toEqual(["for a", ""]);
+    app.setDraft("c", "for c");
+    app.handle({ type: "chats", chats: [chat("a", "A", day), chat("c", "C", day, { left: true })], unreadTotal: 0, version: 5 });
+    expect([app.draftOf("a"), app.draftOf("b"), app.draftOf("c")]).toEqual(["for a", "", ""]);
   });
 
   it("keeps each chat's draft until it is emptied or the session ends", () => {
@@ -344,6 +345,21 @@ describe("AppState", () => {
     await booting;
     expect(app.connection).toBe("online");
     expect(app.me).toEqual(ann);
+  });
+
+  it("at boot, goes to the login screen, not an error, when the session ends while the list is on its way", async () => {
+    const app = new AppState();
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    const list = later<ChatList>();
+    chats.mockReturnValueOnce(list.promise);
+    const booting = app.boot();
+    await vi.waitFor(() => expect(chats).toHaveBeenCalled());
+    deliver?.({ type: "sessionEnded", reason: "the server no longer accepts this login" });
+    list.reject({ error: "not logged in" });
+    await booting;
+    expect(app.fatal).toBe("");
+    expect(app.me).toBeNull();
+    expect(app.loginNote).toBe("the server no longer accepts this login");
   });
 
   it("keeps a discarded message out when a page read before the discard arrives after it", async () => {

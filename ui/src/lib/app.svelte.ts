@@ -94,7 +94,9 @@ export class AppState {
       if (!this.heard.sessionEnded) this.me = start.me;
       if (this.me) await Promise.all([this.loadChats(), this.loadDrafts()]);
     } catch (err) {
-      this.fatal = errorText(err);
+      // A session that ended while the list was on its way is the login
+      // screen's to tell, not a failure to start.
+      if (!this.heard.sessionEnded) this.fatal = errorText(err);
     }
     this.booted = true;
   }
@@ -133,7 +135,8 @@ export class AppState {
     this.chats = list.chats;
     this.unreadTotal = list.unreadTotal;
     // A chat left, or one was removed from, takes its draft along.
-    for (const id of [...this.drafts.keys()]) if (!list.chats.some((chat) => chat.id === id)) this.drafts.delete(id);
+    // A chat gone, or left (nothing more to write in it), takes its draft.
+    for (const id of [...this.drafts.keys()]) if (!list.chats.some((chat) => chat.id === id && !chat.left)) this.drafts.delete(id);
     // Removed from a group, or left it: its view closes.
     if (this.activeId && !list.chats.some((chat) => chat.id === this.activeId)) this.closeChat();
     else this.markNewsInOpenChat();

@@ -134,6 +134,22 @@ describe("AppState", () => {
     expect(app.unreadFrom).toBe("m:a61");
   });
 
+  it("takes an older page whose messages came as events first, and says when the chat's start is reached", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(41, 60));
+    await app.openChat("a");
+    const older = later<MessageView[]>();
+    history.mockReturnValueOnce(older.promise);
+    const loading = app.loadOlder();
+    // The engine tells each message of a page it fetched as it stores it,
+    // before the page's answer.
+    for (const m of page(1, 40)) app.handle({ type: "message", message: m });
+    older.resolve(page(1, 40));
+    await loading;
+    expect(app.messages).toHaveLength(60);
+    expect(app.hasOlder).toBe(false);
+  });
+
   it("drops an older page meant for an earlier opening of the same chat", async () => {
     const app = appWithChats();
     history.mockResolvedValueOnce(page(51, 60));

@@ -57,6 +57,9 @@ export class AppState {
   /** Counts chat openings: an answer for an earlier opening (even of the
    *  same chat, A→B→A) is dropped rather than merged into the new view. */
   private opened = 0;
+  /** Counts the times a resync started the open chat's view again from
+   *  its newest page: an older page asked for before is not for it. */
+  private restarts = 0;
   /** The version of the chat list shown (`ChatList`): an older list that
    *  arrives later is dropped. */
   private chatsVersion = 0;
@@ -179,6 +182,7 @@ export class AppState {
     const from = oldestSeq(page);
     if (shown !== null && from !== null && from > shown + 1) {
       this.show(merge(page, this.messages.filter((m) => m.seq === null || m.seq >= from)));
+      this.restarts += 1;
       this.hasOlder = from > 1;
     } else {
       this.show(merge(this.messages, page));
@@ -293,6 +297,7 @@ export class AppState {
   async loadOlder(): Promise<void> {
     const chatId = this.activeId;
     const opening = this.opened;
+    const restarts = this.restarts;
     const before = oldestSeq(this.messages);
     if (!chatId || !this.hasOlder || this.loadingOlder || this.olderWhenOnline || before === null) return;
     this.loadingOlder = true;
@@ -301,7 +306,8 @@ export class AppState {
     try {
       const page = await backend.history(chatId, before);
       // Another opening, or a view a resync started again: not this page's.
-      if (this.opened !== opening || oldestSeq(this.messages) !== before) return;
+      // (The page's own messages may have come as events already.)
+      if (this.opened !== opening || this.restarts !== restarts) return;
       if (page.length === 0 && (offline || this.connection !== "online")) {
         // Back online meanwhile: asked again at once (once this call is done).
         if (this.connection === "online") queueMicrotask(() => void this.loadOlder());

@@ -43,7 +43,7 @@ use crate::data_lock::{DataLock, LOCK_PATIENCE};
 use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline, agree_partitions};
 use crate::realtime::{AmqpFanout, Events, FanoutOptions, Hub};
 use crate::state::{AppState, Settings};
-use crate::store::{PgStore, SqliteStore, Store};
+use crate::store::{PgStore, Sequencing, SqliteStore, Store};
 
 /// A server that is bound to its address and ready to serve.
 pub struct Application {
@@ -159,9 +159,25 @@ impl Application {
 async fn open_store(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
     match config.database_url.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = PgStore::connect(url, config.database_max_connections)
+            let mut store = PgStore::connect(url, config.database_max_connections)
                 .await
                 .context("connecting to PostgreSQL (NATTER_DATABASE_URL)")?;
+            let sequencing = match config.amqp_url {
+                Some(_) => Sequencing::Broker,
+                None => Sequencing::InProcess,
+            };
+            let held = store
+                .hold_deployment(url, sequencing, LOCK_PATIENCE)
+                .await
+                .context("taking this node's place on PostgreSQL")?;
+            if !held {
+                anyhow::bail!(match sequencing {
+                    Sequencing::InProcess =>
+                        "another natter-server uses this PostgreSQL database: nodes that share one need RabbitMQ (NATTER_AMQP_URL), every one of them",
+                    Sequencing::Broker =>
+                        "a natter-server without RabbitMQ uses this PostgreSQL database: give it NATTER_AMQP_URL too, or stop it",
+                });
+            }
             tracing::info!("storage: PostgreSQL");
             Ok(Arc::new(store))
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use natter_shared::{Chat, Message, User};
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, Sequencing};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

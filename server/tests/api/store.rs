@@ -224,3 +224,59 @@ async fn sqlite_keeps_a_group_within_its_limit() {
     let store = SqliteStore::open(dir.path()).await.expect("SQLite");
     a_group_never_grows_past_its_limit(&store).await;
 }
+
+/// A node without RabbitMQ sequences every chat itself, so it has its
+/// PostgreSQL database alone: a second such node, or one with RabbitMQ,
+/// is refused; nodes with RabbitMQ share it. A node's place goes with it.
+#[tokio::test]
+async fn a_database_takes_one_node_without_rabbitmq_or_any_number_with_it() {
+    use natter_server::store::Sequencing::{Broker, InProcess};
+    use std::time::Duration;
+    const NOW: Duration = Duration::ZERO;
+    const PATIENCE: Duration = Duration::from_secs(10);
+    let url = new_postgres_database().await;
+    let store = async || PgStore::connect(&url, 2).await.expect("PostgreSQL");
+    let mut alone = store().await;
+    assert!(
+        alone
+            .hold_deployment(&url, InProcess, NOW)
+            .await
+            .expect("asked")
+    );
+    let mut second = store().await;
+    assert!(
+        !second
+            .hold_deployment(&url, InProcess, NOW)
+            .await
+            .expect("asked")
+    );
+    let mut clustered = store().await;
+    assert!(
+        !clustered
+            .hold_deployment(&url, Broker, NOW)
+            .await
+            .expect("asked")
+    );
+
+    drop(alone);
+    assert!(
+        clustered
+            .hold_deployment(&url, Broker, PATIENCE)
+            .await
+            .expect("asked"),
+        "free once the node is gone"
+    );
+    let mut another = store().await;
+    assert!(
+        another
+            .hold_deployment(&url, Broker, NOW)
+            .await
+            .expect("asked")
+    );
+    assert!(
+        !second
+            .hold_deployment(&url, InProcess, NOW)
+            .await
+            .expect("asked")
+    );
+}

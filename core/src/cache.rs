@@ -258,19 +258,25 @@ impl Cache {
     /// `new_are_unseen` (a catch-up after being away), a chat new to the
     /// cache was started, or joined, meanwhile: nothing in it was seen.
     ///
-    /// Only chats cached before the list was asked for can be left: one
-    /// that entered the cache while it was on its way (the user started or
-    /// changed it) is newer than the list, which cannot speak for it. So
-    /// the cache is read here, before `list` runs.
+    /// A chat that entered the cache or changed in it while the list was
+    /// on its way (the user started, left or renamed it; a live frame
+    /// told of a change) is newer than the list, which cannot speak for
+    /// it: it stays as it is. So the cache is read here before `list` runs,
+    /// and again after.
     pub async fn replace_chats(
         &self,
         list: impl Future<Output = CoreResult<Vec<Chat>>>,
         new_are_unseen: bool,
         me: &str,
     ) -> CoreResult<(Vec<Chat>, Vec<Left>)> {
-        let cached_before = self.chat_ids().await?;
+        let cached_before = self.chat_bodies().await?;
         let chats = list.await?;
+        let cached_now = self.chat_bodies().await?;
+        let changed_meanwhile = |id: &str| cached_before.get(id) != cached_now.get(id);
         for chat in &chats {
+            if changed_meanwhile(&chat.id) {
+                continue;
+            }
             if new_are_unseen {
                 self.put_chat_seen_through(chat, None).await?;
             } else {
@@ -279,8 +285,8 @@ impl Cache {
         }
         let listed: Vec<&str> = chats.iter().map(|chat| chat.id.as_str()).collect();
         let mut left = Vec::new();
-        for id in &cached_before {
-            if listed.contains(&id.as_str()) {
+        for id in cached_before.keys() {
+            if listed.contains(&id.as_str()) || changed_meanwhile(id) {
                 continue;
             }
             // Left before (no longer among its members): as it was.
@@ -379,6 +385,14 @@ impl Cache {
         tx.commit().await?;
         let chat = chat_row_gone.as_ref().map(chat_row).transpose()?;
         Ok(chat.map(|(chat, _)| Left { chat, unsent }))
+    }
+
+    /// Every chat's stored body, by id: what `replace_chats` compares.
+    async fn chat_bodies(&self) -> CoreResult<HashMap<String, String>> {
+        let rows = sqlx::query("SELECT id, body FROM chats")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
     pub async fn chat_ids(&self) -> CoreResult<Vec<String>> {
@@ -874,48 +888,67 @@ mod tests {
 
     /// A catch-up's list makes the cache the server's: a chat the user was
     /// in and the list lacks is left (kept, without them among its
-    /// members), but only if it was cached before the list was asked for:
-    /// one that came in while it was on its way (the user started it)
-    /// stays as it is, and so does one left before.
+    /// members), one left before stays so; but one that came in or
+    /// changed while the list was on its way (started, left, added back)
+    /// stays as it is: the list is older.
     #[tokio::test]
-    async fn replacing_the_chats_leaves_those_not_listed_but_one_cached_while_the_list_was_on_its_way()
-     {
+    async fn replacing_the_chats_leaves_those_not_listed_but_not_those_changed_meanwhile() {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = Cache::open(&dir.path().join("cache.db"))
             .await
             .expect("open");
-        cache
-            .put_chat(&chat_of("kept", &["me", "bob"]))
-            .await
-            .expect("chat");
-        cache
-            .put_chat(&chat_of("gone", &["me", "bob"]))
-            .await
-            .expect("chat");
-        cache
-            .put_chat(&chat_of("left-before", &["bob"]))
-            .await
-            .expect("chat");
+        let put = async |id: &str, members: &[&str]| cache.put_chat(&chat_of(id, members)).await;
+        for (id, members) in [
+            ("kept", ["me", "bob"].as_slice()),
+            ("gone", &["me", "bob"]),
+            ("left-before", &["bob"]),
+            ("left-meanwhile", &["me", "bob"]),
+            ("back-meanwhile", &["bob"]),
+        ] {
+            put(id, members).await.expect("chat");
+        }
 
         let list = async {
-            cache.put_chat(&chat_of("new", &["me"])).await?;
-            Ok(vec![chat_of("kept", &["me", "bob"])])
+            put("new", &["me"]).await?;
+            put("left-meanwhile", &["bob"]).await?;
+            put("back-meanwhile", &["me", "bob"]).await?;
+            // Read by the server before those changes.
+            Ok(vec![
+                chat_of("kept", &["me", "bob"]),
+                chat_of("new", &[]),
+                chat_of("left-meanwhile", &["me", "bob"]),
+            ])
         };
         let (listed, left) = cache
             .replace_chats(list, false, "me")
             .await
             .expect("replaced");
-        assert_eq!(listed.len(), 1);
+        assert_eq!(listed.len(), 3);
 
         let left: Vec<_> = left.iter().map(|left| left.chat.id.as_str()).collect();
         assert_eq!(left, ["gone"]);
         let mut ids = cache.chat_ids().await.expect("ids");
         ids.sort();
-        assert_eq!(ids, ["gone", "kept", "left-before", "new"]);
-        let (gone, _) = cache.chat("gone").await.expect("chat").expect("kept");
-        assert_eq!(members(&gone), ["bob"], "left: not among its members");
-        let (new, _) = cache.chat("new").await.expect("chat").expect("kept");
-        assert_eq!(members(&new), ["me"]);
+        assert_eq!(
+            ids,
+            [
+                "back-meanwhile",
+                "gone",
+                "kept",
+                "left-before",
+                "left-meanwhile",
+                "new"
+            ]
+        );
+        for (id, now) in [
+            ("gone", ["bob"].as_slice()),
+            ("new", &["me"]),
+            ("left-meanwhile", &["bob"]),
+            ("back-meanwhile", &["me", "bob"]),
+        ] {
+            let (chat, _) = cache.chat(id).await.expect("chat").expect("kept");
+            assert_eq!(members(&chat), now, "{id}");
+        }
     }
 
     /// Leaving keeps the chat's messages readable; its outbox goes,

@@ -41,7 +41,10 @@ function appWithChats() {
   return app;
 }
 
-beforeEach(() => { history.mockReset(); chats.mockClear(); discard.mockClear(); });
+beforeEach(() => {
+  history.mockReset(); chats.mockClear(); discard.mockClear();
+  startup.mockResolvedValue({ serverUrl: "http://localhost:8080", me: ann, connection: "online", limits: new AppState().limits });
+});
 
 describe("AppState", () => {
   it("stops asking for older pages after one fails, and says why", async () => {
@@ -178,6 +181,26 @@ describe("AppState", () => {
     expect(app.chats.map((c) => c.id)).toEqual(["a", "b", "c"]);
     expect(app.unreadTotal).toBe(3);
     expect(app.messages.map((m) => m.seq)).toEqual([51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62]);
+  });
+
+  it("after missed events, reads the link's state again and forgets who was typing", async () => {
+    const app = appWithChats();
+    app.handle({ type: "connection", state: "connecting" });
+    app.handle({ type: "typing", chatId: "a", names: ["Bob"] });
+    await app.resync();
+    expect(app.connection).toBe("online");
+    expect(app.typingIn("a")).toEqual([]);
+
+    // A state told while the answer was on its way is newer than it.
+    const answer = later<Startup>();
+    startup.mockClear();
+    startup.mockReturnValueOnce(answer.promise);
+    const resyncing = app.resync();
+    await vi.waitFor(() => expect(startup).toHaveBeenCalled());
+    app.handle({ type: "connection", state: "offline" });
+    answer.resolve({ serverUrl: "http://localhost:8080", me: ann, connection: "online", limits: app.limits });
+    await resyncing;
+    expect(app.connection).toBe("offline");
   });
 
   it("after missing more than a page, shows the newest page alone and pages up from it", async () => {

@@ -60,6 +60,9 @@ export class AppState {
   /** Counts the times a resync started the open chat's view again from
    *  its newest page: an older page asked for before is not for it. */
   private restarts = 0;
+  /** Counts `connection` events: a state read before the latest of them
+   *  is older than what it said. */
+  private connectionTold = 0;
   /** The version of the chat list shown (`ChatList`): an older list that
    *  arrives later is dropped. */
   private chatsVersion = 0;
@@ -109,6 +112,7 @@ export class AppState {
       case "connection":
         this.connection = event.state;
         this.heard.connection = true;
+        this.connectionTold += 1;
         if (event.state === "online" && this.olderWhenOnline) {
           this.olderWhenOnline = false;
           void this.loadOlder();
@@ -172,6 +176,12 @@ export class AppState {
    *  would have a gap that no page ever fills. */
   async resync(): Promise<void> {
     if (!this.me) return;
+    // Typing events, and their ends, may be among those missed: the next
+    // ones say who is typing. The link's state is read again.
+    this.typing = {};
+    const told = this.connectionTold;
+    const start = await backend.startup();
+    if (this.connectionTold === told && start.me !== null) this.connection = start.connection;
     await this.loadChats();
     const chatId = this.activeId;
     if (!chatId) return;

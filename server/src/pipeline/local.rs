@@ -174,7 +174,14 @@ async fn run(
                 sequencer.prepare(&drafts, false).await;
                 for job in jobs.drain(..) {
                     let reply = handle(&mut sequencer, job.command).await;
-                    waiting.push((job.reply, reply));
+                    // A refusal or a failure leaves nothing to store: it is
+                    // answered now, not after the next commit (which may
+                    // be long in coming while the database fails).
+                    if matches!(reply, Reply::Refused { .. } | Reply::Failed { .. }) {
+                        let _ = job.reply.send(reply);
+                    } else {
+                        waiting.push((job.reply, reply));
+                    }
                 }
                 sequencer.flush();
             }
@@ -310,6 +317,36 @@ mod tests {
                 other => panic!("not sent: {other:?}"),
             }
         })
+    }
+
+    /// A refusal is answered at once, also while a commit is held back (the
+    /// database locked by another writer): it has nothing to store.
+    #[tokio::test]
+    async fn a_refusal_is_answered_at_once_while_commits_wait() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (store, pipeline) = start(dir.path()).await;
+        let (chat_id, sender_id) = chat_of_two(store.as_ref()).await;
+        let database = format!("sqlite:{}", dir.path().join("natter.db").display());
+        let mut writer = sqlx::SqliteConnection::connect(&database)
+            .await
+            .expect("another connection");
+        writer.execute("BEGIN IMMEDIATE").await.expect("locked");
+        let held = pipeline
+            .hand_over(Command::Send {
+                draft: draft(0, &chat_id, &sender_id),
+            })
+            .await
+            .expect("queued");
+        let refused = pipeline
+            .ask(Command::Send {
+                draft: draft(1, &chat_id, "stranger"),
+            })
+            .await;
+        assert!(matches!(refused, Ok(Reply::Refused { .. })), "{refused:?}");
+        writer.execute("ROLLBACK").await.expect("unlocked");
+        let sent = held.await;
+        assert!(matches!(sent, Ok(Reply::Sent { .. })), "{sent:?}");
     }
 
     /// Messages handed over before `stop` are stored and answered by the

@@ -465,10 +465,10 @@ impl Cache {
         // It reads before it writes: a deferred transaction would fail to
         // upgrade (SQLITE_BUSY) once another connection wrote after its read.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // A chat no longer cached (left, or removed from, while this was on
-        // its way: an ack, a page) keeps no messages: one kept would stand
-        // alone, and if the chat came back, catch-up and older pages would
-        // read around it and leave a gap.
+        // A chat no longer cached (deleted while this was on its way: an
+        // ack, a page) keeps no messages: one kept would stand alone, and
+        // if the chat came back, catch-up and older pages would read around
+        // it and leave a gap.
         let cached: Option<i64> = sqlx::query_scalar("SELECT 1 FROM chats WHERE id = ?1")
             .bind(&message.chat_id)
             .fetch_optional(&mut *tx)

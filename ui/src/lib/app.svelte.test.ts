@@ -183,13 +183,11 @@ describe("AppState", () => {
     expect(app.messages.map((m) => m.seq)).toEqual([51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62]);
   });
 
-  it("after missed events, reads the link's state again and forgets who was typing", async () => {
+  it("after missed events, reads the link's state again", async () => {
     const app = appWithChats();
     app.handle({ type: "connection", state: "connecting" });
-    app.handle({ type: "typing", chatId: "a", names: ["Bob"] });
     await app.resync();
     expect(app.connection).toBe("online");
-    expect(app.typingIn("a")).toEqual([]);
 
     // A state told while the answer was on its way is newer than it.
     const answer = later<Startup>();
@@ -234,6 +232,21 @@ describe("AppState", () => {
     app.handle({ type: "connection", state: "online" });
     await vi.waitFor(() => expect(app.messages.map((m) => m.seq)).toEqual(page(1, 60).map((m) => m.seq)));
     expect(history).toHaveBeenLastCalledWith("a", 51);
+    expect(app.hasOlder).toBe(false);
+  });
+
+  it("scrolled past the cache while offline, asks again once a resync finds the link back", async () => {
+    const app = appWithChats();
+    app.connection = "offline";
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    history.mockResolvedValueOnce([]);
+    await app.loadOlder();
+    // The "online" event was among those missed; the resync reads the state.
+    chats.mockResolvedValueOnce({ chats: app.chats, unreadTotal: 0, version: 2 });
+    history.mockImplementation(async (_chatId, before) => (before === null ? page(51, 60) : page(1, 50)));
+    await app.resync();
+    await vi.waitFor(() => expect(app.messages.map((m) => m.seq)).toEqual(page(1, 60).map((m) => m.seq)));
     expect(app.hasOlder).toBe(false);
   });
 

@@ -110,13 +110,9 @@ export class AppState {
   handle(event: EngineEvent): void {
     switch (event.type) {
       case "connection":
-        this.connection = event.state;
         this.heard.connection = true;
         this.connectionTold += 1;
-        if (event.state === "online" && this.olderWhenOnline) {
-          this.olderWhenOnline = false;
-          void this.loadOlder();
-        }
+        this.setConnection(event.state);
         break;
       case "chats": this.setChats(event); break;
       case "message":
@@ -141,10 +137,9 @@ export class AppState {
     this.chatsVersion = list.version;
     this.chats = list.chats;
     this.unreadTotal = list.unreadTotal;
-    // A chat left, or one was removed from, takes its draft along.
     // A chat gone, or left (nothing more to write in it), takes its draft.
     for (const id of [...this.drafts.keys()]) if (!list.chats.some((chat) => chat.id === id && !chat.left)) this.drafts.delete(id);
-    // Removed from a group, or left it: its view closes.
+    // A chat deleted (or gone from a new login's list): its view closes.
     if (this.activeId && !list.chats.some((chat) => chat.id === this.activeId)) this.closeChat();
     else this.markNewsInOpenChat();
   }
@@ -174,14 +169,22 @@ export class AppState {
    *  and the view starts again from the page: older pages load from its
    *  oldest message as the user scrolls up, where a view keeping both
    *  would have a gap that no page ever fills. */
+  /** The link's state; back online, an older page asked for offline is
+   *  asked for again. */
+  private setConnection(state: ConnectionState): void {
+    this.connection = state;
+    if (state === "online" && this.olderWhenOnline) {
+      this.olderWhenOnline = false;
+      void this.loadOlder();
+    }
+  }
+
   async resync(): Promise<void> {
     if (!this.me) return;
-    // Typing events, and their ends, may be among those missed: the next
-    // ones say who is typing. The link's state is read again.
-    this.typing = {};
+    // The link's state is read again: its event may be among those missed.
     const told = this.connectionTold;
     const start = await backend.startup();
-    if (this.connectionTold === told && start.me !== null) this.connection = start.connection;
+    if (this.connectionTold === told && start.me !== null) this.setConnection(start.connection);
     await this.loadChats();
     const chatId = this.activeId;
     if (!chatId) return;

@@ -159,25 +159,26 @@ impl Application {
 async fn open_store(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
     match config.database_url.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let mut store = PgStore::connect(url, config.database_max_connections)
-                .await
-                .context("connecting to PostgreSQL (NATTER_DATABASE_URL)")?;
             let sequencing = match config.amqp_url {
                 Some(_) => Sequencing::Broker,
                 None => Sequencing::InProcess,
             };
-            let held = store
-                .hold_deployment(url, sequencing, LOCK_PATIENCE)
-                .await
-                .context("taking this node's place on PostgreSQL")?;
-            if !held {
+            let connected = PgStore::connect_node(
+                url,
+                config.database_max_connections,
+                sequencing,
+                LOCK_PATIENCE,
+            )
+            .await
+            .context("connecting to PostgreSQL (NATTER_DATABASE_URL)")?;
+            let Some(store) = connected else {
                 anyhow::bail!(match sequencing {
                     Sequencing::InProcess =>
                         "another natter-server uses this PostgreSQL database: nodes that share one need RabbitMQ (NATTER_AMQP_URL), every one of them",
                     Sequencing::Broker =>
                         "a natter-server without RabbitMQ uses this PostgreSQL database: give it NATTER_AMQP_URL too, or stop it",
                 });
-            }
+            };
             tracing::info!("storage: PostgreSQL");
             Ok(Arc::new(store))
         }

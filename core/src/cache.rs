@@ -399,16 +399,6 @@ impl Cache {
         Ok(chat.map(|(chat, _)| Left { chat, unsent }))
     }
 
-    /// Deletes a chat's messages, keeping the chat: the next reading of it
-    /// starts from its newest page.
-    pub async fn forget_messages(&self, chat_id: &str) -> CoreResult<()> {
-        sqlx::query("DELETE FROM messages WHERE chat_id = ?1")
-            .bind(chat_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Every chat's stored body, by id: what `replace_chats` compares.
     async fn chat_bodies(&self) -> CoreResult<HashMap<String, String>> {
         let rows = sqlx::query("SELECT id, body FROM chats")

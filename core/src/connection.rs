@@ -30,6 +30,9 @@ const CATCH_UP_PAGE: u32 = 200;
 const FIRST_PAGE: u32 = 50;
 /// The server pings every 20 s by default; silence this long means the link is dead.
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// How many catch-ups in a row take every chat failing (500) for the
+/// server's trouble and fail; later ones go online with the chats behind.
+const ALL_FAILING_TRIES: u32 = 10;
 /// How long `ready` may take after the upgrade.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// New messages change the chat list (order, preview, unread counts): it is
@@ -57,7 +60,7 @@ pub(crate) async fn run(
         ctx.set_state(ConnectionState::Connecting);
         // The token as it is now: renewed meanwhile, the new one.
         let token = ctx.api.token().unwrap_or_default();
-        let ended = connect_and_serve(&ctx, &token, &mut outgoing).await;
+        let ended = connect_and_serve(&ctx, &token, &mut outgoing, attempt).await;
         ctx.set_state(ConnectionState::Offline);
         clear_typing(&ctx).await;
         match ended {
@@ -88,10 +91,13 @@ pub(crate) async fn run(
     }
 }
 
+/// One link, `attempt` counting the failed ones since the last that was
+/// online.
 async fn connect_and_serve(
     ctx: &Context,
     token: &str,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
+    attempt: u32,
 ) -> Ended {
     let url = format!("{}?token={token}", ctx.api.base().socket());
     let connector = match ctx.api.socket_connector() {
@@ -126,7 +132,10 @@ async fn connect_and_serve(
     }
     // Everything from here on reaches this socket; what happened before is
     // fetched now. Live frames wait in the socket meanwhile.
-    let behind = match catch_up(ctx).await {
+    // Every chat failing is taken for the server's trouble for the first
+    // tries only: a fault in the messages of just the chats to read would
+    // otherwise keep the app offline for good.
+    let behind = match catch_up(ctx, attempt < ALL_FAILING_TRIES).await {
         Ok(behind) => behind,
         Err(err) if err.is_unauthorized() => return Ended::Unauthorized(err.to_string()),
         Err(err) => {
@@ -184,7 +193,7 @@ async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
 /// A chat whose history the server fails on alone (an internal error) does
 /// not fail the catch-up: the others are read, and the chat is returned
 /// *behind*, to be read again on the live link after a wait.
-pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<Behind> {
+pub(crate) async fn catch_up(ctx: &Context, all_failing_fails: bool) -> CoreResult<Behind> {
     // A login's first catch-up finds history, not news.
     let first = !ctx.cache.has_caught_up().await?;
     let (chats, left) = ctx
@@ -196,7 +205,7 @@ pub(crate) async fn catch_up(ctx: &Context) -> CoreResult<Behind> {
     }
     let mut missed = HashMap::new();
     let mut behind = Behind::new(ctx.backoff);
-    let read = read_missed(ctx, &chats, &mut missed, &mut behind).await;
+    let read = read_missed(ctx, &chats, &mut missed, &mut behind, all_failing_fails).await;
     for notification in missed.into_values() {
         ctx.notify(notification);
     }
@@ -216,6 +225,7 @@ async fn read_missed(
     chats: &[Chat],
     missed: &mut HashMap<String, Notification>,
     behind: &mut Behind,
+    all_failing_fails: bool,
 ) -> CoreResult<()> {
     let held = ctx.cache.max_seqs().await?;
     let seen_through = ctx.cache.seen_through().await?;
@@ -258,7 +268,7 @@ async fn read_missed(
     // one chat's: the app stays offline rather than online with every
     // chat behind.
     match first_failure {
-        Some(err) if failures == asked && failures > 1 => Err(err),
+        Some(err) if all_failing_fails && failures == asked && failures > 1 => Err(err),
         _ => Ok(()),
     }
 }
@@ -712,7 +722,28 @@ async fn handle(
         } => {
             tracing::warn!(%error, "the server refused a frame");
         }
-        ServerFrame::Chat { chat } => ctx.chat_changed(&chat).await?,
+        ServerFrame::Chat { chat } => {
+            let rejoined = chat.has_member(&ctx.me.id)
+                && ctx
+                    .cache
+                    .chat(&chat.id)
+                    .await?
+                    .is_some_and(|(cached, _)| !cached.has_member(&ctx.me.id));
+            ctx.chat_changed(&chat).await?;
+            // Back in a group left before: its cache stops where one left,
+            // and no catch-up reads on from there while the link holds.
+            // What was said meanwhile is read now, as history (not news),
+            // so that a view open on it goes on without a hole.
+            if rejoined
+                && let ChatHeld::Known {
+                    highest_seq: Some(held),
+                } = ctx.cache.chat_held(&chat.id).await?
+            {
+                let mut history = HashMap::new();
+                read_chat(ctx, &chat.id, Page::After(held), i64::MAX, &mut history).await?;
+                return Ok(true);
+            }
+        }
         ServerFrame::Typing {
             chat_id,
             user_id,

@@ -189,14 +189,6 @@ impl Context {
     /// removed from) readable as it was, without its outbox.
     pub async fn chat_changed(&self, chat: &Chat) -> CoreResult<()> {
         if chat.has_member(&self.me.id) {
-            // Back in a group left before: its cache stops where one left,
-            // and no catch-up reads on from there while the link holds.
-            // Its newest page is read instead, when the chat is opened.
-            if let Some((cached, _)) = self.cache.chat(&chat.id).await?
-                && !cached.has_member(&self.me.id)
-            {
-                self.cache.forget_messages(&chat.id).await?;
-            }
             self.cache.put_chat(chat).await?;
         } else if let Some(left) = self.cache.leave_chat(chat).await? {
             self.tell_unsent(&left);

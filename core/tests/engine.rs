@@ -2006,6 +2006,27 @@ async fn ann_away_from_bob() -> AwayFromBob {
     }
 }
 
+/// While Ann is away, Bob writes her a second message ("two") and starts a
+/// group with her ("News", saying "hello"); returns once both are acked.
+async fn bob_writes_while_ann_is_away(
+    bob_app: &App,
+    ann: &natter_shared::User,
+    direct: &ChatSummary,
+) -> ChatSummary {
+    bob_app.engine.send(&direct.id, "two").await.expect("sent");
+    let group = bob_app
+        .engine
+        .create_group("News", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    bob_app.engine.send(&group.id, "hello").await.expect("sent");
+    eventually("bob's are acked", || async {
+        all_sent(bob_app, &direct.id).await && all_sent(bob_app, &group.id).await
+    })
+    .await;
+    group
+}
+
 /// Whether everything `app` wrote in `chat` is acked.
 async fn all_sent(app: &App, chat: &str) -> bool {
     contents(app, chat)
@@ -2029,18 +2050,7 @@ async fn a_chat_refused_at_catch_up_does_not_keep_the_app_offline() {
         ann,
         direct,
     } = ann_away_from_bob().await;
-    // While Ann is away, Bob writes to her and starts a group with her.
-    bob_app.engine.send(&direct.id, "two").await.expect("sent");
-    let group = bob_app
-        .engine
-        .create_group("News", std::slice::from_ref(&ann.id))
-        .await
-        .expect("group");
-    bob_app.engine.send(&group.id, "hello").await.expect("sent");
-    eventually("bob's are acked", || async {
-        all_sent(&bob_app, &direct.id).await && all_sent(&bob_app, &group.id).await
-    })
-    .await;
+    let group = bob_writes_while_ann_is_away(&bob_app, &ann, &direct).await;
 
     // The link is back, but the direct chat's history alone is refused:
     // catch-up asks for the chat, which the server gives, and fails (the
@@ -2117,18 +2127,7 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
         ann,
         direct,
     } = ann_away_from_bob().await;
-    // While Ann is away, Bob writes to her and starts a group with her.
-    bob_app.engine.send(&direct.id, "two").await.expect("sent");
-    let group = bob_app
-        .engine
-        .create_group("News", std::slice::from_ref(&ann.id))
-        .await
-        .expect("group");
-    bob_app.engine.send(&group.id, "hello").await.expect("sent");
-    eventually("bob's are acked", || async {
-        all_sent(&bob_app, &direct.id).await && all_sent(&bob_app, &group.id).await
-    })
-    .await;
+    let group = bob_writes_while_ann_is_away(&bob_app, &ann, &direct).await;
 
     // The link is back, but the server fails on the direct chat's history.
     front.set(Cut::Breaking(
@@ -2335,17 +2334,7 @@ async fn a_server_failing_on_every_chat_keeps_the_app_offline() {
         ann,
         direct,
     } = ann_away_from_bob().await;
-    bob_app.engine.send(&direct.id, "two").await.expect("sent");
-    let group = bob_app
-        .engine
-        .create_group("News", std::slice::from_ref(&ann.id))
-        .await
-        .expect("group");
-    bob_app.engine.send(&group.id, "hello").await.expect("sent");
-    eventually("bob's are acked", || async {
-        all_sent(&bob_app, &direct.id).await && all_sent(&bob_app, &group.id).await
-    })
-    .await;
+    let group = bob_writes_while_ann_is_away(&bob_app, &ann, &direct).await;
 
     ann_app.events = ann_app.engine.subscribe();
     front.set(Cut::Breaking(b"GET /api/message/".to_vec()));

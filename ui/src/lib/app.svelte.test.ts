@@ -388,6 +388,7 @@ describe("AppState", () => {
   it("at boot, keeps what events said while startup's answer was on its way", async () => {
     const app = new AppState();
     const answer = later<Startup>();
+    startup.mockClear();
     startup.mockReturnValueOnce(answer.promise);
     const booting = app.boot();
     await vi.waitFor(() => expect(startup).toHaveBeenCalled());

@@ -66,9 +66,9 @@ export class AppState {
   /** The version of the chat list shown (`ChatList`): an older list that
    *  arrives later is dropped. */
   private chatsVersion = 0;
-  /** Events that say what `startup` answers, once heard: boot keeps what
-   *  an event said while the answer was on its way. */
-  private heard = { connection: false, sessionEnded: false };
+  /** A session's end told by an event: boot keeps it over what the
+   *  `startup` answer, read before it, says. */
+  private heardSessionEnded = false;
   /** Client ids of messages the user discarded: kept out of the view when
    *  a page or event read before the discard arrives after it. */
   private discarded = new Set<string>();
@@ -93,16 +93,17 @@ export class AppState {
       await onEvent((event) => this.handle(event));
       await onOpenChat((chatId) => void this.openChat(chatId));
       await onResync(() => void this.resync().catch((err) => { this.notice = errorText(err); }));
+      const told = this.connectionTold;
       const start = await backend.startup();
       this.serverUrl = start.serverUrl;
       this.limits = start.limits;
-      if (!this.heard.connection) this.connection = start.connection;
-      if (!this.heard.sessionEnded) this.me = start.me;
+      if (this.connectionTold === told) this.connection = start.connection;
+      if (!this.heardSessionEnded) this.me = start.me;
       if (this.me) await Promise.all([this.loadChats(), this.loadDrafts()]);
     } catch (err) {
       // A session that ended while the list was on its way is the login
       // screen's to tell, not a failure to start.
-      if (!this.heard.sessionEnded) this.fatal = errorText(err);
+      if (!this.heardSessionEnded) this.fatal = errorText(err);
     }
     this.booted = true;
   }
@@ -110,7 +111,6 @@ export class AppState {
   handle(event: EngineEvent): void {
     switch (event.type) {
       case "connection":
-        this.heard.connection = true;
         this.connectionTold += 1;
         this.setConnection(event.state);
         break;
@@ -121,7 +121,7 @@ export class AppState {
       case "typing": this.typing = { ...this.typing, [event.chatId]: event.names }; break;
       case "sessionEnded":
         this.signedOut(event.reason);
-        this.heard.sessionEnded = true;
+        this.heardSessionEnded = true;
         break;
       case "notify": break;
       case "chatRead": break;

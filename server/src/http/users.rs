@@ -7,6 +7,7 @@ use natter_shared::User;
 use natter_shared::api::{AuthResponse, LoginRequest, SignUpRequest};
 use natter_shared::limits::SEARCH_MAX_RESULTS;
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::extract::{JsonBody, PathParam, QueryParams};
 use crate::auth::{AuthSession, AuthUser};
@@ -72,35 +73,58 @@ pub async fn sign_up(
     }
     let password_hash = state.passwords.hash(&password).await?;
 
-    let pic_key = match pic {
-        Some((key, bytes)) => {
-            state.blobs.put(&key, bytes).await?;
-            Some(key)
-        }
-        None => None,
-    };
     let new_user = NewUser {
         id: uuid::Uuid::now_v7().to_string(),
         name: name.into_inner(),
         email: email.as_str().to_owned(),
         password_hash,
-        pic: pic_key.clone(),
+        pic: None,
     };
-    let user = match state.store.create_user(new_user).await {
-        Ok(user) => user,
-        Err(err) => {
-            // The account was not created (an email taken in a race, say): drop its picture.
-            if let Some(key) = pic_key
-                && let Err(cleanup) = state.blobs.delete(&key).await
-            {
-                tracing::warn!(error = %cleanup, "could not remove the picture of a failed sign-up");
-            }
-            return Err(err.into());
-        }
-    };
+    let user = store_account(&state, new_user, pic).await?;
     tracing::info!(user = %user.id, "new account");
     let token = state.tokens.issue(&user.id)?;
     Ok((StatusCode::CREATED, Json(AuthResponse { user, token })))
+}
+
+/// Stores the picture, then the account; a picture whose account was not
+/// created goes again.
+///
+/// In a task of its own: a request dropped between the two (its client
+/// gone, a proxy's timeout) would leave a picture no account points at.
+/// The caller waits for it all the same. So a client that hangs up once
+/// its password is hashed may still get its account; signing up again
+/// then says the email is taken, and logging in works.
+async fn store_account(
+    state: &AppState,
+    mut new_user: NewUser,
+    pic: Option<(String, Vec<u8>)>,
+) -> Result<User, ApiError> {
+    let state = state.clone();
+    let storing = tokio::spawn(
+        async move {
+        if let Some((key, bytes)) = pic {
+            state.blobs.put(&key, bytes).await?;
+            new_user.pic = Some(key);
+        }
+        let pic_key = new_user.pic.clone();
+        match state.store.create_user(new_user).await {
+            Ok(user) => Ok(user),
+            Err(err) => {
+                // The account was not created (an email taken in a race, say): drop its picture.
+                if let Some(key) = pic_key
+                    && let Err(cleanup) = state.blobs.delete(&key).await
+                {
+                    tracing::warn!(error = %cleanup, "could not remove the picture of a failed sign-up");
+                }
+                Err(err.into())
+            }
+        }
+        }
+        .instrument(tracing::Span::current()),
+    );
+    storing
+        .await
+        .map_err(|err| ApiError::Internal(anyhow::anyhow!("storing an account: {err}")))?
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<SignUpForm, ApiError> {
@@ -215,4 +239,102 @@ pub async fn get_user(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("no user with that id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::Application;
+    use crate::blobs::{Blob, BlobError, BlobStore};
+    use crate::config::Config;
+
+    /// The real picture folder, whose `put` stores and then waits to be let go.
+    struct HeldPuts {
+        inner: Arc<dyn BlobStore>,
+        stored: Notify,
+        go_on: Notify,
+    }
+
+    #[async_trait]
+    impl BlobStore for HeldPuts {
+        async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
+            self.inner.put(key, bytes).await?;
+            self.stored.notify_one();
+            self.go_on.notified().await;
+            Ok(())
+        }
+        async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError> {
+            self.inner.get(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), BlobError> {
+            self.inner.delete(key).await
+        }
+        async fn ping(&self) -> Result<(), BlobError> {
+            self.inner.ping().await
+        }
+    }
+
+    /// A sign-up whose request is dropped once its picture is stored (its
+    /// client gone) still creates the account the picture belongs to.
+    #[tokio::test]
+    async fn a_sign_up_dropped_after_its_picture_is_stored_still_makes_the_account() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            addr: "127.0.0.1:0".parse().expect("address"),
+            ..Config::with_data_dir(dir.path().to_path_buf())
+        };
+        let app = Application::build(&config).await.expect("built");
+        let held = Arc::new(HeldPuts {
+            inner: app.state.blobs.clone(),
+            stored: Notify::new(),
+            go_on: Notify::new(),
+        });
+        let mut state = app.state.clone();
+        state.blobs = held.clone();
+        let key = blobs::new_key(blobs::ImageKind::Png);
+        let new_user = NewUser {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: "Ann".into(),
+            email: "ann@example.com".into(),
+            password_hash: "not checked here".into(),
+            pic: None,
+        };
+        {
+            let storing = pin!(store_account(
+                &state,
+                new_user,
+                Some((key.clone(), vec![1]))
+            ));
+            tokio::select! {
+                _ = held.stored.notified() => {}
+                answer = storing => panic!("answered before its picture was let go: {:?}", answer.map(|user| user.id)),
+            }
+        }
+        held.go_on.notify_one();
+        let made = async {
+            loop {
+                if let Some(user) = state
+                    .store
+                    .user_by_email("ann@example.com")
+                    .await
+                    .expect("read")
+                {
+                    return user;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let user = tokio::time::timeout(Duration::from_secs(10), made)
+            .await
+            .expect("the account is made");
+        assert_eq!(user.user.pic, Some(blobs::pic_url(&key)));
+        assert!(state.blobs.get(&key).await.expect("read").is_some());
+    }
 }

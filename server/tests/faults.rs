@@ -1301,3 +1301,64 @@ async fn an_embedded_server_killed_before_storing_what_it_delivered_reuses_none_
         "each once, and no seq the dead server delivered names another message"
     );
 }
+
+/// A node with RabbitMQ whose session on PostgreSQL ended (a restart does)
+/// finds, when it comes to take its place again, that a node without
+/// RabbitMQ took the database meanwhile: it stops, with a failure, rather
+/// than sequence beside a node that sequences every chat by itself. The
+/// node without RabbitMQ goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_place_a_node_of_the_other_kind_took_stops() {
+    use sqlx::Connection;
+    let _serial = SERIAL.lock().await;
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let mut clustered = start_node("clustered", &database, &exchange).await;
+
+    // A node without RabbitMQ waits for the database to be its alone.
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let _alone = server_command("alone", &database, &exchange, data.path())
+        .env_remove("NATTER_AMQP_URL")
+        .env("NATTER_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("the node without RabbitMQ starts");
+
+    // The clustered node's lock session is ended, as often as it takes
+    // it again, until the other node has taken the database.
+    let mut admin = sqlx::PgConnection::connect(&database)
+        .await
+        .expect("PostgreSQL");
+    // The nodes' lock (its key, 0x6e61_7474_6572, in two halves), not
+    // another advisory lock such as the migrations'.
+    let holders = "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                   WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database() \
+                   AND l.classid = 28257 AND l.objid = 1953785202";
+    wait_until(
+        "the node without RabbitMQ to take the database",
+        FAULT_PATIENCE,
+        async || {
+            let _: Vec<(bool,)> = sqlx::query_as(&format!(
+                "SELECT pg_terminate_backend(l.pid) {holders} AND l.mode = 'ShareLock'"
+            ))
+            .fetch_all(&mut admin)
+            .await
+            .expect("ended");
+            let (alone,): (i64,) = sqlx::query_as(&format!(
+                "SELECT count(*) {holders} AND l.mode = 'ExclusiveLock'"
+            ))
+            .fetch_one(&mut admin)
+            .await
+            .expect("asked");
+            alone == 1
+        },
+    )
+    .await;
+
+    let exit = tokio::time::timeout(FAULT_PATIENCE, clustered.child.wait())
+        .await
+        .expect("the clustered node stops in time")
+        .expect("exit status");
+    assert_eq!(exit.code(), Some(1), "stopped as a failure: {exit}");
+    wait_healthy(port).await;
+}

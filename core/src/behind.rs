@@ -84,6 +84,11 @@ impl Behind {
         self.skipped.remove(chat_id);
     }
 
+    /// Every chat behind.
+    pub fn chat_ids(&self) -> impl Iterator<Item = &str> {
+        self.retries.ids()
+    }
+
     /// When the next read is due, if any chat is waiting.
     pub fn next_due(&self) -> Option<Instant> {
         self.retries.next_due()

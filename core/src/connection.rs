@@ -63,6 +63,12 @@ pub(crate) async fn run(
         let ended = connect_and_serve(&ctx, &token, &mut outgoing, attempt).await;
         ctx.set_state(ConnectionState::Offline);
         clear_typing(&ctx).await;
+        // Which chats are behind is the next catch-up's to say.
+        if ctx.clear_behind()
+            && let Err(err) = ctx.emit_chats().await
+        {
+            tracing::warn!(error = %err, "reading the chat list for the UI");
+        }
         match ended {
             Ended::Unauthorized(reason) => {
                 tracing::info!(%reason, "the server ended the session");
@@ -206,6 +212,9 @@ pub(crate) async fn catch_up(ctx: &Context, all_failing_fails: bool) -> CoreResu
     let mut missed = HashMap::new();
     let mut behind = Behind::new(ctx.backoff);
     let read = read_missed(ctx, &chats, &mut missed, &mut behind, all_failing_fails).await;
+    if read.is_ok() {
+        ctx.set_behind(&behind);
+    }
     for notification in missed.into_values() {
         ctx.notify(notification);
     }
@@ -240,28 +249,22 @@ async fn read_missed(
         }
         let seen = seen_through.get(&chat.id).copied().flatten();
         asked += 1;
-        match read_from(ctx, &chat.id, cursor, seen, missed).await {
-            Ok(()) => {}
-            // A chat the server refuses us (we were removed since the list
-            // was read) keeps neither the others nor the link back: the
-            // `chat` frame of the removal marks it left. Only when the chat
-            // itself is refused too: a proxy or firewall refusing history
-            // alone must not have every chat skipped.
-            Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat.id).await => {
+        let Err(err) = read_from(ctx, &chat.id, cursor, seen, missed).await else {
+            continue;
+        };
+        match classify(ctx, &chat.id, err).await {
+            ChatFailure::Refused(err) => {
                 tracing::info!(chat_id = %chat.id, error = %err, "catching up: skipping a chat the server refuses");
             }
-            // The server failed on this chat alone (a damaged row, a bug):
-            // the others go on, and so does the link; it is read again
-            // after a wait (`read_behind`), its news unread until then.
-            Err(err) if err.is_chat_failure() => {
+            // Its news stays unread until it is read (`read_behind`).
+            ChatFailure::Behind(err) => {
                 tracing::warn!(chat_id = %chat.id, error = %err, "catching up: a chat's history failed; reading it again later");
                 behind.failed(&chat.id);
                 failures += 1;
                 first_failure.get_or_insert(err);
             }
-            // Anything else (the link, "not now", a proxy failing) holds
-            // for every chat: the catch-up fails, and starts again.
-            Err(err) => return Err(err),
+            // The catch-up fails, and starts again.
+            ChatFailure::Everyone(err) => return Err(err),
         }
     }
     // Every chat failing is the server's trouble (a full disk, say), not
@@ -324,31 +327,53 @@ async fn read_due(
             ChatHeld::Known { highest_seq } => highest_seq,
         };
         let seen = seen_through.get(&chat_id).copied().flatten();
-        match read_from(ctx, &chat_id, cursor, seen, missed).await {
-            Ok(()) => {
-                let held = match ctx.cache.chat_held(&chat_id).await? {
-                    ChatHeld::Known { highest_seq } => highest_seq,
-                    ChatHeld::Unknown => None,
-                };
-                if behind.read(&chat_id, held) {
-                    tracing::info!(%chat_id, "a chat left behind is read");
-                }
-                read = true;
+        let Err(err) = read_from(ctx, &chat_id, cursor, seen, missed).await else {
+            let held = match ctx.cache.chat_held(&chat_id).await? {
+                ChatHeld::Known { highest_seq } => highest_seq,
+                ChatHeld::Unknown => None,
+            };
+            if behind.read(&chat_id, held) {
+                tracing::info!(%chat_id, "a chat left behind is read");
             }
-            // Removed from it since: the removal's `chat` frame marks it left.
-            Err(err) if err.is_chat_refused() && chat_refused(ctx, &chat_id).await => {
-                behind.done(&chat_id);
-            }
-            Err(err) if err.is_chat_failure() => {
+            read = true;
+            continue;
+        };
+        match classify(ctx, &chat_id, err).await {
+            ChatFailure::Refused(_) => behind.done(&chat_id),
+            ChatFailure::Behind(err) => {
                 let wait = behind.failed(&chat_id);
                 tracing::warn!(%chat_id, error = %err, ?wait, "a chat's history failed again");
                 // A page may have come before the failure.
                 read = true;
             }
-            Err(err) => return Err(err),
+            ChatFailure::Everyone(err) => return Err(err),
         }
     }
     Ok(read)
+}
+
+/// What a failed read of one chat's history means for the others.
+enum ChatFailure {
+    /// The server refuses us the chat (we were removed since): it is
+    /// skipped, and the removal's `chat` frame marks it left.
+    Refused(CoreError),
+    /// The server failed on this chat alone (a damaged row, a bug): the
+    /// others go on, and so does the link; it is read again after a wait.
+    Behind(CoreError),
+    /// The link, "not now", a proxy failing: it holds for every chat.
+    Everyone(CoreError),
+}
+
+async fn classify(ctx: &Context, chat_id: &str, err: CoreError) -> ChatFailure {
+    // Refused only when the chat itself is refused too: a proxy or
+    // firewall refusing history alone must not have every chat skipped.
+    if err.is_chat_refused() && chat_refused(ctx, chat_id).await {
+        ChatFailure::Refused(err)
+    } else if err.is_chat_failure() {
+        ChatFailure::Behind(err)
+    } else {
+        ChatFailure::Everyone(err)
+    }
 }
 
 /// Whether the server refuses us `chat_id` itself, not only its history.
@@ -529,7 +554,7 @@ async fn serve_frames(
                 last_heard = Instant::now();
                 match message {
                     WsMessage::Text(text) => match handle(ctx, text.as_str(), &mut resends, behind).await {
-                        Ok(stale) => chat_list.stale |= stale,
+                        Ok(stale) => chat_list.stale |= stale | ctx.set_behind(behind),
                         // A frame we cannot read is skipped (a newer server's, say).
                         Err(err @ CoreError::Protocol(_)) => {
                             tracing::warn!(error = %err, "a frame from the server was not understood");
@@ -575,7 +600,7 @@ async fn serve_frames(
             }
             _ = sleep_until_some(behind_due_at), if behind_due_at.is_some() => {
                 match read_behind(ctx, behind).await {
-                    Ok(read) => chat_list.stale |= read,
+                    Ok(read) => chat_list.stale |= read | ctx.set_behind(behind),
                     // The next link catches up with every chat again.
                     Err(err) => {
                         tracing::warn!(error = %err, "reading a chat left behind failed; reconnecting");
@@ -620,18 +645,19 @@ async fn handle(
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
             let mut filled = false;
-            match ctx.cache.chat_held(&message.chat_id).await? {
+            let held = ctx.cache.chat_held(&message.chat_id).await?;
+            // A chat left behind is read whole when its wait is over:
+            // stored now, this would leave a hole before it.
+            if let ChatHeld::Known { highest_seq } = held
+                && behind.skips(&message.chat_id, highest_seq, message.seq)
+            {
+                return Ok(false);
+            }
+            match held {
                 ChatHeld::Unknown => {
                     // A chat we have not heard of (its `chat` frame was missed).
                     let chat = ctx.api.chat(&message.chat_id).await?;
                     ctx.cache.put_chat(&chat).await?;
-                }
-                // A chat left behind is read whole when its wait is over:
-                // stored now, this would leave a hole before it.
-                ChatHeld::Known { highest_seq }
-                    if behind.skips(&message.chat_id, highest_seq, message.seq) =>
-                {
-                    return Ok(false);
                 }
                 ChatHeld::Known {
                     highest_seq: Some(held),

@@ -1,7 +1,7 @@
 //! What one logged-in session shares between the engine's methods and its
 //! connection task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use natter_shared::{Chat, Message, User};
@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::api::ServerApi;
 use crate::backoff::Backoff;
+use crate::behind::Behind;
 use crate::cache::{Cache, Left, Outgoing, Source, Stored};
 use crate::error::CoreResult;
 use crate::notices::Notices;
@@ -30,6 +31,8 @@ pub(crate) struct Context {
     pub typing: Mutex<Typing>,
     pub notices: Mutex<Notices>,
     pub state: Mutex<ConnectionState>,
+    /// The chats left behind on the link, as the chat list shows them.
+    pub behind: Mutex<HashSet<String>>,
     pub backoff: Backoff,
     /// How long opening the socket may take (`EngineOptions`).
     pub connect_timeout: std::time::Duration,
@@ -77,6 +80,27 @@ impl Context {
         if changed {
             self.emit(Event::Connection { state });
         }
+    }
+
+    /// Takes the chats now behind on the link; returns whether that
+    /// changed what the chat list shows.
+    pub fn set_behind(&self, behind: &Behind) -> bool {
+        let mut shown = lock(&self.behind);
+        let same = shown.len() == behind.chat_ids().count()
+            && behind.chat_ids().all(|chat_id| shown.contains(chat_id));
+        if !same {
+            *shown = behind.chat_ids().map(str::to_owned).collect();
+        }
+        !same
+    }
+
+    /// No chat is shown behind any more (the link is gone); returns
+    /// whether one was.
+    pub fn clear_behind(&self) -> bool {
+        let mut shown = lock(&self.behind);
+        let had = !shown.is_empty();
+        shown.clear();
+        had
     }
 
     pub fn state(&self) -> ConnectionState {
@@ -236,10 +260,12 @@ impl Context {
             .map(|outgoing| (outgoing.chat_id.clone(), outgoing))
             .collect();
         let unread_total = chats.iter().map(|(_, unread)| *unread).sum();
+        let behind = lock(&self.behind).clone();
         let chats = chats
             .iter()
             .map(|(chat, unread)| {
                 let mut summary = ChatSummary::new(chat, *unread, &self.me.id);
+                summary.behind = behind.contains(&chat.id);
                 if let Some(outgoing) = unsent.get(&chat.id)
                     && waits_after(outgoing, chat.latest_message.as_ref())
                 {

@@ -1,7 +1,7 @@
 //! The engine: everything the desktop app does but drawing. The shell calls
 //! its methods for what the user does and forwards its events to the UI.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -279,6 +279,7 @@ impl Engine {
             typing: Mutex::new(Typing::default()),
             notices: Mutex::new(Notices::default()),
             state: Mutex::new(ConnectionState::Offline),
+            behind: Mutex::new(HashSet::new()),
             backoff: self.inner.options.backoff,
             connect_timeout: self.inner.options.connect_timeout,
         });
@@ -703,6 +704,22 @@ impl Engine {
         self.ctx().await?.cache.drafts().await
     }
 
+    /// Who is typing now, by chat (names, as `Event::Typing` tells them):
+    /// for a UI that missed events to read again.
+    pub async fn typists(&self) -> CoreResult<HashMap<String, Vec<String>>> {
+        let ctx = self.ctx().await?;
+        let chats = lock(&ctx.typing).chats();
+        let mut typists = HashMap::with_capacity(chats.len());
+        for chat_id in chats {
+            let names = ctx.typist_names(&chat_id).await;
+            // Stopped meanwhile.
+            if !names.is_empty() {
+                typists.insert(chat_id, names);
+            }
+        }
+        Ok(typists)
+    }
+
     /// Drops a message the server refused (or one still pending); the
     /// chat list no longer shows it.
     pub async fn discard(&self, client_id: &str) -> CoreResult<()> {
@@ -741,11 +758,6 @@ impl Engine {
             });
         }
         Ok(())
-    }
-
-    /// Names of who is typing in a chat now.
-    pub async fn typists(&self, chat_id: &str) -> CoreResult<Vec<String>> {
-        Ok(self.ctx().await?.typist_names(chat_id).await)
     }
 
     /// A profile picture by its server path, with its content type; kept on

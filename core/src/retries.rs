@@ -82,6 +82,11 @@ impl Retries {
     pub fn done(&mut self, id: &str) {
         self.failed.remove(id);
     }
+
+    /// Every id failed and not done yet.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.failed.keys().map(String::as_str)
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,13 @@ impl Typing {
         users
     }
 
+    /// The chats someone is typing in, in a stable order.
+    pub fn chats(&self) -> Vec<String> {
+        let mut chats: Vec<String> = self.chats.keys().cloned().collect();
+        chats.sort();
+        chats
+    }
+
     pub fn clear(&mut self) -> Vec<String> {
         let chats = self.chats.keys().cloned().collect();
         self.chats.clear();

@@ -107,6 +107,10 @@ pub struct ChatSummary {
     /// The user is no longer in it (left, or removed): readable, not
     /// writable, and deletable.
     pub left: bool,
+    /// The server failed to give some of its messages (an error on this
+    /// chat alone): what it shows may be short of them until it is read
+    /// again, after a wait.
+    pub behind: bool,
 }
 
 impl ChatSummary {
@@ -131,6 +135,7 @@ impl ChatSummary {
             updated_at: chat.updated_at,
             unread,
             left: !chat.has_member(me),
+            behind: false,
         }
     }
 }

@@ -136,6 +136,22 @@ async fn listed(app: &App) -> Vec<ChatSummary> {
     app.engine.chats().await.expect("chats").chats
 }
 
+/// Who is typing in a chat, by name.
+async fn typing_in(app: &App, chat_id: &str) -> Vec<String> {
+    let mut typists = app.engine.typists().await.expect("typists");
+    typists.remove(chat_id).unwrap_or_default()
+}
+
+/// The chats the list shows behind (short of messages the server failed to give).
+async fn behind(app: &App) -> Vec<String> {
+    listed(app)
+        .await
+        .into_iter()
+        .filter(|chat| chat.behind)
+        .map(|chat| chat.id)
+        .collect()
+}
+
 async fn sign_up(app: &App, name: &str) -> natter_shared::User {
     app.engine
         .sign_up(SignUp {
@@ -354,6 +370,11 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
             names: vec!["Bob".into()]
         }
     );
+    // A UI that missed the event can read it.
+    assert_eq!(
+        ann_app.engine.typists().await.expect("typists"),
+        HashMap::from([(chat.id.clone(), vec!["Bob".to_owned()])])
+    );
     bob_app
         .engine
         .send(&chat.id, "hello Ann")
@@ -366,6 +387,7 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
         |e| matches!(e, Event::Typing { names, .. } if names.is_empty()),
     )
     .await;
+    assert!(ann_app.engine.typists().await.expect("typists").is_empty());
     eventually("ann has the reply", || async {
         contents(&ann_app, &chat.id).await.len() == 2
     })
@@ -903,7 +925,7 @@ async fn older_pages_come_from_the_server_when_the_cache_runs_out() {
     online(&fresh).await;
     ann_app.engine.typing(&chat.id, true).await.expect("typing");
     eventually("bob sees ann typing", || async {
-        fresh.engine.typists(&chat.id).await.expect("typists") == ["Ann"]
+        typing_in(&fresh, &chat.id).await == ["Ann"]
     })
     .await;
     let mut before = fresh.engine.history(&chat.id, None).await.expect("history")[0].seq;
@@ -915,7 +937,7 @@ async fn older_pages_come_from_the_server_when_the_cache_runs_out() {
             .await
             .expect("older page");
         assert_eq!(
-            fresh.engine.typists(&chat.id).await.expect("typists"),
+            typing_in(&fresh, &chat.id).await,
             ["Ann"],
             "old messages end no one's typing"
         );
@@ -2182,6 +2204,11 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
         ann_app.engine.connection_state().await,
         ConnectionState::Online
     );
+    assert_eq!(
+        behind(&ann_app).await,
+        std::slice::from_ref(&direct.id),
+        "the list says which chat is short"
+    );
 
     // The server can read it again: the next try brings it whole.
     ann_app.events = ann_app.engine.subscribe();
@@ -2199,6 +2226,10 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
         all_sent(&ann_app, &direct.id).await,
         "her send stored, not pending"
     );
+    eventually("the chat no longer shown behind", || async {
+        behind(&ann_app).await.is_empty()
+    })
+    .await;
     let unread = ann_app
         .engine
         .chats()
@@ -2357,12 +2388,25 @@ async fn a_server_failing_on_every_chat_keeps_the_app_offline() {
     // Not for good: after its first tries, the app goes online with the
     // chats behind, and reads them once the server can.
     online(&ann_app).await;
+    let mut both = vec![direct.id.clone(), group.id.clone()];
+    both.sort();
+    let mut shown = behind(&ann_app).await;
+    shown.sort();
+    assert_eq!(shown, both);
+    // Offline, which chats are behind is the next catch-up's to say.
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    eventually("no chat shown behind", || async {
+        behind(&ann_app).await.is_empty()
+    })
+    .await;
     front.set(Cut::Nothing);
     eventually("ann has both", || async {
         contents(&ann_app, &direct.id).await.len() == 2
             && contents(&ann_app, &group.id).await.len() == 1
     })
     .await;
+    assert!(behind(&ann_app).await.is_empty());
 }
 
 /// A live message past a gap whose reading the server fails (500) leaves
@@ -2407,8 +2451,8 @@ async fn a_gap_the_server_fails_to_give_leaves_its_chat_behind_and_the_link_up()
         .send(&direct.id, "three")
         .await
         .expect("sent");
-    eventually("ann's reading of the gap failed", || async {
-        front.caught() > 0
+    next_event(&mut ann_app, "the list shows the chat behind", |event| {
+        matches!(event, Event::Chats(list) if list.chats.iter().any(|chat| chat.id == direct.id && chat.behind))
     })
     .await;
     assert_eq!(
@@ -2420,6 +2464,10 @@ async fn a_gap_the_server_fails_to_give_leaves_its_chat_behind_and_the_link_up()
     next_notification(&mut ann_app, "the newest, once read", |n| n.body == "three").await;
     eventually("ann has all three", || async {
         seqs(&ann_app, &direct.id).await == [Some(1), Some(2), Some(3)]
+    })
+    .await;
+    eventually("the chat no longer shown behind", || async {
+        behind(&ann_app).await.is_empty()
     })
     .await;
     while let Ok(event) = watching.try_recv() {

@@ -143,6 +143,12 @@ pub async fn typing(engine: State<'_, Engine>, chat_id: String, is_typing: bool)
     engine.typing(&chat_id, is_typing).await
 }
 
+/// Who is typing now, by chat id: for the UI to read again after missing events.
+#[tauri::command]
+pub async fn typists(engine: State<'_, Engine>) -> Answer<HashMap<String, Vec<String>>> {
+    engine.typists().await
+}
+
 #[tauri::command]
 pub async fn search_users(engine: State<'_, Engine>, query: String) -> Answer<Vec<User>> {
     engine.search_users(&query).await

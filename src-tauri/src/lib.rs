@@ -54,6 +54,7 @@ pub fn run() {
             commands::drafts,
             commands::set_active_chat,
             commands::typing,
+            commands::typists,
             commands::search_users,
             commands::user,
             commands::open_direct,

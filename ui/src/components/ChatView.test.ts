@@ -51,4 +51,14 @@ describe("ChatView", () => {
     flushSync();
     expect(box().value).toBe("for Zoë");
   });
+
+  it("says when a chat is short of messages the server failed to give, until they come", () => {
+    const app = appIn("a");
+    app.chats = [chat("a", "Bob", day, { behind: true }), chat("b", "Zoë", day)];
+    const { container } = render(ChatView, { app });
+    expect(container.querySelector(".behind-note")?.textContent).toContain("could not be loaded yet");
+    app.chats = [chat("a", "Bob", day), chat("b", "Zoë", day)];
+    flushSync();
+    expect(container.querySelector(".behind-note")).toBeNull();
+  });
 });

@@ -10,11 +10,12 @@ const send = vi.fn<(chatId: string, content: string) => Promise<MessageView>>();
 const logout = vi.fn<() => Promise<void>>(async () => {});
 const drafts = vi.fn<() => Promise<Record<string, string>>>(async () => ({}));
 const setDraft = vi.fn<(chatId: string, text: string) => Promise<void>>(async () => {});
+const typists = vi.fn<() => Promise<Record<string, string[]>>>(async () => ({}));
 /** The UI's event handler, once it listens. */
 let deliver: ((event: EngineEvent) => void) | null = null;
 vi.mock("./backend", async (original) => ({
   ...(await original<typeof import("./backend")>()),
-  backend: { history, chats, startup, discard, send, logout, drafts, setDraft, setActiveChat: vi.fn(async () => {}) },
+  backend: { history, chats, startup, discard, send, logout, drafts, setDraft, typists, setActiveChat: vi.fn(async () => {}) },
   onEvent: vi.fn(async (handler: (event: EngineEvent) => void) => { deliver = handler; return () => {}; }),
   onOpenChat: vi.fn(async () => () => {}),
   onResync: vi.fn(async () => () => {}),
@@ -199,6 +200,29 @@ describe("AppState", () => {
     answer.resolve({ serverUrl: "http://localhost:8080", me: ann, connection: "online", limits: app.limits });
     await resyncing;
     expect(app.connection).toBe("offline");
+  });
+
+  it("after missed events, reads who is typing again, unless told meanwhile", async () => {
+    const app = appWithChats();
+    app.handle({ type: "typing", chatId: "a", names: ["Bob"] });
+    // Bob's "stopped" was among the events missed.
+    typists.mockResolvedValueOnce({ b: ["Zoë"] });
+    await app.resync();
+    expect(app.typingIn("a")).toEqual([]);
+    expect(app.typingIn("b")).toEqual(["Zoë"]);
+
+    // A chat told while asking keeps what it was told; the others take the answer.
+    const answer = later<Record<string, string[]>>();
+    typists.mockClear();
+    typists.mockReturnValueOnce(answer.promise);
+    const resyncing = app.resync();
+    await vi.waitFor(() => expect(typists).toHaveBeenCalled());
+    app.handle({ type: "typing", chatId: "a", names: ["Bob"] });
+    answer.resolve({ c: ["Cy"] });
+    await resyncing;
+    expect(app.typingIn("a")).toEqual(["Bob"]);
+    expect(app.typingIn("b")).toEqual([]);
+    expect(app.typingIn("c")).toEqual(["Cy"]);
   });
 
   it("after missing more than a page, shows the newest page alone and pages up from it", async () => {

@@ -63,6 +63,10 @@ export class AppState {
   /** Counts `connection` events: a state read before the latest of them
    *  is older than what it said. */
   private connectionTold = 0;
+  /** Counts `typing` events, for the same reason; per chat, the count
+   *  at its latest. */
+  private typingTold = 0;
+  private typingToldAt: Record<string, number> = {};
   /** The version of the chat list shown (`ChatList`): an older list that
    *  arrives later is dropped. */
   private chatsVersion = 0;
@@ -118,7 +122,11 @@ export class AppState {
       case "message":
         if (event.message.chatId === this.activeId) this.show(merge(this.messages, [event.message]));
         break;
-      case "typing": this.typing = { ...this.typing, [event.chatId]: event.names }; break;
+      case "typing":
+        this.typingTold += 1;
+        this.typingToldAt[event.chatId] = this.typingTold;
+        this.typing = { ...this.typing, [event.chatId]: event.names };
+        break;
       case "sessionEnded":
         this.signedOut(event.reason);
         this.heardSessionEnded = true;
@@ -185,6 +193,11 @@ export class AppState {
     const told = this.connectionTold;
     const start = await backend.startup();
     if (this.connectionTold === told && start.me !== null) this.setConnection(start.connection);
+    // And who is typing: the engine tells only changes, so a missed "stopped"
+    // would leave its line on screen. Not worth failing the rest for.
+    const typingTold = this.typingTold;
+    const typists = await backend.typists().catch(() => null);
+    if (typists) this.typing = this.typingSince(typingTold, typists);
     await this.loadChats();
     const chatId = this.activeId;
     if (!chatId) return;
@@ -201,6 +214,16 @@ export class AppState {
       this.show(merge(this.messages, page));
     }
     this.markNewsInOpenChat();
+  }
+
+  /** Who is typing, from `read` (asked when `told` events had come),
+   *  except in chats with an event since, which is newer. */
+  private typingSince(told: number, read: Record<string, string[]>): Record<string, string[]> {
+    const newer = (chatId: string) => (this.typingToldAt[chatId] ?? 0) > told;
+    const typing: Record<string, string[]> = {};
+    for (const [chatId, names] of Object.entries(read)) if (!newer(chatId)) typing[chatId] = names;
+    for (const [chatId, names] of Object.entries(this.typing)) if (newer(chatId)) typing[chatId] = names;
+    return typing;
   }
 
   async signedIn(me: User): Promise<void> {

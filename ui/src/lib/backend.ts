@@ -15,6 +15,9 @@ export interface ChatSummary {
   adminId: string | null; lastMessage: MessageView | null; updatedAt: string; unread: number;
   /** The user is no longer in it (left, or removed): readable, not writable. */
   left: boolean;
+  /** The server failed to give some of its messages: they come when it is
+   *  read again, after a wait (the engine keeps trying). */
+  behind: boolean;
 }
 /** The chat list from one reading of the engine's cache. `version` orders
  *  readings: a list lower than one already shown is older (events and
@@ -58,6 +61,8 @@ export const backend = {
   drafts: () => invoke<Record<string, string>>("drafts"),
   setActiveChat: (chatId: string | null) => invoke<void>("set_active_chat", { chatId }),
   typing: (chatId: string, isTyping: boolean) => invoke<void>("typing", { chatId, isTyping }),
+  /** Who is typing now, by chat id (names), as the `typing` events tell it. */
+  typists: () => invoke<Record<string, string[]>>("typists"),
   searchUsers: (query: string) => invoke<User[]>("search_users", { query }),
   openDirect: (userId: string) => invoke<ChatSummary>("open_direct", { userId }),
   createGroup: (name: string, members: string[]) => invoke<ChatSummary>("create_group", { name, members }),

@@ -14,6 +14,6 @@ export function message(seq: number | null, sender: User, content: string, creat
 
 export function chat(id: string, name: string, updatedAt: string, extra: Partial<ChatSummary> = {}): ChatSummary {
   return {
-    id, name, isGroup: false, pic: null, members: [ann, bob], adminId: null, lastMessage: null, updatedAt, unread: 0, left: false, ...extra,
+    id, name, isGroup: false, pic: null, members: [ann, bob], adminId: null, lastMessage: null, updatedAt, unread: 0, left: false, behind: false, ...extra,
   };
 }

@@ -1,4 +1,4 @@
-# Helpers shared by scripts/run and scripts/test. Source it; do not run it.
+# Helpers shared by the scripts here. Source it; do not run it.
 
 # Cargo builds land outside the clone, so a fresh clone (CI's) reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/natter/target}"
@@ -171,4 +171,46 @@ ensure_tauri_driver() {
     say "installing tauri-driver 2.1.0 (drives the app in the end-to-end test)"
     cargo install tauri-driver --version 2.1.0 --locked
   fi
+}
+
+# Servers for the load runs (scripts/load-smoke, scripts/bench).
+
+# A port nothing listens on, below the kernel's range for outgoing
+# connections: a port from that range can be taken by some connection's
+# local end between this check and the node's bind.
+free_port() {
+  local port low
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+  while :; do
+    port=$((10000 + RANDOM % (low - 10000)))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+}
+
+# start_node NAME [ENV=VALUE...]: starts a node ($bin/natter-server, its data
+# folder and log in $work, its JWT secret $node_secret); sets NODE_PID and
+# NODE_PORT and adds the pid to the caller's `pids`. With NODE_PORT_WANTED
+# set, on that port (a node coming back).
+start_node() {
+  local name=$1; shift
+  local port=${NODE_PORT_WANTED:-$(free_port)}
+  mkdir -p "$work/$name"
+  env NATTER_ADDR="127.0.0.1:$port" NATTER_DATA_DIR="$work/$name" NATTER_NODE_ID="$name" \
+    NATTER_JWT_SECRET="$node_secret" NATTER_LOG=warn "$@" \
+    "$bin/natter-server" >>"$work/$name.log" 2>&1 &
+  NODE_PID=$!
+  NODE_PORT=$port
+  pids+=("$NODE_PID")
+}
+
+# wait_healthy PORT NAME: waits for the node's health; shows its log if it
+# never comes up.
+wait_healthy() {
+  for _ in $(seq 1 300); do
+    if curl -sf "http://127.0.0.1:$1/health" >/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "the node $2 on port $1 never became healthy; its log:" >&2
+  tail -n 30 "$work/$2.log" >&2 || true
+  exit 1
 }

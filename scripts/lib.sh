@@ -65,12 +65,17 @@ ensure_postgres() {
   # Databases left by earlier runs (each test makes its own). A run that was
   # killed may have left a server connected: FORCE ends its sessions, and a
   # database that still cannot go is only clutter, not a reason to stop.
+  export NATTER_TEST_POSTGRES="$url"
   psql "$url/postgres" -Atqc "select datname from pg_database where datname like 'natter_test_%'" |
     while read -r db; do
-      psql "$url/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
-        echo "note: could not drop the leftover test database $db" >&2
+      drop_database "$db" 2>/dev/null || echo "note: could not drop the leftover test database $db" >&2
     done
-  export NATTER_TEST_POSTGRES="$url"
+}
+
+# drop_database NAME: drops a database of $NATTER_TEST_POSTGRES, ending its
+# sessions (a server still connected).
+drop_database() {
+  psql "$NATTER_TEST_POSTGRES/postgres" -qc "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)" >/dev/null
 }
 
 # The S3-compatible server the picture-store tests run against.

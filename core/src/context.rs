@@ -31,7 +31,7 @@ pub(crate) struct Context {
     pub typing: Mutex<Typing>,
     pub notices: Mutex<Notices>,
     pub state: Mutex<ConnectionState>,
-    /// The chats left behind on the link, as the chat list shows them.
+    /// The chats left behind on the link, as the chat list's data flags them.
     pub behind: Mutex<HashSet<String>>,
     pub backoff: Backoff,
     /// How long opening the socket may take (`EngineOptions`).

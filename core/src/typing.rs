@@ -59,11 +59,9 @@ impl Typing {
         users
     }
 
-    /// The chats someone is typing in, in a stable order.
+    /// The chats someone is typing in.
     pub fn chats(&self) -> Vec<String> {
-        let mut chats: Vec<String> = self.chats.keys().cloned().collect();
-        chats.sort();
-        chats
+        self.chats.keys().cloned().collect()
     }
 
     pub fn clear(&mut self) -> Vec<String> {

@@ -1359,6 +1359,10 @@ async fn a_node_whose_place_a_node_of_the_other_kind_took_stops() {
         .await
         .expect("the clustered node stops in time")
         .expect("exit status");
-    assert_eq!(exit.code(), Some(1), "stopped as a failure: {exit}");
+    assert_eq!(
+        exit.code(),
+        Some(natter_server::store::PLACE_TAKEN_EXIT),
+        "stopped for that reason: {exit}"
+    );
     wait_healthy(port).await;
 }

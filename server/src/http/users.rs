@@ -96,35 +96,37 @@ pub async fn sign_up(
 /// then says the email is taken, and logging in works.
 async fn store_account(
     state: &AppState,
-    mut new_user: NewUser,
+    new_user: NewUser,
     pic: Option<(String, Vec<u8>)>,
 ) -> Result<User, ApiError> {
-    let state = state.clone();
-    let storing = tokio::spawn(
-        async move {
-        if let Some((key, bytes)) = pic {
-            state.blobs.put(&key, bytes).await?;
-            new_user.pic = Some(key);
-        }
-        let pic_key = new_user.pic.clone();
-        match state.store.create_user(new_user).await {
-            Ok(user) => Ok(user),
-            Err(err) => {
-                // The account was not created (an email taken in a race, say): drop its picture.
-                if let Some(key) = pic_key
-                    && let Err(cleanup) = state.blobs.delete(&key).await
-                {
-                    tracing::warn!(error = %cleanup, "could not remove the picture of a failed sign-up");
-                }
-                Err(err.into())
-            }
-        }
-        }
-        .instrument(tracing::Span::current()),
-    );
+    let storing = tokio::spawn(store(state.clone(), new_user, pic).in_current_span());
     storing
         .await
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("storing an account: {err}")))?
+}
+
+async fn store(
+    state: AppState,
+    mut new_user: NewUser,
+    pic: Option<(String, Vec<u8>)>,
+) -> Result<User, ApiError> {
+    if let Some((key, bytes)) = pic {
+        state.blobs.put(&key, bytes).await?;
+        new_user.pic = Some(key);
+    }
+    let pic_key = new_user.pic.clone();
+    match state.store.create_user(new_user).await {
+        Ok(user) => Ok(user),
+        Err(err) => {
+            // The account was not created (an email taken in a race, say): drop its picture.
+            if let Some(key) = pic_key
+                && let Err(cleanup) = state.blobs.delete(&key).await
+            {
+                tracing::warn!(error = %cleanup, "could not remove the picture of a failed sign-up");
+            }
+            Err(err.into())
+        }
+    }
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<SignUpForm, ApiError> {

@@ -8,7 +8,7 @@
 //! without RabbitMQ, shared with it. The session is watched: a PostgreSQL
 //! restart ends it (and the lock with it), and the node takes its place
 //! again; a node that finds it taken meanwhile by a node of the other kind
-//! stops (as a crash would: what it sequenced and did not store comes back
+//! stops (`PLACE_TAKEN_EXIT`, as a crash would: what it sequenced and did not store comes back
 //! from its senders' outboxes), rather than sequence beside it. The
 //! session's TCP keepalive is short on the server's side, so that a node
 //! whose machine died without closing its connections lets go within about
@@ -42,6 +42,10 @@ const TRY_EVERY: Duration = Duration::from_millis(50);
 
 /// How often the held session is checked, and taken again once lost.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The exit status of a node that stops because a node of the other kind
+/// took its place (any other fatal error gives 1).
+pub const PLACE_TAKEN_EXIT: i32 = 3;
 
 /// This node's place on the database, held (and watched) by a task of its
 /// own until dropped.
@@ -136,7 +140,7 @@ async fn keep(mut session: PgConnection, options: PgConnectOptions, sequencing: 
                             ?sequencing,
                             "a node of the other kind took this database while this one's session was lost: nodes that share one need RabbitMQ, every one of them; stopping this node"
                         );
-                        std::process::exit(1);
+                        std::process::exit(PLACE_TAKEN_EXIT);
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "taking this node's place on PostgreSQL again")

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use natter_shared::{Chat, Message, User};
 
-pub use deployment_lock::{DeploymentLock, Sequencing};
+pub use deployment_lock::{DeploymentLock, PLACE_TAKEN_EXIT, Sequencing};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

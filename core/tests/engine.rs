@@ -1029,15 +1029,7 @@ async fn leaving_or_being_removed_keeps_the_chat_readable_until_deleted() {
 
     // Bob added back: his again, with what was said while he was out,
     // and he can write.
-    ann_app
-        .engine
-        .send(&group.id, "while you were out")
-        .await
-        .expect("sent");
-    eventually("ann's is acked", || async {
-        all_sent(&ann_app, &group.id).await
-    })
-    .await;
+    send_acked(&ann_app, &group.id, "while you were out").await;
     ann_app
         .engine
         .add_member(&group.id, &bob.id)
@@ -2057,6 +2049,13 @@ async fn all_sent(app: &App, chat: &str) -> bool {
         .all(|(_, delivery)| *delivery == Delivery::Sent)
 }
 
+/// Sends `text` in `chat` and waits until the server has acked it (and
+/// every other message of the chat).
+async fn send_acked(app: &App, chat: &str, text: &str) {
+    app.engine.send(chat, text).await.expect("sent");
+    eventually("the send acked", || async { all_sent(app, chat).await }).await;
+}
+
 /// A chat the server refuses at catch-up (403 for its history and for the
 /// chat: Ann removed since the list was read) does not keep the app
 /// offline: catch-up skips it, reads the rest and goes live. History alone
@@ -2160,15 +2159,7 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
         contents(&ann_app, &group.id).await.len() == 1
     })
     .await;
-    ann_app
-        .engine
-        .send(&group.id, "hi all")
-        .await
-        .expect("sent");
-    eventually("ann's group message is acked", || async {
-        all_sent(&ann_app, &group.id).await
-    })
-    .await;
+    send_acked(&ann_app, &group.id, "hi all").await;
     // In the chat behind: Ann's send is taken by the server but stays
     // pending here, and Bob's live message waits.
     ann_app
@@ -2183,15 +2174,7 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
     .await;
     // Ann's socket brings frames in order: once her later send's ack is
     // handled, so are those of "three" and "four".
-    ann_app
-        .engine
-        .send(&group.id, "still here")
-        .await
-        .expect("sent");
-    eventually("ann's later send is acked", || async {
-        all_sent(&ann_app, &group.id).await
-    })
-    .await;
+    send_acked(&ann_app, &group.id, "still here").await;
     assert_eq!(
         contents(&ann_app, &direct.id).await,
         [
@@ -2260,11 +2243,7 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
         .create_group("Team", std::slice::from_ref(&ann.id))
         .await
         .expect("group");
-    bob_app.engine.send(&group.id, "hello").await.expect("sent");
-    eventually("bob's hello is acked", || async {
-        all_sent(&bob_app, &group.id).await
-    })
-    .await;
+    send_acked(&bob_app, &group.id, "hello").await;
     front.set(Cut::Breaking(
         format!("GET /api/message/{}?", group.id).into_bytes(),
     ));
@@ -2280,11 +2259,7 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
     .await;
     // Ann's socket brings frames in order: her later send's ack comes
     // after the group one's.
-    ann_app.engine.send(&direct.id, "ok").await.expect("sent");
-    eventually("ann's later send is acked", || async {
-        all_sent(&ann_app, &direct.id).await
-    })
-    .await;
+    send_acked(&ann_app, &direct.id, "ok").await;
 
     // A new link: the outbox is sent again, but not the stored one.
     ann_app.events = ann_app.engine.subscribe();
@@ -2588,11 +2563,7 @@ async fn a_catch_up_that_fails_halfway_still_tells_the_new_list_and_what_it_read
     } = ann_away_from_bob().await;
 
     // While Ann is away, Bob writes in their chat, then starts a group with her.
-    bob_app.engine.send(&direct.id, "two").await.expect("sent");
-    eventually("bob's second is acked", || async {
-        all_sent(&bob_app, &direct.id).await
-    })
-    .await;
+    send_acked(&bob_app, &direct.id, "two").await;
     // The server lists the most recent chat first, to the millisecond: the
     // group must be later than "two" (the server runs on this clock).
     let two_at = bob_app

@@ -38,6 +38,14 @@ describe("ChatList", () => {
     expect(again.container.querySelector('[data-chat="c-bob"] .preview')?.textContent).toBe("typing…");
   });
 
+  it("marks a chat whose messages could not all be loaded, and only that one", () => {
+    const behind = [chats[0], { ...chats[1], behind: true }];
+    const { container } = render(ChatList, { chats: behind, filter: "", activeId: null, onopen: () => {} });
+    expect(container.querySelector('[data-chat="c-team"] .behind-mark')?.getAttribute("aria-label")).toBe("Some messages could not be loaded yet");
+    expect(container.querySelector('[data-chat="c-bob"] .behind-mark')).toBeNull();
+    expect(container.querySelector('[data-chat="c-team"] .name')?.textContent).toContain("Team");
+  });
+
   it("narrows to the filter and says when nothing matches", async () => {
     const { container, rerender } = render(ChatList, { chats, filter: "tea", activeId: null, onopen: () => {} });
     expect(names(container)).toEqual(["Team"]);

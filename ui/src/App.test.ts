@@ -59,7 +59,10 @@ describe("App", () => {
     expect(container.querySelector(".left-note")?.textContent).toContain("You're no longer in this group.");
 
     await fireEvent.click(screen.getByRole("button", { name: "Delete chat" }));
+    // The question has the keyboard, and gives it back when cancelled.
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByRole("button", { name: "Cancel" })));
     await fireEvent.click(screen.getByRole("button", { name: "Cancel" }));
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByRole("button", { name: "Delete chat" })));
     expect(backend.deleteChat).not.toHaveBeenCalled();
     await fireEvent.click(screen.getByRole("button", { name: "Delete chat" }));
     await fireEvent.click(screen.getByRole("button", { name: "Delete" }));
@@ -76,6 +79,23 @@ describe("App", () => {
     filter.focus();
     await fireEvent.keyDown(filter, { key: "ArrowDown" });
     expect(document.activeElement).toBe(container.querySelector("ul.chats button.chat"));
+  });
+
+  it("Escape in the filter clears it first, and closes the open chat only then", async () => {
+    const app = signedIn();
+    await app.openChat("b");
+    const { container } = render(App, { app });
+    const filter = container.querySelector<HTMLInputElement>("input.filter")!;
+    filter.focus();
+    await fireEvent.input(filter, { target: { value: "zo" } });
+    expect(container.querySelectorAll("ul.chats button.chat").length).toBe(1);
+    await fireEvent.keyDown(filter, { key: "Escape" });
+    expect(filter.value).toBe("");
+    expect(app.activeId).toBe("b");
+    expect(container.querySelectorAll("ul.chats button.chat").length).toBe(2);
+    await fireEvent.keyDown(filter, { key: "Escape" });
+    flushSync();
+    expect(app.activeId).toBe(null);
   });
 
   it("after Escape closes a panel with no chat open, the filter has the keyboard", async () => {

@@ -171,6 +171,44 @@ describe("AppState", () => {
     expect(app.hasOlder).toBe(true);
   });
 
+  it("an older page still on its way from the last opening does not hold up the next opening's", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    const stale = later<MessageView[]>();
+    history.mockReturnValueOnce(stale.promise);
+    const loadingA = app.loadOlder();
+    expect(app.loadingOlder).toBe(true);
+    history.mockResolvedValueOnce(page(51, 60, "b"));
+    await app.openChat("b");
+    expect(app.loadingOlder).toBe(false);
+    const older = later<MessageView[]>();
+    history.mockReturnValueOnce(older.promise);
+    const loadingB = app.loadOlder();
+    expect(history).toHaveBeenLastCalledWith("b", 51);
+    // A's page ends: B's is still loading.
+    stale.resolve(page(41, 50));
+    await loadingA;
+    expect(app.loadingOlder).toBe(true);
+    older.resolve(page(41, 50, "b"));
+    await loadingB;
+    expect(app.loadingOlder).toBe(false);
+    expect(app.messages[0].id).toBe("b41");
+  });
+
+  it("says why a chat did not open only while it is the one open", async () => {
+    const app = appWithChats();
+    const failing = later<MessageView[]>();
+    history.mockReturnValueOnce(failing.promise);
+    const openingA = app.openChat("a");
+    history.mockResolvedValueOnce(page(1, 5, "b"));
+    await app.openChat("b");
+    failing.reject({ error: "the server is unreachable" });
+    await openingA;
+    expect(app.activeId).toBe("b");
+    expect(app.notice).toBe("");
+  });
+
   it("after missed events, reads the chat list and the open chat's newest page again", async () => {
     const app = appWithChats();
     history.mockResolvedValueOnce(page(51, 60));

@@ -280,6 +280,8 @@ export class AppState {
     }
     const opening = ++this.opened;
     this.olderWhenOnline = false;
+    // An older page still on its way is the last opening's.
+    this.loadingOlder = false;
     this.activeId = chatId;
     this.messages = [];
     this.historyLoaded = false;
@@ -310,6 +312,8 @@ export class AppState {
       if (this.unreadFrom !== null) this.scrollToUnread += 1;
       else this.scrollToEnd += 1;
     } catch (err) {
+      // Another chat opened meanwhile: not its notice.
+      if (this.opened !== opening) return;
       this.notice = errorText(err);
     }
   }
@@ -322,6 +326,7 @@ export class AppState {
   closeChat(): void {
     this.opened += 1;
     this.olderWhenOnline = false;
+    this.loadingOlder = false;
     this.activeId = null;
     this.messages = [];
     this.unreadFrom = null;
@@ -360,7 +365,8 @@ export class AppState {
       this.hasOlder = false;
       this.notice = errorText(err);
     } finally {
-      this.loadingOlder = false;
+      // Another opening cleared it, and may be loading a page of its own.
+      if (this.opened === opening) this.loadingOlder = false;
     }
   }
 

@@ -61,6 +61,20 @@ describe("ChatList", () => {
     expect(container.querySelector('[aria-current="true"]')?.getAttribute("data-chat")).toBe("c-team");
   });
 
+  it("keeps the keyboard on a row that moves when the list is sorted again", async () => {
+    const { container, rerender } = render(ChatList, { chats, filter: "", activeId: null, onopen: () => {} });
+    const row = (id: string) => container.querySelector<HTMLButtonElement>(`[data-chat="${id}"]`)!;
+    const newer = [{ ...chats[0], updatedAt: "2026-01-03T10:00:00Z", lastMessage: message(4, bob, "news", "2026-01-03T10:00:00Z") }, chats[1]];
+    // Which row the list moves is its own affair: each in turn has the keyboard.
+    for (const focused of ["c-team", "c-bob"]) {
+      await rerender({ chats, filter: "", activeId: null, onopen: () => {} });
+      row(focused).focus();
+      await rerender({ chats: newer, filter: "", activeId: null, onopen: () => {} });
+      expect(names(container)).toEqual(["Bob", "Team"]);
+      expect((document.activeElement as HTMLElement | null)?.dataset.chat).toBe(focused);
+    }
+  });
+
   it("moves focus with the arrow keys", async () => {
     const { container } = render(ChatList, { chats, filter: "", activeId: null, onopen: () => {} });
     const [first, second] = Array.from(container.querySelectorAll<HTMLButtonElement>("button.chat"));

@@ -25,6 +25,17 @@ describe("Composer", () => {
     expect(ontyping).toHaveBeenLastCalledWith(false);
   });
 
+  it("shows a draft given back while the box is empty, and never over what is being written", async () => {
+    const props = { maxChars: 20, onsend: vi.fn(async () => true), ontyping: vi.fn(), draft: "" };
+    const { rerender } = render(Composer, props);
+    const box = screen.getByLabelText("Message") as HTMLTextAreaElement;
+    await rerender({ ...props, draft: "given back" });
+    expect(box.value).toBe("given back");
+    await type(box, "mine");
+    await rerender({ ...props, draft: "another" });
+    expect(box.value).toBe("mine");
+  });
+
   it("keeps Shift+Enter in the text", async () => {
     const { onsend, box } = setup();
     await type(box, "line one");

@@ -316,7 +316,8 @@ impl Cache {
     /// as it was, as other messengers do: `chat` is the server's last word
     /// on it, without the user among its members, which is what marks it
     /// left. Its outbox and draft go; what was unsent is returned with it,
-    /// to be told. `None` when the chat is not cached.
+    /// to be told. What the server stored and the cache set aside stays
+    /// (`outgoing_stored`). `None` when the chat is not cached.
     pub async fn leave_chat(&self, chat: &Chat) -> CoreResult<Option<Left>> {
         let mut tx = self.pool.begin().await?;
         let unsent = take_unsent(&mut tx, &chat.id).await?;
@@ -382,6 +383,11 @@ impl Cache {
     pub async fn forget_chat(&self, chat_id: &str) -> CoreResult<Option<Left>> {
         let mut tx = self.pool.begin().await?;
         let unsent = take_unsent(&mut tx, chat_id).await?;
+        // What the server stored and the cache set aside goes too.
+        sqlx::query("DELETE FROM outbox WHERE chat_id = ?1")
+            .bind(chat_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM messages WHERE chat_id = ?1")
             .bind(chat_id)
             .execute(&mut *tx)
@@ -666,7 +672,7 @@ impl Cache {
     async fn unsent_in(&self, chat_id: Option<&str>, me: &str) -> CoreResult<Vec<Outgoing>> {
         let rows = sqlx::query(&format!(
             "SELECT {OUTBOX_COLS} FROM outbox o WHERE (?1 IS NULL OR chat_id = ?1) \
-             AND (error IS NOT NULL OR NOT EXISTS \
+             AND stored_message IS NULL AND (error IS NOT NULL OR NOT EXISTS \
              (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id)) \
              ORDER BY created_at, rowid"
         ))
@@ -677,16 +683,39 @@ impl Cache {
         Ok(rows.iter().map(outgoing_row).collect())
     }
 
-    /// The server stored `client_id` as `seq`, but the message is not
-    /// cached yet (its ack was held back): it stays in the outbox, neither
-    /// sent again nor reported unsent, until history brings it.
-    pub async fn outgoing_stored(&self, client_id: &str, seq: i64) -> CoreResult<()> {
-        sqlx::query("UPDATE outbox SET stored_seq = ?1 WHERE client_id = ?2")
-            .bind(seq)
+    /// The server stored `client_id` as `message`, but the message cannot
+    /// be cached yet (its ack was held back: it would leave a hole): it
+    /// stays in the outbox, set aside (`stored_aside`: shown as sent,
+    /// neither sent again nor reported unsent), until history brings it.
+    /// Leaving the chat keeps it so: history is closed to one who left,
+    /// and is read again from the cache's top if they are added back.
+    pub async fn outgoing_stored(&self, client_id: &str, message: &Message) -> CoreResult<()> {
+        sqlx::query("UPDATE outbox SET stored_seq = ?1, stored_message = ?2 WHERE client_id = ?3")
+            .bind(message.seq)
+            .bind(serde_json::to_string(message)?)
             .bind(client_id)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// A chat's messages of ours that the server stored but the cache
+    /// cannot hold yet (`outgoing_stored`), by seq: above every cached one.
+    pub async fn stored_aside(&self, chat_id: &str, me: &str) -> CoreResult<Vec<Message>> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT stored_message FROM outbox o WHERE chat_id = ?1 \
+             AND stored_message IS NOT NULL AND NOT EXISTS \
+             (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id) \
+             ORDER BY stored_seq",
+        )
+        .bind(chat_id)
+        .bind(me)
+        .fetch_all(&self.pool)
+        .await?;
+        bodies
+            .iter()
+            .map(|body| Ok(serde_json::from_str(body)?))
+            .collect()
     }
 
     pub async fn outgoing(&self, client_id: &str) -> CoreResult<Option<Outgoing>> {
@@ -731,8 +760,9 @@ fn keep_newer_latest(chat: &mut Chat, cached: Chat) {
     }
 }
 
-/// Takes a chat's outbox out, in `tx`: returns what was unsent, in the
-/// order written. What it reports is what the DELETE removed (RETURNING),
+/// Takes a chat's outbox out, in `tx`, but for what the server stored and
+/// the cache set aside (`Cache::outgoing_stored`): returns what was
+/// unsent, in the order written. What it reports is what the DELETE removed (RETURNING),
 /// so a message queued meanwhile is either reported or was never queued,
 /// never lost unseen.
 async fn take_unsent(
@@ -740,16 +770,19 @@ async fn take_unsent(
     chat_id: &str,
 ) -> CoreResult<Vec<Outgoing>> {
     // Delivered already (only its ack was still to come), or stored (its
-    // ack held back): not unsent.
+    // ack held back) by a release that did not keep the message: not
+    // unsent. One stored and set aside stays (`outgoing_stored`).
     sqlx::query(
-        "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND (stored_seq IS NOT NULL \
+        "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND stored_message IS NULL \
+         AND (stored_seq IS NOT NULL \
          OR EXISTS (SELECT 1 FROM messages m WHERE m.chat_id = ?1 AND m.client_id = outbox.client_id))",
     )
     .bind(chat_id)
     .execute(&mut **tx)
     .await?;
     let rows = sqlx::query(&format!(
-        "DELETE FROM outbox WHERE chat_id = ?1 RETURNING {OUTBOX_COLS}, rowid"
+        "DELETE FROM outbox WHERE chat_id = ?1 AND stored_message IS NULL \
+         RETURNING {OUTBOX_COLS}, rowid"
     ))
     .bind(chat_id)
     .fetch_all(&mut **tx)
@@ -1008,7 +1041,9 @@ mod tests {
     }
 
     /// Leaving keeps the chat's messages readable; its outbox goes,
-    /// reported, and so does its draft.
+    /// reported, and so does its draft. Ours that the server stored while
+    /// the chat was behind stays set aside, shown as sent, until history
+    /// brings it (the user added back) or the chat is deleted.
     #[tokio::test]
     async fn leaving_a_chat_keeps_its_messages_and_takes_its_outbox_and_draft() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1028,6 +1063,17 @@ mod tests {
             .await
             .expect("push");
         assert!(cache.set_draft("c", "half a thought").await.expect("draft"));
+        cache
+            .push_outgoing(&outgoing("k2", "c", millis(1_700_000_000_001)))
+            .await
+            .expect("push");
+        let stored = message("m3", 3, "me", Some("k2"));
+        cache
+            .outgoing_stored("k2", &stored)
+            .await
+            .expect("set aside");
+        let aside = || async { cache.stored_aside("c", "me").await.expect("aside") };
+        assert_eq!(aside().await, std::slice::from_ref(&stored));
 
         let left = cache
             .leave_chat(&chat_of("c", &["bob"]))
@@ -1038,6 +1084,8 @@ mod tests {
         assert_eq!(unsent, ["k1"]);
         assert_eq!(cached(&cache).await, [("m1".to_owned(), 1)]);
         assert!(cache.outbox().await.expect("outbox").is_empty());
+        assert!(cache.unsent("c", "me").await.expect("unsent").is_empty());
+        assert_eq!(aside().await, std::slice::from_ref(&stored), "kept aside");
         assert!(cache.drafts().await.expect("drafts").is_empty());
         let (chat, _) = cache.chat("c").await.expect("chat").expect("kept");
         assert_eq!(members(&chat), ["bob"]);
@@ -1048,6 +1096,34 @@ mod tests {
                 .expect("nothing to leave")
                 .is_none()
         );
+
+        // History brings it: cached, no longer aside.
+        cache
+            .put_message(&stored, "me", Source::Stored)
+            .await
+            .expect("put");
+        assert!(aside().await.is_empty());
+        assert!(cache.outgoing("k2").await.expect("outgoing").is_none());
+    }
+
+    /// Deleting a chat takes what was set aside in it too.
+    #[tokio::test]
+    async fn forgetting_a_chat_takes_what_was_set_aside() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        cache
+            .push_outgoing(&outgoing("k", "c", millis(1_700_000_000_000)))
+            .await
+            .expect("push");
+        let stored = message("m3", 3, "me", Some("k"));
+        cache.outgoing_stored("k", &stored).await.expect("aside");
+        let left = cache
+            .forget_chat("c")
+            .await
+            .expect("forgot")
+            .expect("was cached");
+        assert!(left.unsent.is_empty(), "stored, so not unsent");
+        assert!(cache.outgoing("k").await.expect("outgoing").is_none());
     }
 
     #[tokio::test]

@@ -684,18 +684,23 @@ async fn handle(
         // matters too when that frame was lost.
         ServerFrame::Ack { message, client_id } => {
             resends.done(&client_id);
-            // In a chat left behind it stays in the outbox, shown pending,
-            // until the chat's read reaches it (history holds it, and takes
-            // it out), unless it follows on from the cache: stored now, it
-            // would leave a hole before it. Marked stored, it is not sent
-            // again, nor reported unsent if the chat goes meanwhile.
+            // In a chat left behind it stays in the outbox, set aside as
+            // stored, until the chat's read reaches it (history holds it,
+            // and takes it out), unless it follows on from the cache:
+            // cached now, it would leave a hole before it. Set aside, it is
+            // not sent again, nor reported unsent if the chat goes meanwhile.
             if behind.contains(&message.chat_id)
                 && let ChatHeld::Known { highest_seq } =
                     ctx.cache.chat_held(&message.chat_id).await?
                 && behind.skips(&message.chat_id, highest_seq, message.seq)
             {
-                ctx.cache.outgoing_stored(&client_id, message.seq).await?;
-                return Ok(false);
+                ctx.cache.outgoing_stored(&client_id, &message).await?;
+                // Stored: shown as sent, above the hole; the list no
+                // longer counts it unsent.
+                ctx.emit(Event::Message {
+                    message: MessageView::sent(&message, &ctx.me.id),
+                });
+                return Ok(true);
             }
             ctx.receive(&message, Arrival::Ack).await?;
             // It left the outbox: the list may have shown it as unsent.

@@ -568,19 +568,25 @@ impl Engine {
         }
         // The outbox shows under the newest page only, read after the
         // messages: one of ours stored while the page was on its way is
-        // among them then, and not shown twice.
-        let unsent = match before {
-            None => ctx.cache.unsent(chat_id, &ctx.me.id).await?,
-            Some(_) => Vec::new(),
+        // among them then, and not shown twice. So do ours stored but set
+        // aside (their chat behind), above the rest.
+        let (aside, unsent) = match before {
+            None => (
+                ctx.cache.stored_aside(chat_id, &ctx.me.id).await?,
+                ctx.cache.unsent(chat_id, &ctx.me.id).await?,
+            ),
+            Some(_) => (Vec::new(), Vec::new()),
         };
         if let Some(err) = failed
             && messages.is_empty()
+            && aside.is_empty()
             && unsent.is_empty()
         {
             return Err(err);
         }
         let mut views: Vec<MessageView> = messages
             .iter()
+            .chain(&aside)
             .map(|message| MessageView::sent(message, &ctx.me.id))
             .collect();
         for outgoing in &unsent {

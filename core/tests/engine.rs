@@ -2160,8 +2160,8 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
     })
     .await;
     send_acked(&ann_app, &group.id, "hi all").await;
-    // In the chat behind: Ann's send is taken by the server but stays
-    // pending here, and Bob's live message waits.
+    // In the chat behind: Ann's send is stored by the server and shows as
+    // sent, set aside above the gap, and Bob's live message waits.
     ann_app
         .engine
         .send(&direct.id, "three")
@@ -2179,10 +2179,11 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
         contents(&ann_app, &direct.id).await,
         [
             ("one".to_owned(), Delivery::Sent),
-            ("three".to_owned(), Delivery::Pending)
+            ("three".to_owned(), Delivery::Sent)
         ],
-        "nothing of the chat behind is stored past the gap"
+        "nothing of the chat behind is stored past the gap but her own, set aside"
     );
+    assert_eq!(seqs(&ann_app, &direct.id).await, [Some(1), Some(3)]);
     assert_eq!(
         ann_app.engine.connection_state().await,
         ConnectionState::Online
@@ -2227,7 +2228,9 @@ async fn a_chat_the_server_fails_on_is_left_behind_and_read_when_it_can_be() {
 
 /// A send in a group left behind is stored by the server while its ack is
 /// held back (it would leave a hole in the cache): it is not sent again on
-/// the next link, and leaving the group does not report it unsent.
+/// the next link, and it shows as sent; leaving the group does not report
+/// it unsent, but keeps it (the group's history is closed to Ann then),
+/// and being added back fills the hole under it.
 #[tokio::test]
 async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_reported_unsent() {
     let AwayFromBob {
@@ -2260,6 +2263,8 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
     // Ann's socket brings frames in order: her later send's ack comes
     // after the group one's.
     send_acked(&ann_app, &direct.id, "ok").await;
+    let sent = [("on my way".to_owned(), Delivery::Sent)];
+    assert_eq!(contents(&ann_app, &group.id).await, sent, "stored: sent");
 
     // A new link: the outbox is sent again, but not the stored one.
     ann_app.events = ann_app.engine.subscribe();
@@ -2284,6 +2289,24 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
             _ => {}
         }
     }
+    assert_eq!(contents(&ann_app, &group.id).await, sent, "kept, sent");
+
+    // Added back, Ann reads the group from the cache's top: the hole
+    // under her message fills, and it shows once.
+    front.set(Cut::Nothing);
+    bob_app
+        .engine
+        .add_member(&group.id, &ann.id)
+        .await
+        .expect("added back");
+    eventually("ann reads the group again", || async {
+        contents(&ann_app, &group.id).await
+            == [
+                ("hello".to_owned(), Delivery::Sent),
+                ("on my way".to_owned(), Delivery::Sent),
+            ]
+    })
+    .await;
 }
 
 /// A 401 that comes late, to a request of a session logged out since,

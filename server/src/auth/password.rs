@@ -79,14 +79,17 @@ fn argon2() -> Argon2<'static> {
 /// per core (`Passwords::running`) exists, for the life of the process.
 static SCRATCH: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
-/// Runs `work` with `count` blocks of working memory from the pool.
+/// Runs `work` with `count` blocks of working memory from the pool. A
+/// buffer is found and taken under one lock: between two, another hash
+/// could take it first, and the index would name another buffer, or none.
 fn with_scratch<T>(count: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
     let pool = || crate::sync::lock(&SCRATCH);
-    let taken = pool().iter().position(|blocks| blocks.len() == count);
-    let mut blocks = match taken {
-        Some(index) => pool().swap_remove(index),
-        None => vec![Block::default(); count],
+    let taken = {
+        let mut pool = pool();
+        let index = pool.iter().position(|blocks| blocks.len() == count);
+        index.map(|index| pool.swap_remove(index))
     };
+    let mut blocks = taken.unwrap_or_else(|| vec![Block::default(); count]);
     let result = work(&mut blocks);
     pool().push(blocks);
     result
@@ -151,6 +154,22 @@ fn verify_blocking(password: &str, hash: &str) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hashes at once on several cores each get a whole buffer of their
+    /// own size from the pool, never one another took meanwhile.
+    #[test]
+    fn hashes_at_once_each_take_a_buffer_of_their_own() {
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                scope.spawn(move || {
+                    let count = 1 + thread % 2;
+                    for _ in 0..20_000 {
+                        with_scratch(count, |blocks| assert_eq!(blocks.len(), count));
+                    }
+                });
+            }
+        });
+    }
 
     #[test]
     fn hashes_made_by_the_argon2_crate_itself_still_verify() {

@@ -222,13 +222,10 @@ async fn write(
                 close(&mut sink, code, reason).await;
                 return;
             }
-            frame = frames.recv() => {
-                let Some(frame) = frame else { return };
-                // What is queued now, no more: a client that reads, fed
-                // faster than the deadline, is not taken for one that does not.
-                let queued = frames.len();
-                written_in_time(write_queued(&mut sink, frame, &mut frames, queued), limit, kick).await
-            }
+            // Before the frames: a socket whose queue never empties (a
+            // busy chat, a slow reader) still gets its pings and its
+            // expiry and logout checks. It is ready once per interval, so
+            // frames hardly wait for it.
             _ = ping.tick() => {
                 // Checked at each ping, not with a timer of its own: one
                 // per socket would cost every idle socket its memory.
@@ -245,6 +242,13 @@ async fn write(
                     return;
                 }
                 written_in_time(sink.send(WsMessage::Ping(Default::default())), limit, kick).await
+            }
+            frame = frames.recv() => {
+                let Some(frame) = frame else { return };
+                // What is queued now, no more: a client that reads, fed
+                // faster than the deadline, is not taken for one that does not.
+                let queued = frames.len();
+                written_in_time(write_queued(&mut sink, frame, &mut frames, queued), limit, kick).await
             }
         };
         if !written {

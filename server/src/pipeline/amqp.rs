@@ -576,9 +576,6 @@ impl AmqpPipeline {
                         }
                     }
                     Some(Committed::Failed(batch, _)) => state.sequencer.restore_batch(batch),
-                    // The batch went with the task: start over from the
-                    // queue, which still has every unacked message.
-                    Some(Committed::Lost(_)) => return start_over(&channel, stop).await,
                     None => {}
                 },
                 // Only wakes the loop, which sees the flag.

@@ -31,16 +31,24 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(2);
 pub enum Committed<T> {
     /// Stored; the sequencer should hear `stored()`.
     Stored(T),
-    /// Not stored: give the batch back with `restore_batch`.
+    /// Not stored (the database failed, or the commit's task did): give
+    /// the batch back with `restore_batch`.
     Failed(Vec<Arc<Message>>, T),
-    /// The commit task died and took the batch with it.
-    Lost(T),
 }
 
-type Commit = JoinHandle<(Vec<Arc<Message>>, Result<(), StoreError>)>;
+type Commit = JoinHandle<Result<(), StoreError>>;
+
+/// A commit under way: its task, a copy of its batch (for a task that dies:
+/// a batch gone with it would leave the sequencer answering retries of its
+/// messages as stored), and whoever waits for it.
+struct InFlight<T> {
+    task: Commit,
+    batch: Vec<Arc<Message>>,
+    token: T,
+}
 
 pub struct Batches<T> {
-    in_flight: Option<(Commit, T)>,
+    in_flight: Option<InFlight<T>>,
     retry_at: Option<Instant>,
     pause: Duration,
 }
@@ -69,41 +77,39 @@ impl<T> Batches<T> {
     pub fn start(&mut self, sequencer: &mut Sequencer, token: T) {
         let batch = sequencer.take_batch();
         let store = sequencer.store();
+        let stored = batch.clone();
         let task = tokio::spawn(async move {
-            let outcome = if batch.is_empty() {
-                Ok(())
-            } else {
-                tokio::time::timeout(COMMIT_PATIENCE, store_batch(store.as_ref(), &batch))
-                    .await
-                    .unwrap_or(Err(StoreError::TimedOut))
-            };
-            (batch, outcome)
+            if stored.is_empty() {
+                return Ok(());
+            }
+            tokio::time::timeout(COMMIT_PATIENCE, store_batch(store.as_ref(), &stored))
+                .await
+                .unwrap_or(Err(StoreError::TimedOut))
         });
-        self.in_flight = Some((task, token));
+        self.in_flight = Some(InFlight { task, batch, token });
     }
 
     /// Completes when the commit in flight ends, or (with `None`) when a
     /// failed one may be tried again; never while there is neither.
     pub async fn next(&mut self) -> Option<Committed<T>> {
-        if let Some((task, _)) = &mut self.in_flight {
-            let done = task.await;
-            let (_, token) = self.in_flight.take()?;
-            return Some(match done {
-                Ok((_, Ok(()))) => {
+        if let Some(in_flight) = &mut self.in_flight {
+            let done = (&mut in_flight.task).await;
+            let InFlight { batch, token, .. } = self.in_flight.take()?;
+            match done {
+                Ok(Ok(())) => {
                     self.pause = FIRST_PAUSE;
-                    Committed::Stored(token)
+                    return Some(Committed::Stored(token));
                 }
-                Ok((batch, Err(err))) => {
+                Ok(Err(err)) => {
                     tracing::warn!(error = %err, messages = batch.len(), "storing a batch failed; trying again");
-                    self.retry_at = Some(Instant::now() + self.pause);
-                    self.pause = (self.pause * 2).min(LONGEST_PAUSE);
-                    Committed::Failed(batch, token)
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "a commit task failed");
-                    Committed::Lost(token)
+                    tracing::error!(error = %err, messages = batch.len(), "a commit task failed; trying again");
                 }
-            });
+            }
+            self.retry_at = Some(Instant::now() + self.pause);
+            self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+            return Some(Committed::Failed(batch, token));
         }
         match self.retry_at {
             Some(at) => {

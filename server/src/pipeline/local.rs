@@ -71,11 +71,10 @@ impl LocalPipeline {
         let (finish, finished) = watch::channel(false);
         tokio::spawn(async move {
             let sequencer = Sequencer::new(store.clone(), events);
-            if run(sequencer, receiver, stop).await {
-                // Left marked, the next start skips seqs it need not.
-                if let Err(err) = store.end_local_run().await {
-                    tracing::warn!(error = %err, "could not record the clean stop");
-                }
+            run(sequencer, receiver, stop).await;
+            // Left marked, the next start skips seqs it need not.
+            if let Err(err) = store.end_local_run().await {
+                tracing::warn!(error = %err, "could not record the clean stop");
             }
             finish.send_replace(true);
         });
@@ -122,14 +121,13 @@ impl LocalPipeline {
 /// Sequences and delivers every command as it arrives, while the previous
 /// batch is being stored; answers a batch's senders once it is stored.
 /// Once `stop` is set, takes what is queued already (later senders hear
-/// that the server is shutting down), stores it all and returns whether
-/// everything it delivered was stored.
+/// that the server is shutting down), stores it all, and returns then:
+/// everything it delivered is stored.
 async fn run(
     mut sequencer: Sequencer,
     mut inbox: mpsc::Receiver<Job>,
     mut stop: watch::Receiver<bool>,
-) -> bool {
-    let mut all_stored = true;
+) {
     let mut jobs = Vec::with_capacity(BATCH);
     // Answers waiting for the next commit; those of the commit in flight
     // travel with it.
@@ -162,8 +160,6 @@ async fn run(
                     sequencer.restore_batch(batch);
                     waiting.splice(0..0, answers);
                 }
-                // The batch went with the task; its senders hear nothing and retry.
-                Some(Committed::Lost(_)) => all_stored = false,
                 None => {}
             },
             received = inbox.recv_many(&mut jobs, BATCH), if open => {
@@ -187,7 +183,6 @@ async fn run(
             }
         }
     }
-    all_stored
 }
 
 async fn handle(sequencer: &mut Sequencer, command: Command) -> Reply {

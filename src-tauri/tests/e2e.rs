@@ -285,9 +285,22 @@ async fn a_chat_with_more_news_than_fits_opens_at_its_first_unread() {
     wait_for_text(app, ".to-newest .badge", "60").await;
     bob.write(&direct.id, "News 61").await;
     wait_for_text(app, ".to-newest .badge", "61").await;
+    // From the keyboard: the button goes once it has done its work, and
+    // the keyboard goes on to the history, not to the page.
+    app.execute("document.querySelector('.to-newest').focus();", vec![])
+        .await
+        .expect("focused");
     click(app, ".to-newest").await;
     wait_for_text(app, ".msg.theirs p", "News 61").await;
     wait_for_count(app, ".to-newest", 0).await;
+    let focused = app
+        .execute(
+            "return document.activeElement?.getAttribute('aria-label');",
+            vec![],
+        )
+        .await
+        .expect("asked");
+    assert_eq!(focused, json!("Message history"));
     let _ = app.clone().close().await;
 }
 

@@ -45,7 +45,7 @@ pub struct Config {
     pub database_url: Option<String>,
 
     /// Most connections this node opens to PostgreSQL.
-    #[arg(long, env = "NATTER_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "NATTER_DATABASE_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub database_max_connections: u32,
 
     /// Where profile pictures go: unset for the `pics` folder in the data
@@ -165,13 +165,13 @@ pub struct Config {
 
     /// How often the server pings each socket, in milliseconds (less than
     /// `NATTER_WS_TIMEOUT_MS`: a socket's last pong would otherwise be older
-    /// than the timeout at every other ping).
-    #[arg(long, env = "NATTER_WS_PING_MS", default_value_t = 20_000)]
+    /// than the timeout at every other ping). At least 10.
+    #[arg(long, env = "NATTER_WS_PING_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub ws_ping_ms: u64,
 
     /// A socket that has sent nothing (not even a pong) for this long, in
-    /// milliseconds, is considered dead and dropped.
-    #[arg(long, env = "NATTER_WS_TIMEOUT_MS", default_value_t = 60_000)]
+    /// milliseconds, is considered dead and dropped. At least 20.
+    #[arg(long, env = "NATTER_WS_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(20..))]
     pub ws_timeout_ms: u64,
 
     /// Log filter in `tracing` syntax, e.g. `info` or `natter_server=debug`.
@@ -199,11 +199,11 @@ impl Config {
     }
 
     pub fn ws_ping_interval(&self) -> Duration {
-        Duration::from_millis(self.ws_ping_ms.max(10))
+        Duration::from_millis(self.ws_ping_ms)
     }
 
     pub fn ws_timeout(&self) -> Duration {
-        Duration::from_millis(self.ws_timeout_ms.max(20))
+        Duration::from_millis(self.ws_timeout_ms)
     }
 
     /// Refuses settings that each pass on their own but not together, and
@@ -215,6 +215,15 @@ impl Config {
              every idle socket would be dropped",
             self.ws_ping_interval().as_millis(),
             self.ws_timeout().as_millis()
+        );
+        anyhow::ensure!(
+            self.blob_url.is_some()
+                || (self.s3_endpoint.is_none()
+                    && self.s3_region.is_none()
+                    && self.s3_access_key_id.is_none()
+                    && self.s3_secret_access_key.is_none()),
+            "NATTER_S3_* settings without NATTER_BLOB_URL: pictures would go to the local \
+             folder; set NATTER_BLOB_URL=s3://bucket[/prefix] to use S3"
         );
         if self.amqp_url.is_some() {
             if self.jwt_secret.is_none() {
@@ -259,6 +268,9 @@ mod tests {
             ["--publish-backlog", "0"],
             ["--token-ttl-secs", "0"],
             ["--session-max-secs", "0"],
+            ["--database-max-connections", "0"],
+            ["--ws-ping-ms", "0"],
+            ["--ws-timeout-ms", "10"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");
@@ -283,5 +295,25 @@ mod tests {
         let err = parse("60000", "30000").check().expect_err("refused");
         assert!(err.to_string().contains("NATTER_WS_PING_MS"), "{err}");
         assert!(parse("20000", "60000").check().is_ok());
+    }
+
+    #[test]
+    fn s3_settings_without_an_s3_blob_url_are_refused() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["natter-server"], args].concat())
+                .expect("each in range")
+                .config
+        };
+        let err = parse(&["--s3-endpoint", "http://127.0.0.1:9000"])
+            .check()
+            .expect_err("refused");
+        assert!(err.to_string().contains("NATTER_BLOB_URL"), "{err}");
+        let with_url = [
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--blob-url",
+            "s3://pics",
+        ];
+        assert!(parse(&with_url).check().is_ok());
     }
 }

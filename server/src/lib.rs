@@ -301,6 +301,20 @@ async fn open_pipeline(
             .amqp_queue_expiry_ms
             .map(std::time::Duration::from_millis),
     };
+    // A node without RabbitMQ that did not stop cleanly on this database (a
+    // crash, or one that stopped because these nodes took its place) may
+    // have delivered seqs it never stored: they are not given again here.
+    let skip = crate::pipeline::SEQS_SKIPPED_AFTER_A_CRASH;
+    if store
+        .end_unfinished_local_run(skip)
+        .await
+        .context("reading how the last node without RabbitMQ stopped")?
+    {
+        tracing::warn!(
+            skipped = skip,
+            "a node without RabbitMQ did not stop cleanly on this database: every chat's seqs moved ahead"
+        );
+    }
     let pipeline = AmqpPipeline::start(settings, store, events, std::time::Duration::from_secs(15))
         .await
         .context("connecting the message pipeline to RabbitMQ (NATTER_AMQP_URL)")?;

@@ -41,6 +41,7 @@ use crate::realtime::Events;
 use crate::store::{Store, StoreError, Stored};
 
 pub use amqp::{AmqpPipeline, AmqpSettings, Request, inbox_queue};
+pub use local::SEQS_SKIPPED_AFTER_A_CRASH;
 
 /// How many partitions a deployment spreads its chats over unless told
 /// otherwise at its first start (`agree_partitions`).

@@ -232,6 +232,12 @@ pub trait Store: Send + Sync + 'static {
     async fn begin_local_run(&self, skip: i64) -> StoreResult<bool>;
     /// The embedded pipeline stopped with everything it delivered stored.
     async fn end_local_run(&self) -> StoreResult<()>;
+    /// Called as a deployment on RabbitMQ starts: when an embedded run on
+    /// this database never called `end_local_run` (a crash, or a node
+    /// without RabbitMQ stopped because these took its place), every chat's
+    /// seqs move `skip` ahead, as `begin_local_run` would, and the mark
+    /// goes. Returns whether the seqs moved.
+    async fn end_unfinished_local_run(&self, skip: i64) -> StoreResult<bool>;
 
     /// Records a session logged out (`sessions`): its tokens are refused
     /// until `until`. `ended_at`: now, by which other nodes find it.

@@ -628,6 +628,24 @@ macro_rules! sql_store {
                     Ok(unfinished.is_some())
                 }
 
+                async fn end_unfinished_local_run(&self, skip: i64) -> StoreResult<bool> {
+                    let mut tx = self.writer.begin().await?;
+                    let unfinished = sqlx::query("DELETE FROM settings WHERE name = $1")
+                        .bind(LOCAL_RUN)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        > 0;
+                    if unfinished {
+                        sqlx::query("UPDATE chats SET last_seq = last_seq + $1")
+                            .bind(skip)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(unfinished)
+                }
+
                 async fn end_local_run(&self) -> StoreResult<()> {
                     sqlx::query("DELETE FROM settings WHERE name = $1")
                         .bind(LOCAL_RUN)

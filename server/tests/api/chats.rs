@@ -213,6 +213,11 @@ async fn groups_need_valid_names_and_members() {
             StatusCode::NOT_FOUND,
         ),
         (json!({"name": "No users"}), StatusCode::BAD_REQUEST),
+        // Too many is said before anyone is looked up.
+        (
+            json!({"name": "Crowd", "users": (0..2_000).map(|n| format!("u{n}")).collect::<Vec<_>>()}),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (body, status) in cases {
         assert_eq!(

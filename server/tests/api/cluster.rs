@@ -149,3 +149,58 @@ async fn a_logout_on_one_node_ends_the_session_on_every_node() {
         assert_eq!(chats.status(), StatusCode::OK);
     }
 }
+
+/// A node without RabbitMQ that did not stop cleanly on a database (its
+/// mark left there) may have delivered seqs it never stored: nodes on
+/// RabbitMQ started after it do not give them to other messages, and move
+/// past them once.
+#[tokio::test]
+async fn nodes_on_rabbitmq_move_past_the_seqs_of_an_unfinished_run_without_it() {
+    use natter_server::pipeline::SEQS_SKIPPED_AFTER_A_CRASH as SKIP;
+    use natter_server::store::{PgStore, Store};
+
+    let deployment = Deployment::new().await;
+    let mut first = deployment.spawn_node(0, |_| {}).await;
+    let ann = first.sign_up("Ann").await;
+    let bob = first.sign_up("Bob").await;
+    let chat = first.open_direct(&ann, &bob).await;
+    assert_eq!(first.send(&ann, &chat, "one").await.seq, 1);
+    first.stop().await;
+
+    // What a node without RabbitMQ leaves behind when it dies.
+    let store = PgStore::connect(&deployment.database, 2)
+        .await
+        .expect("PostgreSQL");
+    store.begin_local_run(0).await.expect("marked");
+
+    let mut second = deployment.spawn_node(1, |_| {}).await;
+    let after = sent_once_linked(&second, &ann, &chat, "two").await;
+    assert_eq!(after.seq, 1 + SKIP + 1, "past what it may have delivered");
+    second.stop().await;
+    let third = deployment.spawn_node(2, |_| {}).await;
+    let again = sent_once_linked(&third, &ann, &chat, "three").await;
+    assert_eq!(again.seq, after.seq + 1, "once");
+}
+
+/// Sends through a node just started, again (under one clientId) while it
+/// says RabbitMQ is not linked yet.
+async fn sent_once_linked(
+    node: &crate::helpers::TestApp,
+    user: &crate::helpers::TestUser,
+    chat: &natter_shared::Chat,
+    content: &str,
+) -> natter_shared::Message {
+    let body = json!({"chatId": chat.id, "content": content, "clientId": content});
+    let mut message = None;
+    wait_until("the node takes a message", PATIENCE, async || {
+        let response = node.post(user, "/api/message", body.clone()).await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            return false;
+        }
+        assert_eq!(response.status(), StatusCode::CREATED);
+        message = Some(response.json().await.expect("message"));
+        true
+    })
+    .await;
+    message.expect("sent")
+}

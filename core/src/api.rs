@@ -306,9 +306,26 @@ fn moved(response: &Response) -> String {
     match target {
         Some(target) => format!(
             "the server sends this address on to {}: enter that as the server's address",
-            target.origin().ascii_serialization()
+            new_address(response.url(), &target)
         ),
         None => "the server answered with a redirect, which Natter does not follow".into(),
+    }
+}
+
+/// The server address a redirect from `requested` to `target` implies: the
+/// target less the API path asked for, so that a server under a sub-path
+/// (`https://example.org/natter`) keeps it; its origin when the target is
+/// not that path somewhere else.
+fn new_address(requested: &reqwest::Url, target: &reqwest::Url) -> String {
+    let asked = requested.path();
+    let api_path = asked.find("/api/").map(|at| &asked[at..]);
+    match api_path.and_then(|api| target.path().strip_suffix(api)) {
+        Some(base_path) => format!(
+            "{}{}",
+            target.origin().ascii_serialization(),
+            base_path.trim_end_matches('/')
+        ),
+        None => target.origin().ascii_serialization(),
     }
 }
 
@@ -353,7 +370,29 @@ fn root_cause(err: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::segment;
+    use super::{new_address, segment};
+
+    #[test]
+    fn a_redirect_names_the_address_with_its_sub_path() {
+        let url = |text: &str| reqwest::Url::parse(text).expect("a URL");
+        let asked = url("http://example.org/natter/api/user/login");
+        assert_eq!(
+            new_address(&asked, &url("https://example.org/natter/api/user/login")),
+            "https://example.org/natter"
+        );
+        assert_eq!(
+            new_address(
+                &url("http://example.org/api/user/login"),
+                &url("https://chat.example.org:8443/api/user/login")
+            ),
+            "https://chat.example.org:8443"
+        );
+        // Somewhere else altogether: where it leads.
+        assert_eq!(
+            new_address(&asked, &url("https://example.org/login?next=x")),
+            "https://example.org"
+        );
+    }
 
     #[test]
     fn ids_are_escaped_in_paths() {

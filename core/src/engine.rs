@@ -824,7 +824,7 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
     let Some(first) = session.upgrade().and_then(|ctx| ctx.api.token()) else {
         return;
     };
-    let Some(mut due) = crate::renewal::renew_at(&first) else {
+    let Some(mut due) = crate::renewal::first_renewal(&first, Utc::now()) else {
         tracing::debug!("the session's token does not say when it expires: not renewed");
         return;
     };

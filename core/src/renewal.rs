@@ -68,6 +68,16 @@ pub(crate) fn renew_at(token: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(claims.iat.checked_add(claims.half_life()?)?, 0)
 }
 
+/// When to renew the token a session starts with (from its login, or its
+/// file): half through its life by its own claims, which count in the
+/// server's clock, or half its life from now, by this machine's, whichever
+/// comes first: a clock behind the server's by more than half the token's
+/// life would otherwise wait for the first past the token's end.
+pub(crate) fn first_renewal(token: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let claimed = renew_at(token)?;
+    Some(next_after_renewal(token, now).map_or(claimed, |local| claimed.min(local)))
+}
+
 /// When to renew a token just received: half its life from now, by this
 /// machine's clock (the server's may differ), and never sooner than
 /// `LEAST_GAP`. `None` if it does not say.
@@ -111,6 +121,21 @@ mod tests {
     fn a_token_is_renewed_at_half_its_life() {
         let at = renew_at(&token(r#"{"sub":"u","iat":1000,"exp":1600}"#));
         assert_eq!(at.map(|at| at.timestamp()), Some(1300));
+    }
+
+    #[test]
+    fn a_clock_behind_the_servers_renews_its_first_token_in_its_life_all_the_same() {
+        let first = token(r#"{"sub":"u","iat":1000,"exp":1600}"#);
+        let at = |now: i64| {
+            first_renewal(&first, DateTime::from_timestamp(now, 0).expect("a time"))
+                .map(|at| at.timestamp())
+        };
+        // This machine's clock 500 s behind the server's, at the login.
+        assert_eq!(at(500), Some(800));
+        // In step, or ahead: the claims' own half-life.
+        assert_eq!(at(1000), Some(1300));
+        assert_eq!(at(1200), Some(1300));
+        assert_eq!(first_renewal("not a token", Utc::now()), None);
     }
 
     #[test]

@@ -40,6 +40,15 @@ impl ServerUrl {
                 "the server address has no host ({input})"
             )));
         }
+        // A name and password in it would go to the server as a Basic
+        // authorization ahead of the session's own (which it would then
+        // not read), and show in every message that names the address.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(CoreError::Invalid(format!(
+                "the server address cannot hold a name or password ({})",
+                url.host_str().unwrap_or_default()
+            )));
+        }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(CoreError::Invalid(format!(
                 "the server address cannot have a query or fragment ({input})"
@@ -143,6 +152,11 @@ mod tests {
     fn refuses_what_is_not_a_server() {
         for bad in ["", "ftp://a", "http://", "http://a/?x=1", "http://a/#f"] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        for with_credentials in ["https://ann:secret@a", "http://ann@a:8080"] {
+            let err = ServerUrl::parse(with_credentials).expect_err("refused");
+            assert!(!err.to_string().contains("secret"), "{err}");
+            assert!(err.to_string().contains("name or password"), "{err}");
         }
     }
 }

@@ -30,10 +30,12 @@ pub fn navigation(url: &Url, dev_server: Option<&Url>) -> Navigation {
     }
 }
 
-/// The bundled page on Windows (`http://tauri.localhost`), or the dev
-/// server's own origin (not any other port of localhost).
+/// The bundled page on Windows (`http://tauri.localhost`; elsewhere that is
+/// an address like any other, which a message may hold, and which would
+/// take the window away from the app), or the dev server's own origin (not
+/// any other port of localhost).
 fn is_app_origin(url: &Url, dev_server: Option<&Url>) -> bool {
-    url.host_str() == Some("tauri.localhost")
+    (cfg!(windows) && url.host_str() == Some("tauri.localhost"))
         || dev_server.is_some_and(|dev| dev.origin() == url.origin())
 }
 
@@ -72,9 +74,14 @@ mod tests {
     #[test]
     fn the_apps_own_page_stays_and_links_go_outside() {
         assert_eq!(decide("tauri://localhost/"), Navigation::Stay);
+        let bundled_on_windows = if cfg!(windows) {
+            Navigation::Stay
+        } else {
+            Navigation::OpenOutside
+        };
         assert_eq!(
             decide("http://tauri.localhost/index.html"),
-            Navigation::Stay
+            bundled_on_windows
         );
         assert_eq!(
             decide("natter-pic://localhost/pics/a.png"),

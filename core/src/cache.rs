@@ -702,11 +702,20 @@ impl Cache {
     /// A chat's messages of ours that the server stored but the cache
     /// cannot hold yet (`outgoing_stored`), by seq: above every cached one.
     pub async fn stored_aside(&self, chat_id: &str, me: &str) -> CoreResult<Vec<Message>> {
+        self.stored_aside_in(Some(chat_id), me).await
+    }
+
+    /// `stored_aside` of every chat, by seq within each.
+    pub async fn all_stored_aside(&self, me: &str) -> CoreResult<Vec<Message>> {
+        self.stored_aside_in(None, me).await
+    }
+
+    async fn stored_aside_in(&self, chat_id: Option<&str>, me: &str) -> CoreResult<Vec<Message>> {
         let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT stored_message FROM outbox o WHERE chat_id = ?1 \
+            "SELECT stored_message FROM outbox o WHERE (?1 IS NULL OR chat_id = ?1) \
              AND stored_message IS NOT NULL AND NOT EXISTS \
              (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id) \
-             ORDER BY stored_seq",
+             ORDER BY chat_id, stored_seq",
         )
         .bind(chat_id)
         .bind(me)
@@ -718,9 +727,12 @@ impl Cache {
             .collect()
     }
 
+    /// A message still to be sent or refused, by its client id: not one the
+    /// server stored and the cache set aside (an answer to another copy of
+    /// it, late, must not show it as waiting or failed again).
     pub async fn outgoing(&self, client_id: &str) -> CoreResult<Option<Outgoing>> {
         let row = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLS} FROM outbox WHERE client_id = ?1"
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE client_id = ?1 AND stored_message IS NULL"
         ))
         .bind(client_id)
         .fetch_optional(&self.pool)
@@ -730,11 +742,13 @@ impl Cache {
 
     /// The server refused a message for good: keep it, marked, for the user to see.
     pub async fn fail_outgoing(&self, client_id: &str, error: &str) -> CoreResult<bool> {
-        let done = sqlx::query("UPDATE outbox SET error = ?1 WHERE client_id = ?2")
-            .bind(error)
-            .bind(client_id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET error = ?1 WHERE client_id = ?2 AND stored_message IS NULL",
+        )
+        .bind(error)
+        .bind(client_id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -1074,6 +1088,13 @@ mod tests {
             .expect("set aside");
         let aside = || async { cache.stored_aside("c", "me").await.expect("aside") };
         assert_eq!(aside().await, std::slice::from_ref(&stored));
+        // A late answer to another copy of it changes nothing.
+        assert!(cache.outgoing("k2").await.expect("outgoing").is_none());
+        assert!(!cache.fail_outgoing("k2", "refused").await.expect("asked"));
+        assert_eq!(
+            cache.all_stored_aside("me").await.expect("aside"),
+            std::slice::from_ref(&stored)
+        );
 
         let left = cache
             .leave_chat(&chat_of("c", &["bob"]))
@@ -1123,7 +1144,13 @@ mod tests {
             .expect("forgot")
             .expect("was cached");
         assert!(left.unsent.is_empty(), "stored, so not unsent");
-        assert!(cache.outgoing("k").await.expect("outgoing").is_none());
+        assert!(
+            cache
+                .stored_aside("c", "me")
+                .await
+                .expect("aside")
+                .is_empty()
+        );
     }
 
     #[tokio::test]

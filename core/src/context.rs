@@ -244,9 +244,10 @@ impl Context {
     }
 
     /// The chat list, read now; numbered before reading (`ChatListVersions`).
-    /// Each chat comes with its last message: the newest of one's
-    /// own still unsent (pending, or refused; not one delivered whose ack
-    /// is on its way) when it is newer than the chat's last stored one, as
+    /// Each chat comes with its last message: one's own stored and set
+    /// aside (its chat behind) when it is past the last cached one; then
+    /// the newest of one's own still unsent (pending, or refused; not one
+    /// delivered whose ack is on its way) when it is newer than that, as
     /// other messengers show a message waiting to go out.
     pub async fn chat_list(&self) -> CoreResult<ChatList> {
         let version = self.list_versions.next();
@@ -259,6 +260,14 @@ impl Context {
             .into_iter()
             .map(|outgoing| (outgoing.chat_id.clone(), outgoing))
             .collect();
+        // By seq: the last one per chat is its newest.
+        let aside: HashMap<String, Message> = self
+            .cache
+            .all_stored_aside(&self.me.id)
+            .await?
+            .into_iter()
+            .map(|message| (message.chat_id.clone(), message))
+            .collect();
         let unread_total = chats.iter().map(|(_, unread)| *unread).sum();
         let behind = lock(&self.behind).clone();
         let chats = chats
@@ -266,8 +275,16 @@ impl Context {
             .map(|(chat, unread)| {
                 let mut summary = ChatSummary::new(chat, *unread, &self.me.id);
                 summary.behind = behind.contains(&chat.id);
+                let mut latest = chat.latest_message.as_ref();
+                if let Some(stored) = aside.get(&chat.id)
+                    && latest.is_none_or(|latest| latest.seq < stored.seq)
+                {
+                    summary.last_message = Some(MessageView::sent(stored, &self.me.id));
+                    summary.updated_at = summary.updated_at.max(stored.created_at);
+                    latest = Some(stored);
+                }
                 if let Some(outgoing) = unsent.get(&chat.id)
-                    && waits_after(outgoing, chat.latest_message.as_ref())
+                    && waits_after(outgoing, latest)
                 {
                     summary.last_message = Some(MessageView::outgoing(outgoing, &self.me));
                 }

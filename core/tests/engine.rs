@@ -2265,6 +2265,11 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
     send_acked(&ann_app, &direct.id, "ok").await;
     let sent = [("on my way".to_owned(), Delivery::Sent)];
     assert_eq!(contents(&ann_app, &group.id).await, sent, "stored: sent");
+    assert_eq!(
+        last_listed(&ann_app, &group.id).await,
+        Some(("on my way".to_owned(), Delivery::Sent)),
+        "the list shows it last"
+    );
 
     // A new link: the outbox is sent again, but not the stored one.
     ann_app.events = ann_app.engine.subscribe();

@@ -156,25 +156,18 @@ mod freedesktop {
                 return Err(err);
             }
         };
-        // Replaced in place: the same id, whose click is already awaited
-        // (unless it was clicked or closed while this one was being shown).
-        let waiter = match earlier {
-            Some(earlier)
-                if earlier.handle.id() == handle.id() && !earlier.waiter.is_finished() =>
-            {
-                earlier.waiter
-            }
-            earlier => {
-                if let Some(earlier) = earlier {
-                    earlier.waiter.abort();
-                }
-                tokio::spawn(wait_for_click(
-                    handle.clone(),
-                    chat_id.clone(),
-                    on_click.clone(),
-                ))
-            }
-        };
+        // Its click is awaited on the connection that showed it, also when
+        // it replaced one in place (the same id): some daemons send a
+        // notification's signals to the connection that showed it last
+        // alone, and each show has a connection of its own.
+        if let Some(earlier) = earlier {
+            earlier.waiter.abort();
+        }
+        let waiter = tokio::spawn(wait_for_click(
+            handle.clone(),
+            chat_id.clone(),
+            on_click.clone(),
+        ));
         shown.insert(chat_id.clone(), Shown { handle, waiter });
         Ok(())
     }

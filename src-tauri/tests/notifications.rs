@@ -69,6 +69,9 @@ struct Received {
     summary: String,
     body: String,
     actions: Vec<String>,
+    /// The bus name of the connection that asked: some daemons send a
+    /// notification's signals to it alone.
+    sender: String,
 }
 
 /// Plays the desktop's notification daemon: numbers notifications from 1,
@@ -94,7 +97,12 @@ impl Recorder {
         actions: Vec<String>,
         _hints: HashMap<String, zbus::OwnedVariant>,
         _expire_timeout: i32,
+        #[zbus(header)] header: zbus::message::Header<'_>,
     ) -> u32 {
+        let sender = header
+            .sender()
+            .map(|sender| sender.to_string())
+            .unwrap_or_default();
         if summary == STUCK {
             std::future::pending::<()>().await;
         }
@@ -110,6 +118,7 @@ impl Recorder {
             summary,
             body,
             actions,
+            sender,
         }));
         id
     }
@@ -210,12 +219,14 @@ async fn notifications_reach_the_service_replace_open_close_and_outlast_a_hung_s
 
     // The user clicks chat-1's: the daemon says so, and the app opens that
     // chat. The app listens for the click right after showing it; until it
-    // does, a click signal goes unheard, so the daemon repeats it.
+    // does, a click signal goes unheard, so the daemon repeats it. It tells
+    // the connection that showed the notification last, alone (as some
+    // daemons do), not every connection on the bus.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let opened = loop {
         daemon
             .emit_signal(
-                None::<&str>,
+                Some(second.sender.as_str()),
                 "/org/freedesktop/Notifications",
                 "org.freedesktop.Notifications",
                 "ActionInvoked",

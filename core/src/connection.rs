@@ -764,14 +764,15 @@ async fn handle(
             // Back in a group left before: its cache stops where one left,
             // and no catch-up reads on from there while the link holds.
             // What was said meanwhile is read now, as history (not news),
-            // so that a view open on it goes on without a hole.
+            // so that a view open on it goes on without a hole; with
+            // nothing cached (its reads had failed), its newest page, which
+            // also brings one's own sends set aside meanwhile.
             if rejoined
-                && let ChatHeld::Known {
-                    highest_seq: Some(held),
-                } = ctx.cache.chat_held(&chat.id).await?
+                && let ChatHeld::Known { highest_seq } = ctx.cache.chat_held(&chat.id).await?
             {
+                let page = highest_seq.map_or(Page::Newest, Page::After);
                 let mut history = HashMap::new();
-                read_chat(ctx, &chat.id, Page::After(held), i64::MAX, &mut history).await?;
+                read_chat(ctx, &chat.id, page, i64::MAX, &mut history).await?;
                 return Ok(true);
             }
         }

@@ -2296,20 +2296,63 @@ async fn a_send_stored_while_its_chat_is_behind_is_neither_sent_again_nor_report
     }
     assert_eq!(contents(&ann_app, &group.id).await, sent, "kept, sent");
 
-    // Added back, Ann reads the group from the cache's top: the hole
-    // under her message fills, and it shows once.
+    // Added back, Ann reads the group at once (she had none of it cached):
+    // the hole under her message fills, and it shows once.
+    ann_app.events = ann_app.engine.subscribe();
     front.set(Cut::Nothing);
     bob_app
         .engine
         .add_member(&group.id, &ann.id)
         .await
         .expect("added back");
+    next_event(
+        &mut ann_app,
+        "the group read again",
+        |event| matches!(event, Event::Message { message } if message.content == "hello"),
+    )
+    .await;
     eventually("ann reads the group again", || async {
         contents(&ann_app, &group.id).await
             == [
                 ("hello".to_owned(), Delivery::Sent),
                 ("on my way".to_owned(), Delivery::Sent),
             ]
+    })
+    .await;
+}
+
+/// Added back to a group of which nothing was cached (left before anything
+/// was said in it), Ann reads what was said meanwhile at once, as history,
+/// not when she next opens it or catches up.
+#[tokio::test]
+async fn a_group_one_is_added_back_to_with_nothing_cached_is_read_at_once() {
+    let server = Server::spawn().await;
+    let mut ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    online(&ann_app).await;
+    online(&bob_app).await;
+    let group = bob_app
+        .engine
+        .create_group("Team", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    eventually("ann lists the group", || async {
+        listed(&ann_app).await.iter().any(|c| c.id == group.id)
+    })
+    .await;
+    ann_app.engine.leave_group(&group.id).await.expect("left");
+    send_acked(&bob_app, &group.id, "while you were out").await;
+
+    ann_app.events = ann_app.engine.subscribe();
+    bob_app
+        .engine
+        .add_member(&group.id, &ann.id)
+        .await
+        .expect("added back");
+    next_event(&mut ann_app, "what was said meanwhile", |event| {
+        matches!(event, Event::Message { message } if message.content == "while you were out")
     })
     .await;
 }

@@ -847,10 +847,19 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
                 return;
             }
             Err(CoreError::Server {
-                status: 404 | 405, ..
+                status: status @ (404 | 405),
+                ..
             }) => {
-                tracing::info!("the server does not renew tokens: the session ends with its token");
-                return;
+                let retry = crate::renewal::retry_not_taken_after(&token);
+                tracing::info!(
+                    status,
+                    ?retry,
+                    "the server did not take the renewal (one without renewals ends the session with its token): trying again later"
+                );
+                due = Utc::now()
+                    + chrono::Duration::from_std(retry)
+                        .unwrap_or_else(|_| chrono::Duration::hours(1));
+                continue;
             }
             Err(err) => {
                 tracing::debug!(error = %err, "renewing the session's token: trying again later");

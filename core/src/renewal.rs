@@ -99,6 +99,20 @@ pub(crate) fn retry_after(token: &str) -> Duration {
     RETRY.min(quarter).max(Duration::from_secs(1))
 }
 
+/// The longest wait after a renewal the server said it does not take.
+const RETRY_NOT_TAKEN: Duration = Duration::from_secs(60 * 60);
+
+/// After a renewal answered 404 or 405 (a server from before renewals, or
+/// a proxy's brief 404 while a deploy rolls over), the next try: an hour,
+/// or a quarter of the token's life if that is shorter, but never sooner
+/// than after another failure (`retry_after`). A server without renewals
+/// costs a request an hour; a brief 404 no longer ends the session when
+/// its token expires.
+pub(crate) fn retry_not_taken_after(token: &str) -> Duration {
+    let quarter_life = half_life(token).map_or(RETRY_NOT_TAKEN, |half| half / 2);
+    RETRY_NOT_TAKEN.min(quarter_life).max(retry_after(token))
+}
+
 /// How long from `now` until `at` (nothing if it is past).
 pub(crate) fn wait_until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     (at - now).to_std().unwrap_or(Duration::ZERO)
@@ -136,6 +150,17 @@ mod tests {
         assert_eq!(at(1000), Some(1300));
         assert_eq!(at(1200), Some(1300));
         assert_eq!(first_renewal("not a token", Utc::now()), None);
+    }
+
+    #[test]
+    fn a_renewal_not_taken_is_tried_again_within_the_tokens_life() {
+        // Seven days: an hour later.
+        let week = token(r#"{"iat":0,"exp":604800}"#);
+        assert_eq!(retry_not_taken_after(&week), Duration::from_secs(3600));
+        // A minute: a quarter of it.
+        let minute = token(r#"{"iat":0,"exp":60}"#);
+        assert_eq!(retry_not_taken_after(&minute), Duration::from_secs(15));
+        assert_eq!(retry_not_taken_after("not a token"), RETRY_NOT_TAKEN);
     }
 
     #[test]

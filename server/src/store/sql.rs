@@ -604,28 +604,18 @@ macro_rules! sql_store {
                 }
 
                 async fn begin_local_run(&self, skip: i64) -> StoreResult<bool> {
-                    let mut tx = self.writer.begin().await?;
-                    let unfinished: Option<String> =
-                        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-                            .bind(LOCAL_RUN)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if unfinished.is_some() {
-                        sqlx::query("UPDATE chats SET last_seq = last_seq + $1")
-                            .bind(skip)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    // Two steps: a process that dies between them has
+                    // delivered nothing, so its next start need not skip.
+                    let skipped = self.end_unfinished_local_run(skip).await?;
                     sqlx::query(
                         "INSERT INTO settings (name, value) VALUES ($1, $2) \
                          ON CONFLICT (name) DO UPDATE SET value = $2",
                     )
                     .bind(LOCAL_RUN)
                     .bind(chrono::Utc::now().to_rfc3339())
-                    .execute(&mut *tx)
+                    .execute(&self.writer)
                     .await?;
-                    tx.commit().await?;
-                    Ok(unfinished.is_some())
+                    Ok(skipped)
                 }
 
                 async fn end_unfinished_local_run(&self, skip: i64) -> StoreResult<bool> {

@@ -765,8 +765,8 @@ async fn handle(
             // and no catch-up reads on from there while the link holds.
             // What was said meanwhile is read now, as history (not news),
             // so that a view open on it goes on without a hole; with
-            // nothing cached (its reads had failed), its newest page, which
-            // also brings one's own sends set aside meanwhile.
+            // nothing of it cached, its newest page (which also brings
+            // one's own sends set aside while it was behind).
             if rejoined
                 && let ChatHeld::Known { highest_seq } = ctx.cache.chat_held(&chat.id).await?
             {

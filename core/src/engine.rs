@@ -846,26 +846,26 @@ async fn keep_token_good(inner: std::sync::Weak<Inner>, session: std::sync::Weak
                 tracing::info!(error = %err, "the server would not renew the session's token");
                 return;
             }
-            Err(CoreError::Server {
-                status: status @ (404 | 405),
-                ..
-            }) => {
-                let retry = crate::renewal::retry_not_taken_after(&token);
-                tracing::info!(
-                    status,
-                    ?retry,
-                    "the server did not take the renewal (one without renewals ends the session with its token): trying again later"
-                );
+            Err(err) => {
+                let retry = match err {
+                    CoreError::Server {
+                        status: status @ (404 | 405),
+                        ..
+                    } => {
+                        tracing::info!(
+                            status,
+                            "the server did not take the renewal (one without renewals ends the session with its token): trying again later"
+                        );
+                        crate::renewal::retry_not_taken_after(&token)
+                    }
+                    err => {
+                        tracing::debug!(error = %err, "renewing the session's token: trying again later");
+                        crate::renewal::retry_after(&token)
+                    }
+                };
                 due = Utc::now()
                     + chrono::Duration::from_std(retry)
                         .unwrap_or_else(|_| chrono::Duration::hours(1));
-                continue;
-            }
-            Err(err) => {
-                tracing::debug!(error = %err, "renewing the session's token: trying again later");
-                let retry = chrono::Duration::from_std(crate::renewal::retry_after(&token))
-                    .unwrap_or_else(|_| chrono::Duration::seconds(60));
-                due = Utc::now() + retry;
                 continue;
             }
         };

@@ -349,22 +349,17 @@ impl AmqpFanout {
         if lossy && !self.is_up() {
             return Err(FanoutError::Down);
         }
-        let envelope = Envelope {
-            events: events
-                .iter()
-                .map(|event| Routed {
-                    to: event
-                        .to
-                        .iter()
-                        .map(|user| Cow::Borrowed(user.as_str()))
-                        .collect(),
-                    frame: Cow::Borrowed(event.text.as_str()),
-                })
-                .collect(),
-            lost: false,
-        };
-        let payload = serde_json::to_vec(&envelope).map_err(|_| FanoutError::Unencodable)?;
-        if !self.unconfirmed().push(payload, lossy) {
+        let payloads =
+            envelopes(events, ENVELOPE_MAX_BYTES).map_err(|_| FanoutError::Unencodable)?;
+        // Every envelope is pushed, whatever came of the one before.
+        let mut kept = true;
+        {
+            let mut unconfirmed = self.unconfirmed();
+            for payload in payloads {
+                kept &= unconfirmed.push(payload, lossy);
+            }
+        }
+        if !kept {
             tracing::warn!(
                 "events for the other nodes waited too long for RabbitMQ and were dropped: the other nodes will close their sockets, whose apps catch up"
             );
@@ -372,6 +367,61 @@ impl AmqpFanout {
         self.added.notify_one();
         Ok(())
     }
+}
+
+/// The most bytes one message to the other nodes carries. RabbitMQ refuses
+/// a message over its `max_message_size` (16 MiB by default since 4.0) by
+/// closing the channel, so one that big would break the link again on
+/// every try; a sequencer's batch of long messages to large groups can pass
+/// that, and goes out as several envelopes instead.
+const ENVELOPE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// `events` encoded as envelopes of at most about `limit` bytes each, in
+/// order (an event bigger than `limit` alone goes in one of its own; the
+/// protocol's limits keep one event far below `ENVELOPE_MAX_BYTES`).
+fn envelopes(events: &[Event], limit: usize) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+    let mut payloads = Vec::with_capacity(1);
+    let mut start = 0;
+    let mut size = 0;
+    for (i, event) in events.iter().enumerate() {
+        let event_size = most_encoded_bytes(event);
+        if i > start && size + event_size > limit {
+            payloads.push(envelope(&events[start..i])?);
+            start = i;
+            size = 0;
+        }
+        size += event_size;
+    }
+    if start < events.len() {
+        payloads.push(envelope(&events[start..])?);
+    }
+    Ok(payloads)
+}
+
+/// At most how many bytes `event` takes in an envelope: JSON escapes a
+/// string's byte into at most two (the frame is JSON already, so its control
+/// characters are escaped in it; its quotes and backslashes get one more).
+fn most_encoded_bytes(event: &Event) -> usize {
+    const PUNCTUATION: usize = r#"{"to":[],"frame":""},"#.len();
+    let names: usize = event.to.iter().map(|user| 2 * user.len() + 3).sum();
+    PUNCTUATION + names + 2 * event.text.len()
+}
+
+fn envelope(events: &[Event]) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Envelope {
+        events: events
+            .iter()
+            .map(|event| Routed {
+                to: event
+                    .to
+                    .iter()
+                    .map(|user| Cow::Borrowed(user.as_str()))
+                    .collect(),
+                frame: Cow::Borrowed(event.text.as_str()),
+            })
+            .collect(),
+        lost: false,
+    })
 }
 
 /// Settings of [`AmqpFanout::start`].
@@ -545,6 +595,64 @@ mod tests {
         unconfirmed.confirmed(old_generation);
         let (_, out) = unconfirmed.unpublished();
         assert_eq!(out.len(), 2, "the marker goes out first");
+    }
+
+    fn event(to: &[&str], frame: &str) -> Event {
+        Event {
+            to: to.iter().map(|user| user.to_string()).collect(),
+            text: frame.to_owned().into(),
+        }
+    }
+
+    #[test]
+    fn a_large_batch_goes_out_as_several_envelopes_under_the_limit_in_order() {
+        let frame = format!(
+            r#"{{"type":"message","content":"{}\"\\"}}"#,
+            "x".repeat(200)
+        );
+        let events: Vec<Event> = (0..50)
+            .map(|i| event(&[&format!("user{i}"), "other"], &format!("{i}{frame}")))
+            .collect();
+        let limit = 2_000;
+        let payloads = envelopes(&events, limit).expect("encodes");
+        assert!(payloads.len() > 1, "split into several");
+        let mut read = Vec::new();
+        for payload in &payloads {
+            assert!(payload.len() <= limit, "{} bytes", payload.len());
+            let envelope: Envelope = serde_json::from_slice(payload).expect("decodes");
+            assert!(!envelope.lost);
+            read.extend(
+                envelope
+                    .events
+                    .into_iter()
+                    .map(|routed| (routed.to[0].clone().into_owned(), routed.frame.into_owned())),
+            );
+        }
+        let sent: Vec<(String, String)> = events
+            .iter()
+            .map(|event| (event.to[0].clone(), event.text.as_str().to_owned()))
+            .collect();
+        assert_eq!(read, sent, "every event once, in order");
+    }
+
+    #[test]
+    fn a_small_batch_is_one_envelope_and_a_huge_event_goes_alone() {
+        let events = [event(&["a"], "{}"), event(&["b"], "{}")];
+        assert_eq!(
+            envelopes(&events, ENVELOPE_MAX_BYTES)
+                .expect("encodes")
+                .len(),
+            1
+        );
+        let huge = "y".repeat(3_000);
+        let events = [
+            event(&["a"], "{}"),
+            event(&["b"], &huge),
+            event(&["c"], "{}"),
+        ];
+        let payloads = envelopes(&events, 1_000).expect("encodes");
+        assert_eq!(payloads.len(), 3);
+        assert!(envelopes(&[], 1_000).expect("encodes").is_empty());
     }
 
     #[test]

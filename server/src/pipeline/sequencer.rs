@@ -541,10 +541,16 @@ impl Sequencer {
 /// Stores a batch in one transaction.
 pub async fn store_batch(store: &dyn Store, batch: &[Arc<Message>]) -> Result<(), StoreError> {
     let stored = store.store_messages(batch).await?;
-    if stored < batch.len() as u64 {
+    if !stored.seq_taken.is_empty() {
+        tracing::error!(
+            ids = ?stored.seq_taken,
+            "messages delivered under a seq their chat had given to another message were not stored: a bug in giving out seqs"
+        );
+    }
+    if stored.new + (stored.seq_taken.len() as u64) < batch.len() as u64 {
         tracing::debug!(
             batch = batch.len(),
-            stored,
+            new = stored.new,
             "part of the batch was stored before (a redelivery)"
         );
     }

@@ -144,6 +144,18 @@ pub struct ChatToSequence {
     pub members: Vec<String>,
 }
 
+/// What `Store::store_messages` did with a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchStored {
+    /// How many of its messages were new (the rest were stored before).
+    pub new: u64,
+    /// Messages not stored because their chat holds another message at
+    /// their seq. Nothing should give a seq out twice; if something does,
+    /// the message was delivered but will never be in history, and the
+    /// caller says so loudly rather than the batch failing for good.
+    pub seq_taken: Vec<String>,
+}
+
 /// What happened to a message handed to the pipeline.
 #[derive(Debug, Clone)]
 pub enum Stored {
@@ -212,9 +224,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Message>>;
     /// Stores messages that already have their seq, all or none, and moves
     /// each chat's last seq and activity time forward. A message whose id is
-    /// already stored is skipped (a redelivery), so this can be repeated;
-    /// returns how many were new.
-    async fn store_messages(&self, batch: &[Arc<Message>]) -> StoreResult<u64>;
+    /// already stored is skipped (a redelivery), so this can be repeated.
+    async fn store_messages(&self, batch: &[Arc<Message>]) -> StoreResult<BatchStored>;
     async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>>;
 
     /// A setting every node of a deployment must share: the value recorded,

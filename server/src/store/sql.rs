@@ -103,7 +103,7 @@ pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
         mod queries {
-            use std::collections::HashMap;
+            use std::collections::{HashMap, HashSet};
 
             use async_trait::async_trait;
             use natter_shared::{Chat, Message, User};
@@ -116,11 +116,12 @@ macro_rules! sql_store {
                 is_unique_violation, now_millis, search_key, time_from,
             };
             use crate::store::{
-                ChatToSequence, NewUser, Page, Store, StoreError, StoreResult, UserRecord,
+                BatchStored, ChatToSequence, NewUser, Page, Store, StoreError, StoreResult, UserRecord,
             };
 
             type DbRow = <$db as Database>::Row;
             type Tx = sqlx::Transaction<'static, $db>;
+            type Conn = <$db as Database>::Connection;
 
             fn user_at(row: &DbRow, at: usize) -> Result<User, sqlx::Error> {
                 let pic: Option<String> = row.try_get(at + 3)?;
@@ -146,13 +147,23 @@ macro_rules! sql_store {
 
             impl $store {
                 async fn load_chats(&self, which: Chats<'_>) -> StoreResult<Vec<Chat>> {
+                    let mut conn = self.reader.acquire().await?;
+                    Self::load_chats_on(&mut conn, which).await
+                }
+
+                /// Chats as `conn` sees them: a change reads the chat it
+                /// returns inside its own transaction, so that an error
+                /// after the change is never returned for a change that
+                /// was made (the caller would not tell the sequencer and
+                /// the members of it).
+                async fn load_chats_on(conn: &mut Conn, which: Chats<'_>) -> StoreResult<Vec<Chat>> {
                     let rows = sqlx::query(&format!(
                         "SELECT c.id, c.name, c.is_group, c.admin_id, c.updated_at FROM chats c WHERE {}{}",
                         which.condition("c.id"),
                         which.order()
                     ))
                     .bind(which.key())
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *conn)
                     .await?;
                     if rows.is_empty() {
                         return Ok(Vec::new());
@@ -165,7 +176,7 @@ macro_rules! sql_store {
                         which.condition("m.chat_id")
                     ))
                     .bind(which.key())
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *conn)
                     .await?;
                     for row in &member_rows {
                         members.entry(row.try_get(0)?).or_default().push(user_at(row, 1)?);
@@ -174,7 +185,7 @@ macro_rules! sql_store {
                     let mut latest: HashMap<String, Message> = HashMap::new();
                     let latest_rows = sqlx::query(&$store::latest_messages_sql(&which.condition("c.id")))
                     .bind(which.key())
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *conn)
                     .await?;
                     for row in &latest_rows {
                         let message = message_from(row)?;
@@ -201,8 +212,8 @@ macro_rules! sql_store {
                         .collect()
                 }
 
-                async fn one_chat(&self, id: &str) -> StoreResult<Chat> {
-                    self.load_chats(Chats::One(id))
+                async fn one_chat_on(conn: &mut Conn, id: &str) -> StoreResult<Chat> {
+                    Self::load_chats_on(conn, Chats::One(id))
                         .await?
                         .pop()
                         .ok_or_else(|| StoreError::NotFound("no chat with that id".into()))
@@ -223,6 +234,31 @@ macro_rules! sql_store {
                         .rows_affected();
                     }
                     Ok(inserted)
+                }
+
+                /// The ids in `batch` that are not stored, after inserting it
+                /// skipped some: a message skipped for its id is stored
+                /// already (a redelivery), one skipped for its chat's seq is
+                /// not, and never will be.
+                async fn seq_taken(tx: &mut Tx, batch: &[std::sync::Arc<Message>]) -> StoreResult<Vec<String>> {
+                    let mut stored = HashSet::new();
+                    for chunk in batch.chunks(LOOKUP_CHUNK) {
+                        let mut query = sqlx::QueryBuilder::<$db>::new("SELECT id FROM messages WHERE id IN (");
+                        let mut ids = query.separated(", ");
+                        for message in chunk {
+                            ids.push_bind(message.id.as_str());
+                        }
+                        query.push(")");
+                        let found: Vec<String> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+                        stored.extend(found);
+                    }
+                    let mut taken = Vec::new();
+                    for message in batch {
+                        if !stored.contains(&message.id) && !taken.contains(&message.id) {
+                            taken.push(message.id.clone());
+                        }
+                    }
+                    Ok(taken)
                 }
             }
 
@@ -322,8 +358,9 @@ macro_rules! sql_store {
                         .bind(&key)
                         .fetch_one(&mut *tx)
                         .await?;
+                    let chat = Self::one_chat_on(&mut tx, &chat_id).await?;
                     tx.commit().await?;
-                    Ok((self.one_chat(&chat_id).await?, created))
+                    Ok((chat, created))
                 }
 
                 async fn create_group(&self, id: &str, name: &str, admin: &str, members: &[String]) -> StoreResult<Chat> {
@@ -345,8 +382,9 @@ macro_rules! sql_store {
                         .chain(members.iter().map(String::as_str))
                         .collect();
                     Self::insert_members(&mut tx, id, &everyone, now).await?;
+                    let chat = Self::one_chat_on(&mut tx, id).await?;
                     tx.commit().await?;
-                    self.one_chat(id).await
+                    Ok(chat)
                 }
 
                 async fn chat(&self, id: &str) -> StoreResult<Option<Chat>> {
@@ -367,13 +405,16 @@ macro_rules! sql_store {
                 }
 
                 async fn rename_chat(&self, chat_id: &str, name: &str) -> StoreResult<Chat> {
+                    let mut tx = self.writer.begin().await?;
                     sqlx::query("UPDATE chats SET name = $1, updated_at = $2 WHERE id = $3")
                         .bind(name)
                         .bind(now_millis())
                         .bind(chat_id)
-                        .execute(&self.writer)
+                        .execute(&mut *tx)
                         .await?;
-                    self.one_chat(chat_id).await
+                    let chat = Self::one_chat_on(&mut tx, chat_id).await?;
+                    tx.commit().await?;
+                    Ok(chat)
                 }
 
                 async fn add_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
@@ -399,8 +440,9 @@ macro_rules! sql_store {
                     if usize::try_from(members).unwrap_or(usize::MAX) > most {
                         return Err(StoreError::Invalid(format!("a group can have at most {most} members")));
                     }
+                    let chat = Self::one_chat_on(&mut tx, chat_id).await?;
                     tx.commit().await?;
-                    self.one_chat(chat_id).await
+                    Ok(chat)
                 }
 
                 async fn remove_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
@@ -432,8 +474,9 @@ macro_rules! sql_store {
                     .bind(chat_id)
                     .execute(&mut *tx)
                     .await?;
+                    let chat = Self::one_chat_on(&mut tx, chat_id).await?;
                     tx.commit().await?;
-                    self.one_chat(chat_id).await
+                    Ok(chat)
                 }
 
                 async fn last_seq(&self, chat_id: &str) -> StoreResult<Option<i64>> {
@@ -538,9 +581,14 @@ macro_rules! sql_store {
                     Ok(found)
                 }
 
-                async fn store_messages(&self, batch: &[std::sync::Arc<Message>]) -> StoreResult<u64> {
+                async fn store_messages(&self, batch: &[std::sync::Arc<Message>]) -> StoreResult<BatchStored> {
                     let mut tx = self.writer.begin().await?;
                     let inserted = $store::insert_messages(&mut tx, batch).await?;
+                    let seq_taken = if inserted < batch.len() as u64 {
+                        Self::seq_taken(&mut tx, batch).await?
+                    } else {
+                        Vec::new()
+                    };
                     let mut latest: HashMap<&str, (i64, i64)> = HashMap::new();
                     for message in batch {
                         let entry = latest.entry(message.chat_id.as_str()).or_insert((0, 0));
@@ -550,7 +598,7 @@ macro_rules! sql_store {
                     let latest: Vec<_> = latest.into_iter().map(|(chat, (seq, at))| (chat, seq, at)).collect();
                     $store::advance_chats(&mut tx, &latest).await?;
                     tx.commit().await?;
-                    Ok(inserted)
+                    Ok(BatchStored { new: inserted, seq_taken })
                 }
 
                 async fn messages(&self, chat_id: &str, page: Page) -> StoreResult<Vec<Message>> {

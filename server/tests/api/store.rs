@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use natter_server::store::{NewUser, Page, PgStore, SqliteStore, Store};
+use natter_server::store::{BatchStored, NewUser, Page, PgStore, SqliteStore, Store};
 use natter_shared::{Message, User};
 
 use crate::helpers::new_postgres_database;
@@ -85,7 +85,10 @@ async fn a_batch_is_stored_once_whatever_its_size(store: &dyn Store) {
     }
     assert_eq!(
         store.store_messages(&both).await.expect("stored"),
-        (BATCH + GROUP) as u64
+        BatchStored {
+            new: (BATCH + GROUP) as u64,
+            seq_taken: Vec::new()
+        }
     );
 
     // A broker's redelivery: old messages (one twice in the same batch)
@@ -97,9 +100,33 @@ async fn a_batch_is_stored_once_whatever_its_size(store: &dyn Store) {
             .rev()
             .map(|seq| message(&chat.id, &bob, seq)),
     );
-    assert_eq!(store.store_messages(&again).await.expect("stored"), 10);
+    assert_eq!(
+        store.store_messages(&again).await.expect("stored"),
+        BatchStored {
+            new: 10,
+            seq_taken: Vec::new()
+        },
+        "a redelivery is not a taken seq"
+    );
 
-    let wanted: Vec<Message> = (1..=BATCH + 10)
+    // A message under a seq its chat gave to another one is not stored, and
+    // is named, not dropped unseen; the rest of its batch is stored.
+    let mut taken = message(&chat.id, &bob, 5).as_ref().clone();
+    taken.id = "elsewhere".into();
+    let after = message(&chat.id, &bob, BATCH + 11);
+    let stored = store
+        .store_messages(&[Arc::new(taken.clone()), Arc::new(taken), after.clone()])
+        .await
+        .expect("stored");
+    assert_eq!(
+        stored,
+        BatchStored {
+            new: 1,
+            seq_taken: vec!["elsewhere".to_owned()]
+        }
+    );
+
+    let wanted: Vec<Message> = (1..=BATCH + 11)
         .map(|seq| {
             message(&chat.id, if seq > BATCH { &bob } else { &ann }, seq)
                 .as_ref()
@@ -115,11 +142,11 @@ async fn a_batch_is_stored_once_whatever_its_size(store: &dyn Store) {
         .expect("stored again");
     assert_eq!(
         store.last_seq(&chat.id).await.expect("read"),
-        Some(BATCH + 10)
+        Some(BATCH + 11)
     );
     let chat = store.chat(&chat.id).await.expect("read").expect("a chat");
-    assert_eq!(chat.updated_at, at(BATCH + 10));
-    assert_eq!(chat.latest_message.map(|m| m.seq), Some(BATCH + 10));
+    assert_eq!(chat.updated_at, at(BATCH + 11));
+    assert_eq!(chat.latest_message.map(|m| m.seq), Some(BATCH + 11));
 
     // The other chat moved to its own newest, and both show theirs in a
     // member's chat list.
@@ -134,7 +161,7 @@ async fn a_batch_is_stored_once_whatever_its_size(store: &dyn Store) {
     assert_eq!(
         listed,
         [
-            (chat.id.clone(), Some(BATCH + 10)),
+            (chat.id.clone(), Some(BATCH + 11)),
             (group.id.clone(), Some(GROUP))
         ]
     );
@@ -171,7 +198,7 @@ async fn postgres_stores_a_queued_message_holding_nul_with_a_replacement() {
     let mut held = message(&chat.id, &ann, 1).as_ref().clone();
     held.content = "a\u{0}b".into();
     let batch = [Arc::new(held), message(&chat.id, &bob, 2)];
-    assert_eq!(store.store_messages(&batch).await.expect("stored"), 2);
+    assert_eq!(store.store_messages(&batch).await.expect("stored").new, 2);
     let stored: Vec<String> = history(&store, &chat.id)
         .await
         .into_iter()

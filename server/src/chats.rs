@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::pipeline::{Draft, Outcome};
 use crate::state::AppState;
 use crate::store::{Page, StoreError, Stored};
+use crate::sync::to_the_end;
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -23,21 +24,75 @@ fn member_ids(chat: &Chat) -> impl Iterator<Item = &str> {
 
 /// Tells every member of `chat` (and `also`, e.g. a user just removed) that
 /// it changed, after telling its sequencer, so that no message sent from now
-/// on goes to a member who left.
+/// on goes to a member who left. Called within `to_the_end`: once a change
+/// is written, a request dropped (its client gone, a proxy's timeout) must
+/// not leave the sequencer with the old members, or the members unaware.
+async fn announce(state: &AppState, chat: Chat, also: Option<&str>) {
+    let users: Vec<String> = member_ids(&chat).chain(also).map(str::to_owned).collect();
+    state.pipeline.chat_changed(&chat.id).await;
+    state.events.publish(&users, &ServerFrame::Chat { chat });
+}
+
+/// Runs `change` to its end (`to_the_end`) in the turn of `chat_id`: one
+/// change of a chat at a time on this node.
+async fn in_turn<T, F, Fut>(state: &AppState, chat_id: &str, change: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(AppState, String) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    let (state, chat_id) = (state.clone(), chat_id.to_owned());
+    to_the_end(async move {
+        let turns = state.chat_turns.clone();
+        let _turn = turns.take(&chat_id).await;
+        change(state, chat_id).await
+    })
+    .await
+}
+
+/// Whose turn it is to change a chat, on this node. A change's checks (is
+/// the caller the admin, a member), its write and the telling of it run in
+/// turn with the chat's other changes, so that members hear of changes in
+/// the order they were made (a removed member's last `chat` frame is the
+/// one without them, not a leaver's older one told late) and a check still
+/// holds when its change is made (an admin who just left cannot still
+/// remove the next admin). Across nodes only the database orders changes.
 ///
-/// In a task of its own: the change is committed, and a request dropped
-/// now (its client gone, a proxy's timeout) must not leave the sequencer
-/// with the old members, or the members unaware. The caller waits for it
-/// all the same, so that its answer comes after.
-async fn announce(state: &AppState, chat: &Chat, also: Option<&str>) {
-    let users: Vec<String> = member_ids(chat).chain(also).map(str::to_owned).collect();
-    let (state, chat) = (state.clone(), chat.clone());
-    let telling = tokio::spawn(async move {
-        state.pipeline.chat_changed(&chat.id).await;
-        state.events.publish(&users, &ServerFrame::Chat { chat });
-    });
-    if let Err(err) = telling.await {
-        tracing::error!(error = %err, "telling of a chat's change failed");
+/// Striped rather than a lock per chat: a fixed few locks and no map to
+/// clean up; two chats on one stripe merely wait for each other's changes.
+/// Those are rare, but not always quick: a change keeps its turn until its
+/// sequencer has heard of it (on the embedded default, after the commit
+/// under way; through RabbitMQ, once confirmed), up to 10 s each when the
+/// broker or the database is slow.
+pub struct ChatTurns {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl ChatTurns {
+    const STRIPES: usize = 64;
+
+    pub fn new() -> Self {
+        ChatTurns {
+            stripes: (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    async fn take(&self, chat_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stripes[Self::stripe(chat_id)].lock().await
+    }
+
+    fn stripe(chat_id: &str) -> usize {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(chat_id, &mut hasher);
+        (std::hash::Hasher::finish(&hasher) % Self::STRIPES as u64) as usize
+    }
+}
+
+impl Default for ChatTurns {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -139,11 +194,15 @@ pub async fn open_direct(
         ));
     }
     require_accounts(state, me, &[other]).await?;
-    let (chat, created) = state.store.open_direct_chat(&new_id(), me, other).await?;
-    if created {
-        announce(state, &chat, None).await;
-    }
-    Ok((chat, created))
+    let (state, me, other) = (state.clone(), me.to_owned(), other.to_owned());
+    to_the_end(async move {
+        let (chat, created) = state.store.open_direct_chat(&new_id(), &me, &other).await?;
+        if created {
+            announce(&state, chat.clone(), None).await;
+        }
+        Ok((chat, created))
+    })
+    .await
 }
 
 pub async fn create_group(
@@ -177,12 +236,16 @@ pub async fn create_group(
     }
     let others: Vec<&str> = members.iter().map(String::as_str).collect();
     require_accounts(state, me, &others).await?;
-    let chat = state
-        .store
-        .create_group(&new_id(), name.as_str(), me, &members)
-        .await?;
-    announce(state, &chat, None).await;
-    Ok(chat)
+    let (state, me) = (state.clone(), me.to_owned());
+    to_the_end(async move {
+        let chat = state
+            .store
+            .create_group(&new_id(), name.as_str(), &me, &members)
+            .await?;
+        announce(&state, chat.clone(), None).await;
+        Ok(chat)
+    })
+    .await
 }
 
 pub async fn rename(
@@ -191,10 +254,14 @@ pub async fn rename(
     chat_id: &str,
     name: ChatName,
 ) -> Result<Chat, ApiError> {
-    group_for_admin(state, me, chat_id).await?;
-    let chat = state.store.rename_chat(chat_id, name.as_str()).await?;
-    announce(state, &chat, None).await;
-    Ok(chat)
+    let me = me.to_owned();
+    in_turn(state, chat_id, |state, chat_id| async move {
+        group_for_admin(&state, &me, &chat_id).await?;
+        let chat = state.store.rename_chat(&chat_id, name.as_str()).await?;
+        announce(&state, chat.clone(), None).await;
+        Ok(chat)
+    })
+    .await
 }
 
 pub async fn add_member(
@@ -203,17 +270,21 @@ pub async fn add_member(
     chat_id: &str,
     user_id: &str,
 ) -> Result<Chat, ApiError> {
-    let chat = group_for_admin(state, me, chat_id).await?;
-    require_user(state, user_id).await?;
-    if chat.users.len() >= GROUP_MAX_MEMBERS && !member_ids(&chat).any(|id| id == user_id) {
-        return Err(ApiError::bad_request(format!(
-            "a group can have at most {GROUP_MAX_MEMBERS} members"
-        )));
-    }
-    state.pipeline.ready_for_member_changes(chat_id).await?;
-    let chat = state.store.add_member(chat_id, user_id).await?;
-    announce(state, &chat, None).await;
-    Ok(chat)
+    let (me, user_id) = (me.to_owned(), user_id.to_owned());
+    in_turn(state, chat_id, |state, chat_id| async move {
+        let chat = group_for_admin(&state, &me, &chat_id).await?;
+        require_user(&state, &user_id).await?;
+        if chat.users.len() >= GROUP_MAX_MEMBERS && !member_ids(&chat).any(|id| id == user_id) {
+            return Err(ApiError::bad_request(format!(
+                "a group can have at most {GROUP_MAX_MEMBERS} members"
+            )));
+        }
+        state.pipeline.ready_for_member_changes(&chat_id).await?;
+        let chat = state.store.add_member(&chat_id, &user_id).await?;
+        announce(&state, chat.clone(), None).await;
+        Ok(chat)
+    })
+    .await
 }
 
 /// Removes `user_id` from a group: the admin may remove anyone, any member
@@ -224,18 +295,22 @@ pub async fn remove_member(
     chat_id: &str,
     user_id: &str,
 ) -> Result<Chat, ApiError> {
-    if user_id == me {
-        let chat = chat_for_member(state, me, chat_id).await?;
-        if !chat.is_group_chat {
-            return Err(ApiError::bad_request("this is not a group chat"));
+    let (me, user_id) = (me.to_owned(), user_id.to_owned());
+    in_turn(state, chat_id, |state, chat_id| async move {
+        if user_id == me {
+            let chat = chat_for_member(&state, &me, &chat_id).await?;
+            if !chat.is_group_chat {
+                return Err(ApiError::bad_request("this is not a group chat"));
+            }
+        } else {
+            group_for_admin(&state, &me, &chat_id).await?;
         }
-    } else {
-        group_for_admin(state, me, chat_id).await?;
-    }
-    state.pipeline.ready_for_member_changes(chat_id).await?;
-    let chat = state.store.remove_member(chat_id, user_id).await?;
-    announce(state, &chat, Some(user_id)).await;
-    Ok(chat)
+        state.pipeline.ready_for_member_changes(&chat_id).await?;
+        let chat = state.store.remove_member(&chat_id, &user_id).await?;
+        announce(&state, chat.clone(), Some(&user_id)).await;
+        Ok(chat)
+    })
+    .await
 }
 
 /// The sender's own name for a message (`clientId`), which makes resending
@@ -327,32 +402,62 @@ mod tests {
     use crate::Application;
     use crate::config::Config;
 
-    /// A change's request dropped after its commit (its client gone) still
-    /// has the change told: here dropped at its first wait, which is for
-    /// the sequencer.
-    #[tokio::test]
-    async fn a_change_is_told_even_when_its_request_is_dropped() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// An app on the embedded default with users "ann" (admin), "bob" and
+    /// "cid" in group "g1", and "dan" and "eve" in group "g2".
+    async fn team(dir: &std::path::Path) -> (Application, AppState) {
         let config = Config {
             addr: "127.0.0.1:0".parse().expect("address"),
-            ..Config::with_data_dir(dir.path().to_path_buf())
+            ..Config::with_data_dir(dir.to_path_buf())
         };
         let app = Application::build(&config).await.expect("built");
         let state = app.state.clone();
-        let mut removed = state.hub.register("cid", None);
-        let chat = Chat {
-            id: "c1".into(),
-            chat_name: "Team".into(),
-            is_group_chat: true,
-            users: Vec::new(),
-            group_admin: None,
-            latest_message: None,
-            updated_at: Utc::now(),
+        for name in ["ann", "bob", "cid", "dan", "eve"] {
+            state
+                .store
+                .create_user(crate::store::NewUser {
+                    id: name.into(),
+                    name: name.into(),
+                    email: format!("{name}@example.org"),
+                    password_hash: "not used here".into(),
+                    pic: None,
+                })
+                .await
+                .expect("user");
+        }
+        let others = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>()
         };
+        state
+            .store
+            .create_group("g1", "Team", "ann", &others(&["bob", "cid"]))
+            .await
+            .expect("group");
+        state
+            .store
+            .create_group("g2", "Other", "dan", &others(&["eve"]))
+            .await
+            .expect("group");
+        (app, state)
+    }
+
+    async fn members(state: &AppState, chat_id: &str) -> Vec<String> {
+        state.store.members(chat_id).await.expect("members")
+    }
+
+    /// A change's request dropped at once (its client gone) is still made
+    /// and told: once written it must be told, so it runs to its end.
+    #[tokio::test]
+    async fn a_change_is_made_and_told_even_when_its_request_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_app, state) = team(dir.path()).await;
+        let mut removed = state.hub.register("cid", None);
         {
-            let mut telling = pin!(announce(&state, &chat, Some("cid")));
-            let first_step = futures_util::poll!(telling.as_mut());
-            assert!(first_step.is_pending(), "it waits for the sequencer");
+            let mut request = pin!(remove_member(&state, "ann", "g1", "cid"));
+            let first_step = futures_util::poll!(request.as_mut());
+            assert!(first_step.is_pending(), "it waits for the database");
         }
         let frame = tokio::time::timeout(Duration::from_secs(10), removed.frames.recv())
             .await
@@ -363,5 +468,39 @@ mod tests {
             "{}",
             frame.as_str()
         );
+        assert_eq!(members(&state, "g1").await, ["ann", "bob"]);
+    }
+
+    /// A change of a chat holds the chat's turn from its checks until it
+    /// has been told (here its write is held up by SQLite's write lock,
+    /// taken from outside), so that another change of the chat waits for
+    /// it; a change of another chat does not.
+    #[tokio::test]
+    async fn a_change_holds_its_chats_turn_until_it_is_told() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_app, state) = team(dir.path()).await;
+        let (mine, other) = (ChatTurns::stripe("g1"), ChatTurns::stripe("g2"));
+        assert_ne!(mine, other);
+        let turn_taken = || state.chat_turns.stripes[mine].try_lock().is_err();
+        let lock = natter_test_support::hold_write_lock(&dir.path().join("natter.db")).await;
+        let leaving = {
+            let state = state.clone();
+            tokio::spawn(async move { remove_member(&state, "cid", "g1", "cid").await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !turn_taken() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the change never took its turn"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(state.chat_turns.stripes[other].try_lock().is_ok());
+        assert_eq!(members(&state, "g1").await, ["ann", "bob", "cid"]);
+        assert!(turn_taken(), "held while its write waits");
+        drop(lock);
+        leaving.await.expect("ran").expect("made");
+        assert_eq!(members(&state, "g1").await, ["ann", "bob"]);
+        assert!(!turn_taken(), "given back");
     }
 }

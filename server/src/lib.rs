@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{EndedSessions, Passwords, Tokens, load_or_create_secret, sessions};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
+use crate::chats::ChatTurns;
 use crate::config::Config;
 use crate::data_lock::{DataLock, LOCK_PATIENCE};
 use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline, agree_partitions};
@@ -107,6 +108,7 @@ impl Application {
                 ws_ping_interval: config.ws_ping_interval(),
                 ws_timeout: config.ws_timeout(),
             }),
+            chat_turns: Arc::new(ChatTurns::new()),
         };
         Ok(Application {
             listener,

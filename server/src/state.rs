@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::auth::{Passwords, Tokens};
 use crate::blobs::BlobStore;
+use crate::chats::ChatTurns;
 use crate::pipeline::Pipeline;
 use crate::realtime::{Events, Hub};
 use crate::store::Store;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub passwords: Arc<Passwords>,
     pub settings: Arc<Settings>,
+    /// One change of a chat at a time (`chats::ChatTurns`).
+    pub chat_turns: Arc<ChatTurns>,
 }
 
 /// Run-time settings the handlers need, taken from `Config` at start.

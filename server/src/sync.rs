@@ -1,6 +1,22 @@
-//! Locks over plain bookkeeping, shared by tasks.
+//! Locks over plain bookkeeping, shared by tasks, and work that must end
+//! once begun.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::error::ApiError;
+
+/// Runs `work` to its end in a task of its own, for a request whose work
+/// must not stop halfway: a request future is dropped when its client goes
+/// or a proxy times out, and work cut between two writes (a picture and its
+/// account, a chat's change and the telling of it) leaves them disagreeing.
+/// The caller waits for it all the same, so that its answer comes after.
+pub(crate) async fn to_the_end<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(tracing::Instrument::in_current_span(work))
+        .await
+        .unwrap_or_else(|err| Err(ApiError::Internal(anyhow::anyhow!("a task failed: {err}"))))
+}
 
 /// Locks `mutex`, poisoned or not. A poisoned lock means a thread panicked
 /// while holding it; what these locks guard (queues, maps, a link) stays

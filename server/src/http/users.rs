@@ -7,7 +7,6 @@ use natter_shared::User;
 use natter_shared::api::{AuthResponse, LoginRequest, SignUpRequest};
 use natter_shared::limits::SEARCH_MAX_RESULTS;
 use serde::Deserialize;
-use tracing::Instrument;
 
 use super::extract::{JsonBody, PathParam, QueryParams};
 use crate::auth::{AuthSession, AuthUser};
@@ -15,7 +14,8 @@ use crate::blobs::{self, ImageError};
 use crate::domain::{Email, Password, SearchQuery, UserName};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::NewUser;
+use crate::store::{NewUser, StoreError};
+use crate::sync::to_the_end;
 
 /// A sign-up as received, before validation.
 struct SignUpForm {
@@ -86,23 +86,19 @@ pub async fn sign_up(
     Ok((StatusCode::CREATED, Json(AuthResponse { user, token })))
 }
 
-/// Stores the picture, then the account; a picture whose account was not
-/// created goes again.
+/// Stores the picture, then the account; a picture whose account was
+/// refused goes again.
 ///
-/// In a task of its own: a request dropped between the two (its client
-/// gone, a proxy's timeout) would leave a picture no account points at.
-/// The caller waits for it all the same. So a client that hangs up once
-/// its password is hashed may still get its account; signing up again
-/// then says the email is taken, and logging in works.
+/// To its end (`to_the_end`): a request dropped between the two would leave
+/// a picture no account points at. So a client that hangs up once its
+/// password is hashed may still get its account; signing up again then
+/// says the email is taken, and logging in works.
 async fn store_account(
     state: &AppState,
     new_user: NewUser,
     pic: Option<(String, Vec<u8>)>,
 ) -> Result<User, ApiError> {
-    let storing = tokio::spawn(store(state.clone(), new_user, pic).in_current_span());
-    storing
-        .await
-        .map_err(|err| ApiError::Internal(anyhow::anyhow!("storing an account: {err}")))?
+    to_the_end(store(state.clone(), new_user, pic)).await
 }
 
 async fn store(
@@ -118,8 +114,13 @@ async fn store(
     match state.store.create_user(new_user).await {
         Ok(user) => Ok(user),
         Err(err) => {
-            // The account was not created (an email taken in a race, say): drop its picture.
-            if let Some(key) = pic_key
+            // The account was refused (an email taken in a race, say): drop
+            // its picture. Not after a database failure, which may have
+            // come after the commit: a picture left over costs a file, one
+            // taken from an account is gone for good.
+            let refused = matches!(err, StoreError::Conflict(_) | StoreError::Invalid(_));
+            if refused
+                && let Some(key) = pic_key
                 && let Err(cleanup) = state.blobs.delete(&key).await
             {
                 tracing::warn!(error = %cleanup, "could not remove the picture of a failed sign-up");

@@ -28,11 +28,16 @@ pub async fn open_direct(
     Ok((status, Json(chat)))
 }
 
-/// `GET /api/chat`: the caller's chats, most recent activity first.
+/// `GET /api/chat`: the caller's chats, most recent activity first, each
+/// with its latest message as far as any was delivered before the request
+/// (`Pipeline::settle_all`). What cannot be waited for (the broker away, a
+/// commit that does not come) fails the list as it fails a history read,
+/// to be asked again: an app catching up would skip a chat by it.
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
 ) -> Result<Json<Vec<Chat>>, ApiError> {
+    state.pipeline.settle_all().await?;
     Ok(Json(state.store.chats_of(&me).await?))
 }
 

@@ -197,6 +197,20 @@ impl AmqpPipeline {
         chat_id: &str,
         command: Command,
     ) -> Result<Outcome<Reply>, PipelineError> {
+        self.hand_over_to(partition_of(chat_id, self.settings.partitions), command)
+    }
+
+    /// How many partitions the deployment has.
+    pub fn partitions(&self) -> u16 {
+        self.settings.partitions
+    }
+
+    /// `hand_over` to a partition named by its number.
+    pub fn hand_over_to(
+        self: &Arc<Self>,
+        partition: u16,
+        command: Command,
+    ) -> Result<Outcome<Reply>, PipelineError> {
         let correlation = uuid::Uuid::new_v4().simple().to_string();
         let (reply, answer) = oneshot::channel();
         self.waiting().insert(correlation.clone(), reply);
@@ -208,7 +222,7 @@ impl AmqpPipeline {
             command,
             correlation: Some(correlation),
         };
-        let confirmed = self.enqueue(chat_id, request)?;
+        let confirmed = self.enqueue(partition, request)?;
         Ok(Box::pin(async move {
             let _forgotten_when_done = waiter;
             let confirmed_and_answered = async {
@@ -252,7 +266,7 @@ impl AmqpPipeline {
             command: command.clone(),
             correlation: None,
         };
-        let confirmed = self.enqueue(chat_id, request)?;
+        let confirmed = self.enqueue(partition_of(chat_id, self.settings.partitions), request)?;
         tokio::time::timeout(SEND_PATIENCE, confirmed)
             .await
             .unwrap_or_else(|_| Err(not_confirmed()))
@@ -265,14 +279,13 @@ impl AmqpPipeline {
     /// published, and its retry (same clientId) is recognised.
     fn enqueue(
         &self,
-        chat_id: &str,
+        partition: u16,
         request: Request,
     ) -> Result<impl Future<Output = Result<(), PipelineError>> + Send + 'static, PipelineError>
     {
         if !self.is_linked() {
             return Err(broker_down());
         }
-        let partition = partition_of(chat_id, self.settings.partitions);
         let lane = &self.lanes[usize::from(partition)];
         let (published, confirmed) = oneshot::channel();
         {

@@ -320,6 +320,26 @@ impl Pipeline {
         self.ask(chat_id, Command::Settle).await?.into_done()
     }
 
+    /// `settle` for every chat at once: returns once every message
+    /// delivered so far, in any chat, can be read from the database. A chat
+    /// list read after it shows each chat's latest message as far as its
+    /// members' sockets may have been sent it, so that an app catching up,
+    /// which skips the chats whose latest message it holds, does not skip
+    /// one whose newest message it missed live.
+    pub async fn settle_all(&self) -> Result<(), PipelineError> {
+        match self {
+            Pipeline::Local(local) => local.ask(Command::Settle).await?.into_done(),
+            Pipeline::Amqp(amqp) => {
+                let settles = (0..amqp.partitions()).map(|partition| async move {
+                    amqp.hand_over_to(partition, Command::Settle)?
+                        .await?
+                        .into_done()
+                });
+                futures_util::future::try_join_all(settles).await.map(drop)
+            }
+        }
+    }
+
     /// Tells the chat's sequencer that its members changed, so that the next
     /// message goes to the members as they are now. Retried in the
     /// background while the broker is down.

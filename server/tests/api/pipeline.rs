@@ -226,19 +226,50 @@ async fn a_history_read_waits_until_what_was_delivered_is_stored() {
     assert_eq!(page, [delivered]);
 }
 
+/// The chat list waits the same way: an app catching up skips a chat whose
+/// listed latest message it holds, so a list read from before the commit
+/// would make it skip the chat whose newest message it missed live.
+#[tokio::test]
+async fn a_chat_list_read_waits_until_what_was_delivered_is_stored() {
+    let app = spawn_app().await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let mut ann_socket = app.socket(&ann).await;
+    let mut bob_socket = app.socket(&bob).await;
+    let lock = hold_write_lock(&app.data_dir.join("natter.db")).await;
+    ann_socket
+        .send_json(serde_json::json!({"type": "send", "chatId": chat.id, "content": "delivered first", "clientId": "k1"}))
+        .await;
+    let delivered = bob_socket.next_message().await;
+
+    let chats: Vec<natter_shared::Chat> =
+        read_held_back(&app, &bob, "/api/chat", async move { drop(lock) }).await;
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0].latest_message, Some(delivered));
+}
+
 /// Bob's read of the chat's history, which must not answer while the
-/// database's commits are held back (for 500 ms; an answer later than that
-/// would let the check pass wrongly, never fail), nor fail once `release`
-/// lets them go.
+/// database's commits are held back (`read_held_back`).
 async fn history_read_held_back(
     app: &TestApp,
     reader: &TestUser,
     chat: &natter_shared::Chat,
     release: impl Future<Output = ()>,
 ) -> Vec<natter_shared::Message> {
+    read_held_back(app, reader, &format!("/api/message/{}", chat.id), release).await
+}
+
+/// A read of `path` by `reader`, which must not answer while the database's
+/// commits are held back (for 500 ms; an answer later than that would let
+/// the check pass wrongly, never fail), nor fail once `release` lets them go.
+async fn read_held_back<T: serde::de::DeserializeOwned>(
+    app: &TestApp,
+    reader: &TestUser,
+    path: &str,
+    release: impl Future<Output = ()>,
+) -> T {
     let mut read = tokio::spawn(
         app.http
-            .get(app.url(&format!("/api/message/{}", chat.id)))
+            .get(app.url(path))
             .bearer_auth(&reader.token)
             .send(),
     );
@@ -248,7 +279,8 @@ async fn history_read_held_back(
     release.await;
     assert!(!answered_while_held, "the read did not wait for the commit");
     let response = read.await.expect("the read's task").expect("an answer");
-    response.json().await.expect("messages")
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.expect("the answer's JSON")
 }
 
 /// Through RabbitMQ the sender is acked before the commit (the queue holds
@@ -273,6 +305,31 @@ async fn through_rabbitmq_a_history_read_waits_for_the_commit_of_what_was_acked(
     let release = async move { lock.close().await.expect("the lock let go") };
     let page = history_read_held_back(app, &bob, &chat, release).await;
     assert_eq!(page, [acked]);
+}
+
+/// Through RabbitMQ the chat list waits for every partition's commits: here
+/// the message acked before its commit is the chat's latest once the list
+/// answers.
+#[tokio::test]
+async fn through_rabbitmq_a_chat_list_read_waits_for_the_commit_of_what_was_acked() {
+    use sqlx::{Connection, Executor};
+
+    let (nodes, _) = spawn_named_cluster(1).await;
+    let app = &nodes[0];
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let url = app.database_url.clone().expect("a PostgreSQL deployment");
+    let mut lock = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("PostgreSQL answers");
+    lock.execute("BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE")
+        .await
+        .expect("the messages table locked");
+    let acked = app.send(&ann, &chat, "acked before stored").await;
+
+    let release = async move { lock.close().await.expect("the lock let go") };
+    let chats: Vec<natter_shared::Chat> = read_held_back(app, &bob, "/api/chat", release).await;
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0].latest_message, Some(acked));
 }
 
 /// A send the database cannot store within the server's patience is

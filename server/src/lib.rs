@@ -21,6 +21,7 @@ pub mod config;
 pub mod data_lock;
 pub mod domain;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod id_map;
 pub mod pipeline;
@@ -41,6 +42,7 @@ use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::chats::ChatTurns;
 use crate::config::Config;
 use crate::data_lock::{DataLock, LOCK_PATIENCE};
+use crate::health::Health;
 use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline, agree_partitions};
 use crate::realtime::{AmqpFanout, Events, FanoutOptions, Hub};
 use crate::state::{AppState, Settings};
@@ -109,6 +111,7 @@ impl Application {
                 ws_timeout: config.ws_timeout(),
             }),
             chat_turns: Arc::new(ChatTurns::new()),
+            health: Arc::new(Health::new()),
         };
         Ok(Application {
             listener,
@@ -137,6 +140,12 @@ impl Application {
                 self.state.tokens.ended().clone(),
             ))
         });
+        let watching = tokio::spawn(
+            self.state
+                .health
+                .clone()
+                .watch(self.state.store.clone(), self.state.blobs.clone()),
+        );
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
@@ -148,6 +157,7 @@ impl Application {
         if let Some(following) = following {
             following.abort();
         }
+        watching.abort();
         served?;
         stop_pipeline_then_events(&pipeline, &events).await;
         Ok(())

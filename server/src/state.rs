@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::auth::{Passwords, Tokens};
 use crate::blobs::BlobStore;
 use crate::chats::ChatTurns;
+use crate::health::Health;
 use crate::pipeline::Pipeline;
 use crate::realtime::{Events, Hub};
 use crate::store::Store;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// One change of a chat at a time (`chats::ChatTurns`).
     pub chat_turns: Arc<ChatTurns>,
+    /// The database's and the picture store's last answers (`health`).
+    pub health: Arc<Health>,
 }
 
 /// Run-time settings the handlers need, taken from `Config` at start.

@@ -667,10 +667,15 @@ async fn with_postgresql_stopped_for_ten_seconds_sends_are_acked_and_delivered_t
     // pg_ctlcluster returns once the server is down.
     let outage = PostgresOutage::begin();
     let stopped_at = tokio::time::Instant::now();
-    // The balancer keeps the nodes: they still carry messages.
-    let health = b.health().await;
-    assert_eq!(health["status"], "degraded");
-    assert_eq!(health["database"], "unreachable");
+    // The balancer keeps the nodes: they still carry messages (the check
+    // reports the last pings, so the outage shows within a few seconds).
+    wait_until(
+        "the health check to see PostgreSQL gone",
+        Duration::from_secs(10),
+        async || b.health().await["database"] == "unreachable",
+    )
+    .await;
+    assert_eq!(b.health().await["status"], "degraded");
     // Through both nodes, a send every 250 ms for the ten seconds.
     let mut during = Vec::new();
     let mut i = 0;

@@ -8,6 +8,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use natter_server::health::PING_PATIENCE;
+
 use crate::helpers::{PATIENCE, TestApp, free_port, spawn_app_with, wait_until};
 
 const BUCKET: &str = "natter-pics";
@@ -150,15 +152,23 @@ async fn a_picture_store_that_never_answers_leaves_the_health_check_answering() 
         }
     });
     let app = app_on_endpoint(&endpoint).await;
-    let response = tokio::time::timeout(PATIENCE, app.http.get(app.url("/health")).send())
-        .await
-        .expect("the health check answers")
-        .expect("health");
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(
-        (body["status"].as_str(), body["pictures"].as_str()),
-        (Some("ok"), Some("unreachable"))
-    );
+    // Each check answers at once, from the last pings (a balancer gives it
+    // 200 ms: a check that pinged would take the ping's whole patience);
+    // the store shows unreachable once a ping has given up on it.
+    let check = async || {
+        let response = tokio::time::timeout(PING_PATIENCE, app.http.get(app.url("/health")).send())
+            .await
+            .expect("the health check answers before a ping gives up")
+            .expect("health");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.expect("json")
+    };
+    wait_until(
+        "the picture store shown unreachable",
+        PATIENCE,
+        async || check().await["pictures"] == "unreachable",
+    )
+    .await;
+    assert_eq!(check().await["status"], "ok");
     holding.abort();
 }

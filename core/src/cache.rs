@@ -646,11 +646,13 @@ impl Cache {
         Ok(())
     }
 
-    /// Everything waiting to be sent, oldest first (the order it was
-    /// written): not what the server is known to have stored.
+    /// Everything waiting to be sent, in the order it was written (not by
+    /// its time: a clock set back between two sends would send the second
+    /// first, and give it the lower seq for good): not what the server is
+    /// known to have stored.
     pub async fn outbox(&self) -> CoreResult<Vec<Outgoing>> {
         let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLS} FROM outbox WHERE stored_seq IS NULL ORDER BY created_at, rowid"
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE stored_seq IS NULL ORDER BY rowid"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -674,7 +676,7 @@ impl Cache {
             "SELECT {OUTBOX_COLS} FROM outbox o WHERE (?1 IS NULL OR chat_id = ?1) \
              AND stored_message IS NULL AND (error IS NOT NULL OR NOT EXISTS \
              (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id)) \
-             ORDER BY created_at, rowid"
+             ORDER BY rowid"
         ))
         .bind(chat_id)
         .bind(me)
@@ -805,8 +807,8 @@ async fn take_unsent(
         .iter()
         .map(|row| (row.get(5), outgoing_row(row)))
         .collect();
-    // RETURNING gives no order; the outbox's is creation, then insertion.
-    unsent.sort_by_key(|(rowid, outgoing)| (outgoing.created_at, *rowid));
+    // RETURNING gives no order; the outbox's is the order written.
+    unsent.sort_by_key(|(rowid, _)| *rowid);
     Ok(unsent.into_iter().map(|(_, outgoing)| outgoing).collect())
 }
 
@@ -1162,8 +1164,14 @@ mod tests {
         cache.put_chat(&chat("gone")).await.expect("chat");
         cache.put_chat(&chat("kept")).await.expect("chat");
         let at = millis(1_700_000_000_000);
-        // Same millisecond: insertion order decides.
-        for id in ["c", "a", "b"] {
+        // Written in this order while the clock was set back a minute, then
+        // stood still: the order written decides, not the times.
+        let written = [
+            ("c", at),
+            ("a", at - chrono::Duration::minutes(1)),
+            ("b", at),
+        ];
+        for (id, at) in written {
             cache
                 .push_outgoing(&outgoing(id, "gone", at))
                 .await
@@ -1173,6 +1181,16 @@ mod tests {
             .push_outgoing(&outgoing("other", "kept", at))
             .await
             .expect("push");
+        let waiting: Vec<_> = cache.outbox().await.expect("outbox");
+        let waiting: Vec<_> = waiting.iter().map(|o| o.client_id.as_str()).collect();
+        assert_eq!(
+            waiting,
+            ["c", "a", "b", "other"],
+            "sent in the order written"
+        );
+        let shown: Vec<_> = cache.all_unsent("me").await.expect("unsent");
+        let shown: Vec<_> = shown.iter().map(|o| o.client_id.as_str()).collect();
+        assert_eq!(shown, ["c", "a", "b", "other"]);
 
         let forgotten = cache
             .forget_chat("gone")

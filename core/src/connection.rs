@@ -410,7 +410,12 @@ async fn read_chat(
             cursor = cursor.max(Some(message.seq));
         }
         match (page, cursor) {
-            (Page::After(_), Some(cursor)) if messages.len() == limit as usize => {
+            // On while pages come full and move forward: a server (or a
+            // proxy's cache) answering the same page again would otherwise
+            // be asked for it for ever, and the link never come online.
+            (Page::After(after), Some(cursor))
+                if messages.len() == limit as usize && cursor > after =>
+            {
                 page = Page::After(cursor);
             }
             _ => return Ok(()),

@@ -1684,6 +1684,56 @@ async fn ann_behind_a_front() -> AnnBehindAFront {
     }
 }
 
+/// A server (or a proxy's cache) that answers a catch-up's page with the
+/// same full page again, however far the app has read, does not keep the
+/// app asking for it for ever, offline: a page that does not move past the
+/// last one ends the chat's catch-up.
+#[tokio::test]
+async fn a_catch_up_page_that_does_not_move_on_is_not_asked_for_again() {
+    let AnnBehindAFront {
+        server: _server,
+        front,
+        ann_app,
+        bob_app,
+        ann,
+    } = ann_behind_a_front().await;
+    let chat = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    send_acked(&bob_app, &chat.id, "one").await;
+    eventually("ann has it", || async {
+        contents(&ann_app, &chat.id).await.len() == 1
+    })
+    .await;
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    send_acked(&bob_app, &chat.id, "two").await;
+
+    // Whatever is asked, a full page (200) from seq 2 on.
+    let bob = bob_app.engine.me().await.expect("bob");
+    let page: Vec<natter_shared::Message> = (2..202)
+        .map(|seq| natter_shared::Message {
+            id: format!("page-{seq}"),
+            chat_id: chat.id.clone(),
+            seq,
+            sender: bob.clone(),
+            content: format!("page {seq}"),
+            client_id: None,
+            created_at: chrono::Utc::now(),
+        })
+        .collect();
+    let body = serde_json::to_string(&page).expect("a page");
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let needle = format!("GET /api/message/{}?limit=200&after=", chat.id);
+    front.set(Cut::Answering(
+        needle.into_bytes(),
+        Box::leak(answer.into_boxed_str()).as_bytes(),
+    ));
+    online(&ann_app).await;
+    assert_eq!(front.caught(), 2, "the page, then the same page once");
+}
+
 async fn ann_added_to_an_old_group() -> OldGroup {
     let AnnBehindAFront {
         server,
@@ -1781,6 +1831,9 @@ enum Cut {
     /// answered 401, as a request that took long is by a server that no
     /// longer takes its token.
     Expiring(Vec<u8>),
+    /// Like `Asking`, but answered with the bytes given, as by a server
+    /// (or a proxy's cache) that answers every such request the same.
+    Answering(Vec<u8>, &'static [u8]),
 }
 
 const BAD_GATEWAY: &[u8] =
@@ -1870,6 +1923,7 @@ impl FaultyFront {
                     Cut::Refusing(needle) => (Some(needle.clone()), false, Some(NOT_A_MEMBER)),
                     Cut::Breaking(needle) => (Some(needle.clone()), false, Some(INTERNAL_ERROR)),
                     Cut::Expiring(needle) => (Some(needle.clone()), true, Some(UNAUTHORIZED)),
+                    Cut::Answering(needle, answer) => (Some(needle.clone()), false, Some(*answer)),
                     Cut::Nothing | Cut::Everything => (None, false, None),
                 };
                 if let Some(needle) = needle {

@@ -24,7 +24,7 @@ pub struct Left {
 }
 
 /// A message written here that the server has not acknowledged yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outgoing {
     pub client_id: String,
     pub chat_id: String,
@@ -626,13 +626,23 @@ impl Cache {
 
     /// Keeps a message to send, durably: it survives a crash or a restart.
     pub async fn push_outgoing(&self, outgoing: &Outgoing) -> CoreResult<()> {
+        self.insert_outgoing("INSERT", outgoing).await
+    }
+
+    /// `push_outgoing` for a message kept from an ended session, unless
+    /// the outbox has its client id already (kept twice, or put back before).
+    pub async fn restore_outgoing(&self, outgoing: &Outgoing) -> CoreResult<()> {
+        self.insert_outgoing("INSERT OR IGNORE", outgoing).await
+    }
+
+    async fn insert_outgoing(&self, insert: &str, outgoing: &Outgoing) -> CoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("PRAGMA synchronous = FULL")
             .execute(&mut *conn)
             .await?;
-        let result = sqlx::query(
-            "INSERT INTO outbox (client_id, chat_id, content, created_at) VALUES (?1, ?2, ?3, ?4)",
-        )
+        let result = sqlx::query(&format!(
+            "{insert} INTO outbox (client_id, chat_id, content, created_at) VALUES (?1, ?2, ?3, ?4)"
+        ))
         .bind(&outgoing.client_id)
         .bind(&outgoing.chat_id)
         .bind(&outgoing.content)

@@ -215,6 +215,7 @@ impl Engine {
             (Some(_), None) => return Ok(()),
             _ => {}
         }
+        let ended_by_server = reason.is_some();
         if let Some(reason) = reason
             && live.is_some()
         {
@@ -226,6 +227,11 @@ impl Engine {
             Some(ended) => {
                 ended.task.abort();
                 ended.renewal.abort();
+                if ended_by_server {
+                    self.keep_unsent(&ended.ctx).await;
+                } else if let Err(err) = self.inner.files.forget_unsent(&ended.ctx.me.id) {
+                    tracing::warn!(error = %err, "forgetting the messages a session ended unsent");
+                }
                 ended.ctx.cache.close().await;
                 Some(ended.ctx.me.id.clone())
             }
@@ -247,6 +253,45 @@ impl Engine {
         forgotten
     }
 
+    /// Keeps what the session `ctx`, ended by the server, had not sent,
+    /// for its user's next login (`Files::keep_unsent`); what the server
+    /// refused for good was reported already, and goes.
+    async fn keep_unsent(&self, ctx: &Context) {
+        let unsent: Vec<Outgoing> = match ctx.cache.outbox().await {
+            Ok(outbox) => outbox.into_iter().filter(|o| o.error.is_none()).collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the outbox of a session the server ended");
+                return;
+            }
+        };
+        if unsent.is_empty() {
+            return;
+        }
+        if let Err(err) = self.inner.files.keep_unsent(&ctx.me.id, &unsent) {
+            tracing::warn!(error = %err, "keeping the messages a session ended unsent");
+        }
+    }
+
+    /// Puts back in the outbox what an ended session of this user had not
+    /// sent (`keep_unsent`): the link sends it as resends (it may have left
+    /// before, and the server then finds the copy). A failure leaves them
+    /// kept for the next start, and does not keep this one from starting.
+    async fn restore_unsent(&self, cache: &Cache, user_id: &str) {
+        let unsent = self.inner.files.unsent(user_id);
+        if unsent.is_empty() {
+            return;
+        }
+        for outgoing in &unsent {
+            if let Err(err) = cache.restore_outgoing(outgoing).await {
+                tracing::warn!(error = %err, "putting back a message an ended session had not sent");
+                return;
+            }
+        }
+        if let Err(err) = self.inner.files.forget_unsent(user_id) {
+            tracing::warn!(error = %err, "forgetting the messages put back in the outbox");
+        }
+    }
+
     async fn begin(&self, auth: AuthResponse) -> CoreResult<User> {
         let previous = self.me().await;
         if previous.is_some() {
@@ -265,6 +310,7 @@ impl Engine {
     async fn start(&self, session: Session) -> CoreResult<()> {
         let cache = Cache::open_or_start_over(&self.inner.files.cache(&session.user.id)).await?;
         cache.put_users(std::slice::from_ref(&session.user)).await?;
+        self.restore_unsent(&cache, &session.user.id).await;
         let ctx = Arc::new(Context {
             me: session.user.clone(),
             cache,

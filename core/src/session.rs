@@ -2,14 +2,16 @@
 //! - `settings.json`: the server address, also before anyone logs in;
 //! - `session.json`: the logged-in user and their token, readable by the
 //!   user only (0600), removed at logout;
-//! - `cache-<user id>.sqlite`: that user's cache (see `cache`).
+//! - `cache-<user id>.sqlite`: that user's cache (see `cache`);
+//! - `unsent-<user id>.json`: messages a session the server ended had not
+//!   sent, until that user's next login here sends them.
 
 use std::path::{Path, PathBuf};
 
 use natter_shared::User;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{SET_ASIDE, SQLITE_SUFFIXES};
+use crate::cache::{Outgoing, SET_ASIDE, SQLITE_SUFFIXES};
 use crate::error::{CoreError, CoreResult};
 use crate::server_url::ServerUrl;
 
@@ -88,17 +90,36 @@ impl Files {
     }
 
     pub fn cache(&self, user_id: &str) -> PathBuf {
-        let safe: String = user_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("cache-{safe}.sqlite"))
+        self.dir
+            .join(format!("cache-{}.sqlite", file_safe(user_id)))
+    }
+
+    fn unsent_file(&self, user_id: &str) -> PathBuf {
+        self.dir.join(format!("unsent-{}.json", file_safe(user_id)))
+    }
+
+    /// Keeps the messages a session the server ended had not sent, for
+    /// that user's next login here, which sends them (`unsent`): the
+    /// session's cache goes with it, and they would be lost unseen (written
+    /// offline, say, in an app closed until its token had expired). Added
+    /// to any kept before, readable by the user only.
+    pub fn keep_unsent(&self, user_id: &str, unsent: &[Outgoing]) -> CoreResult<()> {
+        let mut kept = self.unsent(user_id);
+        for outgoing in unsent {
+            if !kept.iter().any(|k| k.client_id == outgoing.client_id) {
+                kept.push(outgoing.clone());
+            }
+        }
+        write_private(&self.unsent_file(user_id), &serde_json::to_vec(&kept)?)
+    }
+
+    /// What `keep_unsent` kept for `user_id`, in the order written.
+    pub fn unsent(&self, user_id: &str) -> Vec<Outgoing> {
+        read_json(&self.unsent_file(user_id)).unwrap_or_default()
+    }
+
+    pub fn forget_unsent(&self, user_id: &str) -> CoreResult<()> {
+        remove_if_there(&self.unsent_file(user_id))
     }
 
     /// Settings as saved, or the defaults when there are none or they do
@@ -153,6 +174,21 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
             None
         }
     }
+}
+
+/// A user id as part of a file name: other than letters, digits and `-`,
+/// each character becomes `_`.
+fn file_safe(user_id: &str) -> String {
+    user_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Writes a file readable by its owner only, atomically (a crash leaves the

@@ -1240,6 +1240,74 @@ async fn logout_ends_the_session_on_the_server_forgets_the_cache_and_a_refused_t
     ));
 }
 
+/// A message written offline outlives a session the server ends before it
+/// could go (here the server's signing secret changed while the app was
+/// away; a token expired in a closed app is the same): the cache goes with
+/// the session, and the message goes at the next login.
+#[tokio::test]
+async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_next_login() {
+    let mut server = Server::spawn().await;
+    let mut ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    online(&ann_app).await;
+
+    server.stop().await;
+    offline(&ann_app).await;
+    for text in ["written offline", "and another"] {
+        ann_app
+            .engine
+            .send(&chat.id, text)
+            .await
+            .expect("kept in the outbox");
+    }
+    server.secret = "another-secret-0123456789abcdefghijklmn".into();
+    server.start().await;
+    next_event(&mut ann_app, "session ended", |e| {
+        matches!(e, Event::SessionEnded { .. })
+    })
+    .await;
+    eventually("logged out", || async {
+        ann_app.engine.me().await.is_none()
+    })
+    .await;
+    let files = natter_core::session::Files::new(&ann_app.dir);
+    assert_eq!(files.unsent(&ann.id).len(), 2, "kept for the next login");
+
+    ann_app
+        .engine
+        .login("ann@example.org", "correct horse battery")
+        .await
+        .expect("login");
+    let sent = vec![
+        ("written offline".to_owned(), Delivery::Sent),
+        ("and another".to_owned(), Delivery::Sent),
+    ];
+    // Bob's session ended too (the same secret): a device of his logged
+    // in now reads the server's history.
+    let device = app(&server).await;
+    device
+        .engine
+        .login("bob@example.org", "correct horse battery")
+        .await
+        .expect("login");
+    eventually("the server has both, in order", || async {
+        contents(&device, &chat.id).await == sent
+    })
+    .await;
+    eventually("ann shows both sent", || async {
+        contents(&ann_app, &chat.id).await == sent
+    })
+    .await;
+
+    assert!(
+        files.unsent(&ann.id).is_empty(),
+        "back in the outbox, then sent"
+    );
+}
+
 /// One copy of the app per data folder: a second, started while the first
 /// runs (in the tray, say), is refused with the reason, and may start once
 /// the first has stopped.

@@ -42,6 +42,14 @@ describe("merge", () => {
     expect(merged.map((m) => [m.id, m.seq])).toEqual([["m4", 4], ["again", 100_005]]);
   });
 
+  it("keeps two senders' messages that share a clientId (each sender names its own)", () => {
+    const fromAnn = message(1, ann, "one", day1, { clientId: "1" });
+    const fromBob = message(2, bob, "two", day1, { clientId: "1" });
+    const merged = merge([fromAnn], [fromBob]);
+    expect(merged.map((m) => m.content)).toEqual(["one", "two"]);
+    expect(new Set(merged.map(messageKey)).size).toBe(2);
+  });
+
   it("ignores a message it already has", () => {
     const m = message(1, bob, "once", day1);
     expect(merge([m], [m])).toHaveLength(1);

@@ -19,13 +19,15 @@ export interface Row {
 }
 
 /** A message's identity across its life: pending messages have no id from
- *  the server yet, but keep their clientId once sent. */
+ *  the server yet, but keep their clientId once sent. A clientId is its
+ *  sender's own name for it: another sender may use the same. */
 export function messageKey(message: MessageView): string {
-  return message.clientId ? `c:${message.clientId}` : `m:${message.id}`;
+  return message.clientId ? `c:${message.sender.id}:${message.clientId}` : `m:${message.id}`;
 }
 
 function sameMessage(a: MessageView, b: MessageView): boolean {
-  return a.id === b.id || (a.clientId !== null && a.clientId === b.clientId);
+  return a.id === b.id
+    || (a.clientId !== null && a.clientId === b.clientId && a.sender.id === b.sender.id);
 }
 
 /** Sent messages by seq, then the pending ones in the order they were written. */

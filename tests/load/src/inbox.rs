@@ -135,11 +135,16 @@ impl Inbox {
             return;
         };
         match (frame.kind.as_ref(), frame.message, frame.client_id) {
-            ("message", Some(message), _) => {
-                if self.is_new(&message.chat_id, message.seq) {
-                    self.deliver(&message.content);
+            ("message", Some(message), _) => match self.is_new(&message.chat_id, message.seq) {
+                Some(true) => self.deliver(&message.content),
+                Some(false) => {}
+                None if number_in(&message.content, self.run).is_some() => {
+                    self.tally.misrouted.fetch_add(1, Ordering::Relaxed);
                 }
-            }
+                None => {
+                    self.tally.other_frames.fetch_add(1, Ordering::Relaxed);
+                }
+            },
             ("ack", _, Some(client_id)) => {
                 if let Some(k) = self.number_of(&client_id) {
                     self.tally.acked(k);
@@ -172,18 +177,15 @@ impl Inbox {
     }
 
     /// Notes `seq` as seen in the chat; false (and counted as redelivered)
-    /// when it was seen already. A chat the user is not known to be in is
-    /// counted as is.
-    fn is_new(&mut self, chat_id: &str, seq: i64) -> bool {
-        let Some(seen) = self.chats.iter_mut().find(|seen| seen.chat_id == chat_id) else {
-            return true;
-        };
+    /// when it was seen already, `None` for a chat the user is not in.
+    fn is_new(&mut self, chat_id: &str, seq: i64) -> Option<bool> {
+        let seen = self.chats.iter_mut().find(|seen| seen.chat_id == chat_id)?;
         if seq <= seen.last {
             self.tally.redelivered.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Some(false);
         }
         seen.last = seq;
-        true
+        Some(true)
     }
 
     fn deliver(&mut self, content: &str) {
@@ -329,6 +331,27 @@ mod tests {
         assert_eq!(tally.redelivered.load(Ordering::Relaxed), 2);
         assert_eq!(tally.duplicated(), 0);
         assert_eq!(inbox.chats[0].last, 4);
+    }
+
+    /// A message of the run delivered to a user not in its chat is not a
+    /// delivery: it cannot make up for one a member missed.
+    #[test]
+    fn a_message_for_another_chat_is_misrouted_not_delivered() {
+        let tally = Arc::new(Tally::new(2));
+        tally.sending(0, 2);
+        tally.acked(0);
+        let mut member = Inbox::new(9, tally.clone(), &["c".to_owned()]);
+        let mut outsider = Inbox::new(9, tally.clone(), &["d".to_owned()]);
+        member.record(&message_frame("c", 1, 9, 0));
+        outsider.record(&message_frame("c", 1, 9, 0));
+        outsider.record(&message_frame("c", 1, 8, 0));
+        assert_eq!(tally.missing(), 1, "the second member's delivery is lost");
+        assert_eq!(tally.misrouted.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            tally.other_frames.load(Ordering::Relaxed),
+            1,
+            "another run's"
+        );
     }
 
     #[test]

@@ -78,11 +78,31 @@ pub async fn open(
     Ok((writer, task))
 }
 
+/// How long opening a socket (connection, handshake, `ready`) may take: a
+/// server that accepts and never answers must fail the run, not hang it.
+const OPEN_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Opens an authenticated socket and waits for its `ready` frame.
 async fn connect(login: &Login) -> anyhow::Result<Socket> {
+    tokio::time::timeout(OPEN_PATIENCE, connect_now(login))
+        .await
+        .with_context(|| {
+            format!(
+                "no ready socket from {} within {} s",
+                login.route.server,
+                OPEN_PATIENCE.as_secs()
+            )
+        })?
+}
+
+async fn connect_now(login: &Login) -> anyhow::Result<Socket> {
     let route = login.route;
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(route.source, 0))?;
+    // The loopback source addresses only reach a loopback server (Linux
+    // refuses to route from 127/8 to anywhere else).
+    if route.server.ip().is_loopback() {
+        socket.bind(SocketAddr::new(route.source, 0))?;
+    }
     let stream: TcpStream = socket
         .connect(route.server)
         .await

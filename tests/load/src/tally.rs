@@ -35,6 +35,10 @@ pub struct Tally {
     pub resent: AtomicU64,
     /// Message frames for a seq the socket had seen already (`inbox`).
     pub redelivered: AtomicU64,
+    /// This run's messages that reached a socket of a user not in their
+    /// chat: not counted as deliveries, so that one sent to the wrong user
+    /// does not stand in for one lost.
+    pub misrouted: AtomicU64,
 }
 
 /// Latencies in µs, from 1 µs to 60 s, 3 significant digits.
@@ -63,6 +67,7 @@ impl Tally {
             caught_up: AtomicU64::new(0),
             resent: AtomicU64::new(0),
             redelivered: AtomicU64::new(0),
+            misrouted: AtomicU64::new(0),
         }
     }
 

@@ -48,7 +48,9 @@ ensure_postgres() {
     dir="${XDG_CACHE_HOME:-$HOME/.cache}/natter/postgres"
     url="postgres://postgres@127.0.0.1:$port"
     local run=()
-    if [ "$(id -u)" -eq 0 ]; then run=(runuser -u postgres --); fi
+    # As root the cluster runs as the postgres user, who cannot enter
+    # root's home (0700): it lives in that user's own home instead.
+    if [ "$(id -u)" -eq 0 ]; then run=(runuser -u postgres --); dir=/var/lib/postgresql/natter-test-cluster; fi
     if [ ! -f "$dir/PG_VERSION" ]; then
       say "creating a private PostgreSQL cluster in $dir"
       mkdir -p "$dir"; [ ${#run[@]} -gt 0 ] && chown postgres "$dir"
@@ -131,6 +133,11 @@ ensure_desktop_deps() {
     libssl-dev xvfb xdotool dbus webkit2gtk-driver fonts-noto-color-emoji fonts-dejavu-core
   command -v node >/dev/null && command -v npm >/dev/null ||
     { echo "Node.js and npm are needed for the app's UI: https://nodejs.org" >&2; exit 1; }
+  # What the UI's build tool (Vite 7) runs on; npm only warns, and the build
+  # would fail later, halfway.
+  node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+    process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a > 22 ? 0 : 1)' ||
+    { echo "Node.js 20.19+ or 22.12+ is needed for the app's UI (this is $(node --version)): https://nodejs.org" >&2; exit 1; }
 }
 
 # Installs the UI's packages (exactly as locked) and builds it into ui/dist,

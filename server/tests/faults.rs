@@ -143,7 +143,7 @@ async fn start_balancer(nodes: &[&Node]) -> Balancer {
     );
     let mut config = tempfile::NamedTempFile::new().expect("config file");
     std::io::Write::write_all(&mut config, config_text.as_bytes()).expect("config written");
-    let child = Command::new("haproxy")
+    let child = Command::new(system_tool("haproxy"))
         .args(["-db", "-f"])
         .arg(config.path())
         .stdout(Stdio::null())
@@ -410,9 +410,7 @@ struct RestartRabbitOnDrop;
 
 impl Drop for RestartRabbitOnDrop {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .arg("start_app")
-            .output();
+        let _ = as_root("rabbitmqctl").arg("start_app").output();
     }
 }
 
@@ -587,6 +585,30 @@ fn send_patiently(
         .send()
 }
 
+/// A command for a tool only root may run (Debian's `rabbitmqctl` and
+/// `pg_ctlcluster` refuse other users): through `sudo -n` when the tests do
+/// not run as root, as scripts/lib.sh's `as_root` does.
+fn as_root(tool: &str) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|id| id.stdout.trim_ascii() == b"0");
+    if root {
+        std::process::Command::new(system_tool(tool))
+    } else {
+        let mut command = std::process::Command::new("sudo");
+        command.arg("-n").arg(tool);
+        command
+    }
+}
+
+/// A system tool by its path in /usr/sbin when it is there: a user's PATH
+/// on Debian leaves that folder out.
+fn system_tool(tool: &str) -> std::path::PathBuf {
+    let sbin = std::path::Path::new("/usr/sbin").join(tool);
+    if sbin.exists() { sbin } else { tool.into() }
+}
+
 /// Controls the test PostgreSQL server: `NATTER_TEST_POSTGRES_CTL <action>`
 /// when scripts/test started a private one, else Debian's pg_ctlcluster for
 /// each cluster it knows. True when it worked.
@@ -603,7 +625,7 @@ fn postgres_ctl(action: &str) -> bool {
                 .map(|entry| entry.file_name().to_string_lossy().into_owned())
                 .next()
                 .expect("a PostgreSQL cluster");
-            std::process::Command::new("pg_ctlcluster")
+            as_root("pg_ctlcluster")
                 .args(["--skip-systemctl-redirect", &version, "main", action])
                 .output()
         }
@@ -970,7 +992,7 @@ async fn a_node_stopped_mid_burst_hands_its_partitions_over_and_no_message_is_mi
 
 /// Runs `rabbitmqctl` with `args`; its output.
 fn rabbitmqctl(args: &[&str]) -> String {
-    let output = std::process::Command::new("rabbitmqctl")
+    let output = as_root("rabbitmqctl")
         .args(args)
         .output()
         .expect("rabbitmqctl");
@@ -999,9 +1021,7 @@ impl Drop for RestoreWatermark {
             "vm_memory_monitor:set_vm_memory_high_watermark({}).",
             self.0
         );
-        let restored = std::process::Command::new("rabbitmqctl")
-            .args(["eval", &set])
-            .status();
+        let restored = as_root("rabbitmqctl").args(["eval", &set]).status();
         if !restored.is_ok_and(|status| status.success()) {
             eprintln!("RabbitMQ's memory watermark is still 0: run rabbitmqctl {set:?}");
         }
@@ -1202,7 +1222,7 @@ impl RefusePublishes {
 
 impl Drop for RefusePublishes {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
+        let _ = as_root("rabbitmqctl")
             .args(["clear_policy", self.0])
             .output();
     }

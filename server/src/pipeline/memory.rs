@@ -52,8 +52,12 @@ impl Memory {
         self.by_id.contains_key(id)
     }
 
-    /// Remembers `message`, forgetting the oldest beyond the limit.
-    pub fn remember(&mut self, message: Arc<Message>) {
+    /// Remembers `message`, forgetting the oldest beyond the limit plus
+    /// `unstored`: the messages delivered and not stored yet, the newest
+    /// sequenced, must stay remembered (the database cannot answer for a
+    /// retry of one yet: it would be sequenced again, and stored twice),
+    /// and a sequencer may hold more of them than the limit.
+    pub fn remember(&mut self, message: Arc<Message>, unstored: usize) {
         if let Some(client_id) = &message.client_id {
             // A clientId's first message is the one it stands for. (Looked
             // up before `entry`, which would copy the sender's id each time.)
@@ -67,7 +71,7 @@ impl Memory {
         }
         self.order.push_back(message.clone());
         self.by_id.insert(message.id.clone(), message);
-        while self.order.len() > self.limit {
+        while self.order.len() > self.limit.saturating_add(unstored) {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
@@ -103,7 +107,7 @@ impl Memory {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.assert_consistent();
         self.by_id.len()
     }
@@ -186,7 +190,7 @@ mod tests {
     #[test]
     fn a_draft_is_recognised_by_its_id_or_its_senders_client_id() {
         let mut memory = Memory::new(10);
-        memory.remember(message("m1", "c1", "ann", Some("k1")));
+        memory.remember(message("m1", "c1", "ann", Some("k1")), 0);
         assert!(memory.knows("m1"));
         // Redelivered: the same draft id.
         assert_eq!(
@@ -212,8 +216,8 @@ mod tests {
     #[test]
     fn a_client_id_stands_for_its_first_message() {
         let mut memory = Memory::new(10);
-        memory.remember(message("m1", "c1", "ann", Some("k1")));
-        memory.remember(message("m2", "c1", "ann", Some("k1")));
+        memory.remember(message("m1", "c1", "ann", Some("k1")), 0);
+        memory.remember(message("m2", "c1", "ann", Some("k1")), 0);
         assert_eq!(
             recalled(&memory, &draft("m9", "c1", "ann", Some("k1"))),
             Some(Ok("m1".into()))
@@ -223,9 +227,9 @@ mod tests {
     #[test]
     fn the_oldest_are_forgotten_by_id_and_client_id_alike() {
         let mut memory = Memory::new(2);
-        memory.remember(message("m1", "c1", "ann", Some("k1")));
-        memory.remember(message("m2", "c1", "ann", Some("k2")));
-        memory.remember(message("m3", "c1", "bob", Some("k1")));
+        memory.remember(message("m1", "c1", "ann", Some("k1")), 0);
+        memory.remember(message("m2", "c1", "ann", Some("k2")), 0);
+        memory.remember(message("m3", "c1", "bob", Some("k1")), 0);
         assert_eq!(memory.len(), 2);
         assert!(!memory.knows("m1"));
         assert_eq!(
@@ -237,14 +241,14 @@ mod tests {
             Some(Ok("m2".into()))
         );
         // A sender with nothing remembered leaves no map behind.
-        memory.remember(message("m4", "c1", "carl", None));
-        memory.remember(message("m5", "c1", "carl", None));
+        memory.remember(message("m4", "c1", "carl", None), 0);
+        memory.remember(message("m5", "c1", "carl", None), 0);
         assert!(memory.by_client.is_empty(), "{:?}", memory.by_client.keys());
         // Remembered twice, forgotten once: nothing is left pointing at it.
-        memory.remember(message("m6", "c1", "ann", Some("k6")));
-        memory.remember(message("m6", "c1", "ann", Some("k6")));
-        memory.remember(message("m7", "c1", "ann", None));
-        memory.remember(message("m8", "c1", "ann", None));
+        memory.remember(message("m6", "c1", "ann", Some("k6")), 0);
+        memory.remember(message("m6", "c1", "ann", Some("k6")), 0);
+        memory.remember(message("m7", "c1", "ann", None), 0);
+        memory.remember(message("m8", "c1", "ann", None), 0);
         assert_eq!(
             recalled(&memory, &draft("m9", "c1", "ann", Some("k6"))),
             None

@@ -177,8 +177,8 @@ impl Sequencer {
             client_id: draft.client_id.clone(),
             created_at: draft.created_at,
         });
-        self.memory.remember(message.clone());
         self.pending.push(message.clone());
+        self.memory.remember(message.clone(), self.unstored());
         self.deliver(&message, &members);
         Ok(Ok(Sequenced::New(message)))
     }
@@ -238,7 +238,7 @@ impl Sequencer {
         self.senders.clear();
         self.memory.clear();
         for message in &self.pending {
-            self.memory.remember(message.clone());
+            self.memory.remember(message.clone(), self.pending.len());
         }
     }
 
@@ -353,7 +353,7 @@ impl Sequencer {
                 // Found by id and by clientId alike, a message comes twice.
                 for message in messages {
                     if !self.memory.knows(&message.id) {
-                        self.memory.remember(Arc::new(message));
+                        self.memory.remember(Arc::new(message), self.unstored());
                     }
                 }
                 self.looked_up.extend(covered);
@@ -658,6 +658,49 @@ mod tests {
             let sent = sequencer.sequence(&next, false).await;
             assert_eq!(seq_of(sent.expect("db").expect("sequenced")), seq);
         }
+    }
+
+    /// More messages wait to be stored than memory's limit (a database
+    /// that takes no commits for a while): a retry of the oldest waiting is
+    /// still recognised, not sequenced again (the database cannot answer
+    /// for it yet, and both copies would be stored).
+    #[tokio::test]
+    async fn a_retry_of_a_message_still_waiting_is_recognised_past_the_memory_limit() {
+        let (_dir, store, chats) = store_with_chats(1).await;
+        let events = Arc::new(Events::local(Arc::new(Hub::new())));
+        let mut sequencer = Sequencer::new(store, events);
+        sequencer.memory = Memory::new(2);
+        let first = Draft {
+            client_id: Some("k".into()),
+            ..draft("m1", &chats[0], "ann")
+        };
+        let sent = sequencer.sequence(&first, false).await;
+        assert_eq!(seq_of(sent.expect("db").expect("sequenced")), 1);
+        for id in ["m2", "m3", "m4"] {
+            let sent = sequencer
+                .sequence(&draft(id, &chats[0], "ann"), false)
+                .await;
+            assert!(matches!(sent, Ok(Ok(Sequenced::New(_)))));
+        }
+        let retry = Draft {
+            client_id: Some("k".into()),
+            ..draft("m1-again", &chats[0], "ann")
+        };
+        let again = sequencer.sequence(&retry, false).await;
+        assert!(
+            matches!(&again, Ok(Ok(Sequenced::Duplicate(message))) if message.id == "m1"),
+            "{again:?}"
+        );
+        // Once they are stored, the limit holds again (with the one that
+        // waits now).
+        sequencer.take_batch();
+        sequencer.stored();
+        sequencer
+            .sequence(&draft("m5", &chats[0], "ann"), false)
+            .await
+            .expect("db")
+            .expect("sequenced");
+        assert_eq!(sequencer.memory.len(), 2 + 1);
     }
 
     /// A store (in the folder returned) with user ann and `n` direct chats

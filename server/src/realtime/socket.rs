@@ -26,7 +26,8 @@ use crate::domain::{ClientId, Content};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The transport refuses messages past this size outright (closing with 1009);
+/// The transport refuses messages past this size outright (dropping the
+/// connection, without a close frame: docs/protocol.md);
 /// between `FRAME_MAX_BYTES` and this, a frame is answered with an error frame.
 const HARD_FRAME_LIMIT: usize = 4 * FRAME_MAX_BYTES;
 
@@ -377,6 +378,11 @@ fn refusal(err: &ApiError, client_id: Option<String>) -> ServerFrame {
     }
 }
 
+/// How long a typing signal may wait for the chat's members. The socket
+/// reads nothing meanwhile (not its pongs, not its sends): a database that
+/// stops answering must not stall it, for a signal worth nothing late.
+const TYPING_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Acts on one client frame; the answer, if any, goes back on this socket.
 async fn handle_text(state: &AppState, user_id: &str, clock: &Clock, text: &str) -> Handled {
     let now = |frame: Option<ServerFrame>| Handled::Now(frame.as_ref().map(encode));
@@ -392,10 +398,12 @@ async fn handle_text(state: &AppState, user_id: &str, clock: &Clock, text: &str)
     };
     match frame {
         ClientFrame::Typing { chat_id, is_typing } => {
-            now(chats::typing(state, user_id, &chat_id, is_typing)
-                .await
-                .err()
-                .map(|err| refusal(&err, None)))
+            let typing = chats::typing(state, user_id, &chat_id, is_typing);
+            match tokio::time::timeout(TYPING_PATIENCE, typing).await {
+                Ok(told) => now(told.err().map(|err| refusal(&err, None))),
+                // Worth nothing late: dropped.
+                Err(_) => now(None),
+            }
         }
         ClientFrame::Send {
             chat_id,

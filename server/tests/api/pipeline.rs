@@ -520,7 +520,9 @@ impl Drop for FreezingRelay {
 /// it (to a chat the sequencer has not learned) is refused for now after a
 /// few seconds, and the sends behind it in its partition, to chats the
 /// sequencer knows, are still acked (they wait for nothing but memory),
-/// rather than the partition waiting for TCP to give up.
+/// rather than the partition waiting for TCP to give up. A typing signal
+/// before them, whose members lookup waits for the database, is dropped
+/// after 2 s rather than stall the socket's reading.
 #[tokio::test]
 async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() {
     let deployment = Deployment::new().await;
@@ -551,6 +553,11 @@ async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() 
     let mut ann_socket = app.socket(&ann).await;
 
     relay.freeze();
+    // A typing signal first: its lookup of the members waits for the
+    // database too, and must not keep the socket from reading on.
+    ann_socket
+        .send_json(serde_json::json!({"type": "typing", "chatId": known.id, "isTyping": true}))
+        .await;
     // In this order, into the one partition: the first needs the database.
     for (chat, client_id) in [(&unknown, "needs-db"), (&known, "from-memory")] {
         ann_socket

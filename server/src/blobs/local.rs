@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use super::{Blob, BlobError, BlobStore, parse_key};
 
 /// Pictures as files in one folder. A file is written under a temporary name
-/// and renamed into place, so a reader never sees half a picture.
+/// and renamed into place, so a reader never sees half a picture; the file
+/// and the rename reach the disk before `put` returns, since the account
+/// naming the picture is committed next (after a power loss, an account
+/// whose picture was empty or missing would stay so).
 pub struct LocalBlobs {
     dir: PathBuf,
 }
@@ -20,10 +23,21 @@ impl LocalBlobs {
 #[async_trait]
 impl BlobStore for LocalBlobs {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
+        let dir = self.dir.clone();
         let partial = self.dir.join(format!(".{key}.partial"));
-        tokio::fs::write(&partial, bytes).await?;
-        tokio::fs::rename(&partial, self.dir.join(key)).await?;
-        Ok(())
+        let target = self.dir.join(key);
+        let written = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&partial)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&partial, &target)?;
+            // The rename is the folder's change: it lasts once the folder does.
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        Ok(written?)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Blob>, BlobError> {

@@ -777,7 +777,16 @@ async fn handle(
             {
                 let page = highest_seq.map_or(Page::Newest, Page::After);
                 let mut history = HashMap::new();
-                read_chat(ctx, &chat.id, page, i64::MAX, &mut history).await?;
+                match read_chat(ctx, &chat.id, page, i64::MAX, &mut history).await {
+                    Ok(()) => {}
+                    // As a gap read's failure: the chat is left behind, read
+                    // again later, and the link stays up.
+                    Err(err) if err.is_chat_failure() => {
+                        tracing::warn!(chat_id = %chat.id, error = %err, "reading a group one is back in failed; reading it again later");
+                        behind.failed(&chat.id);
+                    }
+                    Err(err) => return Err(err),
+                }
                 return Ok(true);
             }
         }

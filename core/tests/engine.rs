@@ -1802,6 +1802,63 @@ async fn a_catch_up_page_that_does_not_move_on_is_not_asked_for_again() {
     assert_eq!(front.caught(), 2, "the page, then the same page once");
 }
 
+/// Added back to a group whose history then fails to come (its page
+/// answered 500): the group is left behind and read once it can be, as a
+/// gap that fails is, and the link stays up.
+#[tokio::test]
+async fn a_group_one_is_added_back_to_whose_history_fails_is_left_behind_with_the_link_up() {
+    let AnnBehindAFront {
+        server: _server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+    } = ann_behind_a_front().await;
+    online(&bob_app).await;
+    let group = bob_app
+        .engine
+        .create_group("Team", std::slice::from_ref(&ann.id))
+        .await
+        .expect("group");
+    send_acked(&bob_app, &group.id, "before").await;
+    eventually("ann has it", || async {
+        contents(&ann_app, &group.id).await.len() == 1
+    })
+    .await;
+    ann_app.engine.leave_group(&group.id).await.expect("left");
+    send_acked(&bob_app, &group.id, "while you were out").await;
+
+    let mut watching = ann_app.engine.subscribe();
+    ann_app.events = ann_app.engine.subscribe();
+    front.set(Cut::Breaking(
+        format!("GET /api/message/{}?", group.id).into_bytes(),
+    ));
+    bob_app
+        .engine
+        .add_member(&group.id, &ann.id)
+        .await
+        .expect("added back");
+    next_event(&mut ann_app, "the list shows the group behind", |event| {
+        matches!(event, Event::Chats(list) if list.chats.iter().any(|chat| chat.id == group.id && chat.behind))
+    })
+    .await;
+    front.set(Cut::Nothing);
+    eventually("what was said meanwhile, once read", || async {
+        contents(&ann_app, &group.id)
+            .await
+            .iter()
+            .any(|(text, _)| text == "while you were out")
+    })
+    .await;
+    eventually("the group no longer shown behind", || async {
+        behind(&ann_app).await.is_empty()
+    })
+    .await;
+    while let Ok(event) = watching.try_recv() {
+        assert!(!link_dropped(&event), "the link stayed up: {event:?}");
+    }
+}
+
 async fn ann_added_to_an_old_group() -> OldGroup {
     let AnnBehindAFront {
         server,

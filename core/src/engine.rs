@@ -73,6 +73,9 @@ struct Inner {
     drafts_asked: Mutex<HashMap<String, String>>,
     /// One draft written at a time.
     draft_writes: tokio::sync::Mutex<()>,
+    /// Why the server ended the last session, until the next one starts
+    /// (`session_ended`).
+    ended_because: Mutex<Option<String>>,
 }
 
 /// A logged-in session's moving parts; dropping it stops its connection.
@@ -127,6 +130,7 @@ impl Engine {
                 live: RwLock::new(None),
                 drafts_asked: Mutex::new(HashMap::new()),
                 draft_writes: tokio::sync::Mutex::new(()),
+                ended_because: Mutex::new(None),
             }),
         };
         if let Some(session) = engine.inner.files.session() {
@@ -157,6 +161,14 @@ impl Engine {
     }
 
     /// The logged-in user, if any.
+    /// Why the server ended the last session, when nobody has logged in
+    /// since: the `SessionEnded` event may have gone out before a UI was
+    /// listening (a token refused as the app starts, before its page has
+    /// loaded), and the login screen should still say why it is there.
+    pub fn session_ended(&self) -> Option<String> {
+        lock(&self.inner.ended_because).clone()
+    }
+
     pub async fn me(&self) -> Option<User> {
         self.inner
             .live
@@ -219,6 +231,7 @@ impl Engine {
         if let Some(reason) = reason
             && live.is_some()
         {
+            *lock(&self.inner.ended_because) = Some(reason.clone());
             self.emit(Event::SessionEnded { reason });
         }
         // Drafts asked for and not written yet belong to the session ending.
@@ -311,6 +324,7 @@ impl Engine {
         let cache = Cache::open_or_start_over(&self.inner.files.cache(&session.user.id)).await?;
         cache.put_users(std::slice::from_ref(&session.user)).await?;
         self.restore_unsent(&cache, &session.user.id).await;
+        *lock(&self.inner.ended_because) = None;
         let ctx = Arc::new(Context {
             me: session.user.clone(),
             cache,

@@ -1275,6 +1275,8 @@ async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_n
     .await;
     let files = natter_core::session::Files::new(&ann_app.dir);
     assert_eq!(files.unsent(&ann.id).len(), 2, "kept for the next login");
+    // Why, for a login screen that was not listening yet.
+    assert!(ann_app.engine.session_ended().is_some());
 
     ann_app
         .engine
@@ -1306,6 +1308,7 @@ async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_n
         files.unsent(&ann.id).is_empty(),
         "back in the outbox, then sent"
     );
+    assert_eq!(ann_app.engine.session_ended(), None, "a new session");
 }
 
 /// One copy of the app per data folder: a second, started while the first

@@ -17,6 +17,9 @@ type Answer<T> = Result<T, CoreError>;
 pub struct Startup {
     pub server_url: String,
     pub me: Option<User>,
+    /// Why the server ended the last session, when nobody has logged in
+    /// since (its event may have gone out before the page listened).
+    pub ended: Option<String>,
     pub connection: ConnectionState,
     pub limits: Limits,
 }
@@ -37,6 +40,7 @@ pub async fn startup(engine: State<'_, Engine>) -> Answer<Startup> {
     Ok(Startup {
         server_url: engine.server_url().to_string(),
         me: engine.me().await,
+        ended: engine.session_ended(),
         connection: engine.connection_state().await,
         limits: Limits {
             content_max_chars: CONTENT_MAX_CHARS,

@@ -44,7 +44,7 @@ function appWithChats() {
 
 beforeEach(() => {
   history.mockReset(); chats.mockClear(); discard.mockClear();
-  startup.mockResolvedValue({ serverUrl: "http://localhost:8080", me: ann, connection: "online", limits: new AppState().limits });
+  startup.mockResolvedValue({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "online", limits: new AppState().limits });
 });
 
 describe("AppState", () => {
@@ -235,7 +235,7 @@ describe("AppState", () => {
     const resyncing = app.resync();
     await vi.waitFor(() => expect(startup).toHaveBeenCalled());
     app.handle({ type: "connection", state: "offline" });
-    answer.resolve({ serverUrl: "http://localhost:8080", me: ann, connection: "online", limits: app.limits });
+    answer.resolve({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "online", limits: app.limits });
     await resyncing;
     expect(app.connection).toBe("offline");
   });
@@ -380,7 +380,7 @@ describe("AppState", () => {
 
   it("starts with the drafts the engine kept, and one typed meanwhile stays", async () => {
     const app = new AppState();
-    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "connecting", limits: app.limits });
     chats.mockResolvedValueOnce({ chats: [chat("a", "A", day), chat("b", "B", day)], unreadTotal: 0, version: 1 });
     const saved = later<Record<string, string>>();
     drafts.mockReturnValueOnce(saved.promise);
@@ -394,7 +394,7 @@ describe("AppState", () => {
 
   it("starts without drafts when they cannot be read", async () => {
     const app = new AppState();
-    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "connecting", limits: app.limits });
     drafts.mockRejectedValueOnce({ error: "the cache is busy" });
     await app.boot();
     expect(app.fatal).toBe("");
@@ -456,7 +456,7 @@ describe("AppState", () => {
     await vi.waitFor(() => expect(startup).toHaveBeenCalled());
     // Listening before asking: the link came up after startup read "connecting".
     deliver?.({ type: "connection", state: "online" });
-    answer.resolve({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    answer.resolve({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "connecting", limits: app.limits });
     await booting;
     expect(app.connection).toBe("online");
     expect(app.me).toEqual(ann);
@@ -464,7 +464,7 @@ describe("AppState", () => {
 
   it("at boot, goes to the login screen, not an error, when the session ends while the list is on its way", async () => {
     const app = new AppState();
-    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, connection: "connecting", limits: app.limits });
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "connecting", limits: app.limits });
     const list = later<ChatList>();
     chats.mockReturnValueOnce(list.promise);
     const booting = app.boot();
@@ -473,6 +473,17 @@ describe("AppState", () => {
     list.reject({ error: "not logged in" });
     await booting;
     expect(app.fatal).toBe("");
+    expect(app.me).toBeNull();
+    expect(app.loginNote).toBe("the server no longer accepts this login");
+  });
+
+  it("at boot, says why a session the server ended before the page listened is over", async () => {
+    const app = new AppState();
+    startup.mockResolvedValueOnce({
+      serverUrl: "http://localhost:8080", me: null, ended: "the server no longer accepts this login",
+      connection: "offline", limits: app.limits,
+    });
+    await app.boot();
     expect(app.me).toBeNull();
     expect(app.loginNote).toBe("the server no longer accepts this login");
   });

@@ -102,7 +102,11 @@ export class AppState {
       this.serverUrl = start.serverUrl;
       this.limits = start.limits;
       if (this.connectionTold === told) this.connection = start.connection;
-      if (!this.heardSessionEnded) this.me = start.me;
+      if (!this.heardSessionEnded) {
+        this.me = start.me;
+        // Ended before this page listened: the login screen says why.
+        if (!start.me && start.ended) this.loginNote = start.ended;
+      }
       if (this.me) await Promise.all([this.loadChats(), this.loadDrafts()]);
     } catch (err) {
       // A session that ended while the list was on its way is the login

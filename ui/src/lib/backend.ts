@@ -25,7 +25,8 @@ export interface ChatSummary {
 export interface ChatList { chats: ChatSummary[]; unreadTotal: number; version: number }
 export type ConnectionState = "offline" | "connecting" | "online";
 export interface Limits { contentMaxChars: number; nameMaxChars: number; passwordMinChars: number; chatNameMaxChars: number }
-export interface Startup { serverUrl: string; me: User | null; connection: ConnectionState; limits: Limits }
+/** `ended`: why the server ended the last session, when nobody has logged in since. */
+export interface Startup { serverUrl: string; me: User | null; ended: string | null; connection: ConnectionState; limits: Limits }
 
 export type EngineEvent =
   | { type: "connection"; state: ConnectionState }

@@ -138,6 +138,9 @@ mod freedesktop {
     ) -> Result<(), ShowError> {
         let chat_id = &notification.chat_id;
         let mut native = native(notification);
+        if reads_markup().await {
+            native.body(&escape_markup(&notification.body));
+        }
         native.action("default", "Open");
         let earlier = shown.remove(chat_id);
         if let Some(earlier) = &earlier {
@@ -170,6 +173,46 @@ mod freedesktop {
         ));
         shown.insert(chat_id.clone(), Shown { handle, waiter });
         Ok(())
+    }
+
+    /// Whether the notification service reads a body as markup (the
+    /// spec's `body-markup` capability, as GNOME's, KDE's, dunst and mako
+    /// do): a message's text must then be escaped, or a sender's
+    /// `<a href="…">` becomes a link of any scheme, `<b>` fakes emphasis,
+    /// and plain text with `<` or `&` is mangled. No answer counts as yes:
+    /// escaped text shows `&lt;` at worst.
+    async fn reads_markup() -> bool {
+        let asked = async {
+            let bus = zbus::Connection::session().await?;
+            let reply = bus
+                .call_method(
+                    Some("org.freedesktop.Notifications"),
+                    "/org/freedesktop/Notifications",
+                    Some("org.freedesktop.Notifications"),
+                    "GetCapabilities",
+                    &(),
+                )
+                .await?;
+            reply.body().deserialize::<Vec<String>>()
+        };
+        match tokio::time::timeout(SERVICE_PATIENCE, asked).await {
+            Ok(Ok(capabilities)) => capabilities.iter().any(|c| c == "body-markup"),
+            _ => true,
+        }
+    }
+
+    /// `text` as markup that shows it as written.
+    pub(super) fn escape_markup(text: &str) -> String {
+        let mut escaped = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c {
+                '&' => escaped.push_str("&amp;"),
+                '<' => escaped.push_str("&lt;"),
+                '>' => escaped.push_str("&gt;"),
+                c => escaped.push(c),
+            }
+        }
+        escaped
     }
 
     #[derive(Debug, thiserror::Error)]

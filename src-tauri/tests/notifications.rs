@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use natter_core::Notification;
@@ -80,6 +80,8 @@ struct Received {
 struct Recorder {
     seen: mpsc::UnboundedSender<Seen>,
     next_id: AtomicU32,
+    /// Whether it says it reads a body as markup (`body-markup`).
+    markup: Arc<AtomicBool>,
 }
 
 const STUCK: &str = "stuck";
@@ -124,7 +126,11 @@ impl Recorder {
     }
 
     fn get_capabilities(&self) -> Vec<String> {
-        vec!["body".into(), "actions".into()]
+        let mut capabilities = vec!["body".into(), "actions".into()];
+        if self.markup.load(Ordering::SeqCst) {
+            capabilities.push("body-markup".into());
+        }
+        capabilities
     }
 
     fn get_server_information(&self) -> (String, String, String, String) {
@@ -172,6 +178,7 @@ async fn notifications_reach_the_service_replace_open_close_and_outlast_a_hung_s
     unsafe { std::env::set_var("DBUS_SESSION_BUS_ADDRESS", &bus.address) };
 
     let (seen, mut heard) = mpsc::unbounded_channel();
+    let markup = Arc::new(AtomicBool::new(false));
     let daemon = zbus::connection::Builder::address(bus.address.as_str())
         .name("org.freedesktop.Notifications")
         .serve_at(
@@ -179,6 +186,7 @@ async fn notifications_reach_the_service_replace_open_close_and_outlast_a_hung_s
             Recorder {
                 seen,
                 next_id: AtomicU32::new(0),
+                markup: markup.clone(),
             },
         )
         .build()
@@ -267,4 +275,17 @@ async fn notifications_reach_the_service_replace_open_close_and_outlast_a_hung_s
         Seen::Closed(id) => assert_eq!(id, after.id),
         other => panic!("expected chat-4's notification closed, got {other:?}"),
     }
+
+    // Text shows as written: a service that reads a body as markup gets it
+    // escaped (a sender's link or tags stay text), one that does not gets
+    // it as it is.
+    let text = r#"a<b && <a href="file:///etc">x</a>"#;
+    notifier.show(notification("chat-5", "Eve", text));
+    assert_eq!(next_shown(&mut heard).await.body, text);
+    markup.store(true, Ordering::SeqCst);
+    notifier.show(notification("chat-6", "Fay", text));
+    assert_eq!(
+        next_shown(&mut heard).await.body,
+        r#"a&lt;b &amp;&amp; &lt;a href="file:///etc"&gt;x&lt;/a&gt;"#
+    );
 }

@@ -23,11 +23,27 @@ describe("ChatInfo", () => {
     expect(document.activeElement?.textContent).toBe("Cancel");
     await fireEvent.click(screen.getByText("Cancel"));
     expect(acts.remove).not.toHaveBeenCalled();
+    // The keyboard goes back to the button that asked.
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByLabelText("Remove Bob")));
     await fireEvent.click(screen.getByLabelText("Remove Bob"));
     await fireEvent.click(screen.getByRole("button", { name: "Remove" }));
     expect(acts.remove).toHaveBeenCalledWith(bob.id);
     expect(screen.queryByRole("alertdialog")).toBeNull();
+    // Here Bob stays listed (the chat given is not updated): back to his button.
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByLabelText("Remove Bob")));
     expect(screen.queryByLabelText("Remove Ann Lee")).toBeNull();
+  });
+
+  it("gives the keyboard to the back button when the member removed takes their button along", async () => {
+    const acts = actions();
+    let done = () => {};
+    acts.remove.mockImplementationOnce(() => new Promise<void>((resolve) => { done = resolve; }));
+    const { rerender } = render(ChatInfo, { chat: group, me: ann, limits, actions: acts, onclose: () => {} });
+    await fireEvent.click(screen.getByLabelText("Remove Bob"));
+    await fireEvent.click(screen.getByRole("button", { name: "Remove" }));
+    await rerender({ chat: { ...group, members: [ann, zoe] } });
+    done();
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByLabelText("Close")));
   });
 
   it("shows other members no admin controls, only leaving", async () => {

@@ -16,7 +16,19 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, mut tray: Tray<R>) {
     let mut events = engine.subscribe();
     tauri::async_runtime::spawn(async move {
         let clicked = app.clone();
+        let opening = engine.clone();
         let notifier = Notifier::start(Arc::new(move |chat_id: String| {
+            // The clicked chat is the one on screen before the window takes
+            // the focus, which marks the chat on screen read: otherwise the
+            // chat open before could be marked read, its news unseen, if the
+            // focus came before the UI's opening. (Not focused yet, so this
+            // marks nothing read itself.)
+            let reading = opening.set_active_chat(Some(chat_id.clone()));
+            tauri::async_runtime::spawn(async move {
+                if let Err(err) = reading.await {
+                    tracing::warn!(error = %err, "marking a clicked chat read");
+                }
+            });
             show_window(&clicked);
             let _ = clicked.emit(OPEN_CHAT, chat_id);
         }));

@@ -159,11 +159,6 @@ async fn run(
                 Some(Committed::Failed(batch, answers)) => {
                     sequencer.restore_batch(batch);
                     waiting.splice(0..0, answers);
-                    // Answers nobody waits for any more (their askers gave
-                    // up after SEND_PATIENCE) go: while commits keep failing,
-                    // every history read and chat list would add one for
-                    // good. The messages themselves wait in the sequencer.
-                    waiting.retain(|(asker, _)| !asker.is_closed());
                 }
                 None => {}
             },

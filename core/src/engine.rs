@@ -160,7 +160,6 @@ impl Engine {
         Ok(url)
     }
 
-    /// The logged-in user, if any.
     /// Why the server ended the last session, when nobody has logged in
     /// since: the `SessionEnded` event may have gone out before a UI was
     /// listening (a token refused as the app starts, before its page has
@@ -169,6 +168,7 @@ impl Engine {
         lock(&self.inner.ended_because).clone()
     }
 
+    /// The logged-in user, if any.
     pub async fn me(&self) -> Option<User> {
         self.inner
             .live

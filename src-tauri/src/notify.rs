@@ -138,16 +138,21 @@ mod freedesktop {
     ) -> Result<(), ShowError> {
         let chat_id = &notification.chat_id;
         let mut native = native(notification);
-        if reads_markup().await {
-            native.body(&escape_markup(&notification.body));
-        }
         native.action("default", "Open");
         let earlier = shown.remove(chat_id);
         if let Some(earlier) = &earlier {
             native.id(earlier.handle.id());
         }
-        let answer = match tokio::time::timeout(SERVICE_PATIENCE, native.show_async()).await {
-            Ok(answer) => answer.map_err(ShowError::from),
+        // Asking what the service reads and showing share one patience: a
+        // service that answers neither holds a notification that long.
+        let showing = async {
+            if reads_markup().await {
+                native.body(&escape_markup(&notification.body));
+            }
+            native.show_async().await.map_err(ShowError::from)
+        };
+        let answer = match tokio::time::timeout(SERVICE_PATIENCE, showing).await {
+            Ok(answer) => answer,
             Err(_) => Err(ShowError::NoAnswer),
         };
         let handle = match answer {
@@ -179,8 +184,9 @@ mod freedesktop {
     /// spec's `body-markup` capability, as GNOME's, KDE's, dunst and mako
     /// do): a message's text must then be escaped, or a sender's
     /// `<a href="…">` becomes a link of any scheme, `<b>` fakes emphasis,
-    /// and plain text with `<` or `&` is mangled. No answer counts as yes:
-    /// escaped text shows `&lt;` at worst.
+    /// and plain text with `<` or `&` is mangled. A failed question counts
+    /// as yes: escaped text shows `&lt;` at worst. (Its time counts toward
+    /// the show's patience.)
     async fn reads_markup() -> bool {
         let asked = async {
             let bus = zbus::Connection::session().await?;
@@ -195,9 +201,9 @@ mod freedesktop {
                 .await?;
             reply.body().deserialize::<Vec<String>>()
         };
-        match tokio::time::timeout(SERVICE_PATIENCE, asked).await {
-            Ok(Ok(capabilities)) => capabilities.iter().any(|c| c == "body-markup"),
-            _ => true,
+        match asked.await {
+            Ok(capabilities) => capabilities.iter().any(|c| c == "body-markup"),
+            Err(_) => true,
         }
     }
 

@@ -55,6 +55,10 @@ describe("ChatInfo", () => {
     await fireEvent.click(screen.getByText("Leave group"));
     expect(acts.leave).not.toHaveBeenCalled();
     expect(screen.getByRole("alertdialog").textContent).toContain("Leave Lunch crew?");
+    // Cancelled: the keyboard goes back to "Leave group", drawn anew.
+    await fireEvent.click(screen.getByText("Cancel"));
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByText("Leave group")));
+    await fireEvent.click(screen.getByText("Leave group"));
     await fireEvent.click(screen.getByRole("button", { name: "Leave" }));
     expect(acts.leave).toHaveBeenCalled();
   });

@@ -1207,16 +1207,7 @@ async fn logout_ends_the_session_on_the_server_forgets_the_cache_and_a_refused_t
         "a new login's lists are newer than the last one's"
     );
     server.stop().await;
-    server.secret = "another-secret-0123456789abcdefghijklmn".into();
-    server.start().await;
-    next_event(&mut ann_app, "session ended", |e| {
-        matches!(e, Event::SessionEnded { .. })
-    })
-    .await;
-    eventually("logged out", || async {
-        ann_app.engine.me().await.is_none()
-    })
-    .await;
+    ends_the_session(&mut server, &mut ann_app).await;
     assert!(!ann_app.dir.join("session.json").exists());
 
     // Wrong passwords and a bad address are clear errors.
@@ -1238,6 +1229,18 @@ async fn logout_ends_the_session_on_the_server_forgets_the_cache_and_a_refused_t
         unreachable,
         Err(natter_core::CoreError::Unreachable { .. })
     ));
+}
+
+/// Starts the stopped `server` again with another signing secret: `app`'s
+/// session ends (`SessionEnded`) and it is logged out.
+async fn ends_the_session(server: &mut Server, app: &mut App) {
+    server.secret = "another-secret-0123456789abcdefghijklmn".into();
+    server.start().await;
+    next_event(app, "session ended", |e| {
+        matches!(e, Event::SessionEnded { .. })
+    })
+    .await;
+    eventually("logged out", || async { app.engine.me().await.is_none() }).await;
 }
 
 /// A message written offline outlives a session the server ends before it
@@ -1263,16 +1266,7 @@ async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_n
             .await
             .expect("kept in the outbox");
     }
-    server.secret = "another-secret-0123456789abcdefghijklmn".into();
-    server.start().await;
-    next_event(&mut ann_app, "session ended", |e| {
-        matches!(e, Event::SessionEnded { .. })
-    })
-    .await;
-    eventually("logged out", || async {
-        ann_app.engine.me().await.is_none()
-    })
-    .await;
+    ends_the_session(&mut server, &mut ann_app).await;
     let files = natter_core::session::Files::new(&ann_app.dir);
     assert_eq!(files.unsent(&ann.id).len(), 2, "kept for the next login");
     // Why, for a login screen that was not listening yet.

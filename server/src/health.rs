@@ -52,27 +52,24 @@ impl Health {
     /// task runs (the server stops it when it stops serving); logs each
     /// change.
     pub async fn watch(self: Arc<Self>, store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>) {
-        let database = async {
-            loop {
-                note(
-                    &self.database,
-                    "database",
-                    within_patience(store.ping()).await,
-                );
-                tokio::time::sleep(PING_EVERY).await;
-            }
-        };
-        let pictures = async {
-            loop {
-                note(
-                    &self.pictures,
-                    "picture store",
-                    within_patience(blobs.ping()).await,
-                );
-                tokio::time::sleep(PING_EVERY).await;
-            }
-        };
-        tokio::join!(database, pictures);
+        tokio::join!(
+            keep_asking(&self.database, "database", || store.ping()),
+            keep_asking(&self.pictures, "picture store", || blobs.ping()),
+        );
+    }
+}
+
+/// Pings with `ping` every `PING_EVERY` after its last answer, for ever,
+/// noting each answer in `up`.
+async fn keep_asking<E, F, P>(up: &AtomicBool, what: &str, ping: P)
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<(), E>>,
+    P: Fn() -> F,
+{
+    loop {
+        note(up, what, within_patience(ping()).await);
+        tokio::time::sleep(PING_EVERY).await;
     }
 }
 

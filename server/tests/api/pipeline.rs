@@ -207,11 +207,12 @@ async fn a_deployment_keeps_the_partition_count_its_first_node_chose() {
 /// The embedded pipeline delivers a message before it stores it. A history
 /// read (an app catching up) waits until what was delivered is stored: an
 /// app that missed it live would otherwise never see it, since catch-up
-/// reads on from the newest seq it holds. (SQLite's write lock, held from
+/// reads on from the newest seq it holds; so does the chat list, from which
+/// catch-up picks the chats to read. (SQLite's write lock, held from
 /// outside, keeps the commit waiting; a read answered meanwhile would be
 /// one that did not wait.)
 #[tokio::test]
-async fn a_history_read_waits_until_what_was_delivered_is_stored() {
+async fn history_and_chat_list_reads_wait_until_what_was_delivered_is_stored() {
     let app = spawn_app().await;
     let (ann, bob, chat) = app.ann_and_bob().await;
     let mut ann_socket = app.socket(&ann).await;
@@ -222,72 +223,62 @@ async fn a_history_read_waits_until_what_was_delivered_is_stored() {
         .await;
     let delivered = bob_socket.next_message().await;
 
-    let page = history_read_held_back(&app, &bob, &chat, async move { drop(lock) }).await;
+    let (page, listed) = reads_held_back(&app, &bob, &chat, async move { drop(lock) }).await;
+    assert_eq!(listed.as_ref(), Some(&delivered));
     assert_eq!(page, [delivered]);
 }
 
-/// The chat list waits the same way: an app catching up skips a chat whose
-/// listed latest message it holds, so a list read from before the commit
-/// would make it skip the chat whose newest message it missed live.
-#[tokio::test]
-async fn a_chat_list_read_waits_until_what_was_delivered_is_stored() {
-    let app = spawn_app().await;
-    let (ann, bob, chat) = app.ann_and_bob().await;
-    let mut ann_socket = app.socket(&ann).await;
-    let mut bob_socket = app.socket(&bob).await;
-    let lock = hold_write_lock(&app.data_dir.join("natter.db")).await;
-    ann_socket
-        .send_json(serde_json::json!({"type": "send", "chatId": chat.id, "content": "delivered first", "clientId": "k1"}))
-        .await;
-    let delivered = bob_socket.next_message().await;
-
-    let chats: Vec<natter_shared::Chat> =
-        read_held_back(&app, &bob, "/api/chat", async move { drop(lock) }).await;
-    assert_eq!(chats.len(), 1);
-    assert_eq!(chats[0].latest_message, Some(delivered));
-}
-
-/// Bob's read of the chat's history, which must not answer while the
-/// database's commits are held back (`read_held_back`).
-async fn history_read_held_back(
+/// Bob's reads of the chat's history and of his chat list, started while
+/// the database's commits are held back: neither may answer then (for
+/// 500 ms; an answer later than that would let the check pass wrongly,
+/// never fail), nor fail once `release` lets them go. The list waits as
+/// history does: an app catching up skips a chat whose listed latest
+/// message it holds, so a list read from before the commit would make it
+/// skip the chat whose newest message it missed live. Returns the page and
+/// the chat's latest message as listed.
+async fn reads_held_back(
     app: &TestApp,
     reader: &TestUser,
     chat: &natter_shared::Chat,
     release: impl Future<Output = ()>,
-) -> Vec<natter_shared::Message> {
-    read_held_back(app, reader, &format!("/api/message/{}", chat.id), release).await
-}
-
-/// A read of `path` by `reader`, which must not answer while the database's
-/// commits are held back (for 500 ms; an answer later than that would let
-/// the check pass wrongly, never fail), nor fail once `release` lets them go.
-async fn read_held_back<T: serde::de::DeserializeOwned>(
-    app: &TestApp,
-    reader: &TestUser,
-    path: &str,
-    release: impl Future<Output = ()>,
-) -> T {
-    let mut read = tokio::spawn(
-        app.http
-            .get(app.url(path))
-            .bearer_auth(&reader.token)
-            .send(),
-    );
-    let answered_while_held = tokio::time::timeout(Duration::from_millis(500), &mut read)
-        .await
-        .is_ok();
+) -> (Vec<natter_shared::Message>, Option<natter_shared::Message>) {
+    let read = |path: String| {
+        tokio::spawn(
+            app.http
+                .get(app.url(&path))
+                .bearer_auth(&reader.token)
+                .send(),
+        )
+    };
+    let mut history = read(format!("/api/message/{}", chat.id));
+    let mut list = read("/api/chat".to_owned());
+    let answered_while_held = tokio::time::timeout(Duration::from_millis(500), async {
+        tokio::select! { _ = &mut history => "history", _ = &mut list => "the chat list" }
+    })
+    .await;
     release.await;
-    assert!(!answered_while_held, "the read did not wait for the commit");
-    let response = read.await.expect("the read's task").expect("an answer");
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json().await.expect("the answer's JSON")
+    assert!(
+        answered_while_held.is_err(),
+        "{:?} did not wait for the commit",
+        answered_while_held
+    );
+    let answer = async |read: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>| {
+        let response = read.await.expect("the read's task").expect("an answer");
+        assert!(response.status().is_success(), "{}", response.status());
+        response
+    };
+    let page = answer(history).await.json().await.expect("messages");
+    let chats: Vec<natter_shared::Chat> = answer(list).await.json().await.expect("chats");
+    assert_eq!(chats.len(), 1);
+    (page, chats[0].latest_message.clone())
 }
 
 /// Through RabbitMQ the sender is acked before the commit (the queue holds
-/// the message): a history read right after still waits until the commit,
-/// here held back by a lock on PostgreSQL's messages table, and then has it.
+/// the message): a history read and a chat list right after still wait
+/// until the commit, here held back by a lock on PostgreSQL's messages
+/// table, and then have it.
 #[tokio::test]
-async fn through_rabbitmq_a_history_read_waits_for_the_commit_of_what_was_acked() {
+async fn through_rabbitmq_history_and_chat_list_reads_wait_for_the_commit_of_what_was_acked() {
     use sqlx::{Connection, Executor};
 
     let (nodes, _) = spawn_named_cluster(1).await;
@@ -303,33 +294,9 @@ async fn through_rabbitmq_a_history_read_waits_for_the_commit_of_what_was_acked(
     let acked = app.send(&ann, &chat, "acked before stored").await;
 
     let release = async move { lock.close().await.expect("the lock let go") };
-    let page = history_read_held_back(app, &bob, &chat, release).await;
+    let (page, listed) = reads_held_back(app, &bob, &chat, release).await;
+    assert_eq!(listed.as_ref(), Some(&acked));
     assert_eq!(page, [acked]);
-}
-
-/// Through RabbitMQ the chat list waits for every partition's commits: here
-/// the message acked before its commit is the chat's latest once the list
-/// answers.
-#[tokio::test]
-async fn through_rabbitmq_a_chat_list_read_waits_for_the_commit_of_what_was_acked() {
-    use sqlx::{Connection, Executor};
-
-    let (nodes, _) = spawn_named_cluster(1).await;
-    let app = &nodes[0];
-    let (ann, bob, chat) = app.ann_and_bob().await;
-    let url = app.database_url.clone().expect("a PostgreSQL deployment");
-    let mut lock = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("PostgreSQL answers");
-    lock.execute("BEGIN; LOCK TABLE messages IN EXCLUSIVE MODE")
-        .await
-        .expect("the messages table locked");
-    let acked = app.send(&ann, &chat, "acked before stored").await;
-
-    let release = async move { lock.close().await.expect("the lock let go") };
-    let chats: Vec<natter_shared::Chat> = read_held_back(app, &bob, "/api/chat", release).await;
-    assert_eq!(chats.len(), 1);
-    assert_eq!(chats[0].latest_message, Some(acked));
 }
 
 /// A send the database cannot store within the server's patience is

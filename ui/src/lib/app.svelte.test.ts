@@ -297,6 +297,19 @@ describe("AppState", () => {
     expect(app.hasOlder).toBe(false);
   });
 
+  it("asks failed pictures to try again when the link comes back, not while it stays up", async () => {
+    const { pictureRetries } = await import("./pictures.svelte");
+    const app = appWithChats();
+    app.connection = "offline";
+    const before = pictureRetries.round;
+    app.handle({ type: "connection", state: "connecting" });
+    expect(pictureRetries.round).toBe(before);
+    app.handle({ type: "connection", state: "online" });
+    expect(pictureRetries.round).toBe(before + 1);
+    app.handle({ type: "connection", state: "online" });
+    expect(pictureRetries.round).toBe(before + 1);
+  });
+
   it("scrolled past the cache while offline, asks again once a resync finds the link back", async () => {
     const app = appWithChats();
     app.connection = "offline";

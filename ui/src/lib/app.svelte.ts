@@ -7,6 +7,7 @@ import {
 } from "./backend";
 import { SvelteMap } from "svelte/reactivity";
 import { firstUnread, merge, messageKey, newestSeq, oldestSeq, withoutDiscarded } from "./history";
+import { retryBrokenPictures } from "./pictures.svelte";
 
 /** The side panel over the chat list, if one is open. */
 export type Panel = null | "search" | "newGroup" | "info";
@@ -182,9 +183,11 @@ export class AppState {
    *  oldest message as the user scrolls up, where a view keeping both
    *  would have a gap that no page ever fills. */
   /** The link's state; back online, an older page asked for offline is
-   *  asked for again. */
+   *  asked for again, and so are pictures that failed. */
   private setConnection(state: ConnectionState): void {
+    const cameBack = state === "online" && this.connection !== "online";
     this.connection = state;
+    if (cameBack) retryBrokenPictures();
     if (state === "online" && this.olderWhenOnline) {
       this.olderWhenOnline = false;
       void this.loadOlder();

@@ -174,6 +174,13 @@ pub struct Config {
     #[arg(long, env = "NATTER_WS_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(20..))]
     pub ws_timeout_ms: u64,
 
+    /// How long a stopping server waits, in milliseconds, for HTTP requests
+    /// still running before it stops without their answers: a query the
+    /// database never answers would otherwise keep it from stopping (and
+    /// from storing what it sequenced) until TCP gives up.
+    #[arg(long, env = "NATTER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `natter_server=debug`.
     #[arg(long, env = "NATTER_LOG", default_value = "info")]
     pub log: String,
@@ -204,6 +211,10 @@ impl Config {
 
     pub fn ws_timeout(&self) -> Duration {
         Duration::from_millis(self.ws_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 
     /// Refuses settings that each pass on their own but not together, and

@@ -56,6 +56,8 @@ pub struct Application {
     /// read from it (`sessions::follow`). On the embedded default this node
     /// is the only one, and knows its own at once.
     shared_store: bool,
+    /// How long a stop waits for requests still running.
+    shutdown_grace: std::time::Duration,
 }
 
 impl Application {
@@ -117,6 +119,7 @@ impl Application {
             listener,
             state,
             shared_store: config.database_url.is_some(),
+            shutdown_grace: config.shutdown_grace(),
         })
     }
 
@@ -124,8 +127,9 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then closes every socket and returns
-    /// once in-flight requests are done.
+    /// Serves until `shutdown` completes, then closes every socket, waits
+    /// (at most the configured grace) for requests still running, and
+    /// stores what was sequenced.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -147,13 +151,25 @@ impl Application {
                 .watch(self.state.store.clone(), self.state.blobs.clone()),
         );
         let router = http::router(self.state);
-        let served = axum::serve(self.listener, router)
+        let (stopping, stop_began) = tokio::sync::watch::channel(false);
+        let serving = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets");
                 hub.close_all();
+                stopping.send_replace(true);
             })
-            .await;
+            .into_future();
+        let served = tokio::select! {
+            served = serving => served,
+            () = grace_after(stop_began, self.shutdown_grace) => {
+                tracing::warn!(
+                    grace = ?self.shutdown_grace,
+                    "requests still running at shutdown: stopping without their answers"
+                );
+                Ok(())
+            }
+        };
         if let Some(following) = following {
             following.abort();
         }
@@ -162,6 +178,17 @@ impl Application {
         stop_pipeline_then_events(&pipeline, &events).await;
         Ok(())
     }
+}
+
+/// Completes `grace` after the stop began (never, if it never does).
+async fn grace_after(
+    mut stop_began: tokio::sync::watch::Receiver<bool>,
+    grace: std::time::Duration,
+) {
+    if stop_began.wait_for(|began| *began).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
 }
 
 /// PostgreSQL when a database URL is configured, else SQLite in the data

@@ -410,37 +410,109 @@ async fn a_second_server_on_the_same_data_folder_waits_until_the_first_has_stopp
 
 /// A TCP relay to PostgreSQL that can stop answering without closing
 /// anything, as a database machine that is gone does: every query on it
-/// waits until TCP gives up (many minutes).
+/// (or one query, on its connection) waits until TCP gives up (many
+/// minutes).
 struct FreezingRelay {
     addr: std::net::SocketAddr,
-    frozen: tokio::sync::watch::Sender<bool>,
+    hold: tokio::sync::watch::Sender<Hold>,
+    /// Every byte a client sent that the database never got.
+    held: tokio::sync::watch::Sender<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// What the relay holds back, with everything after it on its connection.
+#[derive(Clone)]
+enum Hold {
+    Nothing,
+    Everything,
+    /// What a client sends holding these bytes (a bound value, say).
+    Containing(Vec<u8>),
+}
+
+impl Hold {
+    fn catches(&self, bytes: &[u8]) -> bool {
+        match self {
+            Hold::Nothing => false,
+            Hold::Everything => true,
+            Hold::Containing(text) => contains(bytes, text),
+        }
+    }
+}
+
+fn contains(bytes: &[u8], text: &[u8]) -> bool {
+    bytes.windows(text.len()).any(|window| window == text)
+}
+
 impl FreezingRelay {
+    /// A relay to the database at `url`, and the URL that goes through it.
+    async fn before(database: &str) -> (FreezingRelay, String) {
+        let mut url = reqwest::Url::parse(database).expect("a database URL");
+        let host = url.host_str().expect("a host").to_owned();
+        let backend = tokio::net::lookup_host((host, url.port().unwrap_or(5432)))
+            .await
+            .expect("resolved")
+            .next()
+            .expect("an address");
+        let relay = FreezingRelay::start(backend).await;
+        url.set_host(Some(&relay.addr.ip().to_string()))
+            .expect("a host");
+        url.set_port(Some(relay.addr.port())).expect("a port");
+        (relay, url.to_string())
+    }
+
     async fn start(backend: std::net::SocketAddr) -> FreezingRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bound");
         let addr = listener.local_addr().expect("address");
-        let (frozen, watching) = tokio::sync::watch::channel(false);
+        let hold = tokio::sync::watch::Sender::new(Hold::Nothing);
+        let held = tokio::sync::watch::Sender::new(Vec::new());
+        let (watching, holding) = (hold.clone(), held.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(Self::relay(client, backend, watching.clone()));
+                tokio::spawn(Self::relay(
+                    client,
+                    backend,
+                    watching.subscribe(),
+                    holding.clone(),
+                ));
             }
         });
-        FreezingRelay { addr, frozen, task }
+        FreezingRelay {
+            addr,
+            hold,
+            held,
+            task,
+        }
     }
 
+    /// The database stops answering anything.
     fn freeze(&self) {
-        self.frozen.send_replace(true);
+        self.hold.send_replace(Hold::Everything);
     }
 
-    /// Copies both ways while not frozen; frozen, it holds everything.
+    /// The database stops answering the next query holding `text`, on the
+    /// connection that sends it (a connection checked before it is used
+    /// passes its check, as it would when the machine went away just then).
+    fn freeze_at(&self, text: &str) {
+        self.hold
+            .send_replace(Hold::Containing(text.as_bytes().to_vec()));
+    }
+
+    /// Waits until a query holding `text` waits on the database.
+    async fn until_held(&self, text: &str) {
+        let mut held = self.held.subscribe();
+        held.wait_for(|bytes| contains(bytes, text.as_bytes()))
+            .await
+            .expect("the relay runs");
+    }
+
+    /// Copies both ways until what it must hold comes by.
     async fn relay(
         client: tokio::net::TcpStream,
         backend: std::net::SocketAddr,
-        frozen: tokio::sync::watch::Receiver<bool>,
+        hold: tokio::sync::watch::Receiver<Hold>,
+        held: tokio::sync::watch::Sender<Vec<u8>>,
     ) {
         let Ok(server) = tokio::net::TcpStream::connect(backend).await else {
             return;
@@ -448,15 +520,18 @@ impl FreezingRelay {
         let (from_client, to_client) = client.into_split();
         let (from_server, to_server) = server.into_split();
         tokio::select! {
-            () = Self::copy(from_client, to_server, frozen.clone()) => {}
-            () = Self::copy(from_server, to_client, frozen) => {}
+            () = Self::copy(from_client, to_server, hold.clone(), Some(held)) => {}
+            () = Self::copy(from_server, to_client, hold, None) => {}
         }
     }
 
+    /// Copies until a read is to be held; then holds it, and everything
+    /// after it, noting what a client sent in `held`.
     async fn copy(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
-        mut frozen: tokio::sync::watch::Receiver<bool>,
+        mut hold: tokio::sync::watch::Receiver<Hold>,
+        held: Option<tokio::sync::watch::Sender<Vec<u8>>>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut buf = vec![0u8; 16 * 1024];
@@ -467,7 +542,10 @@ impl FreezingRelay {
             if n == 0 {
                 return;
             }
-            if *frozen.borrow_and_update() {
+            if hold.borrow_and_update().catches(&buf[..n]) {
+                if let Some(held) = &held {
+                    held.send_modify(|bytes| bytes.extend_from_slice(&buf[..n]));
+                }
                 std::future::pending::<()>().await;
             }
             if to.write_all(&buf[..n]).await.is_err() {
@@ -493,19 +571,7 @@ impl Drop for FreezingRelay {
 #[tokio::test]
 async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() {
     let deployment = Deployment::new().await;
-    // The same database URL, through the relay.
-    let mut url = reqwest::Url::parse(&deployment.database).expect("a database URL");
-    let host = url.host_str().expect("a host").to_owned();
-    let backend = tokio::net::lookup_host((host, url.port().unwrap_or(5432)))
-        .await
-        .expect("resolved")
-        .next()
-        .expect("an address");
-    let relay = FreezingRelay::start(backend).await;
-    url.set_host(Some(&relay.addr.ip().to_string()))
-        .expect("a host");
-    url.set_port(Some(relay.addr.port())).expect("a port");
-    let through_relay = url.to_string();
+    let (relay, through_relay) = FreezingRelay::before(&deployment.database).await;
     let app = deployment
         .spawn_node(0, |config| {
             config.database_url = Some(through_relay);
@@ -556,4 +622,38 @@ async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() 
     );
     assert_eq!(answers["from-memory"], "acked");
     assert_eq!(answers["needs-db"], "refused, retry true");
+}
+
+/// A stopping server waits for requests still running only so long
+/// (`NATTER_SHUTDOWN_GRACE_MS`): a read whose query the database never
+/// answers would otherwise keep it from stopping, and from storing what it
+/// sequenced, until TCP gives up (many minutes).
+#[tokio::test]
+async fn a_request_the_database_never_answers_does_not_keep_the_server_from_stopping() {
+    let deployment = Deployment::new().await;
+    let (relay, through_relay) = FreezingRelay::before(&deployment.database).await;
+    let mut app = deployment
+        .spawn_node(0, |config| {
+            config.database_url = Some(through_relay);
+            config.shutdown_grace_ms = 200;
+        })
+        .await;
+    let (ann, _, chat) = app.ann_and_bob().await;
+
+    relay.freeze_at(&chat.id);
+    let reading = tokio::spawn(
+        reqwest::Client::new()
+            .get(app.url(&format!("/api/message/{}", chat.id)))
+            .bearer_auth(&ann.token)
+            .send(),
+    );
+    // The read's query, bound to the chat, waits on the database.
+    relay.until_held(&chat.id).await;
+
+    let stopped = tokio::time::timeout(Duration::from_secs(30), app.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "the server stopped with the read still waiting"
+    );
+    reading.abort();
 }

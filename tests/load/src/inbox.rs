@@ -317,7 +317,7 @@ mod tests {
     fn a_seq_seen_already_is_not_counted_again() {
         let tally = Arc::new(Tally::new(4));
         for k in 0..3 {
-            tally.sending(k, 1);
+            tally.sending(k, 1, Instant::now());
             tally.acked(k);
         }
         let mut inbox = Inbox::new(9, tally.clone(), &["c".to_owned()]);
@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn a_message_for_another_chat_is_misrouted_not_delivered() {
         let tally = Arc::new(Tally::new(2));
-        tally.sending(0, 2);
+        tally.sending(0, 2, Instant::now());
         tally.acked(0);
         let mut member = Inbox::new(9, tally.clone(), &["c".to_owned()]);
         let mut outsider = Inbox::new(9, tally.clone(), &["d".to_owned()]);
@@ -366,7 +366,7 @@ mod tests {
                 first_try: true,
             };
             let text = serde_json::to_string(&frame).expect("a frame serializes");
-            tally.sending(k, 1);
+            tally.sending(k, 1, Instant::now());
             inbox.writing(k, text.into());
         };
         for k in 0..3 {

@@ -371,7 +371,9 @@ async fn send(
                 .iter()
                 .map(|&member| sockets_of(member, writers.len(), crowd.users.len()))
                 .sum();
-            tally.sending(k, recipients as u32);
+            // Due once `rate` x elapsed passes k + 1 (how `due` counts).
+            let due_at = started + Duration::from_secs_f64((k + 1) as f64 / args.rate as f64);
+            tally.sending(k, recipients as u32, due_at);
             match args.via {
                 Via::Socket => {
                     let frame = ClientFrame::Send {

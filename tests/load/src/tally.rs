@@ -75,16 +75,16 @@ impl Tally {
         self.sent_at.len()
     }
 
-    pub fn micros(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-
-    /// Message `k` leaves now, for `recipients` sockets.
-    pub fn sending(&self, k: usize, recipients: u32) {
+    /// Message `k`, due at `due` in the run's fixed-rate schedule, leaves
+    /// for `recipients` sockets. Its latencies count from `due`, not from
+    /// when the send loop got to it: a tool that falls behind (its own
+    /// runtime busy, or a server too slow to take the requests) must not
+    /// leave the wait out of the figures.
+    pub fn sending(&self, k: usize, recipients: u32, due: Instant) {
+        let since_start = due.saturating_duration_since(self.start).as_micros();
+        let due = u64::try_from(since_start).unwrap_or(u64::MAX).max(1);
         self.expected[k].store(recipients, Ordering::Relaxed);
-        self.sent_at[k].store(self.micros(), Ordering::Release);
+        self.sent_at[k].store(due, Ordering::Release);
         self.sent.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -103,13 +103,19 @@ impl Tally {
 
     /// A recipient received message `k`: its latency in µs, if it is ours.
     pub fn delivered(&self, k: usize) -> Option<u64> {
+        self.delivered_at(k, Instant::now())
+    }
+
+    fn delivered_at(&self, k: usize, now: Instant) -> Option<u64> {
         let sent_at = self.sent_at.get(k)?.load(Ordering::Acquire);
         if sent_at == 0 {
             return None;
         }
         self.delivered[k].fetch_add(1, Ordering::Relaxed);
         self.deliveries.fetch_add(1, Ordering::Relaxed);
-        Some(self.micros().saturating_sub(sent_at).max(1))
+        let now = u64::try_from(now.saturating_duration_since(self.start).as_micros())
+            .unwrap_or(u64::MAX);
+        Some(now.saturating_sub(sent_at).max(1))
     }
 
     /// Deliveries still missing for acked messages.
@@ -183,8 +189,8 @@ mod tests {
     #[test]
     fn counts_show_lost_and_duplicated_deliveries() {
         let tally = Tally::new(3);
-        tally.sending(0, 2);
-        tally.sending(1, 2);
+        tally.sending(0, 2, Instant::now());
+        tally.sending(1, 2, Instant::now());
         tally.acked(0);
         tally.acked(1);
         assert!(tally.delivered(0).is_some());
@@ -195,5 +201,16 @@ mod tests {
         assert_eq!(tally.missing(), 1);
         assert_eq!(tally.duplicated(), 1);
         assert_eq!(tally.double_acks(), 0);
+    }
+
+    /// A send the loop got to late (here: 40 ms after it was due) counts
+    /// that wait in its latency.
+    #[test]
+    fn latency_counts_from_when_the_send_was_due() {
+        let tally = Tally::new(1);
+        let due = tally.start + std::time::Duration::from_millis(10);
+        tally.sending(0, 1, due);
+        let received = due + std::time::Duration::from_millis(50);
+        assert_eq!(tally.delivered_at(0, received), Some(50_000));
     }
 }

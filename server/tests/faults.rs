@@ -1327,6 +1327,103 @@ async fn an_embedded_server_killed_before_storing_what_it_delivered_reuses_none_
     );
 }
 
+/// The sessions holding the nodes' lock (its key, 0x6e61_7474_6572, in two
+/// halves), not another advisory lock such as the migrations'.
+const LOCK_HOLDERS: &str = "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+    WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database() \
+    AND l.classid = 28257 AND l.objid = 1953785202";
+
+/// A PostgreSQL process stopped (SIGSTOP); going on (SIGCONT) when dropped.
+struct Stalled(i32);
+
+impl Stalled {
+    fn begin(pid: i32) -> Stalled {
+        let stopped = as_root("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(stopped.success(), "the process stops");
+        Stalled(pid)
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        let _ = as_root("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// A node without RabbitMQ whose lock session stalls (its PostgreSQL
+/// process stopped, as a network stall or a database too busy to answer
+/// does, while PostgreSQL keeps the session) takes its place again on a new
+/// session once the stalled one lets go. It used to find its own lock held
+/// and take it for a node of the other kind's, and stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_lock_session_stalls_takes_its_place_again() {
+    use sqlx::Connection;
+    let _serial = SERIAL.lock().await;
+    let database = new_postgres_database().await;
+    let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut alone = server_command("alone", &database, &exchange, data.path())
+        .env_remove("NATTER_AMQP_URL")
+        .env("NATTER_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("the node without RabbitMQ starts");
+    wait_healthy(port).await;
+    let mut admin = sqlx::PgConnection::connect(&database)
+        .await
+        .expect("PostgreSQL");
+    let (held_by,): (i32,) = sqlx::query_as(&format!("SELECT l.pid {LOCK_HOLDERS}"))
+        .fetch_one(&mut admin)
+        .await
+        .expect("the node holds its place");
+
+    let stalled = Stalled::begin(held_by);
+    // The node's check times out; a new session of its own asks for the
+    // lock (and what holds it).
+    wait_until(
+        "the node to ask for its place again",
+        FAULT_PATIENCE,
+        async || {
+            let (asking,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'natter-server (node)' AND pid <> $1 \
+             AND (query LIKE '%advisory%' OR query LIKE '%pg_locks%' OR query LIKE '%terminate%')",
+            )
+            .bind(held_by)
+            .fetch_one(&mut admin)
+            .await
+            .expect("asked");
+            asking > 0 || alone.try_wait().expect("the node's state").is_some()
+        },
+    )
+    .await;
+    drop(stalled);
+
+    wait_until(
+        "the node to hold its place on a new session",
+        FAULT_PATIENCE,
+        async || {
+            if let Some(exit) = alone.try_wait().expect("the node's state") {
+                panic!("the node stopped: {exit}");
+            }
+            let pids: Vec<(i32,)> = sqlx::query_as(&format!(
+                "SELECT l.pid {LOCK_HOLDERS} AND l.mode = 'ExclusiveLock'"
+            ))
+            .fetch_all(&mut admin)
+            .await
+            .expect("asked");
+            pids.len() == 1 && pids[0].0 != held_by
+        },
+    )
+    .await;
+    wait_healthy(port).await;
+}
+
 /// A node with RabbitMQ whose session on PostgreSQL ended (a restart does)
 /// finds, when it comes to take its place again, that a node without
 /// RabbitMQ took the database meanwhile: it stops, with a failure, rather
@@ -1354,11 +1451,7 @@ async fn a_node_whose_place_a_node_of_the_other_kind_took_stops() {
     let mut admin = sqlx::PgConnection::connect(&database)
         .await
         .expect("PostgreSQL");
-    // The nodes' lock (its key, 0x6e61_7474_6572, in two halves), not
-    // another advisory lock such as the migrations'.
-    let holders = "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                   WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database() \
-                   AND l.classid = 28257 AND l.objid = 1953785202";
+    let holders = LOCK_HOLDERS;
     wait_until(
         "the node without RabbitMQ to take the database",
         FAULT_PATIENCE,

@@ -75,7 +75,8 @@ impl DeploymentLock {
         let mut session = connect(&options).await?;
         loop {
             if try_lock(&mut session, sequencing).await? {
-                let watch = tokio::spawn(keep(session, options, sequencing));
+                let pid = backend_pid(&mut session).await.ok();
+                let watch = tokio::spawn(keep(session, pid, options, sequencing));
                 return Ok(Some(DeploymentLock { watch }));
             }
             if tokio::time::Instant::now() >= deadline {
@@ -117,10 +118,41 @@ async fn try_lock(session: &mut PgConnection, sequencing: Sequencing) -> StoreRe
     Ok(held)
 }
 
-/// Holds the place on `session`; when the session is lost (PostgreSQL
-/// restarted, the network cut), takes it again on a new one, saying so
-/// loudly when another node took it meanwhile.
-async fn keep(mut session: PgConnection, options: PgConnectOptions, sequencing: Sequencing) {
+/// The lock's key in the halves `pg_locks` shows it in.
+const KEY_HIGH: i64 = KEY >> 32;
+const KEY_LOW: i64 = KEY & 0xffff_ffff;
+
+async fn backend_pid(session: &mut PgConnection) -> StoreResult<i32> {
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(session)
+        .await?;
+    Ok(pid)
+}
+
+/// The sessions holding the lock on this database, in either mode.
+async fn holders(session: &mut PgConnection) -> StoreResult<Vec<i32>> {
+    let pids: Vec<(i32,)> = sqlx::query_as(
+        "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.granted \
+         AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1",
+    )
+    .bind(KEY_HIGH)
+    .bind(KEY_LOW)
+    .fetch_all(session)
+    .await?;
+    Ok(pids.into_iter().map(|(pid,)| pid).collect())
+}
+
+/// Holds the place on `session` (PostgreSQL's process `pid`); when the
+/// session is lost (PostgreSQL restarted, the network cut or stalled),
+/// takes it again on a new one, saying so loudly when another node took
+/// it meanwhile.
+async fn keep(
+    mut session: PgConnection,
+    mut pid: Option<i32>,
+    options: PgConnectOptions,
+    sequencing: Sequencing,
+) {
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
         // A network that drops packets without a word would hold a ping
@@ -131,27 +163,72 @@ async fn keep(mut session: PgConnection, options: PgConnectOptions, sequencing: 
         tracing::warn!(
             "this node's session on PostgreSQL was lost (a restart?): taking its place again"
         );
-        session = loop {
-            match connect(&options).await {
-                Ok(mut new) => match try_lock(&mut new, sequencing).await {
-                    Ok(true) => break new,
-                    Ok(false) => {
-                        tracing::error!(
-                            ?sequencing,
-                            "a node of the other kind took this database while this one's session was lost: nodes that share one need RabbitMQ, every one of them; stopping this node"
-                        );
-                        std::process::exit(PLACE_TAKEN_EXIT);
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "taking this node's place on PostgreSQL again")
-                    }
-                },
-                Err(err) => {
-                    tracing::warn!(error = %err, "PostgreSQL is not answering; trying again")
-                }
-            }
-            tokio::time::sleep(CHECK_EVERY).await;
-        };
+        drop(session);
+        session = retake(&options, sequencing, pid).await;
+        pid = backend_pid(&mut session).await.ok();
         tracing::info!("this node holds its place on PostgreSQL again");
+    }
+}
+
+/// A new session that holds the place again, tried until PostgreSQL answers.
+async fn retake(
+    options: &PgConnectOptions,
+    sequencing: Sequencing,
+    lost: Option<i32>,
+) -> PgConnection {
+    loop {
+        match connect(options).await {
+            Ok(mut new) => match hold_again(&mut new, sequencing, lost).await {
+                Ok(()) => return new,
+                Err(err) => {
+                    tracing::warn!(error = %err, "taking this node's place on PostgreSQL again")
+                }
+            },
+            Err(err) => tracing::warn!(error = %err, "PostgreSQL is not answering; trying again"),
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+/// Takes the lock on `session`. A session that stopped answering (a stall
+/// rather than a restart) may still hold it, PostgreSQL not knowing yet
+/// that it is gone: the place is still this node's then, so the lost
+/// session (`lost`) is ended and the lock taken once it lets go. Held by
+/// any other session, it was taken by a node of the other kind: this node
+/// stops (`PLACE_TAKEN_EXIT`), as a crash would.
+async fn hold_again(
+    session: &mut PgConnection,
+    sequencing: Sequencing,
+    lost: Option<i32>,
+) -> StoreResult<()> {
+    let mut ending = false;
+    loop {
+        if try_lock(session, sequencing).await? {
+            return Ok(());
+        }
+        let holders = holders(session).await?;
+        match lost {
+            Some(lost) if holders.iter().all(|&holder| holder == lost) => {
+                if !ending && !holders.is_empty() {
+                    tracing::warn!(
+                        pid = lost,
+                        "this node's lost session on PostgreSQL still holds its place: ending it"
+                    );
+                    sqlx::query("SELECT pg_terminate_backend($1)")
+                        .bind(lost)
+                        .execute(&mut *session)
+                        .await?;
+                    ending = true;
+                }
+                tokio::time::sleep(TRY_EVERY).await;
+            }
+            _ => {
+                tracing::error!(
+                    ?sequencing,
+                    "a node of the other kind took this database while this one's session was lost: nodes that share one need RabbitMQ, every one of them; stopping this node"
+                );
+                std::process::exit(PLACE_TAKEN_EXIT);
+            }
+        }
     }
 }

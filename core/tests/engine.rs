@@ -41,7 +41,10 @@ impl Server {
 
     async fn spawn_with_token_ttl(token_ttl_secs: Option<u64>) -> Server {
         let mut server = Server {
-            addr: "127.0.0.1:0".parse().expect("addr"),
+            // Below the ephemeral range: a restart binds the same port,
+            // which an outgoing connection of a test running beside this
+            // one could hold meanwhile had the system picked it.
+            addr: ([127, 0, 0, 1], natter_test_support::free_port()).into(),
             data: tempfile::tempdir().expect("temp dir"),
             secret: SECRET.into(),
             token_ttl_secs,

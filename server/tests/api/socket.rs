@@ -156,29 +156,31 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
 async fn the_server_pings_and_drops_a_socket_that_stops_answering() {
     let app = spawn_app_with(|config| {
         config.ws_ping_ms = 50;
-        config.ws_timeout_ms = 300;
+        config.ws_timeout_ms = 2000;
     })
     .await;
     let ann = app.sign_up("Ann").await;
 
-    // A live client answers pings (tungstenite does so while it reads).
+    // A live client answers pings (tungstenite does so as it reads on).
     let mut live = app.socket(&ann).await;
-    let ping = tokio::time::timeout(crate::helpers::PATIENCE, async {
-        loop {
-            if let Some(Ok(WsMessage::Ping(_))) = live.ws.next().await {
-                return;
+    let (pinged, ping) = tokio::sync::oneshot::channel();
+    let reading = tokio::spawn(async move {
+        let mut pinged = Some(pinged);
+        while let Some(frame) = live.ws.next().await {
+            if let (Ok(WsMessage::Ping(_)), Some(pinged)) = (frame, pinged.take()) {
+                let _ = pinged.send(());
             }
         }
-    })
-    .await;
+    });
+    let ping = tokio::time::timeout(crate::helpers::PATIENCE, ping).await;
     assert!(ping.is_ok(), "the server pings");
 
     // A client that never reads never answers: the server drops it.
     let _silent = app.socket(&ann).await;
     app.wait_for_connections(2).await;
-    let keep_reading = tokio::spawn(async move { while live.ws.next().await.is_some() {} });
     app.wait_for_connections(1).await;
-    keep_reading.abort();
+    assert!(!reading.is_finished(), "the live socket is still open");
+    reading.abort();
 }
 
 /// A client that keeps talking but stops reading fills its TCP window, and

@@ -29,6 +29,11 @@ pub async fn start_server() -> (String, tempfile::TempDir, tokio::sync::oneshot:
     let data = tempfile::tempdir().expect("temp dir");
     let mut config = natter_server::config::Config::with_data_dir(data.path().to_path_buf());
     config.addr = "127.0.0.1:0".parse().expect("addr");
+    // Bob's and Carol's test sockets are read only when a step waits for
+    // a frame, and tungstenite answers pings only as it reads: silent for
+    // the default minute (the app's steps take that long on a busy
+    // machine), they would be dropped, and what they send next lost.
+    config.ws_timeout_ms = 30 * 60 * 1000;
     let app = natter_server::Application::build(&config)
         .await
         .expect("the server starts");

@@ -1398,7 +1398,7 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
         let store = natter_server::store::SqliteStore::open(server.data.path())
             .await
             .expect("the server's store");
-        natter_server::store::Store::remove_member(&store, &group.id, &ann.id)
+        natter_server::store::Store::remove_member(&store, &group.id, &ann.id, None)
             .await
             .expect("removed");
     }

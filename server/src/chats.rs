@@ -136,7 +136,7 @@ async fn group_for_admin(state: &AppState, me: &str, chat_id: &str) -> Result<Ch
         return Err(ApiError::bad_request("this is not a group chat"));
     }
     if chat.group_admin.as_ref().map(|admin| admin.id.as_str()) != Some(me) {
-        return Err(ApiError::forbidden("only the group's admin can do that"));
+        return Err(ApiError::forbidden(crate::error::NOT_ADMIN));
     }
     Ok(chat)
 }
@@ -257,7 +257,10 @@ pub async fn rename(
     let me = me.to_owned();
     in_turn(state, chat_id, |state, chat_id| async move {
         group_for_admin(&state, &me, &chat_id).await?;
-        let chat = state.store.rename_chat(&chat_id, name.as_str()).await?;
+        let chat = state
+            .store
+            .rename_chat(&chat_id, name.as_str(), Some(&me))
+            .await?;
         announce(&state, chat.clone(), None).await;
         Ok(chat)
     })
@@ -280,7 +283,10 @@ pub async fn add_member(
             )));
         }
         state.pipeline.ready_for_member_changes(&chat_id).await?;
-        let chat = state.store.add_member(&chat_id, &user_id).await?;
+        let chat = state
+            .store
+            .add_member(&chat_id, &user_id, Some(&me))
+            .await?;
         announce(&state, chat.clone(), None).await;
         Ok(chat)
     })
@@ -297,16 +303,18 @@ pub async fn remove_member(
 ) -> Result<Chat, ApiError> {
     let (me, user_id) = (me.to_owned(), user_id.to_owned());
     in_turn(state, chat_id, |state, chat_id| async move {
-        if user_id == me {
+        let admin = if user_id == me {
             let chat = chat_for_member(&state, &me, &chat_id).await?;
             if !chat.is_group_chat {
                 return Err(ApiError::bad_request("this is not a group chat"));
             }
+            None
         } else {
             group_for_admin(&state, &me, &chat_id).await?;
-        }
+            Some(me.as_str())
+        };
         state.pipeline.ready_for_member_changes(&chat_id).await?;
-        let chat = state.store.remove_member(&chat_id, &user_id).await?;
+        let chat = state.store.remove_member(&chat_id, &user_id, admin).await?;
         announce(&state, chat.clone(), Some(&user_id)).await;
         Ok(chat)
     })

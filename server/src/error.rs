@@ -13,6 +13,9 @@ use crate::blobs::BlobError;
 use crate::domain::ValidationError;
 use crate::store::StoreError;
 
+/// The refusal of a group change by someone who is not its admin.
+pub const NOT_ADMIN: &str = "only the group's admin can do that";
+
 /// Why a request failed. The message is shown to the user as it is, so it
 /// says what was wrong with the input and never leaks internals.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +125,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotMember => {
                 ApiError::Forbidden("you are not a member of this chat".into())
             }
+            StoreError::NotAdmin => ApiError::Forbidden(NOT_ADMIN.into()),
             StoreError::Invalid(what) => ApiError::BadRequest(what),
             StoreError::Database(cause) => ApiError::Internal(cause.into()),
             // Temporary (`is_temporary`): answered above.

@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The caller is not (or no longer) a member of the chat.
     #[error("not a member of this chat")]
     NotMember,
+    /// The caller is not (or no longer) the group's admin.
+    #[error("not the group's admin")]
+    NotAdmin,
     /// Text the database cannot hold (PostgreSQL refuses the NUL
     /// character), in an id or a field no domain type checked. The text is
     /// shown to users.
@@ -197,11 +200,32 @@ pub trait Store: Send + Sync + 'static {
     async fn members(&self, chat_id: &str) -> StoreResult<Vec<String>>;
     /// The user's chats, most recent activity first.
     async fn chats_of(&self, user_id: &str) -> StoreResult<Vec<Chat>>;
-    async fn rename_chat(&self, chat_id: &str, name: &str) -> StoreResult<Chat>;
-    async fn add_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat>;
+    /// Renames a group; with `admin`, only while that user is its admin
+    /// (`NotAdmin` otherwise), checked in the change's own transaction: a
+    /// check before it could be outdated by then (the admin left through
+    /// another node meanwhile).
+    async fn rename_chat(
+        &self,
+        chat_id: &str,
+        name: &str,
+        admin: Option<&str>,
+    ) -> StoreResult<Chat>;
+    /// Adds a member; `admin` as for `rename_chat`.
+    async fn add_member(
+        &self,
+        chat_id: &str,
+        user_id: &str,
+        admin: Option<&str>,
+    ) -> StoreResult<Chat>;
     /// Removes a member; when it was the admin, the longest-standing remaining
-    /// member becomes admin so a group is never left without one.
-    async fn remove_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat>;
+    /// member becomes admin so a group is never left without one. `admin`
+    /// as for `rename_chat` (None for a member who leaves).
+    async fn remove_member(
+        &self,
+        chat_id: &str,
+        user_id: &str,
+        admin: Option<&str>,
+    ) -> StoreResult<Chat>;
 
     /// The highest seq stored in a chat (0 when empty); None when there is no such chat.
     async fn last_seq(&self, chat_id: &str) -> StoreResult<Option<i64>>;

@@ -133,6 +133,15 @@ impl PgStore {
         Ok(inserted)
     }
 
+    /// Makes the transaction on `conn` read one snapshot: PostgreSQL's
+    /// default gives each statement its own.
+    async fn one_snapshot(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(conn)
+            .await
+            .map(drop)
+    }
+
     /// The latest message of each chat that `condition` (on `c.id`) picks,
     /// as `MESSAGE_COLS`. One index probe per chat, ordered by seq and
     /// limited to one, whatever the statistics say: PostgreSQL caches a

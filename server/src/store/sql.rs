@@ -146,9 +146,15 @@ macro_rules! sql_store {
             }
 
             impl $store {
+                /// Chats in one snapshot: their three reads apart could
+                /// list a chat the user just left without them among its
+                /// members.
                 async fn load_chats(&self, which: Chats<'_>) -> StoreResult<Vec<Chat>> {
-                    let mut conn = self.reader.acquire().await?;
-                    Self::load_chats_on(&mut conn, which).await
+                    let mut tx = self.reader.begin().await?;
+                    $store::one_snapshot(&mut tx).await?;
+                    let chats = Self::load_chats_on(&mut tx, which).await?;
+                    tx.commit().await?;
+                    Ok(chats)
                 }
 
                 /// Chats as `conn` sees them: a change reads the chat it
@@ -217,6 +223,34 @@ macro_rules! sql_store {
                         .await?
                         .pop()
                         .ok_or_else(|| StoreError::NotFound("no chat with that id".into()))
+                }
+
+                /// Takes the chat's row for a change (later changes of it
+                /// wait for this one's commit), marking it changed `now`;
+                /// with `admin`, only while that user is its admin: checked
+                /// on the row taken, so no change of admin slips in between.
+                async fn take_for_change(tx: &mut Tx, chat_id: &str, admin: Option<&str>, now: i64) -> StoreResult<()> {
+                    let taken = match admin {
+                        Some(admin) => {
+                            sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2 AND admin_id = $3")
+                                .bind(now)
+                                .bind(chat_id)
+                                .bind(admin)
+                                .execute(&mut **tx)
+                                .await?
+                        }
+                        None => {
+                            sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2")
+                                .bind(now)
+                                .bind(chat_id)
+                                .execute(&mut **tx)
+                                .await?
+                        }
+                    };
+                    if admin.is_some() && taken.rows_affected() == 0 {
+                        return Err(StoreError::NotAdmin);
+                    }
+                    Ok(())
                 }
 
                 async fn insert_members(tx: &mut Tx, chat_id: &str, users: &[&str], now: i64) -> StoreResult<u64> {
@@ -404,11 +438,11 @@ macro_rules! sql_store {
                     self.load_chats(Chats::Of(user_id)).await
                 }
 
-                async fn rename_chat(&self, chat_id: &str, name: &str) -> StoreResult<Chat> {
+                async fn rename_chat(&self, chat_id: &str, name: &str, admin: Option<&str>) -> StoreResult<Chat> {
                     let mut tx = self.writer.begin().await?;
-                    sqlx::query("UPDATE chats SET name = $1, updated_at = $2 WHERE id = $3")
+                    Self::take_for_change(&mut tx, chat_id, admin, now_millis()).await?;
+                    sqlx::query("UPDATE chats SET name = $1 WHERE id = $2")
                         .bind(name)
-                        .bind(now_millis())
                         .bind(chat_id)
                         .execute(&mut *tx)
                         .await?;
@@ -417,18 +451,14 @@ macro_rules! sql_store {
                     Ok(chat)
                 }
 
-                async fn add_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
+                async fn add_member(&self, chat_id: &str, user_id: &str, admin: Option<&str>) -> StoreResult<Chat> {
                     let now = now_millis();
                     let mut tx = self.writer.begin().await?;
                     // The chat's row first: additions at once run one after
                     // the other, so each counts the members the others left
                     // (two at 255 members would both pass a count made
                     // outside, and make 257).
-                    sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(chat_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::take_for_change(&mut tx, chat_id, admin, now).await?;
                     if Self::insert_members(&mut tx, chat_id, &[user_id], now).await? == 0 {
                         return Err(StoreError::Conflict("that user is already a member".into()));
                     }
@@ -445,18 +475,14 @@ macro_rules! sql_store {
                     Ok(chat)
                 }
 
-                async fn remove_member(&self, chat_id: &str, user_id: &str) -> StoreResult<Chat> {
+                async fn remove_member(&self, chat_id: &str, user_id: &str, admin: Option<&str>) -> StoreResult<Chat> {
                     let now = now_millis();
                     let mut tx = self.writer.begin().await?;
                     // The chat's row first: two removals at once then run
                     // one after the other. Otherwise, on PostgreSQL, each
                     // would pick the next admin from a view taken before
                     // the other's removal, and could pick the other leaver.
-                    sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(chat_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::take_for_change(&mut tx, chat_id, admin, now).await?;
                     let removed = sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
                         .bind(chat_id)
                         .bind(user_id)

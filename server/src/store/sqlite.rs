@@ -92,6 +92,12 @@ impl SqliteStore {
         Ok(inserted)
     }
 
+    /// A transaction reads one snapshot already, from its first read (the
+    /// database is in WAL mode).
+    async fn one_snapshot(_conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     /// The latest message of each chat that `condition` (on `c.id`) picks,
     /// as `MESSAGE_COLS` (SQLite has no LATERAL; its planner probes the
     /// `(chat_id, seq)` index for the maximum).

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use natter_server::store::{BatchStored, NewUser, Page, PgStore, SqliteStore, Store};
+use natter_server::store::{BatchStored, NewUser, Page, PgStore, SqliteStore, Store, StoreError};
 use natter_shared::{Message, User};
 
 use crate::helpers::new_postgres_database;
@@ -224,8 +224,8 @@ async fn a_group_never_grows_past_its_limit(store: &dyn Store) {
         .expect("a group one short of the limit");
     assert_eq!(group.users.len(), GROUP_MAX_MEMBERS - 1);
     let (a, b) = tokio::join!(
-        store.add_member(&group.id, &two[0]),
-        store.add_member(&group.id, &two[1])
+        store.add_member(&group.id, &two[0], Some(admin)),
+        store.add_member(&group.id, &two[1], Some(admin))
     );
     assert_eq!(
         usize::from(a.is_ok()) + usize::from(b.is_ok()),
@@ -250,6 +250,203 @@ async fn sqlite_keeps_a_group_within_its_limit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path()).await.expect("SQLite");
     a_group_never_grows_past_its_limit(&store).await;
+}
+
+/// A group change made for its admin is made only while they are its
+/// admin, decided by the store in the change's transaction.
+async fn changes_are_made_only_while_their_admin_is_admin(store: &dyn Store) {
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let cid = user(store, "cid").await;
+    let dan = user(store, "dan").await;
+    let group = store
+        .create_group(
+            "g-admin",
+            "Group",
+            &ann.id,
+            &[bob.id.clone(), cid.id.clone()],
+        )
+        .await
+        .expect("a group");
+    // Ann leaves (through another node, say): Bob is admin now.
+    let left = store
+        .remove_member(&group.id, &ann.id, None)
+        .await
+        .expect("Ann left");
+    assert_eq!(left.group_admin.map(|admin| admin.id), Some(bob.id.clone()));
+
+    let not_admin = |result: Result<_, StoreError>| matches!(result, Err(StoreError::NotAdmin));
+    assert!(not_admin(
+        store.rename_chat(&group.id, "Hers", Some(&ann.id)).await
+    ));
+    assert!(not_admin(
+        store.add_member(&group.id, &dan.id, Some(&ann.id)).await
+    ));
+    assert!(not_admin(
+        store.remove_member(&group.id, &cid.id, Some(&ann.id)).await
+    ));
+    assert_eq!(
+        store.members(&group.id).await.expect("members"),
+        [bob.id.clone(), cid.id.clone()]
+    );
+    let renamed = store
+        .rename_chat(&group.id, "His", Some(&bob.id))
+        .await
+        .expect("renamed by its admin");
+    assert_eq!(renamed.chat_name, "His");
+}
+
+#[tokio::test]
+async fn postgres_makes_group_changes_only_while_their_admin_is_admin() {
+    let url = new_postgres_database().await;
+    let store = PgStore::connect(&url, 4).await.expect("PostgreSQL");
+    changes_are_made_only_while_their_admin_is_admin(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_makes_group_changes_only_while_their_admin_is_admin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).await.expect("SQLite");
+    changes_are_made_only_while_their_admin_is_admin(&store).await;
+}
+
+/// The admin check is made on the chat's row as the change takes it: a
+/// change that waited for another (the admin leaving, committed through
+/// another node) sees its outcome, not the row as it was when it began.
+#[tokio::test]
+async fn postgres_checks_the_admin_on_the_row_a_change_waited_for() {
+    use sqlx::{Connection, Executor};
+    let url = new_postgres_database().await;
+    let store = Arc::new(PgStore::connect(&url, 4).await.expect("PostgreSQL"));
+    let ann = user(store.as_ref(), "ann").await;
+    let bob = user(store.as_ref(), "bob").await;
+    let cid = user(store.as_ref(), "cid").await;
+    let group = store
+        .create_group(
+            "g-race",
+            "Group",
+            &ann.id,
+            &[bob.id.clone(), cid.id.clone()],
+        )
+        .await
+        .expect("a group");
+    let mut other = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL");
+    other.execute("BEGIN").await.expect("begun");
+    sqlx::query("SELECT id FROM chats WHERE id = $1 FOR UPDATE")
+        .bind(&group.id)
+        .fetch_one(&mut other)
+        .await
+        .expect("the chat's row taken");
+
+    let removing = tokio::spawn({
+        let (store, group, cid, ann) = (
+            store.clone(),
+            group.id.clone(),
+            cid.id.clone(),
+            ann.id.clone(),
+        );
+        async move { store.remove_member(&group, &cid, Some(&ann)).await }
+    });
+    crate::helpers::wait_until(
+        "the removal to wait for the row",
+        crate::helpers::PATIENCE,
+        async || {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND a.datname = current_database()",
+            )
+            .fetch_one(&mut other)
+            .await
+            .expect("asked");
+            waiting > 0
+        },
+    )
+    .await;
+    // Meanwhile Ann leaves: Bob is admin.
+    sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
+        .bind(&group.id)
+        .bind(&ann.id)
+        .execute(&mut other)
+        .await
+        .expect("Ann left");
+    sqlx::query("UPDATE chats SET admin_id = $1 WHERE id = $2")
+        .bind(&bob.id)
+        .bind(&group.id)
+        .execute(&mut other)
+        .await
+        .expect("Bob is admin");
+    other.execute("COMMIT").await.expect("committed");
+
+    let removed = removing.await.expect("the removal's task");
+    assert!(matches!(removed, Err(StoreError::NotAdmin)), "{removed:?}");
+    assert_eq!(
+        store.members(&group.id).await.expect("members"),
+        [bob.id, cid.id]
+    );
+}
+
+/// A chat list is read in one snapshot: a member leaving between its reads
+/// of the chats and of their members does not list the chat without them.
+/// (SQLite's transactions read one snapshot as they are.)
+#[tokio::test]
+async fn postgres_reads_a_chat_list_in_one_snapshot() {
+    use sqlx::{Connection, Executor};
+    let url = new_postgres_database().await;
+    let store = Arc::new(PgStore::connect(&url, 4).await.expect("PostgreSQL"));
+    let ann = user(store.as_ref(), "ann").await;
+    let bob = user(store.as_ref(), "bob").await;
+    let group = store
+        .create_group("g-snap", "Group", &ann.id, std::slice::from_ref(&bob.id))
+        .await
+        .expect("a group");
+    // The list's read of the members (which joins `users`) waits here,
+    // after its read of the chats.
+    let mut holder = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL");
+    holder.execute("BEGIN").await.expect("begun");
+    holder
+        .execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("users locked");
+    let listing = tokio::spawn({
+        let (store, bob) = (store.clone(), bob.id.clone());
+        async move { store.chats_of(&bob).await }
+    });
+    let mut other = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL");
+    crate::helpers::wait_until(
+        "the list to wait for users",
+        crate::helpers::PATIENCE,
+        async || {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND a.datname = current_database()",
+            )
+            .fetch_one(&mut other)
+            .await
+            .expect("asked");
+            waiting > 0
+        },
+    )
+    .await;
+    // Meanwhile Bob leaves.
+    sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
+        .bind(&group.id)
+        .bind(&bob.id)
+        .execute(&mut other)
+        .await
+        .expect("Bob left");
+    holder.execute("COMMIT").await.expect("users free");
+
+    let listed = listing.await.expect("the list's task").expect("a list");
+    assert!(
+        listed.iter().any(|chat| chat.id == group.id),
+        "the chats were read before Bob left: {listed:?}"
+    );
+    for chat in &listed {
+        assert!(
+            chat.users.iter().any(|member| member.id == bob.id),
+            "listed without Bob: {chat:?}"
+        );
+    }
 }
 
 /// A node without RabbitMQ sequences every chat itself, so it has its

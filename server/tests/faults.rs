@@ -4,6 +4,8 @@
 
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/relay.rs"]
+mod relay;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -1354,42 +1356,21 @@ const LOCK_HOLDERS: &str = "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l
     WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database() \
     AND l.classid = 28257 AND l.objid = 1953785202";
 
-/// A PostgreSQL process stopped (SIGSTOP); going on (SIGCONT) when dropped.
-struct Stalled(i32);
-
-impl Stalled {
-    fn begin(pid: i32) -> Stalled {
-        let stopped = as_root("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(stopped.success(), "the process stops");
-        Stalled(pid)
-    }
-}
-
-impl Drop for Stalled {
-    fn drop(&mut self) {
-        let _ = as_root("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
-}
-
-/// A node without RabbitMQ whose lock session stalls (its PostgreSQL
-/// process stopped, as a network stall or a database too busy to answer
-/// does, while PostgreSQL keeps the session) takes its place again on a new
-/// session once the stalled one lets go. It used to find its own lock held
-/// and take it for a node of the other kind's, and stop.
+/// A node without RabbitMQ whose lock session stalls (the network to
+/// PostgreSQL goes silent, or the database is too busy to answer, while
+/// PostgreSQL keeps the session and its lock) takes its place again on a
+/// new session: it ends the stalled one, which still holds the lock. It
+/// used to take its own lock for a node of the other kind's, and stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_whose_lock_session_stalls_takes_its_place_again() {
+async fn a_node_whose_lock_session_stalls_ends_it_and_takes_its_place_again() {
     use sqlx::Connection;
     let _serial = SERIAL.lock().await;
     let database = new_postgres_database().await;
+    let (relay, through_relay) = relay::FreezingRelay::before(&database).await;
     let exchange = format!("natter.test.{}", uuid::Uuid::new_v4().simple());
     let data = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let mut alone = server_command("alone", &database, &exchange, data.path())
+    let mut alone = server_command("alone", &through_relay, &exchange, data.path())
         .env_remove("NATTER_AMQP_URL")
         .env("NATTER_ADDR", format!("127.0.0.1:{port}"))
         .spawn()
@@ -1398,33 +1379,13 @@ async fn a_node_whose_lock_session_stalls_takes_its_place_again() {
     let mut admin = sqlx::PgConnection::connect(&database)
         .await
         .expect("PostgreSQL");
-    let (held_by,): (i32,) = sqlx::query_as(&format!("SELECT l.pid {LOCK_HOLDERS}"))
-        .fetch_one(&mut admin)
-        .await
-        .expect("the node holds its place");
-
-    let stalled = Stalled::begin(held_by);
-    // The node's check times out; a new session of its own asks for the
-    // lock (and what holds it).
-    wait_until(
-        "the node to ask for its place again",
-        FAULT_PATIENCE,
-        async || {
-            let (asking,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND application_name = 'natter-server (node)' AND pid <> $1 \
-             AND (query LIKE '%advisory%' OR query LIKE '%pg_locks%' OR query LIKE '%terminate%')",
-            )
-            .bind(held_by)
+    let (held_by, relayed_from): (i32, i32) =
+        sqlx::query_as(&format!("SELECT l.pid, a.client_port {LOCK_HOLDERS}"))
             .fetch_one(&mut admin)
             .await
-            .expect("asked");
-            asking > 0 || alone.try_wait().expect("the node's state").is_some()
-        },
-    )
-    .await;
-    drop(stalled);
+            .expect("the node holds its place");
 
+    relay.stall(u16::try_from(relayed_from).expect("a port"));
     wait_until(
         "the node to hold its place on a new session",
         FAULT_PATIENCE,
@@ -1441,6 +1402,18 @@ async fn a_node_whose_lock_session_stalls_takes_its_place_again() {
             pids.len() == 1 && pids[0].0 != held_by
         },
     )
+    .await;
+    // Ended by the node: the relay keeps its connection open, so
+    // PostgreSQL would have kept it for as long as the relay runs.
+    wait_until("the stalled session to end", FAULT_PATIENCE, async || {
+        let (left,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                .bind(held_by)
+                .fetch_one(&mut admin)
+                .await
+                .expect("asked");
+        left == 0
+    })
     .await;
     wait_healthy(port).await;
 }

@@ -75,8 +75,8 @@ impl DeploymentLock {
         let mut session = connect(&options).await?;
         loop {
             if try_lock(&mut session, sequencing).await? {
-                let pid = backend_pid(&mut session).await.ok();
-                let watch = tokio::spawn(keep(session, pid, options, sequencing));
+                let identity = identity(&mut session).await.ok();
+                let watch = tokio::spawn(keep(session, identity, options, sequencing));
                 return Ok(Some(DeploymentLock { watch }));
             }
             if tokio::time::Instant::now() >= deadline {
@@ -122,34 +122,40 @@ async fn try_lock(session: &mut PgConnection, sequencing: Sequencing) -> StoreRe
 const KEY_HIGH: i64 = KEY >> 32;
 const KEY_LOW: i64 = KEY & 0xffff_ffff;
 
-async fn backend_pid(session: &mut PgConnection) -> StoreResult<i32> {
-    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
-        .fetch_one(session)
-        .await?;
-    Ok(pid)
+/// A session as PostgreSQL knows it: its process and when that started
+/// (a process id alone may name another session after a restart). The
+/// start is hidden from other roles: None for another role's session.
+type Identity = (i32, Option<String>);
+
+async fn identity(session: &mut PgConnection) -> StoreResult<Identity> {
+    Ok(sqlx::query_as(
+        "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(session)
+    .await?)
 }
 
 /// The sessions holding the lock on this database, in either mode.
-async fn holders(session: &mut PgConnection) -> StoreResult<Vec<i32>> {
-    let pids: Vec<(i32,)> = sqlx::query_as(
-        "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-         WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.granted \
+async fn holders(session: &mut PgConnection) -> StoreResult<Vec<Identity>> {
+    Ok(sqlx::query_as(
+        "SELECT a.pid, a.backend_start::text FROM pg_locks l \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE a.datname = current_database() AND l.locktype = 'advisory' AND l.granted \
          AND l.classid::bigint = $1 AND l.objid::bigint = $2 AND l.objsubid = 1",
     )
     .bind(KEY_HIGH)
     .bind(KEY_LOW)
     .fetch_all(session)
-    .await?;
-    Ok(pids.into_iter().map(|(pid,)| pid).collect())
+    .await?)
 }
 
-/// Holds the place on `session` (PostgreSQL's process `pid`); when the
+/// Holds the place on `session` (`identity`); when the
 /// session is lost (PostgreSQL restarted, the network cut or stalled),
 /// takes it again on a new one, saying so loudly when another node took
 /// it meanwhile.
 async fn keep(
     mut session: PgConnection,
-    mut pid: Option<i32>,
+    mut identity: Option<Identity>,
     options: PgConnectOptions,
     sequencing: Sequencing,
 ) {
@@ -164,8 +170,8 @@ async fn keep(
             "this node's session on PostgreSQL was lost (a restart?): taking its place again"
         );
         drop(session);
-        session = retake(&options, sequencing, pid).await;
-        pid = backend_pid(&mut session).await.ok();
+        session = retake(&options, sequencing, identity.as_ref()).await;
+        identity = self::identity(&mut session).await.ok();
         tracing::info!("this node holds its place on PostgreSQL again");
     }
 }
@@ -174,7 +180,7 @@ async fn keep(
 async fn retake(
     options: &PgConnectOptions,
     sequencing: Sequencing,
-    lost: Option<i32>,
+    lost: Option<&Identity>,
 ) -> PgConnection {
     loop {
         match connect(options).await {
@@ -199,7 +205,7 @@ async fn retake(
 async fn hold_again(
     session: &mut PgConnection,
     sequencing: Sequencing,
-    lost: Option<i32>,
+    lost: Option<&Identity>,
 ) -> StoreResult<()> {
     let mut ending = false;
     loop {
@@ -208,14 +214,14 @@ async fn hold_again(
         }
         let holders = holders(session).await?;
         match lost {
-            Some(lost) if holders.iter().all(|&holder| holder == lost) => {
+            Some(lost) if holders.iter().all(|holder| holder == lost) => {
                 if !ending && !holders.is_empty() {
                     tracing::warn!(
-                        pid = lost,
+                        pid = lost.0,
                         "this node's lost session on PostgreSQL still holds its place: ending it"
                     );
                     sqlx::query("SELECT pg_terminate_backend($1)")
-                        .bind(lost)
+                        .bind(lost.0)
                         .execute(&mut *session)
                         .await?;
                     ending = true;

@@ -10,6 +10,7 @@ mod errors;
 mod messages;
 mod operations;
 mod pipeline;
+mod relay;
 mod s3;
 mod socket;
 mod store;

@@ -32,4 +32,12 @@ describe("Avatar", () => {
     flushSync();
     expect(failing.container.querySelector("img")!.getAttribute("src")).not.toBe(again);
   });
+
+  it("tries at once a picture whose failure came in after the link was back", async () => {
+    const { container } = render(Avatar, { name: "Bob Stone", pic: "/api/pic/slow.png" });
+    retryBrokenPictures();
+    flushSync();
+    await fireEvent.error(container.querySelector("img")!);
+    expect(container.querySelector("img")!.getAttribute("src")).toContain("/api/pic/slow.png?after=");
+  });
 });

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a start waits for another server to let go of the folder: a
-/// clean stop takes up to 10 s to store what was sequenced and 10 s more
-/// to hand events over.
-pub const LOCK_PATIENCE: Duration = Duration::from_secs(25);
+/// clean stop takes up to 10 s for requests still running (the default
+/// `NATTER_SHUTDOWN_GRACE_MS`), 10 s to store what was sequenced and 10 s
+/// more to hand events over.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(35);
 
 /// How often the lock is tried while waiting.
 const TRY_EVERY: Duration = Duration::from_millis(50);

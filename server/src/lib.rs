@@ -150,7 +150,8 @@ impl Application {
                 .clone()
                 .watch(self.state.store.clone(), self.state.blobs.clone()),
         );
-        let router = http::router(self.state);
+        let (cutting, cut) = tokio::sync::watch::channel(false);
+        let router = http::router(self.state, cut);
         let (stopping, stop_began) = tokio::sync::watch::channel(false);
         let serving = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
@@ -165,8 +166,9 @@ impl Application {
             () = grace_after(stop_began, self.shutdown_grace) => {
                 tracing::warn!(
                     grace = ?self.shutdown_grace,
-                    "requests still running at shutdown: stopping without their answers"
+                    "requests still running at shutdown: cut off (503)"
                 );
+                cutting.send_replace(true);
                 Ok(())
             }
         };

@@ -12,10 +12,13 @@ mod users;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use natter_shared::limits::{JSON_BODY_MAX_BYTES, PIC_MAX_BYTES};
+use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -27,7 +30,9 @@ pub use openapi::OPENAPI_JSON;
 /// A multipart sign-up carries the picture plus a few small text fields.
 const SIGN_UP_BODY_MAX_BYTES: usize = PIC_MAX_BYTES + 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
+/// Every route; a request still running when `cut` turns true answers 503
+/// at once (`cut_off`).
+pub fn router(state: AppState, cut: watch::Receiver<bool>) -> Router {
     Router::new()
         .route(
             "/api/user",
@@ -54,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_MAX_BYTES))
+        .layer(middleware::from_fn_with_state(cut, cut_off))
         .layer(
             // Log the path only: the query can hold a session token (`/ws?token=`).
             TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
@@ -61,6 +67,28 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// Runs a request until it answers, or until a stopping server's grace for
+/// requests is over (`Application::run_until`): then it answers 503 and is
+/// dropped, letting go of what it holds (a database connection, a lock, the
+/// app's state with the data folder's) rather than wait on a database that
+/// never answers for as long as the process lives.
+async fn cut_off(
+    State(mut cut): State<watch::Receiver<bool>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let cut_off = async {
+        // A sender gone without cutting off: nothing will.
+        if cut.wait_for(|cut| *cut).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        response = next.run(request) => response,
+        () = cut_off => ApiError::Unavailable("the server is stopping: try again".into()).into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

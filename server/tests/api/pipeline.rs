@@ -473,9 +473,10 @@ async fn a_database_that_stops_answering_holds_up_only_the_sends_that_need_it() 
 }
 
 /// A stopping server waits for requests still running only so long
-/// (`NATTER_SHUTDOWN_GRACE_MS`): a read whose query the database never
-/// answers would otherwise keep it from stopping, and from storing what it
-/// sequenced, until TCP gives up (many minutes).
+/// (`NATTER_SHUTDOWN_GRACE_MS`), then cuts them off with a 503: a read
+/// whose query the database never answers would otherwise keep it from
+/// stopping, and from storing what it sequenced, until TCP gives up (many
+/// minutes).
 #[tokio::test]
 async fn a_request_the_database_never_answers_does_not_keep_the_server_from_stopping() {
     let deployment = Deployment::new().await;
@@ -503,5 +504,11 @@ async fn a_request_the_database_never_answers_does_not_keep_the_server_from_stop
         stopped.is_ok(),
         "the server stopped with the read still waiting"
     );
-    reading.abort();
+    // And the read was cut off, letting go of what it held.
+    let answered = tokio::time::timeout(PATIENCE, reading)
+        .await
+        .expect("the read answered")
+        .expect("the read's task")
+        .expect("an answer");
+    assert_eq!(answered.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
 }

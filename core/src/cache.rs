@@ -429,17 +429,6 @@ impl Cache {
         rows.iter().map(chat_row).collect()
     }
 
-    /// Counts one more unread message in a chat; returns how many it has now.
-    pub async fn add_unread(&self, chat_id: &str) -> CoreResult<u32> {
-        let unread: Option<i64> = sqlx::query_scalar(
-            "UPDATE chats SET unread = unread + 1 WHERE id = ?1 RETURNING unread",
-        )
-        .bind(chat_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(unread.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
-    }
-
     /// Marks a chat read; true when it had unread messages.
     pub async fn mark_read(&self, chat_id: &str) -> CoreResult<bool> {
         let done = sqlx::query("UPDATE chats SET unread = 0 WHERE id = ?1 AND unread > 0")
@@ -474,6 +463,24 @@ impl Cache {
         me: &str,
         source: Source,
     ) -> CoreResult<Stored> {
+        Ok(self
+            .put_message_counting(message, me, source, false)
+            .await?
+            .0)
+    }
+
+    /// `put_message`; with `unseen`, a message new here (not a replaced
+    /// copy, which was counted as that copy) also counts one more unread in
+    /// its chat, in the same transaction: stored apart, a crash or a failed
+    /// count between would leave it stored and never counted (it is known
+    /// when it comes again). Returns the chat's unread count then.
+    pub async fn put_message_counting(
+        &self,
+        message: &Message,
+        me: &str,
+        source: Source,
+        unseen: bool,
+    ) -> CoreResult<(Stored, u32)> {
         // It reads before it writes: a deferred transaction would fail to
         // upgrade (SQLITE_BUSY) once another connection wrote after its read.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -488,7 +495,7 @@ impl Cache {
         if cached.is_none() {
             forget_sent_outgoing(&mut tx, message, me, source).await?;
             tx.commit().await?;
-            return Ok(Stored::Known);
+            return Ok((Stored::Known, 0));
         }
         let mut replaced = false;
         if let Some(client_id) = &message.client_id {
@@ -505,7 +512,7 @@ impl Cache {
             if copies.iter().any(|(_, seq)| *seq > message.seq) {
                 forget_sent_outgoing(&mut tx, message, me, source).await?;
                 tx.commit().await?;
-                return Ok(Stored::Known);
+                return Ok((Stored::Known, 0));
             }
             for (id, _) in &copies {
                 sqlx::query("DELETE FROM messages WHERE id = ?1")
@@ -560,12 +567,23 @@ impl Cache {
                 }
             }
         }
-        tx.commit().await?;
-        Ok(match (inserted, replaced) {
+        let stored = match (inserted, replaced) {
             (false, _) => Stored::Known,
             (true, false) => Stored::New,
             (true, true) => Stored::Replaced,
-        })
+        };
+        let mut unread = 0;
+        if unseen && stored == Stored::New {
+            let counted: Option<i64> = sqlx::query_scalar(
+                "UPDATE chats SET unread = unread + 1 WHERE id = ?1 RETURNING unread",
+            )
+            .bind(&message.chat_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            unread = counted.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        }
+        tx.commit().await?;
+        Ok((stored, unread))
     }
 
     /// The highest seq cached for each chat that has messages.
@@ -1030,6 +1048,62 @@ mod tests {
             let (chat, _) = cache.chat(id).await.expect("chat").expect("kept");
             assert_eq!(members(&chat), now, "{id}");
         }
+    }
+
+    /// A message seen for the first time and unseen counts one unread in
+    /// the same write: when the count fails, the message is not stored
+    /// either, so that it comes again as new and is counted then (stored
+    /// alone, it would come again as known, and never be counted). Known
+    /// and replaced copies count nothing.
+    #[tokio::test]
+    async fn an_unseen_message_is_stored_and_counted_together_or_not_at_all() {
+        use sqlx::Executor;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        let first = message("m1", 1, "bob", Some("k1"));
+        cache
+            .pool
+            .execute(
+                "CREATE TRIGGER no_counting BEFORE UPDATE OF unread ON chats \
+                 BEGIN SELECT RAISE(ABORT, 'the disk is full'); END",
+            )
+            .await
+            .expect("a trigger");
+        let failed = cache
+            .put_message_counting(&first, "me", Source::Delivered, true)
+            .await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!(cached(&cache).await, []);
+
+        cache
+            .pool
+            .execute("DROP TRIGGER no_counting")
+            .await
+            .expect("dropped");
+        let put = cache
+            .put_message_counting(&first, "me", Source::Delivered, true)
+            .await
+            .expect("put");
+        assert_eq!(put, (Stored::New, 1));
+        let again = cache
+            .put_message_counting(&first, "me", Source::Stored, true)
+            .await
+            .expect("put");
+        assert_eq!(again, (Stored::Known, 0));
+        // The same send again under another id and a later seq (a server
+        // that died before storing the first): shown already, not counted.
+        let copy = Message {
+            id: "m1-again".into(),
+            seq: 2,
+            ..first.clone()
+        };
+        let replaced = cache
+            .put_message_counting(&copy, "me", Source::Stored, true)
+            .await
+            .expect("put");
+        assert_eq!(replaced, (Stored::Replaced, 0));
+        let (_, unread) = cache.chat("c").await.expect("chat").expect("cached");
+        assert_eq!(unread, 1);
     }
 
     /// A chat from the server older than the cache's last message (one

@@ -119,7 +119,12 @@ impl Context {
             Arrival::Live => Source::Delivered,
             Arrival::Ack | Arrival::CatchUp | Arrival::Backfill => Source::Stored,
         };
-        let stored = self.cache.put_message(message, &self.me.id, source).await?;
+        // Counted unread in the same write as the message is stored.
+        let unseen = self.view().is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
+        let (stored, unread) = self
+            .cache
+            .put_message_counting(message, &self.me.id, source, unseen)
+            .await?;
         // A message just sent ends its sender's "typing…", also when it is
         // here already (a gap read moments before brought it); an old one,
         // on an older page or caught up, says nothing of now.
@@ -141,11 +146,8 @@ impl Context {
                 missed: None,
             });
         }
-        let view = self.view();
-        let mut unseen = view.is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
-        let mut unread = 0;
+        let mut unseen = unseen;
         if unseen {
-            unread = self.cache.add_unread(&message.chat_id).await?;
             // The user may have opened the chat while it was counted:
             // opening changes the view, then marks the chat read, and that
             // marking may have run before this count. Looking again after

@@ -310,6 +310,31 @@ async fn sqlite_makes_group_changes_only_while_their_admin_is_admin() {
     changes_are_made_only_while_their_admin_is_admin(&store).await;
 }
 
+/// Waits until a query of this test's database waits for a lock.
+async fn until_a_query_waits_for_a_lock(conn: &mut sqlx::PgConnection, what: &str) {
+    crate::helpers::wait_until(what, crate::helpers::PATIENCE, async || {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("asked");
+        waiting > 0
+    })
+    .await;
+}
+
+/// `user` leaves `chat`, written on `conn` (another node, say).
+async fn leave(conn: &mut sqlx::PgConnection, chat: &str, user: &str) {
+    sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
+        .bind(chat)
+        .bind(user)
+        .execute(conn)
+        .await
+        .expect("left");
+}
+
 /// The admin check is made on the chat's row as the change takes it: a
 /// change that waited for another (the admin leaving, committed through
 /// another node) sees its outcome, not the row as it was when it began.
@@ -347,28 +372,9 @@ async fn postgres_checks_the_admin_on_the_row_a_change_waited_for() {
         );
         async move { store.remove_member(&group, &cid, Some(&ann)).await }
     });
-    crate::helpers::wait_until(
-        "the removal to wait for the row",
-        crate::helpers::PATIENCE,
-        async || {
-            let (waiting,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE NOT l.granted AND a.datname = current_database()",
-            )
-            .fetch_one(&mut other)
-            .await
-            .expect("asked");
-            waiting > 0
-        },
-    )
-    .await;
+    until_a_query_waits_for_a_lock(&mut other, "the removal to wait for the row").await;
     // Meanwhile Ann leaves: Bob is admin.
-    sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
-        .bind(&group.id)
-        .bind(&ann.id)
-        .execute(&mut other)
-        .await
-        .expect("Ann left");
+    leave(&mut other, &group.id, &ann.id).await;
     sqlx::query("UPDATE chats SET admin_id = $1 WHERE id = $2")
         .bind(&bob.id)
         .bind(&group.id)
@@ -412,28 +418,9 @@ async fn postgres_reads_a_chat_list_in_one_snapshot() {
         async move { store.chats_of(&bob).await }
     });
     let mut other = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL");
-    crate::helpers::wait_until(
-        "the list to wait for users",
-        crate::helpers::PATIENCE,
-        async || {
-            let (waiting,): (i64,) = sqlx::query_as(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE NOT l.granted AND a.datname = current_database()",
-            )
-            .fetch_one(&mut other)
-            .await
-            .expect("asked");
-            waiting > 0
-        },
-    )
-    .await;
+    until_a_query_waits_for_a_lock(&mut other, "the list to wait for users").await;
     // Meanwhile Bob leaves.
-    sqlx::query("DELETE FROM chat_members WHERE chat_id = $1 AND user_id = $2")
-        .bind(&group.id)
-        .bind(&bob.id)
-        .execute(&mut other)
-        .await
-        .expect("Bob left");
+    leave(&mut other, &group.id, &bob.id).await;
     holder.execute("COMMIT").await.expect("users free");
 
     let listed = listing.await.expect("the list's task").expect("a list");

@@ -236,12 +236,13 @@ impl Engine {
         }
         // Drafts asked for and not written yet belong to the session ending.
         lock(&self.inner.drafts_asked).clear();
+        let mut keep_cache = false;
         let user_id = match live.take() {
             Some(ended) => {
                 ended.task.abort();
                 ended.renewal.abort();
                 if ended_by_server {
-                    self.keep_unsent(&ended.ctx).await;
+                    keep_cache = !self.keep_unsent(&ended.ctx).await;
                 } else if let Err(err) = self.inner.files.forget_unsent(&ended.ctx.me.id) {
                     tracing::warn!(error = %err, "forgetting the messages a session ended unsent");
                 }
@@ -252,7 +253,12 @@ impl Engine {
         };
         // The session is over here whether or not its files go: the UI
         // hears so either way, and the error says what is left on disk.
-        let forgotten = self.inner.files.forget_session(user_id.as_deref());
+        // A cache whose unsent messages could not be set aside stays, with
+        // them in its outbox, for its user's next login here.
+        let forgotten = self
+            .inner
+            .files
+            .forget_session(user_id.as_deref().filter(|_| !keep_cache));
         drop(live);
         if user_id.is_some() {
             self.emit(Event::SignedOut);
@@ -268,20 +274,25 @@ impl Engine {
 
     /// Keeps what the session `ctx`, ended by the server, had not sent,
     /// for its user's next login (`Files::keep_unsent`); what the server
-    /// refused for good was reported already, and goes.
-    async fn keep_unsent(&self, ctx: &Context) {
+    /// refused for good was reported already, and goes. False when they
+    /// could not be set aside (a full disk): the cache must stay then.
+    async fn keep_unsent(&self, ctx: &Context) -> bool {
         let unsent: Vec<Outgoing> = match ctx.cache.outbox().await {
             Ok(outbox) => outbox.into_iter().filter(|o| o.error.is_none()).collect(),
             Err(err) => {
-                tracing::warn!(error = %err, "reading the outbox of a session the server ended");
-                return;
+                tracing::warn!(error = %err, "reading the outbox of a session the server ended: the cache stays");
+                return false;
             }
         };
         if unsent.is_empty() {
-            return;
+            return true;
         }
-        if let Err(err) = self.inner.files.keep_unsent(&ctx.me.id, &unsent) {
-            tracing::warn!(error = %err, "keeping the messages a session ended unsent");
+        match self.inner.files.keep_unsent(&ctx.me.id, &unsent) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "setting aside the messages a session ended unsent: the cache stays, with them");
+                false
+            }
         }
     }
 

@@ -1252,6 +1252,18 @@ async fn ends_the_session(server: &mut Server, app: &mut App) {
 /// the session, and the message goes at the next login.
 #[tokio::test]
 async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_next_login() {
+    unsent_messages_outlive_an_ended_session(false).await;
+}
+
+/// When they cannot be set aside in a file of their own (a full disk; here
+/// a folder stands in the file's way), the cache stays, with them in its
+/// outbox, and they go at the next login all the same.
+#[tokio::test]
+async fn unsent_messages_that_cannot_be_set_aside_stay_in_the_cache_for_the_next_login() {
+    unsent_messages_outlive_an_ended_session(true).await;
+}
+
+async fn unsent_messages_outlive_an_ended_session(set_aside_fails: bool) {
     let mut server = Server::spawn().await;
     let mut ann_app = app(&server).await;
     let bob_app = app(&server).await;
@@ -1269,9 +1281,18 @@ async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_n
             .await
             .expect("kept in the outbox");
     }
+    if set_aside_fails {
+        std::fs::create_dir(ann_app.dir.join(format!("unsent-{}.json", ann.id)))
+            .expect("a folder in the way");
+    }
     ends_the_session(&mut server, &mut ann_app).await;
     let files = natter_core::session::Files::new(&ann_app.dir);
-    assert_eq!(files.unsent(&ann.id).len(), 2, "kept for the next login");
+    let set_aside = if set_aside_fails { 0 } else { 2 };
+    assert_eq!(
+        files.unsent(&ann.id).len(),
+        set_aside,
+        "kept for the next login"
+    );
     // Why, for a login screen that was not listening yet.
     assert!(ann_app.engine.session_ended().is_some());
 

@@ -233,7 +233,7 @@ impl Cache {
     /// `put_chat`, with `seen_through` for a chat new to the cache (a chat
     /// already cached keeps its own, and its last message when that is
     /// newer than the server's: one delivered before the server stored it).
-    async fn put_chat_seen_through(
+    pub async fn put_chat_seen_through(
         &self,
         chat: &Chat,
         seen_through: Option<i64>,

@@ -660,9 +660,17 @@ async fn handle(
             }
             match held {
                 ChatHeld::Unknown => {
-                    // A chat we have not heard of (its `chat` frame was missed).
+                    // A chat we have not heard of (its `chat` frame was
+                    // missed). Seen through the message before this one at
+                    // most, though the server may list this one as its
+                    // latest: should storing it fail, the catch-up that
+                    // follows reads it as news, not as history.
                     let chat = ctx.api.chat(&message.chat_id).await?;
-                    ctx.cache.put_chat(&chat).await?;
+                    let seen_through = chat
+                        .latest_message
+                        .as_ref()
+                        .map(|latest| latest.seq.min(message.seq - 1));
+                    ctx.cache.put_chat_seen_through(&chat, seen_through).await?;
                 }
                 ChatHeld::Known {
                     highest_seq: Some(held),

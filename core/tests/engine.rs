@@ -2645,6 +2645,51 @@ async fn a_server_failing_on_every_chat_keeps_the_app_offline() {
     assert!(behind(&ann_app).await.is_empty());
 }
 
+/// A live message in a chat the cache does not hold (its `chat` frame
+/// missed) that cannot be stored drops the link; the catch-up after it
+/// reads it as news, counted and notified, though the server listed it as
+/// the chat's latest when the app looked the chat up.
+#[tokio::test]
+async fn a_message_in_a_chat_new_here_that_could_not_be_stored_is_news_when_caught_up() {
+    let AnnBehindAFront {
+        server: _server,
+        front: _front,
+        mut ann_app,
+        bob_app,
+        ann,
+    } = ann_behind_a_front().await;
+    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    bob_app.engine.send(&direct.id, "one").await.expect("sent");
+    eventually("ann has it", || async {
+        seqs(&ann_app, &direct.id).await == [Some(1)]
+    })
+    .await;
+    // Ann's cache loses the chat, and cannot store the next message.
+    let cache = natter_core::session::Files::new(&ann_app.dir).cache(&ann.id);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", cache.display()))
+        .await
+        .expect("ann's cache");
+    for statement in [
+        "DELETE FROM messages",
+        "DELETE FROM chats",
+        "CREATE TRIGGER full_disk BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'the disk is full'); END",
+    ] {
+        sqlx::query(statement).execute(&pool).await.expect("done");
+    }
+    ann_app.events = ann_app.engine.subscribe();
+    bob_app.engine.send(&direct.id, "two").await.expect("sent");
+    next_event(&mut ann_app, "the link dropped", link_dropped).await;
+    sqlx::query("DROP TRIGGER full_disk")
+        .execute(&pool)
+        .await
+        .expect("dropped");
+    pool.close().await;
+    next_notification(&mut ann_app, "the message, once caught up", |n| {
+        n.body == "two"
+    })
+    .await;
+}
+
 /// A live message past a gap whose reading the server fails (500) leaves
 /// its chat behind rather than dropping the link: the app stays online,
 /// and the gap and the message come on the next try, notified.

@@ -301,15 +301,29 @@ impl Cache {
             if listed.contains(&id.as_str()) || changed_meanwhile(id) {
                 continue;
             }
-            // Left before (no longer among its members): as it was.
-            if let Some((mut chat, _)) = self.chat(id).await?
-                && chat.has_member(me)
-            {
-                chat.users.retain(|user| user.id != me);
-                left.extend(self.leave_chat(&chat).await?);
+            // Each chat left on its own: one that fails stays as it was,
+            // for the next list, and those left before it are still told
+            // (their unsent messages are gone from the outbox already).
+            match self.leave_unlisted(id, me).await {
+                Ok(gone) => left.extend(gone),
+                Err(err) => {
+                    tracing::warn!(chat_id = %id, error = %err, "leaving a chat the list lacks; trying at the next list")
+                }
             }
         }
         Ok((chats, left))
+    }
+
+    /// Leaves a cached chat the server no longer lists for `me`, unless
+    /// it was left before (no longer among its members): then as it was.
+    async fn leave_unlisted(&self, id: &str, me: &str) -> CoreResult<Option<Left>> {
+        match self.chat(id).await? {
+            Some((mut chat, _)) if chat.has_member(me) => {
+                chat.users.retain(|user| user.id != me);
+                self.leave_chat(&chat).await
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Keeps a chat the user is no longer in (left, or removed) readable
@@ -1104,6 +1118,64 @@ mod tests {
         assert_eq!(replaced, (Stored::Replaced, 0));
         let (_, unread) = cache.chat("c").await.expect("chat").expect("cached");
         assert_eq!(unread, 1);
+    }
+
+    /// A catch-up leaving several chats at once tells the unsent messages
+    /// of each it left, also when leaving another fails: that one stays as
+    /// it was, and is left (and told) at the next list.
+    #[tokio::test]
+    async fn chats_left_by_a_list_are_told_even_when_leaving_another_fails() {
+        use sqlx::Executor;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::open(&dir.path().join("cache.db"))
+            .await
+            .expect("open");
+        for id in ["a", "b"] {
+            cache
+                .put_chat(&chat_of(id, &["me", "bob"]))
+                .await
+                .expect("chat");
+            cache
+                .push_outgoing(&outgoing(&format!("k-{id}"), id, millis(1_700_000_000_000)))
+                .await
+                .expect("queued");
+        }
+        // The second chat's change fails, whichever comes second (the
+        // failure rolls its count back).
+        cache
+            .pool
+            .execute(
+                "CREATE TABLE changes (n INTEGER); INSERT INTO changes VALUES (0); \
+                 CREATE TRIGGER second_fails BEFORE UPDATE OF body ON chats BEGIN \
+                 UPDATE changes SET n = n + 1; \
+                 SELECT RAISE(ABORT, 'the disk is full') WHERE (SELECT n FROM changes) >= 2; END",
+            )
+            .await
+            .expect("a trigger");
+        let unsent_told = |left: &[Left]| -> Vec<String> {
+            left.iter()
+                .flat_map(|left| left.unsent.iter().map(|o| o.client_id.clone()))
+                .collect()
+        };
+        let (_, left) = cache
+            .replace_chats(async { Ok(Vec::new()) }, false, "me")
+            .await
+            .expect("the list is taken");
+        let mut told = unsent_told(&left);
+        assert_eq!(told.len(), 1, "{told:?}");
+
+        cache
+            .pool
+            .execute("DROP TRIGGER second_fails")
+            .await
+            .expect("dropped");
+        let (_, left) = cache
+            .replace_chats(async { Ok(Vec::new()) }, false, "me")
+            .await
+            .expect("the list is taken");
+        told.extend(unsent_told(&left));
+        told.sort();
+        assert_eq!(told, ["k-a", "k-b"]);
     }
 
     /// A chat from the server older than the cache's last message (one

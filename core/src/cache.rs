@@ -478,23 +478,25 @@ impl Cache {
         source: Source,
     ) -> CoreResult<Stored> {
         Ok(self
-            .put_message_counting(message, me, source, false)
+            .put_message_counting(message, me, source, || false)
             .await?
             .0)
     }
 
-    /// `put_message`; with `unseen`, a message new here (not a replaced
-    /// copy, which was counted as that copy) also counts one more unread in
-    /// its chat, in the same transaction: stored apart, a crash or a failed
-    /// count between would leave it stored and never counted (it is known
-    /// when it comes again). Returns the chat's unread count then.
+    /// `put_message`; a message new here (not a replaced copy, which was
+    /// counted as that copy) that `unseen` says the user has not seen
+    /// (asked once it is written, just before the commit: what the user
+    /// looks at then) also counts one more unread in its chat, in the same
+    /// transaction: stored apart, a crash or a failed count between would
+    /// leave it stored and never counted (it is known when it comes
+    /// again). Returns the chat's unread count when it was counted.
     pub async fn put_message_counting(
         &self,
         message: &Message,
         me: &str,
         source: Source,
-        unseen: bool,
-    ) -> CoreResult<(Stored, u32)> {
+        unseen: impl FnOnce() -> bool,
+    ) -> CoreResult<(Stored, Option<u32>)> {
         // It reads before it writes: a deferred transaction would fail to
         // upgrade (SQLITE_BUSY) once another connection wrote after its read.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -509,7 +511,7 @@ impl Cache {
         if cached.is_none() {
             forget_sent_outgoing(&mut tx, message, me, source).await?;
             tx.commit().await?;
-            return Ok((Stored::Known, 0));
+            return Ok((Stored::Known, None));
         }
         let mut replaced = false;
         if let Some(client_id) = &message.client_id {
@@ -526,7 +528,7 @@ impl Cache {
             if copies.iter().any(|(_, seq)| *seq > message.seq) {
                 forget_sent_outgoing(&mut tx, message, me, source).await?;
                 tx.commit().await?;
-                return Ok((Stored::Known, 0));
+                return Ok((Stored::Known, None));
             }
             for (id, _) in &copies {
                 sqlx::query("DELETE FROM messages WHERE id = ?1")
@@ -586,15 +588,15 @@ impl Cache {
             (true, false) => Stored::New,
             (true, true) => Stored::Replaced,
         };
-        let mut unread = 0;
-        if unseen && stored == Stored::New {
+        let mut unread = None;
+        if stored == Stored::New && unseen() {
             let counted: Option<i64> = sqlx::query_scalar(
                 "UPDATE chats SET unread = unread + 1 WHERE id = ?1 RETURNING unread",
             )
             .bind(&message.chat_id)
             .fetch_optional(&mut *tx)
             .await?;
-            unread = counted.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+            unread = Some(counted.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)));
         }
         tx.commit().await?;
         Ok((stored, unread))
@@ -1084,7 +1086,7 @@ mod tests {
             .await
             .expect("a trigger");
         let failed = cache
-            .put_message_counting(&first, "me", Source::Delivered, true)
+            .put_message_counting(&first, "me", Source::Delivered, || true)
             .await;
         assert!(failed.is_err(), "{failed:?}");
         assert_eq!(cached(&cache).await, []);
@@ -1095,15 +1097,15 @@ mod tests {
             .await
             .expect("dropped");
         let put = cache
-            .put_message_counting(&first, "me", Source::Delivered, true)
+            .put_message_counting(&first, "me", Source::Delivered, || true)
             .await
             .expect("put");
-        assert_eq!(put, (Stored::New, 1));
+        assert_eq!(put, (Stored::New, Some(1)));
         let again = cache
-            .put_message_counting(&first, "me", Source::Stored, true)
+            .put_message_counting(&first, "me", Source::Stored, || true)
             .await
             .expect("put");
-        assert_eq!(again, (Stored::Known, 0));
+        assert_eq!(again, (Stored::Known, None));
         // The same send again under another id and a later seq (a server
         // that died before storing the first): shown already, not counted.
         let copy = Message {
@@ -1112,10 +1114,10 @@ mod tests {
             ..first.clone()
         };
         let replaced = cache
-            .put_message_counting(&copy, "me", Source::Stored, true)
+            .put_message_counting(&copy, "me", Source::Stored, || true)
             .await
             .expect("put");
-        assert_eq!(replaced, (Stored::Replaced, 0));
+        assert_eq!(replaced, (Stored::Replaced, None));
         let (_, unread) = cache.chat("c").await.expect("chat").expect("cached");
         assert_eq!(unread, 1);
     }

@@ -119,9 +119,11 @@ impl Context {
             Arrival::Live => Source::Delivered,
             Arrival::Ack | Arrival::CatchUp | Arrival::Backfill => Source::Stored,
         };
-        // Counted unread in the same write as the message is stored.
-        let unseen = self.view().is_unseen(message, &self.me.id) && arrival != Arrival::Backfill;
-        let (stored, unread) = self
+        // Counted unread in the same write as the message is stored, as
+        // the user sees things once it is written (a write may wait behind
+        // another, while the user switches chats).
+        let unseen = || arrival != Arrival::Backfill && self.view().is_unseen(message, &self.me.id);
+        let (stored, counted) = self
             .cache
             .put_message_counting(message, &self.me.id, source, unseen)
             .await?;
@@ -146,7 +148,8 @@ impl Context {
                 missed: None,
             });
         }
-        let mut unseen = unseen;
+        let mut unseen = counted.is_some();
+        let unread = counted.unwrap_or(0);
         if unseen {
             // The user may have opened the chat while it was counted:
             // opening changes the view, then marks the chat read, and that

@@ -71,9 +71,10 @@ pub fn router(state: AppState, cut: watch::Receiver<bool>) -> Router {
 
 /// Runs a request until it answers, or until a stopping server's grace for
 /// requests is over (`Application::run_until`): then it answers 503 and is
-/// dropped, letting go of what it holds (a database connection, a lock, the
-/// app's state with the data folder's) rather than wait on a database that
-/// never answers for as long as the process lives.
+/// dropped, letting go of what it holds (a database connection, a query)
+/// rather than wait on a database that never answers for as long as the
+/// process lives. A change it handed to a task of its own
+/// (`sync::to_the_end`) may still be made: the answer says so.
 async fn cut_off(
     State(mut cut): State<watch::Receiver<bool>>,
     request: Request<Body>,
@@ -87,7 +88,10 @@ async fn cut_off(
     };
     tokio::select! {
         response = next.run(request) => response,
-        () = cut_off => ApiError::Unavailable("the server is stopping: try again".into()).into_response(),
+        () = cut_off => ApiError::Unavailable(
+            "the server stopped before it answered: a change asked for may still have been made".into(),
+        )
+        .into_response(),
     }
 }
 

@@ -192,14 +192,23 @@ fn file_safe(user_id: &str) -> String {
 }
 
 /// Writes a file readable by its owner only, atomically (a crash leaves the
-/// old file or the new one, never half of one).
+/// old file or the new one, never half of one). A write that fails leaves
+/// no temporary copy behind (it may hold messages or a token).
 fn write_private(path: &Path, bytes: &[u8]) -> CoreResult<()> {
+    let temp = path.with_extension("tmp");
+    let written = write_then_rename(&temp, path, bytes);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+fn write_then_rename(temp: &Path, path: &Path, bytes: &[u8]) -> CoreResult<()> {
     use std::io::Write;
 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let temp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -207,11 +216,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> CoreResult<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(&temp)?;
+    let mut file = options.open(temp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&temp, path)?;
+    std::fs::rename(temp, path)?;
     Ok(())
 }
 
@@ -225,6 +234,17 @@ fn remove_if_there(path: &Path) -> CoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write that cannot take the file's place (a folder stands there, as
+    /// a full disk would fail it) leaves no temporary copy of its text.
+    #[test]
+    fn a_failed_private_write_leaves_no_temporary_copy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("unsent-ann.json");
+        std::fs::create_dir(&path).expect("a folder in the way");
+        assert!(write_private(&path, b"[\"a message\"]").is_err());
+        assert!(!dir.path().join("unsent-ann.tmp").exists());
+    }
 
     #[test]
     fn the_session_file_is_private_and_forgotten_at_logout() {

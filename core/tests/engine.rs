@@ -155,16 +155,31 @@ async fn behind(app: &App) -> Vec<String> {
         .collect()
 }
 
+/// Every test user's password.
+const PASSWORD: &str = "correct horse battery";
+
 async fn sign_up(app: &App, name: &str) -> natter_shared::User {
     app.engine
         .sign_up(SignUp {
             name: name.into(),
-            email: format!("{}@example.org", name.to_lowercase()),
-            password: "correct horse battery".into(),
+            email: email_of(name),
+            password: PASSWORD.into(),
             pic: None,
         })
         .await
         .expect("signed up")
+}
+
+/// `name`, signed up before (on this app or another), logs in on `app`.
+async fn log_in(app: &App, name: &str) {
+    app.engine
+        .login(&email_of(name), PASSWORD)
+        .await
+        .expect("logged in");
+}
+
+fn email_of(name: &str) -> String {
+    format!("{}@example.org", name.to_lowercase())
 }
 
 /// Waits until `check` holds, polling; fails the test after `PATIENCE`.
@@ -234,7 +249,7 @@ async fn next_notification(
 /// Why a login that must fail (the server cannot be used as given) failed.
 async fn refused_login(app: &App) -> String {
     app.engine
-        .login("ann@example.org", "correct horse battery")
+        .login(&email_of("Ann"), PASSWORD)
         .await
         .expect_err("the login is refused")
         .to_string()
@@ -290,8 +305,8 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
         .engine
         .sign_up(SignUp {
             name: "Ann".into(),
-            email: "ann@example.org".into(),
-            password: "correct horse battery".into(),
+            email: email_of("Ann"),
+            password: PASSWORD.into(),
             pic: Some(std::fs::read(fixture("avatar.png")).expect("the fixture")),
         })
         .await
@@ -871,11 +886,7 @@ async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_rest
     // Exactly once on the server, whatever was retried: a new device of
     // Bob's reads the server's history.
     let device = app(&server).await;
-    device
-        .engine
-        .login("bob@example.org", "correct horse battery")
-        .await
-        .expect("login");
+    log_in(&device, "Bob").await;
     eventually("the server's history", || async {
         contents(&device, &chat.id).await == sent
     })
@@ -911,11 +922,7 @@ async fn older_pages_come_from_the_server_when_the_cache_runs_out() {
 
     // A new device: only the newest page is fetched at first.
     let fresh = app(&server).await;
-    fresh
-        .engine
-        .login("bob@example.org", "correct horse battery")
-        .await
-        .expect("login");
+    log_in(&fresh, "Bob").await;
     eventually("the newest page", || async {
         fresh
             .engine
@@ -1136,11 +1143,7 @@ async fn drafts_outlast_a_restart_and_go_with_their_chat() {
         ann_app.engine.drafts().await.is_err(),
         "no session, no drafts"
     );
-    ann_app
-        .engine
-        .login("ann@example.org", "correct horse battery")
-        .await
-        .expect("logged in");
+    log_in(&ann_app, "Ann").await;
     assert_eq!(ann_app.engine.drafts().await.expect("drafts"), drafts(&[]));
 }
 
@@ -1198,11 +1201,7 @@ async fn logout_ends_the_session_on_the_server_forgets_the_cache_and_a_refused_t
 
     // Logged in again; the server then changes its signing secret: the
     // session is over, and the app says so and logs out.
-    ann_app
-        .engine
-        .login("ann@example.org", "correct horse battery")
-        .await
-        .expect("login");
+    log_in(&ann_app, "Ann").await;
     online(&ann_app).await;
     let relisted = ann_app.engine.chats().await.expect("chats").version;
     assert!(
@@ -1216,7 +1215,7 @@ async fn logout_ends_the_session_on_the_server_forgets_the_cache_and_a_refused_t
     // Wrong passwords and a bad address are clear errors.
     let wrong = ann_app
         .engine
-        .login("ann@example.org", "not the password")
+        .login(&email_of("Ann"), "not the password")
         .await;
     assert_eq!(
         wrong.err().map(|e| e.to_string()).as_deref(),
@@ -1227,7 +1226,7 @@ async fn logout_ends_the_session_on_the_server_forgets_the_cache_and_a_refused_t
         .engine
         .set_server_url("127.0.0.1:9")
         .expect("address");
-    let unreachable = ann_app.engine.login("ann@example.org", "x").await;
+    let unreachable = ann_app.engine.login(&email_of("Ann"), "x").await;
     assert!(matches!(
         unreachable,
         Err(natter_core::CoreError::Unreachable { .. })
@@ -1296,11 +1295,7 @@ async fn unsent_messages_outlive_an_ended_session(set_aside_fails: bool) {
     // Why, for a login screen that was not listening yet.
     assert!(ann_app.engine.session_ended().is_some());
 
-    ann_app
-        .engine
-        .login("ann@example.org", "correct horse battery")
-        .await
-        .expect("login");
+    log_in(&ann_app, "Ann").await;
     let sent = vec![
         ("written offline".to_owned(), Delivery::Sent),
         ("and another".to_owned(), Delivery::Sent),
@@ -1308,11 +1303,7 @@ async fn unsent_messages_outlive_an_ended_session(set_aside_fails: bool) {
     // Bob's session ended too (the same secret): a device of his logged
     // in now reads the server's history.
     let device = app(&server).await;
-    device
-        .engine
-        .login("bob@example.org", "correct horse battery")
-        .await
-        .expect("login");
+    log_in(&device, "Bob").await;
     eventually("the server has both, in order", || async {
         contents(&device, &chat.id).await == sent
     })
@@ -1719,11 +1710,7 @@ async fn chats_started_or_first_written_while_away_count_as_unread_and_notify() 
 
     // Ann logs in on another computer: the history is there, all read.
     let elsewhere = app(&server).await;
-    elsewhere
-        .engine
-        .login("ann@example.org", "correct horse battery")
-        .await
-        .expect("logged in");
+    log_in(&elsewhere, "Ann").await;
     eventually("the other computer has both chats' messages", || async {
         contents(&elsewhere, &direct.id).await.len() == 1
             && contents(&elsewhere, &group.id).await.len() == 1

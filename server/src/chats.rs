@@ -12,7 +12,6 @@ use crate::error::ApiError;
 use crate::pipeline::{Draft, Outcome};
 use crate::state::AppState;
 use crate::store::{Page, StoreError, Stored};
-use crate::sync::to_the_end;
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -24,7 +23,7 @@ fn member_ids(chat: &Chat) -> impl Iterator<Item = &str> {
 
 /// Tells every member of `chat` (and `also`, e.g. a user just removed) that
 /// it changed, after telling its sequencer, so that no message sent from now
-/// on goes to a member who left. Called within `to_the_end`: once a change
+/// on goes to a member who left. Called within `Unfinished::to_the_end`: once a change
 /// is written, a request dropped (its client gone, a proxy's timeout) must
 /// not leave the sequencer with the old members, or the members unaware.
 async fn announce(state: &AppState, chat: Chat, also: Option<&str>) {
@@ -33,7 +32,7 @@ async fn announce(state: &AppState, chat: Chat, also: Option<&str>) {
     state.events.publish(&users, &ServerFrame::Chat { chat });
 }
 
-/// Runs `change` to its end (`to_the_end`) in the turn of `chat_id`: one
+/// Runs `change` to its end (`Unfinished::to_the_end`) in the turn of `chat_id`: one
 /// change of a chat at a time on this node.
 async fn in_turn<T, F, Fut>(state: &AppState, chat_id: &str, change: F) -> Result<T, ApiError>
 where
@@ -42,12 +41,15 @@ where
     Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
 {
     let (state, chat_id) = (state.clone(), chat_id.to_owned());
-    to_the_end(async move {
-        let turns = state.chat_turns.clone();
-        let _turn = turns.take(&chat_id).await;
-        change(state, chat_id).await
-    })
-    .await
+    state
+        .unfinished
+        .clone()
+        .to_the_end(async move {
+            let turns = state.chat_turns.clone();
+            let _turn = turns.take(&chat_id).await;
+            change(state, chat_id).await
+        })
+        .await
 }
 
 /// Whose turn it is to change a chat, on this node. A change's checks (is
@@ -195,14 +197,17 @@ pub async fn open_direct(
     }
     require_accounts(state, me, &[other]).await?;
     let (state, me, other) = (state.clone(), me.to_owned(), other.to_owned());
-    to_the_end(async move {
-        let (chat, created) = state.store.open_direct_chat(&new_id(), &me, &other).await?;
-        if created {
-            announce(&state, chat.clone(), None).await;
-        }
-        Ok((chat, created))
-    })
-    .await
+    state
+        .unfinished
+        .clone()
+        .to_the_end(async move {
+            let (chat, created) = state.store.open_direct_chat(&new_id(), &me, &other).await?;
+            if created {
+                announce(&state, chat.clone(), None).await;
+            }
+            Ok((chat, created))
+        })
+        .await
 }
 
 pub async fn create_group(
@@ -237,15 +242,18 @@ pub async fn create_group(
     let others: Vec<&str> = members.iter().map(String::as_str).collect();
     require_accounts(state, me, &others).await?;
     let (state, me) = (state.clone(), me.to_owned());
-    to_the_end(async move {
-        let chat = state
-            .store
-            .create_group(&new_id(), name.as_str(), &me, &members)
-            .await?;
-        announce(&state, chat.clone(), None).await;
-        Ok(chat)
-    })
-    .await
+    state
+        .unfinished
+        .clone()
+        .to_the_end(async move {
+            let chat = state
+                .store
+                .create_group(&new_id(), name.as_str(), &me, &members)
+                .await?;
+            announce(&state, chat.clone(), None).await;
+            Ok(chat)
+        })
+        .await
 }
 
 pub async fn rename(

@@ -47,6 +47,7 @@ use crate::pipeline::{AmqpPipeline, AmqpSettings, Pipeline, agree_partitions};
 use crate::realtime::{AmqpFanout, Events, FanoutOptions, Hub};
 use crate::state::{AppState, Settings};
 use crate::store::{PgStore, Sequencing, SqliteStore, Store};
+use crate::sync::Unfinished;
 
 /// A server that is bound to its address and ready to serve.
 pub struct Application {
@@ -113,6 +114,7 @@ impl Application {
                 ws_timeout: config.ws_timeout(),
             }),
             chat_turns: Arc::new(ChatTurns::new()),
+            unfinished: Unfinished::default(),
             health: Arc::new(Health::new()),
         };
         Ok(Application {
@@ -128,8 +130,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then closes every socket, waits
-    /// (at most the configured grace) for requests still running, and
-    /// stores what was sequenced.
+    /// (at most the configured grace) for requests still running and the
+    /// changes they began, and stores what was sequenced.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -150,20 +152,21 @@ impl Application {
                 .clone()
                 .watch(self.state.store.clone(), self.state.blobs.clone()),
         );
+        let unfinished = self.state.unfinished.clone();
         let (cutting, cut) = tokio::sync::watch::channel(false);
         let router = http::router(self.state, cut);
-        let (stopping, stop_began) = tokio::sync::watch::channel(false);
+        let (stopping, stop_began) = tokio::sync::watch::channel(None);
         let serving = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets");
                 hub.close_all();
-                stopping.send_replace(true);
+                stopping.send_replace(Some(tokio::time::Instant::now()));
             })
             .into_future();
         let served = tokio::select! {
             served = serving => served,
-            () = grace_after(stop_began, self.shutdown_grace) => {
+            () = grace_after(stop_began.clone(), self.shutdown_grace) => {
                 tracing::warn!(
                     grace = ?self.shutdown_grace,
                     "requests still running at shutdown: cut off (503)"
@@ -177,6 +180,18 @@ impl Application {
         }
         watching.abort();
         served?;
+        // Serving ends once the stop began; the changes requests began have
+        // what is left of the grace.
+        let began = stop_began
+            .borrow()
+            .unwrap_or_else(tokio::time::Instant::now);
+        let left = unfinished.finish(began + self.shutdown_grace).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "changes still running at shutdown: they end unfinished"
+            );
+        }
         stop_pipeline_then_events(&pipeline, &events).await;
         Ok(())
     }
@@ -184,13 +199,17 @@ impl Application {
 
 /// Completes `grace` after the stop began (never, if it never does).
 async fn grace_after(
-    mut stop_began: tokio::sync::watch::Receiver<bool>,
+    mut stop_began: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
     grace: std::time::Duration,
 ) {
-    if stop_began.wait_for(|began| *began).await.is_err() {
-        std::future::pending::<()>().await;
+    let began = match stop_began.wait_for(Option::is_some).await {
+        Ok(began) => *began,
+        Err(_) => None,
+    };
+    match began {
+        Some(began) => tokio::time::sleep_until(began + grace).await,
+        None => std::future::pending().await,
     }
-    tokio::time::sleep(grace).await;
 }
 
 /// PostgreSQL when a database URL is configured, else SQLite in the data

@@ -10,6 +10,7 @@ use crate::health::Health;
 use crate::pipeline::Pipeline;
 use crate::realtime::{Events, Hub};
 use crate::store::Store;
+use crate::sync::Unfinished;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -25,6 +26,9 @@ pub struct AppState {
     pub chat_turns: Arc<ChatTurns>,
     /// The database's and the picture store's last answers (`health`).
     pub health: Arc<Health>,
+    /// Changes that run to their end whatever becomes of their request
+    /// (`sync::Unfinished`).
+    pub unfinished: Unfinished,
 }
 
 /// Run-time settings the handlers need, taken from `Config` at start.

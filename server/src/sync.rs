@@ -3,19 +3,49 @@
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use tokio_util::task::TaskTracker;
+
 use crate::error::ApiError;
 
-/// Runs `work` to its end in a task of its own, for a request whose work
-/// must not stop halfway: a request future is dropped when its client goes
-/// or a proxy times out, and work cut between two writes (a picture and its
-/// account, a chat's change and the telling of it) leaves them disagreeing.
-/// The caller waits for it all the same, so that its answer comes after.
-pub(crate) async fn to_the_end<T: Send + 'static>(
-    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::spawn(tracing::Instrument::in_current_span(work))
-        .await
-        .unwrap_or_else(|err| Err(ApiError::Internal(anyhow::anyhow!("a task failed: {err}"))))
+/// Work begun for requests that must not stop halfway, counted so that a
+/// stopping server waits for it (`finish`) before it stops the pipeline and
+/// the events that tell of it.
+#[derive(Clone, Default)]
+pub struct Unfinished(TaskTracker);
+
+impl Unfinished {
+    /// Runs `work` to its end in a task of its own, for a request whose
+    /// work must not stop halfway: a request future is dropped when its
+    /// client goes or a proxy times out, and work cut between two writes (a
+    /// picture and its account, a chat's change and the telling of it)
+    /// leaves them disagreeing. The caller waits for it all the same, so
+    /// that its answer comes after.
+    pub(crate) async fn to_the_end<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.0
+            .spawn(tracing::Instrument::in_current_span(work))
+            .await
+            .unwrap_or_else(|err| Err(ApiError::Internal(anyhow::anyhow!("a task failed: {err}"))))
+    }
+
+    /// Waits until the work begun has ended, or until `deadline`; says how
+    /// much had not. Called once no request runs any more: work whose
+    /// request was dropped (its client gone) or cut off at the stop may
+    /// still be running, and a process that ended under it would leave a
+    /// change written and never told, or half written.
+    pub async fn finish(&self, deadline: tokio::time::Instant) -> usize {
+        self.0.close();
+        if tokio::time::timeout_at(deadline, self.0.wait())
+            .await
+            .is_ok()
+        {
+            0
+        } else {
+            self.0.len()
+        }
+    }
 }
 
 /// Locks `mutex`, poisoned or not. A poisoned lock means a thread panicked

@@ -74,7 +74,7 @@ pub fn router(state: AppState, cut: watch::Receiver<bool>) -> Router {
 /// dropped, letting go of what it holds (a database connection, a query)
 /// rather than wait on a database that never answers for as long as the
 /// process lives. A change it handed to a task of its own
-/// (`sync::to_the_end`) may still be made: the answer says so.
+/// (`sync::Unfinished`) may still be made: the answer says so.
 async fn cut_off(
     State(mut cut): State<watch::Receiver<bool>>,
     request: Request<Body>,

@@ -15,7 +15,6 @@ use crate::domain::{Email, Password, SearchQuery, UserName};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{NewUser, StoreError};
-use crate::sync::to_the_end;
 
 /// A sign-up as received, before validation.
 struct SignUpForm {
@@ -89,7 +88,7 @@ pub async fn sign_up(
 /// Stores the picture, then the account; a picture whose account was
 /// refused goes again.
 ///
-/// To its end (`to_the_end`): a request dropped between the two would leave
+/// To its end (`Unfinished::to_the_end`): a request dropped between the two would leave
 /// a picture no account points at. So a client that hangs up once its
 /// password is hashed may still get its account; signing up again then
 /// says the email is taken, and logging in works.
@@ -98,7 +97,10 @@ async fn store_account(
     new_user: NewUser,
     pic: Option<(String, Vec<u8>)>,
 ) -> Result<User, ApiError> {
-    to_the_end(store(state.clone(), new_user, pic)).await
+    state
+        .unfinished
+        .to_the_end(store(state.clone(), new_user, pic))
+        .await
 }
 
 async fn store(

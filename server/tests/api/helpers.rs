@@ -497,6 +497,22 @@ pub async fn wait_until(what: &str, patience: Duration, mut ready: impl AsyncFnM
     }
 }
 
+/// Waits until a query of this test's PostgreSQL database (`conn`'s) waits
+/// for a lock.
+pub async fn until_a_query_waits_for_a_lock(conn: &mut sqlx::PgConnection, what: &str) {
+    wait_until(what, PATIENCE, async || {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("asked");
+        waiting > 0
+    })
+    .await;
+}
+
 pub struct TestSocket {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }

@@ -17,7 +17,7 @@ use natter_shared::ServerFrame;
 
 use crate::helpers::{
     Deployment, PATIENCE, TestApp, TestUser, amqp_url, hold_write_lock, spawn_app, spawn_app_with,
-    spawn_named_cluster, test_config,
+    spawn_named_cluster, test_config, until_a_query_waits_for_a_lock,
 };
 use crate::relay::FreezingRelay;
 
@@ -511,4 +511,64 @@ async fn a_request_the_database_never_answers_does_not_keep_the_server_from_stop
         .expect("the read's task")
         .expect("an answer");
     assert_eq!(answered.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A change whose client hung up runs on to its end (`Unfinished`), and a
+/// stopping server waits for it, within its grace, before it stops: a
+/// process that ended under it would leave it unmade, or made and never
+/// told (the sequencer and the members hear of it last).
+#[tokio::test]
+async fn a_stopping_server_waits_for_a_change_whose_client_hung_up() {
+    use sqlx::{Connection, Executor};
+    let deployment = Deployment::new().await;
+    let mut app = deployment
+        .spawn_node(0, |config| {
+            // Sequenced in the process: its stop takes no RabbitMQ hand-over.
+            config.amqp_url = None;
+            config.shutdown_grace_ms = 60_000;
+        })
+        .await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let group = app.create_group(&ann, "Before", &[&bob]).await;
+
+    // Another session holds the group's row: the rename waits for it.
+    let mut other = sqlx::PgConnection::connect(&deployment.database)
+        .await
+        .expect("connected");
+    other.execute("BEGIN").await.expect("began");
+    sqlx::query("SELECT 1 FROM chats WHERE id = $1 FOR UPDATE")
+        .bind(&group.id)
+        .execute(&mut other)
+        .await
+        .expect("the row held");
+    let renaming = tokio::spawn(
+        app.http
+            .put(app.url("/api/chat/rename"))
+            .bearer_auth(&ann.token)
+            .json(&serde_json::json!({"chatId": group.id, "chatName": "After"}))
+            .send(),
+    );
+    until_a_query_waits_for_a_lock(&mut other, "the rename to wait for the row").await;
+    // Its client hangs up: no request runs any more.
+    renaming.abort();
+
+    let stopping = app.stop();
+    tokio::pin!(stopping);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut stopping)
+            .await
+            .is_err(),
+        "the stop did not end with the rename still waiting"
+    );
+    other.execute("COMMIT").await.expect("let go");
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .expect("stopped once the rename was made");
+    let (name,): (String,) = sqlx::query_as("SELECT name FROM chats WHERE id = $1")
+        .bind(&group.id)
+        .fetch_one(&mut other)
+        .await
+        .expect("read");
+    assert_eq!(name, "After");
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use natter_server::store::{BatchStored, NewUser, Page, PgStore, SqliteStore, Store, StoreError};
 use natter_shared::{Message, User};
 
-use crate::helpers::new_postgres_database;
+use crate::helpers::{new_postgres_database, until_a_query_waits_for_a_lock};
 
 /// More than one statement's worth (1,000 messages each).
 const BATCH: i64 = 2_500;
@@ -308,21 +308,6 @@ async fn sqlite_makes_group_changes_only_while_their_admin_is_admin() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path()).await.expect("SQLite");
     changes_are_made_only_while_their_admin_is_admin(&store).await;
-}
-
-/// Waits until a query of this test's database waits for a lock.
-async fn until_a_query_waits_for_a_lock(conn: &mut sqlx::PgConnection, what: &str) {
-    crate::helpers::wait_until(what, crate::helpers::PATIENCE, async || {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE NOT l.granted AND a.datname = current_database()",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .expect("asked");
-        waiting > 0
-    })
-    .await;
 }
 
 /// `user` leaves `chat`, written on `conn` (another node, say).

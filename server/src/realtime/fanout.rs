@@ -468,9 +468,15 @@ impl Unconfirmed {
     }
 
     /// Adds a batch; false when the limit was passed and everything waiting
-    /// was replaced by the `lost` marker (with this batch after it).
+    /// was replaced by the `lost` marker (with this batch after it). A
+    /// `lossy` batch (typing) that would pass it is dropped alone: worth
+    /// nothing late, it must not cost the other nodes' sockets (the marker
+    /// closes them) what waits before it.
     fn push(&mut self, batch: Vec<u8>, lossy: bool) -> bool {
         let kept = self.bytes + batch.len() <= self.limit;
+        if !kept && lossy {
+            return true;
+        }
         if !kept {
             self.batches.clear();
             self.bytes = LOST_MARKER.len();
@@ -595,6 +601,17 @@ mod tests {
         unconfirmed.confirmed(old_generation);
         let (_, out) = unconfirmed.unpublished();
         assert_eq!(out.len(), 2, "the marker goes out first");
+    }
+
+    #[test]
+    fn typing_past_the_limit_is_dropped_alone() {
+        let mut unconfirmed = Unconfirmed::new(40);
+        assert!(unconfirmed.push(vec![b'a'; 30], false));
+        assert!(unconfirmed.push(vec![b't'; 20], true));
+        assert_eq!(names(&unconfirmed), ["a".repeat(30)]);
+        assert_eq!(unconfirmed.bytes, 30);
+        assert!(unconfirmed.push(vec![b't'; 10], true), "it fits");
+        assert_eq!(unconfirmed.batches.len(), 2);
     }
 
     fn event(to: &[&str], frame: &str) -> Event {

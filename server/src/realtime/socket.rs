@@ -133,11 +133,12 @@ async fn close_unready(
     mut sink: SplitSink<WebSocket, WsMessage>,
 ) {
     state.hub.unregister(user_id, id);
-    let close = CloseFrame {
-        code: 1013,
-        reason: "events are unavailable for a moment: reconnect".into(),
-    };
-    let _ = sink.send(WsMessage::Close(Some(close))).await;
+    close(
+        &mut sink,
+        1013,
+        "events are unavailable for a moment: reconnect",
+    )
+    .await;
     tracing::debug!(user = %user_id, socket = id, "socket refused: no link to the other nodes");
 }
 
@@ -323,6 +324,7 @@ async fn read(
     clock: &Clock,
 ) {
     let mut in_flight = FuturesUnordered::<Later>::new();
+    let mut typing = TypingAllowance::new(Instant::now());
     loop {
         let answer = tokio::select! {
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => Some(answer),
@@ -330,7 +332,7 @@ async fn read(
                 let Some(Ok(message)) = message else { return };
                 clock.heard();
                 match message {
-                    WsMessage::Text(text) => match handle_text(state, user_id, clock, text.as_str()).await {
+                    WsMessage::Text(text) => match handle_text(state, user_id, clock, &mut typing, text.as_str()).await {
                         Handled::Now(answer) => answer,
                         Handled::Later(answer) => {
                             in_flight.push(answer);
@@ -383,8 +385,56 @@ fn refusal(err: &ApiError, client_id: Option<String>) -> ServerFrame {
 /// stops answering must not stall it, for a signal worth nothing late.
 const TYPING_PATIENCE: Duration = Duration::from_secs(2);
 
+/// Typing signals a socket may send at once, and then one per
+/// `TYPING_EVERY`: an app sends one every few seconds per chat it is typing
+/// in, and one when it stops. Each costs a members query and a frame to
+/// every member, so a client sending them in a loop would fill its chat
+/// members' socket queues, and they would be dropped as too slow.
+const TYPING_BURST: u32 = 10;
+const TYPING_EVERY: Duration = Duration::from_millis(500);
+
+/// How many typing signals a socket may send now (a token bucket): past
+/// them, the signals are dropped unanswered, as they are worth nothing late.
+struct TypingAllowance {
+    left: u32,
+    /// When the next one is added.
+    next: Instant,
+}
+
+impl TypingAllowance {
+    fn new(now: Instant) -> Self {
+        TypingAllowance {
+            left: TYPING_BURST,
+            next: now + TYPING_EVERY,
+        }
+    }
+
+    /// Takes one, if one is left at `now`.
+    fn take(&mut self, now: Instant) -> bool {
+        while self.left < TYPING_BURST && self.next <= now {
+            self.left += 1;
+            self.next += TYPING_EVERY;
+        }
+        if self.left == 0 {
+            return false;
+        }
+        if self.left == TYPING_BURST {
+            // Full until now: the next one comes a period after this.
+            self.next = now + TYPING_EVERY;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
 /// Acts on one client frame; the answer, if any, goes back on this socket.
-async fn handle_text(state: &AppState, user_id: &str, clock: &Clock, text: &str) -> Handled {
+async fn handle_text(
+    state: &AppState,
+    user_id: &str,
+    clock: &Clock,
+    typing: &mut TypingAllowance,
+    text: &str,
+) -> Handled {
     let now = |frame: Option<ServerFrame>| Handled::Now(frame.as_ref().map(encode));
     if text.len() > FRAME_MAX_BYTES {
         return now(Some(error_frame(
@@ -398,6 +448,9 @@ async fn handle_text(state: &AppState, user_id: &str, clock: &Clock, text: &str)
     };
     match frame {
         ClientFrame::Typing { chat_id, is_typing } => {
+            if !typing.take(Instant::now()) {
+                return now(None);
+            }
             let typing = chats::typing(state, user_id, &chat_id, is_typing);
             match tokio::time::timeout(TYPING_PATIENCE, typing).await {
                 Ok(told) => now(told.err().map(|err| refusal(&err, None))),
@@ -474,7 +527,29 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
-    use super::query_token;
+    use std::time::{Duration, Instant};
+
+    use super::{TYPING_BURST, TYPING_EVERY, TypingAllowance, query_token};
+
+    /// A burst, then one per period; a socket quiet for long has its whole
+    /// burst again, no more.
+    #[test]
+    fn typing_signals_come_in_a_burst_then_one_per_period() {
+        let start = Instant::now();
+        let mut allowance = TypingAllowance::new(start);
+        let taken = |allowance: &mut TypingAllowance, at: Instant| {
+            (0..3 * TYPING_BURST)
+                .take_while(|_| allowance.take(at))
+                .count()
+        };
+        assert_eq!(taken(&mut allowance, start), TYPING_BURST as usize);
+        assert_eq!(taken(&mut allowance, start + TYPING_EVERY / 2), 0);
+        assert_eq!(taken(&mut allowance, start + TYPING_EVERY), 1);
+        assert_eq!(taken(&mut allowance, start + 3 * TYPING_EVERY), 2);
+        let later = start + Duration::from_secs(3600);
+        assert_eq!(taken(&mut allowance, later), TYPING_BURST as usize);
+        assert_eq!(taken(&mut allowance, later + TYPING_EVERY), 1);
+    }
 
     #[test]
     fn finds_the_token_among_query_parameters() {

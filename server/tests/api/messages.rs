@@ -106,6 +106,45 @@ async fn typing_reaches_the_other_members_only() {
     assert_eq!(ann_socket.next_message().await, sent);
 }
 
+/// A client sending typing signals in a loop gets a burst of them through
+/// (10), then one per half second: each costs every member a frame, and
+/// their sockets would fill and be dropped as too slow.
+#[tokio::test]
+async fn typing_signals_sent_in_a_loop_are_held_to_a_few() {
+    let app = spawn_app().await;
+    let (ann, bob, chat) = app.ann_and_bob().await;
+    let mut ann_socket = app.socket(&ann).await;
+    let mut bob_socket = app.socket(&bob).await;
+    app.wait_for_connections(2).await;
+
+    let began = std::time::Instant::now();
+    for n in 0..200 {
+        ann_socket
+            .send_json(json!({"type": "typing", "chatId": chat.id, "isTyping": n % 2 == 0}))
+            .await;
+    }
+    // Read after them on her socket: when it reaches Bob, so has every
+    // typing signal that went through.
+    ann_socket
+        .send_json(
+            json!({"type": "send", "chatId": chat.id, "content": "done", "clientId": "c-done"}),
+        )
+        .await;
+    let mut through: u128 = 0;
+    loop {
+        match bob_socket.next_frame().await {
+            ServerFrame::Typing { .. } => through += 1,
+            ServerFrame::Message { message } if message.content == "done" => break,
+            _ => {}
+        }
+    }
+    let allowed = 10 + began.elapsed().as_millis() / 500 + 1;
+    assert!(
+        (1..=allowed).contains(&through),
+        "{through} of 200 through, {allowed} allowed"
+    );
+}
+
 #[tokio::test]
 async fn a_removed_member_hears_nothing_more_and_cannot_send() {
     let app = spawn_app().await;

@@ -16,7 +16,7 @@ use crate::error::{CoreError, CoreResult};
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A chat the user is no longer in (left, or removed), with what was
-/// still in the outbox for it: taken out unsent, and to be told.
+/// still to be sent in it: marked failed, and to be told.
 #[derive(Debug, Clone)]
 pub struct Left {
     pub chat: Chat,
@@ -303,7 +303,7 @@ impl Cache {
             }
             // Each chat left on its own: one that fails stays as it was,
             // for the next list, and those left before it are still told
-            // (their unsent messages are gone from the outbox already).
+            // (their unsent messages are marked failed already).
             match self.leave_unlisted(id, me).await {
                 Ok(gone) => left.extend(gone),
                 Err(err) => {
@@ -329,12 +329,13 @@ impl Cache {
     /// Keeps a chat the user is no longer in (left, or removed) readable
     /// as it was, as other messengers do: `chat` is the server's last word
     /// on it, without the user among its members, which is what marks it
-    /// left. Its outbox and draft go; what was unsent is returned with it,
-    /// to be told. What the server stored and the cache set aside stays
+    /// left. Its draft goes; what was unsent stays, marked failed
+    /// (`fail_unsent`), and is returned with it, to be told. What the
+    /// server stored and the cache set aside stays as it was
     /// (`outgoing_stored`). `None` when the chat is not cached.
     pub async fn leave_chat(&self, chat: &Chat) -> CoreResult<Option<Left>> {
         let mut tx = self.pool.begin().await?;
-        let unsent = take_unsent(&mut tx, &chat.id).await?;
+        let unsent = fail_unsent(&mut tx, &chat.id).await?;
         sqlx::query("DELETE FROM drafts WHERE chat_id = ?1")
             .bind(&chat.id)
             .execute(&mut *tx)
@@ -715,15 +716,19 @@ impl Cache {
         self.unsent_in(None, me).await
     }
 
+    /// One marked failed as its chat was left (`fail_unsent`) but cached
+    /// since, delivered (a node told of the leave before the message), was
+    /// sent after all: it shows as sent, not twice.
     async fn unsent_in(&self, chat_id: Option<&str>, me: &str) -> CoreResult<Vec<Outgoing>> {
         let rows = sqlx::query(&format!(
             "SELECT {OUTBOX_COLS} FROM outbox o WHERE (?1 IS NULL OR chat_id = ?1) \
-             AND stored_message IS NULL AND (error IS NOT NULL OR NOT EXISTS \
+             AND stored_message IS NULL AND (error IS NOT NULL AND error <> ?3 OR NOT EXISTS \
              (SELECT 1 FROM messages m WHERE m.sender_id = ?2 AND m.client_id = o.client_id)) \
              ORDER BY rowid"
         ))
         .bind(chat_id)
         .bind(me)
+        .bind(NO_LONGER_A_MEMBER)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(outgoing_row).collect())
@@ -820,18 +825,60 @@ fn keep_newer_latest(chat: &mut Chat, cached: Chat) {
     }
 }
 
+/// Why a message left unsent in a chat the user is no longer in was not
+/// sent: what it shows with, marked failed (`fail_unsent`).
+pub const NO_LONGER_A_MEMBER: &str = "you are no longer in this group";
+
+/// Marks a chat's unsent messages failed, in `tx` (`NO_LONGER_A_MEMBER`),
+/// but for what the server stored and the cache set aside
+/// (`Cache::outgoing_stored`): returns those it marked, in the order
+/// written. Marked in the transaction that leaves the chat, they stay in
+/// the outbox, shown as not sent until the user discards them: a notice
+/// alone would be lost to a crash before it was shown. One refused for
+/// good before was told then, and keeps its reason.
+async fn fail_unsent(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    chat_id: &str,
+) -> CoreResult<Vec<Outgoing>> {
+    drop_delivered(tx, chat_id).await?;
+    let rows = sqlx::query(&format!(
+        "UPDATE outbox SET error = ?2 \
+         WHERE chat_id = ?1 AND stored_message IS NULL AND error IS NULL \
+         RETURNING {OUTBOX_COLS}, rowid"
+    ))
+    .bind(chat_id)
+    .bind(NO_LONGER_A_MEMBER)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(in_order_written(&rows))
+}
+
 /// Takes a chat's outbox out, in `tx`, but for what the server stored and
 /// the cache set aside (`Cache::outgoing_stored`): returns what was
-/// unsent, in the order written. What it reports is what the DELETE removed (RETURNING),
-/// so a message queued meanwhile is either reported or was never queued,
-/// never lost unseen.
+/// unsent, in the order written.
 async fn take_unsent(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     chat_id: &str,
 ) -> CoreResult<Vec<Outgoing>> {
-    // Delivered already (only its ack was still to come), or stored (its
-    // ack held back) by a release that did not keep the message: not
-    // unsent. One stored and set aside stays (`outgoing_stored`).
+    drop_delivered(tx, chat_id).await?;
+    let rows = sqlx::query(&format!(
+        "DELETE FROM outbox WHERE chat_id = ?1 AND stored_message IS NULL \
+         RETURNING {OUTBOX_COLS}, rowid"
+    ))
+    .bind(chat_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(in_order_written(&rows))
+}
+
+/// Takes out of a chat's outbox, in `tx`, what is not unsent though its
+/// ack never came: delivered already, or stored (its ack held back) by a
+/// release that did not keep the message. One stored and set aside stays
+/// (`outgoing_stored`).
+async fn drop_delivered(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    chat_id: &str,
+) -> CoreResult<()> {
     sqlx::query(
         "DELETE FROM outbox WHERE chat_id = ?1 AND error IS NULL AND stored_message IS NULL \
          AND (stored_seq IS NOT NULL \
@@ -840,20 +887,20 @@ async fn take_unsent(
     .bind(chat_id)
     .execute(&mut **tx)
     .await?;
-    let rows = sqlx::query(&format!(
-        "DELETE FROM outbox WHERE chat_id = ?1 AND stored_message IS NULL \
-         RETURNING {OUTBOX_COLS}, rowid"
-    ))
-    .bind(chat_id)
-    .fetch_all(&mut **tx)
-    .await?;
+    Ok(())
+}
+
+/// Outbox rows (`OUTBOX_COLS` and rowid) a statement's RETURNING gave, in
+/// the order written: RETURNING gives no order. What a caller reports is
+/// what its statement changed, so a message queued meanwhile is either
+/// reported or was never queued, never lost unseen.
+fn in_order_written(rows: &[sqlx::sqlite::SqliteRow]) -> Vec<Outgoing> {
     let mut unsent: Vec<(i64, Outgoing)> = rows
         .iter()
         .map(|row| (row.get(5), outgoing_row(row)))
         .collect();
-    // RETURNING gives no order; the outbox's is the order written.
     unsent.sort_by_key(|(rowid, _)| *rowid);
-    Ok(unsent.into_iter().map(|(_, outgoing)| outgoing).collect())
+    unsent.into_iter().map(|(_, outgoing)| outgoing).collect()
 }
 
 fn outgoing_row(row: &sqlx::sqlite::SqliteRow) -> Outgoing {
@@ -1219,7 +1266,7 @@ mod tests {
     /// the chat was behind stays set aside, shown as sent, until history
     /// brings it (the user added back) or the chat is deleted.
     #[tokio::test]
-    async fn leaving_a_chat_keeps_its_messages_and_takes_its_outbox_and_draft() {
+    async fn leaving_a_chat_keeps_its_messages_marks_its_unsent_failed_and_takes_its_draft() {
         let dir = tempfile::tempdir().expect("temp dir");
         let cache = Cache::open(&dir.path().join("cache.db"))
             .await
@@ -1264,8 +1311,26 @@ mod tests {
         let unsent: Vec<_> = left.unsent.iter().map(|o| o.client_id.as_str()).collect();
         assert_eq!(unsent, ["k1"]);
         assert_eq!(cached(&cache).await, [("m1".to_owned(), 1)]);
-        assert!(cache.outbox().await.expect("outbox").is_empty());
-        assert!(cache.unsent("c", "me").await.expect("unsent").is_empty());
+        // Marked failed in the same write: shown as not sent, whether or
+        // not the notice of it is ever shown, and not sent again.
+        let failed = Outgoing {
+            error: Some(NO_LONGER_A_MEMBER.to_owned()),
+            ..outgoing("k1", "c", millis(1_700_000_000_000))
+        };
+        assert_eq!(
+            cache.unsent("c", "me").await.expect("unsent"),
+            std::slice::from_ref(&failed)
+        );
+        assert_eq!(
+            cache.outbox().await.expect("outbox"),
+            std::slice::from_ref(&failed)
+        );
+        let again = cache
+            .leave_chat(&chat_of("c", &["bob"]))
+            .await
+            .expect("left again")
+            .expect("was cached");
+        assert!(again.unsent.is_empty(), "told once");
         assert_eq!(aside().await, std::slice::from_ref(&stored), "kept aside");
         assert!(cache.drafts().await.expect("drafts").is_empty());
         let (chat, _) = cache.chat("c").await.expect("chat").expect("kept");
@@ -1285,6 +1350,14 @@ mod tests {
             .expect("put");
         assert!(aside().await.is_empty());
         assert!(cache.outgoing("k2").await.expect("outgoing").is_none());
+
+        // The one marked failed comes after all (delivered: a node told of
+        // the leave before it): shown as sent, not also as not sent.
+        cache
+            .put_message(&message("m4", 4, "me", Some("k1")), "me", Source::Delivered)
+            .await
+            .expect("put");
+        assert!(cache.unsent("c", "me").await.expect("unsent").is_empty());
     }
 
     /// Deleting a chat takes what was set aside in it too.

@@ -215,7 +215,8 @@ impl Context {
     }
 
     /// Stores a chat the user is in, or keeps one they left (or were
-    /// removed from) readable as it was, without its outbox.
+    /// removed from) readable as it was, what was unsent in it marked
+    /// failed.
     pub async fn chat_changed(&self, chat: &Chat) -> CoreResult<()> {
         if chat.has_member(&self.me.id) {
             self.cache.put_chat(chat).await?;
@@ -225,12 +226,17 @@ impl Context {
         self.emit_chats().await
     }
 
-    /// A chat the user is no longer in loses its outbox: what was not sent
-    /// yet is said in a notification, not dropped without a word.
+    /// What was not sent yet in a chat the user is no longer in, marked
+    /// failed (`Cache::leave_chat`), shows so, and a notification says it.
     pub fn tell_unsent(&self, left: &Left) {
         let Some(first) = left.unsent.first() else {
             return;
         };
+        for outgoing in &left.unsent {
+            self.emit(Event::Message {
+                message: MessageView::outgoing(outgoing, &self.me),
+            });
+        }
         let body = match left.unsent.len() {
             1 => format!(
                 "Not sent, you are no longer in this group: \u{201c}{}\u{201d}",

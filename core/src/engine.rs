@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{Page, ServerApi, SignUp};
 use crate::backoff::Backoff;
-use crate::cache::{Cache, Outgoing};
+use crate::cache::{Cache, NO_LONGER_A_MEMBER, Outgoing};
 use crate::connection;
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
@@ -705,7 +705,7 @@ impl Engine {
         match live.ctx.cache.chat(chat_id).await? {
             None => return Err(CoreError::Invalid("no such chat".into())),
             Some((chat, _)) if !chat.has_member(&live.ctx.me.id) => {
-                return Err(CoreError::Invalid("you are no longer in this group".into()));
+                return Err(CoreError::Invalid(NO_LONGER_A_MEMBER.into()));
             }
             Some(_) => {}
         }

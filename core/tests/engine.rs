@@ -1416,6 +1416,12 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
     }
     server.start().await;
 
+    // A chat view open on it shows it not sent, and then a notification says so.
+    next_event(&mut ann_app, "the message shown as not sent", |event| {
+        matches!(event, Event::Message { message }
+            if message.content == "written offline" && message.status == Delivery::Failed)
+    })
+    .await;
     let notification = next_notification(&mut ann_app, "the unsent message reported", |n| {
         n.chat_id == group.id
     })
@@ -1429,6 +1435,21 @@ async fn an_unsent_message_to_a_group_one_was_removed_from_is_reported() {
     assert!(
         chats.iter().any(|chat| chat.id == group.id && chat.left),
         "kept, as left: {chats:?}"
+    );
+    // And in the chat it shows as not sent, and why, until she discards it.
+    let shown = ann_app
+        .engine
+        .history(&group.id, None)
+        .await
+        .expect("the chat read");
+    let not_sent: Vec<_> = shown
+        .iter()
+        .filter(|m| m.content == "written offline")
+        .map(|m| (m.status, m.error.as_deref()))
+        .collect();
+    assert_eq!(
+        not_sent,
+        [(Delivery::Failed, Some("you are no longer in this group"))]
     );
     let bobs = bob_app
         .engine

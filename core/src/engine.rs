@@ -76,6 +76,8 @@ struct Inner {
     /// Why the server ended the last session, until the next one starts
     /// (`session_ended`).
     ended_because: Mutex<Option<String>>,
+    /// One login's session begun at a time (`begin`).
+    beginning: tokio::sync::Mutex<()>,
 }
 
 /// A logged-in session's moving parts; dropping it stops its connection.
@@ -131,6 +133,7 @@ impl Engine {
                 drafts_asked: Mutex::new(HashMap::new()),
                 draft_writes: tokio::sync::Mutex::new(()),
                 ended_because: Mutex::new(None),
+                beginning: tokio::sync::Mutex::new(()),
             }),
         };
         if let Some(session) = engine.inner.files.session() {
@@ -242,7 +245,7 @@ impl Engine {
                 ended.task.abort();
                 ended.renewal.abort();
                 if ended_by_server {
-                    keep_cache = !self.keep_unsent(&ended.ctx).await;
+                    keep_cache = !self.keep_unsent(&ended.ctx.cache, &ended.ctx.me.id).await;
                 } else if let Err(err) = self.inner.files.forget_unsent(&ended.ctx.me.id) {
                     tracing::warn!(error = %err, "forgetting the messages a session ended unsent");
                 }
@@ -272,12 +275,13 @@ impl Engine {
         forgotten
     }
 
-    /// Keeps what the session `ctx`, ended by the server, had not sent,
-    /// for its user's next login (`Files::keep_unsent`); what the server
-    /// refused for good was reported already, and goes. False when they
-    /// could not be set aside (a full disk): the cache must stay then.
-    async fn keep_unsent(&self, ctx: &Context) -> bool {
-        let unsent: Vec<Outgoing> = match ctx.cache.outbox().await {
+    /// Keeps what a session of `user_id` (its `cache`), ended by the server,
+    /// had not sent, for its user's next login (`Files::keep_unsent`); what
+    /// the server refused for good was reported already, and goes. False
+    /// when they could not be set aside (a full disk): the cache must stay
+    /// then.
+    async fn keep_unsent(&self, cache: &Cache, user_id: &str) -> bool {
+        let unsent: Vec<Outgoing> = match cache.outbox().await {
             Ok(outbox) => outbox.into_iter().filter(|o| o.error.is_none()).collect(),
             Err(err) => {
                 tracing::warn!(error = %err, "reading the outbox of a session the server ended: the cache stays");
@@ -287,11 +291,42 @@ impl Engine {
         if unsent.is_empty() {
             return true;
         }
-        match self.inner.files.keep_unsent(&ctx.me.id, &unsent) {
+        match self.inner.files.keep_unsent(user_id, &unsent) {
             Ok(()) => true,
             Err(err) => {
                 tracing::warn!(error = %err, "setting aside the messages a session ended unsent: the cache stays, with them");
                 false
+            }
+        }
+    }
+
+    /// Deletes the caches other users' ended sessions left here (`end`:
+    /// their unsent messages could not be set aside then), setting those
+    /// messages aside now: nothing of theirs stays readable while someone
+    /// else uses the app, and their messages still go at their next login
+    /// here. One whose messages still cannot be set aside stays.
+    async fn forget_others_caches(&self, user_id: &str) {
+        for other in self.inner.files.others_with_a_cache(user_id) {
+            let path = self.inner.files.cache(&other);
+            // Side files alone, or a cache set aside as unreadable: nothing
+            // to set aside from.
+            if !path.exists() {
+                if let Err(err) = self.inner.files.forget_cache(&other) {
+                    tracing::warn!(error = %err, "deleting what is left of another user's cache");
+                }
+                continue;
+            }
+            let cache = match Cache::open(&path).await {
+                Ok(cache) => cache,
+                Err(err) => {
+                    tracing::warn!(error = %err, "opening a cache another user's session left: it stays");
+                    continue;
+                }
+            };
+            let kept = self.keep_unsent(&cache, &other).await;
+            cache.close().await;
+            if kept && let Err(err) = self.inner.files.forget_cache(&other) {
+                tracing::warn!(error = %err, "deleting a cache another user's session left");
             }
         }
     }
@@ -317,6 +352,10 @@ impl Engine {
     }
 
     async fn begin(&self, auth: AuthResponse) -> CoreResult<User> {
+        // One at a time: a second login meanwhile (a sign-up and a login
+        // answered together) would start beside this one, and take this
+        // one's cache for another user's left behind (`start`).
+        let _beginning = self.inner.beginning.lock().await;
         let previous = self.me().await;
         if previous.is_some() {
             self.logout().await?;
@@ -335,6 +374,7 @@ impl Engine {
         let cache = Cache::open_or_start_over(&self.inner.files.cache(&session.user.id)).await?;
         cache.put_users(std::slice::from_ref(&session.user)).await?;
         self.restore_unsent(&cache, &session.user.id).await;
+        self.forget_others_caches(&session.user.id).await;
         *lock(&self.inner.ended_because) = None;
         let ctx = Arc::new(Context {
             me: session.user.clone(),

@@ -146,22 +146,51 @@ impl Files {
         )
     }
 
-    /// Forgets the session and that user's cache (SQLite's side files and
-    /// a cache set aside as unreadable too: nothing of theirs stays).
+    /// Forgets the session and that user's cache (`forget_cache`).
     pub fn forget_session(&self, user_id: Option<&str>) -> CoreResult<()> {
         remove_if_there(&self.dir.join("session.json"))?;
-        if let Some(user_id) = user_id {
-            let cache = self.cache(user_id);
-            for aside in ["", SET_ASIDE] {
-                for suffix in SQLITE_SUFFIXES {
-                    let mut path = cache.clone().into_os_string();
-                    path.push(aside);
-                    path.push(suffix);
-                    remove_if_there(Path::new(&path))?;
-                }
+        match user_id {
+            Some(user_id) => self.forget_cache(user_id),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a user's cache, SQLite's side files and a cache set aside as
+    /// unreadable too: nothing of theirs stays.
+    pub fn forget_cache(&self, user_id: &str) -> CoreResult<()> {
+        let cache = self.cache(user_id);
+        for aside in ["", SET_ASIDE] {
+            for suffix in SQLITE_SUFFIXES {
+                let mut path = cache.clone().into_os_string();
+                path.push(aside);
+                path.push(suffix);
+                remove_if_there(Path::new(&path))?;
             }
         }
         Ok(())
+    }
+
+    /// The users other than `user_id` with a cache here, or what is left
+    /// of one (SQLite's side files, a cache set aside as unreadable): one
+    /// kept when a session the server ended could not set its unsent
+    /// messages aside, or one a logout failed to delete. Each is the part
+    /// of the files' names that stands for them, which names their files
+    /// as their id does (`file_safe` changes nothing in it).
+    pub fn others_with_a_cache(&self, user_id: &str) -> Vec<String> {
+        let mine = file_safe(user_id);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut others: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|name| {
+                let (user, _) = name.strip_prefix("cache-")?.split_once(".sqlite")?;
+                (user != mine && file_safe(user) == user).then(|| user.to_owned())
+            })
+            .collect();
+        others.sort();
+        others.dedup();
+        others
     }
 }
 
@@ -294,6 +323,31 @@ mod tests {
         for file in &cache_files {
             assert!(!file.exists(), "{} is left", file.display());
         }
+    }
+
+    /// Other users' caches are found by any of their files, once each, and
+    /// not the user's own; a name that is not a cache's is not one.
+    #[test]
+    fn other_users_caches_are_found_by_any_of_their_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = Files::new(dir.path());
+        for name in [
+            "cache-me.sqlite",
+            "cache-me.sqlite-wal",
+            "cache-a.sqlite",
+            "cache-a.sqlite-wal",
+            "cache-b.sqlite.unreadable",
+            "cache-c.sqlite-shm",
+            "cache-d.txt",
+            "unsent-e.json",
+            "settings.json",
+        ] {
+            std::fs::write(dir.path().join(name), b"").expect("written");
+        }
+        assert_eq!(files.others_with_a_cache("me"), ["a", "b", "c"]);
+        files.forget_cache("b").expect("forgotten");
+        assert!(!dir.path().join("cache-b.sqlite.unreadable").exists());
+        assert_eq!(files.others_with_a_cache("me"), ["a", "c"]);
     }
 
     #[test]

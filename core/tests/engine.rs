@@ -1251,7 +1251,7 @@ async fn ends_the_session(server: &mut Server, app: &mut App) {
 /// the session, and the message goes at the next login.
 #[tokio::test]
 async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_next_login() {
-    unsent_messages_outlive_an_ended_session(false).await;
+    unsent_messages_outlive_an_ended_session(SetAside::Works).await;
 }
 
 /// When they cannot be set aside in a file of their own (a full disk; here
@@ -1259,10 +1259,28 @@ async fn an_unsent_message_outlives_a_session_the_server_ended_and_goes_at_the_n
 /// outbox, and they go at the next login all the same.
 #[tokio::test]
 async fn unsent_messages_that_cannot_be_set_aside_stay_in_the_cache_for_the_next_login() {
-    unsent_messages_outlive_an_ended_session(true).await;
+    unsent_messages_outlive_an_ended_session(SetAside::Fails).await;
 }
 
-async fn unsent_messages_outlive_an_ended_session(set_aside_fails: bool) {
+/// A cache kept so is not left readable while another user uses the app:
+/// their login sets its unsent messages aside (the disk has room again)
+/// and deletes it, and the messages go at its own user's next login.
+#[tokio::test]
+async fn a_cache_kept_for_its_unsent_messages_goes_when_another_user_logs_in() {
+    unsent_messages_outlive_an_ended_session(SetAside::FailsThenAnotherLogsIn).await;
+}
+
+/// Whether a session's unsent messages can be set aside when the server
+/// ends it, and who logs in next.
+#[derive(PartialEq)]
+enum SetAside {
+    Works,
+    Fails,
+    FailsThenAnotherLogsIn,
+}
+
+async fn unsent_messages_outlive_an_ended_session(set_aside: SetAside) {
+    let set_aside_fails = set_aside != SetAside::Works;
     let mut server = Server::spawn().await;
     let mut ann_app = app(&server).await;
     let bob_app = app(&server).await;
@@ -1286,15 +1304,25 @@ async fn unsent_messages_outlive_an_ended_session(set_aside_fails: bool) {
     }
     ends_the_session(&mut server, &mut ann_app).await;
     let files = natter_core::session::Files::new(&ann_app.dir);
-    let set_aside = if set_aside_fails { 0 } else { 2 };
+    let kept_aside = if set_aside_fails { 0 } else { 2 };
     assert_eq!(
         files.unsent(&ann.id).len(),
-        set_aside,
+        kept_aside,
         "kept for the next login"
     );
     // Why, for a login screen that was not listening yet.
     assert!(ann_app.engine.session_ended().is_some());
 
+    if set_aside == SetAside::FailsThenAnotherLogsIn {
+        let anns_cache = ann_app.dir.join(format!("cache-{}.sqlite", ann.id));
+        assert!(anns_cache.exists(), "kept, with her messages");
+        std::fs::remove_dir(ann_app.dir.join(format!("unsent-{}.json", ann.id)))
+            .expect("room again");
+        log_in(&ann_app, "Bob").await;
+        assert!(!anns_cache.exists(), "not left for Bob to read");
+        assert_eq!(files.unsent(&ann.id).len(), 2, "set aside for her");
+        ann_app.engine.logout().await.expect("Bob logs out");
+    }
     log_in(&ann_app, "Ann").await;
     let sent = vec![
         ("written offline".to_owned(), Delivery::Sent),

@@ -136,8 +136,16 @@ impl Engine {
                 beginning: tokio::sync::Mutex::new(()),
             }),
         };
-        if let Some(session) = engine.inner.files.session() {
-            engine.start(session).await?;
+        // A saved session that cannot be resumed (its cache cannot be
+        // opened: a full disk, a file in the way) leaves the app at the login
+        // screen, which says why, rather than keep it from starting at all.
+        // The session stays saved: the next start tries it again.
+        if let Some(session) = engine.inner.files.session()
+            && let Err(err) = engine.start(session).await
+        {
+            tracing::error!(error = %err, "resuming the saved session");
+            *lock(&engine.inner.ended_because) =
+                Some(format!("the saved login could not be resumed: {err}"));
         }
         Ok(engine)
     }
@@ -163,10 +171,11 @@ impl Engine {
         Ok(url)
     }
 
-    /// Why the server ended the last session, when nobody has logged in
-    /// since: the `SessionEnded` event may have gone out before a UI was
-    /// listening (a token refused as the app starts, before its page has
-    /// loaded), and the login screen should still say why it is there.
+    /// Why the last session ended (the server ended it, or a saved one
+    /// could not be resumed at start), when nobody has logged in since: the
+    /// `SessionEnded` event may have gone out before a UI was listening (a
+    /// token refused as the app starts, before its page has loaded), and
+    /// the login screen should still say why it is there.
     pub fn session_ended(&self) -> Option<String> {
         lock(&self.inner.ended_because).clone()
     }

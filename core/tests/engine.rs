@@ -1348,6 +1348,36 @@ async fn unsent_messages_outlive_an_ended_session(set_aside: SetAside) {
     assert_eq!(ann_app.engine.session_ended(), None, "a new session");
 }
 
+/// A saved login whose cache cannot be opened (a folder stands in the
+/// cache file's way, as a full disk would fail it) does not keep the app
+/// from starting: it opens at the login screen, which says why, and a
+/// login works once the way is clear.
+#[tokio::test]
+async fn a_saved_login_that_cannot_be_resumed_opens_at_the_login_screen_saying_why() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    let (dir, temp) = (ann_app.dir.clone(), ann_app._temp);
+    drop(ann_app.engine);
+    let cache = dir.join(format!("cache-{}.sqlite", ann.id));
+    std::fs::remove_file(&cache).expect("the cache gone");
+    std::fs::create_dir(&cache).expect("a folder in its way");
+
+    let ann_app = reopen(&dir).await;
+    let _keep = temp;
+    assert!(ann_app.engine.me().await.is_none(), "at the login screen");
+    let why = ann_app.engine.session_ended().expect("a reason");
+    assert!(
+        why.starts_with("the saved login could not be resumed"),
+        "{why}"
+    );
+
+    std::fs::remove_dir(&cache).expect("the way clear");
+    log_in(&ann_app, "Ann").await;
+    assert_eq!(ann_app.engine.me().await.map(|me| me.id), Some(ann.id));
+    assert_eq!(ann_app.engine.session_ended(), None);
+}
+
 /// One copy of the app per data folder: a second, started while the first
 /// runs (in the tray, say), is refused with the reason, and may start once
 /// the first has stopped.

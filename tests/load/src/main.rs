@@ -278,7 +278,15 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         Ok(start) => cpu::cores_between(&watched, &start, &cpu::sample(&watched)),
         Err(_) => serde_json::Value::Null,
     };
-    let settled = drain(args, &tally).await;
+    let deadline = Instant::now() + Duration::from_secs(args.drain);
+    let answered = until(deadline, || tally.all_answered()).await;
+    // Timed from the last ack, not from the last delivery: a delivery the
+    // run waits for in vain (a socket that missed one) is no commit's time.
+    let persisted_after = match args.verify_stored && answered {
+        true => Some(until_committed(&http, &first, &crowd, send_started).await?),
+        false => None,
+    };
+    let settled = answered && until(deadline, || tally.missing() == 0).await;
     let delivery_time = send_started.elapsed();
     eprintln!();
     stop.send_replace(true);
@@ -293,7 +301,12 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     }
 
     let stored = if args.verify_stored {
-        Some(verify_stored(&http, &first, &crowd, run_tag, &tally, send_started).await?)
+        let persisted_after = match persisted_after {
+            Some(after) => after,
+            // Not all answered: whatever was stored, stored by now.
+            None => until_committed(&http, &first, &crowd, send_started).await?,
+        };
+        Some(verify_stored(&http, &first, &crowd, run_tag, &tally, persisted_after).await?)
     } else {
         None
     };
@@ -431,16 +444,12 @@ async fn hold(args: &Args, tally: &Tally) {
     }
 }
 
-/// Waits (at most `args.drain` seconds) until every sent message is acked
-/// and has reached every recipient; true when it got there.
-async fn drain(args: &Args, tally: &Tally) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(args.drain);
+/// Waits until `done`, or until `deadline`; true when it got there.
+async fn until(deadline: Instant, done: impl Fn() -> bool) -> bool {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
         tick.tick().await;
-        let sent = tally.sent.load(Ordering::Relaxed);
-        let answered = tally.acks.load(Ordering::Relaxed) + tally.errors.load(Ordering::Relaxed);
-        if answered >= sent && tally.missing() == 0 {
+        if done() {
             return true;
         }
         if Instant::now() >= deadline {
@@ -489,16 +498,14 @@ struct StoredMessage {
 }
 
 /// Waits until every chat's acked messages are in the database (a history
-/// read answers only then), timed from `send_started`; then reads every
-/// chat's history and counts this run's messages in it.
-async fn verify_stored(
+/// read answers only after the commits before it); returns the seconds
+/// from `send_started` until then.
+async fn until_committed(
     http: &reqwest::Client,
     server: &str,
     crowd: &Crowd,
-    run: u64,
-    tally: &Tally,
     send_started: Instant,
-) -> anyhow::Result<Stored> {
+) -> anyhow::Result<f64> {
     futures_util::stream::iter(&crowd.chats)
         .map(|chat| async move {
             let token = &crowd.users[chat.members[0]].token;
@@ -512,7 +519,20 @@ async fn verify_stored(
         .buffer_unordered(SETTLING_AT_ONCE)
         .try_collect::<Vec<_>>()
         .await?;
-    let persisted_after = send_started.elapsed().as_secs_f64();
+    Ok(send_started.elapsed().as_secs_f64())
+}
+
+/// Reads every chat's history and counts this run's messages in it, the
+/// acked ones having been stored `persisted_after` seconds into the run
+/// (`until_committed`).
+async fn verify_stored(
+    http: &reqwest::Client,
+    server: &str,
+    crowd: &Crowd,
+    run: u64,
+    tally: &Tally,
+    persisted_after: f64,
+) -> anyhow::Result<Stored> {
     let started = Instant::now();
     let mut seen = vec![0u8; tally.capacity()];
     let mut read = futures_util::stream::iter(&crowd.chats)

@@ -118,6 +118,12 @@ impl Tally {
         Some(now.saturating_sub(sent_at).max(1))
     }
 
+    /// Whether every message sent was answered (acked, or refused).
+    pub fn all_answered(&self) -> bool {
+        let sent = self.sent.load(Ordering::Relaxed);
+        self.acks.load(Ordering::Relaxed) + self.errors.load(Ordering::Relaxed) >= sent
+    }
+
     /// Deliveries still missing for acked messages.
     pub fn missing(&self) -> u64 {
         self.each_acked()

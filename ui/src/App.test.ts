@@ -8,6 +8,7 @@ vi.mock("./lib/backend", async (original) => ({
   backend: {
     typing: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}), history: vi.fn(async () => []),
     setDraft: vi.fn(async () => {}), searchUsers: vi.fn(async () => []), deleteChat: vi.fn(async () => {}),
+    leaveGroup: vi.fn(async () => {}),
   },
 }));
 
@@ -70,6 +71,24 @@ describe("App", () => {
     expect(backend.deleteChat).toHaveBeenCalledWith("a");
     expect(app.chats.map((c) => c.id)).toEqual(["b"]);
     expect(container.querySelector(".chat-view")).toBeNull();
+    // The keyboard is not left on the page: the filter has it.
+    await vi.waitFor(() => expect(document.activeElement).toBe(container.querySelector("input.filter")));
+  });
+
+  it("after leaving a group, gives the keyboard to the chat's Delete button", async () => {
+    const app = signedIn();
+    app.chats = [chat("a", "Team", day, { isGroup: true, members: [ann] }), chat("b", "Zoë", day)];
+    await app.openChat("a");
+    app.panel = "info";
+    // The engine's list, before its answer, has the group left.
+    vi.mocked(backend.leaveGroup).mockImplementationOnce(async () => {
+      app.chats = [chat("a", "Team", day, { isGroup: true, left: true }), chat("b", "Zoë", day)];
+    });
+    render(App, { app });
+    await fireEvent.click(screen.getByRole("button", { name: "Leave group" }));
+    await fireEvent.click(screen.getByRole("button", { name: "Leave" }));
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByRole("button", { name: "Delete chat" })));
+    expect(backend.leaveGroup).toHaveBeenCalledWith("a");
   });
 
   it("goes from the filter down into the chat list", async () => {

@@ -21,6 +21,11 @@ describe("ChatList", () => {
     expect(container.querySelector('[data-chat="c-team"] .preview')?.textContent).toBe("2 members");
   });
 
+  it("says why there are no chats when they could not be read", () => {
+    render(ChatList, { chats: [], error: "the cache is busy", filter: "", activeId: null, onopen: () => {} });
+    expect(screen.getByRole("alert").textContent).toBe("The chats could not be read: the cache is busy");
+  });
+
   it("says who is typing in place of the last message", () => {
     const typing = { "c-bob": ["Bob"], "c-team": ["Bob"] };
     const { container } = render(ChatList, { chats, filter: "", activeId: null, typing, onopen: () => {} });

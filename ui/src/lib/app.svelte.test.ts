@@ -490,6 +490,29 @@ describe("AppState", () => {
     expect(app.loginNote).toBe("the server no longer accepts this login");
   });
 
+  it("at boot, goes to the login screen when the list's refusal comes before the session's end", async () => {
+    const app = new AppState();
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "connecting", limits: app.limits });
+    chats.mockRejectedValueOnce({ error: "not logged in" });
+    await app.boot();
+    // The refusal's answer came back before the event that explains it.
+    deliver?.({ type: "sessionEnded", reason: "the server no longer accepts this login" });
+    expect(app.fatal).toBe("");
+    expect(app.me).toBeNull();
+    expect(app.loginNote).toBe("the server no longer accepts this login");
+  });
+
+  it("after a login, says why the chat list could not be read, and goes on", async () => {
+    const app = new AppState();
+    chats.mockRejectedValueOnce({ error: "the cache is busy" });
+    await app.signedIn(ann);
+    expect(app.me).toEqual(ann);
+    expect(app.chatsError).toBe("the cache is busy");
+    app.handle({ type: "chats", chats: [chat("a", "A", day)], unreadTotal: 0, version: 3 });
+    expect(app.chats.map((c) => c.id)).toEqual(["a"]);
+    expect(app.chatsError).toBe("");
+  });
+
   it("at boot, says why a session the server ended before the page listened is over", async () => {
     const app = new AppState();
     startup.mockResolvedValueOnce({

@@ -54,6 +54,9 @@ export class AppState {
   panel = $state<Panel>(null);
   /** An action's failure, shown until the next action. */
   notice = $state("");
+  /** Why the chat list could not be read after a login, until a list
+   *  comes (the link's catch-up sends one). */
+  chatsError = $state("");
 
   /** Counts chat openings: an answer for an earlier opening (even of the
    *  same chat, A→B→A) is dropped rather than merged into the new view. */
@@ -148,6 +151,7 @@ export class AppState {
   private setChats(list: ChatList): void {
     if (list.version < this.chatsVersion) return;
     this.chatsVersion = list.version;
+    this.chatsError = "";
     this.chats = list.chats;
     this.unreadTotal = list.unreadTotal;
     // A chat gone, or left (nothing more to write in it), takes its draft.
@@ -233,10 +237,19 @@ export class AppState {
     return typing;
   }
 
+  /** Just logged in: the chat list is read now. One that cannot be read
+   *  says why (`chatsError`); a list comes anyway once the link has caught
+   *  up (an event), so the app goes on. */
   async signedIn(me: User): Promise<void> {
     this.me = me;
     this.loginNote = "";
-    await Promise.all([this.loadChats(), this.loadDrafts()]);
+    const session = this.session;
+    const version = this.chatsVersion;
+    try {
+      await Promise.all([this.loadChats(), this.loadDrafts()]);
+    } catch (err) {
+      if (this.session === session && this.chatsVersion === version) this.chatsError = errorText(err);
+    }
   }
 
   /** The drafts the engine kept (from before a restart); one begun since
@@ -252,6 +265,9 @@ export class AppState {
   }
 
   private signedOut(reason: string): void {
+    // A start that failed because the session was ending (its list
+    // refused before the end was heard) is the login screen's to tell.
+    this.fatal = "";
     this.me = null;
     this.loginNote = reason;
     this.chats = [];

@@ -1,5 +1,5 @@
 //! Carries the engine's events out: every event to the UI as it is; the
-//! unread total to the tray; notifications to the desktop (and the chats
+//! unread total to the tray (`show_unread`); notifications to the desktop (and the chats
 //! read, whose notifications close).
 
 use std::sync::Arc;
@@ -7,13 +7,15 @@ use std::sync::Arc;
 use natter_core::{Engine, Event};
 use tauri::{AppHandle, Emitter, Runtime};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 
 use crate::notify::Notifier;
 use crate::tray::{Tray, show_window};
 use crate::{EVENT, OPEN_CHAT};
 
-pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, mut tray: Tray<R>) {
+pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, tray: Tray<R>) {
     let mut events = engine.subscribe();
+    let unread = show_unread(tray);
     tauri::async_runtime::spawn(async move {
         let clicked = app.clone();
         let opening = engine.clone();
@@ -33,7 +35,7 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, mut tray: Tray<R>) {
             let _ = clicked.emit(OPEN_CHAT, chat_id);
         }));
         if let Ok(total) = engine.unread_total().await {
-            tray.set_unread(total);
+            unread.send_replace(Some(total));
         }
         // The tray's count comes from the newest reading of the list, as
         // the UI's does: two readings may be broadcast out of their order.
@@ -52,7 +54,7 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, mut tray: Tray<R>) {
             match &event {
                 Event::Chats(list) if list.version > tray_version => {
                     tray_version = list.version;
-                    tray.set_unread(list.unread_total);
+                    unread.send_replace(Some(list.unread_total));
                 }
                 Event::ChatRead { chat_id } => notifier.read(chat_id.clone()),
                 Event::Notify { notification } => notifier.show(notification.clone()),
@@ -64,4 +66,31 @@ pub fn start<R: Runtime>(app: AppHandle<R>, engine: Engine, mut tray: Tray<R>) {
             }
         }
     });
+}
+
+/// Shows the newest unread total in the tray (and the window's title), in a
+/// task of its own: each change waits for the main thread, which must not
+/// hold up the events on their way to the UI. A burst of changes shows the
+/// last.
+fn show_unread<R: Runtime>(mut tray: Tray<R>) -> watch::Sender<Option<u32>> {
+    let (unread, mut total) = watch::channel(None);
+    tauri::async_runtime::spawn(async move {
+        while total.changed().await.is_ok() {
+            let Some(count) = *total.borrow_and_update() else {
+                continue;
+            };
+            let shown = tauri::async_runtime::spawn_blocking(move || {
+                tray.set_unread(count);
+                tray
+            });
+            match shown.await {
+                Ok(back) => tray = back,
+                Err(err) => {
+                    tracing::warn!(error = %err, "updating the tray");
+                    return;
+                }
+            }
+        }
+    });
+    unread
 }

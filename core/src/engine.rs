@@ -380,19 +380,24 @@ impl Engine {
     }
 
     async fn start(&self, session: Session) -> CoreResult<()> {
+        let api = ServerApi::new(
+            session.server_url.clone(),
+            Some(session.token.clone()),
+            &self.inner.options.trust,
+        )?;
         let cache = Cache::open_or_start_over(&self.inner.files.cache(&session.user.id)).await?;
-        cache.put_users(std::slice::from_ref(&session.user)).await?;
+        // A start that fails from here leaves nothing open behind it.
+        if let Err(err) = cache.put_users(std::slice::from_ref(&session.user)).await {
+            cache.close().await;
+            return Err(err);
+        }
         self.restore_unsent(&cache, &session.user.id).await;
         self.forget_others_caches(&session.user.id).await;
         *lock(&self.inner.ended_because) = None;
         let ctx = Arc::new(Context {
             me: session.user.clone(),
             cache,
-            api: ServerApi::new(
-                session.server_url.clone(),
-                Some(session.token.clone()),
-                &self.inner.options.trust,
-            )?,
+            api,
             events: self.inner.events.clone(),
             view: self.inner.view.clone(),
             list_versions: self.inner.list_versions.clone(),

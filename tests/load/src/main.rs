@@ -280,14 +280,23 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     let deadline = Instant::now() + Duration::from_secs(args.drain);
     let answered = until(deadline, || tally.all_answered()).await;
-    // Timed from the last ack, not from the last delivery: a delivery the
-    // run waits for in vain (a socket that missed one) is no commit's time.
-    let persisted_after = match args.verify_stored && answered {
-        true => Some(until_committed(&http, &first, &crowd, send_started).await?),
-        false => None,
+    // From the last answer on, the commits and the deliveries are waited
+    // for side by side: a delivery a socket missed is no commit's time, and
+    // the reads that find the commits no delivery's.
+    let committing = async {
+        match args.verify_stored && answered {
+            true => until_committed(&http, &first, &crowd, send_started)
+                .await
+                .map(Some),
+            false => Ok(None),
+        }
     };
-    let settled = answered && until(deadline, || tally.missing() == 0).await;
-    let delivery_time = send_started.elapsed();
+    let delivering = async {
+        let settled = answered && until(deadline, || tally.missing() == 0).await;
+        (settled, send_started.elapsed())
+    };
+    let (persisted_after, (settled, delivery_time)) = tokio::join!(committing, delivering);
+    let persisted_after = persisted_after?;
     eprintln!();
     stop.send_replace(true);
     let mut latencies = histogram();

@@ -91,6 +91,20 @@ describe("App", () => {
     expect(backend.leaveGroup).toHaveBeenCalledWith("a");
   });
 
+  it("after leaving a group, gives the keyboard to Delete also when the list says so after the answer", async () => {
+    const app = signedIn();
+    app.chats = [chat("a", "Team", day, { isGroup: true, members: [ann] }), chat("b", "Zoë", day)];
+    await app.openChat("a");
+    app.panel = "info";
+    const { container } = render(App, { app });
+    await fireEvent.click(screen.getByRole("button", { name: "Leave group" }));
+    await fireEvent.click(screen.getByRole("button", { name: "Leave" }));
+    // Answered: the composer has the keyboard for now.
+    await vi.waitFor(() => expect(document.activeElement).toBe(container.querySelector(".composer textarea")));
+    app.handle({ type: "chats", chats: [chat("a", "Team", day, { isGroup: true, left: true }), chat("b", "Zoë", day)], unreadTotal: 0, version: 9 });
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByRole("button", { name: "Delete chat" })));
+  });
+
   it("goes from the filter down into the chat list", async () => {
     const app = signedIn();
     const { container } = render(App, { app });

@@ -498,8 +498,19 @@ describe("AppState", () => {
     // The refusal's answer came back before the event that explains it.
     deliver?.({ type: "sessionEnded", reason: "the server no longer accepts this login" });
     expect(app.fatal).toBe("");
+    expect(app.chatsError).toBe("");
     expect(app.me).toBeNull();
     expect(app.loginNote).toBe("the server no longer accepts this login");
+  });
+
+  it("at boot, says why the chat list could not be read, and goes on", async () => {
+    const app = new AppState();
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "connecting", limits: app.limits });
+    chats.mockRejectedValueOnce({ error: "the cache is busy" });
+    await app.boot();
+    expect(app.fatal).toBe("");
+    expect(app.me).toEqual(ann);
+    expect(app.chatsError).toBe("the cache is busy");
   });
 
   it("after a login, says why the chat list could not be read, and goes on", async () => {

@@ -54,8 +54,8 @@ export class AppState {
   panel = $state<Panel>(null);
   /** An action's failure, shown until the next action. */
   notice = $state("");
-  /** Why the chat list could not be read after a login, until a list
-   *  comes (the link's catch-up sends one). */
+  /** Why the chat list could not be read at start or after a login, until
+   *  a list comes (the link's catch-up sends one). */
   chatsError = $state("");
 
   /** Counts chat openings: an answer for an earlier opening (even of the
@@ -111,12 +111,10 @@ export class AppState {
         // Ended before this page listened: the login screen says why.
         if (!start.me && start.ended) this.loginNote = start.ended;
       }
-      if (this.me) await Promise.all([this.loadChats(), this.loadDrafts()]);
     } catch (err) {
-      // A session that ended while the list was on its way is the login
-      // screen's to tell, not a failure to start.
-      if (!this.heardSessionEnded) this.fatal = errorText(err);
+      this.fatal = errorText(err);
     }
+    if (this.me && !this.fatal) await this.loadSession();
     this.booted = true;
   }
 
@@ -237,12 +235,19 @@ export class AppState {
     return typing;
   }
 
-  /** Just logged in: the chat list is read now. One that cannot be read
-   *  says why (`chatsError`); a list comes anyway once the link has caught
-   *  up (an event), so the app goes on. */
+  /** Just logged in: the chat list is read now (`loadSession`). One that
+   *  cannot be read says why (`chatsError`); a list comes anyway once the
+   *  link has caught up (an event), so the app goes on. */
   async signedIn(me: User): Promise<void> {
     this.me = me;
     this.loginNote = "";
+    await this.loadSession();
+  }
+
+  /** The session's chat list and drafts, read at start or after a login.
+   *  A list refused because the session was ending (its answer may come
+   *  before the event that says so) is the login screen's to tell. */
+  private async loadSession(): Promise<void> {
     const session = this.session;
     const version = this.chatsVersion;
     try {
@@ -265,10 +270,8 @@ export class AppState {
   }
 
   private signedOut(reason: string): void {
-    // A start that failed because the session was ending (its list
-    // refused before the end was heard) is the login screen's to tell.
-    this.fatal = "";
     this.me = null;
+    this.chatsError = "";
     this.loginNote = reason;
     this.chats = [];
     this.session += 1;

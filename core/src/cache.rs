@@ -791,6 +791,16 @@ impl Cache {
         Ok(row.as_ref().map(outgoing_row))
     }
 
+    /// Whether a message with this client id is in the outbox (written
+    /// here, not stored yet, or stored and set aside).
+    pub async fn in_outbox(&self, client_id: &str) -> CoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE client_id = ?1")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The server refused a message for good: keep it, marked, for the user to see.
     pub async fn fail_outgoing(&self, client_id: &str, error: &str) -> CoreResult<bool> {
         let done = sqlx::query(

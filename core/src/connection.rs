@@ -404,7 +404,11 @@ async fn read_chat(
             } else {
                 Arrival::Backfill
             };
-            if let Some(notification) = ctx.receive(message, arrival).await?.missed {
+            let received = ctx.receive(message, arrival).await?;
+            if received.read_up_to {
+                missed.remove(&message.chat_id);
+            }
+            if let Some(notification) = received.missed {
                 missed.insert(message.chat_id.clone(), notification);
             }
             cursor = cursor.max(Some(message.seq));

@@ -51,6 +51,9 @@ pub(crate) struct Received {
     pub stored: Stored,
     /// Caught up and not seen: its notification.
     pub missed: Option<Notification>,
+    /// One's own from another device, new here: its chat was read up to it
+    /// (`Context::read_up_to`), and what was missed in it before is no news.
+    pub read_up_to: bool,
 }
 
 /// Where a message came from, which decides whether it may notify.
@@ -122,6 +125,7 @@ impl Context {
         // Counted unread in the same write as the message is stored, as
         // the user sees things once it is written (a write may wait behind
         // another, while the user switches chats).
+        let elsewhere = self.written_elsewhere(message, arrival).await?;
         let unseen = || arrival != Arrival::Backfill && self.view().is_unseen(message, &self.me.id);
         let (stored, counted) = self
             .cache
@@ -146,8 +150,10 @@ impl Context {
             return Ok(Received {
                 stored,
                 missed: None,
+                read_up_to: false,
             });
         }
+        let read_up_to = elsewhere && self.read_up_to(&message.chat_id).await?;
         let mut unseen = counted.is_some();
         let unread = counted.unwrap_or(0);
         if unseen {
@@ -177,7 +183,39 @@ impl Context {
                 _ => missed = Some(notification),
             }
         }
-        Ok(Received { stored, missed })
+        Ok(Received {
+            stored,
+            missed,
+            read_up_to,
+        })
+    }
+
+    /// Whether `message` is one's own, written on another device: not in
+    /// this one's outbox (asked before it is stored, which takes it out).
+    /// An older page's (`Backfill`) says nothing of now.
+    async fn written_elsewhere(&self, message: &Message, arrival: Arrival) -> CoreResult<bool> {
+        if message.sender.id != self.me.id || arrival == Arrival::Backfill {
+            return Ok(false);
+        }
+        match &message.client_id {
+            Some(client_id) => Ok(!self.cache.in_outbox(client_id).await?),
+            None => Ok(true),
+        }
+    }
+
+    /// A message of one's own written on another device, new here: whoever
+    /// wrote it had read the chat up to it, as WhatsApp and Signal take it.
+    /// Its unread count clears and its notifications go, here too. (One
+    /// written here was written with the chat open, read then, though a
+    /// gap in it may not have been shown yet.)
+    async fn read_up_to(&self, chat_id: &str) -> CoreResult<bool> {
+        lock(&self.notices).forget(chat_id);
+        if self.cache.mark_read(chat_id).await? {
+            self.emit(Event::ChatRead {
+                chat_id: chat_id.to_owned(),
+            });
+        }
+        Ok(true)
     }
 
     /// A message's notification, shown now or held back (`Notices`).

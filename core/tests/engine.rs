@@ -1431,6 +1431,85 @@ async fn a_logout_that_cannot_delete_the_session_file_ends_the_session_and_says_
     .await;
 }
 
+/// A reply from another device of one's own means the chat was read
+/// there: live, its unread count clears here and its notifications close;
+/// caught up after being away, what came before the reply is no news.
+#[tokio::test]
+async fn a_reply_from_another_device_reads_the_chat_here_too() {
+    let server = Server::spawn().await;
+    let mut ann_app = app(&server).await;
+    let bob_app = app(&server).await;
+    let ann = sign_up(&ann_app, "Ann").await;
+    sign_up(&bob_app, "Bob").await;
+    let chat = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    online(&ann_app).await;
+    let phone = app(&server).await;
+    log_in(&phone, "Ann").await;
+    eventually("her phone has the chat", || async {
+        phone.engine.chat(&chat.id).await.is_ok()
+    })
+    .await;
+    let unread = async |app: &App| app.engine.chat(&chat.id).await.expect("chat").unread;
+
+    bob_app
+        .engine
+        .send(&chat.id, "are you there?")
+        .await
+        .expect("sent");
+    eventually("counted unread", || async { unread(&ann_app).await == 1 }).await;
+    phone
+        .engine
+        .send(&chat.id, "yes, on my phone")
+        .await
+        .expect("sent");
+    next_event(
+        &mut ann_app,
+        "the chat read",
+        |event| matches!(event, Event::ChatRead { chat_id } if *chat_id == chat.id),
+    )
+    .await;
+    assert_eq!(unread(&ann_app).await, 0);
+
+    // Away while Bob writes and she answers on her phone.
+    let (dir, temp) = (ann_app.dir.clone(), ann_app._temp);
+    drop(ann_app.engine);
+    bob_app
+        .engine
+        .send(&chat.id, "and now?")
+        .await
+        .expect("sent");
+    phone
+        .engine
+        .send(&chat.id, "still here")
+        .await
+        .expect("sent");
+    eventually("her phone has both", || async {
+        contents(&phone, &chat.id).await.len() == 4
+    })
+    .await;
+    let mut ann_app = reopen(&dir).await;
+    let _keep = temp;
+    let notified = loop {
+        match next_event(&mut ann_app, "caught up", |event| {
+            matches!(
+                event,
+                Event::Notify { .. }
+                    | Event::Connection {
+                        state: ConnectionState::Online
+                    }
+            )
+        })
+        .await
+        {
+            Event::Notify { notification } if notification.chat_id == chat.id => break true,
+            Event::Notify { .. } => {}
+            _ => break false,
+        }
+    };
+    assert!(!notified, "what came before her reply is no news");
+    assert_eq!(unread(&ann_app).await, 0);
+}
+
 /// Removed from a group while away, with a message to it waiting in the
 /// outbox: the next catch-up finds the chat gone from the server's list
 /// and keeps it as left (as when removed online), and the unsent message

@@ -562,21 +562,28 @@ async fn serve_frames(
                 let Some(Ok(message)) = incoming else { return };
                 last_heard = Instant::now();
                 match message {
-                    WsMessage::Text(text) => match handle(ctx, text.as_str(), &mut resends, behind).await {
-                        Ok(stale) => chat_list.stale |= stale | ctx.set_behind(behind),
+                    WsMessage::Text(text) => {
                         // A frame we cannot read is skipped (a newer server's, say).
-                        Err(err @ CoreError::Protocol(_)) => {
-                            tracing::warn!(error = %err, "a frame from the server was not understood");
+                        let frame = match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                            Ok(frame) => frame,
+                            Err(err) => {
+                                tracing::warn!(error = %err, "a frame from the server was not understood");
+                                continue;
+                            }
+                        };
+                        match handle(ctx, frame, &mut resends, behind).await {
+                            Ok(stale) => chat_list.stale |= stale | ctx.set_behind(behind),
+                            // One we could not keep (the cache or the server
+                            // failed us, a read for it answered with what is
+                            // not JSON) would leave a hole that catch-up, which
+                            // reads from the newest seq held, never fills: the
+                            // link goes, and the next one catches up from here.
+                            Err(err) => {
+                                tracing::warn!(error = %err, "a frame from the server was not kept; reconnecting");
+                                return;
+                            }
                         }
-                        // One we could not keep (the cache or the server
-                        // failed us) would leave a hole that catch-up, which
-                        // reads from the newest seq held, never fills: the
-                        // link goes, and the next one catches up from here.
-                        Err(err) => {
-                            tracing::warn!(error = %err, "a frame from the server was not kept; reconnecting");
-                            return;
-                        }
-                    },
+                    }
                     WsMessage::Close(frame) => {
                         tracing::debug!(?frame, "the server closed the socket");
                         return;
@@ -646,11 +653,11 @@ async fn sleep_until_some(when: Option<tokio::time::Instant>) {
 /// goes `behind`.
 async fn handle(
     ctx: &Context,
-    text: &str,
+    frame: ServerFrame,
     resends: &mut Retries,
     behind: &mut Behind,
 ) -> CoreResult<bool> {
-    match serde_json::from_str::<ServerFrame>(text)? {
+    match frame {
         ServerFrame::Ready { .. } => {}
         ServerFrame::Message { message } => {
             let mut filled = false;

@@ -45,8 +45,24 @@ const CHAT_LIST_EVERY: Duration = Duration::from_millis(50);
 enum Ended {
     /// The server refused the token: the session is over.
     Unauthorized(String),
-    /// The link dropped or never came up; `was_online` resets the backoff.
-    Dropped { was_online: bool },
+    /// The link dropped after being online this long, or never came up
+    /// (`attempt_after`).
+    Dropped { online_for: Option<Duration> },
+}
+
+/// How long a link must have been online for its drop to start the backoff
+/// again: links to a node that drops its sockets soon after `ready` (its
+/// broker link flapping, a crash loop) go on backing off, or every app would
+/// reconnect, and catch up, every half second.
+const STEADY: Duration = Duration::from_secs(10);
+
+/// The attempt the next wait is for, after one that ended having been
+/// online for `online_for`.
+fn attempt_after(attempt: u32, online_for: Option<Duration>) -> u32 {
+    match online_for {
+        Some(online_for) if online_for >= STEADY => 0,
+        _ => attempt,
+    }
 }
 
 /// Runs until the task is aborted (logout) or the session ends; returns
@@ -74,11 +90,7 @@ pub(crate) async fn run(
                 tracing::info!(%reason, "the server ended the session");
                 return Some(reason);
             }
-            Ended::Dropped { was_online } => {
-                if was_online {
-                    attempt = 0;
-                }
-            }
+            Ended::Dropped { online_for } => attempt = attempt_after(attempt, online_for),
         }
         let delay = ctx.backoff.delay(attempt, &mut rand::rng());
         attempt = attempt.saturating_add(1);
@@ -98,7 +110,7 @@ pub(crate) async fn run(
 }
 
 /// One link, `attempt` counting the failed ones since the last that was
-/// online.
+/// online for a while (`attempt_after`).
 async fn connect_and_serve(
     ctx: &Context,
     token: &str,
@@ -110,7 +122,7 @@ async fn connect_and_serve(
         Ok(connector) => connector,
         Err(err) => {
             tracing::warn!(error = %err, "cannot connect");
-            return Ended::Dropped { was_online: false };
+            return Ended::Dropped { online_for: None };
         }
     };
     let connecting =
@@ -120,7 +132,7 @@ async fn connect_and_serve(
     // the app "connecting", for as long as TCP takes to give up.
     let Ok(connected) = tokio::time::timeout(ctx.connect_timeout, connecting).await else {
         tracing::debug!("no answer to the socket's upgrade in time");
-        return Ended::Dropped { was_online: false };
+        return Ended::Dropped { online_for: None };
     };
     let mut socket = match connected {
         Ok((socket, _)) => socket,
@@ -129,12 +141,12 @@ async fn connect_and_serve(
         }
         Err(err) => {
             tracing::debug!(error = %err, "cannot connect");
-            return Ended::Dropped { was_online: false };
+            return Ended::Dropped { online_for: None };
         }
     };
     if let Err(err) = wait_ready(&mut socket).await {
         tracing::debug!(error = %err, "no ready frame");
-        return Ended::Dropped { was_online: false };
+        return Ended::Dropped { online_for: None };
     }
     // Everything from here on reaches this socket; what happened before is
     // fetched now. Live frames wait in the socket meanwhile.
@@ -146,19 +158,22 @@ async fn connect_and_serve(
         Err(err) if err.is_unauthorized() => return Ended::Unauthorized(err.to_string()),
         Err(err) => {
             tracing::warn!(error = %err, "catching up failed");
-            return Ended::Dropped { was_online: false };
+            return Ended::Dropped { online_for: None };
         }
     };
     let resent = match send_outbox(ctx, &mut socket).await {
         Ok(resent) => resent,
         Err(err) => {
             tracing::debug!(error = %err, "sending the outbox failed");
-            return Ended::Dropped { was_online: false };
+            return Ended::Dropped { online_for: None };
         }
     };
     ctx.set_state(ConnectionState::Online);
+    let online = Instant::now();
     serve(ctx, &mut socket, outgoing, resent, behind).await;
-    Ended::Dropped { was_online: true }
+    Ended::Dropped {
+        online_for: Some(online.elapsed()),
+    }
 }
 
 async fn wait_ready(socket: &mut Socket) -> CoreResult<()> {
@@ -854,6 +869,16 @@ async fn clear_typing(ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link online for a while starts the backoff again; one that drops
+    /// soon after it came up, or never came up, goes on from where it was.
+    #[test]
+    fn only_a_link_online_for_a_while_starts_the_backoff_again() {
+        assert_eq!(attempt_after(4, Some(STEADY)), 0);
+        assert_eq!(attempt_after(4, Some(Duration::from_secs(3600))), 0);
+        assert_eq!(attempt_after(4, Some(Duration::from_millis(200))), 4);
+        assert_eq!(attempt_after(4, None), 4);
+    }
 
     #[test]
     fn a_send_the_outbox_already_made_on_this_link_is_dropped_and_nothing_else() {

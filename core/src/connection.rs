@@ -71,12 +71,15 @@ pub(crate) async fn run(
     ctx: Arc<Context>,
     mut outgoing: mpsc::UnboundedReceiver<ClientFrame>,
 ) -> Option<String> {
-    let mut attempt: u32 = 0;
+    // The backoff's count (`attempt_after`), and the links that failed
+    // since the last one that came online, whose catch-ups may take every
+    // chat failing for the server's trouble (`ALL_FAILING_TRIES`).
+    let (mut attempt, mut since_online): (u32, u32) = (0, 0);
     loop {
         ctx.set_state(ConnectionState::Connecting);
         // The token as it is now: renewed meanwhile, the new one.
         let token = ctx.api.token().unwrap_or_default();
-        let ended = connect_and_serve(&ctx, &token, &mut outgoing, attempt).await;
+        let ended = connect_and_serve(&ctx, &token, &mut outgoing, since_online).await;
         ctx.set_state(ConnectionState::Offline);
         clear_typing(&ctx).await;
         // Which chats are behind is the next catch-up's to say.
@@ -90,7 +93,13 @@ pub(crate) async fn run(
                 tracing::info!(%reason, "the server ended the session");
                 return Some(reason);
             }
-            Ended::Dropped { online_for } => attempt = attempt_after(attempt, online_for),
+            Ended::Dropped { online_for } => {
+                attempt = attempt_after(attempt, online_for);
+                since_online = match online_for {
+                    Some(_) => 0,
+                    None => since_online.saturating_add(1),
+                };
+            }
         }
         let delay = ctx.backoff.delay(attempt, &mut rand::rng());
         attempt = attempt.saturating_add(1);
@@ -109,13 +118,13 @@ pub(crate) async fn run(
     }
 }
 
-/// One link, `attempt` counting the failed ones since the last that was
-/// online for a while (`attempt_after`).
+/// One link, `since_online` counting the failed ones since the last that
+/// came online.
 async fn connect_and_serve(
     ctx: &Context,
     token: &str,
     outgoing: &mut mpsc::UnboundedReceiver<ClientFrame>,
-    attempt: u32,
+    since_online: u32,
 ) -> Ended {
     let url = format!("{}?token={token}", ctx.api.base().socket());
     let connector = match ctx.api.socket_connector() {
@@ -153,7 +162,7 @@ async fn connect_and_serve(
     // Every chat failing is taken for the server's trouble for the first
     // tries only: a fault in the messages of just the chats to read would
     // otherwise keep the app offline for good.
-    let behind = match catch_up(ctx, attempt < ALL_FAILING_TRIES).await {
+    let behind = match catch_up(ctx, since_online < ALL_FAILING_TRIES).await {
         Ok(behind) => behind,
         Err(err) if err.is_unauthorized() => return Ended::Unauthorized(err.to_string()),
         Err(err) => {

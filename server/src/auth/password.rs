@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::domain::Password;
 
@@ -19,16 +19,7 @@ pub struct Passwords {
     /// so that "no such user" takes as long as "wrong password".
     decoy: String,
     running: Arc<Semaphore>,
-    /// Places for sign-ups under way (`admit_sign_up`).
-    sign_ups: Arc<Semaphore>,
 }
-
-/// Sign-ups one server takes at once, from reading the form to storing the
-/// account. Each may hold a picture of up to 5 MiB while it waits for its
-/// turn to hash, at ~50 hashes per second per core: a flood of them would
-/// otherwise hold gigabytes, and wait for minutes. Past it, a sign-up is
-/// answered 503 at once, to be tried again.
-pub const SIGN_UPS_AT_ONCE: usize = 128;
 
 impl Passwords {
     pub fn new() -> anyhow::Result<Self> {
@@ -37,14 +28,7 @@ impl Passwords {
         Ok(Passwords {
             decoy,
             running: Arc::new(Semaphore::new(cores)),
-            sign_ups: Arc::new(Semaphore::new(SIGN_UPS_AT_ONCE)),
         })
-    }
-
-    /// A place for one sign-up, held until it is answered; `None` when
-    /// `SIGN_UPS_AT_ONCE` are under way.
-    pub fn admit_sign_up(&self) -> Option<OwnedSemaphorePermit> {
-        self.sign_ups.clone().try_acquire_owned().ok()
     }
 
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {

@@ -27,12 +27,6 @@ pub async fn sign_up(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
-    // Before the form is read: a place is what bounds the forms held.
-    let Some(_place) = state.passwords.admit_sign_up() else {
-        return Err(ApiError::Unavailable(
-            "too many sign-ups at once: try again in a moment".into(),
-        ));
-    };
     let is_multipart = request
         .headers()
         .get(CONTENT_TYPE)

@@ -123,67 +123,6 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
     assert!(answers[0].contains("\"error\""));
 }
 
-/// Sign-ups under way are bounded (each may hold a 5 MiB picture while it
-/// waits for its hash): past `SIGN_UPS_AT_ONCE`, one is answered 503 at
-/// once, and taken again once places are free.
-#[tokio::test]
-async fn past_so_many_sign_ups_under_way_one_is_told_to_try_again() {
-    use natter_server::auth::SIGN_UPS_AT_ONCE;
-    use tokio::io::AsyncWriteExt;
-
-    let app = spawn_app().await;
-    // Sign-ups whose forms never finish arriving, each holding its place.
-    let mut stalled = Vec::new();
-    for _ in 0..SIGN_UPS_AT_ONCE {
-        let mut stream = tokio::net::TcpStream::connect(app.addr)
-            .await
-            .expect("connected");
-        stream
-            .write_all(
-                b"POST /api/user HTTP/1.1\r\nHost: natter\r\n\
-                  Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
-            )
-            .await
-            .expect("written");
-        stalled.push(stream);
-    }
-    let sign_up = |n: usize| {
-        app.http
-            .post(app.url("/api/user"))
-            .json(&json!({"name": "Eve", "email": format!("eve{n}@example.org"), "password": "a long enough password"}))
-            .send()
-    };
-    let mut tries = 0;
-    let refused = loop {
-        tries += 1;
-        let response = sign_up(tries).await.expect("request");
-        // Taken while the stalled ones were still arriving.
-        if response.status() != StatusCode::CREATED {
-            break response;
-        }
-        assert!(tries < 1_000, "never refused");
-    };
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = refused.json().await.expect("json");
-    assert!(
-        body["error"]
-            .as_str()
-            .expect("error")
-            .contains("too many sign-ups")
-    );
-
-    drop(stalled);
-    crate::helpers::wait_until(
-        "a sign-up taken again",
-        crate::helpers::PATIENCE,
-        async || {
-            tries += 1;
-            sign_up(tries).await.expect("request").status() == StatusCode::CREATED
-        },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn an_email_can_only_be_taken_once() {
     let app = spawn_app().await;

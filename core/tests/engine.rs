@@ -639,28 +639,44 @@ async fn lose_from_cache(app: &App, user_id: &str, chat_id: &str, seq: i64) {
     pool.close().await;
 }
 
+/// Ann behind a front with a one-to-one chat from Bob of two messages, the
+/// second lost from her cache as if it had never come: the next live
+/// message shows a gap.
+async fn ann_with_a_gap() -> (AnnBehindAFront, ChatSummary) {
+    let setup = ann_behind_a_front().await;
+    let (ann_app, bob_app) = (&setup.ann_app, &setup.bob_app);
+    let direct = bob_app
+        .engine
+        .open_direct(&setup.ann.id)
+        .await
+        .expect("chat");
+    for text in ["one", "two"] {
+        bob_app.engine.send(&direct.id, text).await.expect("sent");
+    }
+    eventually("ann has both", || async {
+        seqs(ann_app, &direct.id).await == [Some(1), Some(2)]
+    })
+    .await;
+    lose_from_cache(ann_app, &setup.ann.id, &direct.id, 2).await;
+    (setup, direct)
+}
+
 /// A live message past a gap whose reading is answered with what is not
 /// JSON (a proxy's page) is not taken for a frame not understood and
 /// skipped, the message lost until the chat's next one: the link goes,
 /// and the next one catches up, the gap and the message with it.
 #[tokio::test]
 async fn a_gap_answered_with_what_is_not_json_is_caught_up_on_the_next_link() {
-    let AnnBehindAFront {
-        server: _server,
-        front,
-        ann_app,
-        bob_app,
-        ann,
-    } = ann_behind_a_front().await;
-    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
-    for text in ["one", "two"] {
-        bob_app.engine.send(&direct.id, text).await.expect("sent");
-    }
-    eventually("ann has both", || async {
-        seqs(&ann_app, &direct.id).await == [Some(1), Some(2)]
-    })
-    .await;
-    lose_from_cache(&ann_app, &ann.id, &direct.id, 2).await;
+    let (
+        AnnBehindAFront {
+            server: _server,
+            front,
+            ann_app,
+            bob_app,
+            ..
+        },
+        direct,
+    ) = ann_with_a_gap().await;
 
     front.set(Cut::Answering(
         format!("GET /api/message/{}?", direct.id).into_bytes(),
@@ -2887,23 +2903,16 @@ async fn a_message_in_a_chat_new_here_that_could_not_be_stored_is_news_when_caug
 /// and the gap and the message come on the next try, notified.
 #[tokio::test]
 async fn a_gap_the_server_fails_to_give_leaves_its_chat_behind_and_the_link_up() {
-    let AnnBehindAFront {
-        server: _server,
-        front,
-        mut ann_app,
-        bob_app,
-        ann,
-    } = ann_behind_a_front().await;
-    let direct = bob_app.engine.open_direct(&ann.id).await.expect("chat");
-    for text in ["one", "two"] {
-        bob_app.engine.send(&direct.id, text).await.expect("sent");
-    }
-    eventually("ann has both", || async {
-        seqs(&ann_app, &direct.id).await == [Some(1), Some(2)]
-    })
-    .await;
-    // Ann's cache loses "two", as if it had never come.
-    lose_from_cache(&ann_app, &ann.id, &direct.id, 2).await;
+    let (
+        AnnBehindAFront {
+            server: _server,
+            front,
+            mut ann_app,
+            bob_app,
+            ..
+        },
+        direct,
+    ) = ann_with_a_gap().await;
 
     let mut watching = ann_app.engine.subscribe();
     ann_app.events = ann_app.engine.subscribe();

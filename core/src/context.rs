@@ -153,7 +153,14 @@ impl Context {
                 read_up_to: false,
             });
         }
-        let read_up_to = elsewhere && self.read_up_to(&message.chat_id).await?;
+        // Whoever wrote one's own message on another device had read the
+        // chat up to it, as WhatsApp and Signal take it: read here too.
+        // (One written here was written with the chat open, read then,
+        // though a gap in it may not have been shown yet.)
+        let read_up_to = elsewhere;
+        if read_up_to {
+            self.mark_read(&message.chat_id).await?;
+        }
         let mut unseen = counted.is_some();
         let unread = counted.unwrap_or(0);
         if unseen {
@@ -203,19 +210,18 @@ impl Context {
         }
     }
 
-    /// A message of one's own written on another device, new here: whoever
-    /// wrote it had read the chat up to it, as WhatsApp and Signal take it.
-    /// Its unread count clears and its notifications go, here too. (One
-    /// written here was written with the chat open, read then, though a
-    /// gap in it may not have been shown yet.)
-    async fn read_up_to(&self, chat_id: &str) -> CoreResult<bool> {
+    /// Marks a chat read: its held notifications go, and, when it had
+    /// unread messages, the shell hears it was read (its shown ones close).
+    /// True when it had.
+    pub async fn mark_read(&self, chat_id: &str) -> CoreResult<bool> {
         lock(&self.notices).forget(chat_id);
-        if self.cache.mark_read(chat_id).await? {
+        let had_unread = self.cache.mark_read(chat_id).await?;
+        if had_unread {
             self.emit(Event::ChatRead {
                 chat_id: chat_id.to_owned(),
             });
         }
-        Ok(true)
+        Ok(had_unread)
     }
 
     /// A message's notification, shown now or held back (`Notices`).

@@ -529,11 +529,7 @@ impl Engine {
         let Ok(ctx) = self.ctx().await else {
             return Ok(());
         };
-        lock(&ctx.notices).forget(chat_id);
-        if ctx.cache.mark_read(chat_id).await? {
-            ctx.emit(Event::ChatRead {
-                chat_id: chat_id.to_owned(),
-            });
+        if ctx.mark_read(chat_id).await? {
             ctx.emit_chats().await?;
         }
         Ok(())

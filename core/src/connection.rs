@@ -239,9 +239,7 @@ pub(crate) async fn catch_up(ctx: &Context, all_failing_fails: bool) -> CoreResu
     if read.is_ok() {
         ctx.set_behind(&behind);
     }
-    for notification in missed.into_values() {
-        ctx.notify(notification);
-    }
+    ctx.notify_missed(missed).await;
     let told = ctx.emit_chats().await;
     read.and(told)?;
     if first {
@@ -324,9 +322,7 @@ async fn read_from(
 async fn read_behind(ctx: &Context, behind: &mut Behind) -> CoreResult<bool> {
     let mut missed = HashMap::new();
     let read = read_due(ctx, behind, &mut missed).await;
-    for notification in missed.into_values() {
-        ctx.notify(notification);
-    }
+    ctx.notify_missed(missed).await;
     read
 }
 
@@ -862,9 +858,7 @@ async fn fill_gap(ctx: &Context, chat_id: &str, held: i64) -> CoreResult<()> {
     let mut missed = HashMap::new();
     let read = read_chat(ctx, chat_id, Page::After(held), held, &mut missed).await;
     // What came before a failure is stored, and told.
-    for notification in missed.into_values() {
-        ctx.notify(notification);
-    }
+    ctx.notify_missed(missed).await;
     read
 }
 

@@ -242,6 +242,23 @@ impl Context {
         }
     }
 
+    /// What a read of history found unseen, one notification per chat,
+    /// told unless the chat was read meanwhile: the user may open a chat,
+    /// then another, while a catch-up goes on to the chats after it.
+    pub async fn notify_missed(&self, missed: HashMap<String, Notification>) {
+        for (chat_id, notification) in missed {
+            match self.cache.chat(&chat_id).await {
+                Ok(Some((_, 0))) => continue,
+                Ok(_) => {}
+                // Told rather than lost.
+                Err(err) => {
+                    tracing::warn!(chat_id, error = %err, "reading a chat's unread count");
+                }
+            }
+            self.notify(notification);
+        }
+    }
+
     /// Shows the held-back notifications whose time has come (or all of
     /// them, when the link is going down).
     pub fn notify_waiting(&self, all: bool) {

@@ -1981,6 +1981,74 @@ async fn ann_behind_a_front() -> AnnBehindAFront {
     }
 }
 
+/// A chat read while a catch-up ran (opened, then left for another) does
+/// not notify what the catch-up found in it: the user has seen it.
+#[tokio::test]
+async fn a_chat_read_while_a_catch_up_runs_is_not_notified_after_it() {
+    let AnnBehindAFront {
+        server,
+        front,
+        mut ann_app,
+        bob_app,
+        ann,
+    } = ann_behind_a_front().await;
+    let carol_app = app(&server).await;
+    sign_up(&carol_app, "Carol").await;
+    let with_bob = bob_app.engine.open_direct(&ann.id).await.expect("chat");
+    let with_carol = carol_app.engine.open_direct(&ann.id).await.expect("chat");
+    send_acked(&carol_app, &with_carol.id, "hello from carol").await;
+    send_acked(&bob_app, &with_bob.id, "hello from bob").await;
+    eventually("ann has both", || async {
+        contents(&ann_app, &with_bob.id).await.len() == 1
+            && contents(&ann_app, &with_carol.id).await.len() == 1
+    })
+    .await;
+    // Both read: what comes next notifies at once, not a second after.
+    ann_app.engine.set_focused(true).await.expect("focused");
+    for chat in [&with_bob, &with_carol] {
+        let active = ann_app.engine.set_active_chat(Some(chat.id.clone()));
+        active.await.expect("active");
+    }
+    ann_app.engine.set_active_chat(None).await.expect("none");
+    front.set(Cut::Everything);
+    offline(&ann_app).await;
+    // Bob's chat is the most recent: the catch-up reads it first, then
+    // Carol's, whose page is held.
+    send_acked(&carol_app, &with_carol.id, "news from carol").await;
+    send_acked(&bob_app, &with_bob.id, "news from bob").await;
+    while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = ann_app.events.try_recv() {}
+    let carols_page = format!("GET /api/message/{}?", with_carol.id);
+    front.set(Cut::Holding(carols_page.into_bytes()));
+    eventually("bob's news read, carol's page held", || async {
+        front.caught() > 0 && contents(&ann_app, &with_bob.id).await.len() == 2
+    })
+    .await;
+    // Ann opens Bob's chat, reads it, and goes on to none.
+    ann_app
+        .engine
+        .set_active_chat(Some(with_bob.id.clone()))
+        .await
+        .expect("active");
+    ann_app.engine.set_active_chat(None).await.expect("none");
+
+    front.set(Cut::Nothing);
+    let mut notified = Vec::new();
+    loop {
+        let event = next_event(&mut ann_app, "the catch-up's end", |event| {
+            matches!(event, Event::Notify { .. } | Event::Connection { .. })
+        })
+        .await;
+        match event {
+            Event::Notify { notification } => notified.push(notification.body),
+            Event::Connection {
+                state: ConnectionState::Online,
+            } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(notified, ["news from carol"], "bob's chat was read");
+}
+
 /// A server (or a proxy's cache) that answers a catch-up's page with the
 /// same full page again, however far the app has read, does not keep the
 /// app asking for it for ever, offline: a page that does not move past the
@@ -2185,6 +2253,9 @@ enum Cut {
     /// answered 401, as a request that took long is by a server that no
     /// longer takes its token.
     Expiring(Vec<u8>),
+    /// Like `Stalling`, but once the cut changes the held requests go on
+    /// to the server, as over a slow network.
+    Holding(Vec<u8>),
     /// Like `Asking`, but answered with the bytes given, as by a server
     /// (or a proxy's cache) that answers every such request the same.
     Answering(Vec<u8>, &'static [u8]),
@@ -2270,9 +2341,12 @@ impl FaultyFront {
                     return Ok::<Option<&[u8]>, std::io::Error>(None);
                 }
                 seen.extend_from_slice(&buf[..n]);
+                let holding = matches!(&*asking.borrow(), Cut::Holding(_));
                 let (needle, stall, answer) = match &*asking.borrow() {
                     Cut::Asking(needle) => (Some(needle.clone()), false, None),
-                    Cut::Stalling(needle) => (Some(needle.clone()), true, None),
+                    Cut::Stalling(needle) | Cut::Holding(needle) => {
+                        (Some(needle.clone()), true, None)
+                    }
                     Cut::Failing(needle) => (Some(needle.clone()), false, Some(BAD_GATEWAY)),
                     Cut::Refusing(needle) => (Some(needle.clone()), false, Some(NOT_A_MEMBER)),
                     Cut::Breaking(needle) => (Some(needle.clone()), false, Some(INTERNAL_ERROR)),
@@ -2288,13 +2362,20 @@ impl FaultyFront {
                         caught.fetch_add(1, Ordering::SeqCst);
                         if stall {
                             // Held until the cut changes, then answered
-                            // (`Expiring`); held for good otherwise.
+                            // (`Expiring`) or passed on (`Holding`); held
+                            // for good otherwise.
                             let mut changes = asking.clone();
                             // The cut as it is now counts as seen: a
                             // connection kept from before it was set must
                             // wait for the next change too.
                             changes.borrow_and_update();
-                            if answer.is_none() || changes.changed().await.is_err() {
+                            let changed = changes.changed().await.is_ok();
+                            if changed && holding {
+                                to_server.write_all(&buf[..n]).await?;
+                                seen.clear();
+                                continue;
+                            }
+                            if answer.is_none() || !changed {
                                 std::future::pending::<()>().await;
                             }
                         }

@@ -142,7 +142,13 @@ fn pipeline(c: &mut Criterion) {
             .expect("a group");
         let hub = Arc::new(Hub::new());
         let events = Arc::new(Events::local(hub));
-        let pipeline = Pipeline::local(store, events).await.expect("started");
+        let pipeline = Pipeline::local(
+            store,
+            events,
+            natter_server::pipeline::MOST_UNSTORED as usize,
+        )
+        .await
+        .expect("started");
         (pipeline, chat.id, ids[0].clone())
     });
     let mut group = c.benchmark_group("embedded pipeline");

@@ -104,12 +104,13 @@ pub struct Config {
     pub publish_backlog: u32,
 
     /// Most messages one partition's sequencer holds delivered and not yet
-    /// stored, with RabbitMQ (the embedded pipeline stops at 100,000): past
-    /// it, while the database is away or behind, the sequencer takes no more
-    /// from its queue until a commit goes through. Those messages wait in
-    /// RabbitMQ; their senders are told to try again after 10 s, and their
-    /// retries are recognised. Each held message is about its text plus 300
-    /// bytes.
+    /// stored: past it, while the database is away or behind, the sequencer
+    /// takes no more from its queue until a commit goes through. Those
+    /// messages wait in RabbitMQ; their senders are told to try again after
+    /// 10 s, and their retries are recognised. Without RabbitMQ (at most
+    /// 100,000 there: a crash skips that many seqs), a send past it is
+    /// refused at once, to be tried again. Each held message is about its
+    /// text plus 300 bytes.
     #[arg(long, env = "NATTER_UNSTORED_LIMIT", default_value_t = crate::pipeline::MOST_UNSTORED, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub unstored_limit: u32,
 

@@ -343,8 +343,9 @@ async fn open_pipeline(
     store: Arc<dyn Store>,
     events: Arc<Events>,
 ) -> anyhow::Result<Arc<Pipeline>> {
+    let unstored_limit = usize::try_from(config.unstored_limit).unwrap_or(usize::MAX);
     let Some(url) = &config.amqp_url else {
-        let pipeline = Pipeline::local(store, events)
+        let pipeline = Pipeline::local(store, events, unstored_limit)
             .await
             .context("starting the message pipeline")?;
         return Ok(Arc::new(pipeline));
@@ -356,7 +357,7 @@ async fn open_pipeline(
         partitions,
         persist,
         backlog: usize::try_from(config.publish_backlog).unwrap_or(usize::MAX),
-        unstored_limit: usize::try_from(config.unstored_limit).unwrap_or(usize::MAX),
+        unstored_limit,
         queue_expiry: config
             .amqp_queue_expiry_ms
             .map(std::time::Duration::from_millis),

@@ -38,7 +38,7 @@ const INBOX: usize = 4096;
 const BATCH: usize = 1000;
 /// Most messages delivered and not yet stored: past this, sends are refused
 /// until the database catches up (memory stays bounded, and so do the seqs
-/// a crash can leave unstored).
+/// a crash can leave unstored). `NATTER_UNSTORED_LIMIT` may set fewer.
 const MOST_UNSTORED: usize = super::MOST_UNSTORED as usize;
 /// How far each chat's seqs move after a run that did not stop cleanly.
 pub const SEQS_SKIPPED_AFTER_A_CRASH: i64 = super::MOST_UNSTORED as i64;
@@ -58,8 +58,15 @@ pub struct LocalPipeline {
 
 impl LocalPipeline {
     /// Marks the database as sequenced by this run (moving every chat's
-    /// seqs ahead when the last run died) and starts the partition's task.
-    pub async fn start(store: Arc<dyn Store>, events: Arc<Events>) -> Result<Self, StoreError> {
+    /// seqs ahead when the last run died) and starts the partition's task,
+    /// which holds at most `unstored_limit` messages delivered and not yet
+    /// stored (never more than `MOST_UNSTORED`).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        events: Arc<Events>,
+        unstored_limit: usize,
+    ) -> Result<Self, StoreError> {
+        let unstored_limit = unstored_limit.min(MOST_UNSTORED);
         if store.begin_local_run(SEQS_SKIPPED_AFTER_A_CRASH).await? {
             tracing::warn!(
                 skipped = SEQS_SKIPPED_AFTER_A_CRASH,
@@ -71,7 +78,7 @@ impl LocalPipeline {
         let (finish, finished) = watch::channel(false);
         tokio::spawn(async move {
             let sequencer = Sequencer::new(store.clone(), events);
-            run(sequencer, receiver, stop).await;
+            run(sequencer, receiver, stop, unstored_limit).await;
             // Left marked, the next start skips seqs it need not.
             if let Err(err) = store.end_local_run().await {
                 tracing::warn!(error = %err, "could not record the clean stop");
@@ -127,6 +134,7 @@ async fn run(
     mut sequencer: Sequencer,
     mut inbox: mpsc::Receiver<Job>,
     mut stop: watch::Receiver<bool>,
+    unstored_limit: usize,
 ) {
     let mut jobs = Vec::with_capacity(BATCH);
     // Answers waiting for the next commit; those of the commit in flight
@@ -169,7 +177,7 @@ async fn run(
                 let drafts: Vec<_> = jobs.iter().filter_map(|job| job.command.draft()).collect();
                 sequencer.prepare(&drafts, false).await;
                 for job in jobs.drain(..) {
-                    let reply = handle(&mut sequencer, job.command).await;
+                    let reply = handle(&mut sequencer, job.command, unstored_limit).await;
                     // A refusal or a failure leaves nothing to store: it is
                     // answered now, not after the next commit (which may
                     // be long in coming while the database fails).
@@ -185,9 +193,9 @@ async fn run(
     }
 }
 
-async fn handle(sequencer: &mut Sequencer, command: Command) -> Reply {
+async fn handle(sequencer: &mut Sequencer, command: Command, unstored_limit: usize) -> Reply {
     match command {
-        Command::Send { .. } if sequencer.unstored() >= MOST_UNSTORED => Reply::Failed {
+        Command::Send { .. } if sequencer.unstored() >= unstored_limit => Reply::Failed {
             error: "the database is not keeping up: try again".into(),
         },
         Command::Send { draft } => match sequencer.sequence(&draft, false).await {
@@ -265,7 +273,7 @@ mod tests {
     async fn start(dir: &std::path::Path) -> (Arc<dyn Store>, LocalPipeline) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).await.expect("SQLite"));
         let events = Arc::new(Events::local(Arc::new(Hub::new())));
-        let pipeline = LocalPipeline::start(store.clone(), events)
+        let pipeline = LocalPipeline::start(store.clone(), events, MOST_UNSTORED)
             .await
             .expect("started");
         (store, pipeline)

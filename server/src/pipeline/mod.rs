@@ -251,9 +251,15 @@ pub enum Pipeline {
 
 impl Pipeline {
     /// The embedded default: partitions as tasks in this process.
-    pub async fn local(store: Arc<dyn Store>, events: Arc<Events>) -> Result<Self, StoreError> {
+    /// The embedded pipeline, holding at most `unstored_limit` messages
+    /// delivered and not yet stored (`local::MOST_UNSTORED` at most).
+    pub async fn local(
+        store: Arc<dyn Store>,
+        events: Arc<Events>,
+        unstored_limit: usize,
+    ) -> Result<Self, StoreError> {
         Ok(Pipeline::Local(
-            local::LocalPipeline::start(store, events).await?,
+            local::LocalPipeline::start(store, events, unstored_limit).await?,
         ))
     }
 

@@ -353,6 +353,49 @@ async fn a_send_not_stored_in_time_is_refused_for_now_and_its_resend_is_acked() 
     assert_eq!(page, [delivered]);
 }
 
+/// Without RabbitMQ, past `NATTER_UNSTORED_LIMIT` messages delivered and
+/// not yet stored (one here, its commit held back by SQLite's write lock),
+/// a send is refused for now at once, before it has a seq; sent again once
+/// the commit went through, it is stored after the first.
+#[tokio::test]
+async fn past_the_unstored_limit_a_send_is_refused_for_now_at_once() {
+    let app = spawn_app_with(|config| config.unstored_limit = 1).await;
+    let (ann, _bob, chat) = app.ann_and_bob().await;
+    let mut ann_socket = app.socket(&ann).await;
+    let lock = hold_write_lock(&app.data_dir.join("natter.db")).await;
+    let send = |content: &str, client_id: &str| serde_json::json!({"type": "send", "chatId": chat.id, "content": content, "clientId": client_id});
+    ann_socket.send_json(send("held", "k1")).await;
+    ann_socket.send_json(send("one too many", "k2")).await;
+    // Answered before the server's patience is up.
+    let refused = tokio::time::timeout(SEND_PATIENCE / 2, async {
+        ann_socket
+            .next_where(|frame| matches!(frame, ServerFrame::Error { .. }))
+            .await
+    })
+    .await
+    .expect("refused at once");
+    let ServerFrame::Error {
+        error,
+        client_id,
+        retry,
+    } = refused
+    else {
+        unreachable!("next_where returned only what was wanted")
+    };
+    assert_eq!(client_id.as_deref(), Some("k2"));
+    assert!(retry, "refused for now, not for good: {error}");
+    assert!(error.contains("not keeping up"), "{error}");
+
+    drop(lock);
+    let acked = |wanted: &'static str| move |frame: &ServerFrame| matches!(frame, ServerFrame::Ack { client_id, .. } if client_id == wanted);
+    ann_socket.next_where(acked("k1")).await;
+    ann_socket.send_json(send("one too many", "k2")).await;
+    let ServerFrame::Ack { message, .. } = ann_socket.next_where(acked("k2")).await else {
+        unreachable!("next_where returned only what was wanted")
+    };
+    assert_eq!((message.seq, message.content.as_str()), (2, "one too many"));
+}
+
 /// A second server started by mistake on the first one's port and data
 /// stops at the port, before it touches the database: had it started its
 /// pipeline, it would have taken the first one's running mark for a crash

@@ -175,6 +175,18 @@ pub struct Config {
     #[arg(long, env = "NATTER_WS_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(20..))]
     pub ws_timeout_ms: u64,
 
+    /// How many password hashes (sign-ups, logins) may wait for a core,
+    /// beyond one running on each. Past it, one is answered 503 at once: a
+    /// line of sign-ups holds their pictures (up to 5 MiB each), and moves
+    /// at ~50 a second per core.
+    #[arg(
+        long,
+        env = "NATTER_PASSWORD_QUEUE",
+        default_value_t = 64,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000)
+    )]
+    pub password_queue: usize,
+
     /// How long a stopping server waits, in milliseconds, for HTTP requests
     /// still running before it stops without their answers: a query the
     /// database never answers would otherwise keep it from stopping (and
@@ -283,6 +295,7 @@ mod tests {
             ["--database-max-connections", "0"],
             ["--ws-ping-ms", "0"],
             ["--ws-timeout-ms", "10"],
+            ["--password-queue", "100001"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use natter_shared::ErrorBody;
 
-use crate::auth::TokenError;
+use crate::auth::{HashError, TokenError};
 use crate::blobs::BlobError;
 use crate::domain::ValidationError;
 use crate::store::StoreError;
@@ -131,6 +131,16 @@ impl From<StoreError> for ApiError {
             // Temporary (`is_temporary`): answered above.
             StoreError::TimedOut => unreachable!("a timed-out query is temporary"),
             StoreError::Migration(cause) => ApiError::Internal(cause.into()),
+        }
+    }
+}
+
+/// A full line for a core: 503, to try again; a failed hash: 500.
+impl From<HashError> for ApiError {
+    fn from(err: HashError) -> Self {
+        match err {
+            HashError::Busy => ApiError::Unavailable(err.to_string()),
+            HashError::Failed(cause) => ApiError::Internal(cause),
         }
     }
 }

@@ -79,7 +79,8 @@ impl Application {
         let secret = load_or_create_secret(config.jwt_secret.as_deref(), &data_dir)?;
         let partitions = partitions(config, store.as_ref()).await?;
         let blobs = open_blobs(config, &data_dir)?;
-        let passwords = tokio::task::spawn_blocking(Passwords::new).await??;
+        let waiting = config.password_queue;
+        let passwords = tokio::task::spawn_blocking(move || Passwords::new(waiting)).await??;
         let ended = Arc::new(EndedSessions::new());
         sessions::load(store.as_ref(), &ended)
             .await

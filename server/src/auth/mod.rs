@@ -8,6 +8,6 @@ pub mod sessions;
 mod token;
 
 pub use extract::{AuthSession, AuthUser, bearer_token};
-pub use password::Passwords;
+pub use password::{HashError, Passwords};
 pub use sessions::EndedSessions;
 pub use token::{Claims, TokenError, Tokens, load_or_create_secret};

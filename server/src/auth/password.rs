@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::domain::Password;
 
@@ -13,32 +13,53 @@ use crate::domain::Password;
 /// many at once as there are cores: more would not finish sooner, and each
 /// holds 19 MiB while it runs (a burst of sign-ups once left the allocator
 /// holding gigabytes).
+///
+/// The line of those waiting for a core is bounded too: each is a request
+/// held open, a sign-up with its picture of up to 5 MiB, and at ~50 hashes
+/// per second per core a flood of them would hold gigabytes for minutes.
+/// Past it, a hash is refused at once (`HashError::Busy`, a 503).
 #[derive(Clone)]
 pub struct Passwords {
     /// A hash of a random password, checked against when the email is unknown
     /// so that "no such user" takes as long as "wrong password".
     decoy: String,
     running: Arc<Semaphore>,
+    /// Places for hashes running or waiting to: `running`'s turns plus the
+    /// line's length. Taken before a turn is waited for.
+    places: Arc<Semaphore>,
+}
+
+/// Why a password could not be hashed or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// As many are waiting for a core as may: try again in a moment.
+    #[error("too many sign-ups and logins at once: try again in a moment")]
+    Busy,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }
 
 impl Passwords {
-    pub fn new() -> anyhow::Result<Self> {
+    /// `waiting` is how many hashes may wait for a core, beyond one running
+    /// on each (`NATTER_PASSWORD_QUEUE`).
+    pub fn new(waiting: usize) -> anyhow::Result<Self> {
         let decoy = hash_blocking(&uuid::Uuid::now_v7().to_string())?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Ok(Passwords {
             decoy,
             running: Arc::new(Semaphore::new(cores)),
+            places: Arc::new(Semaphore::new(cores + waiting)),
         })
     }
 
-    pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let password = password.expose().to_owned();
-        self.on_a_core(move || hash_blocking(&password)).await?
+        Ok(self.on_a_core(move || hash_blocking(&password)).await??)
     }
 
     /// Checks `password` against `hash`, or against the decoy when there is no
     /// user, returning false in that case whatever the password.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> anyhow::Result<bool> {
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, HashError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or(&self.decoy).to_owned();
         let password = password.to_owned();
@@ -48,20 +69,33 @@ impl Passwords {
         Ok(known && matches)
     }
 
-    /// Runs `work` on the blocking pool once a core is free. The turn goes
-    /// with the work, not with the caller: a request dropped while its hash
-    /// runs (its client gone, as a flood of logins that hang up at once
-    /// would do) must not free the turn for another hash beside it.
+    /// Runs `work` on the blocking pool once a core is free, or refuses it
+    /// at once when the line for one is full. The turn goes with the work,
+    /// not with the caller: a request dropped while its hash runs (its
+    /// client gone, as a flood of logins that hang up at once would do) must
+    /// not free the turn for another hash beside it. One dropped while it
+    /// waits leaves the line.
     async fn on_a_core<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let turn = self.running.clone().acquire_owned().await?;
-        Ok(tokio::task::spawn_blocking(move || {
-            let _turn = turn;
+    ) -> Result<T, HashError> {
+        let place = match self.places.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(TryAcquireError::NoPermits) => return Err(HashError::Busy),
+            Err(closed) => return Err(anyhow::Error::from(closed).into()),
+        };
+        let turn = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(anyhow::Error::from)?;
+        let joined = tokio::task::spawn_blocking(move || {
+            let _held = (place, turn);
             work()
         })
-        .await?)
+        .await;
+        Ok(joined.map_err(anyhow::Error::from)?)
     }
 }
 
@@ -195,7 +229,7 @@ mod tests {
     /// requests hang up.
     #[tokio::test]
     async fn a_turn_stays_with_running_work_when_its_caller_is_dropped() {
-        let passwords = Passwords::new().expect("decoy");
+        let passwords = Passwords::new(0).expect("decoy");
         let turns = passwords.running.available_permits();
         let (started, running) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
@@ -230,9 +264,55 @@ mod tests {
         let _all = back.await.expect("the turn comes back when the work ends");
     }
 
+    /// With every core busy and the line full, one more is refused at once;
+    /// one dropped while it waits leaves the line, and its place is free.
+    #[tokio::test]
+    async fn past_a_full_line_a_hash_is_refused_at_once() {
+        let passwords = Passwords::new(1).expect("decoy");
+        let turns = passwords.running.available_permits();
+        let all_turns = u32::try_from(turns).expect("a few turns");
+        let cores_busy = passwords
+            .running
+            .clone()
+            .acquire_many_owned(all_turns)
+            .await;
+        let places = |count: usize| {
+            let passwords = passwords.clone();
+            async move {
+                tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                    while passwords.places.available_permits() != count {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await
+                .expect("places taken or given back");
+            }
+        };
+        let waiting: Vec<_> = (0..=turns)
+            .map(|_| {
+                let passwords = passwords.clone();
+                tokio::spawn(async move { passwords.on_a_core(|| ()).await })
+            })
+            .collect();
+        places(0).await;
+        assert!(matches!(
+            passwords.on_a_core(|| ()).await,
+            Err(HashError::Busy)
+        ));
+
+        waiting[0].abort();
+        places(1).await;
+        drop(cores_busy);
+        for caller in waiting.into_iter().skip(1) {
+            let done = caller.await.expect("joined");
+            assert!(done.is_ok(), "a waiting hash runs once a core is free");
+        }
+        passwords.on_a_core(|| ()).await.expect("a place again");
+    }
+
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
-        let passwords = Passwords::new().expect("decoy");
+        let passwords = Passwords::new(0).expect("decoy");
         let password = Password::parse("correct horse").expect("valid");
         let hash = passwords.hash(&password).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));

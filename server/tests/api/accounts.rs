@@ -98,6 +98,45 @@ async fn sign_up_as_json_without_a_picture_then_log_in() {
     assert_eq!(me.status(), StatusCode::OK, "the login token works");
 }
 
+/// Past the line for a core (`NATTER_PASSWORD_QUEUE`, none here), a login
+/// is answered 503 at once with a reason, and once the line is gone one is
+/// taken again.
+#[tokio::test]
+async fn past_a_full_line_for_hashing_a_login_is_told_to_try_again() {
+    let app = spawn_app_with(|config| config.password_queue = 0).await;
+    let user = app.sign_up("Dora").await;
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let login = |password: &str| {
+        app.http
+            .post(app.url("/api/user/login"))
+            .json(&json!({"email": user.email, "password": password}))
+            .send()
+    };
+    let mut refused = None;
+    for _ in 0..20 {
+        let burst = (0..cores * 3 + 2).map(|_| login("not her password"));
+        for answer in futures_util::future::join_all(burst).await {
+            let answer = answer.expect("request");
+            if answer.status() != StatusCode::UNAUTHORIZED {
+                refused = Some(answer);
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    let refused = refused.expect("a login refused while every core hashed");
+    let error = assert_error(refused, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(error.contains("try again"), "{error}");
+
+    let answer = login(&user.password).await.expect("request");
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "taken once the line is gone"
+    );
+}
+
 #[tokio::test]
 async fn wrong_password_and_unknown_email_get_the_same_answer() {
     let app = spawn_app().await;

@@ -704,6 +704,19 @@ impl Cache {
         Ok(rows.iter().map(outgoing_row).collect())
     }
 
+    /// `chat_id`'s oldest message still to be sent (not stored, nor
+    /// refused for good).
+    pub async fn next_to_send(&self, chat_id: &str) -> CoreResult<Option<Outgoing>> {
+        let row = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE chat_id = ?1 AND stored_seq IS NULL \
+             AND error IS NULL ORDER BY rowid LIMIT 1"
+        ))
+        .bind(chat_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(outgoing_row))
+    }
+
     /// A chat's outbox as the user sees it: without the messages the
     /// server delivered already (they show as sent) while their ack is on
     /// its way, unless a resend was refused since.

@@ -19,7 +19,7 @@ use crate::behind::Behind;
 use crate::cache::{ChatHeld, Outgoing, Stored};
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
-use crate::retries::Retries;
+use crate::resends::Resends;
 use crate::views::{ConnectionState, Event, MessageView, Notification};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -491,28 +491,32 @@ async fn flush(socket: &mut Socket) -> CoreResult<()> {
         .map_err(|err| CoreError::Protocol(err.to_string()))
 }
 
-/// Makes again the sends the server refused for now whose wait is over,
-/// those still in the outbox and not refused for good since.
-async fn resend_due(ctx: &Context, socket: &mut Socket, resends: &mut Retries) -> CoreResult<()> {
-    for client_id in resends.take_due(tokio::time::Instant::now()) {
-        match ctx.cache.outgoing(&client_id).await? {
-            Some(outgoing) if outgoing.error.is_none() => feed_resend(socket, outgoing).await?,
-            // Stored meanwhile (a copy acked), refused for good, or discarded.
-            _ => resends.done(&client_id),
+/// Sends again, in each chat refused for now whose turn has come, its
+/// oldest message still to send (a chat with none sends freely again).
+async fn resend_due(ctx: &Context, socket: &mut Socket, resends: &mut Resends) -> CoreResult<()> {
+    for chat_id in resends.take_due(tokio::time::Instant::now()) {
+        match ctx.cache.next_to_send(&chat_id).await? {
+            Some(outgoing) => {
+                resends.sending(&chat_id, &outgoing.client_id);
+                feed_resend(socket, outgoing).await?;
+            }
+            None => resends.done(&chat_id),
         }
     }
     flush(socket).await
 }
 
-/// Whether `frame` is a send `send_outbox` has already made on this link.
-fn sent_already(frame: &ClientFrame, resent: &HashSet<String>) -> bool {
-    matches!(frame, ClientFrame::Send { client_id, .. } if resent.contains(client_id))
+/// Whether `frame` is a send `send_outbox` has already made on this link,
+/// or one in a chat whose sends wait their turn in the outbox (`Resends`).
+fn not_to_send(frame: &ClientFrame, resent: &HashSet<String>, resends: &Resends) -> bool {
+    matches!(frame, ClientFrame::Send { client_id, chat_id, .. }
+        if resent.contains(client_id) || resends.holds(chat_id))
 }
 
 /// Live: frames from the server, frames from the engine, and a clock for
-/// typing expiry and the silence limit; sends the server refused for now
-/// are made again, and chats left `behind` read again, when their wait is
-/// over (`Retries`). A chat list made stale by new
+/// typing expiry and the silence limit; the chats whose sends the server
+/// refused for now send again (`Resends`), and chats left `behind` are
+/// read again, when their wait is over. A chat list made stale by new
 /// messages is sent when `CHAT_LIST_EVERY` has passed since the last one,
 /// and before returning; held-back notifications (`Notices`) when their
 /// time comes, and all of them before returning.
@@ -572,7 +576,7 @@ async fn serve_frames(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut resends = Retries::new(ctx.backoff);
+    let mut resends = Resends::new(ctx.backoff);
     loop {
         let notice_due = lock(&ctx.notices).due().map(tokio::time::Instant::from_std);
         let resend_due_at = resends.next_due();
@@ -613,7 +617,7 @@ async fn serve_frames(
             }
             frame = outgoing.recv() => {
                 let Some(frame) = frame else { return };
-                if sent_already(&frame, &resent) {
+                if not_to_send(&frame, &resent, &resends) {
                     continue;
                 }
                 let Ok(text) = serde_json::to_string(&frame) else { continue };
@@ -669,12 +673,12 @@ async fn sleep_until_some(when: Option<tokio::time::Instant>) {
 
 /// Handles one frame; returns whether it changed the chat list (sent to the
 /// UI by `serve`, at most every `CHAT_LIST_EVERY`). A send refused for now
-/// is scheduled in `resends`; a chat whose gap the server fails to give
-/// goes `behind`.
+/// holds its chat's sends in `resends`; a chat whose gap the server fails
+/// to give goes `behind`.
 async fn handle(
     ctx: &Context,
     frame: ServerFrame,
-    resends: &mut Retries,
+    resends: &mut Resends,
     behind: &mut Behind,
 ) -> CoreResult<bool> {
     match frame {
@@ -727,7 +731,7 @@ async fn handle(
         // UI); the ack says it is stored, so it leaves the outbox, and
         // matters too when that frame was lost.
         ServerFrame::Ack { message, client_id } => {
-            resends.done(&client_id);
+            resends.answered(&client_id);
             // In a chat left behind it stays in the outbox, set aside as
             // stored, until the chat's read reaches it (history holds it,
             // and takes it out), unless it follows on from the cache:
@@ -765,10 +769,13 @@ async fn handle(
                 .await?
                 .filter(|outgoing| outgoing.error.is_none())
             else {
-                resends.done(&client_id);
+                resends.answered(&client_id);
                 return Ok(false);
             };
-            let wait = resends.failed(&client_id, tokio::time::Instant::now(), &mut rand::rng());
+            // Its chat's later sends wait behind it, so that none is
+            // stored before it (one on its way already may be).
+            let now = tokio::time::Instant::now();
+            let wait = resends.refused(&outgoing.chat_id, &client_id, now, &mut rand::rng());
             tracing::info!(%error, ?wait, "the server cannot take a message now; sending it again");
             ctx.emit(Event::Message {
                 message: MessageView::waiting(&outgoing, &ctx.me, &error),
@@ -779,7 +786,7 @@ async fn handle(
             client_id: Some(client_id),
             retry: false,
         } => {
-            resends.done(&client_id);
+            resends.answered(&client_id);
             if ctx.cache.fail_outgoing(&client_id, &error).await?
                 && let Some(outgoing) = ctx.cache.outgoing(&client_id).await?
             {
@@ -883,21 +890,27 @@ mod tests {
         assert_eq!(attempt_after(4, None), 4);
     }
 
+    /// A send goes unless the outbox made it already on this link, or its
+    /// chat's sends wait their turn there; nothing else is held.
     #[test]
-    fn a_send_the_outbox_already_made_on_this_link_is_dropped_and_nothing_else() {
+    fn a_send_made_already_or_in_a_held_chat_is_dropped_and_nothing_else() {
         let resent: HashSet<String> = ["c1".to_owned()].into();
-        let send = |client_id: &str| ClientFrame::Send {
-            chat_id: "chat".into(),
+        let mut resends = Resends::new(crate::Backoff::default());
+        let send = |chat_id: &str, client_id: &str| ClientFrame::Send {
+            chat_id: chat_id.into(),
             content: "hi".into(),
             client_id: client_id.into(),
             first_try: true,
         };
         let typing = ClientFrame::Typing {
-            chat_id: "c1".into(),
+            chat_id: "held".into(),
             is_typing: true,
         };
-        assert!(sent_already(&send("c1"), &resent));
-        assert!(!sent_already(&send("c2"), &resent));
-        assert!(!sent_already(&typing, &resent));
+        assert!(not_to_send(&send("chat", "c1"), &resent, &resends));
+        assert!(!not_to_send(&send("chat", "c2"), &resent, &resends));
+        resends.refused("held", "c0", tokio::time::Instant::now(), &mut rand::rng());
+        assert!(not_to_send(&send("held", "c3"), &resent, &resends));
+        assert!(!not_to_send(&send("chat", "c2"), &resent, &resends));
+        assert!(!not_to_send(&typing, &resent, &resends));
     }
 }

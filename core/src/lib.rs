@@ -10,7 +10,8 @@
 //! - `renewal`: when the session's token is exchanged for a new one.
 //! - `views`: what the UI is given: chat rows, messages, events.
 //! - `retries`: when to try again what the server failed or refused for now
-//!   (a send, a chat's history); `behind`: the chats whose history failed.
+//!   (a chat's sends, a chat's history); `resends`: the chats whose sends
+//!   were refused for now; `behind`: the chats whose history failed.
 //! - `typing`, `notices`, `backoff`, `server_url`: small rules, each on its own.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod notices;
 mod renewal;
+mod resends;
 mod retries;
 pub mod server_url;
 pub mod session;

@@ -1,9 +1,9 @@
 //! What the server failed or refused for now, tried again on the same link
 //! after a wait that doubles each time, so that a server catching up is not
 //! flooded. Two kinds, each its own schedule keyed by id:
-//! - sends whose error frame said `retry` (the database or the broker is
-//!   down or behind, nothing was wrong with the message), by client id;
-//!   the message stays in the outbox meanwhile;
+//! - chats with a send whose error frame said `retry` (the database or the
+//!   broker is down or behind, nothing was wrong with the message), by
+//!   chat id (`Resends`): its messages stay in the outbox meanwhile;
 //! - chats whose history the server failed to give at catch-up or for a
 //!   gap (an internal error on that chat alone), by chat id: the chat is
 //!   *behind* until it is read, and the others go on meanwhile.

@@ -31,6 +31,9 @@ struct Server {
     secret: String,
     /// How long its tokens last, when not its default.
     token_ttl_secs: Option<u64>,
+    /// Most messages it holds delivered and not yet stored, when not its
+    /// default.
+    unstored_limit: Option<u32>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -40,6 +43,10 @@ impl Server {
     }
 
     async fn spawn_with_token_ttl(token_ttl_secs: Option<u64>) -> Server {
+        Self::spawn_with(token_ttl_secs, None).await
+    }
+
+    async fn spawn_with(token_ttl_secs: Option<u64>, unstored_limit: Option<u32>) -> Server {
         let mut server = Server {
             // Below the ephemeral range: a restart binds the same port,
             // which an outgoing connection of a test running beside this
@@ -48,6 +55,7 @@ impl Server {
             data: tempfile::tempdir().expect("temp dir"),
             secret: SECRET.into(),
             token_ttl_secs,
+            unstored_limit,
             running: None,
         };
         server.start().await;
@@ -62,6 +70,9 @@ impl Server {
             config.token_ttl_secs = ttl;
             // A socket outliving its token is closed at the next ping.
             config.ws_ping_ms = 200;
+        }
+        if let Some(limit) = self.unstored_limit {
+            config.unstored_limit = limit;
         }
         let app = Application::build(&config).await.expect("server starts");
         self.addr = app.local_addr().expect("bound");
@@ -103,9 +114,14 @@ async fn app(server: &Server) -> App {
 
 /// An app pointed at `url`, trusting `trust` for https.
 async fn app_at(url: &str, trust: Trust) -> App {
+    app_waiting(url, trust, SHORT_WAITS).await
+}
+
+/// An app pointed at `url` that waits as `backoff` says to try again.
+async fn app_waiting(url: &str, trust: Trust, backoff: Backoff) -> App {
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().to_path_buf();
-    let mut app = open(&dir, trust).await;
+    let mut app = open_waiting(&dir, trust, backoff).await;
     app.engine.set_server_url(url).expect("server address");
     app._temp = Some(temp);
     app
@@ -116,12 +132,19 @@ async fn reopen(dir: &Path) -> App {
     open(dir, Trust::default()).await
 }
 
+/// The waits of the test apps before they try again (reconnect, resend).
+const SHORT_WAITS: Backoff = Backoff {
+    min: Duration::from_millis(20),
+    max: Duration::from_millis(300),
+};
+
 async fn open(dir: &Path, trust: Trust) -> App {
+    open_waiting(dir, trust, SHORT_WAITS).await
+}
+
+async fn open_waiting(dir: &Path, trust: Trust, backoff: Backoff) -> App {
     let options = EngineOptions {
-        backoff: Backoff {
-            min: Duration::from_millis(20),
-            max: Duration::from_millis(300),
-        },
+        backoff,
         trust,
         connect_timeout: Duration::from_secs(2),
     };
@@ -703,15 +726,21 @@ fn link_dropped(event: &Event) -> bool {
 /// Waits until `app`'s outbox is empty: every send acked (read from its
 /// cache, since a message delivered before its ack already shows as sent).
 async fn outbox_emptied(app: &App, what: &str) {
+    eventually(what, || async { outbox_of(app).await.is_empty() }).await;
+}
+
+/// What `app`'s outbox holds, read from its cache: the sends not acked yet.
+async fn outbox_of(app: &App) -> Vec<String> {
     let me = app.engine.me().await.expect("logged in");
     let cache = natter_core::session::Files::new(&app.dir).cache(&me.id);
     let cache = natter_core::cache::Cache::open(&cache)
         .await
         .expect("the cache");
-    eventually(what, || async {
-        cache.outbox().await.expect("outbox").is_empty()
-    })
-    .await;
+    let outbox = cache.outbox().await.expect("outbox");
+    outbox
+        .into_iter()
+        .map(|outgoing| outgoing.content)
+        .collect()
 }
 
 /// Ann sends "two" while the server's database stays locked past the
@@ -780,6 +809,69 @@ async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
         seqs(&bob_app, &chat.id).await == [Some(1), Some(2)]
     })
     .await;
+}
+
+/// A message written while an earlier one of its chat waits to be sent
+/// again goes after it, though the server could take it first: the chat
+/// reads in the order written, for everyone.
+#[tokio::test]
+async fn a_message_written_while_one_waits_to_go_again_is_stored_after_it() {
+    // The server holds one message delivered and not stored: while its
+    // database is locked, the next is refused for now before it has a seq.
+    let server = Server::spawn_with(None, Some(1)).await;
+    // "two" goes again a second or more after its refusal: sent at once,
+    // "three" would be stored first.
+    let slow = Backoff {
+        min: Duration::from_secs(2),
+        max: Duration::from_secs(4),
+    };
+    let mut ann_app = app_waiting(&server.url(), Trust::default(), slow).await;
+    let bob_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    let bob = sign_up(&bob_app, "Bob").await;
+    let chat = ann_app.engine.open_direct(&bob.id).await.expect("chat");
+    online(&ann_app).await;
+
+    let lock = natter_test_support::hold_write_lock(&server.data.path().join("natter.db")).await;
+    ann_app.engine.send(&chat.id, "one").await.expect("written");
+    ann_app.engine.send(&chat.id, "two").await.expect("written");
+    let refused = next_event(&mut ann_app, "\"two\" refused for now", |event| {
+        matches!(event, Event::Message { message } if message.content == "two" && message.error.is_some())
+    })
+    .await;
+    let Event::Message { message } = refused else {
+        unreachable!("next_event returned only what was wanted")
+    };
+    assert_eq!(message.status, Delivery::Pending, "for now: {message:?}");
+    // "one" is stored: the server could take another at once.
+    drop(lock);
+    eventually("\"one\" acked", || async {
+        outbox_of(&ann_app).await == ["two"]
+    })
+    .await;
+    ann_app
+        .engine
+        .send(&chat.id, "three")
+        .await
+        .expect("written");
+
+    eventually("both sent", || async {
+        outbox_of(&ann_app).await.is_empty()
+    })
+    .await;
+    let in_order = ["one", "two", "three"];
+    assert_eq!(texts(&ann_app, &chat.id).await, in_order);
+    assert_eq!(seqs(&ann_app, &chat.id).await, [Some(1), Some(2), Some(3)]);
+    eventually("bob has them in the order written", || async {
+        texts(&bob_app, &chat.id).await == in_order
+    })
+    .await;
+}
+
+/// The texts of a chat's newest page, as the app shows them.
+async fn texts(app: &App, chat_id: &str) -> Vec<String> {
+    let shown = contents(app, chat_id).await;
+    shown.into_iter().map(|(content, _)| content).collect()
 }
 
 /// A message waiting to be sent again when the link drops is sent on the

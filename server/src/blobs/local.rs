@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use tokio_util::io::ReaderStream;
 
 use super::{Blob, BlobError, BlobStore, parse_key};
 
@@ -44,11 +45,18 @@ impl BlobStore for LocalBlobs {
         let Some(kind) = parse_key(key) else {
             return Ok(None);
         };
-        match tokio::fs::read(self.dir.join(key)).await {
-            Ok(bytes) => Ok(Some(Blob { bytes, kind })),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(err.into()),
-        }
+        let file = match tokio::fs::File::open(self.dir.join(key)).await {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        // Written whole then renamed into place: the size is the picture's.
+        let len = file.metadata().await?.len();
+        Ok(Some(Blob {
+            kind,
+            len,
+            body: Box::pin(ReaderStream::new(file)),
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {

@@ -7,6 +7,8 @@ mod local;
 mod s3;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 
 pub use image::{ImageError, ImageKind, inspect};
 pub use local::LocalBlobs;
@@ -27,11 +29,27 @@ pub enum BlobError {
     Config(String),
 }
 
-/// A stored picture and what it is.
-#[derive(Debug, Clone)]
+/// A stored picture as it is read: what it is, its size, and its bytes as
+/// they come. Streamed, not read whole: an answer to a client that reads
+/// slowly, or not at all, holds a buffer, not a picture of up to 5 MiB
+/// (thousands of such requests would otherwise hold gigabytes).
 pub struct Blob {
-    pub bytes: Vec<u8>,
     pub kind: ImageKind,
+    pub len: u64,
+    pub body: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+impl Blob {
+    /// All of it at once (for tests and small uses).
+    pub async fn read_all(self) -> std::io::Result<Vec<u8>> {
+        use futures_util::TryStreamExt;
+        self.body
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await
+    }
 }
 
 /// A new, random, unguessable key for a picture of this kind.

@@ -2,6 +2,7 @@
 //! through the `object_store` crate.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -84,8 +85,9 @@ impl BlobStore for S3Blobs {
         };
         match self.store.get(&self.path(key)).await {
             Ok(found) => Ok(Some(Blob {
-                bytes: found.bytes().await?.to_vec(),
                 kind,
+                len: found.meta.size,
+                body: Box::pin(found.into_stream().map_err(std::io::Error::other)),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(err.into()),

@@ -39,19 +39,6 @@ pub struct Blob {
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
-impl Blob {
-    /// All of it at once (for tests and small uses).
-    pub async fn read_all(self) -> std::io::Result<Vec<u8>> {
-        use futures_util::TryStreamExt;
-        self.body
-            .try_fold(Vec::new(), |mut all, chunk| async move {
-                all.extend_from_slice(&chunk);
-                Ok(all)
-            })
-            .await
-    }
-}
-
 /// A new, random, unguessable key for a picture of this kind.
 pub fn new_key(kind: ImageKind) -> String {
     format!("{}.{}", uuid::Uuid::new_v4().simple(), kind.extension())

@@ -226,13 +226,19 @@ macro_rules! sql_store {
                 }
 
                 /// Takes the chat's row for a change (later changes of it
-                /// wait for this one's commit), marking it changed `now`;
+                /// wait for this one's commit), marking it changed `now`
+                /// unless a message stored meanwhile (while this waited for
+                /// the row, or by a node whose clock runs ahead) is later:
+                /// the chat's time never goes back;
                 /// with `admin`, only while that user is its admin: checked
                 /// on the row taken, so no change of admin slips in between.
                 async fn take_for_change(tx: &mut Tx, chat_id: &str, admin: Option<&str>, now: i64) -> StoreResult<()> {
                     let taken = match admin {
                         Some(admin) => {
-                            sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2 AND admin_id = $3")
+                            sqlx::query(
+                                "UPDATE chats SET updated_at = CASE WHEN updated_at < $1 THEN $1 ELSE updated_at END \
+                                 WHERE id = $2 AND admin_id = $3",
+                            )
                                 .bind(now)
                                 .bind(chat_id)
                                 .bind(admin)
@@ -240,7 +246,10 @@ macro_rules! sql_store {
                                 .await?
                         }
                         None => {
-                            sqlx::query("UPDATE chats SET updated_at = $1 WHERE id = $2")
+                            sqlx::query(
+                                "UPDATE chats SET updated_at = CASE WHEN updated_at < $1 THEN $1 ELSE updated_at END \
+                                 WHERE id = $2",
+                            )
                                 .bind(now)
                                 .bind(chat_id)
                                 .execute(&mut **tx)

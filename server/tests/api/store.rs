@@ -296,6 +296,56 @@ async fn changes_are_made_only_while_their_admin_is_admin(store: &dyn Store) {
     assert_eq!(renamed.chat_name, "His");
 }
 
+/// A change to a chat marks it changed now, unless a message stored
+/// meanwhile is later (stored while the change waited for the chat's row,
+/// or by a node whose clock runs ahead): a chat's time never goes back, so
+/// the list never sorts it below chats quieter than it.
+async fn a_change_never_moves_a_chat_back_in_time(store: &dyn Store) {
+    let ann = user(store, "ann").await;
+    let bob = user(store, "bob").await;
+    let cid = user(store, "cid").await;
+    let group = store
+        .create_group("g-time", "Group", &ann.id, std::slice::from_ref(&bob.id))
+        .await
+        .expect("a group");
+    // Written at a time ahead of this clock.
+    let later = message(&group.id, &bob, 1);
+    store
+        .store_messages(std::slice::from_ref(&later))
+        .await
+        .expect("stored");
+    let listed = async || store.chats_of(&ann.id).await.expect("chats")[0].updated_at;
+    assert_eq!(listed().await, later.created_at);
+
+    store
+        .rename_chat(&group.id, "Renamed", Some(&ann.id))
+        .await
+        .expect("renamed");
+    store
+        .add_member(&group.id, &cid.id, Some(&ann.id))
+        .await
+        .expect("added");
+    store
+        .remove_member(&group.id, &cid.id, Some(&ann.id))
+        .await
+        .expect("removed");
+    assert_eq!(listed().await, later.created_at);
+}
+
+#[tokio::test]
+async fn postgres_never_moves_a_chat_back_in_time() {
+    let url = new_postgres_database().await;
+    let store = PgStore::connect(&url, 4).await.expect("PostgreSQL");
+    a_change_never_moves_a_chat_back_in_time(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_never_moves_a_chat_back_in_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).await.expect("SQLite");
+    a_change_never_moves_a_chat_back_in_time(&store).await;
+}
+
 #[tokio::test]
 async fn postgres_makes_group_changes_only_while_their_admin_is_admin() {
     let url = new_postgres_database().await;

@@ -109,7 +109,9 @@ pub struct Config {
     /// messages wait in RabbitMQ; their senders are told to try again after
     /// 10 s, and their retries are recognised. Without RabbitMQ (at most
     /// 100,000 there: a crash skips that many seqs), a send past it is
-    /// refused at once, to be tried again. Each held message is about its
+    /// refused at once, to be tried again; there the count includes the
+    /// batch being committed (up to 1,000), so a limit below that refuses
+    /// sends while the database is well. Each held message is about its
     /// text plus 300 bytes.
     #[arg(long, env = "NATTER_UNSTORED_LIMIT", default_value_t = crate::pipeline::MOST_UNSTORED, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub unstored_limit: u32,

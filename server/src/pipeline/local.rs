@@ -66,6 +66,19 @@ impl LocalPipeline {
         events: Arc<Events>,
         unstored_limit: usize,
     ) -> Result<Self, StoreError> {
+        if unstored_limit > MOST_UNSTORED {
+            tracing::warn!(
+                unstored_limit,
+                most = MOST_UNSTORED,
+                "NATTER_UNSTORED_LIMIT is past what the embedded pipeline holds; holding at most its most"
+            );
+        } else if unstored_limit < BATCH {
+            tracing::warn!(
+                unstored_limit,
+                batch = BATCH,
+                "NATTER_UNSTORED_LIMIT is below a batch: sends are refused while an ordinary commit runs"
+            );
+        }
         let unstored_limit = unstored_limit.min(MOST_UNSTORED);
         if store.begin_local_run(SEQS_SKIPPED_AFTER_A_CRASH).await? {
             tracing::warn!(

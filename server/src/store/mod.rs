@@ -218,8 +218,9 @@ pub trait Store: Send + Sync + 'static {
         admin: Option<&str>,
     ) -> StoreResult<Chat>;
     /// Removes a member; when it was the admin, the longest-standing remaining
-    /// member becomes admin so a group is never left without one. `admin`
-    /// as for `rename_chat` (None for a member who leaves).
+    /// member becomes admin, so a group with members always has one (the
+    /// last member leaving leaves a group of none, which no one can reach).
+    /// `admin` as for `rename_chat` (None for a member who leaves).
     async fn remove_member(
         &self,
         chat_id: &str,

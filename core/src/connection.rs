@@ -19,7 +19,7 @@ use crate::behind::Behind;
 use crate::cache::{ChatHeld, Outgoing, Stored};
 use crate::context::{Arrival, Context, lock};
 use crate::error::{CoreError, CoreResult};
-use crate::resends::Resends;
+use crate::resends::{Due, Resends};
 use crate::views::{ConnectionState, Event, MessageView, Notification};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -494,8 +494,17 @@ async fn flush(socket: &mut Socket) -> CoreResult<()> {
 /// Sends again, in each chat refused for now whose turn has come, its
 /// oldest message still to send (a chat with none sends freely again).
 async fn resend_due(ctx: &Context, socket: &mut Socket, resends: &mut Resends) -> CoreResult<()> {
-    for chat_id in resends.take_due(tokio::time::Instant::now()) {
+    for Due { chat_id, answered } in resends.take_due(tokio::time::Instant::now()) {
         match ctx.cache.next_to_send(&chat_id).await? {
+            // Answered and still the oldest: sent again, it would be
+            // answered the same way, and again.
+            Some(outgoing) if Some(&outgoing.client_id) == answered.as_ref() => {
+                tracing::warn!(
+                    chat_id,
+                    "an answered send stayed in the outbox; sending the chat's others freely"
+                );
+                resends.done(&chat_id);
+            }
             Some(outgoing) => {
                 resends.sending(&chat_id, &outgoing.client_id);
                 feed_resend(socket, outgoing).await?;

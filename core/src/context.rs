@@ -248,8 +248,9 @@ impl Context {
     pub async fn notify_missed(&self, missed: HashMap<String, Notification>) {
         for (chat_id, notification) in missed {
             match self.cache.chat(&chat_id).await {
-                Ok(Some((_, 0))) => continue,
-                Ok(_) => {}
+                // Read meanwhile, or deleted here.
+                Ok(Some((_, 0)) | None) => continue,
+                Ok(Some(_)) => {}
                 // Told rather than lost.
                 Err(err) => {
                     tracing::warn!(chat_id, error = %err, "reading a chat's unread count");

@@ -26,8 +26,17 @@ pub(crate) struct Resends {
     waits: Retries,
     /// Per chat being sent again, the message sent and not answered yet.
     sending: HashMap<String, String>,
-    /// Chats whose message sent again was answered: their next goes now.
-    next: Vec<String>,
+    /// Chats whose message sent again was answered, and that message:
+    /// their next goes now.
+    next: Vec<(String, String)>,
+}
+
+/// A chat whose next message is due, and the one answered before it, if
+/// any: should that still be the oldest (its answer left it in the outbox),
+/// it is not sent again in a loop.
+pub(crate) struct Due {
+    pub chat_id: String,
+    pub answered: Option<String>,
 }
 
 impl Resends {
@@ -80,10 +89,17 @@ impl Resends {
 
     /// The chats whose next message is due at `now`; each is to send its
     /// oldest unsent one (`sending`), or is `done` if it has none.
-    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
-        let mut due = std::mem::take(&mut self.next);
-        due.extend(self.waits.take_due(now));
-        due
+    pub fn take_due(&mut self, now: Instant) -> Vec<Due> {
+        let next = std::mem::take(&mut self.next);
+        let next = next.into_iter().map(|(chat_id, answered)| Due {
+            chat_id,
+            answered: Some(answered),
+        });
+        let waited = self.waits.take_due(now).into_iter().map(|chat_id| Due {
+            chat_id,
+            answered: None,
+        });
+        next.chain(waited).collect()
     }
 
     /// `client_id` went again as `chat_id`'s next message.
@@ -104,7 +120,7 @@ impl Resends {
         if let Some(chat) = chat {
             self.sending.remove(&chat);
             self.waits.done(&chat);
-            self.next.push(chat);
+            self.next.push((chat, client_id.to_owned()));
         }
     }
 
@@ -113,7 +129,7 @@ impl Resends {
         self.held.remove(chat_id);
         self.waits.done(chat_id);
         self.sending.remove(chat_id);
-        self.next.retain(|chat| chat != chat_id);
+        self.next.retain(|(chat, _)| chat != chat_id);
     }
 }
 
@@ -121,6 +137,10 @@ impl Resends {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    fn chats(due: Vec<Due>) -> Vec<String> {
+        due.into_iter().map(|due| due.chat_id).collect()
+    }
 
     fn resends() -> Resends {
         Resends::new(Backoff {
@@ -141,14 +161,21 @@ mod tests {
         let wait = resends.refused("c", "m1", now, &mut rng).expect("a wait");
         assert!(resends.holds("c") && !resends.holds("d"));
         assert!(resends.take_due(now).is_empty(), "waits first");
-        assert_eq!(resends.take_due(now + wait), ["c"]);
+        assert_eq!(chats(resends.take_due(now + wait)), ["c"]);
         resends.sending("c", "m1");
         assert_eq!(resends.next_due(), None, "until m1 is answered");
         resends.answered("another chat's message");
         assert_eq!(resends.next_due(), None);
         resends.answered("m1");
         assert!(resends.next_due().is_some_and(|due| due <= Instant::now()));
-        assert_eq!(resends.take_due(now + wait), ["c"]);
+        let due = resends.take_due(now + wait);
+        assert_eq!(
+            due.iter()
+                .map(|due| (due.chat_id.as_str(), due.answered.as_deref()))
+                .collect::<Vec<_>>(),
+            [("c", Some("m1"))],
+            "with the one answered, not to be sent again should it stay"
+        );
         assert!(resends.holds("c"), "held until its outbox is empty");
         resends.done("c");
         assert!(!resends.holds("c"));
@@ -185,10 +212,10 @@ mod tests {
             resends.take_due(now + first).is_empty(),
             "an answer to the one sent before does not end the wait"
         );
-        assert_eq!(resends.take_due(now + first + second), ["c"]);
+        assert_eq!(chats(resends.take_due(now + first + second)), ["c"]);
         resends.sending("c", "m1");
         resends.answered("m1");
-        assert_eq!(resends.take_due(now + first + second), ["c"]);
+        assert_eq!(chats(resends.take_due(now + first + second)), ["c"]);
         resends.sending("c", "m2");
         let third = resends
             .refused("c", "m2", now + first + second, &mut rng)

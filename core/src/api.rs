@@ -9,6 +9,7 @@ use natter_shared::api::{
     AuthResponse, Chat, CreateGroupRequest, GroupMemberRequest, LoginRequest, Message,
     OpenChatRequest, RenameGroupRequest, User,
 };
+use natter_shared::limits::PIC_MAX_BYTES;
 use reqwest::{Method, RequestBuilder, Response};
 use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
@@ -131,25 +132,29 @@ impl ServerApi {
             .await
     }
 
-    /// A picture by the server path a `User.pic` holds: its bytes and type.
-    pub async fn picture(&self, path: &str) -> CoreResult<(Vec<u8>, String)> {
+    /// A picture by the server path a `User.pic` holds: its bytes, at most
+    /// `PIC_MAX_BYTES` (what the server takes).
+    pub async fn picture(&self, path: &str) -> CoreResult<Vec<u8>> {
         let key = path
             .strip_prefix("/api/pic/")
             .ok_or_else(|| CoreError::Invalid(format!("not a picture of this server: {path}")))?;
         let request = self.request(Method::GET, &format!("/api/pic/{}", segment(key)));
         let response = request.send().await.map_err(|err| self.unreachable(&err))?;
-        let response = check(response).await?;
-        let kind = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        let bytes = response
-            .bytes()
+        let mut response = check(response).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|err| self.unreachable(&err))?;
-        Ok((bytes.to_vec(), kind))
+            .map_err(|err| self.unreachable(&err))?
+        {
+            if bytes.len() + chunk.len() > PIC_MAX_BYTES {
+                return Err(CoreError::Protocol(format!(
+                    "the picture {path} is larger than a picture can be"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 
     pub async fn open_direct(&self, user_id: &str) -> CoreResult<Chat> {

@@ -902,22 +902,33 @@ impl Engine {
                 }
             })
             .collect();
-        let file = self.inner.files.dir().join("pics").join(&key);
+        let file = self.inner.files.pics().join(&key);
         if let Ok(bytes) = tokio::fs::read(&file).await
             && let Some(kind) = image_type(&bytes)
         {
             return Ok((bytes, kind.to_owned()));
         }
-        let (bytes, kind) = self.checked(&ctx, ctx.api.picture(path).await).await?;
+        let bytes = self.checked(&ctx, ctx.api.picture(path).await).await?;
+        // What the server (or a portal or proxy on the way) answered is
+        // kept and shown only as the image it is, whatever it was called.
+        let kind = image_type(&bytes)
+            .ok_or_else(|| CoreError::Protocol(format!("the picture {path} is not an image")))?;
         if let Some(dir) = file.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
         // Written whole under a name of its own, then renamed: a crash, or
         // two requests for it at once, never leave a part of it to serve.
         let part = file.with_file_name(format!("{key}.{}.part", uuid::Uuid::new_v4()));
-        tokio::fs::write(&part, &bytes).await?;
-        tokio::fs::rename(&part, &file).await?;
-        Ok((bytes, kind))
+        let kept = match tokio::fs::write(&part, &bytes).await {
+            Ok(()) => tokio::fs::rename(&part, &file).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = kept {
+            // A full disk, say: shown all the same, and fetched next time.
+            tracing::warn!(error = %err, "keeping a picture");
+            let _ = tokio::fs::remove_file(&part).await;
+        }
+        Ok((bytes, kind.to_owned()))
     }
 }
 

@@ -146,9 +146,20 @@ impl Files {
         )
     }
 
-    /// Forgets the session and that user's cache (`forget_cache`).
+    /// The profile pictures kept so that avatars show offline too: of the
+    /// people the session met, so they go with it (`forget_session`).
+    pub fn pics(&self) -> PathBuf {
+        self.dir.join("pics")
+    }
+
+    /// Forgets the session, the pictures it kept, and that user's cache
+    /// (`forget_cache`).
     pub fn forget_session(&self, user_id: Option<&str>) -> CoreResult<()> {
         remove_if_there(&self.dir.join("session.json"))?;
+        match std::fs::remove_dir_all(self.pics()) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+            _ => {}
+        }
         match user_id {
             Some(user_id) => self.forget_cache(user_id),
             None => Ok(()),

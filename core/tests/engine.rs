@@ -193,6 +193,42 @@ async fn sign_up(app: &App, name: &str) -> natter_shared::User {
         .expect("signed up")
 }
 
+/// `name` signs up on `app` with the test picture.
+async fn sign_up_with_a_picture(app: &App, name: &str) -> natter_shared::User {
+    app.engine
+        .sign_up(SignUp {
+            name: name.into(),
+            email: email_of(name),
+            password: PASSWORD.into(),
+            pic: Some(std::fs::read(fixture("avatar.png")).expect("the fixture")),
+        })
+        .await
+        .expect("signed up with a picture")
+}
+
+/// Files in `dir`, none when it is not there.
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| entries.count())
+}
+
+/// A picture is kept on disk for offline use, and goes with the session:
+/// the next person to log in here finds none of the people it met.
+#[tokio::test]
+async fn pictures_kept_for_offline_use_go_at_logout() {
+    let server = Server::spawn().await;
+    let ann_app = app(&server).await;
+    let ann = sign_up_with_a_picture(&ann_app, "Ann").await;
+    let bob_app = app(&server).await;
+    sign_up(&bob_app, "Bob").await;
+    let pic = ann.pic.expect("a picture");
+    let (_, kind) = bob_app.engine.picture(&pic).await.expect("the picture");
+    assert_eq!(kind, "image/png");
+    let kept = bob_app.dir.join("pics");
+    assert_eq!(files_in(&kept), 1, "kept for offline use");
+    bob_app.engine.logout().await.expect("logged out");
+    assert!(!kept.exists(), "the pictures went with the session");
+}
+
 /// `name`, signed up before (on this app or another), logs in on `app`.
 async fn log_in(app: &App, name: &str) {
     app.engine
@@ -2144,6 +2180,36 @@ async fn a_chat_read_while_a_catch_up_runs_is_not_notified_after_it() {
     assert_eq!(notified, ["news from carol"], "bob's chat was read");
 }
 
+/// A picture answered with what is not an image (a captive portal's page
+/// called a PNG, say) is neither shown nor kept; once the real one comes,
+/// it is.
+#[tokio::test]
+async fn a_picture_answered_with_what_is_not_an_image_is_refused_and_not_kept() {
+    let AnnBehindAFront {
+        server,
+        front,
+        ann_app,
+        ..
+    } = ann_behind_a_front().await;
+    let carol_app = app(&server).await;
+    let carol = sign_up_with_a_picture(&carol_app, "Carol").await;
+    let pic = carol.pic.expect("a picture");
+    front.set(Cut::Answering(b"GET /api/pic/".to_vec(), PORTAL_PAGE));
+    let refused = ann_app.engine.picture(&pic).await;
+    assert!(refused.is_err(), "shown: {refused:?}");
+    let kept = ann_app.dir.join("pics");
+    assert_eq!(files_in(&kept), 0, "nothing kept");
+
+    front.set(Cut::Nothing);
+    let (bytes, kind) = ann_app.engine.picture(&pic).await.expect("the picture");
+    assert_eq!(kind, "image/png");
+    assert_eq!(
+        bytes,
+        std::fs::read(fixture("avatar.png")).expect("fixture")
+    );
+    assert_eq!(files_in(&kept), 1);
+}
+
 /// A server (or a proxy's cache) that answers a catch-up's page with the
 /// same full page again, however far the app has read, does not keep the
 /// app asking for it for ever, offline: a page that does not move past the
@@ -2360,6 +2426,7 @@ const BAD_GATEWAY: &[u8] =
     b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 const INTERNAL_ERROR: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: 26\r\nconnection: close\r\n\r\n{\"error\":\"internal error\"}";
 const UNAUTHORIZED: &[u8] = b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 33\r\nconnection: close\r\n\r\n{\"error\":\"the session is over\"}";
+const PORTAL_PAGE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\ncontent-length: 26\r\nconnection: close\r\n\r\n<html>Sign in first</html>";
 const NOT_A_MEMBER: &[u8] = b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: 24\r\nconnection: close\r\n\r\n{\"error\":\"not a member\"}";
 
 /// A plain TCP front to a server that plays the network failing, as a

@@ -18,6 +18,7 @@ pub fn serve<R: Runtime>(
             Ok((bytes, kind)) => Response::builder()
                 .header(header::CONTENT_TYPE, kind)
                 .header(header::CACHE_CONTROL, "max-age=31536000, immutable")
+                .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
                 .body(bytes),
             Err(err) => Response::builder()
                 .status(StatusCode::NOT_FOUND)

@@ -145,9 +145,20 @@ impl From<HashError> for ApiError {
     }
 }
 
+/// The picture store failing: S3 (or what stands for it) away, slow or
+/// refusing is for now, as a database away is (503, to try again; the cause
+/// is logged); the local folder failing is the server's trouble (500).
 impl From<BlobError> for ApiError {
     fn from(err: BlobError) -> Self {
-        ApiError::Internal(err.into())
+        match err {
+            BlobError::ObjectStore(cause) => {
+                tracing::warn!(error = %cause, "the picture store cannot answer for now");
+                ApiError::Unavailable(
+                    "the picture store is unavailable for a moment: try again".into(),
+                )
+            }
+            other => ApiError::Internal(other.into()),
+        }
     }
 }
 

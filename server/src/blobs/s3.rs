@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{BackoffConfig, ObjectStoreExt, PutPayload, RetryConfig};
 
 use super::{Blob, BlobError, BlobStore, parse_key};
 
@@ -21,6 +21,9 @@ pub struct S3Settings {
     pub secret_access_key: Option<String>,
 }
 
+/// How long a request to the store is tried again before it fails.
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct S3Blobs {
     store: AmazonS3,
     prefix: String,
@@ -35,7 +38,17 @@ impl S3Blobs {
         if bucket.is_empty() {
             return Err(BlobError::Config("NATTER_BLOB_URL names no bucket".into()));
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // A store that is away fails a request within seconds, not after
+        // object_store's 10 retries over up to 3 minutes: the request
+        // holding a sign-up's picture meanwhile is answered 503 instead.
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 2,
+            retry_timeout: STORE_PATIENCE,
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder
                 .with_endpoint(endpoint)

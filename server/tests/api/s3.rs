@@ -135,6 +135,52 @@ async fn refused_pictures_leave_nothing_in_the_bucket() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
+/// A picture store that is away (its port refuses connections): a sign-up
+/// with a picture, and a picture asked for, are told to try again (503)
+/// within seconds, not failed (500) after minutes of the S3 client's
+/// retries; and no account is made without its picture.
+#[tokio::test]
+async fn a_picture_store_that_is_away_answers_try_again() {
+    let closed = free_port();
+    let app = app_on_endpoint(&format!("http://127.0.0.1:{closed}")).await;
+    let answered = tokio::time::timeout(
+        PATIENCE * 2,
+        app.sign_up_with_pic("sam@example.org", AVATAR),
+    )
+    .await
+    .expect("answered within seconds");
+    assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = answered.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("try again")),
+        "{body}"
+    );
+    let login = app
+        .http
+        .post(app.url("/api/user/login"))
+        .json(
+            &serde_json::json!({"email": "sam@example.org", "password": "a long enough password"}),
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        login.status(),
+        StatusCode::UNAUTHORIZED,
+        "no account was made"
+    );
+
+    let asked = app
+        .http
+        .get(app.url("/api/pic/0123456789abcdef0123456789abcdef.png"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(asked.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
 /// A picture store that takes connections and never answers (as one behind
 /// a firewall that drops packets would): the health check still answers,
 /// pictures "unreachable", the node healthy. The S3 client alone would wait

@@ -29,10 +29,17 @@ impl BlobStore for LocalBlobs {
         let target = self.dir.join(key);
         let written = tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            let mut file = std::fs::File::create(&partial)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&partial, &target)?;
+            let write = || {
+                let mut file = std::fs::File::create(&partial)?;
+                file.write_all(&bytes)?;
+                file.sync_all()?;
+                std::fs::rename(&partial, &target)
+            };
+            if let Err(err) = write() {
+                // A full disk, say: what was written of it goes too.
+                let _ = std::fs::remove_file(&partial);
+                return Err(err);
+            }
             // The rename is the folder's change: it lasts once the folder does.
             std::fs::File::open(&dir)?.sync_all()
         })

@@ -149,6 +149,60 @@ async fn the_admin_renames_adds_and_removes_others_cannot() {
     assert!(daves.iter().any(|chat| chat.id == group.id));
 }
 
+/// What docs/protocol.md promises for the chat endpoints beyond the admin
+/// rules: a chat is read by its members only (403), and group changes are
+/// refused on a direct chat (400) or for an unknown user (404), each with
+/// a reason, changing nothing.
+#[tokio::test]
+async fn chat_reads_and_group_changes_are_refused_with_a_reason() {
+    let app = spawn_app().await;
+    let (ann, bob, direct) = app.ann_and_bob().await;
+    let eve = app.sign_up("Eve").await;
+    let group = app.create_group(&ann, "Team", &[&bob]).await;
+
+    for chat in [&direct.id, &group.id] {
+        let read = app.get(&eve, &format!("/api/chat/{chat}")).await;
+        assert_error(read, StatusCode::FORBIDDEN).await;
+    }
+    let unknown = app.get(&ann, "/api/chat/no-such-chat").await;
+    assert_error(unknown, StatusCode::NOT_FOUND).await;
+
+    let on_direct = [
+        (
+            "/api/chat/rename",
+            json!({"chatId": direct.id, "chatName": "Ours"}),
+        ),
+        (
+            "/api/chat/groupadd",
+            json!({"chatId": direct.id, "userId": eve.id}),
+        ),
+        (
+            "/api/chat/groupremove",
+            json!({"chatId": direct.id, "userId": bob.id}),
+        ),
+        (
+            "/api/chat/groupremove",
+            json!({"chatId": direct.id, "userId": ann.id}),
+        ),
+    ];
+    for (path, body) in on_direct {
+        let refused = app.put(&ann, path, body.clone()).await;
+        let error = assert_error(refused, StatusCode::BAD_REQUEST).await;
+        assert!(error.contains("group"), "{path} {body}: {error}");
+    }
+    let ghost = json!({"chatId": group.id, "userId": "ghost-1"});
+    let refused = app.put(&ann, "/api/chat/groupadd", ghost).await;
+    assert_error(refused, StatusCode::NOT_FOUND).await;
+
+    let chats = app.chats(&ann).await;
+    let listed: Vec<_> = chats
+        .iter()
+        .map(|chat| (chat.id.as_str(), chat.users.len()))
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&(direct.id.as_str(), 2)) && listed.contains(&(group.id.as_str(), 2)));
+}
+
 #[tokio::test]
 async fn a_member_may_leave_and_an_admin_who_leaves_hands_over() {
     let app = spawn_app().await;

@@ -140,18 +140,29 @@ async fn nul_characters_are_refused_wherever_a_client_can_put_one() {
         let status = app.post(&ann, path, body.clone()).await.status();
         assert!(status.is_client_error(), "{path} {body}: {status}");
     }
+    // Each otherwise well formed, so that the NUL is what reaches the
+    // store (a direct chat would be refused before, as not a group).
+    let group = app.create_group(&ann, "Team", &[&bob]).await;
     let puts = [
         (
             "/api/chat/rename",
-            json!({"chatId": "x\u{0}", "name": "Team"}),
+            json!({"chatId": "x\u{0}", "chatName": "Team"}),
+        ),
+        (
+            "/api/chat/rename",
+            json!({"chatId": group.id, "chatName": "a\u{0}b"}),
         ),
         (
             "/api/chat/groupadd",
             json!({"chatId": "x\u{0}", "userId": bob.id}),
         ),
         (
+            "/api/chat/groupadd",
+            json!({"chatId": group.id, "userId": "x\u{0}"}),
+        ),
+        (
             "/api/chat/groupremove",
-            json!({"chatId": chat.id, "userId": "x\u{0}"}),
+            json!({"chatId": group.id, "userId": "x\u{0}"}),
         ),
     ];
     for (path, body) in puts {

@@ -657,27 +657,54 @@ async fn start_over(channel: &Channel, stopping: bool) -> Result<(), lapin::Erro
     Ok(())
 }
 
-/// Sends a node its answers, in one message.
+/// Most bytes of one reply message. A round's answers to one node (up to
+/// 64 deliveries of 500 commands, each answer carrying its whole message)
+/// can pass RabbitMQ's `max_message_size` (16 MiB by default) after a
+/// backlog, and RabbitMQ answers that by closing the channel: the round
+/// would come back, and be refused again, for ever.
+const REPLY_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Sends a node its answers, in as few messages as fit `REPLY_MAX_BYTES`.
 async fn send_replies(
     channel: &Channel,
     queue: ShortString,
     answers: &[Answer],
 ) -> Result<(), lapin::Error> {
-    let Ok(payload) = serde_json::to_vec(answers) else {
-        return Ok(());
-    };
-    // No confirm: a lost reply makes its senders time out and try again,
-    // which the sequencer recognises.
-    let _unconfirmed = channel
-        .basic_publish(
-            "".into(),
-            queue,
-            BasicPublishOptions::default(),
-            &payload,
-            BasicProperties::default(),
-        )
-        .await?;
+    for payload in reply_payloads(answers, REPLY_MAX_BYTES) {
+        // No confirm: a lost reply makes its senders time out and try
+        // again, which the sequencer recognises.
+        let _unconfirmed = channel
+            .basic_publish(
+                "".into(),
+                queue.clone(),
+                BasicPublishOptions::default(),
+                &payload,
+                BasicProperties::default(),
+            )
+            .await?;
+    }
     Ok(())
+}
+
+/// `answers` encoded as messages of at most `limit` bytes each, halved
+/// until they fit (one answer goes alone however big: the protocol's limits
+/// keep it far below). Nearly always the first encoding fits.
+fn reply_payloads(answers: &[Answer], limit: usize) -> Vec<Vec<u8>> {
+    let payload = match serde_json::to_vec(answers) {
+        Ok(payload) => payload,
+        Err(err) => {
+            // Its senders time out and try again.
+            tracing::warn!(error = %err, "a reply could not be encoded");
+            return Vec::new();
+        }
+    };
+    if payload.len() <= limit || answers.len() < 2 {
+        return vec![payload];
+    }
+    let (first, second) = answers.split_at(answers.len() / 2);
+    let mut payloads = reply_payloads(first, limit);
+    payloads.extend(reply_payloads(second, limit));
+    payloads
 }
 
 /// The partition must start over from what the queue still holds.
@@ -820,4 +847,40 @@ impl Partition {
 
 fn broker_down() -> PipelineError {
     PipelineError::Unavailable("the message broker is unreachable: try again".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers past the limit go in several messages, each within it, all
+    /// of them once and in order.
+    #[test]
+    fn replies_past_the_limit_are_split_into_messages_that_fit() {
+        let answers: Vec<Answer> = (0..100)
+            .map(|i| Answer {
+                correlation: format!("c{i}"),
+                reply: Reply::Failed {
+                    error: "x".repeat(1_000),
+                },
+            })
+            .collect();
+        let whole = reply_payloads(&answers, usize::MAX);
+        assert_eq!(whole.len(), 1, "within the limit: one message");
+
+        let limit = 10_000;
+        let payloads = reply_payloads(&answers, limit);
+        assert!(payloads.len() > 10, "{} messages", payloads.len());
+        let mut read = Vec::new();
+        for payload in &payloads {
+            assert!(payload.len() <= limit, "{} bytes", payload.len());
+            let answers: Vec<Answer> = serde_json::from_slice(payload).expect("answers");
+            read.extend(answers.into_iter().map(|answer| answer.correlation));
+        }
+        let sent: Vec<String> = answers
+            .into_iter()
+            .map(|answer| answer.correlation)
+            .collect();
+        assert_eq!(read, sent);
+    }
 }

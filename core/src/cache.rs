@@ -705,13 +705,21 @@ impl Cache {
     }
 
     /// `chat_id`'s oldest message still to be sent (not stored, nor
-    /// refused for good).
-    pub async fn next_to_send(&self, chat_id: &str) -> CoreResult<Option<Outgoing>> {
+    /// refused for good), written after `after`'s when that is still in
+    /// the outbox.
+    pub async fn next_to_send(
+        &self,
+        chat_id: &str,
+        after: Option<&str>,
+    ) -> CoreResult<Option<Outgoing>> {
         let row = sqlx::query(&format!(
             "SELECT {OUTBOX_COLS} FROM outbox WHERE chat_id = ?1 AND stored_seq IS NULL \
-             AND error IS NULL ORDER BY rowid LIMIT 1"
+             AND error IS NULL \
+             AND rowid > COALESCE((SELECT rowid FROM outbox WHERE client_id = ?2), 0) \
+             ORDER BY rowid LIMIT 1"
         ))
         .bind(chat_id)
+        .bind(after)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(outgoing_row))
@@ -1288,6 +1296,38 @@ mod tests {
     /// reported, and so does its draft. Ours that the server stored while
     /// the chat was behind stays set aside, shown as sent, until history
     /// brings it (the user added back) or the chat is deleted.
+    /// A chat's next to send is its oldest still to send, not another
+    /// chat's, nor one stored or refused; after one still in the outbox,
+    /// the one written after it; after one gone, the oldest again.
+    #[tokio::test]
+    async fn the_next_to_send_is_the_oldest_after_the_one_answered() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = Cache::open(&dir.path().join("cache.db"))
+            .await
+            .expect("open");
+        for (i, (client_id, chat_id)) in [("k1", "c"), ("other", "d"), ("k2", "c"), ("k3", "c")]
+            .into_iter()
+            .enumerate()
+        {
+            let at = millis(1_700_000_000_000 + i as i64);
+            cache
+                .push_outgoing(&outgoing(client_id, chat_id, at))
+                .await
+                .expect("push");
+        }
+        let next = async |after: Option<&str>| {
+            let next = cache.next_to_send("c", after).await.expect("next");
+            next.map(|outgoing| outgoing.client_id)
+        };
+        assert_eq!(next(None).await.as_deref(), Some("k1"));
+        assert_eq!(next(Some("k1")).await.as_deref(), Some("k2"), "k1 stayed");
+        assert!(cache.fail_outgoing("k2", "refused").await.expect("failed"));
+        assert_eq!(next(Some("k1")).await.as_deref(), Some("k3"), "k2 refused");
+        cache.drop_outgoing("k1").await.expect("dropped");
+        assert_eq!(next(Some("k1")).await.as_deref(), Some("k3"), "k1 gone");
+        assert_eq!(next(Some("k3")).await, None);
+    }
+
     #[tokio::test]
     async fn leaving_a_chat_keeps_its_messages_marks_its_unsent_failed_and_takes_its_draft() {
         let dir = tempfile::tempdir().expect("temp dir");

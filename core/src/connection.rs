@@ -495,16 +495,14 @@ async fn flush(socket: &mut Socket) -> CoreResult<()> {
 /// oldest message still to send (a chat with none sends freely again).
 async fn resend_due(ctx: &Context, socket: &mut Socket, resends: &mut Resends) -> CoreResult<()> {
     for Due { chat_id, answered } in resends.take_due(tokio::time::Instant::now()) {
-        match ctx.cache.next_to_send(&chat_id).await? {
-            // Answered and still the oldest: sent again, it would be
-            // answered the same way, and again.
-            Some(outgoing) if Some(&outgoing.client_id) == answered.as_ref() => {
-                tracing::warn!(
-                    chat_id,
-                    "an answered send stayed in the outbox; sending the chat's others freely"
-                );
-                resends.done(&chat_id);
-            }
+        // After the one answered: were it still in the outbox (its answer
+        // did not take it out), it would be sent again, answered the same
+        // way, and again.
+        match ctx
+            .cache
+            .next_to_send(&chat_id, answered.as_deref())
+            .await?
+        {
             Some(outgoing) => {
                 resends.sending(&chat_id, &outgoing.client_id);
                 feed_resend(socket, outgoing).await?;

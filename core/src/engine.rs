@@ -913,6 +913,16 @@ impl Engine {
         // kept and shown only as the image it is, whatever it was called.
         let kind = image_type(&bytes)
             .ok_or_else(|| CoreError::Protocol(format!("the picture {path} is not an image")))?;
+        // Kept only while its session is the current one, which a logout
+        // (taking `live` to write) waits for: written after it, the next
+        // user here would find the last one's contacts' pictures.
+        let live = self.inner.live.read().await;
+        if !live
+            .as_ref()
+            .is_some_and(|live| Arc::ptr_eq(&live.ctx, &ctx))
+        {
+            return Ok((bytes, kind.to_owned()));
+        }
         if let Some(dir) = file.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
@@ -923,6 +933,7 @@ impl Engine {
             Ok(()) => tokio::fs::rename(&part, &file).await,
             Err(err) => Err(err),
         };
+        drop(live);
         if let Err(err) = kept {
             // A full disk, say: shown all the same, and fetched next time.
             tracing::warn!(error = %err, "keeping a picture");

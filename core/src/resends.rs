@@ -32,8 +32,8 @@ pub(crate) struct Resends {
 }
 
 /// A chat whose next message is due, and the one answered before it, if
-/// any: should that still be the oldest (its answer left it in the outbox),
-/// it is not sent again in a loop.
+/// any: its next is written after that one, so that one left in the
+/// outbox by its answer is not sent again in a loop.
 pub(crate) struct Due {
     pub chat_id: String,
     pub answered: Option<String>,

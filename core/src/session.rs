@@ -156,14 +156,18 @@ impl Files {
     /// (`forget_cache`).
     pub fn forget_session(&self, user_id: Option<&str>) -> CoreResult<()> {
         remove_if_there(&self.dir.join("session.json"))?;
-        match std::fs::remove_dir_all(self.pics()) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
-            _ => {}
-        }
-        match user_id {
+        let cache = match user_id {
             Some(user_id) => self.forget_cache(user_id),
             None => Ok(()),
+        };
+        // Avatars are less than messages: their failure does not keep
+        // the cache, nor fail the logout.
+        if let Err(err) = std::fs::remove_dir_all(self.pics())
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %err, "deleting the session's pictures");
         }
+        cache
     }
 
     /// Deletes a user's cache, SQLite's side files and a cache set aside as

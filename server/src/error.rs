@@ -145,12 +145,22 @@ impl From<HashError> for ApiError {
     }
 }
 
-/// The picture store failing: S3 (or what stands for it) away, slow or
-/// refusing is for now, as a database away is (503, to try again; the cause
-/// is logged); the local folder failing is the server's trouble (500).
+/// The picture store failing: S3 (or what stands for it) away or slow is
+/// for now, as a database away is (503, to try again; the cause is
+/// logged). Refused credentials or permissions, or a request the store
+/// cannot take, are the deployment's to fix, as the local folder failing is
+/// (500, logged as an error): trying again would not help.
 impl From<BlobError> for ApiError {
     fn from(err: BlobError) -> Self {
+        use object_store::Error as Store;
         match err {
+            BlobError::ObjectStore(
+                Store::PermissionDenied { .. }
+                | Store::Unauthenticated { .. }
+                | Store::NotSupported { .. }
+                | Store::NotImplemented { .. }
+                | Store::InvalidPath { .. },
+            ) => ApiError::Internal(err.into()),
             BlobError::ObjectStore(cause) => {
                 tracing::warn!(error = %cause, "the picture store cannot answer for now");
                 ApiError::Unavailable(

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{BackoffConfig, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
 
 use super::{Blob, BlobError, BlobStore, parse_key};
 
@@ -21,11 +21,21 @@ pub struct S3Settings {
     pub secret_access_key: Option<String>,
 }
 
-/// How long a request to the store is tried again before it fails.
+/// How long a request to the store is tried again before it fails (each
+/// try may take object_store's own timeout, 30 s, when the store takes the
+/// connection and never answers).
 const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a picture read from the store may take, its body streamed to a
+/// client as fast as the client reads: 5 MiB at 100 kbit/s.
+const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(7 * 60);
 
 pub struct S3Blobs {
     store: AmazonS3,
+    /// The same store for reading pictures out: a picture streams to its
+    /// client as fast as the client takes it, and the S3 client's timeout
+    /// covers the whole body, so it is long here (`READ_PATIENCE`).
+    reads: AmazonS3,
     prefix: String,
 }
 
@@ -46,13 +56,18 @@ impl S3Blobs {
             max_retries: 2,
             retry_timeout: STORE_PATIENCE,
         };
+        let http = settings
+            .endpoint
+            .as_deref()
+            .is_some_and(|endpoint| endpoint.starts_with("http://"));
+        let client = ClientOptions::new().with_allow_http(http);
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_retry(retry);
+            .with_retry(retry)
+            .with_client_options(client.clone());
         if let Some(endpoint) = &settings.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
                 // Self-hosted stores address buckets by path, not by host name.
                 .with_virtual_hosted_style_request(false);
         }
@@ -65,11 +80,17 @@ impl S3Blobs {
         if let Some(secret) = &settings.secret_access_key {
             builder = builder.with_secret_access_key(secret);
         }
-        let store = builder
+        let settings_error =
+            |err: object_store::Error| BlobError::Config(format!("S3 settings: {err}"));
+        let reads = builder
+            .clone()
+            .with_client_options(client.with_timeout(READ_PATIENCE))
             .build()
-            .map_err(|err| BlobError::Config(format!("S3 settings: {err}")))?;
+            .map_err(settings_error)?;
+        let store = builder.build().map_err(settings_error)?;
         Ok(S3Blobs {
             store,
+            reads,
             prefix: prefix.trim_matches('/').to_owned(),
         })
     }
@@ -96,7 +117,7 @@ impl BlobStore for S3Blobs {
         let Some(kind) = parse_key(key) else {
             return Ok(None);
         };
-        match self.store.get(&self.path(key)).await {
+        match self.reads.get(&self.path(key)).await {
             Ok(found) => Ok(Some(Blob {
                 kind,
                 len: found.meta.size,

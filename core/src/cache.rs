@@ -1292,10 +1292,6 @@ mod tests {
         assert_eq!(latest().await, Some(3));
     }
 
-    /// Leaving keeps the chat's messages readable; its outbox goes,
-    /// reported, and so does its draft. Ours that the server stored while
-    /// the chat was behind stays set aside, shown as sent, until history
-    /// brings it (the user added back) or the chat is deleted.
     /// A chat's next to send is its oldest still to send, not another
     /// chat's, nor one stored or refused; after one still in the outbox,
     /// the one written after it; after one gone, the oldest again.
@@ -1328,6 +1324,10 @@ mod tests {
         assert_eq!(next(Some("k3")).await, None);
     }
 
+    /// Leaving keeps the chat's messages readable; its outbox goes,
+    /// reported, and so does its draft. Ours that the server stored while
+    /// the chat was behind stays set aside, shown as sent, until history
+    /// brings it (the user added back) or the chat is deleted.
     #[tokio::test]
     async fn leaving_a_chat_keeps_its_messages_marks_its_unsent_failed_and_takes_its_draft() {
         let dir = tempfile::tempdir().expect("temp dir");

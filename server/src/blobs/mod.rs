@@ -25,6 +25,9 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    /// The store took the request and did not answer in time.
+    #[error("the picture store did not answer in time")]
+    Unanswered,
     #[error("{0}")]
     Config(String),
 }

@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStoreExt, PutPayload, RetryConfig};
 
 use super::{Blob, BlobError, BlobStore, parse_key};
 
@@ -25,6 +25,10 @@ pub struct S3Settings {
 /// try may take object_store's own timeout, 30 s, when the store takes the
 /// connection and never answers).
 const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a picture read from the store may take to begin: the store's
+/// own patience for any request.
+const HEAD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a picture read from the store may take, its body streamed to a
 /// client as fast as the client reads: 5 MiB at 100 kbit/s.
@@ -56,18 +60,15 @@ impl S3Blobs {
             max_retries: 2,
             retry_timeout: STORE_PATIENCE,
         };
-        let http = settings
-            .endpoint
-            .as_deref()
-            .is_some_and(|endpoint| endpoint.starts_with("http://"));
-        let client = ClientOptions::new().with_allow_http(http);
+        // Client settings from the environment (`AWS_ALLOW_HTTP`, a proxy,
+        // timeouts) are kept: set one by one, never replaced whole.
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_retry(retry)
-            .with_client_options(client.clone());
+            .with_retry(retry);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
                 // Self-hosted stores address buckets by path, not by host name.
                 .with_virtual_hosted_style_request(false);
         }
@@ -84,7 +85,10 @@ impl S3Blobs {
             |err: object_store::Error| BlobError::Config(format!("S3 settings: {err}"));
         let reads = builder
             .clone()
-            .with_client_options(client.with_timeout(READ_PATIENCE))
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                format!("{}s", READ_PATIENCE.as_secs()),
+            )
             .build()
             .map_err(settings_error)?;
         let store = builder.build().map_err(settings_error)?;
@@ -117,7 +121,14 @@ impl BlobStore for S3Blobs {
         let Some(kind) = parse_key(key) else {
             return Ok(None);
         };
-        match self.reads.get(&self.path(key)).await {
+        // The answer's head within the store's usual patience (the long
+        // timeout is for its body): one that never answers is told as away.
+        let path = self.path(key);
+        let asked = tokio::time::timeout(HEAD_PATIENCE, self.reads.get(&path));
+        let Ok(answer) = asked.await else {
+            return Err(BlobError::Unanswered);
+        };
+        match answer {
             Ok(found) => Ok(Some(Blob {
                 kind,
                 len: found.meta.size,

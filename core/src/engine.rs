@@ -369,6 +369,9 @@ impl Engine {
         if previous.is_some() {
             self.logout().await?;
         }
+        // Those a session before kept, should its logout have failed to
+        // delete them (or the app stopped before it could).
+        self.inner.files.forget_pics();
         let session = Session {
             server_url: self.server_url(),
             token: auth.token,

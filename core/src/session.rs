@@ -161,13 +161,18 @@ impl Files {
             None => Ok(()),
         };
         // Avatars are less than messages: their failure does not keep
-        // the cache, nor fail the logout.
+        // the cache, nor fail the logout (the next login tries again).
+        self.forget_pics();
+        cache
+    }
+
+    /// Deletes the pictures kept (`pics`), logging a failure.
+    pub fn forget_pics(&self) {
         if let Err(err) = std::fs::remove_dir_all(self.pics())
             && err.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(error = %err, "deleting the session's pictures");
+            tracing::warn!(error = %err, "deleting the pictures a session kept");
         }
-        cache
     }
 
     /// Deletes a user's cache, SQLite's side files and a cache set aside as

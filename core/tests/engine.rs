@@ -227,6 +227,13 @@ async fn pictures_kept_for_offline_use_go_at_logout() {
     assert_eq!(files_in(&kept), 1, "kept for offline use");
     bob_app.engine.logout().await.expect("logged out");
     assert!(!kept.exists(), "the pictures went with the session");
+
+    // Left by a session whose logout could not delete them: the next login
+    // does.
+    std::fs::create_dir_all(&kept).expect("a folder");
+    std::fs::write(kept.join("left.png"), b"not anyone's business").expect("a file");
+    log_in(&bob_app, "Bob").await;
+    assert!(!kept.exists(), "gone at the next login");
 }
 
 /// `name`, signed up before (on this app or another), logs in on `app`.

@@ -367,16 +367,7 @@ async fn two_engines_chat_with_unread_counts_notifications_and_typing() {
     let server = Server::spawn().await;
     let mut ann_app = app(&server).await;
     let mut bob_app = app(&server).await;
-    let ann = ann_app
-        .engine
-        .sign_up(SignUp {
-            name: "Ann".into(),
-            email: email_of("Ann"),
-            password: PASSWORD.into(),
-            pic: Some(std::fs::read(fixture("avatar.png")).expect("the fixture")),
-        })
-        .await
-        .expect("ann signs up with a picture");
+    let ann = sign_up_with_a_picture(&ann_app, "Ann").await;
     let bob = sign_up(&bob_app, "Bob").await;
     online(&ann_app).await;
     online(&bob_app).await;
@@ -769,21 +760,25 @@ fn link_dropped(event: &Event) -> bool {
 /// Waits until `app`'s outbox is empty: every send acked (read from its
 /// cache, since a message delivered before its ack already shows as sent).
 async fn outbox_emptied(app: &App, what: &str) {
-    eventually(what, || async { outbox_of(app).await.is_empty() }).await;
+    outbox_holds(app, what, &[]).await;
 }
 
-/// What `app`'s outbox holds, read from its cache: the sends not acked yet.
-async fn outbox_of(app: &App) -> Vec<String> {
+/// Waits until `app`'s outbox holds the sends `texts`, in order (read
+/// from its cache, opened once for the wait).
+async fn outbox_holds(app: &App, what: &str, texts: &[&str]) {
     let me = app.engine.me().await.expect("logged in");
     let cache = natter_core::session::Files::new(&app.dir).cache(&me.id);
     let cache = natter_core::cache::Cache::open(&cache)
         .await
         .expect("the cache");
-    let outbox = cache.outbox().await.expect("outbox");
-    outbox
-        .into_iter()
-        .map(|outgoing| outgoing.content)
-        .collect()
+    eventually(what, || async {
+        let outbox = cache.outbox().await.expect("outbox");
+        outbox
+            .iter()
+            .map(|outgoing| outgoing.content.as_str())
+            .eq(texts.iter().copied())
+    })
+    .await;
 }
 
 /// Ann sends "two" while the server's database stays locked past the
@@ -888,20 +883,14 @@ async fn a_message_written_while_one_waits_to_go_again_is_stored_after_it() {
     assert_eq!(message.status, Delivery::Pending, "for now: {message:?}");
     // "one" is stored: the server could take another at once.
     drop(lock);
-    eventually("\"one\" acked", || async {
-        outbox_of(&ann_app).await == ["two"]
-    })
-    .await;
+    outbox_holds(&ann_app, "\"one\" acked", &["two"]).await;
     ann_app
         .engine
         .send(&chat.id, "three")
         .await
         .expect("written");
 
-    eventually("both sent", || async {
-        outbox_of(&ann_app).await.is_empty()
-    })
-    .await;
+    outbox_emptied(&ann_app, "both sent").await;
     let in_order = ["one", "two", "three"];
     assert_eq!(texts(&ann_app, &chat.id).await, in_order);
     assert_eq!(seqs(&ann_app, &chat.id).await, [Some(1), Some(2), Some(3)]);
@@ -2510,17 +2499,16 @@ impl FaultyFront {
                     return Ok::<Option<&[u8]>, std::io::Error>(None);
                 }
                 seen.extend_from_slice(&buf[..n]);
-                let holding = matches!(&*asking.borrow(), Cut::Holding(_));
-                let (needle, stall, answer) = match &*asking.borrow() {
-                    Cut::Asking(needle) => (Some(needle.clone()), false, None),
-                    Cut::Stalling(needle) | Cut::Holding(needle) => {
-                        (Some(needle.clone()), true, None)
-                    }
-                    Cut::Failing(needle) => (Some(needle.clone()), false, Some(BAD_GATEWAY)),
-                    Cut::Refusing(needle) => (Some(needle.clone()), false, Some(NOT_A_MEMBER)),
-                    Cut::Breaking(needle) => (Some(needle.clone()), false, Some(INTERNAL_ERROR)),
-                    Cut::Expiring(needle) => (Some(needle.clone()), true, Some(UNAUTHORIZED)),
-                    Cut::Answering(needle, answer) => (Some(needle.clone()), false, Some(*answer)),
+                let cut = asking.borrow().clone();
+                let holding = matches!(cut, Cut::Holding(_));
+                let (needle, stall, answer) = match cut {
+                    Cut::Asking(needle) => (Some(needle), false, None),
+                    Cut::Stalling(needle) | Cut::Holding(needle) => (Some(needle), true, None),
+                    Cut::Failing(needle) => (Some(needle), false, Some(BAD_GATEWAY)),
+                    Cut::Refusing(needle) => (Some(needle), false, Some(NOT_A_MEMBER)),
+                    Cut::Breaking(needle) => (Some(needle), false, Some(INTERNAL_ERROR)),
+                    Cut::Expiring(needle) => (Some(needle), true, Some(UNAUTHORIZED)),
+                    Cut::Answering(needle, answer) => (Some(needle), false, Some(answer)),
                     Cut::Nothing | Cut::Everything => (None, false, None),
                 };
                 if let Some(needle) = needle {

@@ -161,14 +161,8 @@ impl From<BlobError> for ApiError {
                 | Store::NotImplemented { .. }
                 | Store::InvalidPath { .. },
             ) => ApiError::Internal(err.into()),
-            BlobError::Unanswered => {
-                tracing::warn!("the picture store did not answer in time");
-                ApiError::Unavailable(
-                    "the picture store is unavailable for a moment: try again".into(),
-                )
-            }
-            BlobError::ObjectStore(cause) => {
-                tracing::warn!(error = %cause, "the picture store cannot answer for now");
+            BlobError::Unanswered | BlobError::ObjectStore(_) => {
+                tracing::warn!(error = %err, "the picture store cannot answer for now");
                 ApiError::Unavailable(
                     "the picture store is unavailable for a moment: try again".into(),
                 )

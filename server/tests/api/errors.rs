@@ -21,18 +21,7 @@ async fn a_picture_that_is_not_an_image_is_refused_and_nothing_is_stored() {
     let error = assert_error(response, StatusCode::BAD_REQUEST).await;
     assert!(error.contains("PNG"), "{error}");
     assert_eq!(pics_stored(&app), 0);
-    let login = app
-        .http
-        .post(app.url("/api/user/login"))
-        .json(&json!({"email": "script@example.org", "password": "a long enough password"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(
-        login.status(),
-        StatusCode::UNAUTHORIZED,
-        "no account was created"
-    );
+    app.assert_no_account("script@example.org").await;
 }
 
 #[tokio::test]

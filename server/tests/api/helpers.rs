@@ -458,6 +458,23 @@ impl TestApp {
             .expect("json")
     }
 
+    /// Asserts that no account with `email` was made: a login with the
+    /// password `sign_up_with_pic` uses is refused.
+    pub async fn assert_no_account(&self, email: &str) {
+        let login = self
+            .http
+            .post(self.url("/api/user/login"))
+            .json(&json!({"email": email, "password": "a long enough password"}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            login.status(),
+            StatusCode::UNAUTHORIZED,
+            "an account {email} was made"
+        );
+    }
+
     /// A multipart sign-up with `bytes` as the picture.
     pub async fn sign_up_with_pic(&self, email: &str, bytes: &[u8]) -> reqwest::Response {
         let form = reqwest::multipart::Form::new()

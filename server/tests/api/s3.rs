@@ -83,6 +83,15 @@ async fn app_on_endpoint(endpoint: &str) -> TestApp {
     .await
 }
 
+/// `GET` of a picture with a well-formed key that was never stored.
+async fn never_stored(app: &TestApp) -> reqwest::Response {
+    app.http
+        .get(app.url("/api/pic/0123456789abcdef0123456789abcdef.png"))
+        .send()
+        .await
+        .expect("request")
+}
+
 fn objects(s3: &S3Server) -> Vec<String> {
     std::fs::read_dir(s3.root.path().join(BUCKET))
         .expect("bucket")
@@ -126,13 +135,7 @@ async fn refused_pictures_leave_nothing_in_the_bucket() {
         .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(objects(&s3).is_empty());
-    let missing = app
-        .http
-        .get(app.url("/api/pic/0123456789abcdef0123456789abcdef.png"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(never_stored(&app).await.status(), StatusCode::NOT_FOUND);
 }
 
 /// A picture store that is away (its port refuses connections): a sign-up
@@ -157,28 +160,11 @@ async fn a_picture_store_that_is_away_answers_try_again() {
             .is_some_and(|error| error.contains("try again")),
         "{body}"
     );
-    let login = app
-        .http
-        .post(app.url("/api/user/login"))
-        .json(
-            &serde_json::json!({"email": "sam@example.org", "password": "a long enough password"}),
-        )
-        .send()
-        .await
-        .expect("request");
+    app.assert_no_account("sam@example.org").await;
     assert_eq!(
-        login.status(),
-        StatusCode::UNAUTHORIZED,
-        "no account was made"
+        never_stored(&app).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
     );
-
-    let asked = app
-        .http
-        .get(app.url("/api/pic/0123456789abcdef0123456789abcdef.png"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(asked.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 /// A picture store that takes connections and never answers (as one behind

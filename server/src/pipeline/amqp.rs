@@ -720,6 +720,13 @@ struct Partition {
     /// while messages before them were still to be stored, answered once
     /// their delivery is acked.
     settles: Vec<(u64, ShortString, String)>,
+    /// Chats in which a send failed (the database could not answer), each
+    /// with the delivery that carried it. Until a commit acks that
+    /// delivery, the chat's later sends fail too: were this node to die
+    /// first, RabbitMQ would deliver the failed one again, and the next
+    /// sequencer (the database back, and a redelivery waits for it) would
+    /// give it the seq a later one was sequenced and answered with here.
+    failed_unacked: IdMap<String, u64>,
 }
 
 impl Partition {
@@ -729,6 +736,7 @@ impl Partition {
             handled: 0,
             acked: 0,
             settles: Vec::new(),
+            failed_unacked: IdMap::default(),
         }
     }
 
@@ -746,8 +754,7 @@ impl Partition {
             tracing::warn!(error = %err, "a batch was stored but not acked: it comes again");
             return Err(Restart);
         }
-        self.acked = covered;
-        self.sequencer.stored();
+        self.acked_through(covered);
         let (answered, later): (Vec<_>, Vec<_>) = self
             .settles
             .drain(..)
@@ -763,6 +770,15 @@ impl Partition {
         Ok(replies)
     }
 
+    /// What a commit's ack of the deliveries up to `covered` settles: the
+    /// failed sends among them can no longer come again.
+    fn acked_through(&mut self, covered: u64) {
+        self.acked = covered;
+        self.sequencer.stored();
+        self.failed_unacked
+            .retain(|_, delivery| *delivery > covered);
+    }
+
     /// Handles one delivery (a batch of commands from one node); returns
     /// the answers to send once the round's events are flushed.
     async fn handle(&mut self, delivery: &lapin::message::Delivery) -> Vec<Answer> {
@@ -775,7 +791,10 @@ impl Partition {
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             let reply = match request.command {
-                Command::Send { draft } => self.send(&draft, delivery.redelivered).await,
+                Command::Send { draft } => {
+                    self.send(&draft, delivery.delivery_tag, delivery.redelivered)
+                        .await
+                }
                 Command::Settle => {
                     let (Some(queue), Some(correlation)) =
                         (delivery.properties.reply_to(), request.correlation)
@@ -809,7 +828,14 @@ impl Partition {
         answers
     }
 
-    async fn send(&mut self, draft: &super::Draft, redelivered: bool) -> Reply {
+    /// Sequences a draft that came in delivery `tag`. A redelivered one
+    /// waits for the database (its sender may have been answered before);
+    /// a new one fails when it cannot be sequenced now, or when one before
+    /// it in its chat failed and may still come again (`failed_unacked`).
+    async fn send(&mut self, draft: &super::Draft, tag: u64, redelivered: bool) -> Reply {
+        if !redelivered && self.failed_unacked.contains_key(&draft.chat_id) {
+            return database_not_answering();
+        }
         let mut pause = Duration::from_millis(100);
         loop {
             match self.sequencer.sequence(draft, redelivered).await {
@@ -836,12 +862,17 @@ impl Partition {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "a message could not be sequenced");
-                    return Reply::Failed {
-                        error: "the database is not answering: try again".into(),
-                    };
+                    self.failed_unacked.insert(draft.chat_id.clone(), tag);
+                    return database_not_answering();
                 }
             }
         }
+    }
+}
+
+fn database_not_answering() -> Reply {
+    Reply::Failed {
+        error: "the database is not answering: try again".into(),
     }
 }
 
@@ -852,6 +883,56 @@ fn broker_down() -> PipelineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::sequencer::tests::{draft, store_with_chats};
+    use crate::realtime::Hub;
+
+    fn seq_sent(reply: &Reply) -> Option<i64> {
+        match reply {
+            Reply::Sent { message, .. } => Some(message.seq),
+            _ => None,
+        }
+    }
+
+    /// A send fails (its sender is not known yet, and the database does
+    /// not answer); the chat's next send, whose sender is known, fails too
+    /// until a commit acks the failed one's delivery (the failed one would
+    /// otherwise come again, after a takeover, and take its seq). Other
+    /// chats go on.
+    #[tokio::test]
+    async fn after_a_send_fails_its_chat_takes_no_send_until_that_delivery_is_acked() {
+        let (_dir, store, chats) = store_with_chats(2).await;
+        let (chat, other) = (&chats[0], &chats[1]);
+        let events = Arc::new(Events::local(Arc::new(Hub::new())));
+        let mut partition = Partition::new(Sequencer::new(store, events));
+        let first = partition.send(&draft("m1", chat, "ann"), 1, false).await;
+        assert_eq!(seq_sent(&first), Some(1), "{first:?}");
+        let elsewhere = partition.send(&draft("o1", other, "ann"), 1, false).await;
+        assert_eq!(seq_sent(&elsewhere), Some(1), "{elsewhere:?}");
+
+        partition.sequencer.database_gone_for_a_while();
+        let unknown_sender = partition.send(&draft("m2", chat, "u1"), 2, false).await;
+        assert!(
+            matches!(unknown_sender, Reply::Failed { .. }),
+            "{unknown_sender:?}"
+        );
+        let known_sender = partition.send(&draft("m3", chat, "ann"), 3, false).await;
+        assert!(
+            matches!(known_sender, Reply::Failed { .. }),
+            "{known_sender:?}"
+        );
+        let elsewhere = partition.send(&draft("o2", other, "ann"), 3, false).await;
+        assert_eq!(seq_sent(&elsewhere), Some(2), "{elsewhere:?}");
+
+        partition.acked_through(1);
+        let before_the_ack = partition.send(&draft("m4", chat, "ann"), 4, false).await;
+        assert!(
+            matches!(before_the_ack, Reply::Failed { .. }),
+            "{before_the_ack:?}"
+        );
+        partition.acked_through(2);
+        let after_the_ack = partition.send(&draft("m5", chat, "ann"), 5, false).await;
+        assert_eq!(seq_sent(&after_the_ack), Some(2), "{after_the_ack:?}");
+    }
 
     /// Answers past the limit go in several messages, each within it, all
     /// of them once and in order.

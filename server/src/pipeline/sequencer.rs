@@ -467,6 +467,15 @@ impl Sequencer {
         }
     }
 
+    /// As after a lookup the database did not answer in time: for
+    /// `AWAY_PAUSE`, lookups fail at once or are skipped.
+    #[cfg(test)]
+    pub(super) fn database_gone_for_a_while(&mut self) {
+        let until = Instant::now() + AWAY_PAUSE;
+        self.database_away_until = Some(until);
+        self.database_gone_until = Some(until);
+    }
+
     /// Whether a lookup failed lately (optional ones are skipped then).
     fn database_seems_away(&self) -> bool {
         self.database_away_until
@@ -565,12 +574,12 @@ fn resent_client_id(draft: &Draft) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::realtime::Hub;
     use crate::store::{NewUser, SqliteStore};
 
-    fn draft(id: &str, chat_id: &str, sender_id: &str) -> Draft {
+    pub(in crate::pipeline) fn draft(id: &str, chat_id: &str, sender_id: &str) -> Draft {
         Draft {
             id: id.into(),
             chat_id: chat_id.into(),
@@ -705,7 +714,9 @@ mod tests {
 
     /// A store (in the folder returned) with user ann and `n` direct chats
     /// of hers.
-    async fn store_with_chats(n: usize) -> (tempfile::TempDir, Arc<dyn Store>, Vec<String>) {
+    pub(in crate::pipeline) async fn store_with_chats(
+        n: usize,
+    ) -> (tempfile::TempDir, Arc<dyn Store>, Vec<String>) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
         let mut chats = Vec::new();

@@ -189,6 +189,19 @@ pub struct Config {
     )]
     pub password_queue: usize,
 
+    /// How many sign-ups may be read and answered at once: each holds its
+    /// form, a picture of up to 5 MiB, until it is answered. Past it, one
+    /// is answered 503 at once, rather than the server's memory growing
+    /// with every upload that is slow to arrive (each is also given at
+    /// most two minutes to arrive).
+    #[arg(
+        long,
+        env = "NATTER_SIGN_UP_FORMS",
+        default_value_t = 32,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000)
+    )]
+    pub sign_up_forms: usize,
+
     /// How long a stopping server waits, in milliseconds, for HTTP requests
     /// still running before it stops without their answers: a query the
     /// database never answers would otherwise keep it from stopping (and

@@ -110,6 +110,7 @@ impl Application {
                 ended,
             )),
             passwords: Arc::new(passwords),
+            sign_up_forms: Arc::new(tokio::sync::Semaphore::new(config.sign_up_forms)),
             settings: Arc::new(Settings {
                 ws_ping_interval: config.ws_ping_interval(),
                 ws_timeout: config.ws_timeout(),

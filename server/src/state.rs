@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use crate::auth::{Passwords, Tokens};
 use crate::blobs::BlobStore;
 use crate::chats::ChatTurns;
@@ -21,6 +23,9 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     pub tokens: Arc<Tokens>,
     pub passwords: Arc<Passwords>,
+    /// A place for each sign-up being read or answered
+    /// (`NATTER_SIGN_UP_FORMS`): each may hold a picture of up to 5 MiB.
+    pub sign_up_forms: Arc<Semaphore>,
     pub settings: Arc<Settings>,
     /// One change of a chat at a time (`chats::ChatTurns`).
     pub chat_turns: Arc<ChatTurns>,

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::multipart::Multipart;
 use axum::extract::{FromRequest, Request, State};
@@ -22,34 +24,30 @@ struct SignUpForm {
     pic: Option<Vec<u8>>,
 }
 
+/// How long a sign-up's form may take to arrive: long enough for a 5 MiB
+/// picture over a slow line, short enough that uploads which never finish
+/// do not hold the places for sign-ups (`NATTER_SIGN_UP_FORMS`) for long.
+const SIGN_UP_FORM_PATIENCE: Duration = Duration::from_secs(120);
+
 /// `POST /api/user`: multipart/form-data (with an optional `pic` file) or JSON.
 pub async fn sign_up(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
-    let is_multipart = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        // Media types ignore case (RFC 9110): `Multipart/Form-Data` too.
-        .is_some_and(|value| {
-            value
-                .get(..19)
-                .is_some_and(|kind| kind.eq_ignore_ascii_case("multipart/form-data"))
-        });
-    let form = if is_multipart {
-        read_multipart(
-            Multipart::from_request(request, &state)
-                .await
-                .map_err(|rejection| {
-                    ApiError::Rejected(rejection.status(), rejection.body_text())
-                })?,
-        )
-        .await?
-    } else {
-        let JsonBody(fields) = JsonBody::<SignUpRequest>::from_request(request, &state).await?;
-        SignUpForm { fields, pic: None }
+    // Held until the answer: the form, its picture with it, is in memory.
+    let Ok(_place) = state.sign_up_forms.clone().try_acquire_owned() else {
+        return Err(ApiError::Unavailable(
+            "too many sign-ups at once: try again in a moment".into(),
+        ));
     };
+    let form = tokio::time::timeout(SIGN_UP_FORM_PATIENCE, read_form(&state, request))
+        .await
+        .map_err(|_| {
+            ApiError::Rejected(
+                StatusCode::REQUEST_TIMEOUT,
+                "the sign-up form did not arrive in time".into(),
+            )
+        })??;
 
     // Validate everything before storing anything.
     let name = UserName::parse(&form.fields.name)?;
@@ -83,6 +81,29 @@ pub async fn sign_up(
     tracing::info!(user = %user.id, "new account");
     let token = state.tokens.issue(&user.id)?;
     Ok((StatusCode::CREATED, Json(AuthResponse { user, token })))
+}
+
+/// Reads a sign-up's form, multipart or JSON.
+async fn read_form(state: &AppState, request: Request) -> Result<SignUpForm, ApiError> {
+    let is_multipart = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        // Media types ignore case (RFC 9110): `Multipart/Form-Data` too.
+        .is_some_and(|value| {
+            value
+                .get(..19)
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("multipart/form-data"))
+        });
+    if is_multipart {
+        let multipart = Multipart::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiError::Rejected(rejection.status(), rejection.body_text()))?;
+        read_multipart(multipart).await
+    } else {
+        let JsonBody(fields) = JsonBody::<SignUpRequest>::from_request(request, state).await?;
+        Ok(SignUpForm { fields, pic: None })
+    }
 }
 
 /// Stores the picture, then the account; a picture whose account was
@@ -196,19 +217,33 @@ pub async fn renew_token(
 /// of it, renewed ones too, is refused from then on, and its sockets close
 /// at their next ping. The user's other sessions (another device) go on.
 /// A token from before sessions had ids ends only when it expires.
+///
+/// To its end (`Unfinished::to_the_end`): a request dropped once its
+/// logout is written (the app gave up waiting, or quit) would leave this
+/// node accepting the session's tokens, on the embedded default until it
+/// restarts (nodes sharing a database read new logouts every second).
 pub async fn logout(
     State(state): State<AppState>,
     AuthSession(claims): AuthSession,
 ) -> Result<StatusCode, ApiError> {
-    if let (Some(sid), Some(key)) = (claims.sid.as_deref(), claims.session()) {
-        let until = state.tokens.session_ends_at(&claims);
-        state
-            .store
-            .end_session(sid, chrono::Utc::now().timestamp(), until)
-            .await?;
-        state.tokens.ended().end(key, until);
-        tracing::debug!(user = %claims.sub, "session logged out");
-    }
+    let (Some(sid), Some(key)) = (claims.sid.clone(), claims.session()) else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let until = state.tokens.session_ends_at(&claims);
+    let user = claims.sub;
+    let ending = state.clone();
+    state
+        .unfinished
+        .to_the_end(async move {
+            ending
+                .store
+                .end_session(&sid, chrono::Utc::now().timestamp(), until)
+                .await?;
+            ending.tokens.ended().end(key, until);
+            tracing::debug!(%user, "session logged out");
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -250,7 +285,6 @@ pub async fn get_user(
 mod tests {
     use std::pin::pin;
     use std::sync::Arc;
-    use std::time::Duration;
 
     use async_trait::async_trait;
     use tokio::sync::Notify;
@@ -284,6 +318,50 @@ mod tests {
         async fn ping(&self) -> Result<(), BlobError> {
             self.inner.ping().await
         }
+    }
+
+    /// A logout whose request is dropped while its write waits (SQLite's
+    /// write lock, held from outside) still ends the session on this node
+    /// once the write goes through: its tokens are refused from then on.
+    #[tokio::test]
+    async fn a_logout_dropped_while_it_waits_still_ends_the_session() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            addr: "127.0.0.1:0".parse().expect("address"),
+            ..Config::with_data_dir(dir.path().to_path_buf())
+        };
+        let app = Application::build(&config).await.expect("built");
+        let state = app.state.clone();
+        let user = state
+            .store
+            .create_user(NewUser {
+                id: "ann".into(),
+                name: "Ann".into(),
+                email: "ann@example.com".into(),
+                password_hash: "not checked here".into(),
+                pic: None,
+            })
+            .await
+            .expect("account");
+        let token = state.tokens.issue(&user.id).expect("token");
+        let claims = state.tokens.claims(&token).expect("accepted");
+
+        let lock = natter_test_support::hold_write_lock(&dir.path().join("natter.db")).await;
+        {
+            let mut request = pin!(logout(State(state.clone()), AuthSession(claims)));
+            let first_step = futures_util::poll!(request.as_mut());
+            assert!(first_step.is_pending(), "it waits for the database");
+        }
+        assert!(state.tokens.claims(&token).is_ok(), "not ended yet");
+        drop(lock);
+        let ended = async {
+            while state.tokens.claims(&token).is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .expect("the session ends once its logout is written");
     }
 
     /// A sign-up whose request is dropped once its picture is stored (its

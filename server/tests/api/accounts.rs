@@ -3,7 +3,8 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    assert_error, claims_of, renew, renewed, signed_token, spawn_app, spawn_app_with, until_past,
+    PATIENCE, assert_error, claims_of, renew, renewed, signed_token, spawn_app, spawn_app_with,
+    until_past, wait_until,
 };
 
 const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
@@ -135,6 +136,55 @@ async fn past_a_full_line_for_hashing_a_login_is_told_to_try_again() {
         StatusCode::OK,
         "taken once the line is gone"
     );
+}
+
+/// A sign-up whose form is slow to arrive holds a place while it is read
+/// (`NATTER_SIGN_UP_FORMS`, one here): another is answered 503 at once
+/// rather than read too; once the slow one's client hangs up, its place
+/// is free again.
+#[tokio::test]
+async fn past_the_sign_ups_read_at_once_one_is_told_to_try_again() {
+    use tokio::io::AsyncWriteExt;
+
+    let app = spawn_app_with(|config| config.sign_up_forms = 1).await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connected");
+    let head = "POST /api/user HTTP/1.1\r\nHost: natter\r\n\
+                Content-Type: multipart/form-data; boundary=b\r\n\
+                Content-Length: 1000000\r\n\r\n--b\r\n";
+    slow.write_all(head.as_bytes()).await.expect("sent");
+    // Refused by its validation (400) once read: no account is made.
+    let unnamed = async || {
+        app.http
+            .post(app.url("/api/user"))
+            .json(&json!({"name": "", "email": "e@example.org", "password": "long enough"}))
+            .send()
+            .await
+            .expect("request")
+    };
+    let mut refused = None;
+    wait_until(
+        "a sign-up refused while one is read",
+        PATIENCE,
+        async || {
+            let answer = unnamed().await;
+            if answer.status() == StatusCode::BAD_REQUEST {
+                return false;
+            }
+            refused = Some(answer);
+            true
+        },
+    )
+    .await;
+    let error = assert_error(refused.expect("refused"), StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(error.contains("try again"), "{error}");
+
+    drop(slow);
+    wait_until("the place given back", PATIENCE, async || {
+        unnamed().await.status() == StatusCode::BAD_REQUEST
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -26,10 +26,22 @@ fn bounded(text: &str, what: &str, min: usize, max: usize) -> Result<(), Validat
     Ok(())
 }
 
+/// One line of text to be shown inside other text (a name in "Ann is
+/// typing…", in a chat list's preview): no control characters, and none of
+/// Unicode's direction embeddings, overrides or isolates, which would
+/// reverse or reorder the text shown after the name.
 fn no_control_chars(text: &str, what: &str) -> Result<(), ValidationError> {
     if text.chars().any(char::is_control) {
         return Err(ValidationError(format!(
             "{what} must not contain control characters"
+        )));
+    }
+    if text
+        .chars()
+        .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err(ValidationError(format!(
+            "{what} must not contain text direction controls"
         )));
     }
     Ok(())
@@ -165,6 +177,19 @@ mod tests {
         assert!(UserName::parse(&"x".repeat(NAME_MAX_CHARS + 1)).is_err());
         assert!(UserName::parse(&"é".repeat(NAME_MAX_CHARS)).is_ok());
         assert!(UserName::parse("a\nb").is_err());
+    }
+
+    /// A name shown inside other text cannot reverse what follows it;
+    /// right-to-left letters themselves are names like any other.
+    #[test]
+    fn names_hold_no_text_direction_controls() {
+        for control in ['\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}'] {
+            let name = format!("Eve{control}");
+            assert!(UserName::parse(&name).is_err(), "{name:?}");
+            assert!(ChatName::parse(&name).is_err(), "{name:?}");
+        }
+        assert!(UserName::parse("שלום").is_ok());
+        assert!(ChatName::parse("فريق").is_ok());
     }
 
     #[test]

@@ -545,6 +545,16 @@ impl Engine {
         self.ctx().await?.chat_list().await
     }
 
+    /// How many messages the user wrote that have not reached the server
+    /// yet: a logout deletes them with the cache, so the app asks first.
+    pub async fn unsent(&self) -> CoreResult<usize> {
+        let outbox = self.ctx().await?.cache.outbox().await?;
+        Ok(outbox
+            .iter()
+            .filter(|outgoing| outgoing.error.is_none())
+            .count())
+    }
+
     pub async fn chat(&self, chat_id: &str) -> CoreResult<ChatSummary> {
         let ctx = self.ctx().await?;
         let (chat, unread) = ctx

@@ -1040,6 +1040,11 @@ async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_rest
             ("written offline".to_owned(), Delivery::Pending)
         ]
     );
+    assert_eq!(
+        ann_app.engine.unsent().await.expect("counted"),
+        1,
+        "what a logout would delete"
+    );
 
     // The app restarts while the server is still down: the pending message is still there.
     let ann_dir = ann_app.dir.clone();
@@ -1064,6 +1069,10 @@ async fn the_outbox_is_delivered_once_when_the_server_is_back_even_across_a_rest
     ];
     eventually("the outbox is delivered", || async {
         contents(&ann_app, &chat.id).await == sent
+    })
+    .await;
+    eventually("nothing left unsent", || async {
+        ann_app.engine.unsent().await.expect("counted") == 0
     })
     .await;
     eventually("bob got it", || async {

@@ -83,6 +83,12 @@ pub async fn logout(engine: State<'_, Engine>) -> Answer<()> {
     engine.logout().await
 }
 
+/// How many messages have not reached the server yet (a logout deletes them).
+#[tauri::command]
+pub async fn unsent(engine: State<'_, Engine>) -> Answer<usize> {
+    engine.unsent().await
+}
+
 #[tauri::command]
 pub async fn chats(engine: State<'_, Engine>) -> Answer<ChatList> {
     engine.chats().await

@@ -46,6 +46,7 @@ pub fn run() {
             commands::sign_up,
             commands::login,
             commands::logout,
+            commands::unsent,
             commands::chats,
             commands::history,
             commands::send,

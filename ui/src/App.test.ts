@@ -8,7 +8,7 @@ vi.mock("./lib/backend", async (original) => ({
   backend: {
     typing: vi.fn(async () => {}), setActiveChat: vi.fn(async () => {}), history: vi.fn(async () => []),
     setDraft: vi.fn(async () => {}), searchUsers: vi.fn(async () => []), deleteChat: vi.fn(async () => {}),
-    leaveGroup: vi.fn(async () => {}),
+    leaveGroup: vi.fn(async () => {}), unsent: vi.fn(async () => 0), logout: vi.fn(async () => {}),
   },
 }));
 
@@ -137,5 +137,46 @@ describe("App", () => {
     const { container } = render(App, { app });
     await fireEvent.keyDown(window, { key: "Escape" });
     await vi.waitFor(() => expect(document.activeElement).toBe(container.querySelector("input.filter")));
+  });
+  it("asks before a logout that would delete messages not sent yet, and Cancel keeps them", async () => {
+    const app = signedIn();
+    render(App, { app });
+    vi.mocked(backend.unsent).mockResolvedValue(2);
+    await fireEvent.click(screen.getByRole("button", { name: "Log out" }));
+    const question = await screen.findByRole("alertdialog", { name: "Log out?" });
+    expect(question.textContent).toContain("2 messages have not been sent yet");
+    await vi.waitFor(() => expect(document.activeElement?.id).toBe("logout-no"));
+    await fireEvent.click(screen.getByRole("button", { name: "Cancel" }));
+    expect(screen.queryByRole("alertdialog", { name: "Log out?" })).toBeNull();
+    expect(backend.logout).not.toHaveBeenCalled();
+    expect(document.activeElement?.id).toBe("logout");
+
+    await fireEvent.click(screen.getByRole("button", { name: "Log out" }));
+    await fireEvent.click(await screen.findByText("Log out", { selector: "#logout-yes" }));
+    await vi.waitFor(() => expect(backend.logout).toHaveBeenCalledTimes(1));
+  });
+
+  it("logs out at once when nothing waits to be sent", async () => {
+    const app = signedIn();
+    render(App, { app });
+    vi.mocked(backend.unsent).mockResolvedValue(0);
+    vi.mocked(backend.logout).mockClear();
+    await fireEvent.click(screen.getByRole("button", { name: "Log out" }));
+    await vi.waitFor(() => expect(backend.logout).toHaveBeenCalledTimes(1));
+    expect(screen.queryByRole("alertdialog")).toBeNull();
+  });
+  it("keeps the chat filter while a panel is open in place of the side bar", async () => {
+    const app = signedIn();
+    const { container } = render(App, { app });
+    const filter = () => container.querySelector<HTMLInputElement>("input.filter");
+    await fireEvent.input(filter()!, { target: { value: "zo" } });
+    expect(container.querySelectorAll("ul.chats .chat").length).toBe(1);
+    app.panel = "search";
+    flushSync();
+    expect(filter()).toBeNull();
+    app.panel = null;
+    flushSync();
+    expect(filter()!.value).toBe("zo");
+    expect(container.querySelectorAll("ul.chats .chat").length).toBe(1);
   });
 });

@@ -52,6 +52,9 @@ export class AppState {
   scrollToUnread = $state(0);
   typing = $state.raw<Record<string, string[]>>({});
   panel = $state<Panel>(null);
+  /** What the chat list is narrowed to: kept here, not in the side bar,
+   *  which a panel replaces while it is open. */
+  chatFilter = $state("");
   /** An action's failure, shown until the next action. */
   notice = $state("");
   /** Why the chat list could not be read at start or after a login, until
@@ -280,6 +283,17 @@ export class AppState {
     this.typing = {};
     this.closeChat();
     this.panel = null;
+    this.chatFilter = "";
+  }
+
+  /** How many messages a logout would delete unsent; 0 when that cannot
+   *  be read (the logout then goes ahead unasked, as it would anyway). */
+  async unsentCount(): Promise<number> {
+    try {
+      return await backend.unsent();
+    } catch {
+      return 0;
+    }
   }
 
   /** Logs out. The engine ends the session even when its files cannot

@@ -52,6 +52,8 @@ export const backend = {
     invoke<User>("sign_up", { name, email, password, pic: pic ? Array.from(pic) : null }),
   login: (email: string, password: string) => invoke<User>("login", { email, password }),
   logout: () => invoke<void>("logout"),
+  /** How many messages have not reached the server yet (a logout deletes them). */
+  unsent: () => invoke<number>("unsent"),
   chats: () => invoke<ChatList>("chats"),
   history: (chatId: string, before: number | null) => invoke<MessageView[]>("history", { chatId, before }),
   send: (chatId: string, content: string) => invoke<MessageView>("send", { chatId, content }),

@@ -25,6 +25,12 @@ describe("visibleChats", () => {
     expect(visibleChats([old, recent], "nobody")).toEqual([]);
   });
 
+  it("does not match the user's own name, which every chat has among its members", () => {
+    expect(visibleChats([old, recent], "ann").map((c) => c.id)).toEqual(["c-new", "c-old"]);
+    expect(visibleChats([old, recent], "ann", ann.id)).toEqual([]);
+    expect(visibleChats([old, recent], "bob", ann.id).map((c) => c.id)).toEqual(["c-new", "c-old"]);
+  });
+
   it("does not reorder the array it was given", () => {
     const input = [old, recent];
     visibleChats(input, "");

@@ -11,12 +11,13 @@ export function activity(chat: ChatSummary): number {
 }
 
 /** The chats to show, newest activity first, matching `filter` by the
- *  chat's name or a member's name (case- and accent-insensitive). */
-export function visibleChats(chats: ChatSummary[], filter: string): ChatSummary[] {
+ *  chat's name or a member's name (case- and accent-insensitive). The
+ *  user (`meId`) is a member of every chat: their own name matches none. */
+export function visibleChats(chats: ChatSummary[], filter: string, meId: string | null = null): ChatSummary[] {
   const needle = fold(filter.trim());
   return chats
     .filter((chat) => !needle || fold(chat.name).includes(needle)
-      || chat.members.some((member) => fold(member.name).includes(needle)))
+      || chat.members.some((member) => member.id !== meId && fold(member.name).includes(needle)))
     .sort((a, b) => activity(b) - activity(a));
 }
 

@@ -193,7 +193,7 @@ pub struct Config {
     /// form, a picture of up to 5 MiB, until it is answered. Past it, one
     /// is answered 503 at once, rather than the server's memory growing
     /// with every upload that is slow to arrive (each is also given at
-    /// most two minutes to arrive).
+    /// most 7 minutes to arrive).
     #[arg(
         long,
         env = "NATTER_SIGN_UP_FORMS",

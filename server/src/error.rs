@@ -35,8 +35,9 @@ pub enum ApiError {
     /// A service we depend on (the broker, the database) is down for now.
     #[error("{0}")]
     Unavailable(String),
-    /// A request the framework refused before our code saw it (bad JSON, a
-    /// body over the limit, a wrong method), with the status it chose.
+    /// A request refused for its form rather than its meaning, with its
+    /// status: by the framework before our code saw it (bad JSON, a body
+    /// over the limit, a wrong method), or a body too slow to arrive (408).
     #[error("{1}")]
     Rejected(StatusCode, String),
     #[error("internal error")]

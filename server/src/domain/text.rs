@@ -26,16 +26,19 @@ fn bounded(text: &str, what: &str, min: usize, max: usize) -> Result<(), Validat
     Ok(())
 }
 
-/// One line of text to be shown inside other text (a name in "Ann is
-/// typing…", in a chat list's preview): no control characters, and none of
-/// Unicode's direction embeddings, overrides or isolates, which would
-/// reverse or reorder the text shown after the name.
 fn no_control_chars(text: &str, what: &str) -> Result<(), ValidationError> {
     if text.chars().any(char::is_control) {
         return Err(ValidationError(format!(
             "{what} must not contain control characters"
         )));
     }
+    Ok(())
+}
+
+/// A name is shown inside other text ("Ann is typing…", a chat list's
+/// preview): none of Unicode's direction embeddings, overrides or
+/// isolates, which would reverse or reorder the text shown after it.
+fn no_direction_controls(text: &str, what: &str) -> Result<(), ValidationError> {
     if text
         .chars()
         .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
@@ -92,6 +95,7 @@ impl UserName {
         let name = raw.trim();
         bounded(name, "name", 1, NAME_MAX_CHARS)?;
         no_control_chars(name, "name")?;
+        no_direction_controls(name, "name")?;
         Ok(UserName(name.to_owned()))
     }
 }
@@ -101,6 +105,7 @@ impl ChatName {
         let name = raw.trim();
         bounded(name, "chat name", 1, CHAT_NAME_MAX_CHARS)?;
         no_control_chars(name, "chat name")?;
+        no_direction_controls(name, "chat name")?;
         Ok(ChatName(name.to_owned()))
     }
 }

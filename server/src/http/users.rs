@@ -9,6 +9,7 @@ use natter_shared::User;
 use natter_shared::api::{AuthResponse, LoginRequest, SignUpRequest};
 use natter_shared::limits::SEARCH_MAX_RESULTS;
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::extract::{JsonBody, PathParam, QueryParams};
 use crate::auth::{AuthSession, AuthUser};
@@ -24,18 +25,20 @@ struct SignUpForm {
     pic: Option<Vec<u8>>,
 }
 
-/// How long a sign-up's form may take to arrive: long enough for a 5 MiB
-/// picture over a slow line, short enough that uploads which never finish
-/// do not hold the places for sign-ups (`NATTER_SIGN_UP_FORMS`) for long.
-const SIGN_UP_FORM_PATIENCE: Duration = Duration::from_secs(120);
+/// How long a sign-up's form may take to arrive: a 5 MiB picture at 100
+/// kbit/s (as long as a picture may take to be read out, `blobs`), and no
+/// longer, so that uploads which never finish give their places for
+/// sign-ups (`NATTER_SIGN_UP_FORMS`) back.
+const SIGN_UP_FORM_PATIENCE: Duration = Duration::from_secs(7 * 60);
 
 /// `POST /api/user`: multipart/form-data (with an optional `pic` file) or JSON.
 pub async fn sign_up(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
-    // Held until the answer: the form, its picture with it, is in memory.
-    let Ok(_place) = state.sign_up_forms.clone().try_acquire_owned() else {
+    // Held while the form, its picture with it, is in memory: until it is
+    // answered, or stored (`store_account`) should its client go first.
+    let Ok(place) = state.sign_up_forms.clone().try_acquire_owned() else {
         return Err(ApiError::Unavailable(
             "too many sign-ups at once: try again in a moment".into(),
         ));
@@ -45,7 +48,7 @@ pub async fn sign_up(
         .map_err(|_| {
             ApiError::Rejected(
                 StatusCode::REQUEST_TIMEOUT,
-                "the sign-up form did not arrive in time".into(),
+                "the sign-up form did not arrive within 7 minutes".into(),
             )
         })??;
 
@@ -77,7 +80,7 @@ pub async fn sign_up(
         password_hash,
         pic: None,
     };
-    let user = store_account(&state, new_user, pic).await?;
+    let user = store_account(&state, new_user, pic, place).await?;
     tracing::info!(user = %user.id, "new account");
     let token = state.tokens.issue(&user.id)?;
     Ok((StatusCode::CREATED, Json(AuthResponse { user, token })))
@@ -113,14 +116,22 @@ async fn read_form(state: &AppState, request: Request) -> Result<SignUpForm, Api
 /// a picture no account points at. So a client that hangs up once its
 /// password is hashed may still get its account; signing up again then
 /// says the email is taken, and logging in works.
+///
+/// `place` is the sign-up's (`NATTER_SIGN_UP_FORMS`), given back once the
+/// picture is no longer held.
 async fn store_account(
     state: &AppState,
     new_user: NewUser,
     pic: Option<(String, Vec<u8>)>,
+    place: OwnedSemaphorePermit,
 ) -> Result<User, ApiError> {
+    let storing = store(state.clone(), new_user, pic);
     state
         .unfinished
-        .to_the_end(store(state.clone(), new_user, pic))
+        .to_the_end(async move {
+            let _place = place;
+            storing.await
+        })
         .await
 }
 
@@ -390,10 +401,16 @@ mod tests {
             pic: None,
         };
         {
+            let place = state
+                .sign_up_forms
+                .clone()
+                .try_acquire_owned()
+                .expect("a place");
             let storing = pin!(store_account(
                 &state,
                 new_user,
-                Some((key.clone(), vec![1]))
+                Some((key.clone(), vec![1])),
+                place
             ));
             tokio::select! {
                 _ = held.stored.notified() => {}

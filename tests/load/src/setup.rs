@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
@@ -15,8 +16,10 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// How many setup requests run at once.
-const SETUP_PARALLEL: usize = 32;
+const SETUP_PARALLEL: usize = 16;
 const PASSWORD: &str = "natter-load-password";
+/// How many times a sign-up answered 503 (too many at once) is sent.
+const SETUP_TRIES: usize = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadUser {
@@ -146,12 +149,34 @@ impl Setup<'_> {
         results.into_iter().collect()
     }
 
+    /// Signs the user up, or logs in when an earlier run did. A server
+    /// with too many sign-ups or logins at once (several load processes
+    /// setting up together) answers 503: tried again after a pause.
     async fn sign_up_or_log_in(
         &self,
         http: &reqwest::Client,
         index: usize,
         email: &str,
     ) -> anyhow::Result<LoadUser> {
+        let mut pause = Duration::from_millis(100);
+        for _ in 1..SETUP_TRIES {
+            let response = self.sign_up_or_log_in_once(http, index, email).await?;
+            if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+                return user_from(response, email).await;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        let response = self.sign_up_or_log_in_once(http, index, email).await?;
+        user_from(response, email).await
+    }
+
+    async fn sign_up_or_log_in_once(
+        &self,
+        http: &reqwest::Client,
+        index: usize,
+        email: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         let sign_up = SignUpRequest {
             name: format!("Load User {index}"),
             email: email.to_owned(),
@@ -162,24 +187,18 @@ impl Setup<'_> {
             .json(&sign_up)
             .send()
             .await?;
-        let response = if response.status() == StatusCode::CONFLICT {
-            let login = LoginRequest {
-                email: email.to_owned(),
-                password: PASSWORD.to_owned(),
-            };
-            http.post(format!("{}/api/user/login", self.server))
-                .json(&login)
-                .send()
-                .await?
-        } else {
-            response
-        };
-        let auth: AuthResponse = json_answer(response, &format!("signing up {email}")).await?;
-        Ok(LoadUser {
-            id: auth.user.id,
+        if response.status() != StatusCode::CONFLICT {
+            return Ok(response);
+        }
+        let login = LoginRequest {
             email: email.to_owned(),
-            token: auth.token,
-        })
+            password: PASSWORD.to_owned(),
+        };
+        Ok(http
+            .post(format!("{}/api/user/login", self.server))
+            .json(&login)
+            .send()
+            .await?)
     }
 
     /// Groups of `group_size` consecutive users, and each user's one-to-one
@@ -244,6 +263,15 @@ impl Setup<'_> {
 
 /// The JSON of a successful answer; else an error naming what was being done
 /// with the server's status and words.
+async fn user_from(response: reqwest::Response, email: &str) -> anyhow::Result<LoadUser> {
+    let auth: AuthResponse = json_answer(response, &format!("signing up {email}")).await?;
+    Ok(LoadUser {
+        id: auth.user.id,
+        email: email.to_owned(),
+        token: auth.token,
+    })
+}
+
 pub(crate) async fn json_answer<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
     doing: &str,

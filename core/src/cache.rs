@@ -704,6 +704,17 @@ impl Cache {
         Ok(rows.iter().map(outgoing_row).collect())
     }
 
+    /// The outbox's messages still to be sent, oldest first: not those the
+    /// server refused for good (`error`), which wait to be discarded.
+    pub async fn to_send(&self) -> CoreResult<Vec<Outgoing>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE stored_seq IS NULL AND error IS NULL ORDER BY rowid"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(outgoing_row).collect())
+    }
+
     /// `chat_id`'s oldest message still to be sent (not stored, nor
     /// refused for good), written after `after`'s when that is still in
     /// the outbox.
@@ -1559,6 +1570,29 @@ mod tests {
         let acked = cache.put_message(&mine, "me", Source::Stored).await;
         assert_eq!(acked.expect("put"), Stored::Known);
         assert!(cache.outbox().await.expect("outbox").is_empty());
+    }
+
+    /// What is still to be sent, oldest first, leaves out a message the
+    /// server refused for good (it waits to be discarded).
+    #[tokio::test]
+    async fn a_message_refused_for_good_is_not_to_send() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cache = cache_with_a_chat(dir.path()).await;
+        for (key, at) in [
+            ("k1", 1_700_000_000_000),
+            ("k2", 1_700_000_000_001),
+            ("k3", 1_700_000_000_002),
+        ] {
+            cache
+                .push_outgoing(&outgoing(key, "c", millis(at)))
+                .await
+                .expect("push");
+        }
+        assert!(cache.fail_outgoing("k2", "too long").await.expect("failed"));
+        let to_send = cache.to_send().await.expect("to send");
+        let keys: Vec<&str> = to_send.iter().map(|o| o.client_id.as_str()).collect();
+        assert_eq!(keys, ["k1", "k3"]);
+        assert_eq!(cache.outbox().await.expect("outbox").len(), 3);
     }
 
     /// A delivered message whose ack has not come is not "unsent" when the

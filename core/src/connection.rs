@@ -454,10 +454,7 @@ async fn read_chat(
 /// no longer waits for that reason.
 async fn send_outbox(ctx: &Context, socket: &mut Socket) -> CoreResult<HashSet<String>> {
     let mut sent = HashSet::new();
-    for outgoing in ctx.cache.outbox().await? {
-        if outgoing.error.is_some() {
-            continue;
-        }
+    for outgoing in ctx.cache.to_send().await? {
         ctx.emit(Event::Message {
             message: MessageView::outgoing(&outgoing, &ctx.me),
         });

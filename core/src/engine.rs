@@ -290,8 +290,8 @@ impl Engine {
     /// when they could not be set aside (a full disk): the cache must stay
     /// then.
     async fn keep_unsent(&self, cache: &Cache, user_id: &str) -> bool {
-        let unsent: Vec<Outgoing> = match cache.outbox().await {
-            Ok(outbox) => outbox.into_iter().filter(|o| o.error.is_none()).collect(),
+        let unsent: Vec<Outgoing> = match cache.to_send().await {
+            Ok(unsent) => unsent,
             Err(err) => {
                 tracing::warn!(error = %err, "reading the outbox of a session the server ended: the cache stays");
                 return false;
@@ -548,11 +548,7 @@ impl Engine {
     /// How many messages the user wrote that have not reached the server
     /// yet: a logout deletes them with the cache, so the app asks first.
     pub async fn unsent(&self) -> CoreResult<usize> {
-        let outbox = self.ctx().await?.cache.outbox().await?;
-        Ok(outbox
-            .iter()
-            .filter(|outgoing| outgoing.error.is_none())
-            .count())
+        Ok(self.ctx().await?.cache.to_send().await?.len())
     }
 
     pub async fn chat(&self, chat_id: &str) -> CoreResult<ChatSummary> {

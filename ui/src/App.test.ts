@@ -143,13 +143,22 @@ describe("App", () => {
     render(App, { app });
     vi.mocked(backend.unsent).mockResolvedValue(2);
     await fireEvent.click(screen.getByRole("button", { name: "Log out" }));
-    const question = await screen.findByRole("alertdialog", { name: "Log out?" });
+    const question = await screen.findByRole("alertdialog");
     expect(question.textContent).toContain("2 messages have not been sent yet");
     await vi.waitFor(() => expect(document.activeElement?.id).toBe("logout-no"));
     await fireEvent.click(screen.getByRole("button", { name: "Cancel" }));
-    expect(screen.queryByRole("alertdialog", { name: "Log out?" })).toBeNull();
+    expect(screen.queryByRole("alertdialog")).toBeNull();
     expect(backend.logout).not.toHaveBeenCalled();
     expect(document.activeElement?.id).toBe("logout");
+
+    // Escape says no too, and leaves the open chat open.
+    await app.openChat("b");
+    await fireEvent.click(screen.getByRole("button", { name: "Log out" }));
+    await vi.waitFor(() => expect(document.activeElement?.id).toBe("logout-no"));
+    await fireEvent.keyDown(document.activeElement!, { key: "Escape" });
+    expect(screen.queryByRole("alertdialog")).toBeNull();
+    expect(app.activeId).toBe("b");
+    expect(backend.logout).not.toHaveBeenCalled();
 
     await fireEvent.click(screen.getByRole("button", { name: "Log out" }));
     await fireEvent.click(await screen.findByText("Log out", { selector: "#logout-yes" }));

@@ -37,6 +37,20 @@ describe("NewGroup", () => {
     expect(oncreate).toHaveBeenCalledWith("Team", [bob.id, zoe.id]);
   });
 
+  it("gives the keyboard to the next chip when one is removed, then to the search", async () => {
+    panel();
+    const search = screen.getByLabelText("Search users");
+    for (const [query, name] of [["bo", "Bob"], ["zo", "Zoë"]]) {
+      await fireEvent.input(search, { target: { value: query } });
+      await vi.waitFor(() => expect(screen.getByLabelText(`Add ${name}`)).toBeTruthy());
+      await fireEvent.click(screen.getByLabelText(`Add ${name}`));
+    }
+    await fireEvent.click(screen.getByLabelText("Remove Bob"));
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByLabelText("Remove Zoë")));
+    await fireEvent.click(screen.getByLabelText("Remove Zoë"));
+    await vi.waitFor(() => expect(document.activeElement).toBe(screen.getByLabelText("Search users")));
+  });
+
   it("takes Enter in the search box as a search, not as creating the group", async () => {
     const oncreate = panel();
     await fireEvent.input(screen.getByLabelText("Group name"), { target: { value: "Team" } });

@@ -1,7 +1,7 @@
 import { fireEvent, render, screen } from "@testing-library/svelte";
 import { flushSync } from "svelte";
 import { describe, expect, it, vi } from "vitest";
-import { ann, chat } from "../lib/fixtures";
+import { ann, bob, chat, message } from "../lib/fixtures";
 
 vi.mock("../lib/backend", async (original) => ({
   ...(await original<typeof import("../lib/backend")>()),
@@ -9,12 +9,14 @@ vi.mock("../lib/backend", async (original) => ({
 }));
 
 // jsdom has no ResizeObserver, which the message list's virtualizer asks
-// for; nothing here depends on sizes.
+// for, nor scrollTo, with which it follows new messages; nothing here
+// depends on sizes.
 globalThis.ResizeObserver ??= class {
   observe() {}
   unobserve() {}
   disconnect() {}
 };
+Element.prototype.scrollTo ??= function () {};
 
 const { AppState } = await import("../lib/app.svelte");
 const ChatView = (await import("./ChatView.svelte")).default;
@@ -60,5 +62,20 @@ describe("ChatView", () => {
     app.chats = [chat("a", "Bob", day), chat("b", "Zoë", day)];
     flushSync();
     expect(container.querySelector(".behind-note")).toBeNull();
+  });
+  it("tells screen readers of a message that comes, not of the history shown when the chat opens", async () => {
+    const app = appIn("a");
+    app.messages = [message(1, bob, "from before", day, { chatId: "a" })];
+    app.historyLoaded = true;
+    const { container } = render(ChatView, { app });
+    expect(container.querySelector("[role='log']")).toBeNull();
+    const status = () => container.querySelector(".messages [role='status']")?.textContent;
+    expect(status()).toBe("");
+    app.messages = [...app.messages, message(2, ann, "mine", day, { chatId: "a" })];
+    flushSync();
+    expect(status()).toBe("");
+    app.messages = [...app.messages, message(3, bob, "just now", day, { chatId: "a" })];
+    flushSync();
+    expect(status()).toBe("Bob: just now");
   });
 });

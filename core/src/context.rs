@@ -225,19 +225,22 @@ impl Context {
     }
 
     /// A message's notification, shown now or held back (`Notices`).
+    ///
+    /// Told with the notices locked, as `notify_waiting` tells them: a
+    /// chat marked read (`mark_read`) clears its notices under that lock
+    /// before it tells `ChatRead`, so a notification told after the lock
+    /// went could reach the shell after the `ChatRead` that should have
+    /// closed it, and stay on screen for a chat already read.
     pub fn notify(&self, notification: Notification) {
-        let shown = {
-            let mut notices = lock(&self.notices);
-            // The user may have opened the chat since the message was
-            // judged unseen: opening changes the view before it clears the
-            // chat's notices, so with the notices locked either the view
-            // says so here or the clearing comes after this offer.
-            if self.view().is_looking_at(&notification.chat_id) {
-                return;
-            }
-            notices.offer(notification, std::time::Instant::now())
-        };
-        if let Some(notification) = shown {
+        let mut notices = lock(&self.notices);
+        // The user may have opened the chat since the message was judged
+        // unseen: opening changes the view before it clears the chat's
+        // notices, so with the notices locked either the view says so here
+        // or the clearing comes after this offer.
+        if self.view().is_looking_at(&notification.chat_id) {
+            return;
+        }
+        if let Some(notification) = notices.offer(notification, std::time::Instant::now()) {
             self.emit(Event::Notify { notification });
         }
     }
@@ -263,14 +266,13 @@ impl Context {
     /// Shows the held-back notifications whose time has come (or all of
     /// them, when the link is going down).
     pub fn notify_waiting(&self, all: bool) {
-        let due = {
-            let mut notices = lock(&self.notices);
-            if all {
-                notices.take_all()
-            } else {
-                notices.take_due(std::time::Instant::now())
-            }
+        let mut notices = lock(&self.notices);
+        let due = if all {
+            notices.take_all()
+        } else {
+            notices.take_due(std::time::Instant::now())
         };
+        // Under the lock, for the reason `notify` gives.
         for notification in due {
             self.emit(Event::Notify { notification });
         }

@@ -46,4 +46,21 @@ describe("Login", () => {
     await vi.waitFor(() => expect(signUp).toHaveBeenCalled());
     expect(signUp.mock.calls[0][3]).toBeNull();
   });
+  it("counts a name in characters as the server does: emoji count once, and past the limit it says so", async () => {
+    render(Login, { serverUrl: "http://127.0.0.1:8080", limits, note: "", onsignedin: () => {} });
+    await fireEvent.click(screen.getByText("Create an account"));
+    await fireEvent.input(document.querySelector("#email")!, { target: { value: "ann@example.org" } });
+    await fireEvent.input(document.querySelector("#password")!, { target: { value: "correct horse" } });
+    const name = document.querySelector<HTMLInputElement>("#name")!;
+    expect(name.hasAttribute("maxlength")).toBe(false);
+
+    await fireEvent.input(name, { target: { value: "x".repeat(limits.nameMaxChars + 1) } });
+    await fireEvent.click(screen.getByText("Sign up"));
+    expect(screen.getByRole("alert").textContent).toBe(`A name has at most ${limits.nameMaxChars} characters`);
+    expect(signUp).not.toHaveBeenCalled();
+
+    await fireEvent.input(name, { target: { value: "🙂".repeat(limits.nameMaxChars) } });
+    await fireEvent.click(screen.getByText("Sign up"));
+    await vi.waitFor(() => expect(signUp).toHaveBeenCalled());
+  });
 });

@@ -31,6 +31,17 @@ describe("ChatList", () => {
     const { container } = render(ChatList, { chats, filter: "", activeId: null, typing, onopen: () => {} });
     expect(container.querySelector('[data-chat="c-bob"] .preview')?.textContent).toBe("typing…");
     expect(container.querySelector('[data-chat="c-team"] .preview')?.textContent).toBe("Bob is typing…");
+    expect(container.querySelector('[data-chat="c-team"] .preview bdi')?.textContent).toBe("Bob");
+  });
+
+  it("sets the sender's name and the text apart in a group's preview, so that neither reorders the other", () => {
+    const team = chat("c-team", "Team", "2026-01-02T10:00:00Z", {
+      isGroup: true, members: [ann, bob], lastMessage: message(4, { ...bob, name: "דני" }, "at 10", "2026-01-02T10:00:00Z"),
+    });
+    const { container } = render(ChatList, { chats: [team], filter: "", activeId: null, onopen: () => {} });
+    const preview = container.querySelector('[data-chat="c-team"] .preview')!;
+    expect(preview.textContent).toBe("דני: at 10");
+    expect(Array.from(preview.querySelectorAll("bdi")).map((bdi) => bdi.textContent)).toEqual(["דני", "at 10"]);
   });
 
   it("shows a draft in place of the last message, but not the open chat's, and typing first", () => {

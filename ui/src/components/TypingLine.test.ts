@@ -9,6 +9,7 @@ describe("TypingLine", () => {
     expect(line.textContent).toBe("Alice is typing…");
     await rerender({ names: ["Alice", "Bob"] });
     expect(line.textContent).toBe("Alice and Bob are typing…");
+    expect(Array.from(line.querySelectorAll("bdi")).map((bdi) => bdi.textContent)).toEqual(["Alice", "Bob"]);
     await rerender({ names: [] });
     expect(line.textContent).toBe("");
   });

@@ -2,13 +2,30 @@
 
 import type { MessageView } from "./backend";
 
+/** A piece of a line of text; `isolated` for one someone else wrote (a
+ *  name, a message), shown in a <bdi> so that its direction (a Hebrew
+ *  name, say) does not reorder the words and numbers around it. */
+export interface Segment { text: string; isolated: boolean }
+
+const own = (text: string): Segment => ({ text, isolated: false });
+const theirs = (text: string): Segment => ({ text, isolated: true });
+
+/** The line as plain text. */
+export function plain(segments: Segment[]): string {
+  return segments.map((segment) => segment.text).join("");
+}
+
 /** "Ann is typing…", "Ann and Bob are typing…", "Ann, Bob and 2 others are typing…". */
-export function typingText(names: string[]): string {
-  if (names.length === 0) return "";
-  if (names.length === 1) return `${names[0]} is typing…`;
-  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+export function typingSegments(names: string[]): Segment[] {
+  if (names.length === 0) return [];
+  if (names.length === 1) return [theirs(names[0]), own(" is typing…")];
+  if (names.length === 2) return [theirs(names[0]), own(" and "), theirs(names[1]), own(" are typing…")];
   const others = names.length - 2;
-  return `${names[0]}, ${names[1]} and ${others} other${others === 1 ? "" : "s"} are typing…`;
+  return [theirs(names[0]), own(", "), theirs(names[1]), own(` and ${others} other${others === 1 ? "" : "s"} are typing…`)];
+}
+
+export function typingText(names: string[]): string {
+  return plain(typingSegments(names));
 }
 
 /** Up to two initials for an avatar without a picture. */

@@ -81,6 +81,20 @@ describe("ChatInfo", () => {
     await vi.waitFor(() => expect(screen.getByRole("alert").textContent).toBe("only the group admin can do that"));
   });
 
+  it("counts a new name in characters, as the server does, and says when it is too long", async () => {
+    const acts = actions();
+    render(ChatInfo, { chat: group, me: ann, limits, actions: acts, onclose: () => {} });
+    const name = screen.getByLabelText("Group name") as HTMLInputElement;
+    expect(name.hasAttribute("maxlength")).toBe(false);
+    await fireEvent.input(name, { target: { value: "x".repeat(limits.chatNameMaxChars + 1) } });
+    await fireEvent.click(screen.getByText("Rename"));
+    expect(screen.getByRole("alert").textContent).toBe(`A group name has at most ${limits.chatNameMaxChars} characters`);
+    expect(acts.rename).not.toHaveBeenCalled();
+    await fireEvent.input(name, { target: { value: "🍜".repeat(limits.chatNameMaxChars) + " " } });
+    await fireEvent.click(screen.getByText("Rename"));
+    expect(acts.rename).toHaveBeenCalledWith("🍜".repeat(limits.chatNameMaxChars));
+  });
+
   it("shows the other person's card in a 1:1 chat", () => {
     render(ChatInfo, { chat: chat("d", "Bob", "2026-01-01T00:00:00Z"), me: ann, limits, actions: actions(), onclose: () => {} });
     expect(screen.getByText("bob@example.com")).toBeTruthy();

@@ -34,14 +34,15 @@ describe("ChatList", () => {
     expect(container.querySelector('[data-chat="c-team"] .preview bdi')?.textContent).toBe("Bob");
   });
 
-  it("sets the sender's name and the text apart in a group's preview, so that neither reorders the other", () => {
+  it("sets the sender's name apart in a group's preview, and lets the text give the line its direction", () => {
     const team = chat("c-team", "Team", "2026-01-02T10:00:00Z", {
       isGroup: true, members: [ann, bob], lastMessage: message(4, { ...bob, name: "דני" }, "at 10", "2026-01-02T10:00:00Z"),
     });
     const { container } = render(ChatList, { chats: [team], filter: "", activeId: null, onopen: () => {} });
     const preview = container.querySelector('[data-chat="c-team"] .preview')!;
     expect(preview.textContent).toBe("דני: at 10");
-    expect(Array.from(preview.querySelectorAll("bdi")).map((bdi) => bdi.textContent)).toEqual(["דני", "at 10"]);
+    expect(Array.from(preview.querySelectorAll("bdi")).map((bdi) => bdi.textContent)).toEqual(["דני"]);
+    expect(preview.getAttribute("dir")).toBe("auto");
   });
 
   it("shows a draft in place of the last message, but not the open chat's, and typing first", () => {

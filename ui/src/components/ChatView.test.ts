@@ -9,7 +9,8 @@ vi.mock("../lib/backend", async (original) => ({
 }));
 
 // jsdom has no ResizeObserver, which the message list's virtualizer asks
-// for, nor scrollTo, with which it follows new messages; nothing here
+// for, nor scrollTo and scrollBy, with which it follows new messages and
+// keeps its place when an older page comes; nothing here
 // depends on sizes.
 globalThis.ResizeObserver ??= class {
   observe() {}
@@ -17,6 +18,7 @@ globalThis.ResizeObserver ??= class {
   disconnect() {}
 };
 Element.prototype.scrollTo ??= function () {};
+Element.prototype.scrollBy ??= function () {};
 
 const { AppState } = await import("../lib/app.svelte");
 const ChatView = (await import("./ChatView.svelte")).default;
@@ -76,6 +78,29 @@ describe("ChatView", () => {
     expect(status()).toBe("");
     app.messages = [...app.messages, message(3, bob, "just now", day, { chatId: "a" })];
     flushSync();
+    await vi.waitFor(() => expect(status()).toBe("Bob: just now"));
+    // The same words again are news again: the line empties first.
+    app.messages = [...app.messages, message(4, bob, "just now", day, { chatId: "a" })];
+    flushSync();
+    expect(status()).toBe("");
+    await vi.waitFor(() => expect(status()).toBe("Bob: just now"));
+    // An older page is history: nothing is read out.
+    app.messages = [message(0, bob, "long ago", day, { chatId: "a" }), ...app.messages];
+    flushSync();
+    await new Promise((settled) => setTimeout(settled, 0));
     expect(status()).toBe("Bob: just now");
+  });
+
+  it("does not read out history that comes after one's own message, before the page is loaded", async () => {
+    const app = appIn("a");
+    app.messages = [message(null, ann, "on its way", day, { chatId: "a" })];
+    app.historyLoaded = false;
+    const { container } = render(ChatView, { app });
+    const status = () => container.querySelector(".messages [role='status']")?.textContent;
+    app.messages = [message(1, bob, "from before", day, { chatId: "a" }), ...app.messages];
+    app.historyLoaded = true;
+    flushSync();
+    await new Promise((settled) => setTimeout(settled, 0));
+    expect(status()).toBe("");
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { isAdmin, preview, visibleChats } from "./chats";
+import { isAdmin, previewSegments, visibleChats } from "./chats";
+import { plain } from "./text";
 import { ann, bob, chat, message, zoe } from "./fixtures";
 
 describe("visibleChats", () => {
@@ -41,12 +42,12 @@ describe("visibleChats", () => {
 describe("preview", () => {
   it("names the sender in groups and says You for one's own", () => {
     const group = chat("g", "Team", "2026-01-01T00:00:00Z", { isGroup: true, lastMessage: message(1, bob, "a\nb", "2026-01-01T00:00:00Z") });
-    expect(preview(group)).toBe("Bob: a b");
-    expect(preview({ ...group, lastMessage: message(2, ann, "mine", "2026-01-01T00:00:00Z") })).toBe("You: mine");
-    expect(preview({ ...group, isGroup: false })).toBe("a b");
+    expect(plain(previewSegments(group))).toBe("Bob: a b");
+    expect(plain(previewSegments({ ...group, lastMessage: message(2, ann, "mine", "2026-01-01T00:00:00Z") }))).toBe("You: mine");
+    expect(plain(previewSegments({ ...group, isGroup: false }))).toBe("a b");
     const unsent = { ...message(3, ann, "later", "2026-01-01T00:00:00Z"), seq: null };
-    expect(preview({ ...group, lastMessage: { ...unsent, status: "pending" } })).toBe("🕓 You: later");
-    expect(preview({ ...group, lastMessage: { ...unsent, status: "failed", error: "no" } })).toBe("Not sent: later");
+    expect(plain(previewSegments({ ...group, lastMessage: { ...unsent, status: "pending" } }))).toBe("🕓 You: later");
+    expect(plain(previewSegments({ ...group, lastMessage: { ...unsent, status: "failed", error: "no" } }))).toBe("Not sent: later");
   });
 });
 

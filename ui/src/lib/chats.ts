@@ -1,6 +1,6 @@
 // The chat list's rules: which chats show for a filter, in which order.
 import type { ChatSummary, User } from "./backend";
-import { plain, type Segment } from "./text";
+import type { Segment } from "./text";
 
 /** When a chat last saw activity (ms since the epoch): its last message,
  *  else its own change. Compared as times, not as text: the server writes
@@ -29,11 +29,12 @@ export function fold(text: string): string {
 
 /** The preview line under a chat's name: who wrote (in groups) and what;
  *  one's own message still to go out with a clock, one refused as not sent.
- *  The sender's name and the text are each set apart (`Segment`). */
+ *  The sender's name is set apart (`Segment`); the text is not, so that
+ *  the line takes its direction. */
 export function previewSegments(chat: ChatSummary): Segment[] {
   const last = chat.lastMessage;
   if (!last) return chat.isGroup ? [{ text: `${chat.members.length} members`, isolated: false }] : [];
-  const text = { text: last.content.replace(/\s+/g, " "), isolated: true };
+  const text = { text: last.content.replace(/\s+/g, " "), isolated: false };
   const lead = (words: string) => [{ text: words, isolated: false }, text];
   if (last.mine && last.status === "pending") return lead("🕓 You: ");
   if (last.mine && last.status === "failed") return lead("Not sent: ");
@@ -42,9 +43,6 @@ export function previewSegments(chat: ChatSummary): Segment[] {
   return [{ text: last.sender.name, isolated: true }, { text: ": ", isolated: false }, text];
 }
 
-export function preview(chat: ChatSummary): string {
-  return plain(previewSegments(chat));
-}
 
 /** Whether `me` may rename the group and add or remove its members. */
 export function isAdmin(chat: ChatSummary, me: User | null): boolean {

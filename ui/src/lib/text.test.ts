@@ -1,14 +1,14 @@
 import { describe, expect, it, vi } from "vitest";
 import { ann, message } from "./fixtures";
-import { dayLabel, deliveryLabel, deliveryTooltip, fullTimeLabel, initials, linkParts, listTimeLabel, timeLabel, typingText } from "./text";
+import { dayLabel, deliveryLabel, deliveryTooltip, fullTimeLabel, initials, linkParts, listTimeLabel, plain, timeLabel, typingSegments } from "./text";
 
-describe("typingText", () => {
+describe("typingSegments", () => {
   it("names one, two, or two and the rest", () => {
-    expect(typingText([])).toBe("");
-    expect(typingText(["Ann"])).toBe("Ann is typing…");
-    expect(typingText(["Ann", "Bob"])).toBe("Ann and Bob are typing…");
-    expect(typingText(["Ann", "Bob", "Cid"])).toBe("Ann, Bob and 1 other are typing…");
-    expect(typingText(["Ann", "Bob", "Cid", "Dee"])).toBe("Ann, Bob and 2 others are typing…");
+    expect(plain(typingSegments([]))).toBe("");
+    expect(plain(typingSegments(["Ann"]))).toBe("Ann is typing…");
+    expect(plain(typingSegments(["Ann", "Bob"]))).toBe("Ann and Bob are typing…");
+    expect(plain(typingSegments(["Ann", "Bob", "Cid"]))).toBe("Ann, Bob and 1 other are typing…");
+    expect(plain(typingSegments(["Ann", "Bob", "Cid", "Dee"]))).toBe("Ann, Bob and 2 others are typing…");
   });
 });
 

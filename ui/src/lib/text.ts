@@ -2,9 +2,9 @@
 
 import type { MessageView } from "./backend";
 
-/** A piece of a line of text; `isolated` for one someone else wrote (a
- *  name, a message), shown in a <bdi> so that its direction (a Hebrew
- *  name, say) does not reorder the words and numbers around it. */
+/** A piece of a line of text; `isolated` for a name, shown in a <bdi> so
+ *  that its direction (a Hebrew name, say) does not reorder the words and
+ *  numbers around it. */
 export interface Segment { text: string; isolated: boolean }
 
 const own = (text: string): Segment => ({ text, isolated: false });
@@ -22,10 +22,6 @@ export function typingSegments(names: string[]): Segment[] {
   if (names.length === 2) return [theirs(names[0]), own(" and "), theirs(names[1]), own(" are typing…")];
   const others = names.length - 2;
   return [theirs(names[0]), own(", "), theirs(names[1]), own(` and ${others} other${others === 1 ? "" : "s"} are typing…`)];
-}
-
-export function typingText(names: string[]): string {
-  return plain(typingSegments(names));
 }
 
 /** Up to two initials for an avatar without a picture. */

@@ -696,19 +696,21 @@ impl Cache {
     /// first, and give it the lower seq for good): not what the server is
     /// known to have stored.
     pub async fn outbox(&self) -> CoreResult<Vec<Outgoing>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLS} FROM outbox WHERE stored_seq IS NULL ORDER BY rowid"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(outgoing_row).collect())
+        self.outbox_where("stored_seq IS NULL").await
     }
 
     /// The outbox's messages still to be sent, oldest first: not those the
     /// server refused for good (`error`), which wait to be discarded.
     pub async fn to_send(&self) -> CoreResult<Vec<Outgoing>> {
+        self.outbox_where("stored_seq IS NULL AND error IS NULL")
+            .await
+    }
+
+    /// The outbox's rows matching `condition` (SQL written here, never
+    /// input), in the order they were written.
+    async fn outbox_where(&self, condition: &str) -> CoreResult<Vec<Outgoing>> {
         let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLS} FROM outbox WHERE stored_seq IS NULL AND error IS NULL ORDER BY rowid"
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE {condition} ORDER BY rowid"
         ))
         .fetch_all(&self.pool)
         .await?;

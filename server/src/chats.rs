@@ -416,16 +416,11 @@ mod tests {
 
     use super::*;
     use crate::Application;
-    use crate::config::Config;
 
     /// An app on the embedded default with users "ann" (admin), "bob" and
     /// "cid" in group "g1", and "dan" and "eve" in group "g2".
     async fn team(dir: &std::path::Path) -> (Application, AppState) {
-        let config = Config {
-            addr: "127.0.0.1:0".parse().expect("address"),
-            ..Config::with_data_dir(dir.to_path_buf())
-        };
-        let app = Application::build(&config).await.expect("built");
+        let app = Application::in_folder(dir).await;
         let state = app.state.clone();
         for name in ["ann", "bob", "cid", "dan", "eve"] {
             state

@@ -62,6 +62,17 @@ pub struct Application {
 }
 
 impl Application {
+    /// For unit tests: a server on the embedded default in `dir`, bound to
+    /// a free loopback port, not yet running.
+    #[cfg(test)]
+    pub(crate) async fn in_folder(dir: &std::path::Path) -> Self {
+        let config = Config {
+            addr: "127.0.0.1:0".parse().expect("address"),
+            ..Config::with_data_dir(dir.to_path_buf())
+        };
+        Self::build(&config).await.expect("built")
+    }
+
     /// Opens the storage, loads the signing secret and binds the listener.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         config.check()?;

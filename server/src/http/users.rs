@@ -303,7 +303,6 @@ mod tests {
     use super::*;
     use crate::Application;
     use crate::blobs::{Blob, BlobError, BlobStore};
-    use crate::config::Config;
 
     /// The real picture folder, whose `put` stores and then waits to be let go.
     struct HeldPuts {
@@ -337,11 +336,7 @@ mod tests {
     #[tokio::test]
     async fn a_logout_dropped_while_it_waits_still_ends_the_session() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            addr: "127.0.0.1:0".parse().expect("address"),
-            ..Config::with_data_dir(dir.path().to_path_buf())
-        };
-        let app = Application::build(&config).await.expect("built");
+        let app = Application::in_folder(dir.path()).await;
         let state = app.state.clone();
         let user = state
             .store
@@ -380,11 +375,7 @@ mod tests {
     #[tokio::test]
     async fn a_sign_up_dropped_after_its_picture_is_stored_still_makes_the_account() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            addr: "127.0.0.1:0".parse().expect("address"),
-            ..Config::with_data_dir(dir.path().to_path_buf())
-        };
-        let app = Application::build(&config).await.expect("built");
+        let app = Application::in_folder(dir.path()).await;
         let held = Arc::new(HeldPuts {
             inner: app.state.blobs.clone(),
             stored: Notify::new(),

@@ -113,6 +113,12 @@ export function charCount(text: string): number {
   return Array.from(text).length;
 }
 
+/** Why `name` (trimmed, as the server trims it) is too long for `max`
+ *  characters; "" when it is not. `what`: "A name", "A group name". */
+export function tooLong(name: string, max: number, what: string): string {
+  return charCount(name.trim()) > max ? `${what} has at most ${max} characters` : "";
+}
+
 /** A piece of a message's text: plain, or a link to show as one. */
 export type Part = { text: string; url?: undefined } | { text: string; url: string };
 

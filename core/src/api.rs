@@ -30,6 +30,8 @@ pub struct SignUp {
     pub password: String,
     /// The picture file's bytes; the server decides what it is by content.
     pub pic: Option<Vec<u8>>,
+    /// The server's invitation code, for one that asks for it (blank: none).
+    pub invitation_code: Option<String>,
 }
 
 /// Where to page from in a chat's history.
@@ -97,6 +99,10 @@ impl ServerApi {
             .text("password", form.password.clone());
         if let Some(bytes) = &form.pic {
             multipart = multipart.part("pic", picture_part(bytes.clone())?);
+        }
+        let code = form.invitation_code.as_deref().map(str::trim);
+        if let Some(code) = code.filter(|code| !code.is_empty()) {
+            multipart = multipart.text("invitationCode", code.to_owned());
         }
         let request = self.request(Method::POST, "/api/user").multipart(multipart);
         self.json(request).await

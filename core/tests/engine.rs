@@ -29,24 +29,17 @@ struct Server {
     addr: SocketAddr,
     data: tempfile::TempDir,
     secret: String,
-    /// How long its tokens last, when not its default.
-    token_ttl_secs: Option<u64>,
-    /// Most messages it holds delivered and not yet stored, when not its
-    /// default.
-    unstored_limit: Option<u32>,
+    /// Its settings beyond the tests' defaults, at every start.
+    adjust: fn(&mut Config),
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Server {
     async fn spawn() -> Server {
-        Self::spawn_with_token_ttl(None).await
+        Self::spawn_with(|_| {}).await
     }
 
-    async fn spawn_with_token_ttl(token_ttl_secs: Option<u64>) -> Server {
-        Self::spawn_with(token_ttl_secs, None).await
-    }
-
-    async fn spawn_with(token_ttl_secs: Option<u64>, unstored_limit: Option<u32>) -> Server {
+    async fn spawn_with(adjust: fn(&mut Config)) -> Server {
         let mut server = Server {
             // Below the ephemeral range: a restart binds the same port,
             // which an outgoing connection of a test running beside this
@@ -54,8 +47,7 @@ impl Server {
             addr: ([127, 0, 0, 1], natter_test_support::free_port()).into(),
             data: tempfile::tempdir().expect("temp dir"),
             secret: SECRET.into(),
-            token_ttl_secs,
-            unstored_limit,
+            adjust,
             running: None,
         };
         server.start().await;
@@ -66,14 +58,7 @@ impl Server {
         let mut config = Config::with_data_dir(self.data.path().to_path_buf());
         config.addr = self.addr;
         config.jwt_secret = Some(self.secret.clone());
-        if let Some(ttl) = self.token_ttl_secs {
-            config.token_ttl_secs = ttl;
-            // A socket outliving its token is closed at the next ping.
-            config.ws_ping_ms = 200;
-        }
-        if let Some(limit) = self.unstored_limit {
-            config.unstored_limit = limit;
-        }
+        (self.adjust)(&mut config);
         let app = Application::build(&config).await.expect("server starts");
         self.addr = app.local_addr().expect("bound");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -188,6 +173,7 @@ async fn sign_up(app: &App, name: &str) -> natter_shared::User {
             email: email_of(name),
             password: PASSWORD.into(),
             pic: None,
+            invitation_code: None,
         })
         .await
         .expect("signed up")
@@ -201,9 +187,45 @@ async fn sign_up_with_a_picture(app: &App, name: &str) -> natter_shared::User {
             email: email_of(name),
             password: PASSWORD.into(),
             pic: Some(std::fs::read(fixture("avatar.png")).expect("the fixture")),
+            invitation_code: None,
         })
         .await
         .expect("signed up with a picture")
+}
+
+/// A code for a server that asks for one (`NATTER_INVITATION_CODE`).
+const INVITATION: &str = "a code only the team was given";
+
+/// On a server that asks for an invitation code, a sign-up gives the one
+/// typed (spaces around it aside; blank is none), and one without it is
+/// told why.
+#[tokio::test]
+async fn a_sign_up_gives_the_servers_invitation_code() {
+    let server =
+        Server::spawn_with(|config| config.invitation_code = Some(INVITATION.into())).await;
+    let ann_app = app(&server).await;
+    let form = |code: &str| SignUp {
+        name: "Ann".into(),
+        email: email_of("Ann"),
+        password: PASSWORD.into(),
+        pic: None,
+        invitation_code: Some(code.into()),
+    };
+    let refused = ann_app
+        .engine
+        .sign_up(form("  "))
+        .await
+        .expect_err("no code given");
+    assert!(
+        refused.to_string().contains("asks for an invitation code"),
+        "{refused}"
+    );
+    let ann = ann_app
+        .engine
+        .sign_up(form(&format!(" {INVITATION}\n")))
+        .await
+        .expect("signed up with the code");
+    assert_eq!(ann.name, "Ann");
 }
 
 /// Files in `dir`, none when it is not there.
@@ -856,7 +878,7 @@ async fn a_send_the_server_cannot_take_for_now_waits_and_goes_again() {
 async fn a_message_written_while_one_waits_to_go_again_is_stored_after_it() {
     // The server holds one message delivered and not stored: while its
     // database is locked, the next is refused for now before it has a seq.
-    let server = Server::spawn_with(None, Some(1)).await;
+    let server = Server::spawn_with(|config| config.unstored_limit = 1).await;
     // "two" goes again a second or more after its refusal: sent at once,
     // "three" would be stored first.
     let slow = Backoff {
@@ -3223,7 +3245,12 @@ async fn the_session_token_is_renewed_before_it_expires() {
     // Renewed at 8 s (the next renewal is 30 s on at the least); the first
     // token ends at 16 s, the renewed one at 24: the restart below, at 19 s,
     // has time to reconnect with it.
-    let mut server = Server::spawn_with_token_ttl(Some(16)).await;
+    let mut server = Server::spawn_with(|config| {
+        config.token_ttl_secs = 16;
+        // A socket outliving its token is closed at the next ping.
+        config.ws_ping_ms = 200;
+    })
+    .await;
     let mut ann_app = app(&server).await;
     sign_up(&ann_app, "Ann").await;
     online(&ann_app).await;

@@ -2,10 +2,13 @@
 //! variable (flags win); `natter-server --help` lists them with their defaults.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::domain::InvitationCode;
 
 /// Natter's self-hosted server: REST API and realtime WebSocket gateway.
 #[derive(Debug, Clone, Parser)]
@@ -156,6 +159,13 @@ pub struct Config {
     #[arg(long, env = "NATTER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    /// A code everyone who signs up must give (at least 16 characters),
+    /// for a server meant only for the people it is given to; unset, anyone
+    /// who can reach the server may sign up. Accounts already made are not
+    /// touched when it is set or changed.
+    #[arg(long, env = "NATTER_INVITATION_CODE", hide_env_values = true)]
+    pub invitation_code: Option<String>,
+
     /// How long a session token stays valid, in seconds (default 7 days).
     #[arg(long, env = "NATTER_TOKEN_TTL_SECS", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub token_ttl_secs: u64,
@@ -188,6 +198,19 @@ pub struct Config {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000)
     )]
     pub password_queue: usize,
+
+    /// How many logins one email address may try in an hour on this node,
+    /// right password or wrong; they come back one at a time over the
+    /// hour. Past them a login is answered 429 without its password being
+    /// checked (`auth::throttle`): guessing a password is held to this
+    /// rate, not to what the cores can hash.
+    #[arg(
+        long,
+        env = "NATTER_LOGINS_PER_HOUR",
+        default_value_t = NonZeroU32::new(30).expect("not zero"),
+        value_parser = clap::value_parser!(NonZeroU32)
+    )]
+    pub logins_per_hour: NonZeroU32,
 
     /// How many sign-ups may be read and answered at once: each holds its
     /// form, a picture of up to 5 MiB, until it is answered. Past it, one
@@ -245,9 +268,19 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
+    /// The invitation code, when one is set and long enough. Checked here
+    /// rather than by clap, whose refusal would print the value given (a
+    /// code one character short is nearly the code).
+    pub fn invitation(&self) -> anyhow::Result<Option<InvitationCode>> {
+        let code = self.invitation_code.as_deref().map(InvitationCode::parse);
+        code.transpose()
+            .map_err(|err| anyhow::anyhow!("NATTER_INVITATION_CODE: {err}"))
+    }
+
     /// Refuses settings that each pass on their own but not together, and
     /// warns of a cluster whose nodes cannot stand in for one another.
     pub fn check(&self) -> anyhow::Result<()> {
+        self.invitation()?;
         anyhow::ensure!(
             self.ws_ping_interval() < self.ws_timeout(),
             "NATTER_WS_PING_MS ({} ms) must be less than NATTER_WS_TIMEOUT_MS ({} ms): \
@@ -311,12 +344,34 @@ mod tests {
             ["--ws-ping-ms", "0"],
             ["--ws-timeout-ms", "10"],
             ["--password-queue", "100001"],
+            ["--logins-per-hour", "0"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");
         }
         let cli = Cli::try_parse_from(["natter-server", "--partitions", "2"]);
         assert_eq!(cli.map(|cli| cli.config.partitions).ok(), Some(Some(2)));
+    }
+
+    #[test]
+    fn an_invitation_code_too_short_is_refused_without_being_shown() {
+        let parse = |code: &str| {
+            Cli::try_parse_from(["natter-server", "--invitation-code", code])
+                .expect("parsed")
+                .config
+        };
+        let err = parse("fifteen-chars-x").check().expect_err("refused");
+        let err = format!("{err:#}");
+        assert!(err.contains("at least 16 characters"), "{err}");
+        assert!(!err.contains("fifteen"), "the code shown: {err}");
+        let config = parse("sixteen-chars-xy");
+        assert!(config.check().is_ok());
+        assert!(
+            config
+                .invitation()
+                .expect("good")
+                .is_some_and(|code| code.is("sixteen-chars-xy"))
+        );
     }
 
     #[test]

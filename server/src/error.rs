@@ -1,10 +1,12 @@
 //! The one mapping from everything that can go wrong in a request to an HTTP
 //! answer: a status and `{"error": "<readable reason>"}`.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use natter_shared::ErrorBody;
 
@@ -35,6 +37,10 @@ pub enum ApiError {
     /// A service we depend on (the broker, the database) is down for now.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many tries of something limited per account (logins): 429, with
+    /// how long until the next one as `Retry-After`.
+    #[error("{0}")]
+    TooManyTries(String, Duration),
     /// A request refused for its form rather than its meaning, with its
     /// status: by the framework before our code saw it (bad JSON, a body
     /// over the limit, a wrong method), or a body too slow to arrive (408).
@@ -54,6 +60,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyTries(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Rejected(status, _) => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,8 +102,21 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.to_string(),
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::TooManyTries(_, wait) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(whole_seconds(wait)),
+            );
+        }
+        response
     }
+}
+
+/// `wait` in whole seconds, rounded up and at least one: a client told to
+/// come back sooner than the time given would only be refused again.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A token refused: 401, saying why (expired, session ended, not valid).

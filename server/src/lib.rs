@@ -37,7 +37,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::auth::{EndedSessions, Passwords, Tokens, load_or_create_secret, sessions};
+use crate::auth::{
+    EndedSessions, LoginThrottle, Passwords, Tokens, load_or_create_secret, sessions,
+};
 use crate::blobs::{BlobStore, LocalBlobs, S3Blobs, S3Settings};
 use crate::chats::ChatTurns;
 use crate::config::Config;
@@ -121,10 +123,12 @@ impl Application {
                 ended,
             )),
             passwords: Arc::new(passwords),
+            logins: Arc::new(LoginThrottle::new(config.logins_per_hour)),
             sign_up_forms: Arc::new(tokio::sync::Semaphore::new(config.sign_up_forms)),
             settings: Arc::new(Settings {
                 ws_ping_interval: config.ws_ping_interval(),
                 ws_timeout: config.ws_timeout(),
+                invitation_code: config.invitation()?,
             }),
             chat_turns: Arc::new(ChatTurns::new()),
             unfinished: Unfinished::default(),
@@ -169,6 +173,9 @@ impl Application {
         let (cutting, cut) = tokio::sync::watch::channel(false);
         let router = http::router(self.state, cut);
         let (stopping, stop_began) = tokio::sync::watch::channel(None);
+        // The client's address with each request: logins are counted per
+        // client (`auth::throttle`).
+        let router = router.into_make_service_with_connect_info::<SocketAddr>();
         let serving = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

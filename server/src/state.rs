@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::auth::{Passwords, Tokens};
+use crate::auth::{LoginThrottle, Passwords, Tokens};
 use crate::blobs::BlobStore;
 use crate::chats::ChatTurns;
+use crate::domain::InvitationCode;
 use crate::health::Health;
 use crate::pipeline::Pipeline;
 use crate::realtime::{Events, Hub};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     pub tokens: Arc<Tokens>,
     pub passwords: Arc<Passwords>,
+    /// Each email address's logins left this hour (`NATTER_LOGINS_PER_HOUR`).
+    pub logins: Arc<LoginThrottle>,
     /// A place for each sign-up being read or answered
     /// (`NATTER_SIGN_UP_FORMS`): each may hold a picture of up to 5 MiB.
     pub sign_up_forms: Arc<Semaphore>,
@@ -41,4 +44,6 @@ pub struct AppState {
 pub struct Settings {
     pub ws_ping_interval: Duration,
     pub ws_timeout: Duration,
+    /// What a sign-up must give, when the server asks for one.
+    pub invitation_code: Option<InvitationCode>,
 }

@@ -70,6 +70,10 @@ pub struct SignUpRequest {
     pub name: String,
     pub email: String,
     pub password: String,
+    /// The server's invitation code, on a server that asks for one
+    /// (`NATTER_INVITATION_CODE`); ignored by one that does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation_code: Option<String>,
 }
 
 /// `POST /api/user/login`.

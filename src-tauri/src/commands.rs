@@ -63,12 +63,14 @@ pub async fn sign_up(
     email: String,
     password: String,
     pic: Option<Vec<u8>>,
+    invitation_code: Option<String>,
 ) -> Answer<User> {
     let form = SignUp {
         name,
         email,
         password,
         pic,
+        invitation_code,
     };
     engine.sign_up(form).await
 }

@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::domain::Password;
 
@@ -60,31 +60,66 @@ impl Passwords {
     /// Checks `password` against `hash`, or against the decoy when there is no
     /// user, returning false in that case whatever the password.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, HashError> {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or(&self.decoy).to_owned();
-        let password = password.to_owned();
-        let matches = self
-            .on_a_core(move || verify_blocking(&password, &hash))
-            .await??;
-        Ok(known && matches)
+        self.place()?.verify(password, hash).await
+    }
+
+    /// A place in the line for a core, or `HashError::Busy` at once when
+    /// the line is full: for a caller that has more to decide before it
+    /// hashes (a login's tries are counted only once it has a place, so
+    /// that a flood refused for want of one leaves nothing behind).
+    pub fn place(&self) -> Result<Place<'_>, HashError> {
+        match self.places.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Place {
+                permit,
+                passwords: self,
+            }),
+            Err(TryAcquireError::NoPermits) => Err(HashError::Busy),
+            Err(closed) => Err(anyhow::Error::from(closed).into()),
+        }
     }
 
     /// Runs `work` on the blocking pool once a core is free, or refuses it
-    /// at once when the line for one is full. The turn goes with the work,
-    /// not with the caller: a request dropped while its hash runs (its
-    /// client gone, as a flood of logins that hang up at once would do) must
-    /// not free the turn for another hash beside it. One dropped while it
-    /// waits leaves the line.
+    /// at once when the line for one is full.
     async fn on_a_core<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let place = match self.places.clone().try_acquire_owned() {
-            Ok(place) => place,
-            Err(TryAcquireError::NoPermits) => return Err(HashError::Busy),
-            Err(closed) => return Err(anyhow::Error::from(closed).into()),
-        };
+        self.place()?.run(work).await
+    }
+}
+
+/// A place in the line for a core (`Passwords::place`), given back when
+/// its hash has run or when it is dropped unused.
+pub struct Place<'a> {
+    permit: OwnedSemaphorePermit,
+    passwords: &'a Passwords,
+}
+
+impl Place<'_> {
+    /// Checks `password` against `hash`, or against the decoy when there is
+    /// no user, returning false in that case whatever the password.
+    pub async fn verify(self, password: &str, hash: Option<&str>) -> Result<bool, HashError> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(&self.passwords.decoy).to_owned();
+        let password = password.to_owned();
+        let matches = self
+            .run(move || verify_blocking(&password, &hash))
+            .await??;
+        Ok(known && matches)
+    }
+
+    /// Runs `work` on the blocking pool once a core is free. The turn goes
+    /// with the work, not with the caller: a request dropped while its hash
+    /// runs (its client gone, as a flood of logins that hang up at once
+    /// would do) must not free the turn for another hash beside it. One
+    /// dropped while it waits leaves the line.
+    async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let place = self.permit;
         let turn = self
+            .passwords
             .running
             .clone()
             .acquire_owned()

@@ -2,9 +2,11 @@
 //! `Email` knows it is well-formed and normalised; nothing deeper re-checks it.
 
 mod email;
+mod invitation;
 mod text;
 
 pub use email::Email;
+pub use invitation::InvitationCode;
 pub use text::{ChatName, ClientId, Content, Password, SearchQuery, UserName};
 
 /// Input that does not fit a domain type. The message is shown to users.

@@ -1,8 +1,9 @@
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::multipart::Multipart;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use natter_shared::User;
@@ -66,12 +67,16 @@ pub async fn sign_up(
         }
         None => None,
     };
+    let password_hash = state.passwords.hash(&password).await?;
+    // After the hash, not before: a guess at the code costs a core's turn,
+    // so guessing is held to what the cores can hash. And before saying
+    // whether the email is taken: that is for those invited to learn.
+    check_invitation(&state, form.fields.invitation_code.as_deref())?;
     if state.store.user_by_email(email.as_str()).await?.is_some() {
         return Err(ApiError::Conflict(
             "an account with this email already exists".into(),
         ));
     }
-    let password_hash = state.passwords.hash(&password).await?;
 
     let new_user = NewUser {
         id: uuid::Uuid::now_v7().to_string(),
@@ -84,6 +89,23 @@ pub async fn sign_up(
     tracing::info!(user = %user.id, "new account");
     let token = state.tokens.issue(&user.id)?;
     Ok((StatusCode::CREATED, Json(AuthResponse { user, token })))
+}
+
+/// Refuses a sign-up without the server's invitation code, when it asks
+/// for one.
+fn check_invitation(state: &AppState, given: Option<&str>) -> Result<(), ApiError> {
+    let Some(code) = &state.settings.invitation_code else {
+        return Ok(());
+    };
+    match given.map(str::trim).filter(|given| !given.is_empty()) {
+        None => Err(ApiError::forbidden(
+            "this server asks for an invitation code to sign up: ask whoever runs it for one",
+        )),
+        Some(given) if !code.is(given) => Err(ApiError::forbidden(
+            "that invitation code is not this server's: check it with whoever gave it to you",
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Reads a sign-up's form, multipart or JSON.
@@ -169,6 +191,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<SignUpForm, ApiError
         name: String::new(),
         email: String::new(),
         password: String::new(),
+        invitation_code: None,
     };
     let mut pic = None;
     while let Some(field) = multipart.next_field().await? {
@@ -176,6 +199,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<SignUpForm, ApiError
             "name" => fields.name = field.text().await?,
             "email" => fields.email = field.text().await?,
             "password" => fields.password = field.text().await?,
+            "invitationCode" => fields.invitation_code = Some(field.text().await?),
             "pic" => {
                 let bytes = field.bytes().await?;
                 // A form with no file chosen sends an empty part: no picture.
@@ -190,23 +214,51 @@ async fn read_multipart(mut multipart: Multipart) -> Result<SignUpForm, ApiError
 }
 
 /// `POST /api/user/login`. Unknown email and wrong password get the same
-/// answer, in the same time.
+/// answer, in the same time. Past an email address's tries for the hour
+/// (`auth::throttle`), 429 with `Retry-After`, whatever the password.
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<LoginRequest>,
 ) -> Result<Json<AuthResponse>, ApiError> {
     let wrong = || ApiError::Unauthorized("wrong email or password".into());
-    let record = match Email::parse(&body.email) {
-        Ok(email) => state.store.user_by_email(email.as_str()).await?,
-        Err(_) => None,
+    let email = Email::parse(&body.email).ok();
+    let record = match &email {
+        Some(email) => state.store.user_by_email(email.as_str()).await?,
+        None => None,
     };
+    // A place to hash before a try is counted: a login refused for want of
+    // one (503) costs none of its address's tries and leaves nothing in
+    // their count. After the lookup: a slow database must not hold places
+    // meant for hashes.
+    let place = state.passwords.place()?;
+    if let Some(email) = &email {
+        state
+            .logins
+            .take(client.ip(), email)
+            .map_err(too_many_logins)?;
+    }
     let hash = record.as_ref().map(|record| record.password_hash.as_str());
-    if !state.passwords.verify(&body.password, hash).await? {
+    if !place.verify(&body.password, hash).await? {
         return Err(wrong());
     }
     let user = record.ok_or_else(wrong)?.user;
     let token = state.tokens.issue(&user.id)?;
     Ok(Json(AuthResponse { user, token }))
+}
+
+/// The refusal of a login past its address's tries (`auth::throttle`).
+fn too_many_logins(wait: Duration) -> ApiError {
+    let seconds = crate::error::whole_seconds(wait);
+    let when = match seconds {
+        0..=1 => "1 second".to_owned(),
+        2..90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    };
+    ApiError::TooManyTries(
+        format!("too many logins with this email address: try again in {when}"),
+        wait,
+    )
 }
 
 /// `POST /api/user/token`: a new token for the caller's session. An app

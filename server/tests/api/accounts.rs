@@ -107,15 +107,20 @@ async fn past_a_full_line_for_hashing_a_login_is_told_to_try_again() {
     let app = spawn_app_with(|config| config.password_queue = 0).await;
     let user = app.sign_up("Dora").await;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let login = |password: &str| {
+    let login = |email: &str, password: &str| {
         app.http
             .post(app.url("/api/user/login"))
-            .json(&json!({"email": user.email, "password": password}))
+            .json(&json!({"email": email, "password": password}))
             .send()
     };
     let mut refused = None;
-    for _ in 0..20 {
-        let burst = (0..cores * 3 + 2).map(|_| login("not her password"));
+    for round in 0..20 {
+        // Each to an address of its own: one address's tries would run out
+        // (`NATTER_LOGINS_PER_HOUR`) before the line is seen full.
+        let emails: Vec<String> = (0..cores * 3 + 2)
+            .map(|n| format!("nobody-{round}-{n}@example.org"))
+            .collect();
+        let burst = emails.iter().map(|email| login(email, "a password"));
         for answer in futures_util::future::join_all(burst).await {
             let answer = answer.expect("request");
             if answer.status() != StatusCode::UNAUTHORIZED {
@@ -130,12 +135,146 @@ async fn past_a_full_line_for_hashing_a_login_is_told_to_try_again() {
     let error = assert_error(refused, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(error.contains("try again"), "{error}");
 
-    let answer = login(&user.password).await.expect("request");
+    let answer = login(&user.email, &user.password).await.expect("request");
     assert_eq!(
         answer.status(),
         StatusCode::OK,
         "taken once the line is gone"
     );
+}
+
+/// Past `NATTER_LOGINS_PER_HOUR` tries with one address (three here),
+/// right password or wrong, a login is refused with when to try again,
+/// its password unchecked; an address without an account is counted the
+/// same (else the refusal would tell which addresses have one), and other
+/// addresses are not held back.
+#[tokio::test]
+async fn past_an_addresss_logins_for_the_hour_one_is_told_when_to_try_again() {
+    let app = spawn_app_with(|config| {
+        config.logins_per_hour = std::num::NonZeroU32::new(3).expect("not zero");
+    })
+    .await;
+    let eve = app.sign_up("Eve").await;
+    let login = async |email: &str, password: &str| {
+        app.http
+            .post(app.url("/api/user/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("request")
+    };
+    assert_eq!(
+        login(&eve.email, "a guess").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&eve.email, "another guess").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&eve.email, &eve.password).await.status(),
+        StatusCode::OK
+    );
+    for password in ["a third guess", eve.password.as_str()] {
+        let refused = login(&eve.email.to_uppercase(), password).await;
+        let retry_after: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!(
+            (1150..=1200).contains(&retry_after),
+            "one try back every 20 minutes: {retry_after}"
+        );
+        let error = assert_error(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(error.contains("try again in 20 minutes"), "{error}");
+    }
+
+    for _ in 0..3 {
+        assert_eq!(
+            login("nobody@example.org", "a guess").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let unknown = login("nobody@example.org", "a guess").await;
+    assert_eq!(unknown.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let bob = app.sign_up("Bob").await;
+    assert_eq!(
+        login(&bob.email, &bob.password).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// On a server that asks for an invitation code, a sign-up without it or
+/// with another is refused, as JSON and as a form, before it is said
+/// whether the email is taken (that is for those invited to learn); with
+/// it, spaces around it aside, the account is made. Logins ask for none.
+#[tokio::test]
+async fn a_server_that_asks_for_an_invitation_code_takes_only_sign_ups_with_it() {
+    const CODE: &str = "0123456789abcdef-team";
+    let app = spawn_app_with(|config| {
+        config.invitation_code = Some(CODE.into());
+    })
+    .await;
+    let json_sign_up = async |email: &str, code: Option<&str>| {
+        let mut body = json!({"name": "Fay", "email": email, "password": "a long enough password"});
+        if let Some(code) = code {
+            body["invitationCode"] = json!(code);
+        }
+        let request = app.http.post(app.url("/api/user")).json(&body);
+        request.send().await.expect("request")
+    };
+    let refused = json_sign_up("fay@example.org", None).await;
+    let error = assert_error(refused, StatusCode::FORBIDDEN).await;
+    assert!(error.contains("asks for an invitation code"), "{error}");
+    let refused = json_sign_up("fay@example.org", Some("0123456789abcdef-tean")).await;
+    let error = assert_error(refused, StatusCode::FORBIDDEN).await;
+    assert!(error.contains("not this server's"), "{error}");
+    let form = |code: &str| {
+        sign_up_form("Gil", "gil@example.org", Some((AVATAR, "me.png")))
+            .text("invitationCode", code.to_owned())
+    };
+    let refused = app
+        .http
+        .post(app.url("/api/user"))
+        .multipart(form(""))
+        .send()
+        .await
+        .expect("request");
+    assert_error(refused, StatusCode::FORBIDDEN).await;
+    app.assert_no_account("fay@example.org").await;
+    app.assert_no_account("gil@example.org").await;
+
+    let made = json_sign_up("fay@example.org", Some(&format!(" {CODE} "))).await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made = app
+        .http
+        .post(app.url("/api/user"))
+        .multipart(form(CODE))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let body: Value = made.json().await.expect("json");
+    assert!(body["pic"].is_string(), "with its picture: {body}");
+
+    let taken = json_sign_up("fay@example.org", None).await;
+    assert_eq!(
+        taken.status(),
+        StatusCode::FORBIDDEN,
+        "not told the email is taken"
+    );
+    let taken = json_sign_up("fay@example.org", Some(CODE)).await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    let login = app
+        .http
+        .post(app.url("/api/user/login"))
+        .json(&json!({"email": "fay@example.org", "password": "a long enough password"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(login.status(), StatusCode::OK);
 }
 
 /// A sign-up whose form is slow to arrive holds a place while it is read

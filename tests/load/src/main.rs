@@ -54,6 +54,10 @@ struct Args {
     /// Users.
     #[arg(long, default_value_t = 100)]
     users: usize,
+    /// The server's invitation code, for one that asks for it
+    /// (`NATTER_INVITATION_CODE`) when the users sign up.
+    #[arg(long, env = "NATTER_INVITATION_CODE", hide_env_values = true)]
+    invitation_code: Option<String>,
     /// Sockets, spread over the users in turn (default: one per user), as a
     /// user with several devices would have.
     #[arg(long)]
@@ -194,6 +198,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         direct: args.direct,
         direct_step: args.direct_step,
         seed: args.seed,
+        invitation_code: args.invitation_code.as_deref(),
     }
     .crowd(&state)
     .await?;

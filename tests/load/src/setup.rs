@@ -73,6 +73,7 @@ pub struct Setup<'a> {
     pub direct: bool,
     pub direct_step: usize,
     pub seed: u64,
+    pub invitation_code: Option<&'a str>,
 }
 
 impl Setup<'_> {
@@ -181,6 +182,7 @@ impl Setup<'_> {
             name: format!("Load User {index}"),
             email: email.to_owned(),
             password: PASSWORD.to_owned(),
+            invitation_code: self.invitation_code.map(str::to_owned),
         };
         let response = http
             .post(format!("{}/api/user", self.server))

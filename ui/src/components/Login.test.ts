@@ -45,6 +45,24 @@ describe("Login", () => {
     await fireEvent.click(screen.getByText("Sign up"));
     await vi.waitFor(() => expect(signUp).toHaveBeenCalled());
     expect(signUp.mock.calls[0][3]).toBeNull();
+    expect(signUp.mock.calls[0][4]).toBeNull();
+  });
+  it("gives the invitation code typed, without the spaces around it, and none when blank", async () => {
+    render(Login, { serverUrl: "http://127.0.0.1:8080", limits, note: "", onsignedin: () => {} });
+    expect(document.querySelector("#invitation")).toBeNull();
+    await fireEvent.click(screen.getByText("Create an account"));
+    await fireEvent.input(document.querySelector("#name")!, { target: { value: "Ann" } });
+    await fireEvent.input(document.querySelector("#email")!, { target: { value: "ann@example.org" } });
+    await fireEvent.input(document.querySelector("#password")!, { target: { value: "correct horse" } });
+    await fireEvent.input(screen.getByLabelText("Invitation code (if you were given one)"), { target: { value: "  our-team-code \n" } });
+    await fireEvent.click(screen.getByText("Sign up"));
+    await vi.waitFor(() => expect(signUp).toHaveBeenCalled());
+    expect(signUp.mock.calls[0][4]).toBe("our-team-code");
+
+    await fireEvent.input(document.querySelector("#invitation")!, { target: { value: "   " } });
+    await fireEvent.click(screen.getByText("Sign up"));
+    await vi.waitFor(() => expect(signUp).toHaveBeenCalledTimes(2));
+    expect(signUp.mock.calls[1][4]).toBeNull();
   });
   it("counts a name in characters as the server does: emoji count once, and past the limit it says so", async () => {
     render(Login, { serverUrl: "http://127.0.0.1:8080", limits, note: "", onsignedin: () => {} });

@@ -47,9 +47,10 @@ export function errorText(err: unknown): string {
 export const backend = {
   startup: () => invoke<Startup>("startup"),
   setServerUrl: (url: string) => invoke<string>("set_server_url", { url }),
-  /** `pic`: the picture file's bytes (JSON carries them as numbers). */
-  signUp: (name: string, email: string, password: string, pic: Uint8Array | null) =>
-    invoke<User>("sign_up", { name, email, password, pic: pic ? Array.from(pic) : null }),
+  /** `pic`: the picture file's bytes (JSON carries them as numbers);
+   *  `invitationCode`: for a server that asks for one. */
+  signUp: (name: string, email: string, password: string, pic: Uint8Array | null, invitationCode: string | null) =>
+    invoke<User>("sign_up", { name, email, password, pic: pic ? Array.from(pic) : null, invitationCode }),
   login: (email: string, password: string) => invoke<User>("login", { email, password }),
   logout: () => invoke<void>("logout"),
   /** How many messages have not reached the server yet (a logout deletes them). */

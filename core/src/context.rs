@@ -169,8 +169,12 @@ impl Context {
             // marking may have run before this count. Looking again after
             // counting leaves no gap: an opening not seen here marks the
             // chat read after it.
+            // Marked read as opening marks it, telling `ChatRead`: the
+            // opening's own marking may have found nothing left to clear
+            // (this count not yet committed), and a notification shown for
+            // an earlier message would stay on screen.
             if self.view().is_looking_at(&message.chat_id) {
-                self.cache.mark_read(&message.chat_id).await?;
+                self.mark_read(&message.chat_id).await?;
                 unseen = false;
             }
         }

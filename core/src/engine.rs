@@ -684,12 +684,14 @@ impl Engine {
                 }
                 // Offline: what the cache has is what there is.
                 Err(CoreError::Unreachable { .. }) => {}
-                // The server failing for now (a proxy's 502 while it
-                // restarts, a 503 while its database is away): a chat
-                // being opened shows what the cache has rather than only
-                // the error; an older page says why it did not come.
-                Err(err @ CoreError::Server { status, .. })
-                    if status >= 500 && before.is_none() =>
+                // The server, or what stands in front of it, answering
+                // otherwise (a proxy's 502 while the server restarts, a
+                // 503 while its database is away, a captive portal's page,
+                // a firewall's 403): a chat being opened shows what the
+                // cache has rather than only the error; an older page says
+                // why it did not come. A 401 has ended the session.
+                Err(err @ (CoreError::Server { .. } | CoreError::Protocol(_)))
+                    if before.is_none() && !err.is_unauthorized() =>
                 {
                     failed = Some(err);
                 }

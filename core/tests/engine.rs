@@ -2605,8 +2605,9 @@ impl Drop for FaultyFront {
 }
 
 /// Opening a chat while the server fails for now (a proxy's 502 as it
-/// restarts) shows what the cache has, not only an error; an older page
-/// says why it did not come.
+/// restarts), or while something in front of it answers instead (a
+/// captive portal, a firewall), shows what the cache has, not only an
+/// error; an older page says why it did not come.
 #[tokio::test]
 async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
     // A group with history from before Ann: her cache starts at what
@@ -2635,16 +2636,23 @@ async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
     assert_eq!(cache.min_seq(&group.id).await.expect("seq"), Some(2));
     cache.close().await;
 
-    front.set(Cut::Failing(
-        format!("GET /api/message/{}", group.id).into_bytes(),
-    ));
-    let shown = ann_app
-        .engine
-        .history(&group.id, None)
-        .await
-        .expect("the cache, not the error");
-    let shown: Vec<&str> = shown.iter().map(|m| m.content.as_str()).collect();
-    assert_eq!(shown, ["one", "two"]);
+    let asking = format!("GET /api/message/{}", group.id).into_bytes();
+    // A captive portal's page and a firewall's 403 too (not the server's
+    // word: Ann is a member), as the 502 of a proxy whose server restarts.
+    for cut in [
+        Cut::Answering(asking.clone(), PORTAL_PAGE),
+        Cut::Answering(asking.clone(), NOT_A_MEMBER),
+        Cut::Failing(asking),
+    ] {
+        front.set(cut.clone());
+        let shown = ann_app
+            .engine
+            .history(&group.id, None)
+            .await
+            .unwrap_or_else(|err| panic!("the cache, not the error, with {cut:?}: {err}"));
+        let shown: Vec<&str> = shown.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(shown, ["one", "two"]);
+    }
     let older = ann_app.engine.history(&group.id, Some(2)).await;
     assert!(
         matches!(

@@ -102,7 +102,10 @@ fn delivering(c: &mut Criterion) {
     for members in [2usize, 10, 100] {
         let hub = Hub::new();
         let users: Vec<String> = (0..members).map(|i| format!("user-{i}")).collect();
-        let mut sockets: Vec<_> = users.iter().map(|user| hub.register(user, None)).collect();
+        let mut sockets: Vec<_> = users
+            .iter()
+            .map(|user| hub.register(user, None, usize::MAX).expect("room"))
+            .collect();
         group.throughput(Throughput::Elements(members as u64));
         group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
             b.iter(|| {

@@ -464,7 +464,7 @@ mod tests {
     async fn a_change_is_made_and_told_even_when_its_request_is_dropped() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (_app, state) = team(dir.path()).await;
-        let mut removed = state.hub.register("cid", None);
+        let mut removed = state.hub.register("cid", None, usize::MAX).expect("room");
         {
             let mut request = pin!(remove_member(&state, "ann", "g1", "cid"));
             let first_step = futures_util::poll!(request.as_mut());

@@ -212,6 +212,19 @@ pub struct Config {
     )]
     pub logins_per_hour: NonZeroU32,
 
+    /// How many sockets one user may hold open on this node (1 to 10000):
+    /// one per app running, so a few; past it an upgrade is answered 429.
+    /// Each socket is a task, a queue and a share of every frame for its
+    /// user (a typing signal, a message), so one account's many sockets
+    /// would cost every member of its chats.
+    #[arg(
+        long,
+        env = "NATTER_SOCKETS_PER_USER",
+        default_value_t = 20,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
+    )]
+    pub sockets_per_user: usize,
+
     /// How many sign-ups may be read and answered at once: each holds its
     /// form, a picture of up to 5 MiB, until it is answered. Past it, one
     /// is answered 503 at once, rather than the server's memory growing
@@ -345,6 +358,7 @@ mod tests {
             ["--ws-timeout-ms", "10"],
             ["--password-queue", "100001"],
             ["--logins-per-hour", "0"],
+            ["--sockets-per-user", "0"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");

@@ -128,6 +128,7 @@ impl Application {
             settings: Arc::new(Settings {
                 ws_ping_interval: config.ws_ping_interval(),
                 ws_timeout: config.ws_timeout(),
+                sockets_per_user: config.sockets_per_user,
                 invitation_code: config.invitation()?,
             }),
             chat_turns: Arc::new(ChatTurns::new()),

@@ -44,6 +44,8 @@ pub struct AppState {
 pub struct Settings {
     pub ws_ping_interval: Duration,
     pub ws_timeout: Duration,
+    /// How many sockets one user may hold open on this node.
+    pub sockets_per_user: usize,
     /// What a sign-up must give, when the server asks for one.
     pub invitation_code: Option<InvitationCode>,
 }

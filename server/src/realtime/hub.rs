@@ -50,8 +50,15 @@ impl Hub {
 
     /// Adds a socket of `user_id`; from here on it gets every frame sent
     /// to the user. `first` is queued before that (`ready`: a client waits
-    /// for it before anything else).
-    pub fn register(&self, user_id: &str, first: Option<Utf8Bytes>) -> Registration {
+    /// for it before anything else). `None` when the user has `most` open
+    /// here already (`NATTER_SOCKETS_PER_USER`): counted and added under
+    /// one lock, so that upgrades at once cannot all slip past the count.
+    pub fn register(
+        &self,
+        user_id: &str,
+        first: Option<Utf8Bytes>,
+        most: usize,
+    ) -> Option<Registration> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, frames) = mpsc::channel(SOCKET_QUEUE);
         if let Some(first) = first {
@@ -64,19 +71,27 @@ impl Hub {
             queue: queue.clone(),
             kick: kick.clone(),
         };
-        self.write()
-            .entry(user_id.to_owned())
-            .or_default()
-            .push(socket);
+        {
+            let mut sockets = self.write();
+            if sockets.get(user_id).map_or(0, Vec::len) >= most {
+                return None;
+            }
+            sockets.entry(user_id.to_owned()).or_default().push(socket);
+        }
         if self.is_closing() {
             kick.notify_one();
         }
-        Registration {
+        Some(Registration {
             id,
             frames,
             reply: queue,
             kick,
-        }
+        })
+    }
+
+    /// How many sockets `user_id` has open on this node.
+    pub fn sockets_of(&self, user_id: &str) -> usize {
+        self.read().get(user_id).map_or(0, Vec::len)
     }
 
     /// Forgets a socket.
@@ -186,9 +201,9 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_every_socket_of_the_named_users_only() {
         let hub = Hub::new();
-        let mut ann_laptop = hub.register("ann", None);
-        let mut ann_phone = hub.register("ann", None);
-        let mut bob = hub.register("bob", None);
+        let mut ann_laptop = hub.register("ann", None, usize::MAX).expect("room");
+        let mut ann_phone = hub.register("ann", None, usize::MAX).expect("room");
+        let mut bob = hub.register("bob", None, usize::MAX).expect("room");
         hub.deliver_text(["ann"], &encode(&typing("bob")));
         assert!(ann_laptop.frames.recv().await.is_some());
         assert!(ann_phone.frames.recv().await.is_some());
@@ -206,13 +221,31 @@ mod tests {
         assert_eq!(hub.connections(), 1);
     }
 
+    #[test]
+    fn a_user_has_at_most_so_many_sockets_and_a_place_comes_back_when_one_goes() {
+        let hub = Hub::new();
+        let first = hub.register("ann", None, 2).expect("room");
+        let _second = hub.register("ann", None, 2).expect("room");
+        assert!(hub.register("ann", None, 2).is_none(), "a third");
+        assert_eq!(hub.sockets_of("ann"), 2);
+        assert!(
+            hub.register("bob", None, 2).is_some(),
+            "each user counts alone"
+        );
+        hub.unregister("ann", first.id);
+        assert!(hub.register("ann", None, 2).is_some(), "its place again");
+        assert_eq!(hub.connections(), 3);
+    }
+
     #[tokio::test]
     async fn a_sockets_first_frame_comes_before_any_delivery() {
         let hub = Hub::new();
         let ready = encode(&ServerFrame::Ready {
             user_id: "ann".into(),
         });
-        let mut ann = hub.register("ann", Some(ready.clone()));
+        let mut ann = hub
+            .register("ann", Some(ready.clone()), usize::MAX)
+            .expect("room");
         let typing = encode(&typing("bob"));
         hub.deliver_text(["ann"], &typing);
         assert_eq!(ann.frames.recv().await, Some(ready));
@@ -222,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn a_socket_that_falls_behind_is_dropped() {
         let hub = Hub::new();
-        let slow = hub.register("ann", None);
+        let slow = hub.register("ann", None, usize::MAX).expect("room");
         let text = encode(&typing("bob"));
         for _ in 0..=SOCKET_QUEUE {
             hub.deliver_text(["ann"], &text);

@@ -50,6 +50,11 @@ pub async fn upgrade(
     } = caller;
     let ws =
         ws.map_err(|rejection| ApiError::Rejected(rejection.status(), rejection.body_text()))?;
+    // Counted again when the socket is added (`run`): upgrades at once
+    // may all pass here.
+    if state.hub.sockets_of(&user_id) >= state.settings.sockets_per_user {
+        return Err(too_many_sockets(&state));
+    }
     Ok(ws
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
@@ -102,9 +107,20 @@ async fn run(state: AppState, user_id: String, clock: Clock, socket: WebSocket) 
     let ready = ServerFrame::Ready {
         user_id: user_id.clone(),
     };
-    let registration = state.hub.register(&user_id, Some(encode(&ready)));
+    let most = state.settings.sockets_per_user;
+    let (mut sink, stream) = socket.split();
+    let Some(registration) = state.hub.register(&user_id, Some(encode(&ready)), most) else {
+        // A close reason has at most 123 bytes: the short of the 429's.
+        close(
+            &mut sink,
+            1013,
+            "too many connections for this account: try again later",
+        )
+        .await;
+        tracing::debug!(user = %user_id, "socket refused: the user has as many open as they may");
+        return;
+    };
     let id = registration.id;
-    let (sink, stream) = socket.split();
     if !state.events.ready_for_sockets() {
         close_unready(&state, &user_id, id, sink).await;
         return;
@@ -126,6 +142,21 @@ async fn run(state: AppState, user_id: String, clock: Clock, socket: WebSocket) 
 
 /// Closes a socket that cannot get every event yet (the broker is down):
 /// 1013, try again later.
+/// The refusal of a socket past the user's (`NATTER_SOCKETS_PER_USER`):
+/// come back once one of the others has gone (a dead one goes within
+/// `NATTER_WS_TIMEOUT_MS` and a ping).
+fn too_many_sockets(state: &AppState) -> ApiError {
+    let settings = &state.settings;
+    ApiError::TooManyTries(
+        format!(
+            "this account has {} connections open to this server, as many as it may: \
+             close Natter on another computer, or try again in a minute",
+            settings.sockets_per_user
+        ),
+        settings.ws_timeout + settings.ws_ping_interval,
+    )
+}
+
 async fn close_unready(
     state: &AppState,
     user_id: &str,

@@ -416,3 +416,71 @@ async fn closed_for_good(app: &TestApp, socket: &mut TestSocket, token: &str, re
     let again = format!("ws://{}/ws?token={token}", app.addr);
     assert_eq!(handshake_status(again).await, 401);
 }
+
+/// How an attempt to open a socket ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Opened {
+    /// Open, and `ready` came.
+    Ready,
+    /// Refused at the upgrade, with this status.
+    Refused(u16),
+    /// Upgraded, then closed with this code before `ready`.
+    Closed(u16),
+}
+
+/// Tries to open a socket for `user`: how it ended, and the socket when
+/// it is open.
+async fn try_socket(app: &TestApp, user: &TestUser) -> (Opened, Option<TestSocket>) {
+    let url = format!("ws://{}/ws?token={}", app.addr, user.token);
+    let ws = match tokio_tungstenite::connect_async(url).await {
+        Ok((ws, _)) => ws,
+        Err(WsError::Http(response)) => return (Opened::Refused(response.status().as_u16()), None),
+        Err(other) => panic!("unexpected handshake failure: {other}"),
+    };
+    let mut socket = TestSocket { ws };
+    match socket.ws.next().await {
+        Some(Ok(WsMessage::Text(_))) => (Opened::Ready, Some(socket)),
+        Some(Ok(WsMessage::Close(Some(frame)))) => (Opened::Closed(frame.code.into()), None),
+        other => panic!("neither ready nor a close: {other:?}"),
+    }
+}
+
+/// A user holds at most `NATTER_SOCKETS_PER_USER` sockets on a node (two
+/// here): another is answered 429 at the upgrade, saying why, or, when
+/// upgrades at once all passed that count, closed 1013 right after; once
+/// one goes, its place is free again, for one of several trying at once.
+#[tokio::test]
+async fn a_user_holds_at_most_so_many_sockets_open() {
+    let app = spawn_app_with(|config| config.sockets_per_user = 2).await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let first = app.socket(&ann).await;
+    let _second = app.socket(&ann).await;
+    let url = format!("ws://{}/ws?token={}", app.addr, ann.token);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429);
+            let body =
+                String::from_utf8(response.body().clone().unwrap_or_default()).expect("utf-8");
+            assert!(body.contains("as many as it may"), "{body}");
+        }
+        other => panic!("a third socket was not refused: {other:?}"),
+    }
+    let _bob = app.socket(&bob).await;
+
+    drop(first);
+    app.wait_for_connections(2).await;
+    let (attempts, _open): (Vec<Opened>, Vec<Option<TestSocket>>) =
+        futures_util::future::join_all((0..6).map(|_| try_socket(&app, &ann)))
+            .await
+            .into_iter()
+            .unzip();
+    let opened = attempts.iter().filter(|&&attempt| attempt == Opened::Ready);
+    assert_eq!(opened.count(), 1, "{attempts:?}");
+    let refused = [Opened::Ready, Opened::Refused(429), Opened::Closed(1013)];
+    assert!(
+        attempts.iter().all(|attempt| refused.contains(attempt)),
+        "{attempts:?}"
+    );
+    app.wait_for_connections(3).await;
+}

@@ -684,17 +684,18 @@ impl Engine {
                 }
                 // Offline: what the cache has is what there is.
                 Err(CoreError::Unreachable { .. }) => {}
-                // The server, or what stands in front of it, answering
-                // otherwise (a proxy's 502 while the server restarts, a
-                // 503 while its database is away, a captive portal's page,
-                // a firewall's 403): a chat being opened shows what the
-                // cache has rather than only the error; an older page says
-                // why it did not come. A 401 has ended the session.
-                Err(err @ (CoreError::Server { .. } | CoreError::Protocol(_)))
-                    if before.is_none() && !err.is_unauthorized() =>
+                // The server failing for now (a proxy's 502 while it
+                // restarts, a 503 while its database is away), or something
+                // in front of it answering in its place (a captive portal's
+                // page): a chat being opened shows what the cache has rather
+                // than only the error; an older page says why it did not
+                // come. A refusal (403, 404) is the server's word, and said.
+                Err(err @ CoreError::Server { status, .. })
+                    if status >= 500 && before.is_none() =>
                 {
                     failed = Some(err);
                 }
+                Err(err @ CoreError::Protocol(_)) if before.is_none() => failed = Some(err),
                 Err(err) => return Err(err),
             }
         }

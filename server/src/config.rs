@@ -1,7 +1,7 @@
 //! Typed configuration. Every setting is a `--flag` and a `NATTER_*` environment
 //! variable (flags win); `natter-server --help` lists them with their defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -212,6 +212,27 @@ pub struct Config {
     )]
     pub logins_per_hour: NonZeroU32,
 
+    /// Addresses of the reverse proxies in front of this node, comma
+    /// separated (e.g. `127.0.0.1` for a TLS proxy on the same machine):
+    /// a request from one of them is taken to come from the client that
+    /// `X-Forwarded-For` names (the last address in it that is not one of
+    /// these). Logins are counted per client; unset, every request behind
+    /// a proxy counts as the proxy's.
+    #[arg(long, env = "NATTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+
+    /// How many groups one user may make in an hour on this node, coming
+    /// back one at a time over the hour; past them 429. Each group is a
+    /// chat in every member's list, which the app reads whole at every
+    /// start: one user making them without end would swell everyone's.
+    #[arg(
+        long,
+        env = "NATTER_GROUPS_PER_HOUR",
+        default_value_t = NonZeroU32::new(60).expect("not zero"),
+        value_parser = clap::value_parser!(NonZeroU32)
+    )]
+    pub groups_per_hour: NonZeroU32,
+
     /// How many sockets one user may hold open on this node (1 to 10000):
     /// one per app running, so a few; past it an upgrade is answered 429.
     /// Each socket is a task, a queue and a share of every frame for its
@@ -359,6 +380,7 @@ mod tests {
             ["--password-queue", "100001"],
             ["--logins-per-hour", "0"],
             ["--sockets-per-user", "0"],
+            ["--groups-per-hour", "0"],
         ] {
             let parsed = Cli::try_parse_from(["natter-server", flag, value]);
             assert!(parsed.is_err(), "{flag} {value} was accepted");

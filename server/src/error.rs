@@ -113,6 +113,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `wait` as a person would say it: "1 second", "45 seconds", "20 minutes".
+pub fn in_words(wait: Duration) -> String {
+    let seconds = whole_seconds(wait);
+    match seconds {
+        0..=1 => "1 second".to_owned(),
+        2..90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
+}
+
 /// `wait` in whole seconds, rounded up and at least one: a client told to
 /// come back sooner than the time given would only be refused again.
 pub fn whole_seconds(wait: Duration) -> u64 {

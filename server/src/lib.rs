@@ -13,6 +13,7 @@
 //! - `http`: routes and handlers.
 //! - `sync`: locks that outlive a panic elsewhere.
 
+pub mod allowance;
 pub mod auth;
 pub mod blobs;
 pub mod broker;
@@ -31,12 +32,13 @@ pub mod store;
 mod sync;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::allowance::HourlyAllowance;
 use crate::auth::{
     EndedSessions, LoginThrottle, Passwords, Tokens, load_or_create_secret, sessions,
 };
@@ -124,10 +126,16 @@ impl Application {
             )),
             passwords: Arc::new(passwords),
             logins: Arc::new(LoginThrottle::new(config.logins_per_hour)),
+            groups_made: Arc::new(HourlyAllowance::new(config.groups_per_hour)),
             sign_up_forms: Arc::new(tokio::sync::Semaphore::new(config.sign_up_forms)),
             settings: Arc::new(Settings {
                 ws_ping_interval: config.ws_ping_interval(),
                 ws_timeout: config.ws_timeout(),
+                trusted_proxies: config
+                    .trusted_proxies
+                    .iter()
+                    .map(IpAddr::to_canonical)
+                    .collect(),
                 sockets_per_user: config.sockets_per_user,
                 invitation_code: config.invitation()?,
             }),

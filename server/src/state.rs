@@ -1,10 +1,12 @@
 //! What every request handler and socket shares.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::allowance::HourlyAllowance;
 use crate::auth::{LoginThrottle, Passwords, Tokens};
 use crate::blobs::BlobStore;
 use crate::chats::ChatTurns;
@@ -26,6 +28,8 @@ pub struct AppState {
     pub passwords: Arc<Passwords>,
     /// Each email address's logins left this hour (`NATTER_LOGINS_PER_HOUR`).
     pub logins: Arc<LoginThrottle>,
+    /// Each user's groups left to make this hour (`NATTER_GROUPS_PER_HOUR`).
+    pub groups_made: Arc<HourlyAllowance<String>>,
     /// A place for each sign-up being read or answered
     /// (`NATTER_SIGN_UP_FORMS`): each may hold a picture of up to 5 MiB.
     pub sign_up_forms: Arc<Semaphore>,
@@ -44,6 +48,8 @@ pub struct AppState {
 pub struct Settings {
     pub ws_ping_interval: Duration,
     pub ws_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client (`http::client`).
+    pub trusted_proxies: Vec<IpAddr>,
     /// How many sockets one user may hold open on this node.
     pub sockets_per_user: usize,
     /// What a sign-up must give, when the server asks for one.

@@ -16,74 +16,78 @@
 //! - per address from anywhere, `FROM_ANYWHERE` times that: what many
 //!   machines together may guess.
 //!
-//! Behind a load balancer every client has the balancer's address, so the
-//! first count is per address too. And each node counts its own: `n`
-//! nodes allow up to `n` times as many.
+//! Behind a proxy every client has the proxy's address, unless the proxy
+//! is named in `NATTER_TRUSTED_PROXIES` (`http::client`); then the first
+//! count is per address too. And each node counts its own: `n` nodes allow
+//! up to `n` times as many. Someone guessing from ten machines (or ten
+//! IPv6 /64s) can still keep an address's owner from logging in anew for
+//! the hour; the owner's devices already logged in carry on.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota};
-
+use crate::allowance::{Rate, Used};
 use crate::domain::Email;
+use crate::sync::lock;
 
 /// How many times one client's tries an address has from all clients.
 pub const FROM_ANYWHERE: NonZeroU32 = NonZeroU32::new(10).expect("not zero");
 
-/// How many logins between two sweeps of the counts whose tries are all
-/// back (and so need no entry). Entries are made only by logins that have
-/// a place to hash (`Passwords::place`), at most ~50 a second per core, and
-/// each is let go at the first sweep after its tries are all back (with
-/// the default 30 an hour, from four minutes after one try to an hour after
-/// thirty).
-const SWEEP_EVERY: u64 = 1024;
-
 pub struct LoginThrottle {
-    per_client: DefaultKeyedRateLimiter<(IpAddr, String)>,
-    per_address: DefaultKeyedRateLimiter<String>,
-    logins: AtomicU64,
+    per_client: Rate,
+    per_address: Rate,
+    /// Both counts under one lock: a login is checked against both before
+    /// either records it, so that one refused records nothing. Counts are
+    /// then made only by logins that are let through to a hash (they have
+    /// a place, `Passwords::place`: at most ~50 a second per core), however
+    /// fast refused ones come, from however many addresses.
+    used: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    per_client: Used<(IpAddr, String)>,
+    per_address: Used<String>,
 }
 
 impl LoginThrottle {
     pub fn new(per_hour: NonZeroU32) -> Self {
-        let from_anywhere = per_hour.saturating_mul(FROM_ANYWHERE);
         LoginThrottle {
-            per_client: DefaultKeyedRateLimiter::keyed(Quota::per_hour(per_hour)),
-            per_address: DefaultKeyedRateLimiter::keyed(Quota::per_hour(from_anywhere)),
-            logins: AtomicU64::new(0),
+            per_client: Rate::per_hour(per_hour),
+            per_address: Rate::per_hour(per_hour.saturating_mul(FROM_ANYWHERE)),
+            used: Mutex::new(Counts::default()),
         }
     }
 
     /// Takes one of `email`'s tries from `client`, or says how long until
     /// the next.
     pub fn take(&self, client: IpAddr, email: &Email) -> Result<(), Duration> {
-        if self.logins.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.sweep();
+        let now = Instant::now();
+        let client = (machine(client), email.as_str().to_owned());
+        let mut used = lock(&self.used);
+        let by_client = used.per_client.of(&client);
+        let by_anyone = used.per_address.of(&client.1);
+        let wait = self
+            .per_client
+            .wait(by_client, now)
+            .max(self.per_address.wait(by_anyone, now));
+        if let Some(wait) = wait {
+            return Err(wait);
         }
-        let email = email.as_str().to_owned();
-        let now = self.per_client.clock().now();
-        self.per_client
-            .check_key(&(machine(client), email.clone()))
-            .map_err(|not_until| not_until.wait_time_from(now))?;
-        self.per_address
-            .check_key(&email)
-            .map_err(|not_until| not_until.wait_time_from(now))
-    }
-
-    /// Lets go of the counts whose tries are all back.
-    fn sweep(&self) {
-        self.per_client.retain_recent();
-        self.per_client.shrink_to_fit();
-        self.per_address.retain_recent();
-        self.per_address.shrink_to_fit();
+        let address = client.1.clone();
+        used.per_client
+            .record(client, self.per_client.after_one(by_client, now), now);
+        used.per_address
+            .record(address, self.per_address.after_one(by_anyone, now), now);
+        Ok(())
     }
 
     #[cfg(test)]
     fn counts_kept(&self) -> usize {
-        self.per_client.len() + self.per_address.len()
+        let used = lock(&self.used);
+        used.per_client.kept() + used.per_address.kept()
     }
 }
 
@@ -148,6 +152,40 @@ mod tests {
     }
 
     #[test]
+    fn a_login_refused_records_nothing_and_costs_no_try() {
+        let throttle = LoginThrottle::new(NonZeroU32::new(1).expect("not zero"));
+        for client in 0..10 {
+            assert!(throttle.take(v4(client), &email("ann@example.org")).is_ok());
+        }
+        let kept = throttle.counts_kept();
+        for client in 10..200 {
+            assert!(
+                throttle
+                    .take(v4(client), &email("ann@example.org"))
+                    .is_err()
+            );
+        }
+        assert_eq!(
+            throttle.counts_kept(),
+            kept,
+            "no count for each machine refused"
+        );
+        // Ann's own machine, its one try used, is refused by its own count:
+        // that costs the address none of its tries from anywhere.
+        let ann = LoginThrottle::new(NonZeroU32::new(1).expect("not zero"));
+        assert!(ann.take(v4(1), &email("ann@example.org")).is_ok());
+        for _ in 0..50 {
+            assert!(ann.take(v4(1), &email("ann@example.org")).is_err());
+        }
+        for client in 2..11 {
+            assert!(
+                ann.take(v4(client), &email("ann@example.org")).is_ok(),
+                "the address still has its tries from other machines"
+            );
+        }
+    }
+
+    #[test]
     fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_client_its_ipv4_address() {
         let a: Ipv6Addr = "2001:db8:1:2::1".parse().expect("v6");
         let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().expect("v6");
@@ -157,21 +195,5 @@ mod tests {
         let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
         assert_eq!(machine(mapped), v4(7));
         assert_eq!(machine(v4(7)), v4(7));
-    }
-
-    #[test]
-    fn counts_whose_tries_are_back_are_let_go() {
-        // 3,600,000 an hour: a try is back a millisecond after it is taken,
-        // and its count indistinguishable from none a millisecond later.
-        let throttle = LoginThrottle::new(NonZeroU32::new(3_600_000).expect("not zero"));
-        for index in 0..SWEEP_EVERY - 1 {
-            let address = email(&format!("u{index}@example.org"));
-            assert!(throttle.take(v4(1), &address).is_ok());
-        }
-        assert_eq!(throttle.counts_kept(), 2 * (SWEEP_EVERY as usize - 1));
-        // At least 3 ms on from the last of them (a sleep is never shorter).
-        std::thread::sleep(Duration::from_millis(3));
-        assert!(throttle.take(v4(1), &email("last@example.org")).is_ok());
-        assert_eq!(throttle.counts_kept(), 2, "only the last login's counts");
     }
 }

@@ -55,13 +55,23 @@ pub async fn get_chat(
     Ok(Json(chats::chat_for_member(&state, &me, &chat_id).await?))
 }
 
-/// `POST /api/chat/group`: a new group with the caller as admin.
+/// `POST /api/chat/group`: a new group with the caller as admin; past the
+/// caller's groups for the hour (`NATTER_GROUPS_PER_HOUR`), 429.
 pub async fn create_group(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
     JsonBody(body): JsonBody<CreateGroupRequest>,
 ) -> Result<(StatusCode, Json<Chat>), ApiError> {
     let name = ChatName::parse(&body.name)?;
+    state.groups_made.take(me.clone()).map_err(|wait| {
+        ApiError::TooManyTries(
+            format!(
+                "you have made as many groups this hour as you may: try again in {}",
+                crate::error::in_words(wait)
+            ),
+            wait,
+        )
+    })?;
     let chat = chats::create_group(&state, &me, name, body.users).await?;
     Ok((StatusCode::CREATED, Json(chat)))
 }

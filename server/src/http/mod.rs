@@ -3,6 +3,7 @@
 //! answer JSON; every error goes through `ApiError`.
 
 mod chats;
+pub mod client;
 mod extract;
 mod health;
 mod messages;

@@ -1,9 +1,8 @@
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::multipart::Multipart;
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use natter_shared::User;
@@ -12,6 +11,7 @@ use natter_shared::limits::SEARCH_MAX_RESULTS;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::client::ClientAddr;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use crate::auth::{AuthSession, AuthUser};
 use crate::blobs::{self, ImageError};
@@ -67,15 +67,26 @@ pub async fn sign_up(
         }
         None => None,
     };
+    let taken = async || -> Result<(), ApiError> {
+        if state.store.user_by_email(email.as_str()).await?.is_some() {
+            return Err(ApiError::Conflict(
+                "an account with this email already exists".into(),
+            ));
+        }
+        Ok(())
+    };
+    let invited = state.settings.invitation_code.is_some();
+    if !invited {
+        taken().await?;
+    }
     let password_hash = state.passwords.hash(&password).await?;
-    // After the hash, not before: a guess at the code costs a core's turn,
-    // so guessing is held to what the cores can hash. And before saying
-    // whether the email is taken: that is for those invited to learn.
-    check_invitation(&state, form.fields.invitation_code.as_deref())?;
-    if state.store.user_by_email(email.as_str()).await?.is_some() {
-        return Err(ApiError::Conflict(
-            "an account with this email already exists".into(),
-        ));
+    if invited {
+        // After the hash, not before: a guess at the code costs a core's
+        // turn, so guessing is held to what the cores can hash. And before
+        // saying whether the email is taken: that is for those invited to
+        // learn.
+        check_invitation(&state, form.fields.invitation_code.as_deref())?;
+        taken().await?;
     }
 
     let new_user = NewUser {
@@ -218,7 +229,7 @@ async fn read_multipart(mut multipart: Multipart) -> Result<SignUpForm, ApiError
 /// (`auth::throttle`), 429 with `Retry-After`, whatever the password.
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     JsonBody(body): JsonBody<LoginRequest>,
 ) -> Result<Json<AuthResponse>, ApiError> {
     let wrong = || ApiError::Unauthorized("wrong email or password".into());
@@ -233,10 +244,7 @@ pub async fn login(
     // meant for hashes.
     let place = state.passwords.place()?;
     if let Some(email) = &email {
-        state
-            .logins
-            .take(client.ip(), email)
-            .map_err(too_many_logins)?;
+        state.logins.take(client, email).map_err(too_many_logins)?;
     }
     let hash = record.as_ref().map(|record| record.password_hash.as_str());
     if !place.verify(&body.password, hash).await? {
@@ -249,14 +257,11 @@ pub async fn login(
 
 /// The refusal of a login past its address's tries (`auth::throttle`).
 fn too_many_logins(wait: Duration) -> ApiError {
-    let seconds = crate::error::whole_seconds(wait);
-    let when = match seconds {
-        0..=1 => "1 second".to_owned(),
-        2..90 => format!("{seconds} seconds"),
-        _ => format!("{} minutes", seconds.div_ceil(60)),
-    };
     ApiError::TooManyTries(
-        format!("too many logins with this email address: try again in {when}"),
+        format!(
+            "too many logins with this email address: try again in {}",
+            crate::error::in_words(wait)
+        ),
         wait,
     )
 }

@@ -237,6 +237,31 @@ mod tests {
         assert_eq!(hub.connections(), 3);
     }
 
+    /// Registrations at once, as upgrades that all passed the count before
+    /// any was added: one place, one of them.
+    #[test]
+    fn registrations_at_once_take_one_place_once() {
+        let hub = Hub::new();
+        let start = std::sync::Barrier::new(8);
+        let added = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        hub.register("ann", None, 1)
+                            .map(|registration| registration.id)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .filter_map(|thread| thread.join().expect("no panic"))
+                .count()
+        });
+        assert_eq!(added, 1);
+        assert_eq!(hub.sockets_of("ann"), 1);
+    }
+
     #[tokio::test]
     async fn a_sockets_first_frame_comes_before_any_delivery() {
         let hub = Hub::new();

@@ -140,8 +140,6 @@ async fn run(state: AppState, user_id: String, clock: Clock, socket: WebSocket) 
     tracing::debug!(user = %user_id, socket = id, "socket closed");
 }
 
-/// Closes a socket that cannot get every event yet (the broker is down):
-/// 1013, try again later.
 /// The refusal of a socket past the user's (`NATTER_SOCKETS_PER_USER`):
 /// come back once one of the others has gone (a dead one goes within
 /// `NATTER_WS_TIMEOUT_MS` and a ping).
@@ -157,6 +155,8 @@ fn too_many_sockets(state: &AppState) -> ApiError {
     )
 }
 
+/// Closes a socket that cannot get every event yet (the broker is down):
+/// 1013, try again later.
 async fn close_unready(
     state: &AppState,
     user_id: &str,

@@ -277,6 +277,38 @@ async fn a_server_that_asks_for_an_invitation_code_takes_only_sign_ups_with_it()
     assert_eq!(login.status(), StatusCode::OK);
 }
 
+/// Behind a proxy the server trusts (`NATTER_TRUSTED_PROXIES`, here the
+/// test itself at 127.0.0.1), logins are counted per client it names in
+/// `X-Forwarded-For`: one client's tries used up leave another's.
+#[tokio::test]
+async fn behind_a_trusted_proxy_logins_are_counted_per_client() {
+    let app = spawn_app_with(|config| {
+        config.logins_per_hour = std::num::NonZeroU32::new(1).expect("not zero");
+        config.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    })
+    .await;
+    let eve = app.sign_up("Eve").await;
+    let login = async |client: &str| {
+        app.http
+            .post(app.url("/api/user/login"))
+            .header("x-forwarded-for", client)
+            .json(&json!({"email": eve.email, "password": "a guess"}))
+            .send()
+            .await
+            .expect("request")
+            .status()
+    };
+    assert_eq!(login("192.0.2.1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login("192.0.2.1").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login("192.0.2.2").await, StatusCode::UNAUTHORIZED);
+    // What a client writes itself, left of what the proxy appended, counts
+    // for nothing.
+    assert_eq!(
+        login("192.0.2.3, 192.0.2.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
 /// A sign-up whose form is slow to arrive holds a place while it is read
 /// (`NATTER_SIGN_UP_FORMS`, one here): another is answered 503 at once
 /// rather than read too; once the slow one's client hangs up, its place

@@ -2,7 +2,7 @@ use natter_shared::{Chat, ServerFrame};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_error, spawn_app};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_pair_has_exactly_one_direct_chat_from_either_side() {
@@ -62,6 +62,43 @@ async fn groups_need_existing_members() {
     );
     let chats = app.chats(&ann).await;
     assert!(chats.is_empty(), "no group made: {chats:?}");
+}
+
+/// Past `NATTER_GROUPS_PER_HOUR` groups (two here), a user is told when
+/// they may make the next, and no group is made; another user is not held
+/// back.
+#[tokio::test]
+async fn past_a_users_groups_for_the_hour_one_is_told_when_to_make_the_next() {
+    let app = spawn_app_with(|config| {
+        config.groups_per_hour = std::num::NonZeroU32::new(2).expect("not zero");
+    })
+    .await;
+    let ann = app.sign_up("Ann").await;
+    let bob = app.sign_up("Bob").await;
+    let cid = app.sign_up("Cid").await;
+    for name in ["One", "Two"] {
+        app.create_group(&ann, name, &[&bob, &cid]).await;
+    }
+    let refused = app
+        .post(
+            &ann,
+            "/api/chat/group",
+            json!({"name": "Three", "users": [bob.id, cid.id]}),
+        )
+        .await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(
+        (1750..=1800).contains(&retry_after),
+        "one back every 30 minutes: {retry_after}"
+    );
+    let error = assert_error(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(error.contains("try again in 30 minutes"), "{error}");
+    assert_eq!(app.chats(&ann).await.len(), 2, "no third group");
+    app.create_group(&bob, "Bob's", &[&ann]).await;
 }
 
 #[tokio::test]

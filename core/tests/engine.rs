@@ -2652,6 +2652,22 @@ async fn opening_a_chat_while_the_server_fails_shows_the_cache() {
         let shown: Vec<&str> = shown.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(shown, ["one", "two"]);
     }
+    // A refusal is the server's word, said whatever the cache holds.
+    front.set(Cut::Answering(
+        format!("GET /api/message/{}", group.id).into_bytes(),
+        NOT_A_MEMBER,
+    ));
+    let refused = ann_app.engine.history(&group.id, None).await;
+    assert!(
+        matches!(
+            refused,
+            Err(natter_core::CoreError::Server { status: 403, .. })
+        ),
+        "{refused:?}"
+    );
+    front.set(Cut::Failing(
+        format!("GET /api/message/{}", group.id).into_bytes(),
+    ));
     let older = ann_app.engine.history(&group.id, Some(2)).await;
     assert!(
         matches!(

@@ -18,7 +18,7 @@ use crate::sync::lock;
 
 /// How many takes between two sweeps of the keys whose allowance is all
 /// back: each is let go at the first sweep after that.
-const SWEEP_EVERY: u64 = 1024;
+const SWEEP_EVERY: usize = 1024;
 
 /// A rate: `burst` at once, then one every `every`.
 #[derive(Debug, Clone, Copy)]
@@ -52,14 +52,15 @@ impl Rate {
 /// Keys and when each one's use is all back, swept now and then.
 pub struct Used<K> {
     back: HashMap<K, Instant>,
-    takes: u64,
+    /// Records since the last sweep.
+    records: usize,
 }
 
 impl<K: Hash + Eq> Default for Used<K> {
     fn default() -> Self {
         Used {
             back: HashMap::new(),
-            takes: 0,
+            records: 0,
         }
     }
 }
@@ -71,12 +72,18 @@ impl<K: Hash + Eq> Used<K> {
     }
 
     /// Records that `key`'s use is all back at `back`, and now and then
-    /// lets go of the keys whose use is back by `now`.
+    /// lets go of the keys whose use is back by `now`. A sweep walks the
+    /// whole map, so it comes after as many records as the map holds
+    /// (`SWEEP_EVERY` at the least): its cost per record stays the same
+    /// however big the map grows.
     pub fn record(&mut self, key: K, back: Instant, now: Instant) {
-        self.takes += 1;
-        if self.takes.is_multiple_of(SWEEP_EVERY) {
+        self.records += 1;
+        if self.records >= SWEEP_EVERY.max(self.back.len()) {
+            self.records = 0;
             self.back.retain(|_, back| *back > now);
-            self.back.shrink_to_fit();
+            if self.back.len() < self.back.capacity() / 4 {
+                self.back.shrink_to_fit();
+            }
         }
         self.back.insert(key, back);
     }
@@ -148,26 +155,20 @@ mod tests {
         back = Some(rate.after_one(back, start + twenty));
         assert_eq!(rate.wait(back, start + twenty), Some(twenty));
         assert_eq!(rate.wait(back, start + 3 * twenty), None);
-        assert_eq!(
-            rate.wait(back, start + 4 * twenty),
-            None,
-            "all three back: as a new key"
-        );
     }
 
     #[test]
     fn keys_whose_use_is_all_back_are_let_go() {
         let mut used = Used::default();
         let now = Instant::now();
-        for key in 0..SWEEP_EVERY - 1 {
+        used.record(0, now + Duration::from_secs(10), now);
+        for key in 1..SWEEP_EVERY - 1 {
             used.record(key, now + Duration::from_secs(1), now);
         }
-        assert_eq!(used.kept(), SWEEP_EVERY as usize - 1);
-        used.record(
-            SWEEP_EVERY,
-            now + Duration::from_secs(3),
-            now + Duration::from_secs(2),
-        );
-        assert_eq!(used.kept(), 1, "only the last one's");
+        assert_eq!(used.kept(), SWEEP_EVERY - 1);
+        let later = now + Duration::from_secs(2);
+        used.record(SWEEP_EVERY, now + Duration::from_secs(3), later);
+        assert_eq!(used.kept(), 2, "the one not yet back, and the last one");
+        assert!(used.of(&0).is_some());
     }
 }

@@ -241,6 +241,17 @@ pub async fn create_group(
     }
     let others: Vec<&str> = members.iter().map(String::as_str).collect();
     require_accounts(state, me, &others).await?;
+    // Once the group is known to be good: a refused one costs none of the
+    // caller's groups for the hour (a store failing for now still does).
+    state.groups_made.take(me.to_owned()).map_err(|wait| {
+        ApiError::TooManyTries(
+            format!(
+                "you have made as many groups this hour as you may: try again in {}",
+                crate::error::in_words(wait)
+            ),
+            wait,
+        )
+    })?;
     let (state, me) = (state.clone(), me.to_owned());
     state
         .unfinished

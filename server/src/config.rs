@@ -218,7 +218,12 @@ pub struct Config {
     /// `X-Forwarded-For` names (the last address in it that is not one of
     /// these). Logins are counted per client; unset, every request behind
     /// a proxy counts as the proxy's.
-    #[arg(long, env = "NATTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "NATTER_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = |address: &str| address.trim().parse::<IpAddr>()
+    )]
     pub trusted_proxies: Vec<IpAddr>,
 
     /// How many groups one user may make in an hour on this node, coming
@@ -408,6 +413,16 @@ mod tests {
                 .expect("good")
                 .is_some_and(|code| code.is("sixteen-chars-xy"))
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_list_of_addresses_spaces_aside() {
+        let cli = Cli::try_parse_from(["natter-server", "--trusted-proxies", "127.0.0.1, ::1"])
+            .expect("parsed");
+        let expected: Vec<std::net::IpAddr> =
+            vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+        assert_eq!(cli.config.trusted_proxies, expected);
+        assert!(Cli::try_parse_from(["natter-server", "--trusted-proxies", "proxy.lan"]).is_err());
     }
 
     #[test]

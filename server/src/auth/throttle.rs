@@ -16,9 +16,9 @@
 //! - per address from anywhere, `FROM_ANYWHERE` times that: what many
 //!   machines together may guess.
 //!
-//! Behind a proxy every client has the proxy's address, unless the proxy
-//! is named in `NATTER_TRUSTED_PROXIES` (`http::client`); then the first
-//! count is per address too. And each node counts its own: `n` nodes allow
+//! Behind a proxy every client has the proxy's address unless the proxy
+//! is named in `NATTER_TRUSTED_PROXIES` (`http::client`); otherwise the
+//! first count is per address too. And each node counts its own: `n` nodes allow
 //! up to `n` times as many. Someone guessing from ten machines (or ten
 //! IPv6 /64s) can still keep an address's owner from logging in anew for
 //! the hour; the owner's devices already logged in carry on.

@@ -63,15 +63,6 @@ pub async fn create_group(
     JsonBody(body): JsonBody<CreateGroupRequest>,
 ) -> Result<(StatusCode, Json<Chat>), ApiError> {
     let name = ChatName::parse(&body.name)?;
-    state.groups_made.take(me.clone()).map_err(|wait| {
-        ApiError::TooManyTries(
-            format!(
-                "you have made as many groups this hour as you may: try again in {}",
-                crate::error::in_words(wait)
-            ),
-            wait,
-        )
-    })?;
     let chat = chats::create_group(&state, &me, name, body.users).await?;
     Ok((StatusCode::CREATED, Json(chat)))
 }

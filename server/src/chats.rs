@@ -244,13 +244,7 @@ pub async fn create_group(
     // Once the group is known to be good: a refused one costs none of the
     // caller's groups for the hour (a store failing for now still does).
     state.groups_made.take(me.to_owned()).map_err(|wait| {
-        ApiError::TooManyTries(
-            format!(
-                "you have made as many groups this hour as you may: try again in {}",
-                crate::error::in_words(wait)
-            ),
-            wait,
-        )
+        ApiError::too_many("you have made as many groups this hour as you may", wait)
     })?;
     let (state, me) = (state.clone(), me.to_owned());
     state

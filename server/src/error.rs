@@ -83,6 +83,12 @@ impl ApiError {
     pub fn forbidden(reason: impl Into<String>) -> Self {
         ApiError::Forbidden(reason.into())
     }
+
+    /// 429 for `reason` (what was done too often), saying when to try
+    /// again: "…: try again in 20 minutes", with `Retry-After`.
+    pub fn too_many(reason: &str, wait: Duration) -> Self {
+        ApiError::TooManyTries(format!("{reason}: try again in {}", in_words(wait)), wait)
+    }
 }
 
 impl ApiError {

@@ -57,15 +57,9 @@ impl Passwords {
         Ok(self.on_a_core(move || hash_blocking(&password)).await??)
     }
 
-    /// Checks `password` against `hash`, or against the decoy when there is no
-    /// user, returning false in that case whatever the password.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, HashError> {
-        self.place()?.verify(password, hash).await
-    }
-
     /// A place in the line for a core, or `HashError::Busy` at once when
-    /// the line is full: for a caller that has more to decide before it
-    /// hashes (a login's tries are counted only once it has a place, so
+    /// the line is full; its `verify` checks a password. Taken apart from
+    /// the check for a caller that has more to decide before it hashes (a login's tries are counted only once it has a place, so
     /// that a flood refused for want of one leaves nothing behind).
     pub fn place(&self) -> Result<Place<'_>, HashError> {
         match self.places.clone().try_acquire_owned() {
@@ -352,23 +346,12 @@ mod tests {
         let hash = passwords.hash(&password).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
         assert!(!hash.contains("correct horse"));
-        assert!(
-            passwords
-                .verify("correct horse", Some(&hash))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !passwords
-                .verify("wrong horse", Some(&hash))
-                .await
-                .expect("verify")
-        );
-        assert!(
-            !passwords
-                .verify("correct horse", None)
-                .await
-                .expect("verify")
-        );
+        let verify = async |password: &str, hash: Option<&str>| {
+            let place = passwords.place().expect("a place");
+            place.verify(password, hash).await.expect("verify")
+        };
+        assert!(verify("correct horse", Some(&hash)).await);
+        assert!(!verify("wrong horse", Some(&hash)).await);
+        assert!(!verify("correct horse", None).await);
     }
 }

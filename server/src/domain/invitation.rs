@@ -11,7 +11,11 @@ pub const INVITATION_MIN_CHARS: usize = 16;
 /// (`NATTER_INVITATION_CODE`), for an operator who wants only the people
 /// they gave it to. Never shown: not in logs, not in `Debug`.
 #[derive(Clone)]
-pub struct InvitationCode(String);
+pub struct InvitationCode {
+    /// The code's SHA-256 digest: what every sign-up's code is compared
+    /// with, made once.
+    digest: [u8; 32],
+}
 
 impl InvitationCode {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
@@ -21,7 +25,9 @@ impl InvitationCode {
                  make one with `openssl rand -hex 16`"
             )));
         }
-        Ok(InvitationCode(raw.trim().to_owned()))
+        Ok(InvitationCode {
+            digest: Sha256::digest(raw.trim().as_bytes()).into(),
+        })
     }
 
     /// Whether `given` is this code (spaces around it aside, as it may be
@@ -29,8 +35,8 @@ impl InvitationCode {
     /// hold: timing tells nothing of how much of a guess was right, nor of
     /// how long the code is.
     pub fn is(&self, given: &str) -> bool {
-        let digest = |code: &str| Sha256::digest(code.as_bytes());
-        digest(&self.0).ct_eq(&digest(given.trim())).into()
+        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        self.digest.ct_eq(&given).into()
     }
 }
 

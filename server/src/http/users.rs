@@ -244,7 +244,10 @@ pub async fn login(
     // meant for hashes.
     let place = state.passwords.place()?;
     if let Some(email) = &email {
-        state.logins.take(client, email).map_err(too_many_logins)?;
+        state
+            .logins
+            .take(client, email)
+            .map_err(|wait| ApiError::too_many("too many logins with this email address", wait))?;
     }
     let hash = record.as_ref().map(|record| record.password_hash.as_str());
     if !place.verify(&body.password, hash).await? {
@@ -253,17 +256,6 @@ pub async fn login(
     let user = record.ok_or_else(wrong)?.user;
     let token = state.tokens.issue(&user.id)?;
     Ok(Json(AuthResponse { user, token }))
-}
-
-/// The refusal of a login past its address's tries (`auth::throttle`).
-fn too_many_logins(wait: Duration) -> ApiError {
-    ApiError::TooManyTries(
-        format!(
-            "too many logins with this email address: try again in {}",
-            crate::error::in_words(wait)
-        ),
-        wait,
-    )
 }
 
 /// `POST /api/user/token`: a new token for the caller's session. An app

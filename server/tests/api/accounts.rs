@@ -3,8 +3,8 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PATIENCE, assert_error, claims_of, renew, renewed, signed_token, spawn_app, spawn_app_with,
-    until_past, wait_until,
+    PATIENCE, assert_error, claims_of, renew, renewed, retry_after, signed_token, spawn_app,
+    spawn_app_with, until_past, wait_until,
 };
 
 const AVATAR: &[u8] = include_bytes!("fixtures/avatar.png");
@@ -75,13 +75,7 @@ async fn sign_up_as_json_without_a_picture_then_log_in() {
     let created: Value = response.json().await.expect("json");
     assert_eq!(created["pic"], Value::Null);
 
-    let response = app
-        .http
-        .post(app.url("/api/user/login"))
-        .json(&json!({"email": " BOB@example.org", "password": "hunter2hunter2"}))
-        .send()
-        .await
-        .expect("request");
+    let response = app.try_log_in(" BOB@example.org", "hunter2hunter2").await;
     assert_eq!(response.status(), StatusCode::OK);
     let logged_in: Value = response.json().await.expect("json");
     assert_eq!(logged_in["id"], created["id"]);
@@ -107,12 +101,6 @@ async fn past_a_full_line_for_hashing_a_login_is_told_to_try_again() {
     let app = spawn_app_with(|config| config.password_queue = 0).await;
     let user = app.sign_up("Dora").await;
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let login = |email: &str, password: &str| {
-        app.http
-            .post(app.url("/api/user/login"))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-    };
     let mut refused = None;
     for round in 0..20 {
         // Each to an address of its own: one address's tries would run out
@@ -120,9 +108,10 @@ async fn past_a_full_line_for_hashing_a_login_is_told_to_try_again() {
         let emails: Vec<String> = (0..cores * 3 + 2)
             .map(|n| format!("nobody-{round}-{n}@example.org"))
             .collect();
-        let burst = emails.iter().map(|email| login(email, "a password"));
+        let burst = emails
+            .iter()
+            .map(|email| app.try_log_in(email, "a password"));
         for answer in futures_util::future::join_all(burst).await {
-            let answer = answer.expect("request");
             if answer.status() != StatusCode::UNAUTHORIZED {
                 refused = Some(answer);
             }
@@ -135,7 +124,7 @@ async fn past_a_full_line_for_hashing_a_login_is_told_to_try_again() {
     let error = assert_error(refused, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(error.contains("try again"), "{error}");
 
-    let answer = login(&user.email, &user.password).await.expect("request");
+    let answer = app.try_log_in(&user.email, &user.password).await;
     assert_eq!(
         answer.status(),
         StatusCode::OK,
@@ -155,14 +144,7 @@ async fn past_an_addresss_logins_for_the_hour_one_is_told_when_to_try_again() {
     })
     .await;
     let eve = app.sign_up("Eve").await;
-    let login = async |email: &str, password: &str| {
-        app.http
-            .post(app.url("/api/user/login"))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .expect("request")
-    };
+    let login = async |email: &str, password: &str| app.try_log_in(email, password).await;
     assert_eq!(
         login(&eve.email, "a guess").await.status(),
         StatusCode::UNAUTHORIZED
@@ -177,11 +159,7 @@ async fn past_an_addresss_logins_for_the_hour_one_is_told_when_to_try_again() {
     );
     for password in ["a third guess", eve.password.as_str()] {
         let refused = login(&eve.email.to_uppercase(), password).await;
-        let retry_after: u64 = refused.headers()["retry-after"]
-            .to_str()
-            .expect("ascii")
-            .parse()
-            .expect("seconds");
+        let retry_after = retry_after(&refused);
         assert!(
             (1150..=1200).contains(&retry_after),
             "one try back every 20 minutes: {retry_after}"
@@ -268,12 +246,8 @@ async fn a_server_that_asks_for_an_invitation_code_takes_only_sign_ups_with_it()
     let taken = json_sign_up("fay@example.org", Some(CODE)).await;
     assert_eq!(taken.status(), StatusCode::CONFLICT);
     let login = app
-        .http
-        .post(app.url("/api/user/login"))
-        .json(&json!({"email": "fay@example.org", "password": "a long enough password"}))
-        .send()
-        .await
-        .expect("request");
+        .try_log_in("fay@example.org", "a long enough password")
+        .await;
     assert_eq!(login.status(), StatusCode::OK);
 }
 
@@ -368,13 +342,7 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
         ("nobody@example.org", user.password.as_str()),
         ("not an email", "whatever-password"),
     ] {
-        let response = app
-            .http
-            .post(app.url("/api/user/login"))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .expect("request");
+        let response = app.try_log_in(email, password).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         answers.push(response.text().await.expect("body"));
     }

@@ -2,7 +2,7 @@ use natter_shared::{Chat, ServerFrame};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
+use crate::helpers::{assert_error, retry_after, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_pair_has_exactly_one_direct_chat_from_either_side() {
@@ -86,11 +86,7 @@ async fn past_a_users_groups_for_the_hour_one_is_told_when_to_make_the_next() {
             json!({"name": "Three", "users": [bob.id, cid.id]}),
         )
         .await;
-    let retry_after: u64 = refused.headers()["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
+    let retry_after = retry_after(&refused);
     assert!(
         (1750..=1800).contains(&retry_after),
         "one back every 30 minutes: {retry_after}"

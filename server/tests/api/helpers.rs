@@ -302,15 +302,19 @@ impl TestApp {
         }
     }
 
-    /// Logs `user` in again (a new session, as on another device): its token.
-    pub async fn log_in(&self, user: &TestUser) -> String {
-        let response = self
-            .http
+    /// `POST /api/user/login` with `email` and `password`, as answered.
+    pub async fn try_log_in(&self, email: &str, password: &str) -> reqwest::Response {
+        self.http
             .post(self.url("/api/user/login"))
-            .json(&json!({"email": user.email, "password": user.password}))
+            .json(&json!({"email": email, "password": password}))
             .send()
             .await
-            .expect("request");
+            .expect("request")
+    }
+
+    /// Logs `user` in again (a new session, as on another device): its token.
+    pub async fn log_in(&self, user: &TestUser) -> String {
+        let response = self.try_log_in(&user.email, &user.password).await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.expect("json");
         body["token"].as_str().expect("token").to_owned()
@@ -461,13 +465,7 @@ impl TestApp {
     /// Asserts that no account with `email` was made: a login with the
     /// password `sign_up_with_pic` uses is refused.
     pub async fn assert_no_account(&self, email: &str) {
-        let login = self
-            .http
-            .post(self.url("/api/user/login"))
-            .json(&json!({"email": email, "password": "a long enough password"}))
-            .send()
-            .await
-            .expect("request");
+        let login = self.try_log_in(email, "a long enough password").await;
         assert_eq!(
             login.status(),
             StatusCode::UNAUTHORIZED,
@@ -500,6 +498,15 @@ impl TestApp {
         })
         .await;
     }
+}
+
+/// A 429's `Retry-After`, in seconds.
+pub fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds")
 }
 
 /// Polls `ready` until it holds; fails the test after `patience`.

@@ -415,6 +415,27 @@ mod tests {
         );
     }
 
+    /// Every setting an operator may use (all but the hidden, test-only
+    /// ones) has its row in the README's table.
+    #[test]
+    fn the_readme_lists_every_setting() {
+        let readme = include_str!("../../README.md");
+        let command = <Cli as clap::CommandFactory>::command();
+        let settings: Vec<String> = command
+            .get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .collect();
+        assert!(settings.len() > 30, "{settings:?}");
+        for env in settings {
+            assert!(
+                readme.contains(&format!("| `{env}` |")),
+                "{env} has no row in README.md"
+            );
+        }
+    }
+
     #[test]
     fn trusted_proxies_are_a_list_of_addresses_spaces_aside() {
         let cli = Cli::try_parse_from(["natter-server", "--trusted-proxies", "127.0.0.1, ::1"])

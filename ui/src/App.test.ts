@@ -131,6 +131,18 @@ describe("App", () => {
     expect(app.activeId).toBe(null);
   });
 
+  it("gives the keyboard back when a panel's back button closes it, as Escape does", async () => {
+    const app = signedIn();
+    await app.openChat("b");
+    app.panel = "search";
+    const { container } = render(App, { app });
+    const back = container.querySelector<HTMLButtonElement>(".side button.back")!;
+    back.focus();
+    await fireEvent.click(back);
+    expect(app.panel).toBe(null);
+    await vi.waitFor(() => expect(document.activeElement).toBe(container.querySelector(".composer textarea")));
+  });
+
   it("after Escape closes a panel with no chat open, the filter has the keyboard", async () => {
     const app = signedIn();
     app.panel = "newGroup";

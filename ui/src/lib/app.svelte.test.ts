@@ -599,4 +599,69 @@ describe("AppState", () => {
     await app.logout();
     expect(app.loginNote).toBe("");
   });
+
+  it("leaves out the messages of an older page an earlier opening asked for, which would leave a gap", async () => {
+    const app = appWithChats();
+    history.mockResolvedValueOnce(page(151, 200));
+    await app.openChat("a");
+    history.mockResolvedValueOnce(page(101, 150));
+    await app.loadOlder();
+    const stale = later<MessageView[]>();
+    history.mockReturnValueOnce(stale.promise);
+    const loading = app.loadOlder();
+    history.mockResolvedValueOnce(page(1, 5, "b"));
+    await app.openChat("b");
+    // Opened again: its page is on its way when the engine tells the first
+    // of the stale page's messages, and the rest after.
+    const newest = later<MessageView[]>();
+    history.mockReturnValueOnce(newest.promise);
+    const opening = app.openChat("a");
+    const told = page(51, 100);
+    for (const m of told.slice(0, 10)) app.handle({ type: "message", message: m });
+    newest.resolve(page(151, 200));
+    await opening;
+    for (const m of told.slice(10)) app.handle({ type: "message", message: m });
+    stale.resolve(told);
+    await loading;
+    expect(app.messages.map((m) => m.seq)).toEqual(page(151, 200).map((m) => m.seq));
+    history.mockResolvedValueOnce(page(101, 150));
+    await app.loadOlder();
+    expect(history).toHaveBeenLastCalledWith("a", 151);
+    expect(app.messages.map((m) => m.seq)).toEqual(page(101, 200).map((m) => m.seq));
+  });
+
+  it("takes an empty older page while online for the link dropping before its event, and asks again once it is back", async () => {
+    const app = appWithChats();
+    app.connection = "online";
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    // The engine answered from the cache: the server could not be reached.
+    history.mockResolvedValueOnce([]);
+    await app.loadOlder();
+    expect(app.hasOlder).toBe(true);
+    await app.loadOlder();
+    expect(history).toHaveBeenCalledTimes(2);
+    app.handle({ type: "connection", state: "offline" });
+    history.mockResolvedValueOnce(page(1, 50));
+    app.handle({ type: "connection", state: "online" });
+    await vi.waitFor(() => expect(app.messages.map((m) => m.seq)).toEqual(page(1, 60).map((m) => m.seq)));
+    expect(app.hasOlder).toBe(false);
+  });
+
+  it("shows no chat list of a session that ended, told or answered after the logout", async () => {
+    const app = appWithChats();
+    const answer = later<ChatList>();
+    chats.mockReturnValueOnce(answer.promise);
+    const loading = app.loadChats();
+    await app.logout();
+    app.handle({ type: "chats", chats: [chat("a", "A", day)], unreadTotal: 1, version: 20 });
+    answer.resolve({ chats: [chat("b", "B", day)], unreadTotal: 0, version: 21 });
+    await loading;
+    expect(app.chats).toEqual([]);
+    expect(app.unreadTotal).toBe(0);
+    // The next login's list shows.
+    chats.mockResolvedValueOnce({ chats: [chat("c", "C", day)], unreadTotal: 0, version: 22 });
+    await app.signedIn(bob);
+    expect(app.chats.map((c) => c.id)).toEqual(["c"]);
+  });
 });

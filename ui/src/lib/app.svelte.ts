@@ -129,7 +129,9 @@ export class AppState {
         break;
       case "chats": this.setChats(event); break;
       case "message":
-        if (event.message.chatId === this.activeId) this.show(merge(this.messages, [event.message]));
+        if (event.message.chatId === this.activeId && !this.belowView(event.message)) {
+          this.show(merge(this.messages, [event.message]));
+        }
         break;
       case "typing":
         this.typingTold += 1;
@@ -148,9 +150,21 @@ export class AppState {
     }
   }
 
-  /** Shows `list` unless a later reading is shown already. */
+  /** A message older than the oldest the open chat shows: the engine tells
+   *  each message of an older page it fetched, and that page may be an
+   *  earlier opening's. Merged, it would stand apart from the view, and the
+   *  next older page, asked for below it, would skip what lies between.
+   *  It comes with its page, if the view asks for it. */
+  private belowView(message: MessageView): boolean {
+    const oldest = oldestSeq(this.messages);
+    return this.historyLoaded && message.seq !== null && oldest !== null && message.seq < oldest;
+  }
+
+  /** Shows `list` unless a later reading is shown already, or the session
+   *  it was read in has ended (an event or answer on its way at a logout
+   *  would show the last account's chats at the next login). */
   private setChats(list: ChatList): void {
-    if (list.version < this.chatsVersion) return;
+    if (!this.me || list.version < this.chatsVersion) return;
     this.chatsVersion = list.version;
     this.chatsError = "";
     this.chats = list.chats;
@@ -178,7 +192,9 @@ export class AppState {
   }
 
   async loadChats(): Promise<void> {
-    this.setChats(await backend.chats());
+    const session = this.session;
+    const list = await backend.chats();
+    if (this.session === session) this.setChats(list);
   }
 
   /** Events were missed (the UI fell behind): the chat list and the open
@@ -341,8 +357,11 @@ export class AppState {
       await backend.setActiveChat(chatId);
       const page = await backend.history(chatId, null);
       if (this.opened !== opening) return;
-      // Events that came in while the page was on its way stay.
-      this.show(merge(page, this.messages));
+      // Events that came in while the page was on its way stay, but for
+      // older ones than it holds (`belowView`).
+      const from = oldestSeq(page);
+      const told = from === null ? this.messages : this.messages.filter((m) => m.seq === null || m.seq >= from);
+      this.show(merge(page, told));
       this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
       this.historyLoaded = true;
       this.unreadCount = unread;
@@ -389,16 +408,18 @@ export class AppState {
       // Another opening, or a view a resync started again: not this page's.
       // (The page's own messages may have come as events already.)
       if (this.opened !== opening || this.restarts !== restarts) return;
-      if (page.length === 0 && (offline || this.connection !== "online")) {
-        // Back online meanwhile: asked again at once (once this call is done).
-        if (this.connection === "online") queueMicrotask(() => void this.loadOlder());
+      if (page.length === 0) {
+        // Seqs start at 1: nothing before a later one is the cache running
+        // out (offline, or the link dropped while the page was asked for,
+        // before its event came), not the chat's start. Asked again once
+        // the link is next online; at once if it came back meanwhile.
+        if (offline && this.connection === "online") queueMicrotask(() => void this.loadOlder());
         else this.olderWhenOnline = true;
         return;
       }
       this.show(merge(this.messages, page));
       if (this.unreadFrom !== null) this.placeMarker();
-      const oldest = oldestSeq(this.messages) ?? 1;
-      this.hasOlder = page.length > 0 && oldest > 1;
+      this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
     } catch (err) {
       if (this.opened !== opening) return;
       // No retry loop: opening the chat again tries again.

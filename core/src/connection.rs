@@ -48,6 +48,26 @@ enum Ended {
     /// The link dropped after being online this long, or never came up
     /// (`attempt_after`).
     Dropped { online_for: Option<Duration> },
+    /// The server turned the socket away (429): the account has as many
+    /// open as it may. The next try waits at least `wait`, as it asked.
+    Crowded { wait: Option<Duration> },
+}
+
+/// The longest wait a server's `Retry-After` gets: past it the app tries
+/// anyway (a wrong or hostile header must not keep it away for days).
+const MOST_WAIT_ASKED: Duration = Duration::from_secs(300);
+
+/// What a refusal's `Retry-After` asks for, in seconds (the server's form;
+/// an HTTP date is left to the backoff), at most `MOST_WAIT_ASKED`.
+fn wait_asked(headers: &tungstenite::http::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(tungstenite::http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MOST_WAIT_ASKED))
 }
 
 /// How long a link must have been online for its drop to start the backoff
@@ -75,12 +95,22 @@ pub(crate) async fn run(
     // since the last one that came online, whose catch-ups may take every
     // chat failing for the server's trouble (`ALL_FAILING_TRIES`).
     let (mut attempt, mut since_online): (u32, u32) = (0, 0);
+    let mut crowded = false;
     loop {
-        ctx.set_state(ConnectionState::Connecting);
+        // Turned away before, the app says so until a link comes up, not
+        // "connecting" at every try.
+        if !crowded {
+            ctx.set_state(ConnectionState::Connecting);
+        }
         // The token as it is now: renewed meanwhile, the new one.
         let token = ctx.api.token().unwrap_or_default();
         let ended = connect_and_serve(&ctx, &token, &mut outgoing, since_online).await;
-        ctx.set_state(ConnectionState::Offline);
+        crowded = matches!(ended, Ended::Crowded { .. });
+        ctx.set_state(if crowded {
+            ConnectionState::Crowded
+        } else {
+            ConnectionState::Offline
+        });
         clear_typing(&ctx).await;
         // Which chats are behind is the next catch-up's to say.
         if ctx.clear_behind()
@@ -88,6 +118,7 @@ pub(crate) async fn run(
         {
             tracing::warn!(error = %err, "reading the chat list for the UI");
         }
+        let mut wait = None;
         match ended {
             Ended::Unauthorized(reason) => {
                 tracing::info!(%reason, "the server ended the session");
@@ -100,8 +131,18 @@ pub(crate) async fn run(
                     None => since_online.saturating_add(1),
                 };
             }
+            Ended::Crowded { wait: asked } => {
+                tracing::info!(
+                    ?asked,
+                    "the server turned the socket away: this account has as many open as it may"
+                );
+                wait = asked;
+            }
         }
-        let delay = ctx.backoff.delay(attempt, &mut rand::rng());
+        let delay = ctx
+            .backoff
+            .delay(attempt, &mut rand::rng())
+            .max(wait.unwrap_or_default());
         attempt = attempt.saturating_add(1);
         tracing::debug!(?delay, attempt, "reconnecting after a pause");
         // Frames written meanwhile are dropped: sends wait in the outbox,
@@ -147,6 +188,11 @@ async fn connect_and_serve(
         Ok((socket, _)) => socket,
         Err(tungstenite::Error::Http(response)) if response.status() == 401 => {
             return Ended::Unauthorized("the server no longer accepts this login".into());
+        }
+        Err(tungstenite::Error::Http(response)) if response.status() == 429 => {
+            return Ended::Crowded {
+                wait: wait_asked(response.headers()),
+            };
         }
         Err(err) => {
             tracing::debug!(error = %err, "cannot connect");
@@ -892,6 +938,26 @@ mod tests {
         assert_eq!(attempt_after(4, Some(Duration::from_secs(3600))), 0);
         assert_eq!(attempt_after(4, Some(Duration::from_millis(200))), 4);
         assert_eq!(attempt_after(4, None), 4);
+    }
+
+    /// A refusal's `Retry-After` in seconds is waited, up to five minutes;
+    /// a date or nonsense leaves the wait to the backoff.
+    #[test]
+    fn a_refusal_is_waited_out_as_asked_within_reason() {
+        let asked = |value: &str| {
+            let mut headers = tungstenite::http::HeaderMap::new();
+            if let Ok(value) = value.parse() {
+                headers.insert(tungstenite::http::header::RETRY_AFTER, value);
+            }
+            wait_asked(&headers)
+        };
+        assert_eq!(asked("80"), Some(Duration::from_secs(80)));
+        assert_eq!(asked(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(asked("86400"), Some(MOST_WAIT_ASKED));
+        assert_eq!(asked("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+        assert_eq!(asked("-3"), None);
+        assert_eq!(asked(""), None);
+        assert_eq!(wait_asked(&tungstenite::http::HeaderMap::new()), None);
     }
 
     /// A send goes unless the outbox made it already on this link, or its

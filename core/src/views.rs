@@ -150,6 +150,10 @@ pub enum ConnectionState {
     Connecting,
     /// Connected and caught up: what is shown is current.
     Online,
+    /// Turned away for now: this account has as many connections open to
+    /// the server as it allows (Natter open on other computers). Tried
+    /// again when the server says, until one of them closes.
+    Crowded,
 }
 
 /// A desktop notification to show: the shell decides how.

@@ -3325,6 +3325,68 @@ async fn the_session_token_is_renewed_before_it_expires() {
     );
 }
 
+/// A server that turns the socket away because the account has as many
+/// open as it may (429) gets the "crowded" state, not "connecting" at every
+/// try, and the next try waits as its `Retry-After` says; once the other
+/// computer's app closes, this one comes online.
+#[tokio::test]
+async fn an_account_with_as_many_sockets_as_it_may_says_so_and_waits_as_asked() {
+    let server = Server::spawn_with(|config| {
+        config.sockets_per_user = 1;
+        // A refusal asks for `ws_timeout + ws_ping`: 1.2 s, said as 2.
+        config.ws_timeout_ms = 1_000;
+        config.ws_ping_ms = 200;
+    })
+    .await;
+    let ann_app = app(&server).await;
+    sign_up(&ann_app, "Ann").await;
+    online(&ann_app).await;
+
+    let mut other_app = app(&server).await;
+    log_in(&other_app, "Ann").await;
+    let mut states = Vec::new();
+    states_until(&mut other_app, &mut states, ConnectionState::Crowded).await;
+    let refused = Instant::now();
+    assert_eq!(
+        other_app.engine.connection_state().await,
+        ConnectionState::Crowded
+    );
+
+    ann_app.engine.logout().await.expect("logged out");
+    states_until(&mut other_app, &mut states, ConnectionState::Online).await;
+    assert_eq!(
+        states,
+        [
+            ConnectionState::Connecting,
+            ConnectionState::Crowded,
+            ConnectionState::Online
+        ],
+        "crowded until the link came up"
+    );
+    // The app's own backoff here is 300 ms at the most.
+    assert!(
+        refused.elapsed() >= Duration::from_millis(900),
+        "the next try waited as the server asked, not {:?}",
+        refused.elapsed()
+    );
+}
+
+/// Adds the connection states `app` tells to `states` until it tells
+/// `last`, within `PATIENCE` in all.
+async fn states_until(app: &mut App, states: &mut Vec<ConnectionState>, last: ConnectionState) {
+    let told = tokio::time::timeout(PATIENCE, async {
+        while states.last() != Some(&last) {
+            match app.events.recv().await {
+                Ok(Event::Connection { state }) => states.push(state),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("engine gone"),
+            }
+        }
+    })
+    .await;
+    assert!(told.is_ok(), "no {last:?} in time; told {states:?}");
+}
+
 /// A socket upgrade that is never answered (a proxy that hangs) counts as
 /// a failed attempt after the connect timeout, and the next one is made:
 /// the app does not stay "connecting" for good.

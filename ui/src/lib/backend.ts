@@ -23,7 +23,9 @@ export interface ChatSummary {
  *  readings: a list lower than one already shown is older (events and
  *  answers to commands may overtake each other). */
 export interface ChatList { chats: ChatSummary[]; unreadTotal: number; version: number }
-export type ConnectionState = "offline" | "connecting" | "online";
+/** `crowded`: the server turned the app away, as this account has as many
+ *  connections open as it allows (Natter open on other computers). */
+export type ConnectionState = "offline" | "connecting" | "online" | "crowded";
 export interface Limits { contentMaxChars: number; nameMaxChars: number; passwordMinChars: number; chatNameMaxChars: number }
 /** `ended`: why the server ended the last session, when nobody has logged in since. */
 export interface Startup { serverUrl: string; me: User | null; ended: string | null; connection: ConnectionState; limits: Limits }

@@ -61,6 +61,9 @@ pub struct Inbox {
     /// Sends the server refused for now, and when each goes again: in the
     /// order they are due, since all wait the same.
     retries: VecDeque<(Instant, usize)>,
+    /// The socket was opened again after a drop: a live frame for a seq its
+    /// catch-up read has a cause.
+    came_back: bool,
     pub latencies: Latencies,
 }
 
@@ -108,6 +111,7 @@ impl Inbox {
             written: VecDeque::new(),
             refused: HashSet::new(),
             retries: VecDeque::new(),
+            came_back: false,
             latencies: Latencies::new(),
         }
     }
@@ -136,8 +140,8 @@ impl Inbox {
         };
         match (frame.kind.as_ref(), frame.message, frame.client_id) {
             ("message", Some(message), _) => match self.is_new(&message.chat_id, message.seq) {
-                Some(true) => self.deliver(&message.content),
-                Some(false) => {}
+                Some(true) => self.deliver(&message.content, message.seq),
+                Some(false) => self.seen_again(&message.content),
                 None if number_in(&message.content, self.run).is_some() => {
                     self.tally.misrouted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -157,7 +161,7 @@ impl Inbox {
                 }
                 Some(k) => {
                     self.refused.insert(k);
-                    self.tally.errors.fetch_add(1, Ordering::Relaxed);
+                    self.tally.failed();
                 }
                 None => {
                     self.tally.errors.fetch_add(1, Ordering::Relaxed);
@@ -176,22 +180,34 @@ impl Inbox {
         client_id.strip_prefix(&self.ack_prefix)?.parse().ok()
     }
 
-    /// Notes `seq` as seen in the chat; false (and counted as redelivered)
-    /// when it was seen already, `None` for a chat the user is not in.
+    /// Notes `seq` as seen in the chat; false when it was seen already,
+    /// `None` for a chat the user is not in.
     fn is_new(&mut self, chat_id: &str, seq: i64) -> Option<bool> {
         let seen = self.chats.iter_mut().find(|seen| seen.chat_id == chat_id)?;
         if seq <= seen.last {
-            self.tally.redelivered.fetch_add(1, Ordering::Relaxed);
             return Some(false);
         }
         seen.last = seq;
         Some(true)
     }
 
-    fn deliver(&mut self, content: &str) {
+    /// A frame for a seq this socket saw already: redelivered, and without
+    /// cause when the socket never came back (no catch-up read it) and its
+    /// message was never written again (no resend found it stored).
+    fn seen_again(&self, content: &str) {
+        self.tally.redelivered.fetch_add(1, Ordering::Relaxed);
+        let resent = number_in(content, self.run).is_some_and(|k| self.tally.was_resent(k));
+        if !self.came_back && !resent {
+            self.tally
+                .redelivered_without_cause
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn deliver(&mut self, content: &str, seq: i64) {
         match number_in(content, self.run) {
             Some(k) => {
-                if let Some(micros) = self.tally.delivered(k) {
+                if let Some(micros) = self.tally.delivered(k, seq) {
                     self.latencies
                         .push(u32::try_from(micros).unwrap_or(u32::MAX));
                 }
@@ -211,6 +227,7 @@ impl Inbox {
         server: &str,
         token: &str,
     ) -> anyhow::Result<()> {
+        self.came_back = true;
         for index in 0..self.chats.len() {
             loop {
                 let seen = &self.chats[index];
@@ -230,7 +247,7 @@ impl Inbox {
                     if number_in(&message.content, self.run).is_some() {
                         self.tally.caught_up.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.deliver(&message.content);
+                    self.deliver(&message.content, message.seq);
                 }
                 self.chats[index].last = last;
                 if page.len() < PAGE {
@@ -249,7 +266,10 @@ impl Inbox {
         self.written
             .iter()
             .filter(|(k, _)| !self.is_answered(*k))
-            .filter_map(|(_, frame)| resend(frame))
+            .filter_map(|(k, frame)| {
+                self.tally.mark_resent(*k);
+                resend(frame)
+            })
             .collect()
     }
 
@@ -272,6 +292,7 @@ impl Inbox {
             }
             let written = self.written.iter().find(|(written, _)| *written == k);
             if let Some(frame) = written.and_then(|(_, frame)| resend(frame)) {
+                self.tally.mark_resent(k);
                 due.push(frame);
             }
         }
@@ -331,6 +352,39 @@ mod tests {
         assert_eq!(tally.redelivered.load(Ordering::Relaxed), 2);
         assert_eq!(tally.duplicated(), 0);
         assert_eq!(inbox.chats[0].last, 4);
+        // This socket never came back and nothing was resent: neither copy
+        // had a cause.
+        assert_eq!(tally.redelivered_without_cause.load(Ordering::Relaxed), 2);
+    }
+
+    /// A seq seen again has a cause only on a socket that came back, or for
+    /// a message written again: a drop or resend elsewhere in the run does
+    /// not excuse it.
+    #[test]
+    fn a_seq_seen_again_has_a_cause_only_on_its_own_socket_or_message() {
+        let tally = Arc::new(Tally::new(2));
+        for k in 0..2 {
+            tally.sending(k, 2, Instant::now());
+            tally.acked(k);
+        }
+        let mut steady = Inbox::new(9, tally.clone(), &["c".to_owned()]);
+        let mut back = Inbox::new(9, tally.clone(), &["c".to_owned()]);
+        back.came_back = true;
+        for inbox in [&mut steady, &mut back] {
+            inbox.record(&message_frame("c", 1, 9, 0));
+            inbox.record(&message_frame("c", 2, 9, 1));
+        }
+        tally.mark_resent(1);
+        for inbox in [&mut steady, &mut back] {
+            inbox.record(&message_frame("c", 1, 9, 0));
+            inbox.record(&message_frame("c", 2, 9, 1));
+        }
+        assert_eq!(tally.redelivered.load(Ordering::Relaxed), 4);
+        assert_eq!(
+            tally.redelivered_without_cause.load(Ordering::Relaxed),
+            1,
+            "message 0 again on the socket that never dropped"
+        );
     }
 
     /// A message of the run delivered to a user not in its chat is not a

@@ -296,12 +296,23 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
             false => Ok(None),
         }
     };
-    let delivering = async {
-        let settled = answered && until(deadline, || tally.missing() == 0).await;
-        (settled, send_started.elapsed())
-    };
-    let (persisted_after, (settled, delivery_time)) = tokio::join!(committing, delivering);
+    let delivering = async { answered && until(deadline, || tally.missing() == 0).await };
+    let (persisted_after, settled) = tokio::join!(committing, delivering);
     let persisted_after = persisted_after?;
+    // Deliveries per second over the time until the last one came: a
+    // delivery waited for in vain is no delivery's time.
+    let delivery_time = tally
+        .last_delivery()
+        .map_or(send_time, |last| {
+            last.saturating_sub(send_started.saturating_duration_since(tally.start))
+        })
+        .max(Duration::from_millis(1));
+    // With the crowd still connected.
+    let pss_at_end: Vec<Option<u64>> = args
+        .server_pids
+        .iter()
+        .map(|&pid| memory::pss_kib(pid))
+        .collect();
     eprintln!();
     stop.send_replace(true);
     let mut latencies = histogram();
@@ -335,6 +346,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         settled,
         rss_before: &rss_before,
         rss_after: &rss_after,
+        pss_at_end: &pss_at_end,
         stored,
         cpu,
     }))
@@ -412,7 +424,7 @@ async fn send(
                     };
                     let frame = serde_json::to_string(&frame).unwrap_or_default().into();
                     if writers[user].try_send(Outgoing { k, frame }).is_err() {
-                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                        tally.failed();
                     }
                 }
                 Via::Http => {
@@ -427,9 +439,7 @@ async fn send(
                     tokio::spawn(async move {
                         match request.send().await {
                             Ok(response) if response.status().is_success() => tally.acked(k),
-                            _ => {
-                                tally.errors.fetch_add(1, Ordering::Relaxed);
-                            }
+                            _ => tally.failed(),
                         }
                         drop(permit);
                     });
@@ -619,6 +629,8 @@ struct SummaryInput<'a> {
     settled: bool,
     rss_before: &'a [Option<u64>],
     rss_after: &'a [Option<u64>],
+    /// Each server's PSS once the last delivery came, before the sockets close.
+    pss_at_end: &'a [Option<u64>],
     stored: Option<Stored>,
     /// Cores used while sending, after the warm-up (`cpu::cores_between`).
     cpu: serde_json::Value,
@@ -656,7 +668,7 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
                 "pid": pid,
                 "rssBeforeKiB": before,
                 "rssAfterKiB": after,
-                "pssAtEndKiB": memory::pss_kib(*pid),
+                "pssAtEndKiB": input.pss_at_end.get(index).copied().flatten(),
                 "socketsOnNode": on_node,
                 "bytesPerSocket": per_socket,
             })
@@ -667,10 +679,9 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
     let deliveries = tally.deliveries.load(Ordering::Relaxed);
     let drops = tally.drops.load(Ordering::Relaxed);
     let resent = tally.resent.load(Ordering::Relaxed);
-    // A socket sees a seq again only after it came back (its catch-up) or
-    // after a resend (the server delivers the stored copy again): any
-    // other is a delivery made twice.
-    let redelivered = tally.redelivered.load(Ordering::Relaxed);
+    // The schedule's sends the loop never got to (a server too slow to take
+    // HTTP requests holds it up): their latencies are in no figure.
+    let due = (args.rate.saturating_mul(args.duration) as usize).min(tally.capacity());
     let mut value = json!({
         "servers": args.servers,
         "users": crowd.users.len(),
@@ -685,6 +696,7 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
         "sent": sent,
         "sendSeconds": input.send_time.as_secs_f64(),
         "sentPerSecond": sent as f64 / input.send_time.as_secs_f64(),
+        "dueNotSent": (due as u64).saturating_sub(sent),
         "acked": acks,
         "unacked": sent.saturating_sub(acks),
         "doubleAcks": tally.double_acks(),
@@ -697,8 +709,11 @@ fn summary(input: SummaryInput<'_>) -> serde_json::Value {
         "reconnects": tally.reconnects.load(Ordering::Relaxed),
         "caughtUp": tally.caught_up.load(Ordering::Relaxed),
         "resent": resent,
-        "redelivered": redelivered,
-        "redeliveredWithoutCause": if drops == 0 && resent == 0 { redelivered } else { 0 },
+        "redelivered": tally.redelivered.load(Ordering::Relaxed),
+        // A socket sees a seq again only after it came back (its catch-up)
+        // or for a message written again (the server delivers the stored
+        // copy again): any other is a delivery made twice.
+        "redeliveredWithoutCause": tally.redelivered_without_cause.load(Ordering::Relaxed),
         "misrouted": tally.misrouted.load(Ordering::Relaxed),
         "lost": tally.missing(),
         "duplicated": tally.duplicated(),

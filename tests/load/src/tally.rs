@@ -3,7 +3,7 @@
 //! receives it counts it and records the latency. Lost and duplicated
 //! deliveries fall out of the counts at the end.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -13,10 +13,21 @@ pub struct Tally {
     /// Send time of message k, in µs since `start` (0: not sent).
     sent_at: Vec<AtomicU64>,
     expected: Vec<AtomicU32>,
+    /// Deliveries of message k, each under the seq it was first seen with
+    /// (`seq_of`): a socket counts a seq once (`inbox`), so at most one per
+    /// recipient socket, and lost ones are what falls short per message.
     delivered: Vec<AtomicU32>,
+    /// The seq message k was first delivered under (0: none yet).
+    seq_of: Vec<AtomicI64>,
     acked: Vec<AtomicU32>,
+    /// Message k was written again (its socket came back, or the server
+    /// refused it for now): the server then delivers its stored copy again.
+    resent_k: Vec<AtomicBool>,
     pub sent: AtomicU64,
+    /// Messages acked (once each, however many acks came: `double_acks`).
     pub acks: AtomicU64,
+    /// Messages that failed for good (refused, or never written).
+    pub failed: AtomicU64,
     pub errors: AtomicU64,
     /// Refusals of our socket sends the server said were for now (`retry`:
     /// it could not keep up, the send was not wrong); not errors, since
@@ -35,6 +46,14 @@ pub struct Tally {
     pub resent: AtomicU64,
     /// Message frames for a seq the socket had seen already (`inbox`).
     pub redelivered: AtomicU64,
+    /// Of those, the ones with no cause: their socket never came back and
+    /// their message was never written again.
+    pub redelivered_without_cause: AtomicU64,
+    /// Deliveries of a message under another seq than its first: stored
+    /// twice (or sequenced twice), whoever else missed it.
+    pub under_another_seq: AtomicU64,
+    /// When the last delivery came, in µs since `start`.
+    last_delivery: AtomicU64,
     /// This run's messages that reached a socket of a user not in their
     /// chat: not counted as deliveries, so that one sent to the wrong user
     /// does not stand in for one lost.
@@ -55,9 +74,12 @@ impl Tally {
             sent_at: zeros64(),
             expected: zeros32(),
             delivered: zeros32(),
+            seq_of: (0..capacity).map(|_| AtomicI64::new(0)).collect(),
             acked: zeros32(),
+            resent_k: (0..capacity).map(|_| AtomicBool::new(false)).collect(),
             sent: AtomicU64::new(0),
             acks: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             refused_for_now: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
@@ -67,6 +89,9 @@ impl Tally {
             caught_up: AtomicU64::new(0),
             resent: AtomicU64::new(0),
             redelivered: AtomicU64::new(0),
+            redelivered_without_cause: AtomicU64::new(0),
+            under_another_seq: AtomicU64::new(0),
+            last_delivery: AtomicU64::new(0),
             misrouted: AtomicU64::new(0),
         }
     }
@@ -89,10 +114,31 @@ impl Tally {
     }
 
     pub fn acked(&self, k: usize) {
-        if let Some(slot) = self.acked.get(k) {
-            slot.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.acked.get(k)
+            && slot.fetch_add(1, Ordering::Relaxed) == 0
+        {
             self.acks.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A send failed for good: refused, or never written (each is told
+    /// once). An error, and an answer: nothing more is waited for it.
+    pub fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Send `k` is about to be written again (counted in `resent` once it is).
+    pub fn mark_resent(&self, k: usize) {
+        if let Some(flag) = self.resent_k.get(k) {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn was_resent(&self, k: usize) -> bool {
+        self.resent_k
+            .get(k)
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
     pub fn is_acked(&self, k: usize) -> bool {
@@ -101,41 +147,63 @@ impl Tally {
             .is_some_and(|acks| acks.load(Ordering::Relaxed) > 0)
     }
 
-    /// A recipient received message `k`: its latency in µs, if it is ours.
-    pub fn delivered(&self, k: usize) -> Option<u64> {
-        self.delivered_at(k, Instant::now())
+    /// A recipient received message `k` under `seq`: its latency in µs, if
+    /// it is ours and a delivery (not a copy under another seq).
+    pub fn delivered(&self, k: usize, seq: i64) -> Option<u64> {
+        self.delivered_at(k, seq, Instant::now())
     }
 
-    fn delivered_at(&self, k: usize, now: Instant) -> Option<u64> {
+    fn delivered_at(&self, k: usize, seq: i64, now: Instant) -> Option<u64> {
         let sent_at = self.sent_at.get(k)?.load(Ordering::Acquire);
         if sent_at == 0 {
             return None;
+        }
+        match self.seq_of[k].compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {}
+            Err(first) if first == seq => {}
+            Err(_) => {
+                self.under_another_seq.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         }
         self.delivered[k].fetch_add(1, Ordering::Relaxed);
         self.deliveries.fetch_add(1, Ordering::Relaxed);
         let now = u64::try_from(now.saturating_duration_since(self.start).as_micros())
             .unwrap_or(u64::MAX);
+        self.last_delivery.fetch_max(now, Ordering::Relaxed);
         Some(now.saturating_sub(sent_at).max(1))
     }
 
-    /// Whether every message sent was answered (acked, or refused).
-    pub fn all_answered(&self) -> bool {
-        let sent = self.sent.load(Ordering::Relaxed);
-        self.acks.load(Ordering::Relaxed) + self.errors.load(Ordering::Relaxed) >= sent
+    /// When the last delivery came, since `start` (`None`: none came).
+    pub fn last_delivery(&self) -> Option<std::time::Duration> {
+        let micros = self.last_delivery.load(Ordering::Relaxed);
+        (micros > 0).then(|| std::time::Duration::from_micros(micros))
     }
 
-    /// Deliveries still missing for acked messages.
+    /// Whether every message sent was answered: acked, or failed for good.
+    /// Not by counting errors: a frame the tool cannot read, or an error
+    /// frame for no send of ours, answers none.
+    pub fn all_answered(&self) -> bool {
+        let sent = self.sent.load(Ordering::Relaxed);
+        self.acks.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed) >= sent
+    }
+
+    /// Deliveries still missing for acked messages, message by message: a
+    /// copy under another seq is no delivery, so it cannot stand in for one
+    /// a recipient missed.
     pub fn missing(&self) -> u64 {
         self.each_acked()
             .map(|(expected, delivered)| u64::from(expected.saturating_sub(delivered)))
             .sum()
     }
 
-    /// Deliveries beyond one per recipient.
+    /// Deliveries under a second seq, and any beyond one per recipient.
     pub fn duplicated(&self) -> u64 {
-        self.each_acked()
+        let beyond: u64 = self
+            .each_acked()
             .map(|(expected, delivered)| u64::from(delivered.saturating_sub(expected)))
-            .sum()
+            .sum();
+        beyond + self.under_another_seq.load(Ordering::Relaxed)
     }
 
     /// Messages acked more than once.
@@ -199,14 +267,49 @@ mod tests {
         tally.sending(1, 2, Instant::now());
         tally.acked(0);
         tally.acked(1);
-        assert!(tally.delivered(0).is_some());
-        assert!(tally.delivered(0).is_some());
-        assert!(tally.delivered(0).is_some());
-        assert!(tally.delivered(1).is_some());
-        assert!(tally.delivered(2).is_none(), "never sent");
+        assert!(tally.delivered(0, 1).is_some());
+        assert!(tally.delivered(0, 1).is_some());
+        assert!(tally.delivered(0, 1).is_some());
+        assert!(tally.delivered(1, 2).is_some());
+        assert!(tally.delivered(2, 3).is_none(), "never sent");
         assert_eq!(tally.missing(), 1);
         assert_eq!(tally.duplicated(), 1);
         assert_eq!(tally.double_acks(), 0);
+    }
+
+    /// One recipient gets a message twice, under two seqs, and the other
+    /// never: one lost and one duplicated, not two deliveries that add up.
+    #[test]
+    fn a_copy_under_another_seq_does_not_make_up_for_a_lost_delivery() {
+        let tally = Tally::new(1);
+        tally.sending(0, 2, Instant::now());
+        tally.acked(0);
+        assert!(tally.delivered(0, 5).is_some());
+        assert!(tally.delivered(0, 6).is_none(), "a copy, not a delivery");
+        assert_eq!(tally.missing(), 1);
+        assert_eq!(tally.duplicated(), 1);
+        assert_eq!(tally.deliveries.load(Ordering::Relaxed), 1);
+    }
+
+    /// Answers count once per send: a second ack, or an error frame for no
+    /// send of ours, does not make the run look answered before it is.
+    #[test]
+    fn a_run_is_answered_when_each_send_is_acked_or_failed() {
+        let tally = Tally::new(3);
+        for k in 0..3 {
+            tally.sending(k, 1, Instant::now());
+        }
+        tally.acked(0);
+        tally.acked(0);
+        tally.errors.fetch_add(1, Ordering::Relaxed);
+        assert!(!tally.all_answered());
+        assert_eq!(tally.acks.load(Ordering::Relaxed), 1);
+        assert_eq!(tally.double_acks(), 1);
+        tally.failed();
+        assert!(!tally.all_answered());
+        tally.acked(2);
+        assert!(tally.all_answered());
+        assert_eq!(tally.errors.load(Ordering::Relaxed), 2);
     }
 
     /// A send the loop got to late (here: 40 ms after it was due) counts
@@ -217,6 +320,10 @@ mod tests {
         let due = tally.start + std::time::Duration::from_millis(10);
         tally.sending(0, 1, due);
         let received = due + std::time::Duration::from_millis(50);
-        assert_eq!(tally.delivered_at(0, received), Some(50_000));
+        assert_eq!(tally.delivered_at(0, 1, received), Some(50_000));
+        assert_eq!(
+            tally.last_delivery(),
+            Some(std::time::Duration::from_millis(60))
+        );
     }
 }

@@ -367,6 +367,21 @@ describe("AppState", () => {
     history.mockReset();
   });
 
+  it("keeps no draft of a send that failed because its sender was removed from the group meanwhile", async () => {
+    const app = appWithChats();
+    history.mockResolvedValue([]);
+    await app.openChat("a");
+    const failing = later<MessageView>();
+    send.mockReturnValueOnce(failing.promise);
+    const sending = app.send("just as Bob removed me");
+    app.handle({ type: "chats", chats: [chat("a", "A", day, { isGroup: true, left: true }), chat("b", "B", day)], unreadTotal: 0, version: 30 });
+    failing.reject({ error: "you are not a member of this chat" });
+    expect(await sending).toBe(false);
+    expect(app.draftOf("a")).toBe("");
+    expect(app.notice).toBe("you are not a member of this chat");
+    history.mockReset();
+  });
+
   it("drops an older page that comes back after a resync started the view again", async () => {
     const app = appWithChats();
     history.mockResolvedValueOnce(page(51, 60));

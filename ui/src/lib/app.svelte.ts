@@ -456,9 +456,12 @@ export class AppState {
       return true;
     } catch (err) {
       // The text goes back as the chat's draft, unless a newer one was
-      // begun there (or the session ended); the reason shows only in that
-      // chat.
-      if (this.session === session && !this.drafts.get(chatId)) this.setDraft(chatId, content);
+      // begun there, the session ended, or the user is no longer in the
+      // chat (removed while it was on its way: nothing more can be written
+      // there, and the list would show the draft); the reason shows only
+      // in that chat.
+      const left = this.chats.find((chat) => chat.id === chatId)?.left ?? false;
+      if (this.session === session && !left && !this.drafts.get(chatId)) this.setDraft(chatId, content);
       if (this.opened === opening) this.notice = errorText(err);
       return false;
     }

@@ -43,6 +43,10 @@ pub const RETRY_AFTER: Duration = Duration::from_millis(500);
 struct Seen {
     chat_id: String,
     last: i64,
+    /// The seqs the socket's last catch-up read, after `last` as it was
+    /// then: live frames for them may still come on the new socket (sent
+    /// between its `ready` and the read), which is a cause to see them again.
+    caught_up: Option<std::ops::RangeInclusive<i64>>,
 }
 
 pub struct Inbox {
@@ -61,9 +65,6 @@ pub struct Inbox {
     /// Sends the server refused for now, and when each goes again: in the
     /// order they are due, since all wait the same.
     retries: VecDeque<(Instant, usize)>,
-    /// The socket was opened again after a drop: a live frame for a seq its
-    /// catch-up read has a cause.
-    came_back: bool,
     pub latencies: Latencies,
 }
 
@@ -106,12 +107,12 @@ impl Inbox {
                 .map(|chat_id| Seen {
                     chat_id: chat_id.clone(),
                     last: 0,
+                    caught_up: None,
                 })
                 .collect(),
             written: VecDeque::new(),
             refused: HashSet::new(),
             retries: VecDeque::new(),
-            came_back: false,
             latencies: Latencies::new(),
         }
     }
@@ -141,7 +142,7 @@ impl Inbox {
         match (frame.kind.as_ref(), frame.message, frame.client_id) {
             ("message", Some(message), _) => match self.is_new(&message.chat_id, message.seq) {
                 Some(true) => self.deliver(&message.content, message.seq),
-                Some(false) => self.seen_again(&message.content),
+                Some(false) => self.seen_again(&message.chat_id, message.seq, &message.content),
                 None if number_in(&message.content, self.run).is_some() => {
                     self.tally.misrouted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -192,12 +193,22 @@ impl Inbox {
     }
 
     /// A frame for a seq this socket saw already: redelivered, and without
-    /// cause when the socket never came back (no catch-up read it) and its
-    /// message was never written again (no resend found it stored).
-    fn seen_again(&self, content: &str) {
+    /// cause unless the socket's last catch-up read it (a live copy sent
+    /// before the read) or its message was written again (a resend that
+    /// finds it stored delivers it again).
+    fn seen_again(&self, chat_id: &str, seq: i64, content: &str) {
         self.tally.redelivered.fetch_add(1, Ordering::Relaxed);
+        let caught_up = self
+            .chats
+            .iter()
+            .filter(|seen| seen.chat_id == chat_id)
+            .any(|seen| {
+                seen.caught_up
+                    .as_ref()
+                    .is_some_and(|read| read.contains(&seq))
+            });
         let resent = number_in(content, self.run).is_some_and(|k| self.tally.was_resent(k));
-        if !self.came_back && !resent {
+        if !caught_up && !resent {
             self.tally
                 .redelivered_without_cause
                 .fetch_add(1, Ordering::Relaxed);
@@ -227,8 +238,9 @@ impl Inbox {
         server: &str,
         token: &str,
     ) -> anyhow::Result<()> {
-        self.came_back = true;
         for index in 0..self.chats.len() {
+            let before = self.chats[index].last;
+            self.chats[index].caught_up = None;
             loop {
                 let seen = &self.chats[index];
                 let response = http
@@ -250,6 +262,7 @@ impl Inbox {
                     self.deliver(&message.content, message.seq);
                 }
                 self.chats[index].last = last;
+                self.chats[index].caught_up = Some(before + 1..=last);
                 if page.len() < PAGE {
                     break;
                 }
@@ -369,11 +382,12 @@ mod tests {
         }
         let mut steady = Inbox::new(9, tally.clone(), &["c".to_owned()]);
         let mut back = Inbox::new(9, tally.clone(), &["c".to_owned()]);
-        back.came_back = true;
-        for inbox in [&mut steady, &mut back] {
-            inbox.record(&message_frame("c", 1, 9, 0));
-            inbox.record(&message_frame("c", 2, 9, 1));
-        }
+        steady.record(&message_frame("c", 1, 9, 0));
+        steady.record(&message_frame("c", 2, 9, 1));
+        // `back` saw seq 1 live, then dropped; its catch-up read seq 2.
+        back.record(&message_frame("c", 1, 9, 0));
+        back.chats[0].last = 2;
+        back.chats[0].caught_up = Some(2..=2);
         tally.mark_resent(1);
         for inbox in [&mut steady, &mut back] {
             inbox.record(&message_frame("c", 1, 9, 0));
@@ -382,8 +396,8 @@ mod tests {
         assert_eq!(tally.redelivered.load(Ordering::Relaxed), 4);
         assert_eq!(
             tally.redelivered_without_cause.load(Ordering::Relaxed),
-            1,
-            "message 0 again on the socket that never dropped"
+            2,
+            "message 0 again on both: neither a resend nor a catch-up read it"
         );
     }
 

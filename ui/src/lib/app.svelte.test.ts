@@ -279,6 +279,25 @@ describe("AppState", () => {
     expect(app.messages.map((m) => m.seq)).toEqual(page(71, 170).map((m) => m.seq));
   });
 
+  it("a view a resync started again pages up from its own start, whatever the old view waited for", async () => {
+    const app = appWithChats();
+    app.connection = "offline";
+    history.mockResolvedValueOnce(page(51, 60));
+    await app.openChat("a");
+    // Offline, past the cache: the old view waits for the link.
+    history.mockResolvedValueOnce([]);
+    await app.loadOlder();
+    // Still offline at the resync, which finds more than a page missed.
+    startup.mockResolvedValueOnce({ serverUrl: "http://localhost:8080", me: ann, ended: null, connection: "offline", limits: app.limits });
+    chats.mockResolvedValueOnce({ chats: app.chats, unreadTotal: 0, version: 2 });
+    history.mockResolvedValueOnce(page(121, 170));
+    await app.resync();
+    history.mockResolvedValueOnce(page(71, 120));
+    await app.loadOlder();
+    expect(history).toHaveBeenLastCalledWith("a", 121);
+    expect(app.messages.map((m) => m.seq)).toEqual(page(71, 170).map((m) => m.seq));
+  });
+
   it("scrolled past the cache while offline, asks for older messages again once online", async () => {
     const app = appWithChats();
     app.connection = "offline";

@@ -238,6 +238,9 @@ export class AppState {
       this.show(merge(page, this.messages.filter((m) => m.seq === null || m.seq >= from)));
       this.restarts += 1;
       this.hasOlder = from > 1;
+      // A wait for the link was the old view's: this one pages up from its
+      // own start.
+      this.olderWhenOnline = false;
     } else {
       this.show(merge(this.messages, page));
     }

@@ -208,7 +208,8 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis(),
     )?;
-    let capacity = usize::try_from(args.rate.saturating_mul(args.duration))?.saturating_add(16);
+    // Every send of the schedule, numbered (`send` sends them all).
+    let capacity = usize::try_from(args.rate.saturating_mul(args.duration))?;
     let tally = Arc::new(Tally::new(capacity));
     let (stop, stopped) = watch::channel(false);
 
@@ -396,9 +397,7 @@ async fn send(
     // Every send of the schedule goes, late if the server held the loop up
     // (its latency counts from when it was due): a loop that stopped at
     // `--duration` left out the sends still behind then, the slowest.
-    let total = usize::try_from(args.rate.saturating_mul(args.duration))
-        .unwrap_or(usize::MAX)
-        .min(tally.capacity());
+    let total = tally.capacity();
     while next < total {
         tick.tick().await;
         let due = (started.elapsed().as_secs_f64() * args.rate as f64) as usize;

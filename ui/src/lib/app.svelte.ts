@@ -6,7 +6,7 @@ import {
   type ChatList, type ChatSummary, type ConnectionState, type EngineEvent, type Limits, type MessageView, type User,
 } from "./backend";
 import { SvelteMap } from "svelte/reactivity";
-import { firstUnread, merge, messageKey, newestSeq, oldestSeq, withoutDiscarded } from "./history";
+import { firstUnread, fromSeq, merge, messageKey, newestSeq, oldestSeq, withoutDiscarded } from "./history";
 import { retryBrokenPictures } from "./pictures.svelte";
 
 /** The side panel over the chat list, if one is open. */
@@ -235,7 +235,7 @@ export class AppState {
     const shown = newestSeq(this.messages);
     const from = oldestSeq(page);
     if (shown !== null && from !== null && from > shown + 1) {
-      this.show(merge(page, this.messages.filter((m) => m.seq === null || m.seq >= from)));
+      this.show(merge(page, fromSeq(this.messages, from)));
       this.restarts += 1;
       this.hasOlder = from > 1;
       // A wait for the link was the old view's: this one pages up from its
@@ -363,7 +363,7 @@ export class AppState {
       // Events that came in while the page was on its way stay, but for
       // older ones than it holds (`belowView`).
       const from = oldestSeq(page);
-      const told = from === null ? this.messages : this.messages.filter((m) => m.seq === null || m.seq >= from);
+      const told = from === null ? this.messages : fromSeq(this.messages, from);
       this.show(merge(page, told));
       this.hasOlder = (oldestSeq(this.messages) ?? 1) > 1;
       this.historyLoaded = true;

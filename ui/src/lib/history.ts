@@ -74,6 +74,13 @@ export function withoutDiscarded(messages: MessageView[], discarded: ReadonlySet
   return kept.length === messages.length ? messages : kept;
 }
 
+/** `messages` from seq `from` on, and those without a seq (ours, not
+ *  stored yet): what stands beside a page that starts at `from`, without a
+ *  gap below it. */
+export function fromSeq(messages: MessageView[], from: number): MessageView[] {
+  return messages.filter((m) => m.seq === null || m.seq >= from);
+}
+
 /** The lowest seq loaded: where the next older page ends. */
 export function oldestSeq(messages: MessageView[]): number | null {
   for (const message of messages) if (message.seq !== null) return message.seq;
